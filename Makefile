@@ -1,0 +1,44 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+CLI := $(VENV)/bin/dls-microscopy
+DEMO_DIR ?= demo_output
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k zarr -x"`.
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv bench lint clean
+
+venv: $(VENV)/.installed
+
+# torch goes in first, pinned by constraints.txt, so that nothing pulls another build.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt torch torchvision
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+demo: venv
+	$(CLI) sample $(DEMO_DIR)/sample_data
+	$(CLI) convert $(DEMO_DIR)/sample_data/synthetic_nuclei.ome.tif $(DEMO_DIR)/synthetic_nuclei.ome.zarr --overwrite
+	$(CLI) info $(DEMO_DIR)/synthetic_nuclei.ome.zarr
+	$(CLI) convert $(DEMO_DIR)/sample_data/nuclei_1135.h5:/raw $(DEMO_DIR)/nuclei_1135.ome.zarr --labels $(DEMO_DIR)/sample_data/nuclei_1135.h5:/label --overwrite
+	$(CLI) info $(DEMO_DIR)/nuclei_1135.ome.zarr
+	@echo "Demo results are in $(abspath $(DEMO_DIR))"
+
+# pytest exits 5 when it collected nothing: that must fail loudly, never pass.
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+bench: venv
+	$(PY) benchmarks/run_io.py
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,329 @@
+"""The in-memory contract between layers: a lazy array with axes and physical spacing.
+
+A :class:`Volume` never holds pixels: ``data`` is a dask array whose chunks are
+read from the file on compute.  Axis names are a subset of ``"tczyx"`` in that
+order; physical spacing is always in micrometres (converted from the file's
+units when they differ).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from dls_microscopy.errors import (
+    DimensionalityError,
+    InputError,
+    NonFiniteDataWarning,
+    UnsupportedDtypeError,
+)
+
+__all__ = [
+    "AXES_ORDER",
+    "SPATIAL_AXES",
+    "Volume",
+    "check_dtype",
+    "replace_nonfinite",
+]
+
+AXES_ORDER = "tczyx"
+SPATIAL_AXES = "zyx"
+
+#: dtypes we process; everything else raises :class:`UnsupportedDtypeError`.
+_SUPPORTED_KINDS = {"u", "i", "f", "b"}
+
+
+def check_dtype(dtype: np.dtype[Any] | type, *, path: str | Path | None = None) -> np.dtype[Any]:
+    """Return ``dtype`` as a numpy dtype, or raise for types we cannot analyse.
+
+    Integers (signed, unsigned), floats and booleans are supported; complex,
+    string, object, datetime and structured types are not.
+
+    Raises
+    ------
+    UnsupportedDtypeError
+        For any other dtype.
+    """
+    dt = np.dtype(dtype)
+    if dt.kind not in _SUPPORTED_KINDS or dt.fields is not None:
+        raise UnsupportedDtypeError(
+            f"unsupported pixel data type {dt} (supported: integer, float and bool)",
+            path=path,
+        )
+    return dt
+
+
+def replace_nonfinite(block: np.ndarray, *, fill: float | None = None) -> np.ndarray:
+    """Replace NaN by ``fill`` and clip +/-inf to the finite range of ``block``.
+
+    This is how every analysis step handles non-finite values in float data:
+    NaN becomes ``fill`` (default: the minimum finite value, i.e. background)
+    and infinities become the largest/smallest finite value present.
+
+    Parameters
+    ----------
+    block : ndarray
+        Any shape; returned unchanged (not copied) unless it is a float array
+        with non-finite values.
+    fill : float, optional
+        Value for NaN; default the minimum finite value of the block (0 when
+        the block has no finite value).
+
+    Returns
+    -------
+    ndarray
+        Same shape and dtype as ``block``.
+    """
+    if block.dtype.kind != "f":
+        return block
+    finite = np.isfinite(block)
+    if finite.all():
+        return block
+    out = block.copy()
+    if finite.any():
+        lo, hi = float(block[finite].min()), float(block[finite].max())
+    else:
+        lo = hi = 0.0
+    out[np.isnan(out)] = lo if fill is None else fill
+    out[np.isposinf(out)] = hi
+    out[np.isneginf(out)] = lo
+    return out
+
+
+def warn_nonfinite(count: int, *, path: str | Path | None, handling: str) -> None:
+    """Emit a :class:`NonFiniteDataWarning` that says how many values and how they are handled."""
+    where = f"{path}: " if path is not None else ""
+    warnings.warn(
+        f"{where}{count} NaN/inf value(s) in float data; {handling}",
+        NonFiniteDataWarning,
+        stacklevel=3,
+    )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Volume:
+    """A lazily read image (or labels) volume with axes and physical spacing.
+
+    Parameters
+    ----------
+    data : dask.array.Array
+        The pixels of the selected resolution level, shape given by ``axes``.
+    axes : str
+        Axis names, a subsequence of ``"tczyx"`` (e.g. ``"czyx"``).
+    spacing : tuple of float
+        Physical pixel size in micrometres for each spatial axis present in
+        ``axes``, in axis order (e.g. ``(dz, dy, dx)``).
+    channel_names : tuple of str
+        One name per channel (length of the ``c`` axis, or 1 without it).
+    levels : tuple of dask.array.Array
+        All resolution levels, full resolution first; ``data`` is one of them.
+    level_spacings : tuple of tuple of float
+        ``spacing`` of each level.
+    level : int
+        Index of ``data`` in ``levels``.
+    labels : tuple of str
+        Names of the label images stored with this image (NGFF ``labels/``).
+    source : Path, optional
+        Where the data comes from.
+    format : str
+        Short name of the reader used (``"ome-zarr"``, ``"ome-tiff"``...).
+    metadata : dict
+        Reader-specific extras (NGFF version, plate position, time unit...).
+    """
+
+    data: da.Array
+    axes: str
+    spacing: tuple[float, ...]
+    channel_names: tuple[str, ...] = ()
+    levels: tuple[da.Array, ...] = ()
+    level_spacings: tuple[tuple[float, ...], ...] = ()
+    level: int = 0
+    labels: tuple[str, ...] = ()
+    source: Path | None = None
+    format: str = "array"
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        axes = self.axes.lower()
+        object.__setattr__(self, "axes", axes)
+        if len(axes) != self.data.ndim:
+            raise DimensionalityError(
+                f"axes {axes!r} do not match data with {self.data.ndim} dimensions",
+                path=self.source,
+            )
+        if len(set(axes)) != len(axes) or any(a not in AXES_ORDER for a in axes):
+            raise InputError(f"invalid axes {axes!r}: use a subset of 'tczyx'", path=self.source)
+        if [AXES_ORDER.index(a) for a in axes] != sorted(AXES_ORDER.index(a) for a in axes):
+            raise InputError(f"axes {axes!r} are not in 'tczyx' order", path=self.source)
+        if any(s == 0 for s in self.data.shape):
+            raise DimensionalityError(
+                f"empty data: shape {tuple(self.data.shape)} has a zero-size axis", path=self.source
+            )
+        check_dtype(self.data.dtype, path=self.source)
+        spacing = tuple(float(s) for s in self.spacing)
+        if len(spacing) != len(self.spatial_axes):
+            raise InputError(
+                f"spacing {spacing} does not match spatial axes {self.spatial_axes!r}",
+                path=self.source,
+            )
+        if any(not np.isfinite(s) or s <= 0 for s in spacing):
+            raise InputError(f"spacing must be positive and finite, got {spacing}", path=self.source)
+        object.__setattr__(self, "spacing", spacing)
+        if not self.levels:
+            object.__setattr__(self, "levels", (self.data,))
+            object.__setattr__(self, "level_spacings", (spacing,))
+        n_c = self.n_channels
+        names = tuple(str(n) for n in self.channel_names)
+        if len(names) != n_c:  # missing or inconsistent names: number the channels
+            names = tuple(f"channel_{i}" for i in range(n_c))
+        object.__setattr__(self, "channel_names", names)
+
+    # -- shape helpers -------------------------------------------------
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of ``data``."""
+        return tuple(int(s) for s in self.data.shape)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """Pixel data type."""
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        """Number of axes of ``data``."""
+        return self.data.ndim
+
+    @property
+    def spatial_axes(self) -> str:
+        """The spatial axes present, e.g. ``"zyx"``."""
+        return "".join(a for a in self.axes if a in SPATIAL_AXES)
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """Shape along the spatial axes only."""
+        return tuple(self.shape[self.axes.index(a)] for a in self.spatial_axes)
+
+    @property
+    def n_channels(self) -> int:
+        """Length of the ``c`` axis (1 when absent)."""
+        return self.shape[self.axes.index("c")] if "c" in self.axes else 1
+
+    @property
+    def nbytes(self) -> int:
+        """Size of ``data`` in bytes once loaded."""
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def axis_size(self, name: str) -> int:
+        """Length of axis ``name`` (1 when the axis is absent)."""
+        return self.shape[self.axes.index(name)] if name in self.axes else 1
+
+    # -- derived volumes -----------------------------------------------
+    def at_level(self, level: int) -> Volume:
+        """The same image at another resolution level (metadata only, no IO)."""
+        if not -len(self.levels) <= level < len(self.levels):
+            raise InputError(
+                f"resolution level {level} does not exist (levels: 0..{len(self.levels) - 1})",
+                path=self.source,
+            )
+        level %= len(self.levels)
+        return dataclasses.replace(
+            self, data=self.levels[level], spacing=self.level_spacings[level], level=level
+        )
+
+    def select(self, *, c: int | str | None = None, t: int | None = None) -> Volume:
+        """Select one channel (by index or name) and/or one time point; the axis is dropped."""
+        vol = self
+        if t is not None:
+            vol = vol._drop_axis("t", _check_index(t, vol.axis_size("t"), "time point", vol.source))
+        if c is not None:
+            if isinstance(c, str):
+                if c not in vol.channel_names:
+                    raise InputError(
+                        f"no channel named {c!r} (channels: {', '.join(vol.channel_names)})",
+                        path=vol.source,
+                    )
+                c = vol.channel_names.index(c)
+            c = _check_index(c, vol.n_channels, "channel", vol.source)
+            names = (vol.channel_names[c],)
+            vol = dataclasses.replace(vol._drop_axis("c", c), channel_names=names)
+        return vol
+
+    def _drop_axis(self, name: str, index: int) -> Volume:
+        if name not in self.axes:
+            return self
+        ax = self.axes.index(name)
+        take = (slice(None),) * ax + (index,)
+        levels = tuple(lv[take] for lv in self.levels)
+        return dataclasses.replace(
+            self,
+            data=levels[self.level],
+            axes=self.axes.replace(name, ""),
+            levels=levels,
+        )
+
+    def require_spatial_ndim(self, ndim: int = 3) -> Volume:
+        """Raise :class:`DimensionalityError` unless the volume has ``ndim`` spatial axes."""
+        if len(self.spatial_axes) != ndim:
+            raise DimensionalityError(
+                f"{ndim}D data required, but this image has spatial axes "
+                f"{self.spatial_axes!r} (shape {self.shape}, axes {self.axes!r})",
+                path=self.source,
+            )
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (what ``dls-microscopy info`` prints)."""
+        return {
+            "path": str(self.source) if self.source else None,
+            "format": self.format,
+            "shape": list(self.shape),
+            "axes": self.axes,
+            "dtype": str(self.dtype),
+            "spacing_um": dict(zip(self.spatial_axes, self.spacing, strict=True)),
+            "channels": list(self.channel_names),
+            "levels": [
+                {"shape": [int(s) for s in lv.shape], "spacing_um": list(sp)}
+                for lv, sp in zip(self.levels, self.level_spacings, strict=True)
+            ],
+            "labels": list(self.labels),
+            **{k: v for k, v in self.metadata.items() if _jsonable(v)},
+        }
+
+
+def _check_index(index: int, size: int, what: str, source: Path | None) -> int:
+    if not -size <= index < size:
+        raise InputError(f"{what} {index} out of range (0..{size - 1})", path=source)
+    return index % size
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool | list | dict | type(None))
+
+
+def default_axes(ndim: int) -> str:
+    """Axis names assumed for an array without metadata: the last ``ndim`` of ``tczyx``."""
+    if not 1 <= ndim <= 5:
+        raise DimensionalityError(f"cannot interpret an array with {ndim} dimensions as an image")
+    return AXES_ORDER[-ndim:]
+
+
+def volume_from_array(
+    array: np.ndarray | da.Array,
+    *,
+    axes: str | None = None,
+    spacing: Sequence[float] | None = None,
+    channel_names: Sequence[str] = (),
+) -> Volume:
+    """Wrap an in-memory or dask array as a :class:`Volume` (spacing defaults to 1 µm)."""
+    data = array if isinstance(array, da.Array) else da.from_array(np.asarray(array))
+    axes = axes or default_axes(data.ndim)
+    n_spatial = sum(a in SPATIAL_AXES for a in axes)
+    sp = tuple(spacing) if spacing is not None else (1.0,) * n_spatial
+    return Volume(data=data, axes=axes, spacing=sp, channel_names=tuple(channel_names))
