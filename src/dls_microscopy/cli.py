@@ -1,0 +1,213 @@
+"""Command line interface: ``dls-microscopy COMMAND``.
+
+Parsing, progress bars and exit codes only; all work is done by the library.
+Exit codes: 0 success, 2 bad input (one line naming the file and the reason),
+1 internal error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from dls_microscopy import __version__
+from dls_microscopy.errors import DlsError, InputError, OutputError
+
+app = typer.Typer(
+    name="dls-microscopy",
+    help="Out-of-core 3D microscopy analysis: inspect, convert and analyse huge images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("dls_microscopy")
+
+_SIZE = re.compile(r"^\s*([0-9.]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """Parse ``"2GB"``, ``"512MiB"``, ``"1e9"`` into bytes."""
+    m = _SIZE.match(text)
+    if not m:
+        raise InputError(f"cannot read memory size {text!r} (examples: 2GB, 512MiB)")
+    unit = (m.group(2) or "").lower().rstrip("b")
+    if unit not in _UNITS:
+        raise InputError(f"unknown size unit in {text!r}")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+class RichProgress:
+    """A :data:`~dls_microscopy.io.zarr_write.ProgressCallback` drawing rich bars on stderr."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=not enabled,
+            transient=False,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> RichProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, description: str, done: int, total: int) -> None:
+        if description not in self.tasks:
+            self.tasks[description] = self.progress.add_task(description, total=total)
+        self.progress.update(self.tasks[description], completed=done, total=total)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        out.print(f"dls-microscopy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv for debug).")] = 0,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")] = None,  # noqa: UP007
+) -> None:
+    """DLS Microscopy command line."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+# -- info ----------------------------------------------------------------------
+
+
+@app.command(epilog="Example: dls-microscopy info image.ome.zarr --json")
+def info(
+    path: Annotated[str, typer.Argument(help="Image: OME-Zarr, OME-TIFF/TIFF, or HDF5 as file.h5:/dataset.")],
+    series: Annotated[int, typer.Option(help="Series (multi-series files) or n-th plate field.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show shape, axes, dtype, spacing (µm), resolution levels, channels, labels and plate layout."""
+    from dls_microscopy.io import describe_plate, detect_format, open_volume, split_dataset_path
+
+    vol = open_volume(path, series=series)
+    summary: dict[str, Any] = vol.describe()
+    file_path, _ = split_dataset_path(path)
+    if detect_format(file_path) == "zarr" and "well" in vol.metadata:
+        summary["plate_layout"] = describe_plate(file_path).describe()
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    table = Table(title=str(path), show_header=False)
+    for key, value in summary.items():
+        if key == "levels":
+            value = "\n".join(f"{i}: {lv['shape']}  spacing {lv['spacing_um']}" for i, lv in enumerate(value))
+        elif key == "plate_layout":
+            value = (f"{len(value['wells'])} wells, {value['n_fields']} fields; rows {''.join(value['rows'])}, "
+                     f"columns {','.join(value['columns'])}")
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+# -- convert -------------------------------------------------------------------
+
+
+@app.command(epilog="Example: dls-microscopy convert stack.ome.tif stack.ome.zarr --labels nuclei=masks.tif")
+def convert(
+    source: Annotated[str, typer.Argument(help="Input image (any readable format).")],
+    destination: Annotated[Path, typer.Argument(help="Output .ome.zarr store (appears only when complete).")],
+    labels: Annotated[Optional[list[str]], typer.Option(help="Label image to include, NAME=PATH or PATH (name 'labels'); repeatable.")] = None,  # noqa: UP007
+    series: Annotated[int, typer.Option(help="Series of a multi-series input.")] = 0,
+    ngff_version: Annotated[str, typer.Option("--ngff-version", help="0.5 (zarr v3, sharded) or 0.4 (zarr v2).")] = "0.5",
+    chunks: Annotated[Optional[int], typer.Option(help="Chunk edge in voxels (default 64 for 3D).")] = None,  # noqa: UP007
+    shards: Annotated[Optional[int], typer.Option(help="Shard edge in voxels (default 4 chunks; 0 = no sharding).")] = None,  # noqa: UP007
+    compression: Annotated[str, typer.Option(help="zstd, lz4 or none (blosc).")] = "zstd",
+    clevel: Annotated[int, typer.Option(help="Compression level.")] = 1,
+    levels: Annotated[Optional[int], typer.Option(help="Number of pyramid levels (default: automatic).")] = None,  # noqa: UP007
+    memory_budget: Annotated[str, typer.Option(help="Pixel memory to use at once, e.g. 2GB.")] = "1GB",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Convert an image (and label images) to OME-Zarr, streaming block by block."""
+    from dls_microscopy.io import convert as do_convert
+
+    label_paths: dict[str, str] = {}
+    for item in labels or []:
+        name, sep, p = item.partition("=")
+        if not sep or "/" in name or not name:
+            name, p = "labels", item
+        label_paths[name] = p
+    with RichProgress(enabled=progress and err.is_terminal) as bar:
+        written = do_convert(
+            source, destination, series=series, labels=label_paths, version=ngff_version,  # type: ignore[arg-type]
+            chunks=chunks, shards=shards, compression=compression, clevel=clevel,  # type: ignore[arg-type]
+            n_levels=levels, memory_budget=parse_size(memory_budget), overwrite=overwrite,
+            progress=bar,
+        )
+    out.print(f"wrote {written}")
+
+
+# -- sample --------------------------------------------------------------------
+
+
+@app.command(epilog="Example: dls-microscopy sample ./sample_data")
+def sample(
+    outdir: Annotated[Path, typer.Argument(help="Folder to write the sample data into.")],
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic volume.")] = 0,
+) -> None:
+    """Write the bundled sample data: a synthetic 2-channel nuclei volume with labels, and a real one."""
+    from dls_microscopy.sample_data import write_sample_data
+
+    written = write_sample_data(outdir, seed=seed)
+    for name, p in written.items():
+        out.print(f"{name}: {p}")
+
+
+# -- entry point ---------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; map our errors to exit code 2 and anything unexpected to 1."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except (InputError, OutputError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        return 2
+    except DlsError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 1
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except typer.Abort:
+        err.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, no traceback
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        log.debug("internal error", exc_info=True)
+        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (run with -vv for details)",
+                  highlight=False)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Conversion of any readable image (and its label images) to OME-Zarr, streaming."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dls_microscopy.io.open import open_volume
+from dls_microscopy.io.zarr_write import write_ome_zarr
+
+__all__ = ["convert"]
+
+log = logging.getLogger(__name__)
+
+
+def convert(
+    source: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    *,
+    series: int = 0,
+    labels: Mapping[str, str | os.PathLike[str]] | None = None,
+    **write_options: Any,
+) -> Path:
+    """Convert ``source`` to an OME-Zarr store at ``destination``, block by block.
+
+    Parameters
+    ----------
+    source : path-like
+        Anything :func:`~dls_microscopy.io.open_volume` reads (OME-TIFF, TIFF,
+        HDF5 ``file.h5:/dataset``, OME-Zarr).
+    destination : path-like
+        The new ``.ome.zarr`` store; it appears only when complete.
+    series : int
+        Series of a multi-series source.
+    labels : mapping of str to path-like, optional
+        Label images to store as NGFF labels, by name; each must have the
+        image's spatial shape.
+    **write_options
+        Passed to :func:`~dls_microscopy.io.zarr_write.write_ome_zarr`
+        (``version``, ``chunks``, ``shards``, ``compression``, ``clevel``,
+        ``n_levels``, ``memory_budget``, ``overwrite``, ``progress``).
+
+    Returns
+    -------
+    Path
+        The written store. Peak memory is set by ``memory_budget``, not by the
+        size of the source.
+    """
+    image = open_volume(source, series=series)
+    label_volumes = {name: open_volume(p) for name, p in (labels or {}).items()}
+    log.info("converting %s (%s, %s) to %s", source, image.shape, image.dtype, destination)
+    return write_ome_zarr(image, destination, labels=label_volumes, **write_options)

@@ -1,0 +1,170 @@
+"""Writing OME-Zarr and reading it back: values, metadata, validation, interoperability."""
+
+from __future__ import annotations
+
+import json
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+
+from dls_microscopy.errors import InputError, OutputError
+from dls_microscopy.io import open_labels, open_volume, write_ome_zarr
+from dls_microscopy.io.zarr_write import validate_written_store
+
+RNG = np.random.default_rng(42)
+
+
+def _image(shape=(2, 20, 70, 90), dtype=np.uint16):
+    if np.dtype(dtype).kind == "f":
+        return RNG.normal(100, 10, shape).astype(dtype)
+    return RNG.integers(0, 4000, shape).astype(dtype)
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float32])
+def test_round_trip_values_spacing_channels(tmp_path, version, dtype):
+    img = _image(dtype=dtype)
+    out = write_ome_zarr(
+        img, tmp_path / "a.ome.zarr", axes="czyx", spacing=(2.0, 0.3, 0.25),
+        channel_names=["DAPI", "LaminB1"], version=version, chunks=16, n_levels=3,
+    )
+    vol = open_volume(out)
+    assert vol.axes == "czyx"
+    assert vol.shape == img.shape
+    assert vol.dtype == img.dtype
+    assert vol.spacing == pytest.approx((2.0, 0.3, 0.25))
+    assert vol.channel_names == ("DAPI", "LaminB1")
+    np.testing.assert_array_equal(vol.data.compute(), img)
+    assert vol.metadata["ngff_version"] == version
+    assert vol.metadata["zarr_format"] == (3 if version == "0.5" else 2)
+    assert len(vol.levels) == 3
+    # level spacing doubles exactly where the shape halves
+    for lv, sp in zip(vol.levels, vol.level_spacings, strict=True):
+        for ax_i, s in zip((1, 2, 3), sp, strict=True):
+            ratio = -(-img.shape[ax_i] // lv.shape[ax_i])
+            assert s == pytest.approx((2.0, 0.3, 0.25)[ax_i - 1] * ratio)
+    validate_written_store(out, version)
+
+
+def test_pyramid_is_block_mean(tmp_path):
+    img = _image((1, 8, 33, 47))
+    out = write_ome_zarr(img, tmp_path / "p.ome.zarr", axes="czyx", spacing=(0.5, 0.5, 0.5),
+                         n_levels=2, chunks=8)
+    lvl1 = open_volume(out, level=1).data.compute()
+    # isotropic: every spatial axis halved; odd edges replicate the last voxel
+    padded = np.pad(img.astype(np.float64), [(0, 0), (0, 0), (0, 1), (0, 1)], mode="edge")
+    expect = padded.reshape(1, 4, 2, 17, 2, 24, 2).mean(axis=(2, 4, 6))
+    np.testing.assert_array_equal(lvl1, np.rint(expect).astype(np.uint16))
+
+
+def test_sharded_layout_and_codec(tmp_path):
+    img = _image((1, 64, 128, 128))
+    out = write_ome_zarr(img, tmp_path / "s.ome.zarr", axes="czyx", spacing=(1, 1, 1),
+                         chunks=32, shards=64)
+    meta = json.loads((out / "0" / "zarr.json").read_text())
+    codec = meta["codecs"][0]
+    assert codec["name"] == "sharding_indexed"
+    assert codec["configuration"]["chunk_shape"] == [1, 32, 32, 32]
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [1, 64, 64, 64]
+    inner = codec["configuration"]["codecs"]
+    assert any(c["name"] == "blosc" and c["configuration"]["cname"] == "zstd" for c in inner)
+    assert meta["dimension_names"] == ["c", "z", "y", "x"]
+
+
+def test_labels_written_with_matching_pyramid(tmp_path):
+    img = _image((2, 16, 64, 64))
+    lab = np.zeros((16, 64, 64), np.uint32)
+    lab[2:9, 10:30, 5:25] = 7
+    lab[9:15, 40:60, 30:60] = 2**31 + 5  # large ids survive
+    out = write_ome_zarr(img, tmp_path / "l.ome.zarr", axes="czyx", spacing=(1, .5, .5),
+                         labels={"nuclei": lab}, n_levels=3)
+    vol = open_volume(out)
+    assert vol.labels == ("nuclei",)
+    lv = open_labels(out, "nuclei")
+    assert lv.axes == "zyx"
+    assert lv.spacing == pytest.approx((1, .5, .5))
+    np.testing.assert_array_equal(lv.data.compute(), lab)
+    assert len(lv.levels) == len(vol.levels) == 3
+    # nearest sampling keeps only existing ids
+    low = lv.levels[2].compute()
+    assert set(np.unique(low)) <= set(np.unique(lab))
+    validate_written_store(out, "0.5")
+
+
+def test_dask_input_streams_without_compute(tmp_path):
+    src = da.random.RandomState(0).randint(0, 100, size=(40, 96, 96), chunks=(7, 50, 33)).astype(np.uint8)
+    out = write_ome_zarr(src, tmp_path / "d.ome.zarr", spacing=(1, 1, 1), chunks=16,
+                         memory_budget=64 * 1024)
+    np.testing.assert_array_equal(open_volume(out).data.compute(), src.compute())
+
+
+def test_write_is_atomic_on_failure(tmp_path):
+    class Boom(Exception):
+        pass
+
+    def fail(block):
+        raise Boom("disk on fire")
+
+    src = da.zeros((8, 64, 64), dtype=np.uint16, chunks=(8, 32, 32)).map_blocks(
+        lambda b: fail(b), dtype=np.uint16)
+    with pytest.raises(Boom):
+        write_ome_zarr(src, tmp_path / "x.ome.zarr", spacing=(1, 1, 1))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_refused_then_overwritten(tmp_path):
+    out = tmp_path / "o.ome.zarr"
+    write_ome_zarr(np.ones((4, 8, 8), np.uint8), out)
+    with pytest.raises(OutputError, match="already exists"):
+        write_ome_zarr(np.ones((4, 8, 8), np.uint8), out)
+    write_ome_zarr(np.full((4, 8, 8), 3, np.uint8), out, overwrite=True)
+    assert int(open_volume(out).data.max().compute()) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.ome.zarr"]
+
+
+def test_bad_labels_rejected(tmp_path):
+    img = np.zeros((4, 8, 8), np.uint8)
+    with pytest.raises(InputError, match="shape"):
+        write_ome_zarr(img, tmp_path / "a.zarr", labels={"x": np.zeros((4, 8, 9), np.uint8)})
+    with pytest.raises(InputError, match="integers"):
+        write_ome_zarr(img, tmp_path / "b.zarr", labels={"x": np.zeros((4, 8, 8), np.float32)})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_ome_zarr_py_reads_our_store(tmp_path, version):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    img = _image((2, 12, 40, 40))
+    out = write_ome_zarr(img, tmp_path / "ours.ome.zarr", axes="czyx", spacing=(2, .5, .5),
+                         version=version, n_levels=2, labels={"cells": np.ones((12, 40, 40), np.uint8)})
+    nodes = list(Reader(parse_url(str(out)))())
+    image_node = nodes[0]
+    np.testing.assert_array_equal(np.asarray(image_node.data[0]), img)
+    scale = image_node.metadata["coordinateTransformations"][0][0]["scale"]
+    assert scale == pytest.approx([1, 2, .5, .5])
+    assert any("labels" in str(n.zarr) or n.metadata.get("name") == "cells" for n in nodes[1:])
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_we_read_ome_zarr_py_store(tmp_path, version):
+    import ome_zarr.format as fmts
+    from ome_zarr.io import parse_url
+    from ome_zarr.writer import write_image
+
+    fmt = fmts.FormatV05() if version == "0.5" else fmts.FormatV04()
+    img = _image((2, 16, 64, 64))
+    path = tmp_path / "theirs.zarr"
+    root = zarr.group(store=parse_url(str(path), mode="w", fmt=fmt).store)
+    write_image(image=img, group=root, axes="czyx", fmt=fmt, scale_factors=(2, 4),
+                scale={"z": 2.0, "y": 500.0, "x": 500.0},
+                axes_units={"z": "micrometer", "y": "nanometer", "x": "nanometer"})
+    vol = open_volume(path)
+    assert vol.axes == "czyx"
+    assert vol.spacing == pytest.approx((2.0, 0.5, 0.5))
+    np.testing.assert_array_equal(vol.data.compute(), img)
+    assert len(vol.levels) >= 2
+    assert vol.metadata["ngff_version"] == version
