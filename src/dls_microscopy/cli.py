@@ -34,7 +34,7 @@ out = Console()
 err = Console(stderr=True)
 log = logging.getLogger("dls_microscopy")
 
-_SIZE = re.compile(r"^\s*([0-9.]+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
           "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
@@ -183,10 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except (InputError, OutputError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
     except DlsError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 1
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
@@ -197,14 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         err.print("interrupted")
         return 130
     except Exception as exc:  # noqa: BLE001 - last resort: one line, no traceback
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()  # a usage error from the argument parser (click/typer): exit code 2
+            return int(exc.exit_code)
         log.debug("internal error", exc_info=True)
         err.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (run with -vv for details)",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
         return 1
     return 0
 

@@ -220,6 +220,16 @@ class Volume:
         """Size of ``data`` in bytes once loaded."""
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
+    def load(self) -> np.ndarray:
+        """Read ``data`` fully into memory (only for volumes that fit in RAM).
+
+        Blocks are written straight into one preallocated array, which is about
+        twice as fast as ``data.compute()`` (no final concatenation copy).
+        """
+        out = np.empty(self.shape, dtype=self.dtype)
+        da.store(self.data, out, lock=False)
+        return out
+
     def axis_size(self, name: str) -> int:
         """Length of axis ``name`` (1 when the axis is absent)."""
         return self.shape[self.axes.index(name)] if name in self.axes else 1

@@ -207,3 +207,15 @@ def test_plain_zarr_without_ngff(tmp_path):
     zarr.open_group(str(tmp_path / "plain.zarr"), mode="w").create_array("a", shape=(4,), dtype="u1")
     with pytest.raises(MetadataError, match="multiscales"):
         open_volume(tmp_path / "plain.zarr")
+
+
+@pytest.mark.parametrize("backend", ["zarr", "tensorstore"])
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_read_backends_agree(tmp_path, monkeypatch, backend, version):
+    monkeypatch.setenv("DLS_ZARR_READER", backend)
+    img = np.random.default_rng(1).integers(0, 60000, (3, 37, 70, 45)).astype(np.uint16)
+    out = write_ome_zarr(img, tmp_path / "b.ome.zarr", axes="czyx", chunks=16, version=version)
+    vol = open_volume(out)
+    assert vol.data.name.startswith("dls-zarr-")
+    np.testing.assert_array_equal(vol.load(), img)
+    np.testing.assert_array_equal(vol.data[1, 5:30, 3:61:2, 40].compute(), img[1, 5:30, 3:61:2, 40])

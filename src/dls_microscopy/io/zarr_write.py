@@ -284,34 +284,58 @@ def _level0_writer(source: da.Array, target: zarr.Array) -> Callable[[tuple[slic
 
 
 def _downsample_writer(
-    prev: zarr.Array, target: zarr.Array, step: Sequence[int], method: str
+    prev: zarr.Array, target: zarr.Array, step: Sequence[int], method: str,
+    slab_bytes: int = 16 * 2**20,
 ) -> Callable[[tuple[slice, ...]], int]:
+    """Writer of one output block, computed from ``prev`` in slabs of at most ``slab_bytes`` input.
+
+    The output block is a whole shard (safe to write concurrently), but its
+    input is ``prod(step)`` times larger: reading it in slabs along the first
+    axis longer than 1 keeps memory near one shard.
+    """
+    itemsize = prev.dtype.itemsize
+
     def work(region: tuple[slice, ...]) -> int:
-        src_region = tuple(
-            slice(r.start * s, min(r.stop * s, n))
-            for r, s, n in zip(region, step, prev.shape, strict=True)
-        )
-        block = downsample_block(np.asarray(prev[src_region]), step, method=method)
-        target[region] = block
+        out = np.empty([r.stop - r.start for r in region], dtype=target.dtype)
+        axis = next((i for i, r in enumerate(region) if r.stop - r.start > 1), 0)
+        per_plane = math.prod(
+            (r.stop - r.start) * s for i, (r, s) in enumerate(zip(region, step, strict=True)) if i != axis
+        ) * itemsize * step[axis] * 3  # input, float copy, padding
+        thick = max(1, slab_bytes // max(per_plane, 1))
+        for lo in range(region[axis].start, region[axis].stop, thick):
+            sub = list(region)
+            sub[axis] = slice(lo, min(lo + thick, region[axis].stop))
+            src_region = tuple(
+                slice(r.start * s, min(r.stop * s, n))
+                for r, s, n in zip(sub, step, prev.shape, strict=True)
+            )
+            block = downsample_block(np.asarray(prev[src_region]), step, method=method)
+            dst = [slice(None)] * len(region)
+            dst[axis] = slice(lo - region[axis].start, sub[axis].stop - region[axis].start)
+            out[tuple(dst)] = block
+        target[region] = out
         return 0
 
     return work
 
 
-def _contrast_limits(group: zarr.Group, level: int, axes: str) -> list[tuple[float, float]]:
-    """Per-channel 0.1–99.9 percentile window from the smallest level (cheap to read)."""
-    small = np.asarray(group[str(level)][...])
-    if "c" not in axes:
-        small = small[None]
-    else:
-        small = np.moveaxis(small, axes.index("c"), 0)
+def _contrast_limits(
+    group: zarr.Group, level: int, axes: str, max_samples: int = 2**22
+) -> list[tuple[float, float]]:
+    """Per-channel 0.1–99.9 percentile window, from a strided sample of the smallest level."""
+    arr = group[str(level)]
+    n_vox = math.prod(arr.shape)
+    stride = max(1, round((n_vox / max_samples) ** (1 / max(1, len(arr.shape) - ("c" in axes)))))
+    take = tuple(slice(None) if a == "c" else slice(None, None, stride) for a in axes)
+    small = np.asarray(arr[take])
+    small = np.moveaxis(small, axes.index("c"), 0) if "c" in axes else small[None]
     limits = []
     for ch in small:
-        finite = ch[np.isfinite(ch)] if ch.dtype.kind == "f" else ch.ravel()
-        if finite.size == 0:
+        values = ch[np.isfinite(ch)] if ch.dtype.kind == "f" else ch.ravel()
+        if values.size == 0:
             limits.append((0.0, 1.0))
             continue
-        lo, hi = np.percentile(finite, [0.1, 99.9])
+        lo, hi = np.percentile(values, [0.1, 99.9])
         limits.append((float(lo), float(hi if hi > lo else lo + 1)))
     return limits
 

@@ -1,0 +1,133 @@
+"""The command line: exit codes, one-line errors, --json output, help with examples."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from dls_microscopy.cli import main, parse_size
+from dls_microscopy.errors import InputError
+from dls_microscopy.io import open_labels, open_volume, write_ome_zarr
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def store(tmp_path):
+    img = np.random.default_rng(0).integers(0, 999, (2, 6, 40, 40)).astype(np.uint16)
+    lab = np.zeros((6, 40, 40), np.uint16)
+    lab[1:4, 5:15, 5:15] = 1
+    return write_ome_zarr(img, tmp_path / "s.ome.zarr", axes="czyx", spacing=(2, .5, .5),
+                          channel_names=["DAPI", "Actin"], labels={"nuclei": lab})
+
+
+def test_info_json(capsys, store):
+    code, out, _ = run(capsys, "info", str(store), "--json")
+    assert code == 0
+    info = json.loads(out)
+    assert info["shape"] == [2, 6, 40, 40]
+    assert info["axes"] == "czyx"
+    assert info["dtype"] == "uint16"
+    assert info["spacing_um"] == {"z": 2.0, "y": 0.5, "x": 0.5}
+    assert info["channels"] == ["DAPI", "Actin"]
+    assert info["labels"] == ["nuclei"]
+    assert info["levels"][0]["shape"] == [2, 6, 40, 40]
+
+
+def test_info_table(capsys, store):
+    code, out, _ = run(capsys, "info", str(store))
+    assert code == 0
+    assert "czyx" in out and "DAPI" in out and "nuclei" in out
+
+
+def _write(path, content):
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: p / "missing.ome.zarr", "no such file"),
+        (lambda p: _write(p / "notes.tif", b"hello"), "not a supported image"),
+        (lambda p: _write(p / "empty.h5", b""), "empty"),
+    ],
+)
+def test_bad_input_exit_2_one_line(capsys, tmp_path, make, reason):
+    path = make(tmp_path)
+    code, out, err = run(capsys, "info", str(path))
+    assert code == 2
+    assert reason in err
+    assert str(path) in err
+    assert err.count("\n") == 1  # one line
+    assert "Traceback" not in err
+
+
+def test_convert_tiff_with_labels(capsys, tmp_path):
+    img = np.random.default_rng(2).integers(0, 255, (5, 2, 24, 24)).astype(np.uint8)  # ZCYX
+    tifffile.imwrite(tmp_path / "in.ome.tif", img, ome=True,
+                     metadata={"axes": "ZCYX", "PhysicalSizeZ": 1.5, "PhysicalSizeY": 0.2,
+                               "PhysicalSizeX": 0.2, "Channel": {"Name": ["a", "b"]}})
+    lab = (img[:, 0] > 128).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "lab.tif", lab)
+    out = tmp_path / "out.ome.zarr"
+    code, _, err = run(capsys, "convert", str(tmp_path / "in.ome.tif"), str(out),
+                       "--labels", f"cells={tmp_path / 'lab.tif'}", "--no-progress")
+    assert code == 0, err
+    vol = open_volume(out)
+    assert vol.axes == "czyx" and vol.channel_names == ("a", "b")
+    assert vol.spacing == pytest.approx((1.5, 0.2, 0.2))
+    np.testing.assert_array_equal(vol.load(), img.transpose(1, 0, 2, 3))
+    np.testing.assert_array_equal(open_labels(out, "cells").load(), lab)
+    # second run without --overwrite: clear refusal
+    code, _, err = run(capsys, "convert", str(tmp_path / "in.ome.tif"), str(out), "--no-progress")
+    assert code == 2 and "already exists" in err
+
+
+def test_convert_ngff04(capsys, tmp_path, store):
+    out = tmp_path / "v04.ome.zarr"
+    code, _, err = run(capsys, "convert", str(store), str(out), "--ngff-version", "0.4",
+                       "--no-progress")
+    assert code == 0, err
+    assert (out / ".zattrs").exists()
+    assert open_volume(out).metadata["ngff_version"] == "0.4"
+
+
+def test_usage_error_exit_2(capsys):
+    code, _, err = run(capsys, "info")
+    assert code == 2
+    assert "Missing argument" in err
+
+
+def test_every_command_help_has_example(capsys):
+    for cmd in ("info", "convert", "sample"):
+        code, out, _ = run(capsys, cmd, "--help")
+        assert code == 0
+        assert "Example: dls-microscopy " + cmd in out
+
+
+def test_console_script_version():
+    res = subprocess.run([sys.executable, "-m", "dls_microscopy.cli", "--version"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0
+    assert res.stdout.startswith("dls-microscopy ")
+
+
+@pytest.mark.parametrize(("text", "value"), [("2GB", 2 * 10**9), ("512MiB", 512 * 2**20),
+                                             ("1e6", 10**6), ("64 kib", 65536)])
+def test_parse_size(text, value):
+    assert parse_size(text) == value
+
+
+def test_parse_size_rejects_garbage():
+    with pytest.raises(InputError):
+        parse_size("lots")
