@@ -77,19 +77,72 @@ class ChunkSource:
     def __getitem__(self, key: Any) -> np.ndarray:
         if not isinstance(key, tuple):
             key = (key,)
+        ellipsis = [i for i, k in enumerate(key) if k is Ellipsis]
+        if ellipsis:
+            i = ellipsis[0]
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1 :]
+        key = key + (slice(None),) * (self.ndim - len(key))
+        bounds, post = _bounding_key(key, self.shape)
         try:
-            out = self._read(key)
+            out = np.asarray(self._read(bounds))
         except DlsError:
             raise
         except (MemoryError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - any decoder failure means corrupt data
             raise CorruptDataError(
-                f"cannot read {self.what} at {_region_text(key)}: "
+                f"cannot read {self.what} at {_region_text(bounds)}: "
                 f"{type(exc).__name__}: {exc}".rstrip(": "),
                 path=self.path,
             ) from exc
-        return np.asarray(out)
+        # apply steps, integer and array indices axis by axis (orthogonal indexing)
+        axis = 0
+        for p in post:
+            if p is None:
+                axis += 1
+                continue
+            out = out[(slice(None),) * axis + (p,)]
+            if not isinstance(p, int | np.integer):
+                axis += 1
+        return out
+
+
+def _bounding_key(key: tuple[Any, ...], shape: tuple[int, ...]) -> tuple[tuple[slice, ...], list[Any]]:
+    """Split an index into step-1 slices to read and the indexing to apply afterwards.
+
+    Readers only ever see contiguous slices; steps, integers and index arrays
+    (which dask passes with ``fancy=True``) are applied to the read region.
+    """
+    bounds: list[slice] = []
+    post: list[Any] = []
+    for k, n in zip(key, shape, strict=True):
+        if isinstance(k, slice):
+            start, stop, step = k.indices(n)
+            if step == 1:
+                bounds.append(slice(start, max(start, stop)))
+                post.append(None)
+            elif step > 0:
+                stop = max(start, stop)
+                bounds.append(slice(start, stop))
+                post.append(slice(None, None, step))
+            else:  # negative step: read ascending, then reverse
+                idx = np.arange(start, stop, step)
+                lo, hi = (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, 0)
+                bounds.append(slice(lo, hi))
+                post.append(idx - lo)
+        elif isinstance(k, int | np.integer):
+            i = int(k) + n if k < 0 else int(k)
+            bounds.append(slice(i, i + 1))
+            post.append(0)
+        else:
+            idx = np.asarray(k)
+            if idx.dtype == bool:
+                idx = np.flatnonzero(idx)
+            idx = np.where(idx < 0, idx + n, idx)
+            lo, hi = (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, 0)
+            bounds.append(slice(lo, hi))
+            post.append(idx - lo)
+    return tuple(bounds), post
 
 
 def to_dask(source: ChunkSource, chunks: tuple[int, ...] | str, *, name: str | None = None) -> da.Array:
@@ -102,7 +155,7 @@ def to_dask(source: ChunkSource, chunks: tuple[int, ...] | str, *, name: str | N
         source,
         chunks=chunks,
         asarray=False,
-        fancy=False,
+        fancy=True,
         lock=False,
         inline_array=True,
         name=name or False,
