@@ -10,12 +10,11 @@ is moved to its final name.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import itertools
 import logging
 import math
+import operator
 import os
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +23,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
+from dls_microscopy.blocks import ProgressCallback, run_parallel
 from dls_microscopy.errors import DlsError, InputError
 from dls_microscopy.io.atomic import atomic_directory
 from dls_microscopy.io.ngff_build import (
@@ -39,8 +39,6 @@ __all__ = ["ProgressCallback", "WriteOptions", "write_ome_zarr"]
 
 log = logging.getLogger(__name__)
 
-#: ``progress(description, done, total)`` is called after every written block.
-ProgressCallback = Callable[[str, int, int], None]
 Compression = Literal["zstd", "lz4", "none"]
 
 DEFAULT_MEMORY_BUDGET = 1 << 30
@@ -167,40 +165,6 @@ def iter_blocks(shape: Sequence[int], block: Sequence[int]) -> Iterator[tuple[sl
         )
 
 
-def _run_blocks(
-    regions: list[tuple[slice, ...]],
-    work: Callable[[tuple[slice, ...]], int],
-    *,
-    workers: int,
-    progress: ProgressCallback | None,
-    description: str,
-) -> int:
-    """Run ``work`` on every region with at most ``workers`` in flight; sum the results."""
-    total = 0
-    done = 0
-    lock = threading.Lock()
-    if progress:
-        progress(description, 0, len(regions))
-    with cf.ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: set[cf.Future[int]] = set()
-        for region in regions:
-            if len(pending) >= workers * 2:
-                finished, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for f in finished:
-                    total += f.result()
-                    with lock:
-                        done += 1
-                    if progress:
-                        progress(description, done, len(regions))
-            pending.add(pool.submit(work, region))
-        for f in cf.as_completed(pending):
-            total += f.result()
-            done += 1
-            if progress:
-                progress(description, done, len(regions))
-    return total
-
-
 # -- multiscale writing --------------------------------------------------------
 
 
@@ -261,9 +225,9 @@ def write_multiscale(
             for i, f, pf in zip(spatial_idx, fac, prev_factor, strict=True):  # type: ignore[arg-type]
                 step[i] = f // pf
             work = _downsample_writer(prev, arr, step, method)
-        nonfinite += _run_blocks(
+        nonfinite += run_parallel(
             regions, work, workers=workers, progress=progress,
-            description=f"{label} level {level}",
+            description=f"{label} level {level}", combine=operator.add, initial=0,
         )
         shapes.append(tuple(shape))
         prev, prev_factor = arr, fac
@@ -538,3 +502,124 @@ def validate_written_store(path: Path, version: NgffVersion) -> None:
         raise DlsError(
             f"internal error: the written OME-Zarr failed validation ({exc})", path=path
         ) from exc
+
+
+def _factors_from_levels(level_shapes: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    base = level_shapes[0]
+    return [
+        tuple(max(1, round(b / s)) for b, s in zip(base, shape, strict=True))
+        for shape in level_shapes
+    ]
+
+
+def write_labels(
+    image_path: str | os.PathLike[str],
+    name: str,
+    labels: Volume | np.ndarray | da.Array,
+    *,
+    overwrite: bool = False,
+    chunks: int | Sequence[int] | None = None,
+    shards: int | Sequence[int] | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: ProgressCallback | None = None,
+    workers: int | None = None,
+) -> Path:
+    """Add (or replace) the NGFF label image ``name`` in an existing OME-Zarr image.
+
+    The label pyramid gets as many levels as the image's.  The label image is
+    written under a temporary name inside ``labels/`` and renamed when
+    complete; only then is it listed in the ``labels`` group metadata.
+
+    Returns
+    -------
+    Path
+        ``image_path / "labels" / name``.
+    """
+    from dls_microscopy.io.zarr_read import open_zarr
+
+    image_path = Path(image_path)
+    image = open_zarr(image_path)
+    version: NgffVersion = image.metadata.get("ngff_version", "0.5")
+    if version not in ("0.4", "0.5"):
+        raise InputError(f"cannot add labels to an NGFF {version} store", path=image_path)
+    if not name or "/" in name or name.startswith("."):
+        raise InputError(f"invalid label name {name!r}")
+    source = _label_source(labels, image, name)
+    spatial_idx = [i for i, a in enumerate(image.axes) if a in "zyx"]
+    level_shapes = [[int(lv.shape[i]) for i in spatial_idx] for lv in image.levels]
+    factors = _factors_from_levels(level_shapes)
+    options = WriteOptions(version=version, chunks=chunks, shards=shards)
+    label_axes = image.axes.replace("c", "")
+    labels_dir = image_path / "labels"
+    zarr_format = options.zarr_format
+    labels_group = zarr.open_group(store=str(labels_dir), mode="a", zarr_format=zarr_format)
+    final = labels_dir / name
+    with atomic_directory(final, overwrite=overwrite) as tmp:
+        g = zarr.open_group(store=str(tmp), mode="w", zarr_format=zarr_format)
+        write_multiscale(
+            g, source, axes=label_axes, factors=factors, options=options, method="nearest",
+            memory_budget=memory_budget, progress=progress, label=f"labels {name}", workers=workers,
+        )
+        g.attrs.update(label_image_attrs(
+            version, label_axes, _level_scales(label_axes, image.spacing, factors), name=name))
+    listed = [n for n in image.labels if n != name] + [name]
+    labels_group.attrs.update(labels_group_attrs(version, listed))
+    validate_written_store(image_path, version)
+    log.info("wrote labels %s into %s", name, image_path)
+    return final
+
+
+def write_label_image(
+    labels: Volume | np.ndarray | da.Array,
+    path: str | os.PathLike[str],
+    *,
+    spacing: Sequence[float] | None = None,
+    source_image: str | None = None,
+    version: NgffVersion = "0.5",
+    n_levels: int | None = None,
+    overwrite: bool = False,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: ProgressCallback | None = None,
+    workers: int | None = None,
+) -> Path:
+    """Write labels as a standalone OME-Zarr whose root is an NGFF label image.
+
+    Used when the labels cannot go inside the image's own store (a TIFF input,
+    or a read-only store).  ``source_image`` is recorded in
+    ``image-label.source.image``.
+    """
+    vol = labels if isinstance(labels, Volume) else volume_from_array(labels, spacing=spacing)
+    if spacing is not None and isinstance(labels, Volume):
+        vol = volume_from_array(labels.data, axes=labels.axes, spacing=spacing)
+    if vol.dtype.kind not in "iub":
+        raise InputError(f"labels must be integers, got {vol.dtype}")
+    data = vol.data.astype(np.uint8) if vol.dtype.kind == "b" else vol.data
+    options = WriteOptions(version=version)
+    factors = plan_pyramid(vol.spatial_shape, vol.spacing, n_levels=n_levels)
+    final = Path(path)
+    with atomic_directory(final, overwrite=overwrite) as tmp:
+        root = zarr.open_group(store=str(tmp), mode="w", zarr_format=options.zarr_format)
+        write_multiscale(
+            root, data, axes=vol.axes, factors=factors, options=options, method="nearest",
+            memory_budget=memory_budget, progress=progress, label="labels", workers=workers,
+        )
+        attrs = label_image_attrs(version, vol.axes, _level_scales(vol.axes, vol.spacing, factors),
+                                  name=final.name)
+        ome = attrs.get("ome", attrs)
+        if source_image is not None:
+            ome["image-label"]["source"] = {"image": source_image}
+        root.attrs.update(attrs)
+        _validate_label_root(tmp, version)
+    return final
+
+
+def _validate_label_root(path: Path, version: NgffVersion) -> None:
+    if version == "0.5":
+        from ome_zarr_models.v05.image_label import ImageLabel
+    else:
+        from ome_zarr_models.v04.image_label import ImageLabel
+    try:
+        ImageLabel.from_zarr(zarr.open_group(store=str(path), mode="r"))
+    except Exception as exc:  # noqa: BLE001 - any validation failure is our bug
+        raise DlsError(f"internal error: written label image failed validation ({exc})",
+                       path=path) from exc

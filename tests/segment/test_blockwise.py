@@ -1,0 +1,136 @@
+"""Blockwise segmentation equals whole-volume segmentation; seams; output placement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import blob_volume
+
+from dls_microscopy.errors import DimensionalityError, InputError, OutputError
+from dls_microscopy.io import open_labels, open_volume, write_ome_zarr
+from dls_microscopy.segment.blockwise import segment_blockwise
+from dls_microscopy.segment.stitch import band_matches, global_relabel_table
+
+
+def _same_partition(a, b):
+    """True when two label images are equal up to a renaming of ids."""
+    if ((a > 0) != (b > 0)).any():
+        return False
+    pairs = np.unique(np.stack([a[a > 0], b[b > 0]]), axis=1)
+    return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+
+
+@pytest.mark.parametrize("block", [(16, 32, 32), (24, 64, 40), (40, 96, 96)])
+def test_blockwise_equals_whole(tmp_path, threshold_segmenter, block):
+    img, n = blob_volume()
+    store = write_ome_zarr(img, tmp_path / "b.ome.zarr", spacing=(1, 1, 1))
+    whole = threshold_segmenter.segment(img, spacing=(1, 1, 1))
+    res = segment_blockwise(open_volume(store), threshold_segmenter, block_shape=block, workers=2)
+    got = open_labels(store, "nuclei").load()
+    assert res.n_objects == whole.max() == n
+    assert _same_partition(got, whole)
+    # consecutive ids, ordered deterministically
+    assert set(np.unique(got)) == set(range(n + 1))
+    if block != (40, 96, 96):
+        assert res.plan.n_blocks > 1
+        assert res.seam_qc["merged_pairs"] > 0
+        assert res.seam_qc["objects_before_stitching"] > n
+
+
+def test_blockwise_is_deterministic(tmp_path, threshold_segmenter):
+    img, _ = blob_volume(seed=3)
+    store = write_ome_zarr(img, tmp_path / "d.ome.zarr", spacing=(1, 1, 1))
+    a = segment_blockwise(open_volume(store), threshold_segmenter, block_shape=(16, 32, 32),
+                          workers=2, output=tmp_path / "a.zarr").labels.load()
+    b = segment_blockwise(open_volume(store), threshold_segmenter, block_shape=(16, 32, 32),
+                          workers=1, output=tmp_path / "b.zarr").labels.load()
+    np.testing.assert_array_equal(a, b)
+
+
+def test_too_small_halo_leaves_seams_visible_in_qc(tmp_path, threshold_segmenter):
+    img, n = blob_volume(seed=5)
+    store = write_ome_zarr(img, tmp_path / "h.ome.zarr", spacing=(1, 1, 1))
+    # a halo of 0 cannot see across faces: objects get cut, QC reports touching objects
+    from conftest import ThresholdSegmenter
+
+    seg = ThresholdSegmenter(device="cpu", reach=0)
+    res = segment_blockwise(open_volume(store), seg, block_shape=(16, 32, 32), output=tmp_path / "o.zarr")
+    assert res.n_objects > n
+    assert res.seam_qc["objects_touching_faces"] > 0
+    assert res.seam_qc["merged_pairs"] == 0
+
+
+def test_memory_budget_sets_blocks(tmp_path, threshold_segmenter):
+    img, _ = blob_volume()
+    store = write_ome_zarr(img, tmp_path / "m.ome.zarr", spacing=(1, 1, 1))
+    res = segment_blockwise(open_volume(store), threshold_segmenter, memory_budget=8 * 2**20,
+                            workers=1, output=tmp_path / "o.zarr")
+    assert res.plan.outer_nbytes(40) <= 8 * 2**20
+    with pytest.raises(InputError, match="too small"):
+        segment_blockwise(open_volume(store), threshold_segmenter, memory_budget=2**20,
+                          output=tmp_path / "p.zarr")
+
+
+def test_multichannel_needs_channel_and_labels_go_into_store(tmp_path, threshold_segmenter):
+    img, n = blob_volume()
+    two = np.stack([np.zeros_like(img), img])
+    store = write_ome_zarr(two, tmp_path / "c.ome.zarr", axes="czyx", spacing=(2, .5, .5),
+                           channel_names=["bg", "nuc"])
+    with pytest.raises(InputError, match="2 channels"):
+        segment_blockwise(open_volume(store), threshold_segmenter)
+    res = segment_blockwise(open_volume(store), threshold_segmenter, channel="nuc",
+                            block_shape=(24, 48, 48))
+    assert res.n_objects == n
+    assert open_volume(store).labels == ("nuclei",)
+    lab = open_labels(store, "nuclei")
+    assert lab.spacing == pytest.approx((2, .5, .5))
+    assert len(lab.levels) == len(open_volume(store).levels)
+    with pytest.raises(OutputError, match="already exists"):
+        segment_blockwise(open_volume(store), threshold_segmenter, channel=1)
+
+
+def test_tiff_input_needs_output(tmp_path, threshold_segmenter):
+    import tifffile
+
+    from conftest import ThresholdSegmenter
+
+    img, n = blob_volume()
+    tifffile.imwrite(tmp_path / "in.tif", (img * 100).astype(np.uint8))
+    vol = open_volume(tmp_path / "in.tif")
+    with pytest.raises(InputError, match="give an output path"):
+        segment_blockwise(vol, threshold_segmenter)
+    seg = ThresholdSegmenter(device="cpu", threshold=50)
+    res = segment_blockwise(vol, seg, output=tmp_path / "labels.ome.zarr",
+                            block_shape=(20, 48, 48))
+    assert res.n_objects == n
+    assert open_volume(tmp_path / "labels.ome.zarr").metadata["label"] is True
+
+
+def test_2d_rejected(tmp_path, threshold_segmenter):
+    store = write_ome_zarr(np.ones((32, 32), np.uint8), tmp_path / "2d.ome.zarr")
+    with pytest.raises(DimensionalityError, match="3D data required"):
+        segment_blockwise(open_volume(store), threshold_segmenter)
+
+
+def test_band_matching_iou():
+    lower = np.zeros((4, 6), np.uint32)
+    upper = np.zeros((4, 6), np.uint32)
+    lower[:, 0:3] = 1   # same object seen by both
+    upper[:, 0:3] = 5
+    lower[:, 4] = 2     # seen differently: IoU 1/2 -> merged only at threshold <= 0.5
+    upper[:, 4:6] = 7
+    m = band_matches(lower, upper, axis=0, width_lower=2, iou_threshold=0.6)
+    assert m.pairs.tolist() == [[1, 5]]
+    m = band_matches(lower, upper, axis=0, width_lower=2, iou_threshold=0.5)
+    assert sorted(m.pairs.tolist()) == [[1, 5], [2, 7]]
+    assert m.touching_lower == 2 and m.touching_upper == 2
+
+
+def test_global_relabel_is_order_independent():
+    edges = [np.array([[5, 2]]), np.array([[2, 7], [3, 4]])]
+    table, k = global_relabel_table(8, edges)
+    # components {1},{2,5,7},{3,4},{6},{8}, numbered by smallest member
+    assert k == 5
+    assert table.tolist() == [0, 1, 2, 3, 3, 2, 4, 2, 5]
+    table2, _ = global_relabel_table(8, edges[::-1])
+    np.testing.assert_array_equal(table, table2)
