@@ -109,7 +109,7 @@ def test_usage_error_exit_2(capsys):
 
 
 def test_every_command_help_has_example(capsys):
-    for cmd in ("info", "convert", "sample"):
+    for cmd in ("info", "convert", "sample", "segment"):
         code, out, _ = run(capsys, cmd, "--help")
         assert code == 0
         assert "Example: dls-microscopy " + cmd in out

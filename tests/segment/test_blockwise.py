@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import blob_volume
+from local_segmenter import blob_volume
 
 from dls_microscopy.errors import DimensionalityError, InputError, OutputError
 from dls_microscopy.io import open_labels, open_volume, write_ome_zarr
@@ -51,7 +51,7 @@ def test_too_small_halo_leaves_seams_visible_in_qc(tmp_path, threshold_segmenter
     img, n = blob_volume(seed=5)
     store = write_ome_zarr(img, tmp_path / "h.ome.zarr", spacing=(1, 1, 1))
     # a halo of 0 cannot see across faces: objects get cut, QC reports touching objects
-    from conftest import ThresholdSegmenter
+    from local_segmenter import ThresholdSegmenter
 
     seg = ThresholdSegmenter(device="cpu", reach=0)
     res = segment_blockwise(open_volume(store), seg, block_shape=(16, 32, 32), output=tmp_path / "o.zarr")
@@ -92,7 +92,7 @@ def test_multichannel_needs_channel_and_labels_go_into_store(tmp_path, threshold
 def test_tiff_input_needs_output(tmp_path, threshold_segmenter):
     import tifffile
 
-    from conftest import ThresholdSegmenter
+    from local_segmenter import ThresholdSegmenter
 
     img, n = blob_volume()
     tifffile.imwrite(tmp_path / "in.tif", (img * 100).astype(np.uint8))

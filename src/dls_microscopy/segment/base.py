@@ -169,12 +169,15 @@ class BaseSegmenter(abc.ABC):
         image = replace_nonfinite(image)
         if image.dtype == bool:
             image = image.astype(np.uint8)
+        spatial = image.shape[-3:]
+        if float(np.ptp(image)) == 0.0:
+            # no contrast, no objects (a block inside a larger volume may legitimately
+            # be constant, e.g. padding: warn only for a whole image)
+            if stats is None:
+                warnings.warn("constant image: no objects", EmptyResultWarning, stacklevel=2)
+            return np.zeros(spatial, np.uint32)
         if stats is None:
             stats = self.global_stats(image, spacing=spacing)
-        spatial = image.shape[-3:]
-        if float(np.ptp(image)) == 0.0 and not stats:
-            warnings.warn("constant image: no objects", EmptyResultWarning, stacklevel=2)
-            return np.zeros(spatial, np.uint32)
         labels = self._segment(image, spacing=spacing, stats=stats)
         if labels.shape != spatial:
             raise AssertionError(f"{self.name}: labels shape {labels.shape} != image {spatial}")
