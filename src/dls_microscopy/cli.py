@@ -244,8 +244,23 @@ def sample(
 # -- entry point ---------------------------------------------------------------
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map our errors to exit code 2 and anything unexpected to 1."""
+    import warnings
+
+    previous, warnings.showwarning = warnings.showwarning, _show_warning
+    try:
+        return _run(argv)
+    finally:
+        warnings.showwarning = previous
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except (InputError, OutputError) as exc:
