@@ -109,7 +109,7 @@ def test_usage_error_exit_2(capsys):
 
 
 def test_every_command_help_has_example(capsys):
-    for cmd in ("info", "convert", "sample", "segment"):
+    for cmd in ("info", "convert", "sample", "segment", "evaluate"):
         code, out, _ = run(capsys, cmd, "--help")
         assert code == 0
         assert "Example: dls-microscopy " + cmd in out
@@ -131,3 +131,11 @@ def test_parse_size(text, value):
 def test_parse_size_rejects_garbage():
     with pytest.raises(InputError):
         parse_size("lots")
+
+
+def test_evaluate_json(capsys, store):
+    lab = str(store / "labels" / "nuclei")
+    code, out, err = run(capsys, "evaluate", lab, lab, "--json", "--thresholds", "0.5,0.9")
+    assert code == 0, err
+    res = json.loads(out)
+    assert json.dumps(res).count('"f1": 1.0') == 2

@@ -225,6 +225,34 @@ def segment(
                   f"{res.seam_qc['merged_pairs']} seam merges)")
 
 
+# -- evaluate ------------------------------------------------------------------
+
+
+@app.command(epilog="Example: dls-microscopy evaluate pred.ome.zarr/labels/nuclei gt_labels.tif --json")
+def evaluate(
+    pred: Annotated[str, typer.Argument(help="Predicted labels: a label image, or an OME-Zarr image with --pred-label.")],
+    gt: Annotated[str, typer.Argument(help="Ground-truth labels (same shape).")],
+    pred_label: Annotated[Optional[str], typer.Option(help="Name of the NGFF label image inside PRED.")] = None,  # noqa: UP007
+    gt_label: Annotated[Optional[str], typer.Option(help="Name of the NGFF label image inside GT.")] = None,  # noqa: UP007
+    thresholds: Annotated[str, typer.Option(help="IoU thresholds, comma-separated.")] = "0.5,0.75,0.9",
+    restrict_to_gt: Annotated[bool, typer.Option(help="Sparse ground truth: ignore predictions overlapping no GT object.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Object-level accuracy: precision, recall, F1, AP and mean matched IoU at IoU thresholds."""
+    from dls_microscopy.segment.metrics import evaluate_paths
+
+    try:
+        ts = tuple(float(t) for t in thresholds.split(","))
+    except ValueError as exc:
+        raise InputError(f"--thresholds must be numbers separated by commas, got {thresholds!r}") from exc
+    result = evaluate_paths(pred, gt, thresholds=ts, pred_label=pred_label, gt_label=gt_label,
+                            restrict_to_gt=restrict_to_gt)
+    if as_json:
+        out.print_json(json.dumps(result.to_dict()))
+    else:
+        out.print(result.table())
+
+
 # -- sample --------------------------------------------------------------------
 
 

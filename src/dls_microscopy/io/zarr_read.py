@@ -395,7 +395,7 @@ def _open_tensorstore(array_dir: Path, zarr_format: int) -> Any:
 
     spec = {
         "driver": "zarr3" if zarr_format == 3 else "zarr",
-        "kvstore": {"driver": "file", "path": str(array_dir)},
+        "kvstore": {"driver": "file", "path": str(Path(array_dir).resolve())},
         "recheck_cached_data": False,
     }
     return ts.open(spec, read=True, open=True).result()
