@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dls_microscopy.errors import InputError, UnsupportedDtypeError
-from dls_microscopy.segment import metrics
+from dls_microscopy.segment import metrics, overlaps
 from dls_microscopy.segment.metrics import (
     contingency,
     evaluate_paths,
@@ -304,7 +304,7 @@ def test_numpy_blocks_equal_single_block(monkeypatch):
     rng = np.random.default_rng(5)
     gt, pred = _blobs((12, 20, 20), 30, rng), _blobs((12, 20, 20), 30, rng)
     whole = contingency(pred, gt)
-    monkeypatch.setattr(metrics, "EAGER_BLOCK_VOXELS", 1000)  # slabs of 2 planes
+    monkeypatch.setattr(overlaps, "EAGER_BLOCK_VOXELS", 1000)  # slabs of 2 planes
     blocked = contingency(pred, gt)
     np.testing.assert_array_equal(blocked.counts, whole.counts)
     np.testing.assert_array_equal(blocked.gt_sizes, whole.gt_sizes)
