@@ -22,11 +22,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 demo: venv
 	$(CLI) sample $(DEMO_DIR)/sample_data
-	$(CLI) convert $(DEMO_DIR)/sample_data/synthetic_nuclei.ome.tif $(DEMO_DIR)/synthetic_nuclei.ome.zarr --overwrite
+	$(CLI) convert $(DEMO_DIR)/sample_data/synthetic_nuclei.ome.tif $(DEMO_DIR)/synthetic_nuclei.ome.zarr \
+		--labels truth=$(DEMO_DIR)/sample_data/synthetic_nuclei_labels.ome.tif --overwrite
+	$(CLI) segment $(DEMO_DIR)/synthetic_nuclei.ome.zarr --channel DAPI --diameter 7 --overwrite
 	$(CLI) info $(DEMO_DIR)/synthetic_nuclei.ome.zarr
-	$(CLI) convert $(DEMO_DIR)/sample_data/nuclei_1135.h5:/raw $(DEMO_DIR)/nuclei_1135.ome.zarr --labels $(DEMO_DIR)/sample_data/nuclei_1135.h5:/label --overwrite
-	$(CLI) info $(DEMO_DIR)/nuclei_1135.ome.zarr
-	@echo "Demo results are in $(abspath $(DEMO_DIR))"
+	$(CLI) evaluate $(DEMO_DIR)/synthetic_nuclei.ome.zarr/labels/nuclei $(DEMO_DIR)/synthetic_nuclei.ome.zarr/labels/truth
+	$(CLI) convert $(DEMO_DIR)/sample_data/nuclei_1135.h5:/raw $(DEMO_DIR)/nuclei_1135.ome.zarr \
+		--labels gold=$(DEMO_DIR)/sample_data/nuclei_1135.h5:/label --overwrite
+	$(CLI) segment $(DEMO_DIR)/nuclei_1135.ome.zarr --diameter 3.2 --overwrite
+	$(CLI) evaluate $(DEMO_DIR)/nuclei_1135.ome.zarr/labels/nuclei $(DEMO_DIR)/nuclei_1135.ome.zarr/labels/gold
+	@echo "Demo results are in $(abspath $(DEMO_DIR)): open the .ome.zarr stores with 'dls-microscopy info' or napari."
 
 # pytest exits 5 when it collected nothing: that must fail loudly, never pass.
 test: venv

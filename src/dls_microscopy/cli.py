@@ -132,7 +132,7 @@ def convert(
     series: Annotated[int, typer.Option(help="Series of a multi-series input.")] = 0,
     ngff_version: Annotated[str, typer.Option("--ngff-version", help="0.5 (zarr v3, sharded) or 0.4 (zarr v2).")] = "0.5",
     chunks: Annotated[Optional[int], typer.Option(help="Chunk edge in voxels (default 64 for 3D).")] = None,  # noqa: UP007
-    shards: Annotated[Optional[int], typer.Option(help="Shard edge in voxels (default 4 chunks; 0 = no sharding).")] = None,  # noqa: UP007
+    shards: Annotated[Optional[int], typer.Option(help="Shard edge in voxels (default 2 chunks; 0 = no sharding).")] = None,  # noqa: UP007
     compression: Annotated[str, typer.Option(help="zstd, lz4 or none (blosc).")] = "zstd",
     clevel: Annotated[int, typer.Option(help="Compression level.")] = 1,
     levels: Annotated[Optional[int], typer.Option(help="Number of pyramid levels (default: automatic).")] = None,  # noqa: UP007

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -65,22 +67,33 @@ def downsample_block(block: np.ndarray, step: Sequence[int], *, method: str) -> 
 
     ``"mean"`` averages each ``step`` box (edges padded by replication so the
     output has ``ceil(n / step)`` samples); ``"nearest"`` keeps the first voxel
-    of each box (labels keep valid ids).  The result has ``block``'s dtype
-    (integer means are rounded).
+    of each box (labels keep valid ids).  The result has ``block``'s dtype;
+    integer means are computed exactly and rounded half up.
     """
     if method == "nearest":
         return block[tuple(slice(None, None, s) for s in step)]
     pad = [(0, (-n) % s) for n, s in zip(block.shape, step, strict=True)]
     if any(p[1] for p in pad):
         block = np.pad(block, pad, mode="edge")
-    shape: list[int] = []
-    for n, s in zip(block.shape, step, strict=True):
-        shape.extend((n // s, s))
-    work = block.astype(np.float64 if block.dtype.itemsize > 4 else np.float32, copy=False)
-    out = work.reshape(shape).mean(axis=tuple(range(1, 2 * block.ndim, 2)))
+    # sum the strided views of each box offset: no reshaped float copy of the block
+    if block.dtype.kind in "iub" and block.dtype.itemsize <= 2:
+        acc_dtype: type = np.int32 if block.dtype.kind == "i" else np.uint32
+    elif block.dtype.kind in "iub":
+        acc_dtype = np.float64
+    else:
+        acc_dtype = np.float64 if block.dtype.itemsize > 4 else np.float32
+    out_shape = tuple(n // s for n, s in zip(block.shape, step, strict=True))
+    acc = np.zeros(out_shape, dtype=acc_dtype)
+    for offset in itertools.product(*(range(s) for s in step)):
+        acc += block[tuple(slice(o, None, s) for o, s in zip(offset, step, strict=True))]
+    count = math.prod(step)
     if block.dtype.kind in "iu":
         info = np.iinfo(block.dtype)
-        out = np.clip(np.rint(out), info.min, info.max)
-    elif block.dtype.kind == "b":
-        out = out >= 0.5
-    return out.astype(block.dtype)
+        if acc.dtype.kind in "iu":  # exact: floor((2 * sum + n) / (2 * n)) = round half up
+            out = np.floor_divide(2 * acc.astype(np.int64) + count, 2 * count)
+        else:
+            out = np.floor(acc / count + 0.5)
+        return np.clip(out, info.min, info.max).astype(block.dtype)
+    if block.dtype.kind == "b":
+        return (acc * 2 >= count)
+    return (acc / count).astype(block.dtype)

@@ -55,8 +55,9 @@ class WriteOptions:
         Chunk edge per spatial axis (default 64 for 3D, 512 for 2D); ``t`` and
         ``c`` are chunked by 1.
     shards : int or sequence of int, optional
-        Shard edge per spatial axis, a multiple of ``chunks`` (default 4
-        chunks); NGFF 0.5 only. ``0`` disables sharding.
+        Shard edge per spatial axis, a multiple of ``chunks`` (default 2
+        chunks: 128³ voxels, 4 MiB of uint16, so blocks of a few shards fit
+        modest memory budgets); NGFF 0.5 only. ``0`` disables sharding.
     compression : {"zstd", "lz4", "none"}
         Blosc compressor (byte shuffle). zstd level 1 by default: 5.7× faster
         to write than level 3 for ~4 % larger files.
@@ -107,7 +108,7 @@ class WriteOptions:
                 shards.append(c)
                 continue
             m = next(it)
-            edge = c * 4 if m is None else m
+            edge = c * 2 if m is None else m
             if edge % c:
                 raise InputError(f"shard edge {edge} is not a multiple of the chunk edge {c}")
             shards.append(min(edge, -(-n // c) * c))
@@ -265,7 +266,11 @@ def _downsample_writer(
         per_plane = math.prod(
             (r.stop - r.start) * s for i, (r, s) in enumerate(zip(region, step, strict=True)) if i != axis
         ) * itemsize * step[axis] * 3  # input, float copy, padding
+        # slabs a whole number of source chunks thick: each chunk is decoded once
+        src_chunk = prev.chunks[axis]  # inner chunk: the unit of decoding, also in shards
+        planes_per_chunk = max(1, src_chunk // step[axis])
         thick = max(1, slab_bytes // max(per_plane, 1))
+        thick = max(planes_per_chunk, thick // planes_per_chunk * planes_per_chunk)
         for lo in range(region[axis].start, region[axis].stop, thick):
             sub = list(region)
             sub[axis] = slice(lo, min(lo + thick, region[axis].stop))
@@ -284,18 +289,31 @@ def _downsample_writer(
 
 
 def _contrast_limits(
-    group: zarr.Group, level: int, axes: str, max_samples: int = 2**22
+    group: zarr.Group, level: int, axes: str, max_regions: int = 16
 ) -> list[tuple[float, float]]:
-    """Per-channel 0.1–99.9 percentile window, from a strided sample of the smallest level."""
+    """Per-channel 0.1–99.9 percentile window from a few whole chunks of the smallest level.
+
+    Reading whole chunks (spread evenly over the chunk grid) decodes each at
+    most once; a strided read would decode every chunk of the level.
+    """
     arr = group[str(level)]
-    n_vox = math.prod(arr.shape)
-    stride = max(1, round((n_vox / max_samples) ** (1 / max(1, len(arr.shape) - ("c" in axes)))))
-    take = tuple(slice(None) if a == "c" else slice(None, None, stride) for a in axes)
-    small = np.asarray(arr[take])
-    small = np.moveaxis(small, axes.index("c"), 0) if "c" in axes else small[None]
+    grid = [-(-n // c) for n, c in zip(arr.shape, arr.chunks, strict=True)]
+    n_chunks = math.prod(grid)
+    picks = np.unique(np.linspace(0, n_chunks - 1, num=min(n_chunks, max_regions)).astype(int))
+    samples = []
+    for flat in picks:
+        pos = np.unravel_index(int(flat), grid)
+        region = tuple(
+            slice(None) if a == "c" else slice(p * c, min((p + 1) * c, n))
+            for a, p, c, n in zip(axes, pos, arr.chunks, arr.shape, strict=True)
+        )
+        block = np.asarray(arr[region])
+        block = np.moveaxis(block, axes.index("c"), 0) if "c" in axes else block[None]
+        samples.append(block.reshape(block.shape[0], -1))
+    values_all = np.concatenate(samples, axis=1)
     limits = []
-    for ch in small:
-        values = ch[np.isfinite(ch)] if ch.dtype.kind == "f" else ch.ravel()
+    for ch in values_all:
+        values = ch[np.isfinite(ch)] if ch.dtype.kind == "f" else ch
         if values.size == 0:
             limits.append((0.0, 1.0))
             continue
