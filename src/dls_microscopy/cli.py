@@ -188,6 +188,7 @@ def segment(
     channel: Annotated[Optional[str], typer.Option(help="Channel index or name, for multi-channel images.")] = None,  # noqa: UP007
     diameter: Annotated[Optional[float], typer.Option(help="Expected object diameter in µm.")] = None,  # noqa: UP007
     param: Annotated[Optional[list[str]], typer.Option(help="Segmenter parameter KEY=VALUE; repeatable.")] = None,  # noqa: UP007
+    model: Annotated[Optional[Path], typer.Option(help="Model weights file, for segmenters that take one (sets model_path).")] = None,  # noqa: UP007
     memory_budget: Annotated[str, typer.Option(help="Memory for all workers, e.g. 2GB; sets the block size.")] = "2GB",
     device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")] = "auto",
     workers: Annotated[Optional[int], typer.Option(help="Blocks processed in parallel (default: CPU count; 1 on GPU).")] = None,  # noqa: UP007
@@ -204,6 +205,8 @@ def segment(
     params = _parse_params(param)
     if diameter is not None:
         params["diameter_um"] = diameter
+    if model is not None:
+        params["model_path"] = str(model)
     seg = get_segmenter(method, params, device=device)
     vol = open_volume(source, series=series)
     ch: int | str | None = int(channel) if channel is not None and channel.isdigit() else channel

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dls_microscopy.errors import DimensionalityError, InputError
 from dls_microscopy.volume import check_dtype, replace_nonfinite
@@ -109,8 +109,16 @@ class BaseSegmenter(abc.ABC):
         values.update(overrides)
         try:
             self.params = self.Params(**values)
-        except Exception as exc:  # pydantic.ValidationError: say which parameter
-            raise InputError(f"invalid parameters for segmenter {self.name!r}: {exc}") from exc
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'parameters'}: "
+                f"{'unknown parameter' if err['type'] == 'extra_forbidden' else err['msg']}"
+                for err in exc.errors()
+            )
+            known = ", ".join(self.Params.model_fields)
+            raise InputError(
+                f"invalid parameters for segmenter {self.name!r}: {problems} (parameters: {known})"
+            ) from exc
         self._device_request = device
 
     @property
