@@ -1,0 +1,45 @@
+"""Plugin registry and device choice."""
+
+from __future__ import annotations
+
+import pytest
+
+from dls_microscopy.device import resolve_device
+from dls_microscopy.errors import InputError
+from dls_microscopy.registry import Registry
+from dls_microscopy.segment import get_segmenter, segmenter_names
+
+
+def test_builtin_segmenter_found_through_entry_point():
+    assert "watershed" in segmenter_names()
+    seg = get_segmenter("watershed", {"diameter_um": 6}, device="cpu")
+    assert seg.params.diameter_um == 6
+    assert seg.device == "cpu"
+
+
+def test_unknown_segmenter_lists_available():
+    with pytest.raises(InputError, match="no segmenter named 'nope'.*watershed"):
+        get_segmenter("nope")
+
+
+def test_runtime_registration_and_lazy_loading():
+    reg: Registry[int] = Registry("dls_microscopy.no_such_group", "thing")
+    calls = []
+    reg.register("x", lambda: calls.append(1) or 42)
+    assert reg.names() == ["x"]
+    assert calls == []  # nothing loaded until asked
+    assert reg.get("x") == 42 and reg.get("x") == 42
+    assert calls == [1]
+
+
+def test_device_resolution():
+    import torch
+
+    assert resolve_device("cpu").type == "cpu"
+    auto = resolve_device("auto")
+    assert auto.type == ("cuda" if torch.cuda.is_available() else auto.type)
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(InputError, match="unknown device"):
+        resolve_device("tpu")
