@@ -85,8 +85,11 @@ def blob_photons(shape: tuple[int, ...], *, seed: int, factor: int = 4) -> np.nd
     rng = np.random.default_rng(seed)
     n_blobs = max(4, math.prod(low) // 400)
     field = np.zeros(low, np.float32)
-    np.add.at(field, tuple(rng.integers(0, s, n_blobs) for s in low),
-              rng.uniform(0.4, 1.0, n_blobs).astype(np.float32))
+    np.add.at(
+        field,
+        tuple(rng.integers(0, s, n_blobs) for s in low),
+        rng.uniform(0.4, 1.0, n_blobs).astype(np.float32),
+    )
     field = ndimage.gaussian_filter(field, sigma=1.8)
     field *= 900.0 / max(float(field.max()), 1e-12)
     return field + 100.0
@@ -121,8 +124,17 @@ def write_store(data: Any, path: Path, *, shards: int) -> Path:
     """NGFF 0.5 store of one level written by our writer: 64³ chunks, zstd 1 + shuffle."""
     from dls_microscopy.io import write_ome_zarr
 
-    return write_ome_zarr(data, path, spacing=(1.0, 0.25, 0.25), chunks=CHUNK, shards=shards,
-                          compression="zstd", clevel=1, n_levels=1, memory_budget=256 * MiB)
+    return write_ome_zarr(
+        data,
+        path,
+        spacing=(1.0, 0.25, 0.25),
+        chunks=CHUNK,
+        shards=shards,
+        compression="zstd",
+        clevel=1,
+        n_levels=1,
+        memory_budget=256 * MiB,
+    )
 
 
 def blosc_zstd1() -> Any:
@@ -144,9 +156,15 @@ def make_virtual_store(path: Path, *, sharded: bool) -> Path:
         f = 2**level
         shape = VIRTUAL_SHAPE[:2] + tuple(s // f for s in VIRTUAL_SHAPE[2:])
         arr = root.create_array(
-            name=str(level), shape=shape, dtype=np.uint16, chunks=chunks,
+            name=str(level),
+            shape=shape,
+            dtype=np.uint16,
+            chunks=chunks,
             shards=(1, 1, SHARD, SHARD, SHARD) if sharded else None,
-            compressors=blosc_zstd1(), fill_value=0, dimension_names=tuple("tczyx"))
+            compressors=blosc_zstd1(),
+            fill_value=0,
+            dimension_names=tuple("tczyx"),
+        )
         scales.append([1.0, 1.0, 1.0 * f, 0.25 * f, 0.25 * f])
         if level == 0:
             region = VIRTUAL_REGION[2:]
@@ -256,9 +274,16 @@ def _openers(method: str) -> tuple[Callable[[Path], Any], Callable[[Any], np.nda
         def open_tensorstore(path: Path) -> list[Any]:
             attrs = json.loads((path / "zarr.json").read_text())["attributes"]
             datasets = attrs["ome"]["multiscales"][0]["datasets"]
-            futures = [ts.open({"driver": "zarr3", "kvstore": {"driver": "file",
-                                "path": str(path / ds["path"])}}, read=True)
-                       for ds in datasets]
+            futures = [
+                ts.open(
+                    {
+                        "driver": "zarr3",
+                        "kvstore": {"driver": "file", "path": str(path / ds["path"])},
+                    },
+                    read=True,
+                )
+                for ds in datasets
+            ]
             return [f.result() for f in futures]
 
         return open_tensorstore, lambda arrays: arrays[0][VIRTUAL_REGION].read().result()
@@ -283,26 +308,34 @@ def child_open(params: dict[str, Any]) -> dict[str, Any]:
         opens = [timed(lambda p=Path(path): opener(p))[0] for _ in range(params["repeats"])]
         handle = opener(Path(path))
         reads = [timed(lambda h=handle: reader(h))[0] for _ in range(params["repeats"])]
-        out[name].update(open_s=statistics.median(opens), read_s=min(reads),
-                         read_median_s=statistics.median(reads))
+        out[name].update(
+            open_s=statistics.median(opens),
+            read_s=min(reads),
+            read_median_s=statistics.median(reads),
+        )
     return out
 
 
 def bench_open(tmp: Path, repeats: int) -> dict[str, Any]:
-    stores = {name: str(make_virtual_store(tmp / f"virtual-{name}.ome.zarr", sharded=sharded))
-              for name, sharded in (("sharded", True), ("unsharded", False))}
+    stores = {
+        name: str(make_virtual_store(tmp / f"virtual-{name}.ome.zarr", sharded=sharded))
+        for name, sharded in (("sharded", True), ("unsharded", False))
+    }
     warmup = make_virtual_store(tmp / "warmup.ome.zarr", sharded=True)
     results: dict[str, Any] = {
-        "virtual_shape": list(VIRTUAL_SHAPE), "levels": VIRTUAL_LEVELS,
+        "virtual_shape": list(VIRTUAL_SHAPE),
+        "levels": VIRTUAL_LEVELS,
         "virtual_level0_bytes": math.prod(VIRTUAL_SHAPE) * 2,
-        "region": "[0, 0, 0:64, 0:512, 0:512]", "region_bytes": 64 * 512 * 512 * 2,
-        "repeats": repeats, "methods": {},
+        "region": "[0, 0, 0:64, 0:512, 0:512]",
+        "region_bytes": 64 * 512 * 512 * 2,
+        "repeats": repeats,
+        "methods": {},
     }
     for method in ("ours", "zarr-python", "tensorstore"):
         log(f"open: {method}")
         results["methods"][method] = run_child(
-            "open", {"method": method, "stores": stores, "warmup": str(warmup),
-                     "repeats": repeats})
+            "open", {"method": method, "stores": stores, "warmup": str(warmup), "repeats": repeats}
+        )
     return results
 
 
@@ -325,7 +358,7 @@ def chunk_payloads(array_dir: Path) -> list[bytes]:
     payloads = []
     for blob in blobs:
         index = np.frombuffer(blob[-index_bytes:-4], dtype="<u8").reshape(-1, 2)
-        payloads.extend(blob[int(o):int(o + n)] for o, n in index if o != 2**64 - 1)
+        payloads.extend(blob[int(o) : int(o + n)] for o, n in index if o != 2**64 - 1)
     return payloads
 
 
@@ -355,18 +388,22 @@ def read_methods(store: Path) -> dict[str, Callable[[], np.ndarray]]:
         def run() -> np.ndarray:
             with env("DLS_ZARR_READER", reader):  # read in the reader's constructor, at open
                 return fn()
+
         return run
 
     spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(store / "0")}}
     return {
         "ours load() [tensorstore]": with_reader(None, lambda: open_volume(store).load()),
-        "ours data.compute() [tensorstore]":
-            with_reader(None, lambda: open_volume(store).data.compute()),
+        "ours data.compute() [tensorstore]": with_reader(
+            None, lambda: open_volume(store).data.compute()
+        ),
         "ours load() [zarr]": with_reader("zarr", lambda: open_volume(store).load()),
-        "ours data.compute() [zarr]":
-            with_reader("zarr", lambda: open_volume(store).data.compute()),
-        "zarr-python open_array[...]": lambda: zarr.open_array(store=str(store / "0"),
-                                                               mode="r")[...],
+        "ours data.compute() [zarr]": with_reader(
+            "zarr", lambda: open_volume(store).data.compute()
+        ),
+        "zarr-python open_array[...]": lambda: zarr.open_array(store=str(store / "0"), mode="r")[
+            ...
+        ],
         "tensorstore read()": lambda: ts.open(spec, read=True).result().read().result(),
     }
 
@@ -375,8 +412,13 @@ def bench_read(tmp: Path, shape: tuple[int, int, int], repeats: int) -> dict[str
     log(f"read: generating {shape} uint16 ({math.prod(shape) * 2 / MiB:.0f} MiB)")
     truth = realistic_volume(shape, seed=0).compute()
     nbytes = truth.nbytes
-    results: dict[str, Any] = {"shape": list(shape), "nbytes": nbytes, "repeats": repeats,
-                               "cache": "warm", "layouts": {}}
+    results: dict[str, Any] = {
+        "shape": list(shape),
+        "nbytes": nbytes,
+        "repeats": repeats,
+        "cache": "warm",
+        "layouts": {},
+    }
     for layout, shards in (("unsharded", 0), ("sharded", SHARD)):
         store = write_store(truth, tmp / f"read-{layout}.ome.zarr", shards=shards)
         entry: dict[str, Any] = {"store_bytes": store_nbytes(store), "methods": {}}
@@ -401,8 +443,11 @@ def bench_read(tmp: Path, shape: tuple[int, int, int], repeats: int) -> dict[str
                 times[name].append(out if name == limit_name else seconds)
                 del out
         for name, ts_ in times.items():
-            entry["methods"][name] = {"best_s": min(ts_), "all_s": ts_,
-                                      "gb_per_s": nbytes / min(ts_) / 1e9}
+            entry["methods"][name] = {
+                "best_s": min(ts_),
+                "all_s": ts_,
+                "gb_per_s": nbytes / min(ts_) / 1e9,
+            }
         entry["methods"][limit_name]["n_chunks"] = len(payloads)
         del payloads, methods
         results["layouts"][layout] = entry
@@ -426,13 +471,22 @@ def child_convert(params: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     if method == "naive":
         data = np.asarray(zarr.open_array(store=str(src / "0"), mode="r")[...])
-        zarr.create_array(store=str(dst), data=data, chunks=(CHUNK,) * 3,
-                          shards=(SHARD,) * 3, compressors=blosc_zstd1(), fill_value=0)
+        zarr.create_array(
+            store=str(dst),
+            data=data,
+            chunks=(CHUNK,) * 3,
+            shards=(SHARD,) * 3,
+            compressors=blosc_zstd1(),
+            fill_value=0,
+        )
     else:
         convert(src, dst, memory_budget=params["budget"], n_levels=params["n_levels"])
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "peak_rss_growth_bytes": peak_rss_bytes(how) - base,
-            "peak_rss_from": how}
+    return {
+        "seconds": seconds,
+        "peak_rss_growth_bytes": peak_rss_bytes(how) - base,
+        "peak_rss_from": how,
+    }
 
 
 def bench_convert(tmp: Path, shape: tuple[int, int, int]) -> dict[str, Any]:
@@ -441,9 +495,13 @@ def bench_convert(tmp: Path, shape: tuple[int, int, int]) -> dict[str, Any]:
     src = write_store(realistic_volume(shape, seed=3), tmp / "convert-src.ome.zarr", shards=0)
     budget = nbytes // 8
     results: dict[str, Any] = {
-        "shape": list(shape), "nbytes": nbytes, "memory_budget": budget,
+        "shape": list(shape),
+        "nbytes": nbytes,
+        "memory_budget": budget,
         "source": "NGFF 0.5, 64³ chunks unsharded, blosc-zstd 1",
-        "target": "NGFF 0.5, 64³ chunks in 256³ shards, blosc-zstd 1", "methods": {}}
+        "target": "NGFF 0.5, 64³ chunks in 256³ shards, blosc-zstd 1",
+        "methods": {},
+    }
     runs = {
         "naive eager (np.asarray + zarr.create_array)": {"method": "naive"},
         "ours convert (level 0 only)": {"method": "ours", "n_levels": 1},
@@ -469,8 +527,11 @@ def machine() -> dict[str, Any]:
 
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
-        names = [line.split(":", 1)[1].strip() for line in
-                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     versions = {}
@@ -480,12 +541,14 @@ def machine() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             versions[lib] = None
     return {
-        "cpu": cpu, "logical_cores": os.cpu_count(),
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
         "affinity_cores": usable,
         "ram_gib": psutil.virtual_memory().total / 2**30,
         "load_avg_start": os.getloadavg(),
-        "python": platform.python_version(), "platform": platform.platform(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
         "versions": versions,
     }
 
@@ -498,70 +561,127 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
-    out = [f"# IO benchmarks ({res['date']}, sizes={res['sizes']}, run {res['wall_s']:.0f} s)",
-           "",
-           f"Machine: {m['cpu']}, {m['logical_cores']} logical cores "
-           f"({m['affinity_cores']} usable), {m['ram_gib']:.1f} GiB RAM, Python {m['python']}; "
-           f"1-min load average {m['load_avg_start'][0]:.1f} at start, "
-           f"{m['load_avg_end'][0]:.1f} at the end (the machine is shared).",
-           "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", ""]
+    out = [
+        f"# IO benchmarks ({res['date']}, sizes={res['sizes']}, run {res['wall_s']:.0f} s)",
+        "",
+        f"Machine: {m['cpu']}, {m['logical_cores']} logical cores "
+        f"({m['affinity_cores']} usable), {m['ram_gib']:.1f} GiB RAM, Python {m['python']}; "
+        f"1-min load average {m['load_avg_start'][0]:.1f} at start, "
+        f"{m['load_avg_end'][0]:.1f} at the end (the machine is shared).",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
+        "",
+    ]
 
     op = res["open"]
-    out += [f"## 1. Open a virtual {op['virtual_level0_bytes'] / 1e12:.1f} TB NGFF 0.5 store",
-            "",
-            f"Level 0 {tuple(op['virtual_shape'])} uint16, {op['levels']} levels, metadata only "
-            f"except the chunks of region {op['region']} ({op['region_bytes'] / MiB:.0f} MiB). "
-            f"Open = median, read = best of {op['repeats']} (ours: `open_volume`, all levels "
-            "as dask arrays, read via `data[...].compute()`; "
-            "zarr-python: `open_group` + every level's array; tensorstore: `ts.open` of every "
-            "level). RSS Δ: first open in a fresh process after a warm-up open of another "
-            "store. Ratios are ours ÷ this method (> 1: ours slower/larger).", ""]
+    out += [
+        f"## 1. Open a virtual {op['virtual_level0_bytes'] / 1e12:.1f} TB NGFF 0.5 store",
+        "",
+        f"Level 0 {tuple(op['virtual_shape'])} uint16, {op['levels']} levels, metadata only "
+        f"except the chunks of region {op['region']} ({op['region_bytes'] / MiB:.0f} MiB). "
+        f"Open = median, read = best of {op['repeats']} (ours: `open_volume`, all levels "
+        "as dask arrays, read via `data[...].compute()`; "
+        "zarr-python: `open_group` + every level's array; tensorstore: `ts.open` of every "
+        "level). RSS Δ: first open in a fresh process after a warm-up open of another "
+        "store. Ratios are ours ÷ this method (> 1: ours slower/larger).",
+        "",
+    ]
     ours = op["methods"]["ours"]
     for store in ("sharded", "unsharded"):
         rows = []
         for name, r in op["methods"].items():
             o, s = ours[store], r[store]
-            rows.append([name, f"{s['open_s'] * 1e3:.2f}", f"{ratio(o['open_s'], s['open_s']):.2f}",
-                         f"{s['rss_delta_mib']:.2f}", f"{s['read_s'] * 1e3:.1f}",
-                         f"{ratio(o['read_s'], s['read_s']):.2f}"])
-        out += [f"**{store}**", "", table(
-            ["method", "open ms", "ours ÷ this", "RSS Δ on open MiB", "read region ms",
-             "ours ÷ this"], rows), ""]
+            rows.append(
+                [
+                    name,
+                    f"{s['open_s'] * 1e3:.2f}",
+                    f"{ratio(o['open_s'], s['open_s']):.2f}",
+                    f"{s['rss_delta_mib']:.2f}",
+                    f"{s['read_s'] * 1e3:.1f}",
+                    f"{ratio(o['read_s'], s['read_s']):.2f}",
+                ]
+            )
+        out += [
+            f"**{store}**",
+            "",
+            table(
+                [
+                    "method",
+                    "open ms",
+                    "ours ÷ this",
+                    "RSS Δ on open MiB",
+                    "read region ms",
+                    "ours ÷ this",
+                ],
+                rows,
+            ),
+            "",
+        ]
 
     rd = res["read"]
-    out += [f"## 2. Full-read throughput ({rd['nbytes'] / MiB:.0f} MiB uint16, warm page cache)",
-            "",
-            f"Shape {tuple(rd['shape'])}, 64³ chunks, blosc-zstd 1 + shuffle; best of "
-            f"{rd['repeats']} after a warm-up (every read checked equal to the written data), "
-            "methods interleaved round-robin; "
-            "GB/s = uncompressed 1e9 B/s; open included. Codec limit: Blosc decode of every "
-            "(inner) chunk's bytes, already in memory, on 2 threads. **Warm cache**: the store "
-            "is in the page cache.", ""]
+    out += [
+        f"## 2. Full-read throughput ({rd['nbytes'] / MiB:.0f} MiB uint16, warm page cache)",
+        "",
+        f"Shape {tuple(rd['shape'])}, 64³ chunks, blosc-zstd 1 + shuffle; best of "
+        f"{rd['repeats']} after a warm-up (every read checked equal to the written data), "
+        "methods interleaved round-robin; "
+        "GB/s = uncompressed 1e9 B/s; open included. Codec limit: Blosc decode of every "
+        "(inner) chunk's bytes, already in memory, on 2 threads. **Warm cache**: the store "
+        "is in the page cache.",
+        "",
+    ]
     for layout, entry in rd["layouts"].items():
         ts_rate = entry["methods"]["tensorstore read()"]["gb_per_s"]
         limit = entry["methods"]["codec limit (blosc zstd, 2 threads)"]["gb_per_s"]
-        rows = [[name, f"{r['best_s']:.3f}", f"{r['gb_per_s']:.3f}",
-                 f"{r['gb_per_s'] / ts_rate:.2f}", f"{r['gb_per_s'] / limit:.2f}"]
-                for name, r in entry["methods"].items()]
-        out += [f"**{layout}** (compression ratio {entry['compression_ratio']:.2f})", "",
-                table(["method", "best s", "GB/s", "÷ tensorstore", "÷ codec limit"], rows), ""]
+        rows = [
+            [
+                name,
+                f"{r['best_s']:.3f}",
+                f"{r['gb_per_s']:.3f}",
+                f"{r['gb_per_s'] / ts_rate:.2f}",
+                f"{r['gb_per_s'] / limit:.2f}",
+            ]
+            for name, r in entry["methods"].items()
+        ]
+        out += [
+            f"**{layout}** (compression ratio {entry['compression_ratio']:.2f})",
+            "",
+            table(["method", "best s", "GB/s", "÷ tensorstore", "÷ codec limit"], rows),
+            "",
+        ]
 
     cv = res["convert"]
-    out += [f"## 3. Conversion, {cv['nbytes'] / MiB:.0f} MiB with memory_budget "
-            f"{cv['memory_budget'] / MiB:.0f} MiB (1/8)", "",
-            f"Source {cv['source']}; target {cv['target']}. Each run in a fresh process; peak "
-            "RSS growth = peak RSS during the conversion − RSS after imports (Linux `VmHWM` "
-            "reset through `/proc/self/clear_refs`; a child's `ru_maxrss` would include its "
-            "parent's peak). MB/s = uncompressed 1e6 B/s of level 0. Ours also writes and "
-            "validates the NGFF metadata, whose contrast limits are sampled from the smallest "
-            "level (with one level: a strided read of all of level 0).", ""]
+    out += [
+        f"## 3. Conversion, {cv['nbytes'] / MiB:.0f} MiB with memory_budget "
+        f"{cv['memory_budget'] / MiB:.0f} MiB (1/8)",
+        "",
+        f"Source {cv['source']}; target {cv['target']}. Each run in a fresh process; peak "
+        "RSS growth = peak RSS during the conversion − RSS after imports (Linux `VmHWM` "
+        "reset through `/proc/self/clear_refs`; a child's `ru_maxrss` would include its "
+        "parent's peak). MB/s = uncompressed 1e6 B/s of level 0. Ours also writes and "
+        "validates the NGFF metadata, whose contrast limits are sampled from the smallest "
+        "level (with one level: a strided read of all of level 0).",
+        "",
+    ]
     naive = cv["methods"]["naive eager (np.asarray + zarr.create_array)"]
-    rows = [[name, f"{r['seconds']:.2f}", f"{r['mb_per_s']:.0f}",
-             f"{r['mb_per_s'] / naive['mb_per_s']:.2f}",
-             f"{r['peak_rss_growth_bytes'] / MiB:.0f}", f"{r['rss_over_budget']:.2f}",
-             f"{r['rss_over_volume']:.2f}"] for name, r in cv["methods"].items()]
-    out += [table(["method", "s", "MB/s", "÷ naive MB/s", "peak RSS growth MiB",
-                   "÷ budget", "÷ volume"], rows), ""]
+    rows = [
+        [
+            name,
+            f"{r['seconds']:.2f}",
+            f"{r['mb_per_s']:.0f}",
+            f"{r['mb_per_s'] / naive['mb_per_s']:.2f}",
+            f"{r['peak_rss_growth_bytes'] / MiB:.0f}",
+            f"{r['rss_over_budget']:.2f}",
+            f"{r['rss_over_volume']:.2f}",
+        ]
+        for name, r in cv["methods"].items()
+    ]
+    out += [
+        table(
+            ["method", "s", "MB/s", "÷ naive MB/s", "peak RSS growth MiB", "÷ budget", "÷ volume"],
+            rows,
+        ),
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -585,8 +705,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="dls-bench-io-", dir=args.tmp))
     try:
-        res: dict[str, Any] = {"date": dt.datetime.now().isoformat(timespec="seconds"),
-                               "sizes": sizes, "machine": machine()}
+        res: dict[str, Any] = {
+            "date": dt.datetime.now().isoformat(timespec="seconds"),
+            "sizes": sizes,
+            "machine": machine(),
+        }
         res["open"] = bench_open(tmp, repeats)
         res["read"] = bench_read(tmp, SIZES[sizes]["read"], repeats=3 if args.quick else 5)
         res["convert"] = bench_convert(tmp, SIZES[sizes]["convert"])

@@ -36,8 +36,13 @@ def _truncated_tiff(tmp):
 
 
 def _store(tmp, **kw):
-    return write_ome_zarr(np.arange(16 * 32 * 32, dtype=np.uint16).reshape(16, 32, 32),
-                          tmp / "s.ome.zarr", chunks=16, shards=0, **kw)
+    return write_ome_zarr(
+        np.arange(16 * 32 * 32, dtype=np.uint16).reshape(16, 32, 32),
+        tmp / "s.ome.zarr",
+        chunks=16,
+        shards=0,
+        **kw,
+    )
 
 
 def _corrupt_chunk(tmp):
@@ -76,8 +81,9 @@ def _zero_size(tmp):
 
     out = _store(tmp)
     shutil.rmtree(out / "0")
-    zarr.open_group(str(out), mode="a").create_array("0", shape=(0, 32, 32), dtype="uint16",
-                                                      dimension_names=("z", "y", "x"))
+    zarr.open_group(str(out), mode="a").create_array(
+        "0", shape=(0, 32, 32), dtype="uint16", dimension_names=("z", "y", "x")
+    )
     return [str(out)]
 
 

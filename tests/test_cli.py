@@ -26,8 +26,14 @@ def store(tmp_path):
     img = np.random.default_rng(0).integers(0, 999, (2, 6, 40, 40)).astype(np.uint16)
     lab = np.zeros((6, 40, 40), np.uint16)
     lab[1:4, 5:15, 5:15] = 1
-    return write_ome_zarr(img, tmp_path / "s.ome.zarr", axes="czyx", spacing=(2, .5, .5),
-                          channel_names=["DAPI", "Actin"], labels={"nuclei": lab})
+    return write_ome_zarr(
+        img,
+        tmp_path / "s.ome.zarr",
+        axes="czyx",
+        spacing=(2, 0.5, 0.5),
+        channel_names=["DAPI", "Actin"],
+        labels={"nuclei": lab},
+    )
 
 
 def test_info_json(capsys, store):
@@ -64,7 +70,7 @@ def _write(path, content):
 )
 def test_bad_input_exit_2_one_line(capsys, tmp_path, make, reason):
     path = make(tmp_path)
-    code, out, err = run(capsys, "info", str(path))
+    code, _, err = run(capsys, "info", str(path))
     assert code == 2
     assert reason in err
     assert str(path) in err
@@ -74,14 +80,30 @@ def test_bad_input_exit_2_one_line(capsys, tmp_path, make, reason):
 
 def test_convert_tiff_with_labels(capsys, tmp_path):
     img = np.random.default_rng(2).integers(0, 255, (5, 2, 24, 24)).astype(np.uint8)  # ZCYX
-    tifffile.imwrite(tmp_path / "in.ome.tif", img, ome=True,
-                     metadata={"axes": "ZCYX", "PhysicalSizeZ": 1.5, "PhysicalSizeY": 0.2,
-                               "PhysicalSizeX": 0.2, "Channel": {"Name": ["a", "b"]}})
+    tifffile.imwrite(
+        tmp_path / "in.ome.tif",
+        img,
+        ome=True,
+        metadata={
+            "axes": "ZCYX",
+            "PhysicalSizeZ": 1.5,
+            "PhysicalSizeY": 0.2,
+            "PhysicalSizeX": 0.2,
+            "Channel": {"Name": ["a", "b"]},
+        },
+    )
     lab = (img[:, 0] > 128).astype(np.uint16)
     tifffile.imwrite(tmp_path / "lab.tif", lab)
     out = tmp_path / "out.ome.zarr"
-    code, _, err = run(capsys, "convert", str(tmp_path / "in.ome.tif"), str(out),
-                       "--labels", f"cells={tmp_path / 'lab.tif'}", "--no-progress")
+    code, _, err = run(
+        capsys,
+        "convert",
+        str(tmp_path / "in.ome.tif"),
+        str(out),
+        "--labels",
+        f"cells={tmp_path / 'lab.tif'}",
+        "--no-progress",
+    )
     assert code == 0, err
     vol = open_volume(out)
     assert vol.axes == "czyx" and vol.channel_names == ("a", "b")
@@ -95,8 +117,9 @@ def test_convert_tiff_with_labels(capsys, tmp_path):
 
 def test_convert_ngff04(capsys, tmp_path, store):
     out = tmp_path / "v04.ome.zarr"
-    code, _, err = run(capsys, "convert", str(store), str(out), "--ngff-version", "0.4",
-                       "--no-progress")
+    code, _, err = run(
+        capsys, "convert", str(store), str(out), "--ngff-version", "0.4", "--no-progress"
+    )
     assert code == 0, err
     assert (out / ".zattrs").exists()
     assert open_volume(out).metadata["ngff_version"] == "0.4"
@@ -116,14 +139,20 @@ def test_every_command_help_has_example(capsys):
 
 
 def test_console_script_version():
-    res = subprocess.run([sys.executable, "-m", "dls_microscopy.cli", "--version"],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "dls_microscopy.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert res.returncode == 0
     assert res.stdout.startswith("dls-microscopy ")
 
 
-@pytest.mark.parametrize(("text", "value"), [("2GB", 2 * 10**9), ("512MiB", 512 * 2**20),
-                                             ("1e6", 10**6), ("64 kib", 65536)])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("2GB", 2 * 10**9), ("512MiB", 512 * 2**20), ("1e6", 10**6), ("64 kib", 65536)],
+)
 def test_parse_size(text, value):
     assert parse_size(text) == value
 

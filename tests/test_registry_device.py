@@ -18,7 +18,7 @@ def test_builtin_segmenter_found_through_entry_point():
 
 
 def test_unknown_segmenter_lists_available():
-    with pytest.raises(InputError, match="no segmenter named 'nope'.*watershed"):
+    with pytest.raises(InputError, match=r"no segmenter named 'nope'.*watershed"):
         get_segmenter("nope")
 
 

@@ -152,8 +152,13 @@ class BlockPlan:
 
     def outer_nbytes(self, bytes_per_voxel: float) -> int:
         """Memory of the largest outer region at ``bytes_per_voxel``."""
-        return int(math.prod(min(b + 2 * h, n) for b, h, n in
-                             zip(self.block_shape, self.halo, self.shape, strict=True)) * bytes_per_voxel)
+        return int(
+            math.prod(
+                min(b + 2 * h, n)
+                for b, h, n in zip(self.block_shape, self.halo, self.shape, strict=True)
+            )
+            * bytes_per_voxel
+        )
 
 
 def plan_blocks(
@@ -204,7 +209,10 @@ def plan_blocks(
     core = list(grid)
 
     def cost(c: Sequence[int]) -> float:
-        return math.prod(min(ci + 2 * h, n) for ci, h, n in zip(c, halo, shape, strict=True)) * bytes_per_voxel
+        return (
+            math.prod(min(ci + 2 * h, n) for ci, h, n in zip(c, halo, shape, strict=True))
+            * bytes_per_voxel
+        )
 
     if cost(core) > per_block:
         min_needed = cost(core)

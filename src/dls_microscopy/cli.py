@@ -12,11 +12,18 @@ import logging
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from dls_microscopy import __version__
@@ -35,8 +42,18 @@ err = Console(stderr=True)
 log = logging.getLogger("dls_microscopy")
 
 _SIZE = re.compile(r"^\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "t": 10**12,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+    "ti": 2**40,
+}
 
 
 def parse_size(text: str) -> int:
@@ -55,8 +72,13 @@ class RichProgress:
 
     def __init__(self, enabled: bool = True) -> None:
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=err, disable=not enabled,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not enabled,
             transient=False,
         )
         self.tasks: dict[str, TaskID] = {}
@@ -82,12 +104,24 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _main(
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv for debug).")] = 0,
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")] = None,  # noqa: UP007
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv for debug).")
+    ] = 0,
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = None,
 ) -> None:
     """DLS Microscopy command line."""
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 # -- info ----------------------------------------------------------------------
@@ -95,8 +129,12 @@ def _main(
 
 @app.command(epilog="Example: dls-microscopy info image.ome.zarr --json")
 def info(
-    path: Annotated[str, typer.Argument(help="Image: OME-Zarr, OME-TIFF/TIFF, or HDF5 as file.h5:/dataset.")],
-    series: Annotated[int, typer.Option(help="Series (multi-series files) or n-th plate field.")] = 0,
+    path: Annotated[
+        str, typer.Argument(help="Image: OME-Zarr, OME-TIFF/TIFF, or HDF5 as file.h5:/dataset.")
+    ],
+    series: Annotated[
+        int, typer.Option(help="Series (multi-series files) or n-th plate field.")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show shape, axes, dtype, spacing (µm), resolution levels, channels, labels and plate layout."""
@@ -113,10 +151,14 @@ def info(
     table = Table(title=str(path), show_header=False)
     for key, value in summary.items():
         if key == "levels":
-            value = "\n".join(f"{i}: {lv['shape']}  spacing {lv['spacing_um']}" for i, lv in enumerate(value))
+            value = "\n".join(
+                f"{i}: {lv['shape']}  spacing {lv['spacing_um']}" for i, lv in enumerate(value)
+            )
         elif key == "plate_layout":
-            value = (f"{len(value['wells'])} wells, {value['n_fields']} fields; rows {''.join(value['rows'])}, "
-                     f"columns {','.join(value['columns'])}")
+            value = (
+                f"{len(value['wells'])} wells, {value['n_fields']} fields; rows {''.join(value['rows'])}, "
+                f"columns {','.join(value['columns'])}"
+            )
         table.add_row(key, str(value))
     out.print(table)
 
@@ -124,19 +166,37 @@ def info(
 # -- convert -------------------------------------------------------------------
 
 
-@app.command(epilog="Example: dls-microscopy convert stack.ome.tif stack.ome.zarr --labels nuclei=masks.tif")
+@app.command(
+    epilog="Example: dls-microscopy convert stack.ome.tif stack.ome.zarr --labels nuclei=masks.tif"
+)
 def convert(
     source: Annotated[str, typer.Argument(help="Input image (any readable format).")],
-    destination: Annotated[Path, typer.Argument(help="Output .ome.zarr store (appears only when complete).")],
-    labels: Annotated[Optional[list[str]], typer.Option(help="Label image to include, NAME=PATH or PATH (name 'labels'); repeatable.")] = None,  # noqa: UP007
+    destination: Annotated[
+        Path, typer.Argument(help="Output .ome.zarr store (appears only when complete).")
+    ],
+    labels: Annotated[
+        list[str] | None,
+        typer.Option(help="Label image to include, NAME=PATH or PATH (name 'labels'); repeatable."),
+    ] = None,
     series: Annotated[int, typer.Option(help="Series of a multi-series input.")] = 0,
-    ngff_version: Annotated[str, typer.Option("--ngff-version", help="0.5 (zarr v3, sharded) or 0.4 (zarr v2).")] = "0.5",
-    chunks: Annotated[Optional[int], typer.Option(help="Chunk edge in voxels (default 64 for 3D).")] = None,  # noqa: UP007
-    shards: Annotated[Optional[int], typer.Option(help="Shard edge in voxels (default 2 chunks; 0 = no sharding).")] = None,  # noqa: UP007
+    ngff_version: Annotated[
+        str, typer.Option("--ngff-version", help="0.5 (zarr v3, sharded) or 0.4 (zarr v2).")
+    ] = "0.5",
+    chunks: Annotated[
+        int | None, typer.Option(help="Chunk edge in voxels (default 64 for 3D).")
+    ] = None,
+    shards: Annotated[
+        int | None,
+        typer.Option(help="Shard edge in voxels (default 2 chunks; 0 = no sharding)."),
+    ] = None,
     compression: Annotated[str, typer.Option(help="zstd, lz4 or none (blosc).")] = "zstd",
     clevel: Annotated[int, typer.Option(help="Compression level.")] = 1,
-    levels: Annotated[Optional[int], typer.Option(help="Number of pyramid levels (default: automatic).")] = None,  # noqa: UP007
-    memory_budget: Annotated[str, typer.Option(help="Pixel memory to use at once, e.g. 2GB.")] = "1GB",
+    levels: Annotated[
+        int | None, typer.Option(help="Number of pyramid levels (default: automatic).")
+    ] = None,
+    memory_budget: Annotated[
+        str, typer.Option(help="Pixel memory to use at once, e.g. 2GB.")
+    ] = "1GB",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -151,9 +211,18 @@ def convert(
         label_paths[name] = p
     with RichProgress(enabled=progress and err.is_terminal) as bar:
         written = do_convert(
-            source, destination, series=series, labels=label_paths, version=ngff_version,  # type: ignore[arg-type]
-            chunks=chunks, shards=shards, compression=compression, clevel=clevel,  # type: ignore[arg-type]
-            n_levels=levels, memory_budget=parse_size(memory_budget), overwrite=overwrite,
+            source,
+            destination,
+            series=series,
+            labels=label_paths,
+            version=ngff_version,  # type: ignore[arg-type]
+            chunks=chunks,
+            shards=shards,
+            compression=compression,
+            clevel=clevel,  # type: ignore[arg-type]
+            n_levels=levels,
+            memory_budget=parse_size(memory_budget),
+            overwrite=overwrite,
             progress=bar,
         )
     out.print(f"wrote {written}")
@@ -180,23 +249,48 @@ def _parse_params(items: list[str] | None) -> dict[str, Any]:
     return params
 
 
-@app.command(epilog="Example: dls-microscopy segment image.ome.zarr --channel DAPI --diameter 8 --memory-budget 2GB")
+@app.command(
+    epilog="Example: dls-microscopy segment image.ome.zarr --channel DAPI --diameter 8 --memory-budget 2GB"
+)
 def segment(
     source: Annotated[str, typer.Argument(help="Image to segment (any readable format).")],
-    output: Annotated[Optional[Path], typer.Argument(help="Output .ome.zarr label image; default: into IN's labels/ (IN must be a writable OME-Zarr).")] = None,  # noqa: UP007
+    output: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Output .ome.zarr label image; default: into IN's labels/ (IN must be a writable OME-Zarr)."
+        ),
+    ] = None,
     method: Annotated[str, typer.Option(help=_method_help())] = "watershed",
-    channel: Annotated[Optional[str], typer.Option(help="Channel index or name, for multi-channel images.")] = None,  # noqa: UP007
-    diameter: Annotated[Optional[float], typer.Option(help="Expected object diameter in µm.")] = None,  # noqa: UP007
-    param: Annotated[Optional[list[str]], typer.Option(help="Segmenter parameter KEY=VALUE; repeatable.")] = None,  # noqa: UP007
-    model: Annotated[Optional[Path], typer.Option(help="Model weights file, for segmenters that take one (sets model_path).")] = None,  # noqa: UP007
-    memory_budget: Annotated[str, typer.Option(help="Memory for all workers, e.g. 2GB; sets the block size.")] = "2GB",
-    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")] = "auto",
-    workers: Annotated[Optional[int], typer.Option(help="Blocks processed in parallel (default: CPU count; 1 on GPU).")] = None,  # noqa: UP007
+    channel: Annotated[
+        str | None, typer.Option(help="Channel index or name, for multi-channel images.")
+    ] = None,
+    diameter: Annotated[
+        float | None, typer.Option(help="Expected object diameter in µm.")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="Segmenter parameter KEY=VALUE; repeatable.")
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Model weights file, for segmenters that take one (sets model_path)."),
+    ] = None,
+    memory_budget: Annotated[
+        str, typer.Option(help="Memory for all workers, e.g. 2GB; sets the block size.")
+    ] = "2GB",
+    device: Annotated[
+        str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
+    ] = "auto",
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Blocks processed in parallel (default: CPU count; 1 on GPU)."),
+    ] = None,
     label_name: Annotated[str, typer.Option(help="Name of the label image.")] = "nuclei",
     series: Annotated[int, typer.Option(help="Series / plate field of the input.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace existing labels of that name.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result summary as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result summary as JSON.")
+    ] = False,
 ) -> None:
     """Segment a 3D image block by block and write stitched labels as NGFF labels (with pyramid)."""
     from dls_microscopy.io import open_volume
@@ -212,33 +306,62 @@ def segment(
     ch: int | str | None = int(channel) if channel is not None and channel.isdigit() else channel
     with RichProgress(enabled=progress and err.is_terminal) as bar:
         res = segment_blockwise(
-            vol, seg, channel=ch, memory_budget=parse_size(memory_budget), output=output,
-            label_name=label_name, overwrite=overwrite, workers=workers, progress=bar,
+            vol,
+            seg,
+            channel=ch,
+            memory_budget=parse_size(memory_budget),
+            output=output,
+            label_name=label_name,
+            overwrite=overwrite,
+            workers=workers,
+            progress=bar,
         )
     summary = {
-        "labels": str(res.path), "objects": res.n_objects, "method": method,
-        "device": seg.device, "blocks": res.plan.n_blocks, "block_shape": list(res.plan.block_shape),
-        "halo": list(res.plan.halo), "seams": res.seam_qc,
+        "labels": str(res.path),
+        "objects": res.n_objects,
+        "method": method,
+        "device": seg.device,
+        "blocks": res.plan.n_blocks,
+        "block_shape": list(res.plan.block_shape),
+        "halo": list(res.plan.halo),
+        "seams": res.seam_qc,
         "seconds": {k: round(v, 3) for k, v in res.timings.items()},
     }
     if as_json:
         out.print_json(json.dumps(summary))
     else:
-        out.print(f"{res.n_objects} objects → {res.path}  ({res.plan.n_blocks} blocks, "
-                  f"{res.seam_qc['merged_pairs']} seam merges)")
+        out.print(
+            f"{res.n_objects} objects → {res.path}  ({res.plan.n_blocks} blocks, "
+            f"{res.seam_qc['merged_pairs']} seam merges)"
+        )
 
 
 # -- evaluate ------------------------------------------------------------------
 
 
-@app.command(epilog="Example: dls-microscopy evaluate pred.ome.zarr/labels/nuclei gt_labels.tif --json")
+@app.command(
+    epilog="Example: dls-microscopy evaluate pred.ome.zarr/labels/nuclei gt_labels.tif --json"
+)
 def evaluate(
-    pred: Annotated[str, typer.Argument(help="Predicted labels: a label image, or an OME-Zarr image with --pred-label.")],
+    pred: Annotated[
+        str,
+        typer.Argument(
+            help="Predicted labels: a label image, or an OME-Zarr image with --pred-label."
+        ),
+    ],
     gt: Annotated[str, typer.Argument(help="Ground-truth labels (same shape).")],
-    pred_label: Annotated[Optional[str], typer.Option(help="Name of the NGFF label image inside PRED.")] = None,  # noqa: UP007
-    gt_label: Annotated[Optional[str], typer.Option(help="Name of the NGFF label image inside GT.")] = None,  # noqa: UP007
-    thresholds: Annotated[str, typer.Option(help="IoU thresholds, comma-separated.")] = "0.5,0.75,0.9",
-    restrict_to_gt: Annotated[bool, typer.Option(help="Sparse ground truth: ignore predictions overlapping no GT object.")] = False,
+    pred_label: Annotated[
+        str | None, typer.Option(help="Name of the NGFF label image inside PRED.")
+    ] = None,
+    gt_label: Annotated[
+        str | None, typer.Option(help="Name of the NGFF label image inside GT.")
+    ] = None,
+    thresholds: Annotated[
+        str, typer.Option(help="IoU thresholds, comma-separated.")
+    ] = "0.5,0.75,0.9",
+    restrict_to_gt: Annotated[
+        bool, typer.Option(help="Sparse ground truth: ignore predictions overlapping no GT object.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Object-level accuracy: precision, recall, F1, AP and mean matched IoU at IoU thresholds."""
@@ -247,9 +370,17 @@ def evaluate(
     try:
         ts = tuple(float(t) for t in thresholds.split(","))
     except ValueError as exc:
-        raise InputError(f"--thresholds must be numbers separated by commas, got {thresholds!r}") from exc
-    result = evaluate_paths(pred, gt, thresholds=ts, pred_label=pred_label, gt_label=gt_label,
-                            restrict_to_gt=restrict_to_gt)
+        raise InputError(
+            f"--thresholds must be numbers separated by commas, got {thresholds!r}"
+        ) from exc
+    result = evaluate_paths(
+        pred,
+        gt,
+        thresholds=ts,
+        pred_label=pred_label,
+        gt_label=gt_label,
+        restrict_to_gt=restrict_to_gt,
+    )
     if as_json:
         out.print_json(json.dumps(result.to_dict()))
     else:
@@ -275,8 +406,14 @@ def sample(
 # -- entry point ---------------------------------------------------------------
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: Any = None, line: str | None = None) -> None:
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
     err.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
 
 
@@ -308,13 +445,16 @@ def _run(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
-    except Exception as exc:  # noqa: BLE001 - last resort: one line, no traceback
+    except Exception as exc:
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()  # a usage error from the argument parser (click/typer): exit code 2
             return int(exc.exit_code)
         log.debug("internal error", exc_info=True)
-        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {exc} (run with -vv for details)",
-                  highlight=False, soft_wrap=True)
+        err.print(
+            f"[red]internal error:[/red] {type(exc).__name__}: {exc} (run with -vv for details)",
+            highlight=False,
+            soft_wrap=True,
+        )
         return 1
     return 0
 

@@ -19,9 +19,21 @@ def _positive(value: object) -> bool:
 def test_run_io_quick_tiny_reports_every_section(tmp_path):
     out = tmp_path / "results"
     res = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--sizes", "tiny", "--out", str(out),
-         "--tmp", str(tmp_path)],
-        capture_output=True, text=True, check=False, timeout=120,
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--sizes",
+            "tiny",
+            "--out",
+            str(out),
+            "--tmp",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert res.returncode == 0, res.stderr
     for heading in ("## 1. Open", "## 2. Full-read", "## 3. Conversion", "÷ tensorstore"):

@@ -267,7 +267,7 @@ def test_corrupt_chunk_at_compute_time(tmp_path: Path) -> None:
     with h5py.File(path, "r") as f:
         info = f["img"].id.get_chunk_info(2)
     content = bytearray(path.read_bytes())
-    content[info.byte_offset: info.byte_offset + info.size] = b"\x00" * info.size
+    content[info.byte_offset : info.byte_offset + info.size] = b"\x00" * info.size
     path.write_bytes(bytes(content))
     vol = open_volume(path)
     with pytest.raises(CorruptDataError, match="HDF5 dataset '/img'") as err:

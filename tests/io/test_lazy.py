@@ -31,8 +31,10 @@ def _source(log=None, fail=False):
         ((1,), A[1]),
         ((slice(None, None, 2), 3, [1, 4, 2]), A[::2, 3][:, [1, 4, 2]]),
         ((Ellipsis, -1), A[..., -1]),
-        ((slice(4, 0, -2), np.array([True, False, True, False, False, True])),
-         A[4:0:-2][:, [0, 2, 5]]),
+        (
+            (slice(4, 0, -2), np.array([True, False, True, False, False, True])),
+            A[4:0:-2][:, [0, 2, 5]],
+        ),
         ((slice(2, 2),), A[2:2]),
     ],
 )
@@ -48,5 +50,7 @@ def test_dask_slice_reads_only_the_region():
 
 
 def test_decoder_failure_becomes_corrupt_data_error():
-    with pytest.raises(CorruptDataError, match=r"img.zarr: cannot read array '0' at \[0:5, 0:6, 0:7\]"):
+    with pytest.raises(
+        CorruptDataError, match=r"img.zarr: cannot read array '0' at \[0:5, 0:6, 0:7\]"
+    ):
         to_dask(_source(fail=True), (5, 6, 7)).compute()

@@ -9,12 +9,19 @@ from dls_microscopy.io.pyramid import downsample_block, plan_pyramid
 
 
 def test_plan_makes_anisotropic_volumes_isotropic_first():
-    assert plan_pyramid((64, 1024, 1024), (2.0, 0.5, 0.5)) == [(1, 1, 1), (1, 2, 2), (1, 4, 4), (2, 8, 8)]
+    assert plan_pyramid((64, 1024, 1024), (2.0, 0.5, 0.5)) == [
+        (1, 1, 1),
+        (1, 2, 2),
+        (1, 4, 4),
+        (2, 8, 8),
+    ]
     assert plan_pyramid((100, 100, 100), (0.28, 0.127, 0.127)) == [(1, 1, 1)]
     assert len(plan_pyramid((8, 8, 8), (1, 1, 1), n_levels=3)) == 3
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.uint32, np.float32, np.float64])
+@pytest.mark.parametrize(
+    "dtype", [np.uint8, np.uint16, np.int16, np.uint32, np.float32, np.float64]
+)
 @pytest.mark.parametrize("step", [(1, 2, 2), (2, 2, 2), (1, 1, 2)])
 def test_mean_matches_reference(dtype, step):
     rng = np.random.default_rng(0)

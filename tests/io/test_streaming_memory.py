@@ -46,15 +46,20 @@ SCRIPT = textwrap.dedent(
 def _measure(tmp_path, nz):
     out = tmp_path / str(nz)
     out.mkdir()
-    res = subprocess.run([sys.executable, "-c", SCRIPT, str(out), str(nz)], capture_output=True,
-                         text=True, check=False, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(out), str(nz)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout.strip().splitlines()[-1]), out
 
 
 @pytest.mark.slow
 def test_peak_rss_does_not_grow_with_volume(tmp_path):
-    small, _ = _measure(tmp_path, 64)    # 128 MiB of uint16
+    small, _ = _measure(tmp_path, 64)  # 128 MiB of uint16
     large, out = _measure(tmp_path, 384)  # 768 MiB: 16x the 48 MiB budget
     for step in ("write", "convert"):
         # 6x more data, about the same memory: set by blocks in flight, not by the volume

@@ -125,11 +125,20 @@ def test_ome_roundtrip_units_and_channels(
 ) -> None:
     data = _rng_data((2, 3, 24, 20), dtype)
     path = tmp_path / "img.ome.tif"
-    tifffile.imwrite(path, data, ome=True, metadata={
-        "axes": "CZYX", "PhysicalSizeX": size_x, "PhysicalSizeXUnit": unit,
-        "PhysicalSizeY": size_x, "PhysicalSizeYUnit": unit, "PhysicalSizeZ": 1.5,
-        "Channel": {"Name": ["DAPI", "GFP"]},
-    })
+    tifffile.imwrite(
+        path,
+        data,
+        ome=True,
+        metadata={
+            "axes": "CZYX",
+            "PhysicalSizeX": size_x,
+            "PhysicalSizeXUnit": unit,
+            "PhysicalSizeY": size_x,
+            "PhysicalSizeYUnit": unit,
+            "PhysicalSizeZ": 1.5,
+            "Channel": {"Name": ["DAPI", "GFP"]},
+        },
+    )
     vol = open_volume(path)
     assert (vol.axes, vol.shape, vol.dtype) == ("czyx", data.shape, np.dtype(dtype))
     assert vol.spacing == pytest.approx((1.5, expected_x, expected_x), rel=1e-12)
@@ -143,9 +152,16 @@ def test_ome_dimension_order_is_transposed_lazily(tmp_path: Path) -> None:
     """Z outside C in the file (Bio-Formats XYCZT) becomes czyx; the time step is kept."""
     data = _rng_data((4, 3, 2, 16, 12))  # T Z C Y X
     path = tmp_path / "tzc.ome.tif"
-    tifffile.imwrite(path, data, ome=True, metadata={
-        "axes": "TZCYX", "TimeIncrement": 0.5, "TimeIncrementUnit": "min",
-    })
+    tifffile.imwrite(
+        path,
+        data,
+        ome=True,
+        metadata={
+            "axes": "TZCYX",
+            "TimeIncrement": 0.5,
+            "TimeIncrementUnit": "min",
+        },
+    )
     vol = open_tiff(path)
     assert vol.metadata["tiff_axes"] == "TZCYX"
     assert (vol.axes, vol.shape) == ("tczyx", (4, 2, 3, 16, 12))
@@ -180,9 +196,19 @@ def test_imagej_hyperstack(tmp_path: Path, unit: str, factor: float) -> None:
     data = _rng_data((3, 4, 2, 16, 20))  # T Z C Y X, ImageJ's order
     path = tmp_path / "hyper.tif"
     labels = [f"ch{c}" for _t in range(3) for _z in range(4) for c in range(2)]
-    tifffile.imwrite(path, data, imagej=True, resolution=(1 / 0.25, 1 / 0.4), metadata={
-        "axes": "TZCYX", "spacing": 1.5, "unit": unit, "finterval": 2.0, "Labels": labels,
-    })
+    tifffile.imwrite(
+        path,
+        data,
+        imagej=True,
+        resolution=(1 / 0.25, 1 / 0.4),
+        metadata={
+            "axes": "TZCYX",
+            "spacing": 1.5,
+            "unit": unit,
+            "finterval": 2.0,
+            "Labels": labels,
+        },
+    )
     vol = open_volume(path)
     assert vol.format == "imagej-tiff"
     assert (vol.axes, vol.shape) == ("tczyx", (3, 2, 4, 16, 20))
@@ -194,8 +220,9 @@ def test_imagej_hyperstack(tmp_path: Path, unit: str, factor: float) -> None:
 
 def test_imagej_without_unit_is_uncalibrated(tmp_path: Path) -> None:
     path = tmp_path / "nounit.tif"
-    tifffile.imwrite(path, _rng_data((4, 8, 8)), imagej=True, resolution=(2.0, 2.0),
-                     metadata={"axes": "ZYX"})
+    tifffile.imwrite(
+        path, _rng_data((4, 8, 8)), imagej=True, resolution=(2.0, 2.0), metadata={"axes": "ZYX"}
+    )
     vol = open_tiff(path)
     assert (vol.format, vol.axes, vol.spacing) == ("imagej-tiff", "zyx", (1.0, 1.0, 1.0))
     assert vol.metadata["calibrated"] is False
@@ -242,11 +269,19 @@ def test_pyramidal_multiseries_ome(tmp_path: Path) -> None:
 
 
 def test_plain_unknown_axes(tmp_path: Path) -> None:
-    tifffile.imwrite(tmp_path / "ey.tif", _rng_data((3, 8, 8)), photometric="minisblack",
-                     metadata={"axes": "EYX"})
+    tifffile.imwrite(
+        tmp_path / "ey.tif",
+        _rng_data((3, 8, 8)),
+        photometric="minisblack",
+        metadata={"axes": "EYX"},
+    )
     assert open_tiff(tmp_path / "ey.tif").axes == "zyx"  # a single stack axis is read as z
-    tifffile.imwrite(tmp_path / "ez.tif", _rng_data((2, 3, 8, 8)), photometric="minisblack",
-                     metadata={"axes": "EZYX"})
+    tifffile.imwrite(
+        tmp_path / "ez.tif",
+        _rng_data((2, 3, 8, 8)),
+        photometric="minisblack",
+        metadata={"axes": "EZYX"},
+    )
     with pytest.raises(MetadataError, match="'E' \\(lambda, length 2\\)"):
         open_tiff(tmp_path / "ez.tif")
 
@@ -254,8 +289,13 @@ def test_plain_unknown_axes(tmp_path: Path) -> None:
 def test_malformed_ome_xml_falls_back(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = _rng_data((4, 16, 16), "uint8")
     path = tmp_path / "broken.ome.tif"
-    tifffile.imwrite(path, data, photometric="minisblack", metadata=None,
-                     description='<?xml version="1.0"?><OME xmlns="x"><Image ID="Image:0"><Pixe')
+    tifffile.imwrite(
+        path,
+        data,
+        photometric="minisblack",
+        metadata=None,
+        description='<?xml version="1.0"?><OME xmlns="x"><Image ID="Image:0"><Pixe',
+    )
     with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
         vol = open_tiff(path)
     assert "malformed OME-XML" in caplog.text
@@ -265,8 +305,12 @@ def test_malformed_ome_xml_falls_back(tmp_path: Path, caplog: pytest.LogCaptureF
 
 def test_unknown_ome_unit_is_metadata_error(tmp_path: Path) -> None:
     path = tmp_path / "furlong.ome.tif"
-    tifffile.imwrite(path, _rng_data((2, 8, 8)), ome=True,
-                     metadata={"axes": "ZYX", "PhysicalSizeX": 2, "PhysicalSizeXUnit": "furlong"})
+    tifffile.imwrite(
+        path,
+        _rng_data((2, 8, 8)),
+        ome=True,
+        metadata={"axes": "ZYX", "PhysicalSizeX": 2, "PhysicalSizeXUnit": "furlong"},
+    )
     with pytest.raises(MetadataError, match="furlong") as info:
         open_tiff(path)
     assert str(path) in str(info.value)
@@ -330,10 +374,19 @@ def test_chunks_group_planes_to_target_size() -> None:
     assert chunk_of((200, 1024, 1024), (1, 1024, 1024), ["z", "y", "x"], 2) == (16, 1024, 1024)
     # Small planes: all z, then channels, then time points.
     assert chunk_of((3, 4, 10, 64, 64), (1, 1, 1, 64, 64), ["t", "c", "z", "y", "x"], 1) == (
-        3, 4, 10, 64, 64)
+        3,
+        4,
+        10,
+        64,
+        64,
+    )
     # File order Z, C (Bio-Formats XYCZT): z still grows first.
     assert chunk_of((300, 2, 1024, 1024), (1, 1, 1024, 1024), ["z", "c", "y", "x"], 2) == (
-        16, 1, 1024, 1024)
+        16,
+        1,
+        1024,
+        1024,
+    )
     # Huge tiled plane: whole multiples of the 512-pixel tiles, about 32 MiB.
     assert chunk_of((4, 40000, 40000), (1, 512, 512), ["z", "y", "x"], 2) == (1, 4096, 4096)
 
@@ -399,8 +452,9 @@ def test_truncated_tiff_gives_our_error(tmp_path: Path, options: dict, fraction:
 
 @pytest.mark.parametrize("fraction", [0.3, 0.6, 0.999])
 def test_truncated_bioformats_file(shared_data: Path, tmp_path: Path, fraction: float) -> None:
-    path = _truncated(shared_data / ARTIFICIAL / "4D-series.ome.tiff", tmp_path / "4D.ome.tiff",
-                      fraction)
+    path = _truncated(
+        shared_data / ARTIFICIAL / "4D-series.ome.tiff", tmp_path / "4D.ome.tiff", fraction
+    )
     with pytest.raises(CorruptDataError, match="truncated") as info:
         open_volume(path)
     assert str(path) in str(info.value)
@@ -417,12 +471,13 @@ def test_unreadable_page_at_compute_time(tmp_path: Path, monkeypatch: pytest.Mon
     """Damage inside the compressed data of one page surfaces when that page is computed."""
     data = _rng_data((4, 64, 64))
     path = tmp_path / "damaged.tif"
-    tifffile.imwrite(path, data, compression="zlib", photometric="minisblack",
-                     metadata={"axes": "ZYX"})
+    tifffile.imwrite(
+        path, data, compression="zlib", photometric="minisblack", metadata={"axes": "ZYX"}
+    )
     with tifffile.TiffFile(path) as tif:
         offset = tif.pages[2].dataoffsets[0]
     content = bytearray(path.read_bytes())
-    content[offset: offset + 64] = b"\xff" * 64
+    content[offset : offset + 64] = b"\xff" * 64
     path.write_bytes(bytes(content))
     monkeypatch.setattr(tiff_module, "_TARGET_CHUNK_BYTES", 64 * 64 * 2)  # 1 plane per chunk
     vol = open_tiff(path)

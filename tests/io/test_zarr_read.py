@@ -11,8 +11,7 @@ import pytest
 import zarr
 
 from dls_microscopy.errors import CorruptDataError, DlsError, InputError, MetadataError
-from dls_microscopy.io import describe_plate, open_labels, open_volume, write_ome_zarr
-from dls_microscopy.io import zarr_read
+from dls_microscopy.io import describe_plate, open_labels, open_volume, write_ome_zarr, zarr_read
 
 IDR = "omezarr_idr0062A_6001240/6001240_labels.zarr"
 
@@ -25,7 +24,9 @@ def test_idr_ngff05_image_and_labels(shared_data):
     assert vol.axes == "czyx"
     assert vol.shape == (2, 236, 275, 271)
     assert vol.dtype == np.uint16
-    assert vol.spacing == pytest.approx((0.5002025531914894, 0.3603981534640209, 0.3603981534640209))
+    assert vol.spacing == pytest.approx(
+        (0.5002025531914894, 0.3603981534640209, 0.3603981534640209)
+    )
     assert vol.channel_names == ("LaminB1", "Dapi")
     assert len(vol.levels) == 3
     assert vol.level_spacings[2][1] == pytest.approx(1.4415926138560835)
@@ -55,7 +56,11 @@ def test_hcs_plate_metadata_v04(shared_data, tmp_path):
     assert layout.ngff_version == "0.4"
     assert layout.n_fields >= 1
     well = layout.wells[0]
-    vol = open_volume(src, well=well.path, field=0, )
+    vol = open_volume(
+        src,
+        well=well.path,
+        field=0,
+    )
     assert vol.metadata["well"] == well.path
     assert vol.metadata["field"] == 0
     assert vol.ndim >= 2
@@ -71,8 +76,10 @@ def _make_plate(root, version="0.5", fields=2):
         "name": "test-plate",
         "rows": [{"name": "A"}, {"name": "B"}],
         "columns": [{"name": "1"}, {"name": "2"}],
-        "wells": [{"path": f"{r}/{c}", "rowIndex": "AB".index(r), "columnIndex": int(c) - 1}
-                  for r, c in wells],
+        "wells": [
+            {"path": f"{r}/{c}", "rowIndex": "AB".index(r), "columnIndex": int(c) - 1}
+            for r, c in wells
+        ],
         "field_count": fields,
     }
     if version == "0.4":
@@ -83,13 +90,19 @@ def _make_plate(root, version="0.5", fields=2):
         well = {"images": [{"path": str(f)} for f in range(fields)]}
         if version == "0.4":
             well["version"] = "0.4"
-        wg.attrs.update({"ome": {"version": "0.5", "well": well}} if version == "0.5" else {"well": well})
+        wg.attrs.update(
+            {"ome": {"version": "0.5", "well": well}} if version == "0.5" else {"well": well}
+        )
         for f in range(fields):
             data = np.full((1, 4, 16, 16), ord(r) * 10 + int(c) * 3 + f, np.uint16)
             shutil.rmtree(root / r / c / str(f), ignore_errors=True)
-            write_ome_zarr(data, root / r / c / str(f), axes="czyx", spacing=(2, .5, .5), version=version)
+            write_ome_zarr(
+                data, root / r / c / str(f), axes="czyx", spacing=(2, 0.5, 0.5), version=version
+            )
             images[(r, c, f)] = data
-    g.attrs.update({"ome": {"version": "0.5", "plate": plate}} if version == "0.5" else {"plate": plate})
+    g.attrs.update(
+        {"ome": {"version": "0.5", "plate": plate}} if version == "0.5" else {"plate": plate}
+    )
     return images
 
 
@@ -133,20 +146,44 @@ def test_bioformats2raw_layout(tmp_path):
 
 def _virtual_store(path, shape, chunks, shards=None):
     g = zarr.open_group(str(path), mode="w", zarr_format=3)
-    g.create_array("0", shape=shape, chunks=chunks, shards=shards, dtype="uint16",
-                   dimension_names=("z", "y", "x"), fill_value=0)
-    g.attrs.update({"ome": {"version": "0.5", "multiscales": [{
-        "axes": [{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"],
-        "datasets": [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": [2.0, 0.5, 0.5]}]}]}]}})
+    g.create_array(
+        "0",
+        shape=shape,
+        chunks=chunks,
+        shards=shards,
+        dtype="uint16",
+        dimension_names=("z", "y", "x"),
+        fill_value=0,
+    )
+    g.attrs.update(
+        {
+            "ome": {
+                "version": "0.5",
+                "multiscales": [
+                    {
+                        "axes": [{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"],
+                        "datasets": [
+                            {
+                                "path": "0",
+                                "coordinateTransformations": [
+                                    {"type": "scale", "scale": [2.0, 0.5, 0.5]}
+                                ],
+                            }
+                        ],
+                    }
+                ],
+            }
+        }
+    )
     return path
 
 
 def test_opening_a_huge_store_reads_no_chunk(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(zarr_read._ZarrReader, "__call__", lambda self, key: calls.append(key))
-    path = _virtual_store(tmp_path / "huge.ome.zarr", (10_000, 10_000, 10_000), (64, 256, 256),
-                          (256, 1024, 1024))
+    path = _virtual_store(
+        tmp_path / "huge.ome.zarr", (10_000, 10_000, 10_000), (64, 256, 256), (256, 1024, 1024)
+    )
     t0 = time.perf_counter()
     vol = open_volume(path)
     elapsed = time.perf_counter() - t0
@@ -158,8 +195,12 @@ def test_opening_a_huge_store_reads_no_chunk(tmp_path, monkeypatch):
 
 
 def test_missing_chunk_is_an_error_for_images(tmp_path):
-    out = write_ome_zarr(np.arange(16 * 32 * 32, dtype=np.uint16).reshape(16, 32, 32),
-                         tmp_path / "m.ome.zarr", chunks=16, shards=0)
+    out = write_ome_zarr(
+        np.arange(16 * 32 * 32, dtype=np.uint16).reshape(16, 32, 32),
+        tmp_path / "m.ome.zarr",
+        chunks=16,
+        shards=0,
+    )
     victim = out / "0" / "c" / "0" / "1" / "1"
     assert victim.exists()
     victim.unlink()
@@ -183,7 +224,7 @@ def test_corrupt_chunk_gives_our_error(tmp_path):
 def test_malformed_json_metadata(tmp_path):
     out = write_ome_zarr(np.ones((4, 8, 8), np.uint8), tmp_path / "j.ome.zarr")
     (out / "zarr.json").write_text("{not json")
-    with pytest.raises(MetadataError, match="j.ome.zarr"):
+    with pytest.raises(MetadataError, match=r"j\.ome\.zarr"):
         open_volume(out)
 
 
@@ -204,7 +245,9 @@ def test_missing_level_array(tmp_path):
 
 
 def test_plain_zarr_without_ngff(tmp_path):
-    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w").create_array("a", shape=(4,), dtype="u1")
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w").create_array(
+        "a", shape=(4,), dtype="u1"
+    )
     with pytest.raises(MetadataError, match="multiscales"):
         open_volume(tmp_path / "plain.zarr")
 

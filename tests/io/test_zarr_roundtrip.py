@@ -27,8 +27,14 @@ def _image(shape=(2, 20, 70, 90), dtype=np.uint16):
 def test_round_trip_values_spacing_channels(tmp_path, version, dtype):
     img = _image(dtype=dtype)
     out = write_ome_zarr(
-        img, tmp_path / "a.ome.zarr", axes="czyx", spacing=(2.0, 0.3, 0.25),
-        channel_names=["DAPI", "LaminB1"], version=version, chunks=16, n_levels=3,
+        img,
+        tmp_path / "a.ome.zarr",
+        axes="czyx",
+        spacing=(2.0, 0.3, 0.25),
+        channel_names=["DAPI", "LaminB1"],
+        version=version,
+        chunks=16,
+        n_levels=3,
     )
     vol = open_volume(out)
     assert vol.axes == "czyx"
@@ -50,8 +56,9 @@ def test_round_trip_values_spacing_channels(tmp_path, version, dtype):
 
 def test_pyramid_is_block_mean(tmp_path):
     img = _image((1, 8, 33, 47))
-    out = write_ome_zarr(img, tmp_path / "p.ome.zarr", axes="czyx", spacing=(0.5, 0.5, 0.5),
-                         n_levels=2, chunks=8)
+    out = write_ome_zarr(
+        img, tmp_path / "p.ome.zarr", axes="czyx", spacing=(0.5, 0.5, 0.5), n_levels=2, chunks=8
+    )
     lvl1 = open_volume(out, level=1).data.compute()
     # isotropic: every spatial axis halved; odd edges replicate the last voxel
     padded = np.pad(img.astype(np.float64), [(0, 0), (0, 0), (0, 1), (0, 1)], mode="edge")
@@ -62,8 +69,9 @@ def test_pyramid_is_block_mean(tmp_path):
 
 def test_sharded_layout_and_codec(tmp_path):
     img = _image((1, 64, 128, 128))
-    out = write_ome_zarr(img, tmp_path / "s.ome.zarr", axes="czyx", spacing=(1, 1, 1),
-                         chunks=32, shards=64)
+    out = write_ome_zarr(
+        img, tmp_path / "s.ome.zarr", axes="czyx", spacing=(1, 1, 1), chunks=32, shards=64
+    )
     meta = json.loads((out / "0" / "zarr.json").read_text())
     codec = meta["codecs"][0]
     assert codec["name"] == "sharding_indexed"
@@ -79,13 +87,19 @@ def test_labels_written_with_matching_pyramid(tmp_path):
     lab = np.zeros((16, 64, 64), np.uint32)
     lab[2:9, 10:30, 5:25] = 7
     lab[9:15, 40:60, 30:60] = 2**31 + 5  # large ids survive
-    out = write_ome_zarr(img, tmp_path / "l.ome.zarr", axes="czyx", spacing=(1, .5, .5),
-                         labels={"nuclei": lab}, n_levels=3)
+    out = write_ome_zarr(
+        img,
+        tmp_path / "l.ome.zarr",
+        axes="czyx",
+        spacing=(1, 0.5, 0.5),
+        labels={"nuclei": lab},
+        n_levels=3,
+    )
     vol = open_volume(out)
     assert vol.labels == ("nuclei",)
     lv = open_labels(out, "nuclei")
     assert lv.axes == "zyx"
-    assert lv.spacing == pytest.approx((1, .5, .5))
+    assert lv.spacing == pytest.approx((1, 0.5, 0.5))
     np.testing.assert_array_equal(lv.data.compute(), lab)
     assert len(lv.levels) == len(vol.levels) == 3
     # nearest sampling keeps only existing ids
@@ -95,9 +109,14 @@ def test_labels_written_with_matching_pyramid(tmp_path):
 
 
 def test_dask_input_streams_without_compute(tmp_path):
-    src = da.random.RandomState(0).randint(0, 100, size=(40, 96, 96), chunks=(7, 50, 33)).astype(np.uint8)
-    out = write_ome_zarr(src, tmp_path / "d.ome.zarr", spacing=(1, 1, 1), chunks=16,
-                         memory_budget=64 * 1024)
+    src = (
+        da.random.RandomState(0)
+        .randint(0, 100, size=(40, 96, 96), chunks=(7, 50, 33))
+        .astype(np.uint8)
+    )
+    out = write_ome_zarr(
+        src, tmp_path / "d.ome.zarr", spacing=(1, 1, 1), chunks=16, memory_budget=64 * 1024
+    )
     np.testing.assert_array_equal(open_volume(out).data.compute(), src.compute())
 
 
@@ -109,7 +128,8 @@ def test_write_is_atomic_on_failure(tmp_path):
         raise Boom("disk on fire")
 
     src = da.zeros((8, 64, 64), dtype=np.uint16, chunks=(8, 32, 32)).map_blocks(
-        lambda b: fail(b), dtype=np.uint16)
+        lambda b: fail(b), dtype=np.uint16
+    )
     with pytest.raises(Boom):
         write_ome_zarr(src, tmp_path / "x.ome.zarr", spacing=(1, 1, 1))
     assert list(tmp_path.iterdir()) == []
@@ -140,13 +160,20 @@ def test_ome_zarr_py_reads_our_store(tmp_path, version):
     from ome_zarr.reader import Reader
 
     img = _image((2, 12, 40, 40))
-    out = write_ome_zarr(img, tmp_path / "ours.ome.zarr", axes="czyx", spacing=(2, .5, .5),
-                         version=version, n_levels=2, labels={"cells": np.ones((12, 40, 40), np.uint8)})
+    out = write_ome_zarr(
+        img,
+        tmp_path / "ours.ome.zarr",
+        axes="czyx",
+        spacing=(2, 0.5, 0.5),
+        version=version,
+        n_levels=2,
+        labels={"cells": np.ones((12, 40, 40), np.uint8)},
+    )
     nodes = list(Reader(parse_url(str(out)))())
     image_node = nodes[0]
     np.testing.assert_array_equal(np.asarray(image_node.data[0]), img)
     scale = image_node.metadata["coordinateTransformations"][0][0]["scale"]
-    assert scale == pytest.approx([1, 2, .5, .5])
+    assert scale == pytest.approx([1, 2, 0.5, 0.5])
     assert any("labels" in str(n.zarr) or n.metadata.get("name") == "cells" for n in nodes[1:])
 
 
@@ -160,9 +187,15 @@ def test_we_read_ome_zarr_py_store(tmp_path, version):
     img = _image((2, 16, 64, 64))
     path = tmp_path / "theirs.zarr"
     root = zarr.group(store=parse_url(str(path), mode="w", fmt=fmt).store)
-    write_image(image=img, group=root, axes="czyx", fmt=fmt, scale_factors=(2, 4),
-                scale={"z": 2.0, "y": 500.0, "x": 500.0},
-                axes_units={"z": "micrometer", "y": "nanometer", "x": "nanometer"})
+    write_image(
+        image=img,
+        group=root,
+        axes="czyx",
+        fmt=fmt,
+        scale_factors=(2, 4),
+        scale={"z": 2.0, "y": 500.0, "x": 500.0},
+        axes_units={"z": "micrometer", "y": "nanometer", "x": "nanometer"},
+    )
     vol = open_volume(path)
     assert vol.axes == "czyx"
     assert vol.spacing == pytest.approx((2.0, 0.5, 0.5))

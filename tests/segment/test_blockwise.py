@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from local_segmenter import blob_volume
 
 from dls_microscopy.errors import DimensionalityError, InputError, OutputError
 from dls_microscopy.io import open_labels, open_volume, write_ome_zarr
 from dls_microscopy.segment.blockwise import segment_blockwise
 from dls_microscopy.segment.stitch import band_matches, global_relabel_table
+from local_segmenter import blob_volume
 
 
 def _same_partition(a, b):
@@ -40,10 +40,20 @@ def test_blockwise_equals_whole(tmp_path, threshold_segmenter, block):
 def test_blockwise_is_deterministic(tmp_path, threshold_segmenter):
     img, _ = blob_volume(seed=3)
     store = write_ome_zarr(img, tmp_path / "d.ome.zarr", spacing=(1, 1, 1))
-    a = segment_blockwise(open_volume(store), threshold_segmenter, block_shape=(16, 32, 32),
-                          workers=2, output=tmp_path / "a.zarr").labels.load()
-    b = segment_blockwise(open_volume(store), threshold_segmenter, block_shape=(16, 32, 32),
-                          workers=1, output=tmp_path / "b.zarr").labels.load()
+    a = segment_blockwise(
+        open_volume(store),
+        threshold_segmenter,
+        block_shape=(16, 32, 32),
+        workers=2,
+        output=tmp_path / "a.zarr",
+    ).labels.load()
+    b = segment_blockwise(
+        open_volume(store),
+        threshold_segmenter,
+        block_shape=(16, 32, 32),
+        workers=1,
+        output=tmp_path / "b.zarr",
+    ).labels.load()
     np.testing.assert_array_equal(a, b)
 
 
@@ -54,7 +64,9 @@ def test_too_small_halo_leaves_seams_visible_in_qc(tmp_path, threshold_segmenter
     from local_segmenter import ThresholdSegmenter
 
     seg = ThresholdSegmenter(device="cpu", reach=0)
-    res = segment_blockwise(open_volume(store), seg, block_shape=(16, 32, 32), output=tmp_path / "o.zarr")
+    res = segment_blockwise(
+        open_volume(store), seg, block_shape=(16, 32, 32), output=tmp_path / "o.zarr"
+    )
     assert res.n_objects > n
     assert res.seam_qc["objects_touching_faces"] > 0
     assert res.seam_qc["merged_pairs"] == 0
@@ -63,27 +75,39 @@ def test_too_small_halo_leaves_seams_visible_in_qc(tmp_path, threshold_segmenter
 def test_memory_budget_sets_blocks(tmp_path, threshold_segmenter):
     img, _ = blob_volume()
     store = write_ome_zarr(img, tmp_path / "m.ome.zarr", spacing=(1, 1, 1))
-    res = segment_blockwise(open_volume(store), threshold_segmenter, memory_budget=8 * 2**20,
-                            workers=1, output=tmp_path / "o.zarr")
+    res = segment_blockwise(
+        open_volume(store),
+        threshold_segmenter,
+        memory_budget=8 * 2**20,
+        workers=1,
+        output=tmp_path / "o.zarr",
+    )
     assert res.plan.outer_nbytes(40) <= 8 * 2**20
     with pytest.raises(InputError, match="too small"):
-        segment_blockwise(open_volume(store), threshold_segmenter, memory_budget=2**20,
-                          output=tmp_path / "p.zarr")
+        segment_blockwise(
+            open_volume(store), threshold_segmenter, memory_budget=2**20, output=tmp_path / "p.zarr"
+        )
 
 
 def test_multichannel_needs_channel_and_labels_go_into_store(tmp_path, threshold_segmenter):
     img, n = blob_volume()
     two = np.stack([np.zeros_like(img), img])
-    store = write_ome_zarr(two, tmp_path / "c.ome.zarr", axes="czyx", spacing=(2, .5, .5),
-                           channel_names=["bg", "nuc"])
+    store = write_ome_zarr(
+        two,
+        tmp_path / "c.ome.zarr",
+        axes="czyx",
+        spacing=(2, 0.5, 0.5),
+        channel_names=["bg", "nuc"],
+    )
     with pytest.raises(InputError, match="2 channels"):
         segment_blockwise(open_volume(store), threshold_segmenter)
-    res = segment_blockwise(open_volume(store), threshold_segmenter, channel="nuc",
-                            block_shape=(24, 48, 48))
+    res = segment_blockwise(
+        open_volume(store), threshold_segmenter, channel="nuc", block_shape=(24, 48, 48)
+    )
     assert res.n_objects == n
     assert open_volume(store).labels == ("nuclei",)
     lab = open_labels(store, "nuclei")
-    assert lab.spacing == pytest.approx((2, .5, .5))
+    assert lab.spacing == pytest.approx((2, 0.5, 0.5))
     assert len(lab.levels) == len(open_volume(store).levels)
     with pytest.raises(OutputError, match="already exists"):
         segment_blockwise(open_volume(store), threshold_segmenter, channel=1)
@@ -100,8 +124,7 @@ def test_tiff_input_needs_output(tmp_path, threshold_segmenter):
     with pytest.raises(InputError, match="give an output path"):
         segment_blockwise(vol, threshold_segmenter)
     seg = ThresholdSegmenter(device="cpu", threshold=50)
-    res = segment_blockwise(vol, seg, output=tmp_path / "labels.ome.zarr",
-                            block_shape=(20, 48, 48))
+    res = segment_blockwise(vol, seg, output=tmp_path / "labels.ome.zarr", block_shape=(20, 48, 48))
     assert res.n_objects == n
     assert open_volume(tmp_path / "labels.ome.zarr").metadata["label"] is True
 
@@ -115,9 +138,9 @@ def test_2d_rejected(tmp_path, threshold_segmenter):
 def test_band_matching_iou():
     lower = np.zeros((4, 6), np.uint32)
     upper = np.zeros((4, 6), np.uint32)
-    lower[:, 0:3] = 1   # same object seen by both
+    lower[:, 0:3] = 1  # same object seen by both
     upper[:, 0:3] = 5
-    lower[:, 4] = 2     # seen differently: IoU 1/2 -> merged only at threshold <= 0.5
+    lower[:, 4] = 2  # seen differently: IoU 1/2 -> merged only at threshold <= 0.5
     upper[:, 4:6] = 7
     m = band_matches(lower, upper, axis=0, width_lower=2, iou_threshold=0.6)
     assert m.pairs.tolist() == [[1, 5]]

@@ -38,9 +38,11 @@ def _blobs(shape, n, rng, *, fill=0.6, max_id=None):
 
 def _pair_oracle(pred, gt):
     """Contingency by brute force: {(p, g): n} over all voxels, zeros included."""
-    pairs, counts = np.unique(np.stack([pred.ravel().astype(np.uint64),
-                                        gt.ravel().astype(np.uint64)]), axis=1,
-                              return_counts=True)
+    pairs, counts = np.unique(
+        np.stack([pred.ravel().astype(np.uint64), gt.ravel().astype(np.uint64)]),
+        axis=1,
+        return_counts=True,
+    )
     return {(int(p), int(g)): int(n) for (p, g), n in zip(pairs.T, counts, strict=True)}
 
 
@@ -156,8 +158,13 @@ def test_optimal_matching_beats_greedy_below_one_half():
     pred = np.zeros_like(gt)
     pred[0, :4], pred[0, 4:14] = 7, 8
     ov = contingency(pred, gt)
-    iou = dict(zip(zip(ov.pred_ids.tolist(), ov.gt_ids.tolist(), strict=True),
-                   ov.iou().tolist(), strict=True))
+    iou = dict(
+        zip(
+            zip(ov.pred_ids.tolist(), ov.gt_ids.tolist(), strict=True),
+            ov.iou().tolist(),
+            strict=True,
+        )
+    )
     assert iou == {(7, 1): 0.4, (8, 1): pytest.approx(3 / 7), (8, 2): 0.25}
     assert _greedy(pred, gt, 0.2) == 1  # X-A first, then Y has nothing left
     m = match_objects(pred, gt, thresholds=0.2)[0.2]
@@ -231,12 +238,18 @@ def test_large_and_sparse_ids_all_encodings(offset):
         pred_big[pred == 1] = np.uint64(2**64 - 1)
     ov = contingency(pred_big, gt)
     oracle = _pair_oracle(pred_big, gt)
-    got = dict(zip(zip(ov.pred_ids.tolist(), ov.gt_ids.tolist(), strict=True),
-                   ov.counts.tolist(), strict=True))
+    got = dict(
+        zip(
+            zip(ov.pred_ids.tolist(), ov.gt_ids.tolist(), strict=True),
+            ov.counts.tolist(),
+            strict=True,
+        )
+    )
     assert got == {k: v for k, v in oracle.items() if k[0] and k[1]}
     assert dict(zip(ov.pred_labels.tolist(), ov.pred_sizes.tolist(), strict=True)) == {
-        int(i): int(n) for i, n in zip(*np.unique(pred_big[pred_big > 0], return_counts=True),
-                                       strict=True)}
+        int(i): int(n)
+        for i, n in zip(*np.unique(pred_big[pred_big > 0], return_counts=True), strict=True)
+    }
     ref = match_objects(pred, gt, thresholds=(0.2, 0.5))
     big = match_objects(pred_big, gt, thresholds=(0.2, 0.5))
     for a, b in zip(ref.per_threshold, big.per_threshold, strict=True):
@@ -292,8 +305,15 @@ def test_dask_equals_numpy(chunks):
     ]
     for p, g in variants:
         lazy = contingency(p, g)
-        for field in ("pred_ids", "gt_ids", "counts", "pred_labels", "pred_sizes",
-                      "gt_labels", "gt_sizes"):
+        for field in (
+            "pred_ids",
+            "gt_ids",
+            "counts",
+            "pred_labels",
+            "pred_sizes",
+            "gt_labels",
+            "gt_sizes",
+        ):
             np.testing.assert_array_equal(getattr(lazy, field), getattr(eager, field))
     a = match_objects(pred, gt, thresholds=(0.3, 0.5)).to_dict(include_matches=True)
     b = match_objects(*variants[0], thresholds=(0.3, 0.5)).to_dict(include_matches=True)
@@ -318,14 +338,23 @@ def test_contingency_agrees_with_skimage():
         gt = _blobs((8, 20, 20), 25, rng)
         pred = _blobs((8, 20, 20), 35, rng)
         table = contingency_table(gt, pred).tocoo()  # rows: gt ids, columns: pred ids
-        ref = {(int(p), int(g)): int(n) for g, p, n in zip(table.row, table.col, table.data,
-                                                           strict=True) if p and g}
+        ref = {
+            (int(p), int(g)): int(n)
+            for g, p, n in zip(table.row, table.col, table.data, strict=True)
+            if p and g
+        }
         ov = contingency(pred, gt)
-        got = dict(zip(zip(ov.pred_ids.tolist(), ov.gt_ids.tolist(), strict=True),
-                       ov.counts.tolist(), strict=True))
+        got = dict(
+            zip(
+                zip(ov.pred_ids.tolist(), ov.gt_ids.tolist(), strict=True),
+                ov.counts.tolist(),
+                strict=True,
+            )
+        )
         assert got == ref
-        np.testing.assert_array_equal(ov.gt_sizes, np.asarray(table.tocsr().sum(axis=1))
-                                      .ravel()[ov.gt_labels.astype(np.intp)])
+        np.testing.assert_array_equal(
+            ov.gt_sizes, np.asarray(table.tocsr().sum(axis=1)).ravel()[ov.gt_labels.astype(np.intp)]
+        )
 
 
 def test_sparse_solver_equals_dense_assignment(monkeypatch):
@@ -337,8 +366,9 @@ def test_sparse_solver_equals_dense_assignment(monkeypatch):
     calls = []
     real = metrics._solve_component_sparse
     monkeypatch.setattr(metrics, "DENSE_COMPONENT_LIMIT", 0)
-    monkeypatch.setattr(metrics, "_solve_component_sparse",
-                        lambda *a: calls.append(a[3:]) or real(*a))
+    monkeypatch.setattr(
+        metrics, "_solve_component_sparse", lambda *a: calls.append(a[3:]) or real(*a)
+    )
     sparse = match_overlaps(ov, thresholds=ths)
     assert len(calls) > 5  # non-trivial components went through the sparse solver
     for a, b in zip(dense.per_threshold, sparse.per_threshold, strict=True):
@@ -376,7 +406,7 @@ def _many_small_objects(n=20_000, shape=(64, 512, 512), cell=(4, 8, 8), seed=0):
 
     def paint(cell_ids, x0):
         box = np.zeros(cell, np.uint32)
-        box[:3, :6, x0:x0 + 5] = 1
+        box[:3, :6, x0 : x0 + 5] = 1
         return (cell_ids[:, None, :, None, :, None] * box[None, :, None, :, None, :]).reshape(shape)
 
     gt = paint(ids, 0)
@@ -406,7 +436,8 @@ def test_large_sparse_volume_is_fast_and_never_dense(monkeypatch):
     assert result[0.5].tp == n_shift[0] + n_shift[1]
     assert result[0.75].tp == n_shift[0]
     assert result[0.3].sum_matched_iou == pytest.approx(
-        n_shift[0] + n_shift[1] * 4 / 6 + n_shift[2] * 3 / 7)
+        n_shift[0] + n_shift[1] * 4 / 6 + n_shift[2] * 3 / 7
+    )
     assert all(r * c <= metrics.DENSE_COMPONENT_LIMIT for r, c in built)
     assert elapsed < 15, f"took {elapsed:.1f} s"
 
@@ -436,8 +467,19 @@ def test_to_dict_and_table():
     assert d["restrict_to_gt"] is True and d["n_pred_ignored"] == 0
     first = d["thresholds"][0]
     assert first["matches"] == [{"pred": 9, "gt": 2**40, "iou": 1.0}]
-    assert {"tp", "fp", "fn", "precision", "recall", "f1", "average_precision",
-            "mean_matched_iou", "panoptic_quality", "n_pred", "n_true"} <= set(first)
+    assert {
+        "tp",
+        "fp",
+        "fn",
+        "precision",
+        "recall",
+        "f1",
+        "average_precision",
+        "mean_matched_iou",
+        "panoptic_quality",
+        "n_pred",
+        "n_true",
+    } <= set(first)
     assert "matches" not in r.to_dict()["thresholds"][0]
     lines = r.table().splitlines()
     assert lines[0].split()[:6] == ["thresh", "n_pred", "n_true", "tp", "fp", "fn"]
@@ -453,8 +495,9 @@ def _write_store(path, gt, pred, spacing=(1.0, 0.5, 0.5)):
     from dls_microscopy.io import write_ome_zarr
 
     image = (gt > 0).astype(np.uint8)
-    return write_ome_zarr(image, path, spacing=spacing, labels={"gt": gt, "pred": pred},
-                          chunks=16, n_levels=1)
+    return write_ome_zarr(
+        image, path, spacing=spacing, labels={"gt": gt, "pred": pred}, chunks=16, n_levels=1
+    )
 
 
 def test_evaluate_paths_zarr_labels_and_tiff(tmp_path, monkeypatch):
@@ -465,10 +508,10 @@ def test_evaluate_paths_zarr_labels_and_tiff(tmp_path, monkeypatch):
     pred = _blobs((8, 32, 32), 25, rng).astype(np.uint32)
     expected = match_objects(pred, gt, thresholds=(0.3, 0.5)).to_dict()
     store = _write_store(tmp_path / "s.ome.zarr", gt, pred)
-    by_name = evaluate_paths(store, store, pred_label="pred", gt_label="gt",
-                             thresholds=(0.3, 0.5))
+    by_name = evaluate_paths(store, store, pred_label="pred", gt_label="gt", thresholds=(0.3, 0.5))
     assert {k: v for k, v in by_name.to_dict().items() if k == "thresholds"} == {
-        "thresholds": expected["thresholds"]}
+        "thresholds": expected["thresholds"]
+    }
     assert by_name.info["shape"] == [8, 32, 32] and by_name.info["pred_label"] == "pred"
     tifffile.imwrite(tmp_path / "pred.tif", pred)
     monkeypatch.chdir(tmp_path)  # relative paths work
@@ -509,9 +552,18 @@ def test_against_stardist_matching():
         ours = match_objects(pred, gt, thresholds=ths)
         for m, ref in zip(ours.per_threshold, sd.matching(gt, pred, thresh=ths), strict=True):
             assert (m.tp, m.fp, m.fn, m.n_pred, m.n_true) == (
-                ref.tp, ref.fp, ref.fn, ref.n_pred, ref.n_true)
-            for name, ref_name in (("precision", "precision"), ("recall", "recall"),
-                                   ("f1", "f1"), ("average_precision", "accuracy")):
+                ref.tp,
+                ref.fp,
+                ref.fn,
+                ref.n_pred,
+                ref.n_true,
+            )
+            for name, ref_name in (
+                ("precision", "precision"),
+                ("recall", "recall"),
+                ("f1", "f1"),
+                ("average_precision", "accuracy"),
+            ):
                 assert getattr(m, name) == pytest.approx(getattr(ref, ref_name))
             if m.threshold > 0.5:
                 assert m.panoptic_quality == pytest.approx(ref.panoptic_quality, abs=1e-6)
@@ -524,8 +576,13 @@ def test_evaluate_paths_multichannel_image_needs_a_label_name(tmp_path):
 
     gt = np.zeros((4, 16, 16), np.uint8)
     gt[1:3, 2:8, 2:8] = 1
-    store = write_ome_zarr(np.zeros((2, 4, 16, 16), np.uint8), tmp_path / "m.ome.zarr",
-                           axes="czyx", labels={"nuclei": gt}, n_levels=1)
+    store = write_ome_zarr(
+        np.zeros((2, 4, 16, 16), np.uint8),
+        tmp_path / "m.ome.zarr",
+        axes="czyx",
+        labels={"nuclei": gt},
+        n_levels=1,
+    )
     with pytest.raises(InputError, match="nuclei: name one"):
         evaluate_paths(store, store, gt_label="nuclei")
     assert evaluate_paths(store, store, pred_label="nuclei", gt_label="nuclei")[0.5].tp == 1

@@ -15,13 +15,10 @@ import pytest
 
 from dls_microscopy.errors import DimensionalityError, InputError
 from dls_microscopy.sample_data import load_nuclei_1135, make_synthetic_nuclei
+from dls_microscopy.segment._watershed_cpu import _smooth_cpu
+from dls_microscopy.segment._watershed_torch import _edt_torch, _smooth_torch
 from dls_microscopy.segment.base import EmptyResultWarning
-from dls_microscopy.segment.watershed import (
-    WatershedSegmenter,
-    _edt_torch,
-    _smooth_cpu,
-    _smooth_torch,
-)
+from dls_microscopy.segment.watershed import WatershedSegmenter
 from dls_microscopy.testing.segmenter import SegmenterTests
 
 SHAPE = (48, 128, 128)
@@ -58,8 +55,9 @@ def _skimage_baseline(image: np.ndarray, spacing, diameter_um: float) -> np.ndar
     mask = smooth > threshold_otsu(smooth)
     dist = ndi.distance_transform_edt(mask, sampling=sp)
     r = np.maximum(1, np.round(diameter_um / 2 / sp)).astype(int)
-    peaks = peak_local_max(dist, footprint=np.ones(2 * r + 1, bool), labels=ndi.label(mask)[0],
-                           exclude_border=False)
+    peaks = peak_local_max(
+        dist, footprint=np.ones(2 * r + 1, bool), labels=ndi.label(mask)[0], exclude_border=False
+    )
     markers = np.zeros(mask.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     return watershed(-dist, markers, mask=mask)
@@ -71,8 +69,9 @@ def _synthetic(spacing, diameter_um, *, shape=SHAPE, seed=0, **kw):
 
 def _gold_diameter(labels: np.ndarray, spacing) -> float:
     """Median equivalent diameter (µm) of the gold objects that do not touch the border."""
-    border = np.unique(np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(),
-                                       labels[:, :, [0, -1]].ravel()]))
+    border = np.unique(
+        np.concatenate([labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(), labels[:, :, [0, -1]].ravel()])
+    )
     ids, counts = np.unique(labels, return_counts=True)
     inner = counts[(ids > 0) & ~np.isin(ids, border)]
     return float(np.median(np.cbrt(6 / math.pi * inner * np.prod(spacing))))
@@ -95,13 +94,19 @@ class TestWatershedConformance(SegmenterTests):
 # Measured F1@0.5 (seed 0): 0.966, 0.964, 0.95+, 0.97; the skimage baseline 0.36-0.43.
 @pytest.mark.parametrize(
     ("spacing", "diameter", "noise"),
-    [((1.0, 0.3, 0.3), 7.0, 1.0), ((0.5, 0.25, 0.25), 6.0, 1.0), ((2.0, 0.4, 0.4), 10.0, 1.0),
-     ((1.0, 0.3, 0.3), 8.0, 3.0)],
+    [
+        ((1.0, 0.3, 0.3), 7.0, 1.0),
+        ((0.5, 0.25, 0.25), 6.0, 1.0),
+        ((2.0, 0.4, 0.4), 10.0, 1.0),
+        ((1.0, 0.3, 0.3), 8.0, 3.0),
+    ],
 )
 def test_synthetic_accuracy_beats_baseline(spacing, diameter, noise):
     s = _synthetic(spacing, diameter, noise=noise)
-    ours = _match(s.labels, WatershedSegmenter(diameter_um=diameter, device="cpu")
-                  .segment(s.image[0], spacing=s.spacing))
+    ours = _match(
+        s.labels,
+        WatershedSegmenter(diameter_um=diameter, device="cpu").segment(s.image[0], spacing=s.spacing),
+    )
     base = _match(s.labels, _skimage_baseline(s.image[0], s.spacing, diameter))
     assert ours["f1"] >= 0.90, ours
     assert ours["miou"] >= 0.78, ours
@@ -113,8 +118,9 @@ def test_real_crop_accuracy_beats_baseline(real_crop):
     image, gold, spacing = real_crop
     diameter = _gold_diameter(gold, spacing)
     assert 3.8 < diameter < 4.6  # measured once: 4.18 µm
-    ours = _match(gold, WatershedSegmenter(diameter_um=diameter, device="cpu")
-                  .segment(image, spacing=spacing))
+    ours = _match(
+        gold, WatershedSegmenter(diameter_um=diameter, device="cpu").segment(image, spacing=spacing)
+    )
     base = _match(gold, _skimage_baseline(image, spacing, diameter))
     # measured: ours F1 0.71-0.72, mean IoU 0.73; baseline F1 0.22
     assert ours["f1"] >= 0.65, ours
@@ -184,7 +190,7 @@ def test_result_does_not_depend_on_block_position():
     stats = seg.global_stats(image, spacing=s.spacing)
     whole = seg.segment(image, spacing=s.spacing, stats=stats)
     off = (3, 10, 7)
-    shifted = seg.segment(image[off[0]:, off[1]:, off[2]:], spacing=s.spacing, stats=stats)
+    shifted = seg.segment(image[off[0] :, off[1] :, off[2] :], spacing=s.spacing, stats=stats)
     halo = seg.halo(s.spacing)
     core = tuple(slice(o + h, None) for o, h in zip(off, halo, strict=True))
     a = whole[core]
@@ -233,8 +239,7 @@ def test_global_stats_sample_large_lazy_volumes():
     assert lazy == exact  # under the sample budget: the whole volume, same numbers
     tiled = np.tile(image, (2, 2, 2))  # 11.8 M voxels > budget: sub-blocks are sampled
     sampled = seg.global_stats(da.from_array(tiled, chunks=(32, 128, 128)), spacing=s.spacing)
-    assert sampled == seg.global_stats(da.from_array(tiled, chunks=(32, 128, 128)),
-                                       spacing=s.spacing)
+    assert sampled == seg.global_stats(da.from_array(tiled, chunks=(32, 128, 128)), spacing=s.spacing)
     for key in ("threshold", "background", "foreground"):
         assert sampled[key] == pytest.approx(exact[key], rel=0.03)
 
@@ -259,8 +264,9 @@ def test_halo_formula():
     assert all(b > a for a, b in zip(seg.halo((1, 1, 1)), bigger.halo((1, 1, 1)), strict=True))
 
 
-@pytest.mark.parametrize("bad", [{"diameter_um": 0}, {"seed_method": "magic"},
-                                 {"surface_level": 1.5}, {"backend": "gpu"}])
+@pytest.mark.parametrize(
+    "bad", [{"diameter_um": 0}, {"seed_method": "magic"}, {"surface_level": 1.5}, {"backend": "gpu"}]
+)
 def test_invalid_parameters(bad):
     with pytest.raises(InputError):
         WatershedSegmenter(device="cpu", **bad)
@@ -271,7 +277,8 @@ def test_surface_level_none_keeps_detected_voxels():
     full = WatershedSegmenter(diameter_um=7.0, device="cpu", surface_level=None)
     half = WatershedSegmenter(diameter_um=7.0, device="cpu")
     assert (full.segment(s.image[0], spacing=s.spacing) > 0).sum() > (
-        half.segment(s.image[0], spacing=s.spacing) > 0).sum()
+        half.segment(s.image[0], spacing=s.spacing) > 0
+    ).sum()
 
 
 # -- edge cases and dtypes -----------------------------------------------------------------------
@@ -320,8 +327,6 @@ def test_float_image_with_nan_and_bool_input():
     image[:, :6, :6] = np.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EmptyResultWarning)
-        assert WatershedSegmenter(diameter_um=7.0, device="cpu").segment(
-            image, spacing=s.spacing).max() >= 5
-        blobs = WatershedSegmenter(diameter_um=7.0, device="cpu").segment(
-            s.labels > 0, spacing=s.spacing)
+        assert WatershedSegmenter(diameter_um=7.0, device="cpu").segment(image, spacing=s.spacing).max() >= 5
+        blobs = WatershedSegmenter(diameter_um=7.0, device="cpu").segment(s.labels > 0, spacing=s.spacing)
     assert blobs.max() >= 5

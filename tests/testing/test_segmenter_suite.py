@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from local_segmenter import ThresholdSegmenter, blob_volume
-
 from dls_microscopy.segment.base import segmenters
 from dls_microscopy.testing import SegmenterTests
+from local_segmenter import ThresholdSegmenter, blob_volume
 
 
 class TestThresholdSegmenterConforms(SegmenterTests):
@@ -38,5 +37,8 @@ def test_suite_catches_a_segmenter_that_ignores_its_halo(tmp_path):
     suite = TestThresholdSegmenterConforms()
     img, _ = blob_volume(shape=(32, 80, 80), n=30)
     with pytest.raises(AssertionError):
-        suite.test_blockwise_equals_whole(BrokenSegmenter(device="cpu"),
-                                          ((img * 1000).astype(np.uint16), (1.0, 1.0, 1.0)), tmp_path)
+        suite.test_blockwise_equals_whole(
+            BrokenSegmenter(device="cpu"),
+            ((img * 1000).astype(np.uint16), (1.0, 1.0, 1.0)),
+            tmp_path,
+        )

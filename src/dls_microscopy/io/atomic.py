@@ -37,7 +37,7 @@ def _remove_stale_partials(final: Path) -> None:
     for entry in final.parent.iterdir():
         if not entry.name.startswith(prefix):
             continue
-        pid_text = entry.name[len(prefix):].split("-", 1)[0]
+        pid_text = entry.name[len(prefix) :].split("-", 1)[0]
         if pid_text.isdigit() and psutil.pid_exists(int(pid_text)) and int(pid_text) != os.getpid():
             continue  # another live process is writing it
         log.info("removing stale partial output %s", entry)
@@ -76,7 +76,9 @@ def atomic_directory(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
         trash = None
         if final.exists():
-            trash = final.parent / f"{_partial_prefix(final)}{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
+            trash = (
+                final.parent / f"{_partial_prefix(final)}{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
+            )
             os.replace(final, trash)
         os.replace(tmp, final)
         if trash is not None:

@@ -37,8 +37,16 @@ log = logging.getLogger(__name__)
 
 #: Dask chunks grow (by whole HDF5 chunks) up to about this many bytes.
 _TARGET_CHUNK_BYTES = 32 * 2**20
-_AXIS_WORDS = {"t": "t", "time": "t", "c": "c", "channel": "c", "channels": "c",
-               "z": "z", "y": "y", "x": "x"}
+_AXIS_WORDS = {
+    "t": "t",
+    "time": "t",
+    "c": "c",
+    "channel": "c",
+    "channels": "c",
+    "z": "z",
+    "y": "y",
+    "x": "x",
+}
 
 _CACHE_LOCK = threading.Lock()
 _CACHE: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
@@ -179,8 +187,12 @@ def _spacing(ds: Any, file_axes: str, path: Path) -> tuple[dict[str, float], boo
     if raw.size == len(file_axes) and raw.size != len(spatial):
         raw = raw[[file_axes.index(a) for a in spatial]]
     if raw.size != len(spatial) or not np.all(np.isfinite(raw) & (raw > 0)):
-        log.warning("%s: element_size_um %s does not fit spatial axes %r; using 1 µm",
-                    path, raw.tolist(), "".join(spatial))
+        log.warning(
+            "%s: element_size_um %s does not fit spatial axes %r; using 1 µm",
+            path,
+            raw.tolist(),
+            "".join(spatial),
+        )
         return {}, False
     return dict(zip(spatial, raw.tolist(), strict=True)), True
 
@@ -246,7 +258,10 @@ def open_hdf5(path: Path, dataset: str | None, *, level: int = 0, series: int = 
                 f"empty dataset: shape {shape} has a zero-size axis", path=path
             )
         source = ChunkSource(
-            _Hdf5Reader(path, stamp, ds.name), shape=shape, dtype=dtype, path=path,
+            _Hdf5Reader(path, stamp, ds.name),
+            shape=shape,
+            dtype=dtype,
+            path=path,
             what=f"HDF5 dataset {ds.name!r}",
         )
         chunks = _chunks(shape, ds.chunks, dtype.itemsize)

@@ -89,7 +89,7 @@ class ChunkSource:
             raise
         except (MemoryError, KeyboardInterrupt):
             raise
-        except Exception as exc:  # noqa: BLE001 - any decoder failure means corrupt data
+        except Exception as exc:
             raise CorruptDataError(
                 f"cannot read {self.what} at {_region_text(bounds)}: "
                 f"{type(exc).__name__}: {exc}".rstrip(": "),
@@ -107,7 +107,9 @@ class ChunkSource:
         return out
 
 
-def _bounding_key(key: tuple[Any, ...], shape: tuple[int, ...]) -> tuple[tuple[slice, ...], list[Any]]:
+def _bounding_key(
+    key: tuple[Any, ...], shape: tuple[int, ...]
+) -> tuple[tuple[slice, ...], list[Any]]:
     """Split an index into step-1 slices to read and the indexing to apply afterwards.
 
     Readers only ever see contiguous slices; steps, integers and index arrays
@@ -145,7 +147,9 @@ def _bounding_key(key: tuple[Any, ...], shape: tuple[int, ...]) -> tuple[tuple[s
     return tuple(bounds), post
 
 
-def to_dask(source: ChunkSource, chunks: tuple[int, ...] | str, *, name: str | None = None) -> da.Array:
+def to_dask(
+    source: ChunkSource, chunks: tuple[int, ...] | str, *, name: str | None = None
+) -> da.Array:
     """Wrap a :class:`ChunkSource` as a dask array with the given chunking.
 
     ``name`` should identify the data deterministically (path, level...) so

@@ -50,7 +50,7 @@ class PlateLayout:
         """Total number of fields over all wells."""
         return sum(len(w.fields) for w in self.wells)
 
-    def iter_fields(self):  # noqa: ANN201 - generator of (Well, int, str)
+    def iter_fields(self):
         """Yield ``(well, field_index, field_path)`` in row-major well order."""
         for well in self.wells:
             for i, f in enumerate(well.fields):
@@ -81,11 +81,13 @@ def read_plate_layout(group: zarr.Group, path: Path) -> PlateLayout:
         try:
             wgroup = group[wpath]
         except KeyError as exc:
-            raise MetadataError(f"plate lists well {wpath!r}, which does not exist",
-                                path=path) from exc
+            raise MetadataError(
+                f"plate lists well {wpath!r}, which does not exist", path=path
+            ) from exc
         wattrs = dict(wgroup.attrs)
-        validate_ngff_attrs(wattrs, kind="well", version=detect_ngff_version(wattrs) or version,
-                            path=path / wpath)
+        validate_ngff_attrs(
+            wattrs, kind="well", version=detect_ngff_version(wattrs) or version, path=path / wpath
+        )
         images = (wattrs.get("ome") or wattrs)["well"]["images"]
         wells.append(
             Well(
@@ -108,7 +110,7 @@ def read_plate_layout(group: zarr.Group, path: Path) -> PlateLayout:
 def _normalise_well(name: str) -> str:
     name = name.strip().upper().replace("/", "")
     row = "".join(ch for ch in name if ch.isalpha())
-    col = name[len(row):].lstrip("0") or "0"
+    col = name[len(row) :].lstrip("0") or "0"
     return f"{row}{col}"
 
 

@@ -95,5 +95,5 @@ def downsample_block(block: np.ndarray, step: Sequence[int], *, method: str) -> 
             out = np.floor(acc / count + 0.5)
         return np.clip(out, info.min, info.max).astype(block.dtype)
     if block.dtype.kind == "b":
-        return (acc * 2 >= count)
+        return acc * 2 >= count
     return (acc / count).astype(block.dtype)

@@ -56,8 +56,17 @@ _CORRUPT = re.compile(
 )
 #: "invalid value offset N": a tag value beyond the end of the file (N < 8: writer bug).
 _VALUE_OFFSET = re.compile(r"invalid value offset (\d+)")
-_SECONDS = {"s": 1.0, "sec": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9,
-            "min": 60.0, "h": 3600.0, "hr": 3600.0}
+_SECONDS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "ms": 1e-3,
+    "µs": 1e-6,
+    "us": 1e-6,
+    "ns": 1e-9,
+    "min": 60.0,
+    "h": 3600.0,
+    "hr": 3600.0,
+}
 Stamp = tuple[int, int]
 
 
@@ -131,9 +140,12 @@ def _check_extent(series: tifffile.TiffPageSeries, path: Path) -> None:
             except Exception as exc:  # a page that cannot be loaded
                 raise CorruptDataError(f"cannot read TIFF pages: {exc}", path=path) from exc
             spans = [
-                (max(o + n for o, n in zip(p.dataoffsets, p.databytecounts, strict=False)),
-                 p.parent.filehandle.size)
-                for p in pages if p is not None and len(p.dataoffsets)
+                (
+                    max(o + n for o, n in zip(p.dataoffsets, p.databytecounts, strict=False)),
+                    p.parent.filehandle.size,
+                )
+                for p in pages
+                if p is not None and len(p.dataoffsets)
             ]
         for end, size in spans:
             if end > size:
@@ -196,8 +208,9 @@ class _TiffLevelReader:
     opened once per process.
     """
 
-    def __init__(self, path: Path, stamp: Stamp, series: int, level: int, mode: int,
-                 dtype: np.dtype[Any]) -> None:
+    def __init__(
+        self, path: Path, stamp: Stamp, series: int, level: int, mode: int, dtype: np.dtype[Any]
+    ) -> None:
         self.path, self.stamp, self.series, self.level = path, stamp, series, level
         self.mode, self.dtype = mode, dtype
 
@@ -219,8 +232,9 @@ def _seconds(value: Any, unit: str | None) -> float | None:
         return None
 
 
-def _ome_metadata(tif: tifffile.TiffFile, index: int, yx: tuple[int, int],
-                  path: Path) -> dict[str, Any]:
+def _ome_metadata(
+    tif: tifffile.TiffFile, index: int, yx: tuple[int, int], path: Path
+) -> dict[str, Any]:
     """Spacing (µm), channel names and time step of series ``index`` from the OME-XML."""
     try:
         root = ET.fromstring(tif.ome_metadata or "")
@@ -259,8 +273,9 @@ def _ome_metadata(tif: tifffile.TiffFile, index: int, yx: tuple[int, int],
     return out
 
 
-def _imagej_metadata(tif: tifffile.TiffFile, keyframe: Any, n_channels: int,
-                     path: Path) -> dict[str, Any]:
+def _imagej_metadata(
+    tif: tifffile.TiffFile, keyframe: Any, n_channels: int, path: Path
+) -> dict[str, Any]:
     """Spacing (µm) from the resolution tags and ``spacing``; channel labels; frame interval."""
     ij = tif.imagej_metadata or {}
     out: dict[str, Any] = {"spacing": {}, "calibrated": False}
@@ -294,8 +309,12 @@ def _map_axes(axes: str, shape: tuple[int, ...], path: Path) -> list[str | None]
     if len(unknown) == 1 and "z" not in letters:  # a plain page stack: 'Q', 'I' or other
         (i,) = unknown
         if axes[i] not in "QI":
-            log.warning("%s: TIFF axis %r (%s) read as z", path, axes[i],
-                        tifffile.TIFF.AXES_NAMES.get(axes[i], "unknown"))
+            log.warning(
+                "%s: TIFF axis %r (%s) read as z",
+                path,
+                axes[i],
+                tifffile.TIFF.AXES_NAMES.get(axes[i], "unknown"),
+            )
         letters[i] = "z"
     elif unknown:
         described = ", ".join(
@@ -311,8 +330,9 @@ def _map_axes(axes: str, shape: tuple[int, ...], path: Path) -> list[str | None]
     return letters
 
 
-def _chunks(shape: tuple[int, ...], base: tuple[int, ...], letters: list[str | None],
-            itemsize: int) -> tuple[int, ...]:
+def _chunks(
+    shape: tuple[int, ...], base: tuple[int, ...], letters: list[str | None], itemsize: int
+) -> tuple[int, ...]:
     """Dask chunks in file order, whole multiples of the store's chunks (pages or tiles).
 
     A huge plane is split into ~``_TARGET_CHUNK_BYTES`` blocks of tiles (or strips);
@@ -338,8 +358,9 @@ def _chunks(shape: tuple[int, ...], base: tuple[int, ...], letters: list[str | N
     return tuple(chunk)
 
 
-def _to_our_axes(array: da.Array, letters: list[str | None],
-                 tiff_axes: str) -> tuple[da.Array, str]:
+def _to_our_axes(
+    array: da.Array, letters: list[str | None], tiff_axes: str
+) -> tuple[da.Array, str]:
     """Squeeze, transpose to 'tczyx' order and merge channels with RGB samples."""
     array = array[tuple(0 if a is None else slice(None) for a in letters)]
     kept = [(a, t) for a, t in zip(letters, tiff_axes, strict=True) if a is not None]
@@ -350,8 +371,8 @@ def _to_our_axes(array: da.Array, letters: list[str | None],
     if axes.count("c") == 2:  # C then S: channel index c * samples + s
         i = axes.index("c")
         shape = array.shape
-        array = array.reshape((*shape[:i], shape[i] * shape[i + 1], *shape[i + 2:]))
-        axes = axes[:i] + axes[i + 1:]
+        array = array.reshape((*shape[:i], shape[i] * shape[i + 1], *shape[i + 2 :]))
+        axes = axes[:i] + axes[i + 1 :]
     return array, axes
 
 
@@ -419,15 +440,23 @@ def _volume(tif: tifffile.TiffFile, path: Path, stamp: Stamp, index: int) -> Vol
         mode = 0 if plane_bytes > _MAX_CHUNK_BYTES else 2
         source = ChunkSource(
             _TiffLevelReader(path, stamp, index, i, mode, dtype),
-            shape=lev.shape, dtype=dtype, path=path, what=f"TIFF series {index} level {i}",
+            shape=lev.shape,
+            dtype=dtype,
+            path=path,
+            what=f"TIFF series {index} level {i}",
         )
-        chunks = _chunks(lev.shape, _store_chunks(path, stamp, index, i, mode, lev.shape),
-                         letters, dtype.itemsize)
+        chunks = _chunks(
+            lev.shape,
+            _store_chunks(path, stamp, index, i, mode, lev.shape),
+            letters,
+            dtype.itemsize,
+        )
         name = "dls-tiff-" + tokenize(str(path), stamp, index, i, mode)
         array, axes = _to_our_axes(to_dask(source, chunks, name=name), letters, lev.axes)
         if shapes and axes != "".join(shapes[0]):
-            log.warning("%s: pyramid level %d has axes %r; it and smaller levels are ignored",
-                        path, i, axes)
+            log.warning(
+                "%s: pyramid level %d has axes %r; it and smaller levels are ignored", path, i, axes
+            )
             break
         levels.append(array)
         shapes.append(dict(zip(axes, array.shape, strict=True)))
@@ -439,9 +468,14 @@ def _volume(tif: tifffile.TiffFile, path: Path, stamp: Stamp, index: int) -> Vol
         fmt, meta = "imagej-tiff", _imagej_metadata(tif, ser.keyframe, shapes[0].get("c", 1), path)
     else:
         broken_ome = "<OME" in (tif.pages.first.description or "")[:2000]
-        fmt, meta = "tiff", _uncalibrated(
-            path, ("malformed OME-XML ignored and " if broken_ome else "")
-            + "no physical calibration in the file")
+        fmt, meta = (
+            "tiff",
+            _uncalibrated(
+                path,
+                ("malformed OME-XML ignored and " if broken_ome else "")
+                + "no physical calibration in the file",
+            ),
+        )
 
     spatial = [a for a in axes if a in SPATIAL_AXES]
     missing = [a for a in spatial if a not in meta["spacing"]]
@@ -462,13 +496,18 @@ def _volume(tif: tifffile.TiffFile, path: Path, stamp: Stamp, index: int) -> Vol
         level_spacings=level_spacings,
         source=path,
         format=fmt,
-        metadata={"series_count": n_series, "calibrated": meta["calibrated"],
-                  "tiff_axes": ser.axes, **extra},
+        metadata={
+            "series_count": n_series,
+            "calibrated": meta["calibrated"],
+            "tiff_axes": ser.axes,
+            **extra,
+        },
     )
 
 
-def _store_chunks(path: Path, stamp: Stamp, index: int, level: int, mode: int,
-                  shape: tuple[int, ...]) -> tuple[int, ...]:
+def _store_chunks(
+    path: Path, stamp: Stamp, index: int, level: int, mode: int, shape: tuple[int, ...]
+) -> tuple[int, ...]:
     """Chunk shape of tifffile's zarr store for a level (metadata only, no pixels read)."""
     try:
         array = _level_array(path, stamp, index, level, mode)

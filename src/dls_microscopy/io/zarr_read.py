@@ -34,7 +34,7 @@ from dls_microscopy.io.plate import PlateLayout, read_plate_layout, resolve_fiel
 from dls_microscopy.io.units import to_micrometres
 from dls_microscopy.volume import AXES_ORDER, Volume
 
-__all__ = ["MissingChunks", "open_group", "open_labels", "open_zarr", "ome_attrs"]
+__all__ = ["MissingChunks", "ome_attrs", "open_group", "open_labels", "open_zarr"]
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,9 @@ def open_zarr(
         group = open_group(path)
         attrs = dict(group.attrs)
         version = _version(group, attrs)
-    return _open_multiscale(group, path, attrs, version, level=level, extra=extra,
-                            missing_chunks=missing_chunks)
+    return _open_multiscale(
+        group, path, attrs, version, level=level, extra=extra, missing_chunks=missing_chunks
+    )
 
 
 def open_labels(
@@ -155,8 +156,15 @@ def open_labels(
     label_path = path / "labels" / name
     group = open_group(label_path)
     attrs = dict(group.attrs)
-    vol = _open_multiscale(group, label_path, attrs, _version(group, attrs), level=level,
-                           extra={"label_name": name}, missing_chunks=missing_chunks)
+    vol = _open_multiscale(
+        group,
+        label_path,
+        attrs,
+        _version(group, attrs),
+        level=level,
+        extra={"label_name": name},
+        missing_chunks=missing_chunks,
+    )
     # some writers keep a length-1 channel axis on label images: labels are per voxel
     return vol.select(c=0) if "c" in vol.axes and vol.n_channels == 1 else vol
 
@@ -179,9 +187,7 @@ def _bf2raw_series_path(group: zarr.Group, path: Path, series: int) -> str:
     except KeyError:
         pass
     if not series_paths:
-        series_paths = sorted(
-            (k for k in group.group_keys() if k.isdigit()), key=int
-        )
+        series_paths = sorted((k for k in group.group_keys() if k.isdigit()), key=int)
     if not series_paths:
         raise MetadataError("bioformats2raw layout without any series", path=path)
     if not 0 <= series < len(series_paths):
@@ -310,11 +316,11 @@ def _open_array(group: zarr.Group, name: str, path: Path) -> zarr.Array:
     try:
         arr = group[name]
     except KeyError as exc:
-        raise MetadataError(f"the metadata lists array {name!r}, which does not exist",
-                            path=path) from exc
+        raise MetadataError(
+            f"the metadata lists array {name!r}, which does not exist", path=path
+        ) from exc
     except (ValueError, TypeError) as exc:
-        raise MetadataError(f"invalid zarr metadata for array {name!r}: {exc}",
-                            path=path) from exc
+        raise MetadataError(f"invalid zarr metadata for array {name!r}: {exc}", path=path) from exc
     if not isinstance(arr, zarr.Array):
         raise MetadataError(f"{name!r} is a group, expected an array", path=path)
     return arr
@@ -351,8 +357,10 @@ class _ZarrReader:
             self._check_chunks(key)
         if self.backend == "tensorstore":
             if self._ts is None:
-                self._ts = _open_tensorstore(self.root / self.array.path,  # type: ignore[operator]
-                                             self.array.metadata.zarr_format)
+                self._ts = _open_tensorstore(
+                    self.root / self.array.path,  # type: ignore[operator]
+                    self.array.metadata.zarr_format,
+                )
             return self._ts[key].read().result()
         return self.array[key]
 
@@ -401,7 +409,7 @@ def _open_tensorstore(array_dir: Path, zarr_format: int) -> Any:
     return ts.open(spec, read=True, open=True).result()
 
 
-def _dask_from_zarr(arr: zarr.Array, path: Path, name: str, policy: MissingChunks):  # noqa: ANN202
+def _dask_from_zarr(arr: zarr.Array, path: Path, name: str, policy: MissingChunks):
     grid = tuple(arr.shards or arr.chunks)
     chunks = read_chunks(arr.shape, grid, arr.dtype.itemsize)
     source = ChunkSource(

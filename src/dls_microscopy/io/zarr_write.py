@@ -89,7 +89,9 @@ class WriteOptions:
         """2 for NGFF 0.4, 3 for 0.5."""
         return 3 if self.version == "0.5" else 2
 
-    def array_layout(self, axes: str, shape: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    def array_layout(
+        self, axes: str, shape: Sequence[int]
+    ) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
         """Chunk and shard shapes for an array with ``axes`` and ``shape``."""
         spatial = [a for a in axes if a in "zyx"]
         default = 64 if len(spatial) == 3 else 512
@@ -121,14 +123,19 @@ class WriteOptions:
         if self.zarr_format == 3:
             from zarr.codecs import BloscCodec, BloscShuffle
 
-            return (BloscCodec(cname=self.compression, clevel=self.clevel,
-                               shuffle=BloscShuffle.shuffle),)
+            return (
+                BloscCodec(
+                    cname=self.compression, clevel=self.clevel, shuffle=BloscShuffle.shuffle
+                ),
+            )
         from numcodecs import Blosc
 
         return (Blosc(cname=self.compression, clevel=self.clevel, shuffle=Blosc.SHUFFLE),)
 
 
-def _per_axis(value: int | Sequence[int] | None, n: int, default: int | None, what: str) -> list[Any]:
+def _per_axis(
+    value: int | Sequence[int] | None, n: int, default: int | None, what: str
+) -> list[Any]:
     if value is None or isinstance(value, int | np.integer):
         return [default if value is None else int(value)] * n
     vals = [int(v) for v in value]
@@ -161,9 +168,7 @@ def iter_blocks(shape: Sequence[int], block: Sequence[int]) -> Iterator[tuple[sl
     """Regions of a regular block grid over ``shape``, in C order."""
     ranges = [range(0, n, b) for n, b in zip(shape, block, strict=True)]
     for starts in itertools.product(*ranges):
-        yield tuple(
-            slice(s, min(s + b, n)) for s, b, n in zip(starts, block, shape, strict=True)
-        )
+        yield tuple(slice(s, min(s + b, n)) for s, b, n in zip(starts, block, shape, strict=True))
 
 
 # -- multiscale writing --------------------------------------------------------
@@ -227,8 +232,13 @@ def write_multiscale(
                 step[i] = f // pf
             work = _downsample_writer(prev, arr, step, method)
         nonfinite += run_parallel(
-            regions, work, workers=workers, progress=progress,
-            description=f"{label} level {level}", combine=operator.add, initial=0,
+            regions,
+            work,
+            workers=workers,
+            progress=progress,
+            description=f"{label} level {level}",
+            combine=operator.add,
+            initial=0,
         )
         shapes.append(tuple(shape))
         prev, prev_factor = arr, fac
@@ -249,7 +259,10 @@ def _level0_writer(source: da.Array, target: zarr.Array) -> Callable[[tuple[slic
 
 
 def _downsample_writer(
-    prev: zarr.Array, target: zarr.Array, step: Sequence[int], method: str,
+    prev: zarr.Array,
+    target: zarr.Array,
+    step: Sequence[int],
+    method: str,
     slab_bytes: int = 16 * 2**20,
 ) -> Callable[[tuple[slice, ...]], int]:
     """Writer of one output block, computed from ``prev`` in slabs of at most ``slab_bytes`` input.
@@ -263,9 +276,16 @@ def _downsample_writer(
     def work(region: tuple[slice, ...]) -> int:
         out = np.empty([r.stop - r.start for r in region], dtype=target.dtype)
         axis = next((i for i, r in enumerate(region) if r.stop - r.start > 1), 0)
-        per_plane = math.prod(
-            (r.stop - r.start) * s for i, (r, s) in enumerate(zip(region, step, strict=True)) if i != axis
-        ) * itemsize * step[axis] * 3  # input, float copy, padding
+        per_plane = (
+            math.prod(
+                (r.stop - r.start) * s
+                for i, (r, s) in enumerate(zip(region, step, strict=True))
+                if i != axis
+            )
+            * itemsize
+            * step[axis]
+            * 3
+        )  # input, float copy, padding
         # slabs a whole number of source chunks thick: each chunk is decoded once
         src_chunk = prev.chunks[axis]  # inner chunk: the unit of decoding, also in shards
         planes_per_chunk = max(1, src_chunk // step[axis])
@@ -350,8 +370,10 @@ def _as_volume(
 
 def _label_source(labels: Volume | np.ndarray | da.Array, image: Volume, name: str) -> da.Array:
     vol = labels if isinstance(labels, Volume) else None
-    data = vol.data if vol is not None else (
-        labels if isinstance(labels, da.Array) else da.from_array(np.asarray(labels))
+    data = (
+        vol.data
+        if vol is not None
+        else (labels if isinstance(labels, da.Array) else da.from_array(np.asarray(labels)))
     )
     if vol is not None and "c" in vol.axes and vol.n_channels == 1:
         data = vol.select(c=0).data
@@ -439,25 +461,40 @@ def write_ome_zarr(
     with atomic_directory(final, overwrite=overwrite) as tmp:
         root = zarr.open_group(store=str(tmp), mode="w", zarr_format=options.zarr_format)
         _, nonfinite = write_multiscale(
-            root, vol.data, axes=vol.axes, factors=factors, options=options, method="mean",
-            memory_budget=memory_budget, progress=progress, label="image", workers=workers,
+            root,
+            vol.data,
+            axes=vol.axes,
+            factors=factors,
+            options=options,
+            method="mean",
+            memory_budget=memory_budget,
+            progress=progress,
+            label="image",
+            workers=workers,
         )
         scales = _level_scales(vol.axes, vol.spacing, factors)
         limits = _contrast_limits(root, len(factors) - 1, vol.axes)
         root.attrs.update(
             image_attrs(
-                options.version, vol.axes, scales, channel_names=vol.channel_names,
-                contrast=limits, dtype_range=_dtype_range(vol.dtype, limits), name=name,
+                options.version,
+                vol.axes,
+                scales,
+                channel_names=vol.channel_names,
+                contrast=limits,
+                dtype_range=_dtype_range(vol.dtype, limits),
+                name=name,
                 time_unit=vol.metadata.get("time_unit"),
             )
         )
         if label_sources:
-            _write_label_images(root, vol, label_sources, factors, options, memory_budget,
-                                progress, workers)
+            _write_label_images(
+                root, vol, label_sources, factors, options, memory_budget, progress, workers
+            )
         validate_written_store(tmp, options.version)
     if nonfinite:
         warn_nonfinite(
-            nonfinite, path=vol.source or final,
+            nonfinite,
+            path=vol.source or final,
             handling="they were written unchanged; analysis steps treat NaN as background "
             "(minimum finite value) and clip ±inf to the finite range",
         )
@@ -490,13 +527,24 @@ def _write_label_images(
     for lname, src in sources.items():
         g = labels_group.create_group(lname)
         write_multiscale(
-            g, src, axes=label_axes, factors=factors, options=options, method="nearest",
-            memory_budget=memory_budget, progress=progress, label=f"labels {lname}",
+            g,
+            src,
+            axes=label_axes,
+            factors=factors,
+            options=options,
+            method="nearest",
+            memory_budget=memory_budget,
+            progress=progress,
+            label=f"labels {lname}",
             workers=workers,
         )
         g.attrs.update(
-            label_image_attrs(options.version, label_axes,
-                              _level_scales(label_axes, vol.spacing, factors), name=lname)
+            label_image_attrs(
+                options.version,
+                label_axes,
+                _level_scales(label_axes, vol.spacing, factors),
+                name=lname,
+            )
         )
     labels_group.attrs.update(labels_group_attrs(options.version, list(sources)))
 
@@ -516,7 +564,7 @@ def validate_written_store(path: Path, version: NgffVersion) -> None:
     group = zarr.open_group(store=str(path), mode="r")
     try:
         Image.from_zarr(group)
-    except Exception as exc:  # noqa: BLE001 - any validation failure is our bug
+    except Exception as exc:
         raise DlsError(
             f"internal error: the written OME-Zarr failed validation ({exc})", path=path
         ) from exc
@@ -575,11 +623,22 @@ def write_labels(
     with atomic_directory(final, overwrite=overwrite) as tmp:
         g = zarr.open_group(store=str(tmp), mode="w", zarr_format=zarr_format)
         write_multiscale(
-            g, source, axes=label_axes, factors=factors, options=options, method="nearest",
-            memory_budget=memory_budget, progress=progress, label=f"labels {name}", workers=workers,
+            g,
+            source,
+            axes=label_axes,
+            factors=factors,
+            options=options,
+            method="nearest",
+            memory_budget=memory_budget,
+            progress=progress,
+            label=f"labels {name}",
+            workers=workers,
         )
-        g.attrs.update(label_image_attrs(
-            version, label_axes, _level_scales(label_axes, image.spacing, factors), name=name))
+        g.attrs.update(
+            label_image_attrs(
+                version, label_axes, _level_scales(label_axes, image.spacing, factors), name=name
+            )
+        )
     listed = [n for n in image.labels if n != name] + [name]
     labels_group.attrs.update(labels_group_attrs(version, listed))
     validate_written_store(image_path, version)
@@ -618,11 +677,20 @@ def write_label_image(
     with atomic_directory(final, overwrite=overwrite) as tmp:
         root = zarr.open_group(store=str(tmp), mode="w", zarr_format=options.zarr_format)
         write_multiscale(
-            root, data, axes=vol.axes, factors=factors, options=options, method="nearest",
-            memory_budget=memory_budget, progress=progress, label="labels", workers=workers,
+            root,
+            data,
+            axes=vol.axes,
+            factors=factors,
+            options=options,
+            method="nearest",
+            memory_budget=memory_budget,
+            progress=progress,
+            label="labels",
+            workers=workers,
         )
-        attrs = label_image_attrs(version, vol.axes, _level_scales(vol.axes, vol.spacing, factors),
-                                  name=final.name)
+        attrs = label_image_attrs(
+            version, vol.axes, _level_scales(vol.axes, vol.spacing, factors), name=final.name
+        )
         ome = attrs.get("ome", attrs)
         if source_image is not None:
             ome["image-label"]["source"] = {"image": source_image}
@@ -638,6 +706,7 @@ def _validate_label_root(path: Path, version: NgffVersion) -> None:
         from ome_zarr_models.v04.image_label import ImageLabel
     try:
         ImageLabel.from_zarr(zarr.open_group(store=str(path), mode="r"))
-    except Exception as exc:  # noqa: BLE001 - any validation failure is our bug
-        raise DlsError(f"internal error: written label image failed validation ({exc})",
-                       path=path) from exc
+    except Exception as exc:
+        raise DlsError(
+            f"internal error: written label image failed validation ({exc})", path=path
+        ) from exc

@@ -31,8 +31,8 @@ from dls_microscopy.volume import check_dtype, replace_nonfinite
 __all__ = [
     "BaseSegmenter",
     "EmptyResultWarning",
-    "SegmenterParams",
     "Segmenter",
+    "SegmenterParams",
     "get_segmenter",
     "segmenter_names",
     "segmenters",
@@ -124,6 +124,8 @@ class BaseSegmenter(abc.ABC):
     @property
     def device(self) -> str:
         """The torch device this segmenter computes on (resolved on first use)."""
+        if self._device_request == "cpu":  # no need to import torch to know that
+            return "cpu"
         from dls_microscopy.device import resolve_device
 
         return str(resolve_device(self._device_request))
@@ -198,7 +200,7 @@ class BaseSegmenter(abc.ABC):
         """Segment a validated block (see :meth:`segment`)."""
 
 
-def _registry():  # noqa: ANN202
+def _registry():
     from dls_microscopy.registry import Registry
 
     global _SEGMENTERS
@@ -210,7 +212,7 @@ def _registry():  # noqa: ANN202
 _SEGMENTERS = None
 
 
-def segmenters():  # noqa: ANN201 - Registry[type[BaseSegmenter]]
+def segmenters():
     """The registry of segmenter classes (entry-point group ``dls_microscopy.segmenters``)."""
     return _registry()
 
@@ -220,8 +222,9 @@ def segmenter_names() -> list[str]:
     return _registry().names()
 
 
-def get_segmenter(name: str, params: Mapping[str, Any] | None = None, *, device: str = "auto",
-                  **overrides: Any) -> BaseSegmenter:
+def get_segmenter(
+    name: str, params: Mapping[str, Any] | None = None, *, device: str = "auto", **overrides: Any
+) -> BaseSegmenter:
     """Instantiate the segmenter registered as ``name``."""
     cls = _registry().get(name)
     return cls(params, device=device, **overrides)

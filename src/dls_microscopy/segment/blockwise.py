@@ -73,7 +73,9 @@ class BlockwiseResult:
     timings: dict[str, float]
 
 
-def select_image(volume: Volume, *, channel: int | str | None = None, time_point: int | None = None) -> Volume:
+def select_image(
+    volume: Volume, *, channel: int | str | None = None, time_point: int | None = None
+) -> Volume:
     """The single 3D (z, y, x) image to segment from a possibly multi-channel, timed volume."""
     vol = volume
     if "t" in vol.axes:
@@ -91,8 +93,9 @@ def select_image(volume: Volume, *, channel: int | str | None = None, time_point
             )
         vol = vol.select(c=channel if channel is not None else 0)
     elif channel not in (None, 0, vol.channel_names[0]):
-        raise InputError(f"the image has a single channel; channel {channel!r} does not exist",
-                         path=vol.source)
+        raise InputError(
+            f"the image has a single channel; channel {channel!r} does not exist", path=vol.source
+        )
     return vol.require_spatial_ndim(3)
 
 
@@ -160,17 +163,31 @@ def segment_blockwise(
         workers=workers,
         block_shape=block_shape,
     )
-    log.info("segmenting %s with %s: %d blocks of %s, halo %s", image.source, segmenter.name,
-             plan.n_blocks, plan.block_shape, halo)
+    log.info(
+        "segmenting %s with %s: %d blocks of %s, halo %s",
+        image.source,
+        segmenter.name,
+        plan.n_blocks,
+        plan.block_shape,
+        halo,
+    )
     if stats is None:
         stats = segmenter.global_stats(image.data, spacing=spacing)
     timings["global_stats"] = time.perf_counter() - t0
 
-    scratch = Path(tempfile.mkdtemp(prefix=f".{label_name}.scratch-", dir=_scratch_parent(dest_store, standalone)))
+    scratch = Path(
+        tempfile.mkdtemp(
+            prefix=f".{label_name}.scratch-", dir=_scratch_parent(dest_store, standalone)
+        )
+    )
     try:
         local = zarr.create_array(
-            store=str(scratch / "local.zarr"), shape=image.spatial_shape, dtype=np.uint32,
-            chunks=plan.block_shape, fill_value=0, config={"write_empty_chunks": False},
+            store=str(scratch / "local.zarr"),
+            shape=image.spatial_shape,
+            dtype=np.uint32,
+            chunks=plan.block_shape,
+            fill_value=0,
+            config={"write_empty_chunks": False},
             compressors=_fast_compressor(),
         )
         bands = _BandStore(scratch / "bands", plan)
@@ -178,7 +195,9 @@ def segment_blockwise(
         counts = run_parallel(
             list(plan),
             lambda blk: _segment_block(blk, image, segmenter, spacing, stats, local, bands),
-            workers=workers, progress=progress, description="segment blocks",
+            workers=workers,
+            progress=progress,
+            description="segment blocks",
         )
         timings["segment"] = time.perf_counter() - t1
         t2 = time.perf_counter()
@@ -187,8 +206,18 @@ def segment_blockwise(
         timings["stitch"] = time.perf_counter() - t2
         t3 = time.perf_counter()
         final = _relabelled(local, plan, offsets, table)
-        path = _write(final, image, volume, dest_store, standalone, label_name, overwrite,
-                      memory_budget or DEFAULT_MEMORY_BUDGET, progress, workers)
+        path = _write(
+            final,
+            image,
+            volume,
+            dest_store,
+            standalone,
+            label_name,
+            overwrite,
+            memory_budget or DEFAULT_MEMORY_BUDGET,
+            progress,
+            workers,
+        )
         timings["write"] = time.perf_counter() - t3
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -214,7 +243,9 @@ class _BandStore:
     def __init__(self, root: Path, plan: BlockPlan) -> None:
         self.root = root
         root.mkdir()
-        self.width = tuple(min(h, MAX_BAND, b) for h, b in zip(plan.halo, plan.block_shape, strict=True))
+        self.width = tuple(
+            min(h, MAX_BAND, b) for h, b in zip(plan.halo, plan.block_shape, strict=True)
+        )
 
     def _path(self, index: Sequence[int], axis: int, side: int) -> Path:
         return self.root / f"{'_'.join(map(str, index))}-{axis}{'+' if side > 0 else '-'}.npz"
@@ -311,10 +342,16 @@ def _stitch(
         take_up[axis] = slice(upper_halo.shape[axis] - w_lo, upper_halo.shape[axis])
         band_lower = np.concatenate([local[tuple(lo_core)], lower_halo[tuple(take_lo)]], axis=axis)
         band_upper = np.concatenate([upper_halo[tuple(take_up)], local[tuple(hi_core)]], axis=axis)
-        m = band_matches(band_lower, band_upper, axis=axis, width_lower=w_lo,
-                         iou_threshold=iou_threshold)
-        edges = np.stack([m.pairs[:, 0] + offsets[flat[lower.index]],
-                          m.pairs[:, 1] + offsets[flat[upper.index]]], axis=1)
+        m = band_matches(
+            band_lower, band_upper, axis=axis, width_lower=w_lo, iou_threshold=iou_threshold
+        )
+        edges = np.stack(
+            [
+                m.pairs[:, 0] + offsets[flat[lower.index]],
+                m.pairs[:, 1] + offsets[flat[upper.index]],
+            ],
+            axis=1,
+        )
         return edges, m.ious, m.touching_lower, m.touching_upper, axis
 
     results = run_parallel(faces, match, workers=workers, description="stitch faces")
@@ -342,7 +379,9 @@ def _stitch(
 # -- pass 3 ---------------------------------------------------------------------
 
 
-def _relabelled(local: zarr.Array, plan: BlockPlan, offsets: np.ndarray, table: np.ndarray) -> da.Array:
+def _relabelled(
+    local: zarr.Array, plan: BlockPlan, offsets: np.ndarray, table: np.ndarray
+) -> da.Array:
     src = da.from_zarr(local, chunks=plan.block_shape)
     grid = plan.grid
 
@@ -356,7 +395,9 @@ def _relabelled(local: zarr.Array, plan: BlockPlan, offsets: np.ndarray, table: 
     return src.map_blocks(relabel, dtype=table.dtype)
 
 
-def _destination(volume: Volume, output: Any, label_name: str, overwrite: bool) -> tuple[Path, bool]:
+def _destination(
+    volume: Volume, output: Any, label_name: str, overwrite: bool
+) -> tuple[Path, bool]:
     if output is not None:
         out = Path(output)
         if volume.source is not None and out.resolve() == Path(volume.source).resolve():
@@ -374,8 +415,9 @@ def _destination(volume: Volume, output: Any, label_name: str, overwrite: bool) 
     if not os.access(store, os.W_OK):
         raise OutputError("the OME-Zarr store is not writable; give an output path", path=store)
     if label_name in volume.labels and not overwrite:
-        raise OutputError(f"label image {label_name!r} already exists (use overwrite / --overwrite)",
-                          path=store)
+        raise OutputError(
+            f"label image {label_name!r} already exists (use overwrite / --overwrite)", path=store
+        )
     return store, False
 
 
@@ -386,22 +428,45 @@ def _scratch_parent(dest: Path, standalone: bool) -> Path:
 
 
 def _write(
-    final: da.Array, image: Volume, volume: Volume, dest: Path, standalone: bool, name: str,
-    overwrite: bool, memory_budget: int, progress: ProgressCallback | None, workers: int,
+    final: da.Array,
+    image: Volume,
+    volume: Volume,
+    dest: Path,
+    standalone: bool,
+    name: str,
+    overwrite: bool,
+    memory_budget: int,
+    progress: ProgressCallback | None,
+    workers: int,
 ) -> Path:
     from dls_microscopy.io.zarr_write import write_label_image, write_labels
 
     if standalone:
         source = str(volume.source) if volume.source is not None else None
         return write_label_image(
-            final, dest, spacing=image.spacing, source_image=source, overwrite=overwrite,
-            memory_budget=memory_budget, progress=progress, workers=workers,
+            final,
+            dest,
+            spacing=image.spacing,
+            source_image=source,
+            overwrite=overwrite,
+            memory_budget=memory_budget,
+            progress=progress,
+            workers=workers,
         )
     if "t" in volume.axes:
         # NGFF labels carry the image's non-channel axes
         if volume.axis_size("t") > 1:
-            raise InputError("labels of one time point cannot go into a time series store; "
-                             "give an output path", path=dest)
+            raise InputError(
+                "labels of one time point cannot go into a time series store; give an output path",
+                path=dest,
+            )
         final = final[None]
-    return write_labels(dest, name, final, overwrite=overwrite, memory_budget=memory_budget,
-                        progress=progress, workers=workers)
+    return write_labels(
+        dest,
+        name,
+        final,
+        overwrite=overwrite,
+        memory_budget=memory_budget,
+        progress=progress,
+        workers=workers,
+    )

@@ -135,21 +135,32 @@ class ThresholdMatch:
         """Plain-Python scores (and, optionally, the matched id pairs and their IoU)."""
         out: dict[str, Any] = {
             "threshold": float(self.threshold),
-            "n_pred": int(self.n_pred), "n_true": int(self.n_true),
-            "tp": int(self.tp), "fp": int(self.fp), "fn": int(self.fn),
+            "n_pred": int(self.n_pred),
+            "n_true": int(self.n_true),
+            "tp": int(self.tp),
+            "fp": int(self.fp),
+            "fn": int(self.fn),
             **{name: getattr(self, name) for name in _SCORES},
         }
         if include_matches:
             out["matches"] = [
                 {"pred": int(p), "gt": int(g), "iou": float(s)}
-                for p, g, s in zip(self.matched_pred, self.matched_gt, self.matched_iou,
-                                   strict=True)
+                for p, g, s in zip(
+                    self.matched_pred, self.matched_gt, self.matched_iou, strict=True
+                )
             ]
         return out
 
 
-_SCORES = ("precision", "recall", "f1", "average_precision", "mean_matched_iou",
-           "mean_true_iou", "panoptic_quality")
+_SCORES = (
+    "precision",
+    "recall",
+    "f1",
+    "average_precision",
+    "mean_matched_iou",
+    "mean_true_iou",
+    "panoptic_quality",
+)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -191,24 +202,49 @@ class MatchResult:
             **self.info,
             "restrict_to_gt": self.restrict_to_gt,
             "n_pred_ignored": int(self.n_pred_ignored),
-            "thresholds": [m.to_dict(include_matches=include_matches)
-                           for m in self.per_threshold],
+            "thresholds": [m.to_dict(include_matches=include_matches) for m in self.per_threshold],
         }
 
     def table(self) -> str:
         """The scores as a fixed-width text table, one row per threshold."""
-        head = ("thresh", "n_pred", "n_true", "tp", "fp", "fn", "prec", "recall", "f1", "AP",
-                "mIoU", "PQ")
+        head = (
+            "thresh",
+            "n_pred",
+            "n_true",
+            "tp",
+            "fp",
+            "fn",
+            "prec",
+            "recall",
+            "f1",
+            "AP",
+            "mIoU",
+            "PQ",
+        )
         rows = [" ".join(f"{h:>7}" for h in head)]
         for m in self.per_threshold:
             ints = (m.n_pred, m.n_true, m.tp, m.fp, m.fn)
-            floats = (m.precision, m.recall, m.f1, m.average_precision, m.mean_matched_iou,
-                      m.panoptic_quality)
-            rows.append(" ".join([f"{m.threshold:7.3g}", *(f"{v:7d}" for v in ints),
-                                  *(f"{v:7.4f}" for v in floats)]))
+            floats = (
+                m.precision,
+                m.recall,
+                m.f1,
+                m.average_precision,
+                m.mean_matched_iou,
+                m.panoptic_quality,
+            )
+            rows.append(
+                " ".join(
+                    [
+                        f"{m.threshold:7.3g}",
+                        *(f"{v:7d}" for v in ints),
+                        *(f"{v:7.4f}" for v in floats),
+                    ]
+                )
+            )
         if self.restrict_to_gt:
-            rows.append(f"({self.n_pred_ignored} predicted objects overlapping no gt object "
-                        "ignored)")
+            rows.append(
+                f"({self.n_pred_ignored} predicted objects overlapping no gt object ignored)"
+            )
         return "\n".join(rows)
 
 
@@ -242,8 +278,9 @@ def match_objects(
     >>> r[0.8].tp, round(r[0.5].f1, 4)
     (0, 0.6667)
     """
-    return match_overlaps(contingency(pred, gt), thresholds=thresholds,
-                          restrict_to_gt=restrict_to_gt)
+    return match_overlaps(
+        contingency(pred, gt), thresholds=thresholds, restrict_to_gt=restrict_to_gt
+    )
 
 
 def match_overlaps(
@@ -307,18 +344,27 @@ def match_overlaps(
         chosen = _optimal_matching(iou, pi, gi, t, overlaps.n_pred, overlaps.n_true)
         chosen = chosen[np.argsort(overlaps.gt_ids[chosen], kind="stable")]
         tp = len(chosen)
-        results.append(ThresholdMatch(
-            threshold=t, tp=tp, fp=overlaps.n_pred - tp, fn=overlaps.n_true - tp,
-            n_pred=overlaps.n_pred, n_true=overlaps.n_true,
-            matched_pred=overlaps.pred_ids[chosen], matched_gt=overlaps.gt_ids[chosen],
-            matched_iou=iou[chosen],
-        ))
-    return MatchResult(per_threshold=tuple(results), restrict_to_gt=restrict_to_gt,
-                       n_pred_ignored=n_ignored)
+        results.append(
+            ThresholdMatch(
+                threshold=t,
+                tp=tp,
+                fp=overlaps.n_pred - tp,
+                fn=overlaps.n_true - tp,
+                n_pred=overlaps.n_pred,
+                n_true=overlaps.n_true,
+                matched_pred=overlaps.pred_ids[chosen],
+                matched_gt=overlaps.gt_ids[chosen],
+                matched_iou=iou[chosen],
+            )
+        )
+    return MatchResult(
+        per_threshold=tuple(results), restrict_to_gt=restrict_to_gt, n_pred_ignored=n_ignored
+    )
 
 
-def _optimal_matching(iou: np.ndarray, pi: np.ndarray, gi: np.ndarray, threshold: float,
-                      n_pred: int, n_true: int) -> np.ndarray:
+def _optimal_matching(
+    iou: np.ndarray, pi: np.ndarray, gi: np.ndarray, threshold: float, n_pred: int, n_true: int
+) -> np.ndarray:
     """Indices of the pairs in a maximum matching among pairs with ``iou >= threshold``."""
     cand = np.flatnonzero(iou >= threshold)
     deg_p = np.bincount(pi[cand], minlength=n_pred)
@@ -331,8 +377,7 @@ def _optimal_matching(iou: np.ndarray, pi: np.ndarray, gi: np.ndarray, threshold
     up, rp = np.unique(pi[rest], return_inverse=True)
     ug, rg = np.unique(gi[rest], return_inverse=True)
     n_nodes = len(up) + len(ug)
-    graph = coo_matrix((np.ones(rest.size, np.int8), (rp, len(up) + rg)),
-                       shape=(n_nodes, n_nodes))
+    graph = coo_matrix((np.ones(rest.size, np.int8), (rp, len(up) + rg)), shape=(n_nodes, n_nodes))
     _, component = connected_components(graph, directed=False)
     edge_comp = component[rp]
     order = np.argsort(edge_comp, kind="stable")
@@ -361,8 +406,9 @@ def _solve_component(p: np.ndarray, g: np.ndarray, s: np.ndarray) -> np.ndarray:
     return _solve_component_sparse(rp, rg, weight, n1, n2)
 
 
-def _solve_component_sparse(rp: np.ndarray, rg: np.ndarray, weight: np.ndarray,
-                            n1: int, n2: int) -> np.ndarray:
+def _solve_component_sparse(
+    rp: np.ndarray, rg: np.ndarray, weight: np.ndarray, n1: int, n2: int
+) -> np.ndarray:
     """Maximum-weight (not necessarily full) matching with a sparse full-matching solver.
 
     Rows are the n1 predictions then n2 gt "skips", columns the n2 gt objects
@@ -431,12 +477,25 @@ def evaluate_paths(
             f"(axes {pred.axes!r}), ground truth {gt_path} has {gt.shape} (axes {gt.axes!r})"
         )
     if not np.allclose(pred.spacing, gt.spacing, rtol=1e-3, atol=0):
-        log.warning("prediction %s and ground truth %s have different spacing (%s vs %s µm); "
-                    "comparing voxel by voxel", pred_path, gt_path, pred.spacing, gt.spacing)
-    result = match_overlaps(contingency(pred.data, gt.data), thresholds=thresholds,
-                            restrict_to_gt=restrict_to_gt)
-    info = {"pred": os.fspath(pred_path), "gt": os.fspath(gt_path), "pred_label": pred_label,
-            "gt_label": gt_label, "shape": list(pred.shape), "axes": pred.axes}
+        log.warning(
+            "prediction %s and ground truth %s have different spacing (%s vs %s µm); "
+            "comparing voxel by voxel",
+            pred_path,
+            gt_path,
+            pred.spacing,
+            gt.spacing,
+        )
+    result = match_overlaps(
+        contingency(pred.data, gt.data), thresholds=thresholds, restrict_to_gt=restrict_to_gt
+    )
+    info = {
+        "pred": os.fspath(pred_path),
+        "gt": os.fspath(gt_path),
+        "pred_label": pred_label,
+        "gt_label": gt_label,
+        "shape": list(pred.shape),
+        "axes": pred.axes,
+    }
     return dataclasses.replace(result, info=info)
 
 
@@ -451,9 +510,12 @@ def _open_label_volume(path: str | os.PathLike[str], name: str | None) -> Volume
         if axis in vol.axes and vol.axis_size(axis) == 1:
             vol = vol.select(**{axis: 0})
         elif axis in vol.axes:
-            hint = (f"; it has the label images {', '.join(vol.labels)}: name one"
-                    if vol.labels else "")
+            hint = (
+                f"; it has the label images {', '.join(vol.labels)}: name one" if vol.labels else ""
+            )
             raise InputError(
                 f"a label image must have one {'channel' if axis == 'c' else 'time point'}, "
-                f"this one has {vol.axis_size(axis)} (axes {vol.axes!r}){hint}", path=path)
+                f"this one has {vol.axis_size(axis)} (axes {vol.axes!r}){hint}",
+                path=path,
+            )
     return vol

@@ -68,8 +68,10 @@ class Overlaps:
 
     def pair_indices(self) -> tuple[np.ndarray, np.ndarray]:
         """Positions of ``pred_ids`` in ``pred_labels`` and of ``gt_ids`` in ``gt_labels``."""
-        return (np.searchsorted(self.pred_labels, self.pred_ids),
-                np.searchsorted(self.gt_labels, self.gt_ids))
+        return (
+            np.searchsorted(self.pred_labels, self.pred_ids),
+            np.searchsorted(self.gt_labels, self.gt_ids),
+        )
 
     def iou(self) -> np.ndarray:
         """IoU of each pair, ``(K,) float64``."""
@@ -80,8 +82,9 @@ class Overlaps:
     def only_overlapping_pred(self) -> Overlaps:
         """The same table without the predicted objects that share no voxel with any gt object."""
         keep = np.isin(self.pred_labels, self.pred_ids)
-        return dataclasses.replace(self, pred_labels=self.pred_labels[keep],
-                                   pred_sizes=self.pred_sizes[keep])
+        return dataclasses.replace(
+            self, pred_labels=self.pred_labels[keep], pred_sizes=self.pred_sizes[keep]
+        )
 
 
 # -- contingency table -------------------------------------------------------
@@ -152,7 +155,7 @@ def _blockwise_pair_counts(pred: Any, gt: Any) -> _PairTable:
     merge = dask.delayed(_merge_tables, pure=False)
     parts = [count(p, g) for p, g in zip(_blocks(pred, chunks), _blocks(gt, chunks), strict=True)]
     while len(parts) > 1:  # tree reduction: peak memory ~ fan-in x one block's table
-        parts = [merge(*parts[i:i + _MERGE_FANIN]) for i in range(0, len(parts), _MERGE_FANIN)]
+        parts = [merge(*parts[i : i + _MERGE_FANIN]) for i in range(0, len(parts), _MERGE_FANIN)]
     (table,) = dask.compute(parts[0])
     return table
 
@@ -164,8 +167,7 @@ def _blocks(array: Any, chunks: tuple[tuple[int, ...], ...]) -> list[Any]:
             array = array.rechunk(chunks)
         return list(array.to_delayed().ravel())
     edges = [np.cumsum((0, *sizes)) for sizes in chunks]
-    per_axis = [[slice(int(a), int(b)) for a, b in itertools.pairwise(e)]
-                for e in edges]
+    per_axis = [[slice(int(a), int(b)) for a, b in itertools.pairwise(e)] for e in edges]
     return [array[region] for region in itertools.product(*per_axis)]
 
 
@@ -196,8 +198,9 @@ def _pair_counts(pred: np.ndarray, gt: np.ndarray) -> _PairTable:
     p_ids, p_rank = np.unique(p, return_inverse=True)
     g_ids, g_rank = np.unique(g, return_inverse=True)
     base = np.uint64(len(g_ids))
-    keys, counts = np.unique(p_rank.astype(np.uint64) * base + g_rank.astype(np.uint64),
-                             return_counts=True)
+    keys, counts = np.unique(
+        p_rank.astype(np.uint64) * base + g_rank.astype(np.uint64), return_counts=True
+    )
     return p_ids[keys // base], g_ids[keys % base], counts.astype(np.int64)
 
 
@@ -242,10 +245,15 @@ def _overlaps_from_table(table: _PairTable) -> Overlaps:
     pred_labels, pred_sizes = _sizes(p, n)
     gt_labels, gt_sizes = _sizes(g, n)
     both = (p > 0) & (g > 0)
-    return Overlaps(pred_ids=p[both], gt_ids=g[both], counts=n[both],
-                    pred_labels=pred_labels, pred_sizes=pred_sizes,
-                    gt_labels=gt_labels, gt_sizes=gt_sizes)
+    return Overlaps(
+        pred_ids=p[both],
+        gt_ids=g[both],
+        counts=n[both],
+        pred_labels=pred_labels,
+        pred_sizes=pred_sizes,
+        gt_labels=gt_labels,
+        gt_sizes=gt_sizes,
+    )
 
 
 # -- matching ------------------------------------------------------------------
-

@@ -85,12 +85,17 @@ def band_matches(
     b = band_upper.ravel().astype(np.int64, copy=False)
     both = (a > 0) & (b > 0)
     face_lo = np.take(band_lower, width_lower - 1, axis=axis)
-    face_hi = np.take(band_upper, width_lower, axis=axis) if band_upper.shape[axis] > width_lower \
+    face_hi = (
+        np.take(band_upper, width_lower, axis=axis)
+        if band_upper.shape[axis] > width_lower
         else np.zeros(0, band_upper.dtype)
+    )
     touching_lower = int(_touching(face_lo).size)
     touching_upper = int(_touching(face_hi).size)
     if not both.any():
-        return FaceMatch(axis, np.zeros((0, 2), np.int64), np.zeros(0), touching_lower, touching_upper)
+        return FaceMatch(
+            axis, np.zeros((0, 2), np.int64), np.zeros(0), touching_lower, touching_upper
+        )
     size_a = np.bincount(a)
     size_b = np.bincount(b)
     pa, pb = a[both], b[both]

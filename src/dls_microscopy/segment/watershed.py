@@ -31,6 +31,12 @@ tensor drainage with pointer jumping) on CUDA/MPS; the small basin graph is merg
 on the host by shared code.  Float rounding differs between them, so voxels exactly
 at a tie may differ: the tests require F1 at IoU 0.5 ≥ 0.95 between the two paths
 and object counts within 3 % (measured on 11 volumes: identical counts, F1 ≥ 0.99).
+
+This module holds the parameters and their defaults, the global statistics and what
+both backends share: their input (``_FloodConfig``), their output (the basin graph,
+``_Basins``) and the host code that merges it into labels.  The backends,
+:mod:`._watershed_cpu` and :mod:`._watershed_torch`, import those from here, so this
+module loads a backend only when it is used (and never imports torch itself).
 """
 
 from __future__ import annotations
@@ -145,8 +151,9 @@ class WatershedSegmenter(BaseSegmenter):
             return self.device != "cpu"
         return self.params.backend == "torch"
 
-    def segment(self, image: Any, *, spacing: Sequence[float],
-                stats: Mapping[str, float] | None = None) -> np.ndarray:
+    def segment(
+        self, image: Any, *, spacing: Sequence[float], stats: Mapping[str, float] | None = None
+    ) -> np.ndarray:
         """Segment one ``(Z, Y, X)`` block (see :meth:`BaseSegmenter.segment`).
 
         Without ``stats``, they are computed from this block, and the smoothing done
@@ -185,12 +192,18 @@ class WatershedSegmenter(BaseSegmenter):
             and ``foreground`` (Otsu's class means), ``high`` (99.5th percentile),
             all in image units.
         """
+        from dls_microscopy.segment._watershed_cpu import _smooth_cpu
+
         if len(image.shape) != 3:
             raise InputError(f"global_stats needs a (Z, Y, X) array, got shape {image.shape}")
         sigma = self._sigma_vox(spacing)
         cache = getattr(_REUSE, "cache", None)
-        if (cache is not None and cache["owner"] is self and isinstance(image, np.ndarray)
-                and image.size <= _SAMPLE_VOXELS):
+        if (
+            cache is not None
+            and cache["owner"] is self
+            and isinstance(image, np.ndarray)
+            and image.size <= _SAMPLE_VOXELS
+        ):
             cache["image"], cache["smooth"] = image, _smooth_cpu(image, sigma)
             sample = cache["smooth"].ravel()
         else:
@@ -201,8 +214,13 @@ class WatershedSegmenter(BaseSegmenter):
             threshold = float(self.params.threshold)
         else:
             threshold = background + self.params.threshold_scale * (otsu - background)
-        return {"threshold": threshold, "otsu": otsu, "background": background,
-                "foreground": foreground, "high": float(np.percentile(sample, 99.5))}
+        return {
+            "threshold": threshold,
+            "otsu": otsu,
+            "background": background,
+            "foreground": foreground,
+            "high": float(np.percentile(sample, 99.5)),
+        }
 
     def _segment(
         self, image: np.ndarray, *, spacing: tuple[float, ...], stats: Mapping[str, float]
@@ -224,39 +242,46 @@ class WatershedSegmenter(BaseSegmenter):
             inv_range=float(np.float32(1.0 / max(float(stats["high"]) - threshold, 1e-12))),
         )
         if self._use_torch():
+            from dls_microscopy.segment._watershed_torch import _flood_torch
+
             basins = _flood_torch(image, config, device=self.device)
         else:
+            from dls_microscopy.segment._watershed_cpu import _flood_cpu
+
             cache = getattr(_REUSE, "cache", None) or {}
             smooth = cache.get("smooth") if cache.get("image") is image else None
             basins = _flood_cpu(image, config, smooth=smooth)
         if basins is None:
-            warnings.warn("no foreground above the threshold: no objects", EmptyResultWarning,
-                          stacklevel=4)
+            warnings.warn("no foreground above the threshold: no objects", EmptyResultWarning, stacklevel=4)
             return np.zeros(shape, np.uint32)
         if isinstance(basins, str):
-            warnings.warn("the whole block is above the threshold: returned as one object "
-                          "(is the threshold too low?)", UserWarning, stacklevel=4)
+            warnings.warn(
+                "the whole block is above the threshold: returned as one object (is the threshold too low?)",
+                UserWarning,
+                stacklevel=4,
+            )
             return np.ones(shape, np.uint32)
         separation = radius if p.seed_separation_um is None else p.seed_separation_um
-        objects = _merge_basins(basins, shape=shape, spacing=spacing,
-                                prominence=p.seed_prominence, separation_um=separation)
+        objects = _merge_basins(
+            basins, shape=shape, spacing=spacing, prominence=p.seed_prominence, separation_um=separation
+        )
         min_size = p.min_size_um3
         if min_size is None:
             min_size = 0.1 * math.pi / 6 * p.diameter_um**3
         surface = None if p.surface_level is None else (p.surface_level, float(stats["background"]))
-        labels = _labels_from_objects(basins, objects, shape=shape, surface=surface,
-                                      min_voxels=min_size / float(np.prod(spacing)))
+        labels = _labels_from_objects(
+            basins, objects, shape=shape, surface=surface, min_voxels=min_size / float(np.prod(spacing))
+        )
         if labels.max() == 0:
             warnings.warn("no object above min_size_um3", EmptyResultWarning, stacklevel=4)
         return labels
 
 
-# -- shared by both backends -----------------------------------------------------------
+# -- shared by both backends: their input, their output, the merge ---------------------
 class _FloodConfig:
     """What a backend needs to compute the flooding image and its basins."""
 
-    __slots__ = ("cap_um", "inv_radius", "inv_range", "method", "sigma_vox", "spacing",
-                 "threshold")
+    __slots__ = ("cap_um", "inv_radius", "inv_range", "method", "sigma_vox", "spacing", "threshold")
 
     def __init__(self, **values: Any) -> None:
         for key, value in values.items():
@@ -274,16 +299,23 @@ class _Basins:
     saddle, ties by pair.
     """
 
-    def __init__(self, pos: np.ndarray, basin: np.ndarray, value: np.ndarray,
-                 peak: np.ndarray, peak_pos: np.ndarray,
-                 pairs: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    def __init__(
+        self,
+        pos: np.ndarray,
+        basin: np.ndarray,
+        value: np.ndarray,
+        peak: np.ndarray,
+        peak_pos: np.ndarray,
+        pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> None:
         self.pos, self.basin, self.value = pos, basin, value
         self.peak, self.peak_pos = peak, peak_pos
         self.edge_a, self.edge_b, self.saddle = _unique_edges(*pairs, n_basins=len(peak))
 
 
-def _unique_edges(a: np.ndarray, b: np.ndarray, saddle: np.ndarray, *, n_basins: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _unique_edges(
+    a: np.ndarray, b: np.ndarray, saddle: np.ndarray, *, n_basins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One edge per basin pair with its highest saddle, by decreasing saddle then pair."""
     if len(a) == 0:
         empty = np.zeros(0, np.int64)
@@ -307,8 +339,14 @@ def _unique_edges(a: np.ndarray, b: np.ndarray, saddle: np.ndarray, *, n_basins:
     return key[final] // n_basins, key[final] % n_basins, high[final]
 
 
-def _merge_basins(basins: _Basins, *, shape: tuple[int, ...], spacing: Sequence[float],
-                  prominence: float, separation_um: float) -> np.ndarray:
+def _merge_basins(
+    basins: _Basins,
+    *,
+    shape: tuple[int, ...],
+    spacing: Sequence[float],
+    prominence: float,
+    separation_um: float,
+) -> np.ndarray:
     """The representative basin of every basin after the seeded merges, (B,) int64.
 
     Edges are taken by decreasing saddle (Kruskal).  When two components meet, the
@@ -321,8 +359,9 @@ def _merge_basins(basins: _Basins, *, shape: tuple[int, ...], spacing: Sequence[
     top = list(range(n))  # the basin holding each component's highest maximum
     peak = basins.peak.tolist()
     ppos = basins.peak_pos.tolist()
-    xyz = (np.stack(np.unravel_index(basins.peak_pos, shape), axis=1)
-           * np.asarray(spacing, dtype=np.float64)).tolist()
+    xyz = (
+        np.stack(np.unravel_index(basins.peak_pos, shape), axis=1) * np.asarray(spacing, dtype=np.float64)
+    ).tolist()
     sep2 = float(separation_um) ** 2
     prom = float(prominence)
 
@@ -332,8 +371,7 @@ def _merge_basins(basins: _Basins, *, shape: tuple[int, ...], spacing: Sequence[
             i = parent[i]
         return i
 
-    for a, b, s in zip(basins.edge_a.tolist(), basins.edge_b.tolist(),
-                       basins.saddle.tolist(), strict=True):
+    for a, b, s in zip(basins.edge_a.tolist(), basins.edge_b.tolist(), basins.saddle.tolist(), strict=True):
         ra, rb = find(a), find(b)
         if ra == rb:
             continue
@@ -347,8 +385,14 @@ def _merge_basins(basins: _Basins, *, shape: tuple[int, ...], spacing: Sequence[
     return np.fromiter((find(i) for i in range(n)), dtype=np.int64, count=n)
 
 
-def _labels_from_objects(basins: _Basins, objects: np.ndarray, *, shape: tuple[int, ...],
-                         surface: tuple[float, float] | None, min_voxels: float) -> np.ndarray:
+def _labels_from_objects(
+    basins: _Basins,
+    objects: np.ndarray,
+    *,
+    shape: tuple[int, ...],
+    surface: tuple[float, float] | None,
+    min_voxels: float,
+) -> np.ndarray:
     """``(Z, Y, X)`` uint32 labels 1..N, numbered by first voxel in C order.
 
     With ``surface = (level, background)``, an object keeps the voxels brighter than
@@ -379,240 +423,6 @@ def _labels_from_objects(basins: _Basins, objects: np.ndarray, *, shape: tuple[i
     return out.reshape(shape)
 
 
-# -- CPU backend: scipy, edt, numpy ----------------------------------------------------
-def _smooth_cpu(image: np.ndarray, sigma_vox: Sequence[float]) -> np.ndarray:
-    """scipy Gaussian to float32, edges replicated (``mode="nearest"``)."""
-    from scipy import ndimage as ndi
-
-    if image.dtype.kind == "f" and image.dtype != np.float32:
-        image = image.astype(np.float32)
-    return ndi.gaussian_filter(image, sigma_vox, output=np.float32, mode="nearest",
-                               truncate=_TRUNCATE)
-
-
-def _flood_cpu(image: np.ndarray, cfg: _FloodConfig, *, smooth: np.ndarray | None = None
-               ) -> _Basins | str | None:
-    """Basins of the flooding image (None: no foreground; "all": no background)."""
-    if smooth is None:
-        smooth = _smooth_cpu(image, cfg.sigma_vox)
-    thr = np.float32(cfg.threshold)
-    mask = smooth > thr
-    n_fg = int(np.count_nonzero(mask))
-    if n_fg == 0:
-        return None
-    if n_fg == mask.size:
-        return "all"
-    f = None
-    if cfg.method in ("distance", "combined"):
-        import edt
-
-        # edt is twice as fast on uint8 as on bool; black_border=False: the array edge
-        # is not background (a block's edge is not an object's edge).
-        dist = edt.edt(mask.view(np.uint8), anisotropy=tuple(float(s) for s in cfg.spacing),
-                       black_border=False, parallel=1)
-        np.minimum(dist, np.float32(cfg.cap_um), out=dist)
-        dist *= np.float32(cfg.inv_radius)
-        f = dist
-    if cfg.method in ("intensity", "combined"):
-        inten = (smooth - thr) * np.float32(cfg.inv_range)
-        f = inten if f is None else f + np.float32(_INTENSITY_WEIGHT) * inten
-    return _drain_cpu(f, mask, smooth, cfg.spacing)
-
-
-def _drain_cpu(f: np.ndarray, mask: np.ndarray, smooth: np.ndarray,
-               spacing: Sequence[float]) -> _Basins:
-    """Steepest-ascent drainage of ``f`` over ``mask`` and the basin graph, numpy.
-
-    Works on the flattened volume padded by one voxel of background, so that every
-    neighbour is a fixed offset and every operation a contiguous slice.
-    """
-    shape = mask.shape
-    padded = tuple(s + 2 for s in shape)
-    size = math.prod(padded)
-    itype = np.int32 if size < 2**31 - 1 else np.int64
-    fpad = np.full(padded, -np.inf, np.float32)
-    np.copyto(fpad[1:-1, 1:-1, 1:-1], f, where=mask)
-    fpad = fpad.ravel()
-    strides = (padded[1] * padded[2], padded[2], 1)
-    lo, hi = strides[0], size - strides[0]  # the inner planes; neighbours stay in range
-    cur = fpad[lo:hi]
-    best = np.full(hi - lo, -np.inf, np.float32)
-    direction = np.zeros(hi - lo, np.int8)
-    buf = np.empty(hi - lo, np.float32)
-    better = np.empty(hi - lo, bool)
-    with np.errstate(invalid="ignore"):  # -inf - -inf off the foreground: never used
-        for k, (ax, st) in enumerate(_DIRECTIONS):
-            off = st * strides[ax]
-            np.subtract(fpad[lo + off:hi + off], cur, out=buf)
-            np.multiply(buf, np.float32(1.0 / float(spacing[ax])), out=buf)
-            np.greater(buf, best, out=better)  # strict: the first of equal slopes wins
-            np.copyto(direction, np.int8(k), where=better)
-            np.maximum(best, buf, out=best)
-    del buf, better
-    ppos = np.flatnonzero(cur > -np.inf).astype(itype, copy=False)  # foreground, C order
-    slope = best[ppos]
-    offsets = np.array([st * strides[ax] for ax, st in _DIRECTIONS], dtype=itype)
-    move = offsets[direction[ppos]]
-    del best, direction
-    ppos += itype(lo)
-    up = (slope > 0) | ((slope == 0) & (move > 0))
-    cmap = np.full(size, -1, itype)
-    cmap[ppos] = np.arange(len(ppos), dtype=itype)
-    parent = cmap[np.where(up, ppos + move, ppos)]
-    nxt = np.empty_like(parent)
-    while True:  # pointer jumping: every voxel to the maximum it drains to
-        np.take(parent, parent, out=nxt)
-        if np.array_equal(nxt, parent):
-            break
-        parent, nxt = nxt, parent
-    is_root = ~up
-    basin = (np.cumsum(is_root, dtype=itype) - 1)[parent]
-    dense = cmap  # reused: basin of each padded voxel, -1 off the foreground
-    dense[ppos] = basin
-    ea, eb, sd = [], [], []
-    for ax in range(3):
-        off = strides[ax]
-        a, b = dense[lo:hi], dense[lo + off:hi + off]
-        at = np.flatnonzero(a != b)
-        va, vb = a[at], b[at]
-        both = (va >= 0) & (vb >= 0)
-        at = at[both] + lo
-        ea.append(va[both])
-        eb.append(vb[both])
-        sd.append(np.minimum(fpad[at], fpad[at + off]))
-    pos = np.flatnonzero(mask)
-    return _Basins(pos, basin, smooth.ravel()[pos], fpad[ppos[is_root]], pos[is_root],
-                   (np.concatenate(ea), np.concatenate(eb), np.concatenate(sd)))
-
-
-# -- torch backend ---------------------------------------------------------------------
-def _gaussian_kernel(sigma: float) -> np.ndarray:
-    """scipy.ndimage's 1D Gaussian kernel: same radius, same normalisation."""
-    radius = int(_TRUNCATE * float(sigma) + 0.5)
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 / float(sigma) ** 2 * x**2)
-    return k / k.sum()
-
-
-def _smooth_torch(x: Any, sigma_vox: Sequence[float]) -> Any:
-    """Separable Gaussian of a ``(Z, Y, X)`` float32 tensor, edges replicated."""
-    import torch
-    import torch.nn.functional as F
-
-    out = x[None, None]
-    for ax, sigma in enumerate(sigma_vox):
-        if sigma <= 1e-15:  # as scipy: no smoothing along this axis
-            continue
-        k = torch.as_tensor(_gaussian_kernel(sigma), dtype=torch.float32, device=x.device)
-        r = (len(k) - 1) // 2
-        pad = [0] * 6
-        pad[2 * (2 - ax)] = pad[2 * (2 - ax) + 1] = r
-        view = [1, 1, 1, 1, 1]
-        view[2 + ax] = len(k)
-        out = F.conv3d(F.pad(out, pad, mode="replicate"), k.view(view))
-    return out[0, 0]
-
-
-def _edt_torch(mask: Any, spacing: Sequence[float], cap: float) -> Any:
-    """Euclidean distance (µm) to the nearest background voxel, clamped at ``cap``.
-
-    Separable lower envelope of parabolas, each 1D pass over a window of
-    ``cap / spacing`` voxels: exact wherever the distance is below ``cap``; the
-    array edge is not background (as ``edt(..., black_border=False)``).
-    """
-    import torch
-
-    cap2 = float(cap) ** 2
-    d = torch.where(mask, torch.full_like(mask, cap2, dtype=torch.float32),
-                    torch.zeros_like(mask, dtype=torch.float32))
-    for ax, sp in enumerate(spacing):
-        n = d.shape[ax]
-        out = d.clone()
-        for k in range(1, min(n - 1, math.floor(cap / float(sp))) + 1):
-            add = float(np.float32((k * float(sp)) ** 2))
-            hi = out.narrow(ax, k, n - k)
-            torch.minimum(hi, d.narrow(ax, 0, n - k) + add, out=hi)
-            lo = out.narrow(ax, 0, n - k)
-            torch.minimum(lo, d.narrow(ax, k, n - k) + add, out=lo)
-        d = out
-    return torch.clamp(torch.sqrt(d), max=float(cap))
-
-
-def _flood_torch(image: np.ndarray, cfg: _FloodConfig, *, device: str = "cpu"
-                 ) -> _Basins | str | None:
-    """:func:`_flood_cpu` with torch on ``device``."""
-    import torch
-
-    with torch.no_grad():
-        x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
-        smooth = _smooth_torch(x, cfg.sigma_vox)
-        del x
-        mask = smooth > cfg.threshold
-        n_fg = int(mask.sum())
-        if n_fg == 0:
-            return None
-        if n_fg == mask.numel():
-            return "all"
-        f = None
-        if cfg.method in ("distance", "combined"):
-            f = _edt_torch(mask, cfg.spacing, cfg.cap_um) * cfg.inv_radius
-        if cfg.method in ("intensity", "combined"):
-            inten = (smooth - cfg.threshold) * cfg.inv_range
-            f = inten if f is None else f + float(np.float32(_INTENSITY_WEIGHT)) * inten
-        return _drain_torch(f, mask, smooth, cfg.spacing)
-
-
-def _drain_torch(f: Any, mask: Any, smooth: Any, spacing: Sequence[float]) -> _Basins:
-    """:func:`_drain_cpu` with dense torch ops (steepest ascent, pointer jumping)."""
-    import torch
-
-    shape = tuple(mask.shape)
-    dev = mask.device
-    neg_inf = torch.tensor(-math.inf, dtype=torch.float32, device=dev)
-    fm = torch.where(mask, f, neg_inf)
-    fpad = torch.nn.functional.pad(fm[None, None], (1, 1, 1, 1, 1, 1), value=-math.inf)[0, 0]
-    strides = (shape[1] * shape[2], shape[2], 1)
-    best = torch.full(shape, -math.inf, dtype=torch.float32, device=dev)
-    step = torch.zeros(shape, dtype=torch.int64, device=dev)
-    for ax, st in _DIRECTIONS:
-        sl = [slice(1, -1)] * 3
-        sl[ax] = slice(1 + st, shape[ax] + 1 + st)
-        slope = (fpad[tuple(sl)] - fm) * float(np.float32(1.0 / float(spacing[ax])))
-        better = slope > best
-        best = torch.where(better, slope, best)
-        step = torch.where(better, torch.full_like(step, st * strides[ax]), step)
-    flat_mask = mask.ravel()
-    up = (((best > 0) | ((best == 0) & (step > 0))) & mask).ravel()
-    idx = torch.arange(mask.numel(), device=dev)
-    parent = torch.where(up, idx + step.ravel(), idx)
-    del best, step
-    while True:
-        nxt = parent[parent]
-        if torch.equal(nxt, parent):
-            break
-        parent = nxt
-    is_root = flat_mask & ~up
-    bid = torch.cumsum(is_root.to(torch.int64), 0) - 1
-    dense = torch.where(flat_mask, bid[parent], torch.full_like(bid, -1)).view(shape)
-    ea, eb, sd = [], [], []
-    for ax in range(3):
-        n = shape[ax]
-        a, b = dense.narrow(ax, 0, n - 1), dense.narrow(ax, 1, n - 1)
-        cross = (a != b) & (a >= 0) & (b >= 0)
-        ea.append(a[cross])
-        eb.append(b[cross])
-        sd.append(torch.minimum(fm.narrow(ax, 0, n - 1)[cross], fm.narrow(ax, 1, n - 1)[cross]))
-    pos = torch.nonzero(flat_mask).ravel()
-    roots = torch.nonzero(is_root).ravel()
-
-    def host(t: Any) -> np.ndarray:
-        return t.cpu().numpy()
-
-    return _Basins(host(pos), host(dense.ravel()[pos]), host(smooth.ravel()[pos]),
-                   host(fm.ravel()[roots]), host(roots),
-                   (host(torch.cat(ea)), host(torch.cat(eb)), host(torch.cat(sd))))
-
-
 # -- global statistics -----------------------------------------------------------------
 def _otsu(values: np.ndarray, bins: int = 1024) -> tuple[float, float, float]:
     """Otsu's threshold and its two class means (range: 0.01-99.99th percentiles)."""
@@ -639,6 +449,8 @@ _R3 = np.array([1 / _PLASTIC, 1 / _PLASTIC**2, 1 / _PLASTIC**3])
 
 def _smoothed_sample(image: Any, sigma_vox: Sequence[float], budget: int) -> np.ndarray:
     """Smoothed voxels of the whole volume or of sub-blocks spread over it, 1D float32."""
+    from dls_microscopy.segment._watershed_cpu import _smooth_cpu
+
     shape = tuple(int(s) for s in image.shape)
     if math.prod(shape) <= budget:
         whole = image.compute() if hasattr(image, "compute") else image
@@ -663,5 +475,6 @@ def _smoothed_sample(image: Any, sigma_vox: Sequence[float], budget: int) -> np.
         import dask
 
         blocks = list(dask.compute(*blocks))
-    return np.concatenate([_smooth_cpu(np.asarray(b), sigma_vox)[c].ravel()
-                           for b, c in zip(blocks, cores, strict=True)])
+    return np.concatenate(
+        [_smooth_cpu(np.asarray(b), sigma_vox)[c].ravel() for b, c in zip(blocks, cores, strict=True)]
+    )

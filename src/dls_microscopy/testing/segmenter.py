@@ -59,7 +59,9 @@ class SegmenterTests:
             f"{segmenter.name!r} is not registered in the 'dls_microscopy.segmenters' entry points"
         )
 
-    def test_output_dtype_shape_and_consecutive_ids(self, segmenter: BaseSegmenter, sample: Any) -> None:
+    def test_output_dtype_shape_and_consecutive_ids(
+        self, segmenter: BaseSegmenter, sample: Any
+    ) -> None:
         image, spacing = sample
         labels = segmenter.segment(image, spacing=spacing)
         assert labels.shape == image.shape[-3:]
@@ -80,7 +82,9 @@ class SegmenterTests:
         halo = segmenter.halo(spacing)
         assert len(halo) == 3 and all(int(h) == h and h >= 0 for h in halo)
 
-    def test_blockwise_equals_whole(self, segmenter: BaseSegmenter, sample: Any, tmp_path: Any) -> None:
+    def test_blockwise_equals_whole(
+        self, segmenter: BaseSegmenter, sample: Any, tmp_path: Any
+    ) -> None:
         from dls_microscopy.io import open_volume, write_ome_zarr
         from dls_microscopy.segment.blockwise import segment_blockwise
         from dls_microscopy.segment.metrics import match_objects
@@ -90,8 +94,9 @@ class SegmenterTests:
         vol = open_volume(store)
         stats = segmenter.global_stats(vol.data, spacing=spacing)
         whole = segmenter.segment(image, spacing=spacing, stats=stats)
-        res = segment_blockwise(vol, segmenter, block_shape=self.blockwise_block_shape,
-                                stats=stats, workers=1)
+        res = segment_blockwise(
+            vol, segmenter, block_shape=self.blockwise_block_shape, stats=stats, workers=1
+        )
         assert res.plan.n_blocks > 1
         got = res.labels.load()
         n_whole = int(whole.max())
