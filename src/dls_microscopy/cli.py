@@ -332,7 +332,8 @@ def segment(
     else:
         out.print(
             f"{res.n_objects} objects → {res.path}  ({res.plan.n_blocks} blocks, "
-            f"{res.seam_qc['merged_pairs']} seam merges)"
+            f"{res.seam_qc['merged_pairs']} seam merges)",
+            soft_wrap=True,
         )
 
 
@@ -384,7 +385,7 @@ def evaluate(
     if as_json:
         out.print_json(json.dumps(result.to_dict()))
     else:
-        out.print(result.table())
+        out.print(result.table(), soft_wrap=True, highlight=False)
 
 
 # -- sample --------------------------------------------------------------------
