@@ -367,6 +367,8 @@ def _stitch(
         "faces": len(faces),
         "merged_pairs": merged,
         "merged_per_axis": dict(zip("zyx", merged_per_axis, strict=False)),
+        "merged_per_face_max": max((len(r[0]) for r in results), default=0),  # type: ignore[union-attr]
+        "merged_per_face_mean": float(merged / len(faces)) if faces else 0.0,
         "objects_touching_faces": int(touching),
         "unmatched_touching": int(max(0, touching - 2 * merged)),
         "min_merge_iou": float(ious.min()) if ious.size else None,
