@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 CLI := $(VENV)/bin/dls-microscopy
 DEMO_DIR ?= demo_output
+# Separately installable plugin packages, installed into the same .venv and tested by `make test`.
+PLUGINS := plugins/dls-microscopy-cellpose
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k zarr -x"`.
 PYTEST_ARGS ?=
 
@@ -13,11 +15,11 @@ PYTEST_ARGS ?=
 venv: $(VENV)/.installed
 
 # torch goes in first, pinned by constraints.txt, so that nothing pulls another build.
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$(PLUGINS))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -c constraints.txt torch torchvision
-	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]' $(addprefix -e ,$(PLUGINS))
 	touch $@
 
 demo: venv
@@ -34,15 +36,21 @@ demo: venv
 	@echo "Demo results are in $(abspath $(DEMO_DIR)): open the .ome.zarr stores with 'dls-microscopy info' or napari."
 
 # pytest exits 5 when it collected nothing: that must fail loudly, never pass.
+# Each plugin runs as its own pytest session so that its own configuration applies.
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; rc=1; fi; \
+	for p in $(PLUGINS); do \
+	  $(PY) -m pytest $$p $(PYTEST_ARGS); prc=$$?; \
+	  if [ $$prc -eq 5 ]; then echo "make test: no tests collected in $$p" >&2; prc=1; fi; \
+	  if [ $$rc -eq 0 ]; then rc=$$prc; fi; \
+	done; exit $$rc
 
 bench: venv
 	$(PY) benchmarks/run_io.py
 
 lint: venv
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks plugins
 	$(VENV)/bin/lint-imports
 
 clean:

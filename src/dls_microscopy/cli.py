@@ -27,7 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from dls_microscopy import __version__
-from dls_microscopy.errors import DlsError, InputError, OutputError
+from dls_microscopy.errors import DlsError, InputError, ModelNotFoundError, OutputError
 
 app = typer.Typer(
     name="dls-microscopy",
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str] | None) -> int:
     try:
         app(args=argv, standalone_mode=False)
-    except (InputError, OutputError) as exc:
+    except (InputError, OutputError, ModelNotFoundError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
     except DlsError as exc:

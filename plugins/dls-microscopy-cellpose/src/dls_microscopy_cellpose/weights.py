@@ -1,0 +1,137 @@
+"""Where Cellpose weights come from: an explicit file or cellpose's own model cache.
+
+Nothing here touches the network.  Cellpose itself downloads missing weights when a
+model is created by name (``CellposeModel()``); this plugin never does that: weights
+are an explicit file (parameter ``model_path``, CLI ``--model PATH``; a bare name such
+as ``--model cpsam`` is also looked up in the cache) or a file that cellpose's cache
+already holds (``$CELLPOSE_LOCAL_MODELS_PATH/NAME``, then ``~/.cellpose/models/NAME``).
+When neither exists, :class:`ModelNotFoundError` says where to put the file and how to
+fetch it on a machine with internet access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from dls_microscopy.errors import InputError, ModelNotFoundError
+
+__all__ = [
+    "CACHE_ENV",
+    "DEFAULT_MODEL",
+    "cache_dirs",
+    "download_url",
+    "find_weights",
+    "sha256_file",
+]
+
+#: cellpose 4's default model (``CellposeModel(pretrained_model="cpsam_v2")``)
+DEFAULT_MODEL = "cpsam_v2"
+#: environment variable naming cellpose's model folder
+CACHE_ENV = "CELLPOSE_LOCAL_MODELS_PATH"
+#: where cellpose downloads its models from (file name appended)
+_DOWNLOAD_BASE = "https://huggingface.co/mouseland/cellpose-sam/resolve/main/"
+_HASH_CHUNK = 1 << 22
+
+
+def cache_dirs() -> list[Path]:
+    """Cellpose's model folders, searched in this order.
+
+    ``$CELLPOSE_LOCAL_MODELS_PATH`` (when set), then ``~/.cellpose/models``.
+    Read at call time, so a changed environment is honoured.
+    """
+    dirs = []
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        dirs.append(Path(env).expanduser())
+    default = Path.home() / ".cellpose" / "models"
+    if default not in dirs:
+        dirs.append(default)
+    return dirs
+
+
+def download_url(model_name: str) -> str:
+    """The address cellpose fetches ``model_name`` from."""
+    return _DOWNLOAD_BASE + model_name
+
+
+def _check_name(model_name: str) -> None:
+    if not model_name or Path(model_name).name != model_name or model_name in (".", ".."):
+        raise InputError(
+            f"model_name must be a file name in cellpose's model folder, got {model_name!r}; "
+            "give a weights file with model_path / --model PATH instead"
+        )
+
+
+def _how_to_fetch(model_name: str, destination: Path) -> str:
+    url = download_url(model_name)
+    return (
+        f"This program never downloads weights. On a machine with internet access, fetch "
+        f"{url} (e.g. `curl -L -o {model_name} {url}`, or run `python -c \"from cellpose "
+        f"import models; models.CellposeModel(pretrained_model='{model_name}')\"`, which "
+        f"saves it as ~/.cellpose/models/{model_name}), then copy the file to {destination}"
+    )
+
+
+def find_weights(model_path: str | os.PathLike[str] | None = None, *,
+                 model_name: str = DEFAULT_MODEL) -> Path:
+    """The weights file to load.
+
+    Parameters
+    ----------
+    model_path : path-like, optional
+        An explicit weights file.  A bare file name that is not a file in the working
+        directory is also looked up in :func:`cache_dirs` (``--model cpsam``).
+    model_name : str
+        File name looked up in :func:`cache_dirs` when ``model_path`` is None.
+
+    Returns
+    -------
+    Path
+        An existing file.
+
+    Raises
+    ------
+    ModelNotFoundError
+        When the file is missing; the message says where to put it and how to fetch it.
+    InputError
+        For a ``model_name`` that is not a plain file name.
+    """
+    if model_path is not None:
+        path = Path(model_path).expanduser()
+        if path.is_file():
+            return path
+        if os.fspath(model_path) == path.name and path.name not in ("", ".", ".."):
+            # a bare name such as "cpsam": also look in cellpose's model folders
+            return _find_in_cache(path.name, also_looked=[path.resolve()])
+        what = "is a folder, not a weights file" if path.is_dir() else "not found"
+        raise ModelNotFoundError(
+            f"Cellpose weights file {what}. {_how_to_fetch(path.name or DEFAULT_MODEL, path)}.",
+            path=path,
+        )
+    _check_name(model_name)
+    return _find_in_cache(model_name)
+
+
+def _find_in_cache(model_name: str, *, also_looked: list[Path] | None = None) -> Path:
+    dirs = cache_dirs()
+    for folder in dirs:
+        candidate = folder / model_name
+        if candidate.is_file():
+            return candidate
+    looked = ", ".join(str(p) for p in [*(also_looked or []), *(d / model_name for d in dirs)])
+    raise ModelNotFoundError(
+        f"Cellpose weights {model_name!r} not found (looked in: {looked}). "
+        f"{_how_to_fetch(model_name, dirs[0] / model_name)} (or into the folder named by "
+        f"${CACHE_ENV}), or pass the file with --model PATH (parameter model_path)."
+    )
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB pieces."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
