@@ -132,7 +132,7 @@ def test_usage_error_exit_2(capsys):
 
 
 def test_every_command_help_has_example(capsys):
-    for cmd in ("info", "convert", "sample", "segment", "evaluate"):
+    for cmd in ("info", "convert", "sample", "segment", "evaluate", "features", "verify"):
         code, out, _ = run(capsys, cmd, "--help")
         assert code == 0
         assert "Example: dls-microscopy " + cmd in out

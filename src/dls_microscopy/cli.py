@@ -119,9 +119,7 @@ def _main(
 ) -> None:
     """DLS Microscopy command line."""
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(
-        level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
 
 
 # -- info ----------------------------------------------------------------------
@@ -129,12 +127,8 @@ def _main(
 
 @app.command(epilog="Example: dls-microscopy info image.ome.zarr --json")
 def info(
-    path: Annotated[
-        str, typer.Argument(help="Image: OME-Zarr, OME-TIFF/TIFF, or HDF5 as file.h5:/dataset.")
-    ],
-    series: Annotated[
-        int, typer.Option(help="Series (multi-series files) or n-th plate field.")
-    ] = 0,
+    path: Annotated[str, typer.Argument(help="Image: OME-Zarr, OME-TIFF/TIFF, or HDF5 as file.h5:/dataset.")],
+    series: Annotated[int, typer.Option(help="Series (multi-series files) or n-th plate field.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show shape, axes, dtype, spacing (µm), resolution levels, channels, labels and plate layout."""
@@ -151,9 +145,7 @@ def info(
     table = Table(title=str(path), show_header=False)
     for key, value in summary.items():
         if key == "levels":
-            value = "\n".join(
-                f"{i}: {lv['shape']}  spacing {lv['spacing_um']}" for i, lv in enumerate(value)
-            )
+            value = "\n".join(f"{i}: {lv['shape']}  spacing {lv['spacing_um']}" for i, lv in enumerate(value))
         elif key == "plate_layout":
             value = (
                 f"{len(value['wells'])} wells, {value['n_fields']} fields; rows {''.join(value['rows'])}, "
@@ -166,14 +158,10 @@ def info(
 # -- convert -------------------------------------------------------------------
 
 
-@app.command(
-    epilog="Example: dls-microscopy convert stack.ome.tif stack.ome.zarr --labels nuclei=masks.tif"
-)
+@app.command(epilog="Example: dls-microscopy convert stack.ome.tif stack.ome.zarr --labels nuclei=masks.tif")
 def convert(
     source: Annotated[str, typer.Argument(help="Input image (any readable format).")],
-    destination: Annotated[
-        Path, typer.Argument(help="Output .ome.zarr store (appears only when complete).")
-    ],
+    destination: Annotated[Path, typer.Argument(help="Output .ome.zarr store (appears only when complete).")],
     labels: Annotated[
         list[str] | None,
         typer.Option(help="Label image to include, NAME=PATH or PATH (name 'labels'); repeatable."),
@@ -182,21 +170,15 @@ def convert(
     ngff_version: Annotated[
         str, typer.Option("--ngff-version", help="0.5 (zarr v3, sharded) or 0.4 (zarr v2).")
     ] = "0.5",
-    chunks: Annotated[
-        int | None, typer.Option(help="Chunk edge in voxels (default 64 for 3D).")
-    ] = None,
+    chunks: Annotated[int | None, typer.Option(help="Chunk edge in voxels (default 64 for 3D).")] = None,
     shards: Annotated[
         int | None,
         typer.Option(help="Shard edge in voxels (default 2 chunks; 0 = no sharding)."),
     ] = None,
     compression: Annotated[str, typer.Option(help="zstd, lz4 or none (blosc).")] = "zstd",
     clevel: Annotated[int, typer.Option(help="Compression level.")] = 1,
-    levels: Annotated[
-        int | None, typer.Option(help="Number of pyramid levels (default: automatic).")
-    ] = None,
-    memory_budget: Annotated[
-        str, typer.Option(help="Pixel memory to use at once, e.g. 2GB.")
-    ] = "1GB",
+    levels: Annotated[int | None, typer.Option(help="Number of pyramid levels (default: automatic).")] = None,
+    memory_budget: Annotated[str, typer.Option(help="Pixel memory to use at once, e.g. 2GB.")] = "1GB",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
@@ -264,9 +246,7 @@ def segment(
     channel: Annotated[
         str | None, typer.Option(help="Channel index or name, for multi-channel images.")
     ] = None,
-    diameter: Annotated[
-        float | None, typer.Option(help="Expected object diameter in µm.")
-    ] = None,
+    diameter: Annotated[float | None, typer.Option(help="Expected object diameter in µm.")] = None,
     param: Annotated[
         list[str] | None, typer.Option(help="Segmenter parameter KEY=VALUE; repeatable.")
     ] = None,
@@ -277,9 +257,7 @@ def segment(
     memory_budget: Annotated[
         str, typer.Option(help="Memory for all workers, e.g. 2GB; sets the block size.")
     ] = "2GB",
-    device: Annotated[
-        str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")
-    ] = "auto",
+    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")] = "auto",
     workers: Annotated[
         int | None,
         typer.Option(help="Blocks processed in parallel (default: CPU count; 1 on GPU)."),
@@ -288,9 +266,7 @@ def segment(
     series: Annotated[int, typer.Option(help="Series / plate field of the input.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace existing labels of that name.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the result summary as JSON.")
-    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result summary as JSON.")] = False,
 ) -> None:
     """Segment a 3D image block by block and write stitched labels as NGFF labels (with pyramid)."""
     from dls_microscopy.io import open_volume
@@ -340,26 +316,16 @@ def segment(
 # -- evaluate ------------------------------------------------------------------
 
 
-@app.command(
-    epilog="Example: dls-microscopy evaluate pred.ome.zarr/labels/nuclei gt_labels.tif --json"
-)
+@app.command(epilog="Example: dls-microscopy evaluate pred.ome.zarr/labels/nuclei gt_labels.tif --json")
 def evaluate(
     pred: Annotated[
         str,
-        typer.Argument(
-            help="Predicted labels: a label image, or an OME-Zarr image with --pred-label."
-        ),
+        typer.Argument(help="Predicted labels: a label image, or an OME-Zarr image with --pred-label."),
     ],
     gt: Annotated[str, typer.Argument(help="Ground-truth labels (same shape).")],
-    pred_label: Annotated[
-        str | None, typer.Option(help="Name of the NGFF label image inside PRED.")
-    ] = None,
-    gt_label: Annotated[
-        str | None, typer.Option(help="Name of the NGFF label image inside GT.")
-    ] = None,
-    thresholds: Annotated[
-        str, typer.Option(help="IoU thresholds, comma-separated.")
-    ] = "0.5,0.75,0.9",
+    pred_label: Annotated[str | None, typer.Option(help="Name of the NGFF label image inside PRED.")] = None,
+    gt_label: Annotated[str | None, typer.Option(help="Name of the NGFF label image inside GT.")] = None,
+    thresholds: Annotated[str, typer.Option(help="IoU thresholds, comma-separated.")] = "0.5,0.75,0.9",
     restrict_to_gt: Annotated[
         bool, typer.Option(help="Sparse ground truth: ignore predictions overlapping no GT object.")
     ] = False,
@@ -371,9 +337,7 @@ def evaluate(
     try:
         ts = tuple(float(t) for t in thresholds.split(","))
     except ValueError as exc:
-        raise InputError(
-            f"--thresholds must be numbers separated by commas, got {thresholds!r}"
-        ) from exc
+        raise InputError(f"--thresholds must be numbers separated by commas, got {thresholds!r}") from exc
     result = evaluate_paths(
         pred,
         gt,
@@ -386,6 +350,98 @@ def evaluate(
         out.print_json(json.dumps(result.to_dict()))
     else:
         out.print(result.table(), soft_wrap=True, highlight=False)
+
+
+# -- features / verify ---------------------------------------------------------
+
+
+@app.command(epilog="Example: dls-microscopy features image.ome.zarr nuclei ./features --plate P1 --well B03")
+def features(
+    image: Annotated[str, typer.Argument(help="Image (OME-Zarr, OME-TIFF, TIFF, HDF5 file.h5:/dataset).")],
+    labels: Annotated[
+        str, typer.Argument(help="Label image path, or the name of a label image inside IMAGE.")
+    ],
+    outdir: Annotated[
+        Path, typer.Argument(help="Output folder (objects/images/wells .parquet, manifest.json).")
+    ],
+    channel: Annotated[
+        list[str] | None, typer.Option(help="Channel name or index to measure; repeatable (default: all).")
+    ] = None,
+    compartment: Annotated[str, typer.Option(help="Feature-name prefix, e.g. Nuclei or Cells.")] = "Nuclei",
+    plate: Annotated[str | None, typer.Option(help="Metadata_Plate (default: from an HCS plate).")] = None,
+    well: Annotated[str | None, typer.Option(help="Metadata_Well (default: from an HCS plate).")] = None,
+    site: Annotated[
+        int | None, typer.Option(help="Metadata_Site (default: the plate field, else 0).")
+    ] = None,
+    series: Annotated[int, typer.Option(help="Series / plate field of the input.")] = 0,
+    percentile: Annotated[
+        list[float] | None, typer.Option(help="Intensity percentile; repeatable (default 25, 50, 75).")
+    ] = None,
+    radial_shells: Annotated[int, typer.Option(help="Radial shells per object (0: none).")] = 4,
+    csv: Annotated[bool, typer.Option("--csv", help="Also write CSV copies of the tables.")] = False,
+    meshes: Annotated[
+        bool, typer.Option("--meshes", help="Also compute meshes (not available yet).")
+    ] = False,
+    embeddings: Annotated[str | None, typer.Option(help="Embedding model (not available yet).")] = None,
+    memory_budget: Annotated[str, typer.Option(help="Memory for all workers, e.g. 1GB.")] = "1GB",
+    workers: Annotated[int | None, typer.Option(help="Threads (default: usable cores, at most 4).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUTDIR.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result summary as JSON.")] = False,
+) -> None:
+    """Measure every labelled object (morphology, intensity) and write Parquet tables with a manifest."""
+    from dls_microscopy.pipeline.features import run_features
+
+    with RichProgress(enabled=progress and err.is_terminal) as bar:
+        res = run_features(
+            image,
+            labels,
+            outdir,
+            channels=[int(c) if c.isdigit() else c for c in channel] if channel else None,
+            compartment=compartment,
+            plate=plate,
+            well=well,
+            site=site,
+            series=series,
+            percentiles=tuple(percentile) if percentile else (25.0, 50.0, 75.0),
+            radial_shells=radial_shells,
+            csv=csv,
+            meshes=meshes,
+            embeddings=embeddings,
+            memory_budget=parse_size(memory_budget),
+            workers=workers,
+            progress=bar,
+            overwrite=overwrite,
+        )
+    if as_json:
+        out.print_json(json.dumps(res, default=str))
+    else:
+        out.print(f"{res['n_objects']} objects → {res['outdir']} ({', '.join(res['files'])})", soft_wrap=True)
+
+
+@app.command(epilog="Example: dls-microscopy verify ./features --recompute")
+def verify(
+    outdir: Annotated[Path, typer.Argument(help="Output folder with a manifest.json.")],
+    recompute: Annotated[
+        bool, typer.Option(help="Also re-run the recorded command and compare outputs byte for byte.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print mismatches as JSON.")] = False,
+) -> None:
+    """Check an output folder against its manifest (inputs, outputs, parameters); exit 1 on any mismatch."""
+    import dataclasses
+
+    from dls_microscopy.pipeline.provenance import verify_manifest
+
+    found = verify_manifest(outdir, recompute=recompute)
+    if as_json:
+        out.print_json(json.dumps([dataclasses.asdict(m) for m in found], default=str))
+    elif found:
+        for m in found:
+            out.print(str(m), highlight=False, soft_wrap=True)
+    else:
+        out.print(f"{outdir}: everything matches its manifest")
+    if found:
+        raise typer.Exit(1)
 
 
 # -- sample --------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Pipeline layer: configuration, runs, provenance and cluster backends."""

@@ -1,0 +1,299 @@
+"""File-to-folder feature extraction: image + labels → Parquet tables + manifest.
+
+This is what ``dls-microscopy features IMAGE LABELS OUTDIR`` calls.  The
+folder is built under a temporary name beside ``OUTDIR`` and renamed when
+complete (:func:`~dls_microscopy.io.atomic.atomic_directory`), so an
+interrupted run never leaves a folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dls_microscopy.blocks import ProgressCallback
+from dls_microscopy.errors import InputError
+from dls_microscopy.features.measure import DEFAULT_MEMORY_BUDGET, measure_objects
+from dls_microscopy.features.tables import (
+    IMAGE_KEYS,
+    WELL_KEYS,
+    aggregate_table,
+    objects_table,
+    write_csv,
+    write_parquet,
+)
+from dls_microscopy.io.atomic import atomic_directory
+from dls_microscopy.volume import Volume
+
+__all__ = ["open_feature_inputs", "run_features"]
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT = "dls_microscopy.pipeline.features:run_features"
+
+
+def open_feature_inputs(
+    image_path: str | os.PathLike[str],
+    labels: str | os.PathLike[str],
+    *,
+    channels: Sequence[int | str] | None = None,
+    time_point: int | None = None,
+    series: int = 0,
+) -> tuple[Volume, Volume, Any]:
+    """Open the image and its labels lazily and check that they belong together.
+
+    ``labels`` is a path (any readable format, or an NGFF label group), or the
+    name of a label image stored in the OME-Zarr ``image_path``.
+
+    Returns
+    -------
+    image, labels : Volume
+        Both with spatial axes ``zyx`` only besides the image's ``c``.
+    data : (C, Z, Y, X) dask array
+        The selected channels.
+    """
+    from dls_microscopy.io import open_labels, open_volume, split_dataset_path
+
+    image = open_volume(image_path, series=series)
+    if split_dataset_path(labels)[0].exists():
+        lab = open_volume(labels)
+    elif str(labels) in image.labels:
+        lab = open_labels(image_path, str(labels))
+    else:
+        avail = ", ".join(image.labels) or "none"
+        raise InputError(
+            f"labels {os.fspath(labels)!r} is neither an existing path nor a label image of the "
+            f"image (its label images: {avail})"
+        )
+    image = _drop_time(image, time_point)
+    lab = _drop_time(lab, time_point)
+    if "c" in lab.axes:
+        if lab.n_channels != 1:
+            raise InputError(f"labels have {lab.n_channels} channels; expected one", path=lab.source)
+        lab = lab.select(c=0)
+    image.require_spatial_ndim(3)
+    lab.require_spatial_ndim(3)
+    if image.spatial_shape != lab.spatial_shape:
+        raise InputError(
+            f"image and labels differ in shape: image {image.spatial_shape} (zyx) vs labels "
+            f"{lab.spatial_shape} (zyx)",
+            path=lab.source,
+        )
+    if not np.allclose(image.spacing, lab.spacing, rtol=1e-4):
+        warnings.warn(
+            f"labels spacing {lab.spacing} µm differs from the image's {image.spacing} µm; using the image's",
+            UserWarning,
+            stacklevel=3,
+        )
+    data = image.data if "c" in image.axes else image.data[None]
+    names = list(image.channel_names)
+    if channels is not None:
+        index = [_channel_index(c, names, image.source) for c in channels]
+        if len(set(index)) != len(index):
+            raise InputError(f"channels listed twice: {list(channels)}")
+        data = data[index]
+        names = [names[i] for i in index]
+    return image, lab, (data, tuple(names))
+
+
+def _drop_time(vol: Volume, time_point: int | None) -> Volume:
+    if "t" not in vol.axes:
+        return vol
+    if time_point is None and vol.axis_size("t") > 1:
+        raise InputError(
+            f"the data has {vol.axis_size('t')} time points; choose one (time_point)", path=vol.source
+        )
+    return vol.select(t=time_point or 0)
+
+
+def _channel_index(c: int | str, names: list[str], source: Any) -> int:
+    if isinstance(c, str) and not c.isdigit():
+        if c not in names:
+            raise InputError(f"no channel named {c!r} (channels: {', '.join(names)})", path=source)
+        return names.index(c)
+    i = int(c)
+    if not -len(names) <= i < len(names):
+        raise InputError(f"channel {i} out of range (0..{len(names) - 1})", path=source)
+    return i % len(names)
+
+
+def run_features(
+    image_path: str | os.PathLike[str],
+    labels_path_or_name: str | os.PathLike[str],
+    outdir: str | os.PathLike[str],
+    *,
+    channels: Sequence[int | str] | None = None,
+    compartment: str = "Nuclei",
+    plate: str | None = None,
+    well: str | None = None,
+    site: int | None = None,
+    image_id: str | None = None,
+    series: int = 0,
+    time_point: int | None = None,
+    percentiles: Sequence[float] = (25.0, 50.0, 75.0),
+    radial_shells: int = 4,
+    csv: bool = False,
+    meshes: bool = False,
+    embeddings: str | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Measure every object of a label image and write the tables and a manifest.
+
+    Writes ``objects.parquet`` (one row per object), ``images.parquet``
+    (count, mean and median of every feature for the image), ``wells.parquet``
+    (the same per well, when the well is known), ``.csv`` copies with
+    ``csv=True``, and ``manifest.json``.
+
+    Parameters
+    ----------
+    image_path : path
+        Image (OME-Zarr, OME-TIFF, TIFF, HDF5 ``file.h5:/dataset``).
+    labels_path_or_name : path or str
+        Label image path, or the name of a label image inside the OME-Zarr image.
+    outdir : path
+        Output folder (created; must not exist unless ``overwrite``).
+    channels : sequence of int or str, optional
+        Channels to measure (default all).
+    compartment : str
+        Feature-name prefix (``"Nuclei"``, ``"Cells"``...).
+    plate, well, site, image_id : optional
+        Metadata columns; default from the plate layout of an HCS OME-Zarr,
+        else ``""``/0; ``image_id`` defaults to the image's file name.
+    series, time_point : int, optional
+        Series (or plate field) and time point to use.
+    percentiles, radial_shells
+        See :func:`~dls_microscopy.features.measure_objects`.
+    csv : bool
+        Also write CSV files.
+    meshes, embeddings
+        Not available yet (raise :class:`InputError`).
+    memory_budget, workers, progress
+        Resources and progress callback.
+    overwrite : bool
+        Replace an existing ``outdir`` (only once the new one is complete).
+
+    Returns
+    -------
+    dict
+        ``outdir``, ``n_objects``, ``files`` (names written), ``timings_s``.
+
+    Raises
+    ------
+    InputError
+        Unreadable or mismatched inputs, bad parameters.
+    OutputError
+        ``outdir`` exists (without ``overwrite``) or cannot be written.
+    """
+    if meshes:
+        raise InputError("meshes are not available yet in 'features' (see dls-microscopy geometry)")
+    if embeddings:
+        raise InputError(f"embeddings ({embeddings!r}) are not available yet")
+    t0 = time.perf_counter()
+    image, _labels, (data, names) = open_feature_inputs(
+        image_path, labels_path_or_name, channels=channels, time_point=time_point, series=series
+    )
+    meta = image.metadata
+    plate = plate if plate is not None else str(meta.get("plate", ""))
+    well = well if well is not None else str(meta.get("well", ""))
+    site = site if site is not None else int(meta.get("field", 0))
+    image_id = image_id if image_id is not None else Path(os.fspath(image_path)).name
+    t_open = time.perf_counter()
+    m = measure_objects(
+        data,
+        _labels.data,
+        spacing=image.spacing,
+        channel_names=names,
+        percentiles=percentiles,
+        radial_shells=radial_shells,
+        memory_budget=memory_budget,
+        workers=workers,
+        progress=progress,
+    )
+    t_measure = time.perf_counter()
+    objects = objects_table(m, compartment=compartment, plate=plate, well=well, site=site, image_id=image_id)
+    where = {
+        "Metadata_Plate": plate,
+        "Metadata_Well": well,
+        "Metadata_Site": np.int32(site),
+        "Metadata_ImageID": image_id,
+    }
+    tables = {
+        "objects": objects,
+        "images": aggregate_table(objects, IMAGE_KEYS, compartment=compartment, empty_group=where),
+    }
+    if well:
+        tables["wells"] = aggregate_table(objects, WELL_KEYS, compartment=compartment, empty_group=where)
+    arguments = {
+        "image_path": str(Path(os.fspath(image_path)).absolute()),
+        "labels_path_or_name": _labels_argument(labels_path_or_name),
+        "channels": list(channels) if channels is not None else None,
+        "compartment": compartment,
+        "plate": plate,
+        "well": well,
+        "site": site,
+        "image_id": image_id,
+        "series": series,
+        "time_point": time_point,
+        "percentiles": [float(q) for q in percentiles],
+        "radial_shells": int(radial_shells),
+        "csv": bool(csv),
+        "memory_budget": int(memory_budget),
+        "workers": workers,
+    }
+    files = []
+    with atomic_directory(Path(outdir), overwrite=overwrite) as tmp:
+        for name, table in tables.items():
+            write_parquet(table, tmp / f"{name}.parquet")
+            files.append(f"{name}.parquet")
+            if csv:
+                write_csv(table, tmp / f"{name}.csv")
+                files.append(f"{name}.csv")
+        t_write = time.perf_counter()
+        from dls_microscopy.pipeline.provenance import write_manifest
+
+        inputs = {"image": image_path}
+        if _labels.source is not None and Path(_labels.source) != Path(os.fspath(image_path)):
+            inputs["labels"] = _labels.source
+        timings = {
+            "open": t_open - t0,
+            "measure": t_measure - t_open,
+            "write": t_write - t_measure,
+        }
+        write_manifest(
+            tmp,
+            command="features",
+            inputs=inputs,
+            parameters=arguments,
+            entry_point=ENTRY_POINT,
+            arguments=arguments,
+            timings=timings,
+            seeds={},
+        )
+        files.append("manifest.json")
+    log.info("features: %d objects → %s", m.n_objects, outdir)
+    return {
+        "outdir": str(Path(outdir).absolute()),
+        "n_objects": m.n_objects,
+        "channels": list(names),
+        "files": files,
+        "timings_s": {k: round(v, 3) for k, v in {**timings, "total": time.perf_counter() - t0}.items()},
+    }
+
+
+def _labels_argument(labels: str | os.PathLike[str]) -> str:
+    from dls_microscopy.io import split_dataset_path
+
+    file_path, internal = split_dataset_path(labels)
+    if not file_path.exists():
+        return os.fspath(labels)  # a label name inside the image
+    return str(file_path.absolute()) + (f":{internal}" if internal else "")

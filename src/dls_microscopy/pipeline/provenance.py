@@ -1,0 +1,356 @@
+"""Provenance of an output folder: ``manifest.json`` and its verification.
+
+The manifest records what produced the folder: every input (path, size,
+sha256 of its metadata files and of its data chunks, streamed), the
+parameters and the function that ran with them, software versions, model
+hashes, seeds, timings, and the sha256 of every output file.  Its own digest
+(``manifest_sha256``, over the canonical JSON of everything else) reveals
+edits of the manifest itself.
+
+:func:`verify_manifest` recomputes the digests and reports every mismatch;
+with ``recompute=True`` it also re-runs the recorded function with the
+recorded parameters into a scratch folder and compares the outputs byte for
+byte (outputs are deterministic on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dls_microscopy.errors import InputError
+
+__all__ = [
+    "MANIFEST_NAME",
+    "Mismatch",
+    "digest_file",
+    "digest_input",
+    "software_versions",
+    "verify_manifest",
+    "write_manifest",
+]
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "dls-microscopy-manifest"
+MANIFEST_VERSION = 1
+_READ_BYTES = 8 * 2**20
+#: Files of a zarr store that are metadata; every other file is a chunk (or shard).
+_ZARR_METADATA = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
+_PACKAGES = (
+    "dls-microscopy",
+    "numpy",
+    "scipy",
+    "dask",
+    "zarr",
+    "numcodecs",
+    "pyarrow",
+    "scikit-image",
+    "tifffile",
+    "imagecodecs",
+    "h5py",
+    "tensorstore",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mismatch:
+    """One difference between a manifest and what is on disk now.
+
+    Attributes
+    ----------
+    kind : str
+        ``"manifest"``, ``"input"``, ``"output"`` or ``"recompute"``.
+    item : str
+        The input path, output file or manifest entry concerned.
+    field : str
+        What differs (``"sha256_data"``, ``"size"``, ``"exists"``...).
+    expected, actual : object
+        Recorded and current values.
+    """
+
+    kind: str
+    item: str
+    field: str
+    expected: Any
+    actual: Any
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.item}: {self.field} was {self.expected!r}, now {self.actual!r}"
+
+
+# -- digests -----------------------------------------------------------------------
+
+
+def digest_file(path: Path) -> str:
+    """sha256 of a file's bytes, read in 8 MiB pieces."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(_READ_BYTES):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _walk(root: Path) -> list[Path]:
+    return sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
+
+
+def digest_input(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Size and digests of an input file or store.
+
+    A directory (zarr store) gets ``sha256_metadata`` over its metadata files
+    and ``sha256_data`` over the digests of all other files (chunks, shards),
+    each keyed by its relative path, so a moved, added, removed or changed
+    chunk changes the digest.  A file gets ``sha256_data`` of its bytes.
+    An HDF5 ``"file.h5:/dataset"`` path is digested as the file.
+    """
+    from dls_microscopy.io import split_dataset_path
+
+    file_path, internal = split_dataset_path(path)
+    p = Path(file_path).absolute()
+    if not p.exists():
+        raise InputError("input does not exist", path=p)
+    entry: dict[str, Any] = {"path": str(p)}
+    if internal:
+        entry["dataset"] = internal
+    if p.is_dir():
+        meta, data = hashlib.sha256(), hashlib.sha256()
+        size = n = 0
+        for f in _walk(p):
+            rel = f.relative_to(p).as_posix().encode()
+            size += f.stat().st_size
+            n += 1
+            if f.name in _ZARR_METADATA:
+                content = f.read_bytes()
+                meta.update(rel + b"\0" + str(len(content)).encode() + b"\0" + content)
+            else:
+                data.update(rel + b"\0" + digest_file(f).encode() + b"\n")
+        entry.update(
+            kind="directory",
+            size=size,
+            n_files=n,
+            sha256_metadata=meta.hexdigest(),
+            sha256_data=data.hexdigest(),
+        )
+    else:
+        entry.update(kind="file", size=p.stat().st_size, n_files=1, sha256_data=digest_file(p))
+    return entry
+
+
+def _digest_outputs(outdir: Path) -> list[dict[str, Any]]:
+    return [
+        {"path": f.relative_to(outdir).as_posix(), "size": f.stat().st_size, "sha256": digest_file(f)}
+        for f in _walk(outdir)
+        if f.relative_to(outdir).as_posix() != MANIFEST_NAME
+    ]
+
+
+def software_versions(packages: Iterable[str] = _PACKAGES) -> dict[str, Any]:
+    """Python, platform and installed versions of the packages that shape the results."""
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions}
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _self_digest(manifest: Mapping[str, Any]) -> str:
+    return hashlib.sha256(
+        _canonical({k: v for k, v in manifest.items() if k != "manifest_sha256"})
+    ).hexdigest()
+
+
+# -- writing -----------------------------------------------------------------------
+
+
+def write_manifest(
+    outdir: str | os.PathLike[str],
+    *,
+    command: str,
+    inputs: Mapping[str, str | os.PathLike[str]],
+    parameters: Mapping[str, Any],
+    entry_point: str | None = None,
+    arguments: Mapping[str, Any] | None = None,
+    timings: Mapping[str, float] | None = None,
+    models: Sequence[Mapping[str, Any]] = (),
+    seeds: Mapping[str, int] | None = None,
+) -> Path:
+    """Write ``outdir/manifest.json`` describing the files already in ``outdir``.
+
+    Call it last: the digests of all other files in ``outdir`` are recorded.
+
+    Parameters
+    ----------
+    outdir : path
+        The output folder.
+    command : str
+        What ran (e.g. ``"features"``).
+    inputs : mapping
+        Role → input path (``{"image": ..., "labels": ...}``).
+    parameters : mapping
+        JSON-serialisable parameters as given.
+    entry_point : str, optional
+        ``"module:function"`` that re-creates the outputs when called with
+        ``**arguments, outdir=..., overwrite=True`` (enables ``recompute``).
+    arguments : mapping, optional
+        Keyword arguments of ``entry_point`` (defaults to ``parameters``).
+    timings : mapping, optional
+        Seconds per stage.
+    models : sequence of mapping
+        Model name, version and sha256 of weights used, if any.
+    seeds : mapping, optional
+        Random seeds used, if any.
+
+    Returns
+    -------
+    Path
+        The manifest.
+    """
+    out = Path(outdir)
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "command": command,
+        "inputs": {role: digest_input(p) for role, p in inputs.items()},
+        "parameters": dict(parameters),
+        "entry_point": entry_point,
+        "arguments": dict(arguments if arguments is not None else parameters),
+        "software": software_versions(),
+        "models": [dict(m) for m in models],
+        "seeds": dict(seeds or {}),
+        "timings_s": {k: round(float(v), 6) for k, v in (timings or {}).items()},
+        "outputs": _digest_outputs(out),
+    }
+    _canonical(manifest)  # raises TypeError early for values JSON cannot hold
+    manifest["manifest_sha256"] = _self_digest(manifest)
+    path = out / MANIFEST_NAME
+    path.write_text(
+        json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    return path
+
+
+# -- verification --------------------------------------------------------------------
+
+
+def read_manifest(outdir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of ``outdir``; :class:`InputError` when absent or not a manifest."""
+    path = Path(outdir) / MANIFEST_NAME
+    if not path.is_file():
+        raise InputError(f"no {MANIFEST_NAME} in this folder", path=Path(outdir))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"manifest is not valid JSON: {exc}", path=path) from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise InputError("not a dls-microscopy manifest", path=path)
+    return manifest
+
+
+def verify_manifest(outdir: str | os.PathLike[str], *, recompute: bool = False) -> list[Mismatch]:
+    """Compare an output folder and its inputs with its manifest.
+
+    Parameters
+    ----------
+    outdir : path
+        A folder with ``manifest.json``.
+    recompute : bool
+        Also re-run the recorded ``entry_point`` with the recorded arguments
+        into a scratch folder and compare every output file's sha256.
+
+    Returns
+    -------
+    list of Mismatch
+        Empty when everything matches.
+
+    Raises
+    ------
+    InputError
+        No manifest, or not a manifest.
+    """
+    out = Path(outdir)
+    manifest = read_manifest(out)
+    found: list[Mismatch] = []
+    recorded = manifest.get("manifest_sha256")
+    actual = _self_digest(manifest)
+    if recorded != actual:
+        found.append(Mismatch("manifest", MANIFEST_NAME, "manifest_sha256", recorded, actual))
+    for role, entry in sorted(manifest.get("inputs", {}).items()):
+        found += _check_input(role, entry)
+    found += _check_outputs(out, manifest.get("outputs", []))
+    if recompute:
+        found += _recompute(manifest)
+    return found
+
+
+def _check_input(role: str, entry: Mapping[str, Any]) -> list[Mismatch]:
+    path = entry.get("path", "")
+    item = f"{role} ({path})"
+    target = f"{path}:{entry['dataset']}" if entry.get("dataset") else path
+    try:
+        now = digest_input(target)
+    except InputError:
+        return [Mismatch("input", item, "exists", True, False)]
+    return [
+        Mismatch("input", item, key, entry.get(key), now.get(key))
+        for key in ("kind", "size", "n_files", "sha256_metadata", "sha256_data")
+        if entry.get(key) != now.get(key)
+    ]
+
+
+def _check_outputs(out: Path, outputs: Sequence[Mapping[str, Any]]) -> list[Mismatch]:
+    found = []
+    listed = {o["path"] for o in outputs}
+    for o in outputs:
+        f = out / o["path"]
+        if not f.is_file():
+            found.append(Mismatch("output", o["path"], "exists", True, False))
+            continue
+        if f.stat().st_size != o.get("size"):
+            found.append(Mismatch("output", o["path"], "size", o.get("size"), f.stat().st_size))
+        digest = digest_file(f)
+        if digest != o.get("sha256"):
+            found.append(Mismatch("output", o["path"], "sha256", o.get("sha256"), digest))
+    for extra in _digest_outputs(out):
+        if extra["path"] not in listed:
+            found.append(Mismatch("output", extra["path"], "exists", False, True))
+    return found
+
+
+def _recompute(manifest: Mapping[str, Any]) -> list[Mismatch]:
+    entry = manifest.get("entry_point")
+    if not entry:
+        return [Mismatch("recompute", "entry_point", "available", True, False)]
+    module, _, name = str(entry).partition(":")
+    try:
+        func = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        return [Mismatch("recompute", str(entry), "importable", True, f"{type(exc).__name__}: {exc}")]
+    scratch = Path(tempfile.mkdtemp(prefix="dls-verify-"))
+    try:
+        redo = scratch / "out"
+        func(**dict(manifest.get("arguments", {})), outdir=redo, overwrite=True)
+        again = {o["path"]: o["sha256"] for o in _digest_outputs(redo)}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    found = []
+    recorded = {o["path"]: o.get("sha256") for o in manifest.get("outputs", [])}
+    for path in sorted(set(recorded) | set(again)):
+        if recorded.get(path) != again.get(path):
+            found.append(Mismatch("recompute", path, "sha256", recorded.get(path), again.get(path)))
+    return found

@@ -1,0 +1,130 @@
+"""manifest.json: digests of inputs and outputs, and verification that finds every change."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from dls_microscopy.errors import InputError
+from dls_microscopy.pipeline.provenance import (
+    MANIFEST_NAME,
+    digest_input,
+    verify_manifest,
+    write_manifest,
+)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A small zarr-like directory: metadata files and chunk files."""
+    root = tmp_path / "in.zarr"
+    (root / "0" / "c" / "0").mkdir(parents=True)
+    (root / "zarr.json").write_text('{"zarr_format": 3}')
+    (root / "0" / "zarr.json").write_text('{"shape": [2]}')
+    (root / "0" / "c" / "0" / "0").write_bytes(b"\x01\x02\x03")
+    (root / "0" / "c" / "0" / "1").write_bytes(b"\x04\x05")
+    return root
+
+
+def _output(tmp_path, store, **params):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "table.csv").write_text("a,b\n1,2\n")
+    write_manifest(out, command="test", inputs={"image": store}, parameters=params or {"k": 1})
+    return out
+
+
+def test_digest_separates_metadata_and_chunks(store, tmp_path):
+    d = digest_input(store)
+    assert d["kind"] == "directory" and d["n_files"] == 4 and d["size"] == 3 + 2 + 18 + 14
+    (store / "0" / "c" / "0" / "1").write_bytes(b"\x04\x06")
+    d2 = digest_input(store)
+    assert d2["sha256_metadata"] == d["sha256_metadata"] and d2["sha256_data"] != d["sha256_data"]
+    (store / "0" / "zarr.json").write_text('{"shape": [3]}')
+    assert digest_input(store)["sha256_metadata"] != d["sha256_metadata"]
+    f = tmp_path / "image.tif"
+    f.write_bytes(b"II*\x00" + bytes(100))
+    assert digest_input(f)["kind"] == "file" and digest_input(f)["size"] == 104
+    with pytest.raises(InputError, match="does not exist"):
+        digest_input(tmp_path / "missing")
+
+
+def test_clean_folder_verifies(store, tmp_path):
+    out = _output(tmp_path, store)
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["outputs"] == [
+        {"path": "table.csv", "size": 8, "sha256": manifest["outputs"][0]["sha256"]}
+    ]
+    assert {"python", "packages"} <= set(manifest["software"])
+    assert verify_manifest(out) == []
+
+
+def test_changed_input_byte_is_reported(store, tmp_path):
+    out = _output(tmp_path, store)
+    chunk = store / "0" / "c" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[1] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    found = verify_manifest(out)
+    assert [(m.kind, m.field) for m in found] == [("input", "sha256_data")]
+    assert "image" in str(found[0])
+
+
+def test_removed_input_changed_output_and_extra_file(store, tmp_path):
+    out = _output(tmp_path, store)
+    (out / "table.csv").write_text("a,b\n1,3\n")
+    (out / "extra.txt").write_text("x")
+    shutil.rmtree(store)
+    found = {(m.kind, m.item, m.field) for m in verify_manifest(out)}
+    assert ("output", "table.csv", "sha256") in found
+    assert ("output", "extra.txt", "exists") in found
+    assert any(kind == "input" and field == "exists" for kind, _, field in found)
+
+
+def test_edited_parameter_is_reported(store, tmp_path):
+    out = _output(tmp_path, store, threshold=0.5)
+    path = out / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    manifest["parameters"]["threshold"] = 0.6
+    path.write_text(json.dumps(manifest))
+    found = verify_manifest(out)
+    assert [(m.kind, m.field) for m in found] == [("manifest", "manifest_sha256")]
+
+
+def test_missing_or_foreign_manifest(tmp_path):
+    with pytest.raises(InputError, match=r"no manifest\.json"):
+        verify_manifest(tmp_path)
+    (tmp_path / MANIFEST_NAME).write_text("{}")
+    with pytest.raises(InputError, match="not a dls-microscopy manifest"):
+        verify_manifest(tmp_path)
+    with pytest.raises(TypeError):
+        write_manifest(tmp_path, command="x", inputs={}, parameters={"bad": object()})
+
+
+def test_features_run_recompute_detects_changed_parameter(tmp_path):
+    """End to end: run_features' manifest; recompute re-runs the recorded arguments."""
+    from dls_microscopy.io import write_ome_zarr
+    from dls_microscopy.pipeline.features import run_features
+
+    rng = np.random.default_rng(0)
+    labels = np.zeros((6, 20, 24), np.uint16)
+    labels[1:4, 2:9, 3:10], labels[2:6, 11:18, 12:22] = 1, 2
+    image = rng.integers(100, 400, (1, *labels.shape)).astype(np.uint16)
+    src = write_ome_zarr(
+        image, tmp_path / "img.ome.zarr", axes="czyx", spacing=(1, 0.5, 0.5), labels={"n": labels}
+    )
+    out = tmp_path / "features"
+    run_features(src, "n", out)
+    assert verify_manifest(out, recompute=True) == []
+    path = out / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    manifest["arguments"]["percentiles"] = [10.0, 50.0]
+    manifest["parameters"]["percentiles"] = [10.0, 50.0]
+    path.write_text(json.dumps(manifest))
+    found = verify_manifest(out, recompute=True)
+    kinds = {(m.kind, m.item) for m in found}
+    assert ("manifest", MANIFEST_NAME) in kinds
+    assert ("recompute", "objects.parquet") in kinds
