@@ -10,6 +10,7 @@ letters and transposed (lazily) into that order.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -159,6 +160,17 @@ def _check_extent(series: tifffile.TiffPageSeries, path: Path) -> None:
 _CACHE_LOCK = threading.Lock()
 _CACHE: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
 _CACHE_SIZE = 16
+
+
+@atexit.register
+def _close_cached_files() -> None:
+    """Close this process's cached TIFF handles at exit (no ResourceWarning)."""
+    with _CACHE_LOCK:
+        for entry in _CACHE.values():
+            tif = entry.get("tif")
+            if tif is not None:
+                tif.close()
+        _CACHE.clear()
 
 
 def _stamp(path: Path) -> Stamp:
