@@ -132,7 +132,7 @@ def test_usage_error_exit_2(capsys):
 
 
 def test_every_command_help_has_example(capsys):
-    for cmd in ("info", "convert", "sample", "segment", "evaluate", "features", "verify"):
+    for cmd in ("info", "convert", "sample", "segment", "evaluate", "features", "verify", "mesh"):
         code, out, _ = run(capsys, cmd, "--help")
         assert code == 0
         assert "Example: dls-microscopy " + cmd in out
@@ -168,3 +168,21 @@ def test_evaluate_json(capsys, store):
     assert code == 0, err
     res = json.loads(out)
     assert json.dumps(res).count('"f1": 1.0') == 2
+
+
+def test_mesh_command_writes_meshes_and_descriptors(capsys, store, tmp_path):
+    import pyarrow.parquet as pq
+    import trimesh
+
+    out = tmp_path / "meshes"
+    code, stdout, err = run(capsys, "mesh", str(store), str(out), "--label-name", "nuclei",
+                            "--descriptors", str(tmp_path / "shape.parquet"), "--json", "--no-progress")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["n_objects"] == 1
+    glb = next(out.glob("*.glb"))
+    scene = trimesh.load(glb)
+    mesh = next(iter(scene.geometry.values()))
+    assert mesh.is_watertight and mesh.volume > 0
+    table = pq.read_table(tmp_path / "shape.parquet")
+    assert table.num_rows == 1

@@ -1,0 +1,133 @@
+"""Mesh files (PLY, OBJ, STL, GLB) read back by trimesh; the mesh command end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import trimesh
+
+from dls_microscopy.errors import InputError, OutputError
+from dls_microscopy.geometry import GlbWriter, export_meshes_command, mesh_objects, write_mesh_file
+from dls_microscopy.io import write_ome_zarr
+
+SPACING = (2.0, 0.5, 0.25)
+
+
+@pytest.fixture(scope="module")
+def labels():
+    lab = np.zeros((10, 24, 30), np.uint32)
+    lab[2:7, 3:12, 4:20] = 5
+    lab[1:9, 14:23, 10:28] = 70_000
+    lab[0, 0, 0] = 3  # single voxel at the border
+    return lab
+
+
+@pytest.fixture(scope="module")
+def meshes(labels):
+    return {m.id: m for m in mesh_objects(labels, spacing=SPACING, smooth=5)}
+
+
+@pytest.mark.parametrize("fmt", ["ply", "obj", "stl"])
+def test_object_files_round_trip(tmp_path, meshes, fmt):
+    for m in meshes.values():
+        path = write_mesh_file(m, tmp_path / f"o{m.id}.{fmt}")
+        back = trimesh.load(path, process=False, force="mesh")
+        if fmt == "stl":  # STL stores triangles only: merge corners to compare
+            back.merge_vertices()
+        assert back.is_watertight and back.is_winding_consistent
+        assert back.volume == pytest.approx(m.volume_um3, rel=1e-5)
+        assert back.area == pytest.approx(m.surface_area_um2, rel=1e-5)
+        v, _ = m.xyz()
+        np.testing.assert_allclose(back.bounds, [v.min(axis=0), v.max(axis=0)], rtol=1e-6)
+    assert str(next(iter(meshes))) in (tmp_path / f"o{next(iter(meshes))}.{fmt}").read_bytes()[:200].decode(
+        "ascii", "replace"
+    )
+
+
+def test_unknown_format_raises(tmp_path, meshes):
+    with pytest.raises(InputError, match="unknown mesh format"):
+        write_mesh_file(next(iter(meshes.values())), tmp_path / "x.vtk")
+
+
+def test_glb_scene_has_one_node_per_object_named_by_id(tmp_path, meshes):
+    path = tmp_path / "all.glb"
+    with GlbWriter(path) as glb:
+        for m in meshes.values():
+            glb.add(m)
+    scene = trimesh.load(path)
+    assert set(scene.graph.nodes_geometry) == {str(i) for i in meshes}
+    for name in scene.graph.nodes_geometry:
+        transform, geom = scene.graph[name]
+        np.testing.assert_allclose(transform, np.eye(4))
+        g = scene.geometry[geom]
+        m = meshes[int(name)]
+        assert g.is_watertight
+        assert g.volume == pytest.approx(m.volume_um3, rel=1e-5)
+
+
+def test_empty_glb_is_valid(tmp_path):
+    path = tmp_path / "empty.glb"
+    with GlbWriter(path):
+        pass
+    assert len(trimesh.load(path).geometry) == 0
+
+
+@pytest.mark.parametrize("fmt", ["glb", "stl"])
+def test_mesh_command_writes_meshes_manifest_and_descriptors(tmp_path, labels, fmt):
+    store = tmp_path / "img.ome.zarr"
+    write_ome_zarr(labels, store, axes="zyx", spacing=SPACING)
+    calls = []
+    summary = export_meshes_command(
+        store,
+        tmp_path / "out",
+        fmt=fmt,
+        smooth=10,
+        decimate=0.5,
+        descriptors_path=tmp_path / "d.parquet",
+        progress=lambda *a: calls.append(a),
+    )
+    assert summary["n_objects"] == 3 and summary["n_not_watertight"] == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["units"] == "micrometre" and manifest["axes"] == "xyz"
+    assert {o["id"] for o in manifest["objects"]} == {3, 5, 70_000}
+    for entry in manifest["objects"]:
+        path = tmp_path / "out" / entry["file"]
+        assert path.is_file()
+        if fmt == "stl":
+            assert trimesh.load(path).volume == pytest.approx(entry["volume_um3"], rel=1e-4)
+    table = pq.read_table(tmp_path / "d.parquet")
+    assert sorted(table.column("object_id").to_pylist()) == [3, 5, 70_000]
+    assert table.schema.field("object_id").type == "uint64"
+    assert table.schema.field("volume_um3").metadata[b"unit"] == b"um^3"
+    units = json.loads(table.schema.metadata[b"units"])
+    assert units["surface_area_um2"] == "um^2"
+    assert ("meshes", 3, 3) in calls
+    with pytest.raises(OutputError, match="exists"):
+        export_meshes_command(store, tmp_path / "out", fmt=fmt)
+
+
+def test_mesh_command_on_empty_labels_and_bad_arguments(tmp_path):
+    store = tmp_path / "empty.ome.zarr"
+    write_ome_zarr(np.zeros((4, 5, 6), np.uint16), store, axes="zyx", spacing=(1, 1, 1))
+    summary = export_meshes_command(
+        store, tmp_path / "out", fmt="ply", descriptors_path=tmp_path / "d.parquet"
+    )
+    assert summary["n_objects"] == 0
+    assert pq.read_table(tmp_path / "d.parquet").num_rows == 0
+    with pytest.raises(InputError, match="unknown mesh format"):
+        export_meshes_command(store, tmp_path / "o2", fmt="vtk")
+    with pytest.raises(InputError, match="no label images"):
+        export_meshes_command(store, tmp_path / "o3", label_name="nuclei")
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
+def test_mesh_command_finds_ngff_labels_of_an_image(tmp_path, labels):
+    store = tmp_path / "img.ome.zarr"
+    image = np.zeros(labels.shape, np.uint16)
+    write_ome_zarr(image, store, axes="zyx", spacing=SPACING, labels={"nuclei": labels})
+    summary = export_meshes_command(store, tmp_path / "out", fmt="obj")
+    assert summary["n_objects"] == 3
+    assert (tmp_path / "out" / "object_70000.obj").is_file()
