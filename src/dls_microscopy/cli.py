@@ -356,7 +356,7 @@ def evaluate(
 
 
 @app.command(
-    epilog="Example: dls-microscopy mesh image.ome.zarr meshes/ --label-name nuclei --descriptors shape.parquet"
+    epilog="Example: dls-microscopy mesh img.ome.zarr meshes/ --label-name nuclei --descriptors shape.parquet"
 )
 def mesh(
     labels: Annotated[
