@@ -12,7 +12,7 @@ import dataclasses
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import dask.array as da
 import numpy as np
@@ -27,6 +27,7 @@ from dls_microscopy.errors import (
 __all__ = [
     "AXES_ORDER",
     "SPATIAL_AXES",
+    "LevelSource",
     "Volume",
     "check_dtype",
     "replace_nonfinite",
@@ -106,6 +107,27 @@ def warn_nonfinite(count: int, *, path: str | Path | None, handling: str) -> Non
     )
 
 
+class LevelSource(Protocol):
+    """What a reader knows about how a level's dask array is built from the file.
+
+    Implemented by :class:`dls_microscopy.io.lazy.SourceLevel`.  A volume uses
+    it to drop an axis (:meth:`Volume.select`) at the source, so the new level
+    is again one read per dask chunk and later slices fuse with the read.
+    """
+
+    def matches(self, array: da.Array) -> bool:
+        """Whether ``array`` is the dask array this object builds (unchanged)."""
+        ...
+
+    def take(self, axis: int, index: int) -> LevelSource:
+        """The level without ``axis``, fixed at ``index``."""
+        ...
+
+    def to_dask(self) -> da.Array:
+        """The level as a dask array (nothing is read)."""
+        ...
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Volume:
     """A lazily read image (or labels) volume with axes and physical spacing.
@@ -135,6 +157,11 @@ class Volume:
         Short name of the reader used (``"ome-zarr"``, ``"ome-tiff"``...).
     metadata : dict
         Reader-specific extras (NGFF version, plate position, time unit...).
+    level_sources : tuple of LevelSource or None
+        Per level, how the reader built it (or None); empty (or a length other
+        than that of ``levels``) means none known.
+        Used only to select channels/time points at the source; a level that
+        no longer matches its source (replaced, rechunked) is indexed with dask.
     """
 
     data: da.Array
@@ -148,6 +175,7 @@ class Volume:
     source: Path | None = None
     format: str = "array"
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    level_sources: tuple[LevelSource | None, ...] = ()
 
     def __post_init__(self) -> None:
         axes = self.axes.lower()
@@ -180,6 +208,9 @@ class Volume:
         if not self.levels:
             object.__setattr__(self, "levels", (self.data,))
             object.__setattr__(self, "level_spacings", (spacing,))
+        if len(self.level_sources) != len(self.levels):
+            # e.g. ``dataclasses.replace(vol, levels=...)``: the sources describe other levels
+            object.__setattr__(self, "level_sources", (None,) * len(self.levels))
         n_c = self.n_channels
         names = tuple(str(n) for n in self.channel_names)
         if len(names) != n_c:  # missing or inconsistent names: number the channels
@@ -268,16 +299,35 @@ class Volume:
         return vol
 
     def _drop_axis(self, name: str, index: int) -> Volume:
+        """Drop axis ``name`` at ``index`` on every level.
+
+        Levels the reader described (``level_sources``) are rebuilt from the
+        file source with the index applied there: one read per dask chunk, so a
+        later slice (a plane, a block, a crop) reads only its region of that
+        channel.  Other levels are indexed with dask; dask (2026.8) does not
+        fuse that ``getitem`` with a later one, so a later small slice of them
+        reads whole dask chunks.
+        """
         if name not in self.axes:
             return self
         ax = self.axes.index(name)
         take = (slice(None),) * ax + (index,)
-        levels = tuple(lv[take] for lv in self.levels)
+        levels: list[da.Array] = []
+        sources: list[LevelSource | None] = []
+        for lv, src in zip(self.levels, self.level_sources, strict=True):
+            if src is not None and src.matches(lv):
+                new_src = src.take(ax, index)
+                levels.append(new_src.to_dask())
+                sources.append(new_src)
+            else:
+                levels.append(lv[take])
+                sources.append(None)
         return dataclasses.replace(
             self,
             data=levels[self.level],
             axes=self.axes.replace(name, ""),
-            levels=levels,
+            levels=tuple(levels),
+            level_sources=tuple(sources),
         )
 
     def require_spatial_ndim(self, ndim: int = 3) -> Volume:

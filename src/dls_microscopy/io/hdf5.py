@@ -28,7 +28,7 @@ from dls_microscopy.errors import (
     MetadataError,
     UnsupportedFormatError,
 )
-from dls_microscopy.io.lazy import ChunkSource, to_dask
+from dls_microscopy.io.lazy import ChunkSource, SourceLevel
 from dls_microscopy.volume import AXES_ORDER, SPATIAL_AXES, Volume, check_dtype, default_axes
 
 __all__ = ["open_hdf5"]
@@ -268,12 +268,14 @@ def open_hdf5(path: Path, dataset: str | None, *, level: int = 0, series: int = 
         name = ds.name
     finally:
         handle.close()
-    data: da.Array = to_dask(source, chunks, name="dls-hdf5-" + tokenize(str(path), stamp, name))
     axes = "".join(sorted(file_axes, key=AXES_ORDER.index))
-    if axes != file_axes:
-        data = data.transpose([file_axes.index(a) for a in axes])
+    # reordered at the source: the level is one dask ``from_array`` (later slices fuse)
+    lazy_level = SourceLevel(source, chunks, "dls-hdf5-" + tokenize(str(path), stamp, name))
+    lazy_level = lazy_level.transpose(tuple(file_axes.index(a) for a in axes))
+    data: da.Array = lazy_level.to_dask()
     vol = Volume(
         data=data,
+        level_sources=(lazy_level,),
         axes=axes,
         spacing=tuple(spacing.get(a, 1.0) for a in axes if a in SPATIAL_AXES),
         source=path,

@@ -2,14 +2,22 @@
 
 Readers expose the pixels of a file as an object with ``shape``, ``dtype``,
 ``ndim`` and ``__getitem__`` (a :class:`ChunkSource`); :func:`to_dask` wraps it
-as a dask array.  Any failure while decoding pixels at compute time (a
-truncated TIFF, a corrupt zarr chunk) surfaces as our
+as a dask array.  Axis reordering and dropping an axis at an index (a channel
+or time point) are applied to the source itself (:meth:`ChunkSource.take`,
+:meth:`ChunkSource.transpose`, :class:`SourceLevel`), so that a level is
+always *one* dask ``from_array`` and a later slice of it fuses with the file
+read: dask does not fuse two successive ``getitem`` calls (from 2026.8 on), so
+``level[c][z]`` would otherwise read whole dask chunks of every channel.
+
+Any failure while decoding pixels at compute time (a truncated TIFF, a
+corrupt zarr chunk) surfaces as our
 :class:`~dls_microscopy.errors.CorruptDataError`, naming the file and the
 region, instead of a traceback from inside a codec.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +28,7 @@ import numpy as np
 
 from dls_microscopy.errors import CorruptDataError, DlsError
 
-__all__ = ["ChunkSource", "to_dask"]
+__all__ = ["ChunkSource", "SourceLevel", "to_dask"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +114,98 @@ class ChunkSource:
                 axis += 1
         return out
 
+    def take(self, axis: int, index: int) -> ChunkSource:
+        """A view without ``axis``, fixed at ``index`` (like ``source[..., index, ...]``).
+
+        The view reads through the same reader with the index inserted into
+        every key, so the reader still sees only contiguous slices and reads
+        only that index of the axis.  Nothing is read here.
+
+        Parameters
+        ----------
+        axis : int
+            Axis to drop, ``0 <= axis < ndim``.
+        index : int
+            Position along that axis; negative values count from the end.
+
+        Returns
+        -------
+        ChunkSource
+            Shape ``shape`` without ``shape[axis]``.
+        """
+        axis = _check_axis(axis, self.ndim)
+        n = self.shape[axis]
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for an axis of size {n}")
+        index = int(index) % n
+        return ChunkSource(
+            _TakeRead(self._read, axis, index),
+            shape=self.shape[:axis] + self.shape[axis + 1 :],
+            dtype=self.dtype,
+            path=self.path,
+            what=f"{self.what} (axis {axis} at {index})",
+        )
+
+    def transpose(self, axes: tuple[int, ...]) -> ChunkSource:
+        """A view with the axes permuted (like ``numpy.transpose(source, axes)``).
+
+        Parameters
+        ----------
+        axes : tuple of int
+            A permutation of ``range(ndim)``: axis ``i`` of the view is axis
+            ``axes[i]`` of this source.
+
+        Returns
+        -------
+        ChunkSource
+            Shape ``tuple(shape[a] for a in axes)``.
+        """
+        axes = tuple(int(a) for a in axes)
+        if sorted(axes) != list(range(self.ndim)):
+            raise ValueError(f"{axes} is not a permutation of {self.ndim} axes")
+        if axes == tuple(range(self.ndim)):
+            return self
+        return ChunkSource(
+            _TransposeRead(self._read, axes),
+            shape=tuple(self.shape[a] for a in axes),
+            dtype=self.dtype,
+            path=self.path,
+            what=self.what,
+        )
+
+
+def _check_axis(axis: int, ndim: int) -> int:
+    if not -ndim <= axis < ndim:
+        raise IndexError(f"axis {axis} out of range for {ndim} dimensions")
+    return int(axis) % ndim
+
+
+class _TakeRead:
+    """``read(key)`` of a view that fixes one axis of an underlying read at one index."""
+
+    def __init__(
+        self, read: Callable[[tuple[slice, ...]], np.ndarray], axis: int, index: int
+    ) -> None:
+        self.read, self.axis, self.index = read, axis, index
+
+    def __call__(self, key: tuple[slice, ...]) -> np.ndarray:
+        i = self.axis
+        full = (*key[:i], slice(self.index, self.index + 1), *key[i:])
+        return np.asarray(self.read(full))[(slice(None),) * i + (0,)]
+
+
+class _TransposeRead:
+    """``read(key)`` of a view whose axis ``i`` is axis ``axes[i]`` of an underlying read."""
+
+    def __init__(self, read: Callable[[tuple[slice, ...]], np.ndarray], axes: tuple[int, ...]):
+        self.read, self.axes = read, axes
+
+    def __call__(self, key: tuple[slice, ...]) -> np.ndarray:
+        base: list[slice] = [slice(None)] * len(self.axes)
+        for k, a in zip(key, self.axes, strict=True):
+            base[a] = k
+        return np.asarray(self.read(tuple(base))).transpose(self.axes)
+
 
 def _bounding_key(
     key: tuple[Any, ...], shape: tuple[int, ...]
@@ -165,3 +265,66 @@ def to_dask(
         name=name or False,
         meta=np.empty((0,) * source.ndim, dtype=source.dtype),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceLevel:
+    """How one resolution level is built: a :class:`ChunkSource`, its dask chunks and name.
+
+    Readers hand these to :class:`~dls_microscopy.volume.Volume` (as
+    ``level_sources``) beside the dask levels, so that selecting a channel or
+    time point builds the new level from the source (:meth:`take`) instead of
+    indexing the dask array: the result is again one ``from_array``, and a
+    later slice of it reads only its own region of that channel.
+
+    Parameters
+    ----------
+    source : ChunkSource
+        The pixels, shape ``S``.
+    chunks : tuple of int
+        Dask chunk shape, one entry per axis of ``S``.
+    name : str
+        Deterministic dask name of the array (:meth:`to_dask` uses it as is).
+    """
+
+    source: ChunkSource
+    chunks: tuple[int, ...]
+    name: str
+
+    def __post_init__(self) -> None:
+        if len(self.chunks) != self.source.ndim:
+            raise ValueError(f"chunks {self.chunks} do not match {self.source.ndim} dimensions")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the level."""
+        return self.source.shape
+
+    def to_dask(self) -> da.Array:
+        """The level as a dask array named :attr:`name` (nothing is read)."""
+        return to_dask(self.source, self.chunks, name=self.name)
+
+    def matches(self, array: da.Array) -> bool:
+        """Whether ``array`` is this level unchanged (same dask name and shape)."""
+        return array.name == self.name and tuple(array.shape) == self.shape
+
+    def take(self, axis: int, index: int) -> SourceLevel:
+        """This level without ``axis``, fixed at ``index`` (see :meth:`ChunkSource.take`)."""
+        axis = _check_axis(axis, self.source.ndim)
+        index = int(index) % self.source.shape[axis] if index < 0 else int(index)
+        return SourceLevel(
+            self.source.take(axis, index),
+            self.chunks[:axis] + self.chunks[axis + 1 :],
+            f"{self.name}-take{axis}.{index}",
+        )
+
+    def transpose(self, axes: tuple[int, ...]) -> SourceLevel:
+        """This level with permuted axes (see :meth:`ChunkSource.transpose`)."""
+        axes = tuple(int(a) for a in axes)
+        if axes == tuple(range(self.source.ndim)):
+            return self
+        return SourceLevel(
+            self.source.transpose(axes),
+            tuple(self.chunks[a] for a in axes),
+            f"{self.name}-T{''.join(map(str, axes))}",
+        )

@@ -36,7 +36,7 @@ from dls_microscopy.errors import (
     MetadataError,
     UnsupportedFormatError,
 )
-from dls_microscopy.io.lazy import ChunkSource, to_dask
+from dls_microscopy.io.lazy import ChunkSource, SourceLevel
 from dls_microscopy.io.units import to_micrometres
 from dls_microscopy.volume import AXES_ORDER, SPATIAL_AXES, Volume, check_dtype
 
@@ -371,21 +371,33 @@ def _chunks(
 
 
 def _to_our_axes(
-    array: da.Array, letters: list[str | None], tiff_axes: str
-) -> tuple[da.Array, str]:
-    """Squeeze, transpose to 'tczyx' order and merge channels with RGB samples."""
-    array = array[tuple(0 if a is None else slice(None) for a in letters)]
+    level: SourceLevel, letters: list[str | None], tiff_axes: str
+) -> tuple[da.Array, str, SourceLevel | None]:
+    """Squeeze, transpose to 'tczyx' order and merge channels with RGB samples.
+
+    Squeezing and reordering are applied to the source, so the level stays one
+    dask ``from_array`` whose later slices fuse with the file read.  Channels
+    and samples (C and S both longer than 1) are merged with a dask reshape;
+    such a level has no source (None) and is indexed with dask afterwards.
+    """
+    for i in reversed(range(len(letters))):
+        if letters[i] is None:
+            level = level.take(i, 0)
     kept = [(a, t) for a, t in zip(letters, tiff_axes, strict=True) if a is not None]
     perm = sorted(range(len(kept)), key=lambda i: (AXES_ORDER.index(kept[i][0]), kept[i][1]))
-    if perm != list(range(len(kept))):
-        array = array.transpose(perm)
+    level = level.transpose(tuple(perm))
     axes = "".join(kept[i][0] for i in perm)
     if axes.count("c") == 2:  # C then S: channel index c * samples + s
         i = axes.index("c")
-        shape = array.shape
-        array = array.reshape((*shape[:i], shape[i] * shape[i + 1], *shape[i + 2 :]))
+        shape = level.shape
+        if 1 in shape[i : i + 2]:  # one of the two has length 1: drop it at the source
+            level = level.take(i if shape[i] == 1 else i + 1, 0)
+        else:
+            array = level.to_dask()
+            array = array.reshape((*shape[:i], shape[i] * shape[i + 1], *shape[i + 2 :]))
+            return array, axes[:i] + axes[i + 1 :], None
         axes = axes[:i] + axes[i + 1 :]
-    return array, axes
+    return level.to_dask(), axes, level
 
 
 # ----------------------------------------------------------------------- public API
@@ -445,6 +457,7 @@ def _volume(tif: tifffile.TiffFile, path: Path, stamp: Stamp, index: int) -> Vol
     _check_extent(ser, path)
 
     levels: list[da.Array] = []
+    sources: list[SourceLevel | None] = []
     shapes: list[dict[str, int]] = []
     for i, lev in enumerate(ser.levels):
         letters = _map_axes(lev.axes, lev.shape, path)
@@ -464,13 +477,16 @@ def _volume(tif: tifffile.TiffFile, path: Path, stamp: Stamp, index: int) -> Vol
             dtype.itemsize,
         )
         name = "dls-tiff-" + tokenize(str(path), stamp, index, i, mode)
-        array, axes = _to_our_axes(to_dask(source, chunks, name=name), letters, lev.axes)
+        array, axes, lazy_level = _to_our_axes(
+            SourceLevel(source, chunks, name), letters, lev.axes
+        )
         if shapes and axes != "".join(shapes[0]):
             log.warning(
                 "%s: pyramid level %d has axes %r; it and smaller levels are ignored", path, i, axes
             )
             break
         levels.append(array)
+        sources.append(lazy_level)
         shapes.append(dict(zip(axes, array.shape, strict=True)))
     axes = "".join(shapes[0])
 
@@ -506,6 +522,7 @@ def _volume(tif: tifffile.TiffFile, path: Path, stamp: Stamp, index: int) -> Vol
         channel_names=meta.get("channel_names", ()),
         levels=tuple(levels),
         level_spacings=level_spacings,
+        level_sources=tuple(sources),
         source=path,
         format=fmt,
         metadata={

@@ -28,7 +28,7 @@ from dls_microscopy.errors import (
     InputNotFoundError,
     MetadataError,
 )
-from dls_microscopy.io.lazy import ChunkSource, to_dask
+from dls_microscopy.io.lazy import ChunkSource, SourceLevel
 from dls_microscopy.io.ngff_metadata import detect_ngff_version, validate_ngff_attrs
 from dls_microscopy.io.plate import PlateLayout, read_plate_layout, resolve_field
 from dls_microscopy.io.units import to_micrometres
@@ -234,12 +234,12 @@ def _open_multiscale(
             )
         scale = _scale_of(ds.get("coordinateTransformations"), len(names))
         scales.append([s * g for s, g in zip(scale, global_scale, strict=True)])
-        levels.append(_dask_from_zarr(arr, path, ds["path"], policy))
+        levels.append(_source_level(arr, path, ds["path"], policy))
 
     order = sorted(range(len(names)), key=lambda i: AXES_ORDER.index(names[i]))
     axes = "".join(names[i] for i in order)
-    if order != list(range(len(names))):
-        levels = [lv.transpose(order) for lv in levels]
+    # reordered at the source, so that each level is one dask ``from_array``
+    level_sources = tuple(lv.transpose(tuple(order)) for lv in levels)
     spatial = [i for i in order if names[i] in "zyx"]
     level_spacings = tuple(
         tuple(to_micrometres(sc[i], units[i], path=path) for i in spatial) for sc in scales
@@ -256,17 +256,19 @@ def _open_multiscale(
         metadata["time_increment"] = scales[0][t_index]
     if is_label:
         metadata["label"] = True
+    dask_levels = tuple(lv.to_dask() for lv in level_sources)
     vol = Volume(
-        data=levels[0],
+        data=dask_levels[0],
         axes=axes,
         spacing=level_spacings[0],
         channel_names=channel_names,
-        levels=tuple(levels),
+        levels=dask_levels,
         level_spacings=level_spacings,
         labels=labels,
         source=path,
         format="ome-zarr",
         metadata=metadata,
+        level_sources=level_sources,
     )
     return vol.at_level(level) if level else vol
 
@@ -409,7 +411,10 @@ def _open_tensorstore(array_dir: Path, zarr_format: int) -> Any:
     return ts.open(spec, read=True, open=True).result()
 
 
-def _dask_from_zarr(arr: zarr.Array, path: Path, name: str, policy: MissingChunks):
+def _source_level(
+    arr: zarr.Array, path: Path, name: str, policy: MissingChunks
+) -> SourceLevel:
+    """One stored array as a :class:`SourceLevel` (dask chunks from :func:`read_chunks`)."""
     grid = tuple(arr.shards or arr.chunks)
     chunks = read_chunks(arr.shape, grid, arr.dtype.itemsize)
     source = ChunkSource(
@@ -419,7 +424,7 @@ def _dask_from_zarr(arr: zarr.Array, path: Path, name: str, policy: MissingChunk
         path=path,
         what=f"zarr array {name!r}",
     )
-    return to_dask(source, chunks, name=f"dls-zarr-{path}/{name}")
+    return SourceLevel(source, chunks, f"dls-zarr-{path}/{name}")
 
 
 def read_chunks(
