@@ -526,7 +526,8 @@ def write_region(shape: Sequence[int], budget: int) -> dict[str, Any] | None:
     workers = max(1, min(8, os.cpu_count() or 1))
     _, shards = WriteOptions().array_layout("zyx", list(shape))
     grid = shards or (64, 64, 64)
-    per_block = max(budget // (workers * 4), math.prod(grid) * 4)
+    workers = max(1, min(workers, budget // (4 * math.prod(grid) * 4)))
+    per_block = max(budget // (workers * 8), math.prod(grid) * 4)
     block = block_shape_for(list(shape), grid, 4, per_block)
     return {"workers": workers, "shard": list(grid), "region": list(block),
             "region_uint32_bytes": math.prod(block) * 4}
@@ -675,53 +676,56 @@ def markdown(res: dict[str, Any]) -> str:
                    "ΔF1@0.5 blockwise", "ΔAP@0.5", "ΔmIoU@0.5", "ΔF1@0.75"], summary), ""]
 
     mem = res["memory"]
-    out += [f"## 2. Peak memory: {mem['nbytes'] / MiB:.0f} MiB volume, memory_budget "
-            f"{mem['memory_budget'] / MiB:.0f} MiB ({mem['volume_over_budget']:.0f}x)", "",
-            f"`segment_blockwise` of an on-disk OME-Zarr {tuple(mem['shape'])} uint16 (synthetic "
-            f"{tuple(mem['tile'])} tile of {mem['diameter_um']:g} µm nuclei at "
-            f"{tuple(mem['spacing_um'])} µm, mirrored across tile faces; written block-wise in "
-            f"{mem['input_write_s']:.0f} s) into a standalone OME-Zarr label image, in a fresh "
-            "process. Peak RSS growth = Linux `VmHWM` (reset through `/proc/self/clear_refs`) "
-            "− RSS after imports (torch included). Target: ≤ "
-            f"{mem['target_rss_over_budget']:g}x the budget."
-            + ("" if mem.get("arena_rerun", True) else
-               " *Smoke size*: at so small a budget fixed costs dominate the ratio, and the "
-               "MALLOC_ARENA_MAX=2 rerun is left out; see the full run."), ""]
-    rows = []
-    for name, r in mem["runs"].items():
-        rows.append([name, f"{r['blocks']}", str(tuple(r["block_shape"])), str(tuple(r["halo"])),
-                     f"{r['seconds']:.1f}", f"{r['mvox_per_s']:.2f}",
-                     f"{r['peak_rss_growth_bytes'] / MiB:.0f}", f"{r['rss_over_budget']:.2f}",
-                     f"{r['rss_growth_at_end_bytes'] / MiB:.0f}",
-                     "yes" if r["rss_over_budget"] <= mem["target_rss_over_budget"] else "**no**"])
-    out += [table(["malloc", "blocks", "block core", "halo", "s", "Mvox/s",
-                   "peak RSS growth MiB", "÷ budget", "RSS growth at end MiB", "≤ target"],
-                  rows), ""]
-    pass_rows = []
-    traced = mem.get("traced", False)
-    for name, r in mem["runs"].items():
-        for p in r["passes"]:
-            if p["pass"] == "setup":
-                continue
-            row = [name, p["pass"], f"{p['seconds']:.1f}", f"{p['peak_growth_bytes'] / MiB:.0f}",
-                   f"{p['peak_growth_bytes'] / mem['memory_budget']:.2f}",
-                   f"{p['rss_growth_at_end_bytes'] / MiB:.0f}"]
-            if traced:
-                row.append(f"{(p['traced_peak_bytes'] or 0) / MiB:.0f}")
-            pass_rows.append(row)
-    if pass_rows:
-        out += ["Per pass (peak RSS growth over the post-import RSS while the pass runs; "
-                "`VmHWM` reset at each pass start"
-                + ("; traced = peak of live Python/numpy memory, tracemalloc" if traced else "")
-                + "):", "",
-                table(["malloc", "pass", "s", "peak growth MiB", "÷ budget",
-                       "RSS growth at pass end MiB"] + (["traced peak MiB"] if traced else []),
-                      pass_rows), ""]
-    wr = mem.get("write_region")
-    if wr:
-        out += [f"The write pass computes regions of {tuple(wr['region'])} voxels "
-                f"({wr['region_uint32_bytes'] / MiB:.0f} MiB of uint32) per worker "
-                f"({wr['workers']} workers; label shards {tuple(wr['shard'])}).", ""]
+    if mem is None:
+        out += ["## 2. Peak memory", "", "Section not run (`--sections`).", ""]
+    else:
+        out += [f"## 2. Peak memory: {mem['nbytes'] / MiB:.0f} MiB volume, memory_budget "
+                f"{mem['memory_budget'] / MiB:.0f} MiB ({mem['volume_over_budget']:.0f}x)", "",
+                f"`segment_blockwise` of an on-disk OME-Zarr {tuple(mem['shape'])} uint16 (synthetic "
+                f"{tuple(mem['tile'])} tile of {mem['diameter_um']:g} µm nuclei at "
+                f"{tuple(mem['spacing_um'])} µm, mirrored across tile faces; written block-wise in "
+                f"{mem['input_write_s']:.0f} s) into a standalone OME-Zarr label image, in a fresh "
+                "process. Peak RSS growth = Linux `VmHWM` (reset through `/proc/self/clear_refs`) "
+                "− RSS after imports (torch included). Target: ≤ "
+                f"{mem['target_rss_over_budget']:g}x the budget."
+                + ("" if mem.get("arena_rerun", True) else
+                   " *Smoke size*: at so small a budget fixed costs dominate the ratio, and the "
+                   "MALLOC_ARENA_MAX=2 rerun is left out; see the full run."), ""]
+        rows = []
+        for name, r in mem["runs"].items():
+            rows.append([name, f"{r['blocks']}", str(tuple(r["block_shape"])), str(tuple(r["halo"])),
+                         f"{r['seconds']:.1f}", f"{r['mvox_per_s']:.2f}",
+                         f"{r['peak_rss_growth_bytes'] / MiB:.0f}", f"{r['rss_over_budget']:.2f}",
+                         f"{r['rss_growth_at_end_bytes'] / MiB:.0f}",
+                         "yes" if r["rss_over_budget"] <= mem["target_rss_over_budget"] else "**no**"])
+        out += [table(["malloc", "blocks", "block core", "halo", "s", "Mvox/s",
+                       "peak RSS growth MiB", "÷ budget", "RSS growth at end MiB", "≤ target"],
+                      rows), ""]
+        pass_rows = []
+        traced = mem.get("traced", False)
+        for name, r in mem["runs"].items():
+            for p in r["passes"]:
+                if p["pass"] == "setup":
+                    continue
+                row = [name, p["pass"], f"{p['seconds']:.1f}", f"{p['peak_growth_bytes'] / MiB:.0f}",
+                       f"{p['peak_growth_bytes'] / mem['memory_budget']:.2f}",
+                       f"{p['rss_growth_at_end_bytes'] / MiB:.0f}"]
+                if traced:
+                    row.append(f"{(p['traced_peak_bytes'] or 0) / MiB:.0f}")
+                pass_rows.append(row)
+        if pass_rows:
+            out += ["Per pass (peak RSS growth over the post-import RSS while the pass runs; "
+                    "`VmHWM` reset at each pass start"
+                    + ("; traced = peak of live Python/numpy memory, tracemalloc" if traced else "")
+                    + "):", "",
+                    table(["malloc", "pass", "s", "peak growth MiB", "÷ budget",
+                           "RSS growth at pass end MiB"] + (["traced peak MiB"] if traced else []),
+                          pass_rows), ""]
+        wr = mem.get("write_region")
+        if wr:
+            out += [f"The write pass computes regions of {tuple(wr['region'])} voxels "
+                    f"({wr['region_uint32_bytes'] / MiB:.0f} MiB of uint32) per worker "
+                    f"({wr['workers']} workers; label shards {tuple(wr['shard'])}).", ""]
 
     gpu = res["gpu"]
     out += ["## 3. GPU vs CPU (torch path)", ""]
@@ -750,6 +754,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace-memory", action="store_true",
                         help="memory section: also record the peak of live Python/numpy "
                         "memory per pass (tracemalloc; ~4x slower, times not comparable)")
+    parser.add_argument("--sections", default="accuracy,memory,gpu",
+                        help="comma-separated sections to run (accuracy, memory, gpu); "
+                        "default all")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -767,11 +774,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         res: dict[str, Any] = {"date": dt.datetime.now().isoformat(timespec="seconds"),
                                "sizes": sizes, "machine": machine()}
-        log("warm-up")
-        warm_up(tmp)
-        res["accuracy"] = bench_accuracy(tmp, size)
-        res["memory"] = bench_memory(tmp, size["memory"], trace=args.trace_memory)
-        res["gpu"] = bench_gpu(size)
+        sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+        unknown = sections - {"accuracy", "memory", "gpu"}
+        if unknown:
+            parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+        res["accuracy"] = {"cases": [], "skipped": ["section not run"]}
+        res["memory"] = None
+        res["gpu"] = {"skipped": "section not run"}
+        if "accuracy" in sections:
+            log("warm-up")
+            warm_up(tmp)
+            res["accuracy"] = bench_accuracy(tmp, size)
+        if "memory" in sections:
+            res["memory"] = bench_memory(tmp, size["memory"], trace=args.trace_memory)
+        if "gpu" in sections:
+            res["gpu"] = bench_gpu(size)
         if "skipped" in res["gpu"]:
             print(f"{res['gpu']['skipped']}: skipped", file=sys.stderr)
     finally:

@@ -221,7 +221,13 @@ def write_multiscale(
             config={"write_empty_chunks": True},
         )
         grid = shards or chunks
-        per_block = max(memory_budget // (workers * 4), int(np.prod(grid)) * source.dtype.itemsize)
+        # fewer writers when the budget holds few shards: each holds ~4 in flight
+        grid_bytes = math.prod(grid) * source.dtype.itemsize
+        level_workers = max(1, min(workers, memory_budget // (4 * grid_bytes)))
+        # a region is held ~4 times while written (source chunks, their concatenation,
+        # the shard being encoded and its compressed bytes): 8 ways per worker keeps the
+        # write pass near half the budget
+        per_block = max(memory_budget // (level_workers * 8), grid_bytes)
         block = block_shape_for(shape, grid, source.dtype.itemsize, per_block)
         regions = list(iter_blocks(shape, block))
         if prev is None:
@@ -234,7 +240,7 @@ def write_multiscale(
         nonfinite += run_parallel(
             regions,
             work,
-            workers=workers,
+            workers=level_workers,
             progress=progress,
             description=f"{label} level {level}",
             combine=operator.add,
@@ -272,6 +278,17 @@ def _downsample_writer(
     axis longer than 1 keeps memory near one shard.
     """
     itemsize = prev.dtype.itemsize
+    if method == "nearest":
+        # the first voxel of each box: a strided read holds only the output block
+        def nearest(region: tuple[slice, ...]) -> int:
+            src = tuple(
+                slice(r.start * s, min(r.stop * s, n), s)
+                for r, s, n in zip(region, step, prev.shape, strict=True)
+            )
+            target[region] = np.asarray(prev[src])
+            return 0
+
+        return nearest
 
     def work(region: tuple[slice, ...]) -> int:
         out = np.empty([r.stop - r.start for r in region], dtype=target.dtype)
@@ -658,8 +675,11 @@ def write_label_image(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: ProgressCallback | None = None,
     workers: int | None = None,
+    shards: int | Sequence[int] | None = None,
 ) -> Path:
     """Write labels as a standalone OME-Zarr whose root is an NGFF label image.
+
+    ``shards`` as in :class:`WriteOptions` (``0``: unsharded chunks).
 
     Used when the labels cannot go inside the image's own store (a TIFF input,
     or a read-only store).  ``source_image`` is recorded in
@@ -671,7 +691,7 @@ def write_label_image(
     if vol.dtype.kind not in "iub":
         raise InputError(f"labels must be integers, got {vol.dtype}")
     data = vol.data.astype(np.uint8) if vol.dtype.kind == "b" else vol.data
-    options = WriteOptions(version=version)
+    options = WriteOptions(version=version, shards=shards)
     factors = plan_pyramid(vol.spatial_shape, vol.spacing, n_levels=n_levels)
     final = Path(path)
     with atomic_directory(final, overwrite=overwrite) as tmp:

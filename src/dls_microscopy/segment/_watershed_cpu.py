@@ -9,8 +9,10 @@ and ``edt`` are imported when used.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -23,8 +25,12 @@ from dls_microscopy.segment.watershed import (
 )
 
 
-def _smooth_cpu(image: np.ndarray, sigma_vox: Sequence[float]) -> np.ndarray:
+def _smooth_cpu(image: np.ndarray, sigma_vox: Sequence[float], *, threads: int = 1) -> np.ndarray:
     """scipy Gaussian to float32, edges replicated (``mode="nearest"``).
+
+    The same separable passes as ``scipy.ndimage.gaussian_filter`` (axis by axis,
+    into a float32 output); with ``threads > 1`` each pass runs on slabs cut along
+    another axis, in threads (scipy releases the GIL), with identical results.
 
     Parameters
     ----------
@@ -32,6 +38,8 @@ def _smooth_cpu(image: np.ndarray, sigma_vox: Sequence[float]) -> np.ndarray:
         Any real dtype; float64 is cast to float32 first.
     sigma_vox : sequence of 3 float
         Standard deviation per axis, voxels (0: no smoothing along that axis).
+    threads : int
+        Threads to use.
 
     Returns
     -------
@@ -41,11 +49,48 @@ def _smooth_cpu(image: np.ndarray, sigma_vox: Sequence[float]) -> np.ndarray:
 
     if image.dtype.kind == "f" and image.dtype != np.float32:
         image = image.astype(np.float32)
-    return ndi.gaussian_filter(image, sigma_vox, output=np.float32, mode="nearest", truncate=_TRUNCATE)
+    if threads <= 1 or image.size < _PARALLEL_MIN_VOXELS:
+        return ndi.gaussian_filter(image, sigma_vox, output=np.float32, mode="nearest", truncate=_TRUNCATE)
+    out = np.empty(image.shape, np.float32)
+    src = image
+    passes = [ax for ax, s in enumerate(sigma_vox) if s > 1e-15]
+    if not passes:
+        np.copyto(out, image, casting="unsafe")
+        return out
+    for ax in passes:
+        cut = 0 if ax != 0 else 1  # slabs along another axis: every line stays whole
+
+        def run(sl: slice, ax: int = ax, cut: int = cut, src: np.ndarray = src) -> None:
+            key = [slice(None)] * 3
+            key[cut] = sl
+            ndi.gaussian_filter1d(
+                src[tuple(key)], float(sigma_vox[ax]), axis=ax, output=out[tuple(key)],
+                mode="nearest", truncate=_TRUNCATE,
+            )  # fmt: skip
+
+        _in_threads(run, image.shape[cut], threads)
+        src = out
+    return out
+
+
+#: Arrays smaller than this are not split across threads.
+_PARALLEL_MIN_VOXELS = 1 << 18
+
+
+def _in_threads(run: Callable[[slice], None], n: int, threads: int) -> None:
+    """``run(slice)`` over ``threads`` contiguous parts of ``range(n)``, in threads."""
+    edges = np.linspace(0, n, min(threads, n) + 1).astype(int)
+    parts = [slice(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
+    if len(parts) == 1:
+        run(parts[0])
+        return
+    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
+        for f in [pool.submit(run, p) for p in parts]:
+            f.result()
 
 
 def _flood_cpu(
-    image: np.ndarray, cfg: _FloodConfig, *, smooth: np.ndarray | None = None
+    image: np.ndarray, cfg: _FloodConfig, *, smooth: np.ndarray | None = None, threads: int = 1
 ) -> _Basins | str | None:
     """Smooth, threshold, build the flooding image and drain it into basins.
 
@@ -57,6 +102,8 @@ def _flood_cpu(
         Smoothing, threshold, spacing and flooding-image settings.
     smooth : (Z, Y, X) float32 ndarray, optional
         ``image`` already smoothed with ``cfg.sigma_vox`` (reused from the statistics).
+    threads : int
+        Threads for the smoothing, the distance transform and the drainage.
 
     Returns
     -------
@@ -65,7 +112,7 @@ def _flood_cpu(
         every voxel is.
     """
     if smooth is None:
-        smooth = _smooth_cpu(image, cfg.sigma_vox)
+        smooth = _smooth_cpu(image, cfg.sigma_vox, threads=threads)
     thr = np.float32(cfg.threshold)
     mask = smooth > thr
     n_fg = int(np.count_nonzero(mask))
@@ -73,6 +120,9 @@ def _flood_cpu(
         return None
     if n_fg == mask.size:
         return "all"
+    value = smooth[mask]  # all that is kept of the smoothed image in the distance method
+    if cfg.method == "distance":
+        smooth = None  # freed before the distance transform (the caller may still hold it)
     f = None
     if cfg.method in ("distance", "combined"):
         import edt
@@ -83,7 +133,7 @@ def _flood_cpu(
             mask.view(np.uint8),
             anisotropy=tuple(float(s) for s in cfg.spacing),
             black_border=False,
-            parallel=1,
+            parallel=max(1, threads),
         )
         np.minimum(dist, np.float32(cfg.cap_um), out=dist)
         dist *= np.float32(cfg.inv_radius)
@@ -91,10 +141,13 @@ def _flood_cpu(
     if cfg.method in ("intensity", "combined"):
         inten = (smooth - thr) * np.float32(cfg.inv_range)
         f = inten if f is None else f + np.float32(_INTENSITY_WEIGHT) * inten
-    return _drain_cpu(f, mask, smooth, cfg.spacing)
+    del smooth
+    return _drain_cpu(f, mask, value, cfg.spacing, threads=threads)
 
 
-def _drain_cpu(f: np.ndarray, mask: np.ndarray, smooth: np.ndarray, spacing: Sequence[float]) -> _Basins:
+def _drain_cpu(
+    f: np.ndarray, mask: np.ndarray, value: np.ndarray, spacing: Sequence[float], *, threads: int = 1
+) -> _Basins:
     """Steepest-ascent drainage of ``f`` over ``mask`` and the basin graph, numpy.
 
     Works on the flattened volume padded by one voxel of background, so that every
@@ -106,10 +159,12 @@ def _drain_cpu(f: np.ndarray, mask: np.ndarray, smooth: np.ndarray, spacing: Seq
         The flooding image (read on ``mask`` only).
     mask : (Z, Y, X) bool ndarray
         The foreground.
-    smooth : (Z, Y, X) float32 ndarray
-        Smoothed intensity, kept per foreground voxel for the surface step.
+    value : (M,) float32 ndarray
+        Smoothed intensity of the M foreground voxels in C order (for the surface step).
     spacing : sequence of 3 float
         Voxel size (z, y, x), µm: slopes are per µm.
+    threads : int
+        Threads for the steepest-slope search (elementwise, split in ranges).
 
     Returns
     -------
@@ -125,18 +180,32 @@ def _drain_cpu(f: np.ndarray, mask: np.ndarray, smooth: np.ndarray, spacing: Seq
     strides = (padded[1] * padded[2], padded[2], 1)
     lo, hi = strides[0], size - strides[0]  # the inner planes; neighbours stay in range
     cur = fpad[lo:hi]
-    best = np.full(hi - lo, -np.inf, np.float32)
+    best = np.empty(hi - lo, np.float32)
     direction = np.zeros(hi - lo, np.int8)
     buf = np.empty(hi - lo, np.float32)
     better = np.empty(hi - lo, bool)
-    with np.errstate(invalid="ignore"):  # -inf - -inf off the foreground: never used
-        for k, (ax, st) in enumerate(_DIRECTIONS):
-            off = st * strides[ax]
-            np.subtract(fpad[lo + off : hi + off], cur, out=buf)
-            np.multiply(buf, np.float32(1.0 / float(spacing[ax])), out=buf)
-            np.greater(buf, best, out=better)  # strict: the first of equal slopes wins
-            np.copyto(direction, np.int8(k), where=better)
-            np.maximum(best, buf, out=best)
+
+    def steepest(
+        part: slice,
+        best: np.ndarray = best,
+        buf: np.ndarray = buf,
+        better: np.ndarray = better,
+        direction: np.ndarray = direction,
+    ) -> None:
+        a, b = part.start, part.stop
+        with np.errstate(invalid="ignore"):  # -inf - -inf off the foreground: never used
+            for k, (ax, st) in enumerate(_DIRECTIONS):
+                off = st * strides[ax]
+                out = best[a:b] if k == 0 else buf[a:b]  # the first direction is the best so far
+                np.subtract(fpad[lo + a + off : lo + b + off], cur[a:b], out=out)
+                np.multiply(out, np.float32(1.0 / float(spacing[ax])), out=out)
+                if k == 0:
+                    continue
+                np.greater(buf[a:b], best[a:b], out=better[a:b])  # strict: first of equal slopes wins
+                np.copyto(direction[a:b], np.int8(k), where=better[a:b])
+                np.maximum(best[a:b], buf[a:b], out=best[a:b])
+
+    _in_threads(steepest, hi - lo, threads if hi - lo >= _PARALLEL_MIN_VOXELS else 1)
     del buf, better
     ppos = np.flatnonzero(cur > -np.inf).astype(itype, copy=False)  # foreground, C order
     slope = best[ppos]
@@ -145,17 +214,16 @@ def _drain_cpu(f: np.ndarray, mask: np.ndarray, smooth: np.ndarray, spacing: Seq
     del best, direction
     ppos += itype(lo)
     up = (slope > 0) | ((slope == 0) & (move > 0))
+    del slope
     cmap = np.full(size, -1, itype)
     cmap[ppos] = np.arange(len(ppos), dtype=itype)
-    parent = cmap[np.where(up, ppos + move, ppos)]
-    nxt = np.empty_like(parent)
-    while True:  # pointer jumping: every voxel to the maximum it drains to
-        np.take(parent, parent, out=nxt)
-        if np.array_equal(nxt, parent):
-            break
-        parent, nxt = nxt, parent
+    move += ppos
+    parent = cmap[np.where(up, move, ppos)]
+    del move
+    parent = _jump_to_roots(parent, threads)
     is_root = ~up
     basin = (np.cumsum(is_root, dtype=itype) - 1)[parent]
+    del parent
     dense = cmap  # reused: basin of each padded voxel, -1 off the foreground
     dense[ppos] = basin
     ea, eb, sd = [], [], []
@@ -169,12 +237,41 @@ def _drain_cpu(f: np.ndarray, mask: np.ndarray, smooth: np.ndarray, spacing: Seq
         ea.append(va[both])
         eb.append(vb[both])
         sd.append(np.minimum(fpad[at], fpad[at + off]))
-    pos = np.flatnonzero(mask)
+    del dense, cmap
+    roots = ppos[is_root].astype(np.int64)
+    # padded flat index -> (z, y, x) -> flat index of the unpadded volume
+    zz, rest = np.divmod(roots, strides[0])
+    yy, xx = np.divmod(rest, strides[1])
+    peak_pos = ((zz - 1) * shape[1] + (yy - 1)) * shape[2] + (xx - 1)
     return _Basins(
-        pos,
+        mask,
         basin,
-        smooth.ravel()[pos],
-        fpad[ppos[is_root]],
-        pos[is_root],
+        value,
+        fpad[roots],
+        peak_pos,
         (np.concatenate(ea), np.concatenate(eb), np.concatenate(sd)),
     )
+
+
+def _jump_to_roots(parent: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Pointer jumping: every entry replaced by the root (fixed point) it leads to.
+
+    Synchronous rounds of ``parent = parent[parent]`` into a second buffer (split in
+    ranges over ``threads``): on the benchmark volumes this beat revisiting only the
+    entries that still move (fancy indexing of a shrinking subset), 0.012 s vs
+    0.059 s for 0.4 M voxels.  Returns the result, which may be ``parent`` or the
+    other buffer.
+    """
+    nxt = np.empty_like(parent)
+    threads = threads if parent.size >= _PARALLEL_MIN_VOXELS else 1
+    while True:
+        src, dst = parent, nxt
+
+        def step(part: slice, src: np.ndarray = src, dst: np.ndarray = dst) -> None:
+            # mode="clip": the indices are valid, and "raise" would buffer ``out``
+            np.take(src, src[part], out=dst[part], mode="clip")
+
+        _in_threads(step, parent.size, threads)
+        if np.array_equal(nxt, parent):
+            return nxt
+        parent, nxt = nxt, parent

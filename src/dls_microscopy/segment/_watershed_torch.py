@@ -173,7 +173,7 @@ def _drain_torch(f: Any, mask: Any, smooth: Any, spacing: Sequence[float]) -> _B
         return t.cpu().numpy()
 
     return _Basins(
-        host(pos),
+        host(mask),
         host(dense.ravel()[pos]),
         host(smooth.ravel()[pos]),
         host(fm.ravel()[roots]),

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -124,8 +125,16 @@ class WatershedSegmenter(BaseSegmenter):
 
     name: ClassVar[str] = "watershed"
     Params: ClassVar[type[SegmenterParams]] = WatershedParams
-    #: peak working memory per voxel of a block, bytes (for block planning)
-    bytes_per_voxel: ClassVar[float] = 64.0
+    #: peak working memory per voxel of a block, its labels included, bytes (for block
+    #: planning): measured 35-40 on the CPU path for 37-47 % foreground, plus a margin
+    bytes_per_voxel: ClassVar[float] = 48.0
+    #: threads one :meth:`segment` call may use on the CPU path (None: the CPU count, at
+    #: most 8); :func:`~dls_microscopy.segment.blockwise.segment_blockwise` sets it
+    #: from the number of blocks it runs at once
+    threads: int | None = None
+
+    def _cpu_threads(self) -> int:
+        return int(self.threads or max(1, min(8, os.cpu_count() or 1)))
 
     params: WatershedParams
 
@@ -204,11 +213,11 @@ class WatershedSegmenter(BaseSegmenter):
             and isinstance(image, np.ndarray)
             and image.size <= _SAMPLE_VOXELS
         ):
-            cache["image"], cache["smooth"] = image, _smooth_cpu(image, sigma)
+            cache["image"], cache["smooth"] = image, _smooth_cpu(image, sigma, threads=self._cpu_threads())
             sample = cache["smooth"].ravel()
+            sample = sample[:: max(1, sample.size // _HISTOGRAM_VOXELS)]  # plenty for a histogram
         else:
             sample = _smoothed_sample(image, sigma, _SAMPLE_VOXELS)
-        sample = sample[:: max(1, sample.size // _HISTOGRAM_VOXELS)]  # plenty for a histogram
         otsu, background, foreground = _otsu(sample)
         if self.params.threshold is not None:
             threshold = float(self.params.threshold)
@@ -250,7 +259,7 @@ class WatershedSegmenter(BaseSegmenter):
 
             cache = getattr(_REUSE, "cache", None) or {}
             smooth = cache.get("smooth") if cache.get("image") is image else None
-            basins = _flood_cpu(image, config, smooth=smooth)
+            basins = _flood_cpu(image, config, smooth=smooth, threads=self._cpu_threads())
         if basins is None:
             warnings.warn("no foreground above the threshold: no objects", EmptyResultWarning, stacklevel=4)
             return np.zeros(shape, np.uint32)
@@ -291,8 +300,8 @@ class _FloodConfig:
 class _Basins:
     """Drainage basins of the flooding image ``f`` over the foreground.
 
-    ``pos`` (M,): flat C-order indices of the foreground voxels, ascending; ``basin``
-    (M,): basin of each, basins numbered in the C order of their maxima; ``value``
+    ``mask`` (Z, Y, X) bool: the foreground, whose M voxels, in C order, the per-voxel
+    arrays follow; ``basin`` (M,): basin of each, basins numbered in the C order of their maxima; ``value``
     (M,): smoothed intensity; ``peak``/``peak_pos`` (B,): ``f`` at each basin's
     maximum and its flat index; ``edge_a``, ``edge_b``, ``saddle`` (E,): neighbouring
     basins and the highest ``min(f)`` over their touching voxel pairs, by decreasing
@@ -301,14 +310,14 @@ class _Basins:
 
     def __init__(
         self,
-        pos: np.ndarray,
+        mask: np.ndarray,
         basin: np.ndarray,
         value: np.ndarray,
         peak: np.ndarray,
         peak_pos: np.ndarray,
         pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
     ) -> None:
-        self.pos, self.basin, self.value = pos, basin, value
+        self.mask, self.basin, self.value = mask, basin, value
         self.peak, self.peak_pos = peak, peak_pos
         self.edge_a, self.edge_b, self.saddle = _unique_edges(*pairs, n_basins=len(peak))
 
@@ -316,20 +325,32 @@ class _Basins:
 def _unique_edges(
     a: np.ndarray, b: np.ndarray, saddle: np.ndarray, *, n_basins: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One edge per basin pair with its highest saddle, by decreasing saddle then pair."""
+    """One edge per basin pair with its highest saddle, by decreasing saddle then pair.
+
+    Sparse: memory and time follow the number of touching voxel pairs ``E``, never
+    ``n_basins**2``.  With fewer than ``2**16`` basins each pair and its saddle are
+    packed into one uint64 (pair in the high 32 bits, the saddle's bits mapped to an
+    order-preserving uint32 in the low ones), so one in-place sort leaves every pair's
+    highest saddle last in its run; otherwise the pairs are argsorted.
+    """
     if len(a) == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0, np.float32)
-    a = a.astype(np.int64, copy=False)
-    b = b.astype(np.int64, copy=False)
-    key = np.minimum(a, b) * n_basins + np.maximum(a, b)
-    saddle = saddle.astype(np.float32, copy=False)
-    if n_basins**2 <= 1 << 24:  # a dense table of pairs is cheaper than sorting
-        table = np.full(n_basins**2, -np.inf, np.float32)
-        np.maximum.at(table, key, saddle)
-        key = np.flatnonzero(table > -np.inf)
-        high = table[key]
+    saddle = np.ascontiguousarray(saddle, dtype=np.float32)
+    if n_basins < 1 << 16:
+        lo = np.minimum(a, b).astype(np.uint64)
+        lo *= np.uint64(n_basins)
+        lo += np.maximum(a, b).astype(np.uint64)
+        packed = lo
+        packed <<= np.uint64(32)
+        packed |= _orderable(saddle).astype(np.uint64)
+        packed.sort()
+        key = packed >> np.uint64(32)
+        last = np.flatnonzero(np.append(key[1:] != key[:-1], True))
+        high = _from_orderable((packed[last] & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+        key = key[last].astype(np.int64)
     else:
+        key = np.minimum(a, b).astype(np.int64) * n_basins + np.maximum(a, b)
         order = np.argsort(key, kind="stable")
         key = key[order]
         starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
@@ -337,6 +358,18 @@ def _unique_edges(
         key = key[starts]
     final = np.lexsort((key, -high))
     return key[final] // n_basins, key[final] % n_basins, high[final]
+
+
+def _orderable(values: np.ndarray) -> np.ndarray:
+    """float32 → uint32 with the same order (IEEE bits, sign-magnitude made monotone)."""
+    bits = values.view(np.uint32)
+    return np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(1 << 31)).astype(np.uint32)
+
+
+def _from_orderable(keys: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_orderable`."""
+    bits = np.where(keys >> np.uint32(31), keys & np.uint32(0x7FFFFFFF), ~keys).astype(np.uint32)
+    return bits.view(np.float32)
 
 
 def _merge_basins(
@@ -416,11 +449,11 @@ def _labels_from_objects(
     small = np.bincount(values, minlength=n + 1) < min_voxels
     small[0] = False
     values[small[values]] = 0
-    # ``pos`` ascends, so first appearance here is first appearance in C order.
+    # voxels are in C order, so first appearance here is first appearance in C order.
     values, _ = fastremap.renumber(values, preserve_zero=True, in_place=True)
-    out = np.zeros(int(np.prod(shape)), dtype=np.uint32)
-    out[basins.pos] = values
-    return out.reshape(shape)
+    out = np.zeros(shape, dtype=np.uint32)
+    out[basins.mask] = values
+    return out
 
 
 # -- global statistics -----------------------------------------------------------------
@@ -448,13 +481,19 @@ _R3 = np.array([1 / _PLASTIC, 1 / _PLASTIC**2, 1 / _PLASTIC**3])
 
 
 def _smoothed_sample(image: Any, sigma_vox: Sequence[float], budget: int) -> np.ndarray:
-    """Smoothed voxels of the whole volume or of sub-blocks spread over it, 1D float32."""
+    """Smoothed voxels of the whole volume or of sub-blocks spread over it, 1D float32.
+
+    Of the ``n`` voxels smoothed (at most ``budget``), every ``n // 2**18``-th (in
+    the order of the sub-blocks) is kept for the histogram; sub-blocks are read and
+    smoothed one at a time, so memory stays at the kept voxels plus one sub-block.
+    """
     from dls_microscopy.segment._watershed_cpu import _smooth_cpu
 
     shape = tuple(int(s) for s in image.shape)
     if math.prod(shape) <= budget:
-        whole = image.compute() if hasattr(image, "compute") else image
-        return _smooth_cpu(np.asarray(whole), sigma_vox).ravel()
+        whole = image.compute(scheduler="synchronous") if hasattr(image, "compute") else image
+        sample = _smooth_cpu(np.asarray(whole), sigma_vox).ravel()
+        return sample[:: max(1, sample.size // _HISTOGRAM_VOXELS)]
     margin = [int(_TRUNCATE * float(s) + 0.5) if s > 1e-15 else 0 for s in sigma_vox]
     core = [min(n, max(16, 4 * m)) for n, m in zip(shape, margin, strict=True)]
     tiles = np.array([max(1, n // c) for n, c in zip(shape, core, strict=True)])
@@ -470,11 +509,21 @@ def _smoothed_sample(image: Any, sigma_vox: Sequence[float], budget: int) -> np.
         hi = [min(n, e + m) for n, e, m in zip(shape, stop, margin, strict=True)]
         reads.append(tuple(slice(a, b) for a, b in zip(lo, hi, strict=True)))
         cores.append(tuple(slice(s - a, e - a) for s, e, a in zip(start, stop, lo, strict=True)))
-    blocks = [image[r] for r in reads]
-    if hasattr(image, "dask"):
-        import dask
 
-        blocks = list(dask.compute(*blocks))
-    return np.concatenate(
-        [_smooth_cpu(np.asarray(b), sigma_vox)[c].ravel() for b, c in zip(blocks, cores, strict=True)]
-    )
+    sizes = [math.prod(sl.stop - sl.start for sl in c) for c in cores]
+    step = max(1, sum(sizes) // _HISTOGRAM_VOXELS)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+    def smoothed_core(i: int) -> np.ndarray:
+        # one region at a time, read on its own: a single dask compute of all the
+        # regions materialised whole dask chunks (measured 80-110 MiB for a 4 MiB sample)
+        block = image[reads[i]]
+        if hasattr(block, "compute"):
+            block = block.compute(scheduler="synchronous")
+        core = _smooth_cpu(np.asarray(block), sigma_vox)[cores[i]].ravel()
+        return core[(-int(starts[i])) % step :: step].copy()
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return np.concatenate(list(pool.map(smoothed_core, range(len(reads)))))
