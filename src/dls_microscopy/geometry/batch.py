@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 #: k_PB = 1/λ + 1/μ ≈ 0.04); chosen on voxelised spheres, ellipsoids and tori.
 TAUBIN_LAMBDA = 0.5
 TAUBIN_MU = -0.51
+#: Faces per chunk of :meth:`MeshBatch.measure`: the gathered corners stay in cache (measured).
+_FACE_CHUNK = 16384
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Measures:
         Surface area in µm².
     watertight : ndarray of bool
         Closed and consistently oriented: every directed edge has its reverse
-        (see :func:`_open_objects_hashed` and :func:`_bad_vertices_exact`).
+        (see :func:`_face_terms` and :func:`_bad_vertices_exact`).
     n_degenerate : int
         Faces of zero area or with a repeated vertex in the whole batch.
     """
@@ -93,6 +95,7 @@ class MeshBatch:
         vertices: Sequence[np.ndarray],
         faces: Sequence[np.ndarray],
         shift: np.ndarray | None = None,
+        unit: float = 1.0,
     ) -> MeshBatch:
         """Build a batch from per-object meshes in voxel units.
 
@@ -108,7 +111,10 @@ class MeshBatch:
         faces : sequence of n (F_i, 3) integer arrays
             Indices into each object's own vertices.
         shift : (n, 3) ndarray of int, optional
-            Added to each object's vertices to make them object-local.
+            Added to each object's vertices (after ``unit``) to make them object-local.
+        unit : float
+            Voxels per unit of ``vertices`` (0.5 for zmesh's half-voxel integers;
+            powers of two keep the scaling exact).
         """
         n = len(vertices)
         nv = np.fromiter((len(v) for v in vertices), np.int64, n)
@@ -124,6 +130,8 @@ class MeshBatch:
             verts, tris = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int32)
         tris = tris.reshape(-1, 3)
         tris += np.repeat(v_off[:-1].astype(np.int32), nf)[:, None]
+        if unit != 1.0:
+            verts *= np.float32(unit)
         if shift is not None:
             verts += np.repeat(np.asarray(shift, np.float32).reshape(-1, 3), nv, axis=0)
         return cls(
@@ -241,89 +249,144 @@ class MeshBatch:
         exact : bool
             Test watertightness with exact edge counts (sparse matrices, about
             5x slower, also catches non-manifold edges) instead of the hash
-            test of :func:`_open_objects_hashed`.
+            test of :func:`_face_terms`.
         """
         n = len(self)
         if not len(self.faces):
             return Measures(np.zeros(n), np.zeros(n), np.zeros(n, bool))
-        gf = self.faces.T.copy()  # (3, F): one contiguous row per corner
-        i, j, k = gf
-        x, y, z = self.vertices.T.copy()
-        ax, ay, az = x[i], y[i], z[i]
-        e1x, e1y, e1z = x[j], y[j], z[j]
-        e1x -= ax
-        e1y -= ay
-        e1z -= az
-        e2x, e2y, e2z = x[k], y[k], z[k]
-        e2x -= ax
-        e2y -= ay
-        e2z -= az
-        cx = e1y * e2z
-        cx -= e1z * e2y
-        cy = e1z * e2x
-        cy -= e1x * e2z
-        cz = e1x * e2y
-        cz -= e1y * e2x
-        six_vol = ax * cx
-        six_vol += ay * cy
-        six_vol += az * cz
-        # (S e1) x (S e2) = det(S) S^-1 (e1 x e2) for S = diag(spacing)
+        n_faces, n_vertices = len(self.faces), len(self.vertices)
+        tables = [np.ascontiguousarray(c) for c in self.vertices.T]  # x, y, z: (V,) float32 each
+        if not exact:
+            tables += _vertex_hashes(n_vertices)  # h1, h2: (V,) uint32 each
+        six_vol = np.empty(n_faces, np.float32)
+        twice_area = np.empty(n_faces, np.float32)
+        edge_sum = None if exact else np.empty(n_faces, np.uint32)
+        scale = (self.spacing[[1, 0, 0]] * self.spacing[[2, 2, 1]]).astype(np.float32)
+        for a in range(0, n_faces, _FACE_CHUNK):  # cache-sized chunks of faces
+            b = min(a + _FACE_CHUNK, n_faces)
+            _face_terms(
+                tables,
+                self.faces[a:b].T.astype(np.intp),
+                scale,
+                six_vol[a:b],
+                twice_area[a:b],
+                None if edge_sum is None else edge_sum[a:b],
+            )
         s0, s1, s2 = (float(s) for s in self.spacing)
-        cx *= np.float32(s1 * s2)
-        cy *= np.float32(s0 * s2)
-        cz *= np.float32(s0 * s1)
-        cx *= cx
-        cy *= cy
-        cx += cy
-        cz *= cz
-        cx += cz
-        twice_area = np.sqrt(cx, out=cx)
         volume = _segment_sums(six_vol, self.f_off) * (s0 * s1 * s2 / 6.0)
         area = _segment_sums(twice_area, self.f_off) / 2.0
-        if exact:
+        if edge_sum is None:
             watertight = np.ones(n, bool)
-            bad_vertices = _bad_vertices_exact(gf, len(x))
+            bad_vertices = _bad_vertices_exact(self.faces.T.copy(), n_vertices)
             watertight[np.searchsorted(self.v_off, bad_vertices, side="right") - 1] = False
         else:
-            watertight = ~_open_objects_hashed(gf, len(x), self.f_off)
+            watertight = _segment_sums_u32(edge_sum, self.f_off) == 0
         watertight[self.n_faces == 0] = False
         if orient and (volume < 0).any():
             flip = np.repeat(volume < 0, self.n_faces)
             self.faces[flip] = self.faces[flip][:, ::-1]
             volume = np.abs(volume)
-        repeated = (i == j) | (j == k) | (i == k)
-        n_degenerate = int(np.count_nonzero(repeated | (twice_area <= 0)))
+        # a repeated vertex index gives an exactly zero cross product: zero area covers it
+        n_degenerate = int(np.count_nonzero(twice_area <= 0))
         return Measures(volume, area, watertight, n_degenerate)
 
 
-def _open_objects_hashed(gf: np.ndarray, n_vertices: int, f_off: np.ndarray) -> np.ndarray:
-    """Objects ``(n,)`` with a directed edge that lacks its reverse (hash test; ``gf`` (3, F)).
+def _face_terms(
+    tables: list[np.ndarray],
+    corners: np.ndarray,
+    scale: np.ndarray,
+    six_vol: np.ndarray,
+    twice_area: np.ndarray,
+    edge_sum: np.ndarray | None,
+) -> None:
+    """Per-face volume, area and edge-hash terms of ``m`` faces, written to the outputs ``(m,)``.
 
-    Each vertex gets two pseudo-random 32-bit values ``h1, h2`` (splitmix64),
-    and each directed edge ``a -> b`` the antisymmetric value
-    ``h1(a) h2(b) - h1(b) h2(a)``; the three edges of a face sum to
-    ``h1(i)(h2(j) - h2(k)) + h1(j)(h2(k) - h2(i)) + h1(k)(h2(i) - h2(j))``.  When
-    every directed edge of an object has its reverse the terms cancel exactly
-    (integer arithmetic modulo 2**32), so a non-zero sum proves a hole or a
-    flipped face; a defective object passes by chance with probability about
-    2**-31.  Six 32-bit gathers per face and no per-vertex accumulation: about
-    5x cheaper than counting edges.  Repeated edges matched by repeated reverse
-    edges (non-manifold edges) cancel too; marching cubes does not produce
-    them, and decimated meshes are checked with :func:`_bad_vertices_exact`.
+    ``tables`` are the vertex columns ``x, y, z`` (float32, voxels) and, for
+    ``edge_sum``, the hashes ``h1, h2`` (uint32), each ``(V,)``; ``corners``
+    ``(3, m)`` intp are the faces' vertex indices.  Contiguous columns gathered
+    with ``np.take`` keep every pass a fast contiguous loop.  ``six_vol`` gets
+    ``a · (b × c)`` (six times the signed volume of the tetrahedron with the
+    origin), ``twice_area`` the norm of ``(S e1) × (S e2)`` for
+    ``S = diag(spacing)`` (``scale`` is ``(s1 s2, s0 s2, s0 s1)``:
+    ``(S e1) × (S e2) = det(S) S⁻¹ (e1 × e2)``), and ``edge_sum`` the hash of the
+    face's three directed edges.
+
+    The edge hash tests watertightness: each vertex gets two pseudo-random 32-bit
+    values ``h1, h2`` (:func:`_vertex_hashes`), and each directed edge ``a -> b``
+    the antisymmetric value ``h1(a) h2(b) - h1(b) h2(a)``; the three edges of a
+    face sum to ``h1(i)(h2(j) - h2(k)) + h1(j)(h2(k) - h2(i)) + h1(k)(h2(i) - h2(j))``.
+    When every directed edge of an object has its reverse the terms cancel
+    exactly (integer arithmetic modulo 2**32), so a non-zero sum over an object
+    proves a hole or a flipped face; a defective object passes by chance with
+    probability about 2**-31.  Repeated edges matched by repeated reverse edges
+    (non-manifold edges) cancel too; marching cubes does not produce them, and
+    decimated meshes are checked with :func:`_bad_vertices_exact`.
     """
-    mixed = _splitmix64(np.arange(n_vertices, dtype=np.uint64))
-    h1 = (mixed >> np.uint64(32)).astype(np.uint32)
-    h2 = mixed.astype(np.uint32)  # the low half: independent bits of the same mix
-    i, j, k = gf
-    a2, b2, c2 = h2[i], h2[j], h2[k]
-    t = h1[i] * (b2 - c2)
-    t += h1[j] * (c2 - a2)
-    t += h1[k] * (a2 - b2)
-    sums = np.zeros(len(f_off) - 1, np.uint32)
-    nonempty = f_off[1:] > f_off[:-1]
+    i, j, k = corners
+    x, y, z = tables[:3]
+    ax, ay, az = x.take(i), y.take(i), z.take(i)
+    e1x, e1y, e1z = x.take(j), y.take(j), z.take(j)
+    e1x -= ax
+    e1y -= ay
+    e1z -= az
+    e2x, e2y, e2z = x.take(k), y.take(k), z.take(k)
+    e2x -= ax
+    e2y -= ay
+    e2z -= az
+    cx = e1y * e2z
+    cx -= e1z * e2y
+    cy = e1z * e2x
+    cy -= e1x * e2z
+    cz = e1x * e2y
+    cz -= e1y * e2x
+    np.multiply(ax, cx, out=six_vol)
+    six_vol += ay * cy
+    six_vol += az * cz
+    cx *= scale[0]
+    cy *= scale[1]
+    cz *= scale[2]
+    cx *= cx
+    cy *= cy
+    cx += cy
+    cz *= cz
+    np.add(cx, cz, out=twice_area)
+    np.sqrt(twice_area, out=twice_area)
+    if edge_sum is not None:
+        h1, h2 = tables[3:]
+        a2, b2, c2 = h2.take(i), h2.take(j), h2.take(k)
+        np.multiply(h1.take(i), b2 - c2, out=edge_sum)
+        edge_sum += h1.take(j) * (c2 - a2)
+        edge_sum += h1.take(k) * (a2 - b2)
+
+
+def _segment_sums_u32(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """uint32 sums (modulo 2**32) of ``values[offsets[k]:offsets[k+1]]`` ``(n,)``; empty ranges give 0."""
+    sums = np.zeros(len(offsets) - 1, np.uint32)
+    nonempty = offsets[1:] > offsets[:-1]
     if nonempty.any():
-        sums[nonempty] = np.add.reduceat(t, f_off[:-1][nonempty])
-    return sums != 0
+        sums[nonempty] = np.add.reduceat(values, offsets[:-1][nonempty])
+    return sums
+
+
+#: Vertex hashes of :func:`_face_terms` for the first vertices, computed once:
+#: a batch only ever slices them (8 bytes per vertex, at most 8 MiB kept).
+_HASHES: tuple[np.ndarray, np.ndarray] = (np.zeros(0, np.uint32), np.zeros(0, np.uint32))
+_HASHES_MAX = 1 << 20
+
+
+def _vertex_hashes(n_vertices: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two 32-bit halves ``(h1, h2)`` ``(n_vertices,)`` of splitmix64 of the vertex index."""
+    global _HASHES
+    table = _HASHES
+    if table[0].size < n_vertices:
+        size = max(1 << 16, 1 << (n_vertices - 1).bit_length())  # grow by powers of two
+        size = n_vertices if n_vertices > _HASHES_MAX else min(size, _HASHES_MAX)
+        mixed = _splitmix64(np.arange(size, dtype=np.uint64))
+        # the high and low halves: independent bits of the same mix
+        table = ((mixed >> np.uint64(32)).astype(np.uint32), mixed.astype(np.uint32))
+        if size <= _HASHES_MAX:
+            _HASHES = table  # replaced whole, so concurrent readers see one table or the other
+    return table[0][:n_vertices], table[1][:n_vertices]
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:

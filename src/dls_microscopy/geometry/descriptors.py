@@ -14,6 +14,7 @@ Column names carry their units (``_um``, ``_um2``, ``_um3``, ``_per_um``,
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Iterable, Iterator
@@ -82,6 +83,11 @@ def shape_descriptors(
 ) -> dict[str, Any]:
     """All descriptors of one closed mesh.
 
+    BLAS runs single-threaded meanwhile: a multithreaded BLAS sums the spherical-harmonics
+    Gram matrix in an order that depends on its thread count, which changed the last bits
+    of the spectrum between in-process threads and dask workers. Descriptor tables must be
+    byte-identical wherever they are computed.
+
     Parameters
     ----------
     mesh : ObjectMesh
@@ -105,6 +111,11 @@ def shape_descriptors(
     sphere, smaller for elongated or flat shapes).  Sphericity is
     ``π^(1/3) (6 V)^(2/3) / A`` (1 for a sphere).
     """
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        return _shape_descriptors(mesh, sh_degree=sh_degree, shapedna_k=shapedna_k)
+
+
+def _shape_descriptors(mesh: ObjectMesh, *, sh_degree: int, shapedna_k: int) -> dict[str, Any]:
     v, f = mesh.vertices, mesh.faces.astype(np.int64)
     out: dict[str, Any] = {
         "object_id": int(mesh.id),
@@ -132,6 +143,13 @@ def shape_descriptors(
     out.update(spherical_harmonics_spectrum(v, f, centroid, degree=sh_degree))
     out.update(shapedna(v, f, k=shapedna_k, area=area))
     return out
+
+
+@functools.cache
+def _blas_controller() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def compute_descriptors(meshes: Iterable[ObjectMesh], **options: Any) -> Iterator[dict[str, Any]]:

@@ -11,6 +11,7 @@ merged by id with vectorised minimum/maximum reductions.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -62,8 +63,15 @@ class LabelSource:
         """``(Z, Y, X)``."""
         return tuple(int(s) for s in self.data.shape)  # type: ignore[return-value]
 
-    def read(self, region: Sequence[slice]) -> np.ndarray:
-        """Read ``region`` as a C-contiguous unsigned integer array (``bool`` → ``uint8``).
+    def read(self, region: Sequence[slice], *, contiguous: bool = True) -> np.ndarray:
+        """Read ``region`` as an unsigned integer array (``bool`` → ``uint8``).
+
+        Parameters
+        ----------
+        region : sequence of 3 slice
+        contiguous : bool
+            Return a C-contiguous array; ``False`` lets an in-memory source
+            return a view (no copy).
 
         Raises
         ------
@@ -73,7 +81,31 @@ class LabelSource:
         part = self.data[tuple(region)]
         if isinstance(part, da.Array):
             part = part.compute()
-        return _as_unsigned(np.ascontiguousarray(part))
+        return _as_unsigned(np.ascontiguousarray(part) if contiguous else np.asarray(part))
+
+    def read_padded(self, region: Sequence[slice]) -> np.ndarray:
+        """Read ``region`` into a zero-filled array one voxel larger on every side.
+
+        The padded block is what a mesher needs to close surfaces at the block
+        faces; reading straight into it saves a copy of the block.
+
+        Returns
+        -------
+        (Z + 2, Y + 2, X + 2) ndarray of unsigned int
+            C-contiguous, ``bool`` labels as ``uint8``.
+
+        Raises
+        ------
+        InputError
+            When the region holds negative labels.
+        """
+        part = self.data[tuple(region)]
+        if isinstance(part, da.Array):
+            part = part.compute()
+        part = _as_unsigned(np.asarray(part))
+        out = np.zeros(tuple(s + 2 for s in part.shape), part.dtype)
+        out[1:-1, 1:-1, 1:-1] = part
+        return out
 
 
 def _as_unsigned(block: np.ndarray) -> np.ndarray:
@@ -236,6 +268,7 @@ def block_boxes(block: np.ndarray, origin: Sequence[int]) -> tuple[np.ndarray, n
             ids = ids[ids != 0]
         slices = [boxes[i - 1] for i in ids]
     else:  # large or sparse ids: renumber so that no array is sized by an id
+        block = np.ascontiguousarray(block)
         renumbered, mapping = fastremap.renumber(block, preserve_zero=True, in_place=False)
         boxes = ndimage.find_objects(renumbered)
         pairs = sorted((int(k), int(v)) for k, v in mapping.items() if int(k) != 0)
@@ -266,10 +299,21 @@ def merge_boxes(
     return ObjectIndex(uniq.astype(np.uint64), out_lo, out_hi, tuple(int(s) for s in shape))  # type: ignore[arg-type]
 
 
-def iter_blocks(source: LabelSource, *, prefetch: int = 1) -> Iterator[tuple[Block, np.ndarray]]:
-    """Yield ``(block, labels)`` in raster order, reading ``prefetch`` blocks ahead in a thread."""
+def iter_blocks(
+    source: LabelSource, *, prefetch: int = 1, padded: bool = False, contiguous: bool = True
+) -> Iterator[tuple[Block, np.ndarray]]:
+    """Yield ``(block, labels)`` in raster order, reading ``prefetch`` blocks ahead in a thread.
+
+    With ``padded`` the labels come zero-padded by one voxel on every side
+    (:meth:`LabelSource.read_padded`); ``contiguous=False`` allows views of an
+    in-memory source (:meth:`LabelSource.read`).
+    """
     import concurrent.futures as cf
 
+    if padded:
+        read = source.read_padded
+    else:
+        read = functools.partial(source.read, contiguous=contiguous)
     blocks = list(source.plan)
     with cf.ThreadPoolExecutor(max_workers=1) as pool:
         pending: list[tuple[Block, cf.Future[np.ndarray]]] = []
@@ -277,13 +321,13 @@ def iter_blocks(source: LabelSource, *, prefetch: int = 1) -> Iterator[tuple[Blo
         for _ in range(prefetch + 1):
             b = next(it, None)
             if b is not None:
-                pending.append((b, pool.submit(source.read, b.core)))
+                pending.append((b, pool.submit(read, b.core)))
         while pending:
             block, fut = pending.pop(0)
             data = fut.result()
             nxt = next(it, None)
             if nxt is not None:
-                pending.append((nxt, pool.submit(source.read, nxt.core)))
+                pending.append((nxt, pool.submit(read, nxt.core)))
             yield block, data
 
 
@@ -330,7 +374,7 @@ def build_object_index(
     parts = []
     if progress:
         progress("index", 0, total)
-    for done, (block, data) in enumerate(iter_blocks(source), start=1):
+    for done, (block, data) in enumerate(iter_blocks(source, contiguous=False), start=1):
         parts.append(block_boxes(data, [s.start for s in block.core]))
         if progress:
             progress("index", done, total)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dask.array as da
@@ -190,9 +190,10 @@ def mesh_objects(
     smooth, decimate, max_faces, max_error_um
         See :class:`MeshOptions`.
     measure : bool
-        Compute volume, area and watertightness (vectorised, about a third of
-        the time of meshing).  ``False`` leaves them NaN / None; faces are still
-        outward (zmesh winds them so, smoothing and decimation keep it).
+        Compute volume, area and watertightness (vectorised, about a fifth of
+        the time of meshing; see ``benchmarks/run_geometry.py``).  ``False``
+        leaves them NaN / None; faces are still outward (zmesh winds them so,
+        smoothing and decimation keep it).
     index : ObjectIndex, optional
         A prebuilt index (else one pass over the labels builds it).
     block_shape : sequence of 3 int, optional
@@ -251,13 +252,14 @@ def _mesh_stream(
     total, done = len(index), 0
     if progress:
         progress("meshes", 0, total)
-    for block, data in iter_blocks(source):
+    for block, padded in iter_blocks(source, padded=True):
         key = int(np.ravel_multi_index(block.index, plan.grid))
         mine = order[starts[key] : starts[key + 1]]
         mine = mine[local[mine]]
         parts = []
         if mine.size:
-            parts.append(_mesh_block(zmesh, data, block, index, mine))
+            parts.append(_mesh_block(zmesh, padded, block, index, mine))
+        data = padded[1:-1, 1:-1, 1:-1]
         completed = _collect_pieces(data, block, index, spanning, remaining, masks)
         if completed:
             parts.append(_mesh_masks(zmesh, index, completed, masks))
@@ -272,20 +274,50 @@ def _mesh_stream(
 
 
 def _mesh_block(
-    zmesh: Any, data: np.ndarray, block: Block, index: ObjectIndex, members: np.ndarray
+    zmesh: Any, padded: np.ndarray, block: Block, index: ObjectIndex, members: np.ndarray
 ) -> Iterator[_Parts]:
-    """Mesh a whole block once and take the objects that lie inside it, in batches."""
+    """Mesh a whole (zero-padded) block once and take the objects inside it, in batches."""
     mesher = zmesh.Mesher((1.0, 1.0, 1.0))
-    mesher.mesh(data, close=True)
+    mesher.mesh(padded)  # the zero border closes the surfaces, as ``close=True`` would
+    get = _half_voxel_getter(mesher)
     origin = np.array([s.start for s in block.core])
+    ids = index.ids
     for chunk in _chunks(members, index):
-        verts, faces = [], []
-        for i in chunk:
-            m = mesher.get(int(index.ids[i]), normals=False)
-            verts.append(m.vertices)
-            faces.append(m.faces)
-        shift = origin - 1 - index.lo[chunk]  # zmesh pads by one voxel with close=True
-        yield chunk, shift, verts, faces
+        got = [get(int(ids[i])) for i in chunk]
+        shift = origin - 1 - index.lo[chunk]  # the padding shifts the block by one voxel
+        yield chunk, shift, [g[0] for g in got], [g[1] for g in got]
+
+
+def _half_voxel_getter(mesher: Any) -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+    """``get(label) -> (vertices, faces)`` of a meshed ``zmesh.Mesher``, vertices in half voxels.
+
+    zmesh keeps vertices as integer half-voxel positions and its ``Mesher.get``
+    halves them with a few small array operations per object; its compiled
+    mesher's ``get_mesh`` (zmesh 1.15) returns them unhalved, which saves about
+    a tenth of the meshing time over thousands of objects.  ``MeshBatch`` halves
+    all vertices of a batch at once (exact in float32).  Falls back to the public
+    ``get`` (doubled) when the compiled mesher is not there.
+    """
+    get_mesh = getattr(getattr(mesher, "_mesher", None), "get_mesh", None)
+    if get_mesh is None:  # pragma: no cover - other zmesh versions
+
+        def public(label: int) -> tuple[np.ndarray, np.ndarray]:
+            m = mesher.get(label, normals=False)
+            return _or_empty(m.vertices, 3, np.float32) * np.float32(2), _or_empty(m.faces, 3, np.uint32)
+
+        return public
+
+    def compiled(label: int) -> tuple[np.ndarray, np.ndarray]:
+        # (label, normals, reduction factor, max error, min error, transpose)
+        m = get_mesh(label, False, 0, 1.0, 0.0, False)
+        return _or_empty(m.vertices, 3, np.float32), _or_empty(m.faces, 3, np.uint32)
+
+    return compiled
+
+
+def _or_empty(a: np.ndarray | None, width: int, dtype: type) -> np.ndarray:
+    """zmesh returns ``None`` for an empty mesh."""
+    return np.zeros((0, width), dtype) if a is None else a
 
 
 def _chunks(members: np.ndarray, index: ObjectIndex) -> Iterator[np.ndarray]:
@@ -318,8 +350,8 @@ def _collect_pieces(
         i = int(i)
         olo, ohi = index.lo[i], index.hi[i]
         mask = masks.get(i)
-        if mask is None:
-            mask = np.zeros(tuple(ohi - olo), np.uint8)
+        if mask is None:  # zero-padded by one voxel to close the surface
+            mask = np.zeros(tuple(ohi - olo + 2), np.uint8)
             if mask.nbytes > _LARGE_MASK_BYTES:
                 log.warning(
                     "object %d spans %s voxels; its mask needs %.0f MiB",
@@ -330,7 +362,7 @@ def _collect_pieces(
             masks[i] = mask
         rlo, rhi = np.maximum(olo, blo), np.minimum(ohi, bhi)
         src = tuple(slice(a, b) for a, b in zip(rlo - blo, rhi - blo, strict=True))
-        dst = tuple(slice(a, b) for a, b in zip(rlo - olo, rhi - olo, strict=True))
+        dst = tuple(slice(a + 1, b + 1) for a, b in zip(rlo - olo, rhi - olo, strict=True))
         np.equal(data[src], index.ids[i].astype(data.dtype), out=mask[dst].view(bool))
         remaining[i] -= 1
         if remaining[i] == 0:
@@ -346,10 +378,10 @@ def _mesh_masks(
         verts, faces = [], []
         for i in chunk:
             mesher = zmesh.Mesher((1.0, 1.0, 1.0))
-            mesher.mesh(masks.pop(int(i)), close=True)
-            m = mesher.get(1, normals=False)
-            verts.append(m.vertices)
-            faces.append(m.faces)
+            mesher.mesh(masks.pop(int(i)))  # padded masks: closed surfaces
+            v, f = _half_voxel_getter(mesher)(1)
+            verts.append(v)
+            faces.append(f)
         yield chunk, np.full((chunk.size, 3), -1, np.int64), verts, faces
 
 
@@ -358,7 +390,9 @@ def _finish(
 ) -> Iterator[ObjectMesh]:
     """Smooth, decimate, clean and measure one batch; yield its meshes in µm."""
     members, shift, verts, faces = parts
-    batch = MeshBatch.from_meshes(index.ids[members], index.lo[members], spacing, verts, faces, shift=shift)
+    batch = MeshBatch.from_meshes(
+        index.ids[members], index.lo[members], spacing, verts, faces, shift=shift, unit=0.5
+    )
     batch.smooth(options.smooth)
     if options.decimating:
         batch = decimate_batch(
@@ -375,24 +409,30 @@ def _finish(
     if not measures.watertight.all():
         bad = index.ids[members][~measures.watertight]
         log.warning("%d mesh(es) are not watertight, e.g. object %d", bad.size, int(bad[0]))
-    sp = np.asarray(spacing)
-    for k, i in enumerate(members):
-        a, b = batch.v_off[k], batch.v_off[k + 1]
-        world = batch.vertices[a:b].astype(np.float64)  # µm in the volume frame
-        world += index.lo[i]
-        world *= sp
-        faces = batch.faces[batch.f_off[k] : batch.f_off[k + 1]]
-        faces -= np.int32(a)  # own indices (the batch is not used after this)
+    # µm in the volume frame and own face indices: one conversion for the batch, then
+    # in-place offsets on each object's range (cheaper than batch-wide np.repeat, measured);
+    # each mesh gets views of its ranges (the batch is not used after this)
+    v_off, f_off = batch.v_off.tolist(), batch.f_off.tolist()
+    lo, hi = index.lo[members], index.hi[members]
+    origins = lo.astype(np.float64)
+    world = batch.vertices.astype(np.float64)
+    own = batch.faces
+    for k in range(len(members)):
+        world[v_off[k] : v_off[k + 1]] += origins[k]
+        own[f_off[k] : f_off[k + 1]] -= np.int32(v_off[k])
+    world *= np.asarray(spacing)
+    ids = index.ids[members].tolist()
+    volume, area = measures.volume.tolist(), measures.area.tolist()
+    watertight = measures.watertight.tolist() if options.measure else [None] * len(ids)
+    boxes, box_ends = lo.tolist(), hi.tolist()
+    for k in range(len(ids)):
         yield ObjectMesh(
-            id=int(index.ids[i]),
-            vertices=world,
-            faces=faces,
-            volume_um3=float(measures.volume[k]),
-            surface_area_um2=float(measures.area[k]),
-            watertight=bool(measures.watertight[k]) if options.measure else None,
-            bbox=tuple(
-                slice(int(lo), int(hi))
-                for lo, hi in zip(index.lo[i], index.hi[i], strict=True)  # type: ignore[arg-type]
-            ),
+            id=ids[k],
+            vertices=world[v_off[k] : v_off[k + 1]],
+            faces=own[f_off[k] : f_off[k + 1]],
+            volume_um3=volume[k],
+            surface_area_um2=area[k],
+            watertight=watertight[k],
+            bbox=tuple(slice(u, v) for u, v in zip(boxes[k], box_ends[k], strict=True)),  # type: ignore[arg-type]
             spacing=spacing,
         )
