@@ -124,6 +124,45 @@ def test_blockwise_dask_chunks_float_image(nuclei):
         np.testing.assert_allclose(getattr(lazy, name), value, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
+def test_crop_regions_fit_the_budget_and_results_do_not_change(nuclei):
+    """Pass 2 plans for block + object extent: every crop region of typical objects fits."""
+    from dls_microscopy.features import measure as m
+    from dls_microscopy.features.crops import owner_batches
+
+    budget, workers = 2**20, 2
+    kw = dict(spacing=nuclei.spacing, percentiles=Q, radial_shells=3)
+    whole = measure_objects(nuclei.image, nuclei.labels, block_shape=(24, 64, 72), **kw)
+    lazy = measure_objects(
+        da.from_array(nuclei.image, chunks=(2, 4, 8, 8)),
+        da.from_array(nuclei.labels, chunks=(4, 8, 8)),
+        memory_budget=budget,
+        workers=workers,
+        **kw,
+    )
+    for name, value in _fields(whole).items():
+        np.testing.assert_array_equal(getattr(lazy, name), value, err_msg=name)
+    labels = da.from_array(nuclei.labels, chunks=(4, 8, 8))
+    image = da.from_array(nuclei.image, chunks=(2, 4, 8, 8))
+    first = m._plan(labels, image, block_shape=None, memory_budget=budget, workers=workers)
+    bpv = 4 + 2 * 2 + m._WORK_BYTES_PER_VOXEL
+    extent = whole.bbox_max - whole.bbox_min
+    p99 = np.percentile(extent, 99, axis=0)
+    crop = m._crop_plan(labels, image, whole, memory_budget=budget, workers=workers)
+    assert np.prod(crop.block_shape) < np.prod(first.block_shape)
+    fitting, over = 0, 0
+    for b in owner_batches(crop, whole.bbox_min, whole.bbox_max):
+        region = np.prod([s.stop - s.start for s in b.region])
+        typical = (extent[b.rows] <= p99).all()
+        fitting += typical and region * bpv * workers <= budget
+        over += typical and region * bpv * workers > budget
+    assert fitting and not over
+    # the first pass's plan would not have kept them within it
+    assert any(
+        np.prod([s.stop - s.start for s in b.region]) * bpv * workers > budget
+        for b in owner_batches(first, whole.bbox_min, whole.bbox_max)
+    )
+
+
 def test_sparse_large_ids_and_dtypes(nuclei):
     ref = measure_objects(nuclei.image, nuclei.labels, spacing=nuclei.spacing)
     big = np.where(nuclei.labels > 0, nuclei.labels.astype(np.uint64) * 2**40 + 7, 0)

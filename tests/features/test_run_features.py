@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 import tifffile
 
-from dls_microscopy.errors import InputError, OutputError, UnsupportedDtypeError
+from dls_microscopy.errors import InputError, ModelNotFoundError, OutputError, UnsupportedDtypeError
 from dls_microscopy.features import NoObjectsWarning
 from dls_microscopy.pipeline.features import run_features
 
@@ -70,10 +70,8 @@ def test_separate_label_file_and_bad_inputs(nuclei, nuclei_zarr, tmp_path):
         run_features(nuclei_zarr, floats, tmp_path / "x")
     with pytest.raises(InputError, match="neither an existing path nor a label image"):
         run_features(nuclei_zarr, "cells", tmp_path / "x")
-    with pytest.raises(InputError, match="not available yet"):
-        run_features(nuclei_zarr, "nuclei", tmp_path / "x", meshes=True)
-    with pytest.raises(InputError, match="not available yet"):
-        run_features(nuclei_zarr, "nuclei", tmp_path / "x", embeddings="dino")
+    with pytest.raises(ModelNotFoundError, match="embed train"):
+        run_features(nuclei_zarr, "nuclei", tmp_path / "x", embeddings="dino.pt")
     with pytest.raises(InputError, match="no channel named"):
         run_features(nuclei_zarr, "nuclei", tmp_path / "x", channels=["GFP"])
     assert not (tmp_path / "x").exists()

@@ -27,6 +27,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
+from dls_microscopy._allocator import bound_allocator, release_memory
 from dls_microscopy.blocks import BlockPlan, ProgressCallback, plan_blocks, run_parallel
 from dls_microscopy.errors import DimensionalityError, InputError
 from dls_microscopy.features.crops import CropResults, crop_statistics, owner_batches
@@ -230,6 +231,7 @@ def measure_objects(
         raise InputError(f"radial_shells must be an integer >= 0, got {radial_shells}")
     radial_shells = int(radial_shells)
     workers = workers or min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    bound_allocator()  # freed block temporaries go back to the system, not to per-thread heaps
     plan = _plan(labels, image, block_shape=block_shape, memory_budget=memory_budget, workers=workers)
     acc = np.int64 if image is None or exact_intensity_dtype(image.dtype) else np.float64
     log.debug("measuring objects: %d blocks of %s, %d channel(s)", plan.n_blocks, plan.block_shape, n_ch)
@@ -248,9 +250,14 @@ def measure_objects(
         )
         return _finish(PartialStats.empty(n_ch, np.dtype(acc)), None, spacing, names, qs, radial_shells)
     stats = merge_partials(nonempty)
+    del parts, nonempty
+    release_memory()
     crops = None
     if n_ch and (qs or radial_shells):
+        if block_shape is None:  # crop regions outgrow their blocks by an object: plan for it
+            plan = _crop_plan(labels, image, stats, memory_budget=memory_budget, workers=workers)
         crops = _pass2(stats, image, labels, plan, spacing, qs, radial_shells, workers, progress)
+        release_memory()
     return _finish(stats, crops, spacing, names, qs, radial_shells)
 
 
@@ -323,6 +330,42 @@ def _plan(
         return plan_blocks(
             shape, halo=(0, 0, 0), grid=(1, 1, 1), memory_budget=budget, bytes_per_voxel=bpv, workers=workers
         )
+
+
+def _crop_plan(
+    labels: Any, image: Any, stats: PartialStats, *, memory_budget: int, workers: int
+) -> BlockPlan:
+    """Blocks of pass 2, whose crop regions (not only the blocks) fit the budget.
+
+    A batch reads the union of its objects' bounding boxes: its block grown by up
+    to one object extent.  Planning with a halo of half the 99th-percentile extent
+    per axis makes ``block + extent`` fit ``memory_budget / workers``; a larger
+    object makes its batch's region larger, by at most that object.
+    """
+    base = _plan(labels, image, block_shape=None, memory_budget=memory_budget, workers=workers)
+    extent = np.asarray(stats.bbox_max - stats.bbox_min, np.float64)
+    if not len(extent):
+        return base
+    typical = np.ceil(np.percentile(extent, 99, axis=0)).astype(np.int64)
+    shape = tuple(int(s) for s in labels.shape)
+    halo = tuple(int(min(-(-e // 2), s)) for e, s in zip(typical, shape, strict=True))
+    n_ch = image.shape[0]
+    bpv = np.dtype(labels.dtype).itemsize + n_ch * np.dtype(image.dtype).itemsize + _WORK_BYTES_PER_VOXEL
+    budget = min(int(memory_budget), int(workers * _TARGET_BLOCK_VOXELS * bpv))
+    grid = labels.chunksize if isinstance(labels, da.Array) else (1, 1, 1)
+    for g in (grid, (1, 1, 1)):
+        try:
+            plan = plan_blocks(
+                shape, halo=halo, grid=g, memory_budget=budget, bytes_per_voxel=bpv, workers=workers
+            )
+        except InputError:
+            continue
+        log.debug("pass 2: blocks of %s (objects up to %s voxels)", plan.block_shape, tuple(typical))
+        return plan
+    log.debug(
+        "pass 2: objects of %s voxels do not fit the budget; crop regions will exceed it", tuple(typical)
+    )
+    return base
 
 
 def _read(array: Any, region: tuple[slice, ...]) -> np.ndarray:

@@ -1,0 +1,343 @@
+#!/usr/bin/env python
+"""Quality and speed of learned embeddings against handcrafted features, measured in one run.
+
+    .venv/bin/python benchmarks/run_embeddings.py [--quick] [--out DIR] [--tmp DIR]
+        [--replicates N] [--epochs-image N] [--epochs-shape N] [--threads N]
+
+Data: the seeded synthetic phenotype set (:mod:`dls_microscopy.sample_data.phenotypes`): five
+treatments (control, enlarged, elongated, lobed, granular) × ``replicates`` wells, written as
+OME-Zarr with our writers.  Three independent plates: ``train`` (seed 0) trains the encoders
+(self-supervised: treatments are never seen), ``val`` (seed 2) was the only plate looked at
+while choosing architectures and training settings, ``test`` (seed 1) is the result.  Both
+evaluated plates use the same trained models.  Handcrafted features, meshes and embeddings of
+an evaluated plate come from ``run_features(..., meshes=True, embeddings=[image.pt,
+shape.pt])``, i.e. the product path.
+
+Feature sets: ``handcrafted`` = every ``Nuclei_*`` column (voxel morphology, intensity,
+radial distribution, mesh descriptors); ``image``/``shape`` = ``Embedding_Image_*`` /
+``Embedding_Shape_*``; ``image+shape``; ``all`` = handcrafted + image + shape.
+
+Metrics (definitions):
+
+* **Replicate-retrieval mAP.**  Well profile = per-well median of each object feature; each
+  feature z-scored across the wells of the plate (constant features dropped); a combined set
+  concatenates its blocks, each divided by sqrt(its feature count) so that every block weighs
+  the same.  Each well queries all other wells ranked by cosine similarity; positives are the
+  other replicate wells of its treatment; AP = mean over positives of precision at the
+  positive's rank; mAP = mean AP over all query wells.  Chance ≈ (replicates-1)/(wells-1).
+* **k-NN treatment accuracy, per object, leave-one-well-out.**  Object features z-scored across
+  the plate's objects (blocks weighted as above); each object's treatment is the majority of
+  its k=10 most cosine-similar objects *from other wells*; accuracy over all objects.
+* **Well 1-NN accuracy.**  Leave-one-out nearest well profile (cosine) has the same treatment.
+
+Speed: objects/s of each stage of ``run_features`` on the test plate (CPU, same run):
+``measure_objects`` (handcrafted, the baseline), mesh descriptors, and each embedding model
+(``apply_embeddings``: crop extraction or meshing + network), with ratios to the baseline.
+
+Markdown goes to stdout and ``benchmarks/results/embeddings-<date>.md``, JSON beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+TRAIN_SEED = 0
+EVAL_PLATES = {"val": 2, "test": 1}
+KNN_K = 10
+
+
+def log(msg: str) -> None:
+    """Progress on stderr."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- metrics --------------------------------------------------------------------------
+
+
+def _zscore(x: np.ndarray) -> np.ndarray:
+    x = np.where(np.isfinite(x), x, np.nan)
+    med = np.nanmedian(x, axis=0)
+    x = np.where(np.isnan(x), med, x)
+    sd = x.std(axis=0)
+    keep = sd > 1e-12 * np.maximum(1.0, np.abs(x).max(axis=0))
+    return (x[:, keep] - x[:, keep].mean(axis=0)) / sd[keep]
+
+
+def combine(blocks: list[np.ndarray]) -> np.ndarray:
+    """z-score each block's columns, weight each block by 1/sqrt(its width), concatenate."""
+    out = []
+    for b in blocks:
+        z = _zscore(b)
+        if z.shape[1]:
+            out.append(z / np.sqrt(z.shape[1]))
+    return np.concatenate(out, axis=1)
+
+
+def _cosine(x: np.ndarray) -> np.ndarray:
+    n = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return n @ n.T
+
+
+def mean_average_precision(profiles: np.ndarray, labels: np.ndarray) -> float:
+    """Replicate-retrieval mAP of well profiles (see the module docstring)."""
+    sim = _cosine(profiles)
+    aps = []
+    for q in range(len(labels)):
+        others = np.array([i for i in range(len(labels)) if i != q])
+        order = others[np.argsort(-sim[q, others], kind="stable")]
+        hits = labels[order] == labels[q]
+        if not hits.any():
+            continue
+        ranks = np.flatnonzero(hits) + 1
+        aps.append(float(np.mean(np.arange(1, len(ranks) + 1) / ranks)))
+    return float(np.mean(aps))
+
+
+def well_1nn_accuracy(profiles: np.ndarray, labels: np.ndarray) -> float:
+    """Leave-one-out nearest-profile accuracy."""
+    sim = _cosine(profiles)
+    np.fill_diagonal(sim, -np.inf)
+    return float(np.mean(labels[np.argmax(sim, axis=1)] == labels))
+
+
+def knn_accuracy(features: np.ndarray, labels: np.ndarray, wells: np.ndarray, k: int = KNN_K) -> float:
+    """Per-object k-NN treatment accuracy, neighbours from other wells only."""
+    sim = _cosine(features)
+    sim[wells[:, None] == wells[None, :]] = -np.inf
+    classes, codes = np.unique(labels, return_inverse=True)
+    nn = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    votes = np.zeros((len(labels), len(classes)))
+    np.add.at(votes, (np.repeat(np.arange(len(labels)), k), codes[nn].ravel()), 1)
+    return float(np.mean(np.argmax(votes, axis=1) == codes))
+
+
+def evaluate(table: Any, treatments: dict[str, str]) -> dict[str, dict[str, float]]:
+    """All metrics for all feature sets of an object table (pandas DataFrame)."""
+    cols = {
+        "handcrafted": [c for c in table.columns if c.startswith("Nuclei_")],
+        "image": [c for c in table.columns if c.startswith("Embedding_Image_")],
+        "shape": [c for c in table.columns if c.startswith("Embedding_Shape_")],
+    }
+    sets = {
+        "handcrafted": ["handcrafted"],
+        "image": ["image"],
+        "shape": ["shape"],
+        "image+shape": ["image", "shape"],
+        "all": ["handcrafted", "image", "shape"],
+    }
+    wells = table["Metadata_Well"].to_numpy()
+    labels = np.array([treatments[w] for w in wells])
+    well_names = sorted(set(wells))
+    well_labels = np.array([treatments[w] for w in well_names])
+    out = {}
+    for name, parts in sets.items():
+        blocks = [table[cols[p]].to_numpy(np.float64) for p in parts]
+        per_object = combine(blocks)
+        profile_blocks = [np.stack([np.nanmedian(b[wells == w], axis=0) for w in well_names]) for b in blocks]
+        profiles = combine(profile_blocks)
+        out[name] = {
+            "n_features": int(sum(b.shape[1] for b in blocks)),
+            "mAP": mean_average_precision(profiles, well_labels),
+            "well_1nn_accuracy": well_1nn_accuracy(profiles, well_labels),
+            "object_knn_accuracy": knn_accuracy(per_object, labels, wells),
+        }
+    n_wells, reps = len(well_names), len(well_names) // len(set(well_labels))
+    out["chance"] = {
+        "n_features": 0,
+        "mAP": float("nan") if n_wells < 2 else (reps - 1) / (n_wells - 1),
+        "well_1nn_accuracy": 1 / len(set(well_labels)),
+        "object_knn_accuracy": 1 / len(set(well_labels)),
+    }
+    return out
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny plates, 2 epochs (smoke test)")
+    parser.add_argument("--replicates", type=int, default=4)
+    parser.add_argument("--epochs-image", type=int, default=25)
+    parser.add_argument("--epochs-shape", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--tmp", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+    import torch
+
+    from dls_microscopy.pipeline.embeddings import train_from_files
+    from dls_microscopy.pipeline.features import run_features
+    from dls_microscopy.sample_data.phenotypes import write_phenotype_plate
+
+    well_options: dict[str, Any] = {}
+    if args.quick:
+        args.replicates, args.epochs_image, args.epochs_shape = 2, 2, 2
+        well_options = {"shape": (36, 128, 128), "n_nuclei": 8}
+    work = Path(tempfile.mkdtemp(prefix="dls-bench-embeddings-", dir=args.tmp))
+    results: dict[str, Any] = {
+        "date": dt.date.today().isoformat(),
+        "platform": platform.platform(),
+        "cpu_threads": args.threads,
+        "torch": torch.__version__,
+        "quick": args.quick,
+        "replicates": args.replicates,
+        "train_seed": TRAIN_SEED,
+        "eval_seeds": EVAL_PLATES,
+        "epochs": {"image": args.epochs_image, "shape": args.epochs_shape},
+    }
+    try:
+        t0 = time.perf_counter()
+        train_layout = write_phenotype_plate(
+            work / "train", plate="train", seed=TRAIN_SEED, replicates=args.replicates, **well_options
+        )
+        layouts = {
+            name: write_phenotype_plate(
+                work / name, plate=name, seed=seed, replicates=args.replicates, **well_options
+            )
+            for name, seed in EVAL_PLATES.items()
+        }
+        results["generate_s"] = round(time.perf_counter() - t0, 2)
+        log(f"plates written in {results['generate_s']} s")
+        pairs = [(str(work / "train" / w["path"]), "nuclei") for w in train_layout.values()]
+        models, training = {}, {}
+        for kind, epochs in (("image", args.epochs_image), ("shape", args.epochs_shape)):
+            t = time.perf_counter()
+            res = train_from_files(
+                pairs, kind=kind, out=work / f"{kind}.pt", epochs=epochs, seed=0, device="cpu",
+                threads=args.threads,
+            )  # fmt: skip
+            rec = res["record"]
+            training[kind] = {
+                "seconds": round(time.perf_counter() - t, 2),
+                "n_objects": rec["training"]["n_objects"],
+                "loss_first": rec["training"]["loss_history"][0],
+                "loss_last": rec["training"]["loss_history"][-1],
+                "preprocessing": rec["preprocessing"],
+                "arch": rec["arch"],
+                "weights_sha256": rec["weights_sha256"],
+            }
+            models[kind] = res["model"]
+            log(f"{kind} model: {training[kind]}")
+        results["training"] = training
+
+        results["plates"] = {}
+        for plate, layout in layouts.items():
+            frames, stage_s = [], {"measure": 0.0, "meshes": 0.0, "embeddings": 0.0}
+            for well, w in sorted(layout.items()):
+                res = run_features(
+                    work / plate / w["path"], "nuclei", work / "features" / plate / well, plate=plate,
+                    well=well, meshes=True, embeddings=[models["image"], models["shape"]], device="cpu",
+                )  # fmt: skip
+                for k in stage_s:
+                    stage_s[k] += res["timings_s"][k]
+                frames.append(pq.read_table(work / "features" / plate / well / "objects.parquet").to_pandas())
+            objects = pd.concat(frames, ignore_index=True)
+            n_obj = len(objects)
+            log(f"{plate}: {n_obj} objects evaluated")
+            treatments = {well: w["treatment"] for well, w in layout.items()}
+            results["plates"][plate] = {
+                "seed": EVAL_PLATES[plate],
+                "n_objects": n_obj,
+                "n_wells": len(layout),
+                "metrics": evaluate(objects, treatments),
+            }
+        results["speed"] = _speed(work / "test", layouts["test"], models, stage_s, n_obj, args.threads)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _report(results, args.out)
+    return 0
+
+
+def _speed(
+    work: Path,
+    layout: dict[str, Any],
+    models: dict[str, str],
+    stage_s: dict[str, float],
+    n_obj: int,
+    threads: int,
+) -> dict[str, Any]:
+    """objects/s of each stage; each embedding model timed alone with apply_embeddings."""
+    from dls_microscopy.features.embeddings import apply_embeddings
+    from dls_microscopy.pipeline.features import open_feature_inputs
+
+    per_model = dict.fromkeys(models, 0.0)
+    for w in layout.values():
+        image, lab, (data, _) = open_feature_inputs(work / w["path"], "nuclei")
+        img, labels = np.asarray(data), np.asarray(lab.data)  # in memory: time the computation, not IO
+        for kind, path in models.items():
+            t = time.perf_counter()
+            apply_embeddings(img, labels, path, spacing=image.spacing, device="cpu", threads=threads)
+            per_model[kind] += time.perf_counter() - t
+    base = n_obj / stage_s["measure"]
+    rows = {"measure_objects (handcrafted, baseline)": n_obj / stage_s["measure"]}
+    rows["mesh descriptors"] = n_obj / stage_s["meshes"]
+    rows["image embedding (crops + CNN)"] = n_obj / per_model["image"]
+    rows["shape embedding (meshes + PointNet)"] = n_obj / per_model["shape"]
+    return {k: {"objects_per_s": v, "ratio_to_baseline": v / base} for k, v in rows.items()}
+
+
+def _report(results: dict[str, Any], outdir: Path) -> None:
+    lines = [
+        f"# Embeddings benchmark ({results['date']})",
+        "",
+        f"Phenotype set: 5 treatments × {results['replicates']} wells per plate; encoders trained "
+        f"self-supervised on plate seed {results['train_seed']}; CPU, {results['cpu_threads']} threads, "
+        f"torch {results['torch']}.",
+    ]
+    for plate, p in results["plates"].items():
+        role = "tuning plate: the only one looked at while choosing settings" if plate == "val" else "result"
+        lines += [
+            "",
+            f"## Quality, {plate} plate (seed {p['seed']}, {p['n_objects']} objects, {p['n_wells']} wells; "
+            f"{role})",
+            "",
+            "| features | n features | replicate mAP | well 1-NN acc. | object k-NN acc. (k=10, LOWO) |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, r in p["metrics"].items():
+            lines.append(
+                f"| {name} | {r['n_features']} | {r['mAP']:.3f} | {r['well_1nn_accuracy']:.3f} | "
+                f"{r['object_knn_accuracy']:.3f} |"
+            )
+    lines += [
+        "",
+        "## Training",
+        "",
+        "| model | objects | seconds | loss first → last |",
+        "|---|---:|---:|---|",
+    ]
+    for kind, t in results["training"].items():
+        lines.append(
+            f"| {kind} | {t['n_objects']} | {t['seconds']} | {t['loss_first']:.3f} → {t['loss_last']:.3f} |"
+        )
+    lines += ["", "## Speed (CPU)", "", "| stage | objects/s | ratio to measure_objects |", "|---|---:|---:|"]
+    for name, r in results["speed"].items():
+        lines.append(f"| {name} | {r['objects_per_s']:.1f} | {r['ratio_to_baseline']:.3f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    outdir.mkdir(parents=True, exist_ok=True)
+    stem = f"embeddings-{results['date']}" + ("-quick" if results["quick"] else "")
+    (outdir / f"{stem}.md").write_text(text, encoding="utf-8")
+    (outdir / f"{stem}.json").write_text(json.dumps(results, indent=1, default=float), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

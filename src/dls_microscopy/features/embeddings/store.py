@@ -1,0 +1,168 @@
+"""Embedding models on disk: a ``state_dict`` file and a JSON record beside it.
+
+``model.pt`` holds the weights (``torch.save`` of the ``state_dict``, read back
+with ``torch.load(..., weights_only=True)``: no pickled code is ever executed);
+``model.json`` (same stem) holds the :class:`ModelRecord`: kind, architecture,
+preprocessing, training parameters and loss history, seed, the sha256 of the
+training data and the sha256 of ``model.pt``.  Loading checks that digest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from dls_microscopy.errors import CorruptDataError, InputError, ModelNotFoundError
+
+__all__ = ["MODEL_FORMAT", "ModelRecord", "load_model", "metadata_path", "save_model", "sha256_file"]
+
+MODEL_FORMAT = "dls-microscopy-embedding/1"
+KINDS = ("image", "shape")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRecord:
+    """What a model is and how it was made.
+
+    Attributes
+    ----------
+    kind : {"image", "shape"}
+    arch : dict
+        Network parameters (:func:`~.networks.build_network`).
+    preprocessing : dict
+        Image: ``size``, ``fov_um``, ``mask``, ``channels``; shape: ``n_points``,
+        ``scale_um``, ``sample_seed``, ``mesh_smooth``; both: ``tta`` (``"flips8"``:
+        embeddings are averaged over the 8 reflections of the input).
+    training : dict
+        Epochs, batch size, learning rate, temperature, augmentations, objects,
+        device, threads, ``loss_history`` (mean loss per epoch).
+    seed : int
+    data_sha256 : str
+        Digest of the exact training arrays (crops or point pools).
+    weights_sha256 : str
+        Digest of the weights file (set by :func:`save_model`).
+    format : str
+    """
+
+    kind: str
+    arch: dict[str, Any]
+    preprocessing: dict[str, Any]
+    training: dict[str, Any]
+    seed: int
+    data_sha256: str
+    weights_sha256: str = ""
+    format: str = MODEL_FORMAT
+
+    @property
+    def prefix(self) -> str:
+        """Column prefix of its embeddings, ``Embedding_Image_`` or ``Embedding_Shape_``."""
+        return f"Embedding_{self.kind.capitalize()}_"
+
+    def provenance(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """The entry for a manifest's ``models`` list."""
+        return {
+            "name": Path(path).name,
+            "path": str(Path(path).absolute()),
+            "kind": self.kind,
+            "format": self.format,
+            "sha256": self.weights_sha256,
+            "data_sha256": self.data_sha256,
+            "seed": self.seed,
+        }
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def metadata_path(path: str | os.PathLike[str]) -> Path:
+    """The JSON record beside a weights file (``model.pt`` → ``model.json``)."""
+    return Path(path).with_suffix(".json")
+
+
+def save_model(net: Any, record: ModelRecord, path: str | os.PathLike[str]) -> ModelRecord:
+    """Write the weights and the record; return the record with ``weights_sha256`` set."""
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".json":
+        raise InputError("give the weights file name (e.g. model.pt); the .json record goes beside it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    record = dataclasses.replace(record, weights_sha256=sha256_file(path))
+    meta = metadata_path(path)
+    meta.write_text(json.dumps(dataclasses.asdict(record), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return record
+
+
+def _missing(path: Path, what: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"embedding model {what} not found. Models are learned from your own data (no weights are "
+        "downloaded): train one with `dls-microscopy embed train IMAGE LABELS [IMAGE LABELS...] "
+        f"--kind image|shape --out {path.name}`",
+        path=path,
+    )
+
+
+def read_record(path: str | os.PathLike[str]) -> ModelRecord:
+    """Read the JSON record of a weights file (no weights are loaded)."""
+    path = Path(path)
+    meta = metadata_path(path)
+    if not path.exists():
+        raise _missing(path, "weights")
+    if not meta.exists():
+        raise _missing(meta, "record")
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        record = ModelRecord(**data)
+    except (ValueError, TypeError) as exc:
+        raise CorruptDataError(f"unreadable model record: {exc}", path=meta) from exc
+    if record.format != MODEL_FORMAT or record.kind not in KINDS:
+        raise CorruptDataError(
+            f"not a {MODEL_FORMAT} record (format {record.format!r}, kind {record.kind!r})", path=meta
+        )
+    return record
+
+
+def load_model(path: str | os.PathLike[str], *, device: Any = "cpu") -> tuple[Any, ModelRecord]:
+    """Load a model for inference (eval mode) on ``device``.
+
+    Raises
+    ------
+    ModelNotFoundError
+        The weights or the record are missing (the message says how to train one).
+    CorruptDataError
+        The weights' sha256 differs from the record's, or they do not fit the architecture.
+    """
+    import torch
+
+    from dls_microscopy.features.embeddings.networks import build_network
+
+    path = Path(path)
+    record = read_record(path)
+    digest = sha256_file(path)
+    if digest != record.weights_sha256:
+        raise CorruptDataError(
+            f"weights sha256 {digest[:12]}… differs from the record's {record.weights_sha256[:12]}… "
+            "(file changed or replaced)",
+            path=path,
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net = build_network(record.kind, record.arch)
+        net.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CorruptDataError(f"weights do not fit the recorded architecture: {exc}", path=path) from exc
+    return net.to(device).eval(), record

@@ -1,0 +1,329 @@
+"""Self-supervised training of the encoders (SimCLR, NT-Xent loss).
+
+Why SimCLR rather than VICReg: with one positive pair per object and the other
+``2(B - 1)`` views of the batch as negatives, the NT-Xent loss has a single
+hyper-parameter (the temperature) and cannot collapse; VICReg avoids negatives
+but balances three loss weights and needs wide projectors and large batches to
+decorrelate dimensions, which a CPU-sized model trained for a few epochs on a
+few thousand objects does not have.  Both views of an object are augmented
+(:mod:`.augment`); the encoder output before the projection head is the
+embedding.
+
+Reproducibility: weights are initialised after ``torch.manual_seed(seed)``;
+shuffling and augmentations come from one ``torch.Generator(seed)`` on the CPU;
+``torch.use_deterministic_algorithms(True)`` and a fixed number of CPU threads
+hold during training and inference, so the same data, seed, device and thread
+count give the same bytes on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from dls_microscopy.errors import InputError
+from dls_microscopy.features.embeddings.object_crops import CropSpec, iter_object_crops
+from dls_microscopy.features.embeddings.point_clouds import MESH_SMOOTH, iter_object_points
+from dls_microscopy.features.embeddings.store import KINDS, ModelRecord, save_model
+
+__all__ = ["TrainingSample", "deterministic", "nt_xent", "train_embedding_model"]
+
+log = logging.getLogger(__name__)
+
+#: Pooled surface points per object and points per view are ``POOL_FACTOR`` apart.
+POOL_FACTOR = 4
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainingSample:
+    """One image and its labels to learn from.
+
+    Attributes
+    ----------
+    image : (C, Z, Y, X) ndarray or dask array
+        Needed by image models (may be None for shape models).
+    labels : (Z, Y, X) integer ndarray or dask array
+    spacing : tuple of 3 float
+        µm per voxel.
+    channel_names : tuple of str
+    """
+
+    image: Any
+    labels: Any
+    spacing: tuple[float, float, float]
+    channel_names: tuple[str, ...] = ()
+
+
+def default_threads() -> int:
+    """CPU threads used by training and inference unless told: usable cores, at most 4."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(4, n))
+
+
+@contextlib.contextmanager
+def deterministic(threads: int | None) -> Iterator[int]:
+    """Deterministic algorithms and a fixed CPU thread count, restored on exit."""
+    import torch
+
+    n = int(threads) if threads else default_threads()
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(n)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
+
+
+def nt_xent(z1: Any, z2: Any, temperature: float) -> Any:
+    """SimCLR's normalised-temperature cross entropy of two views ``(B, D)``."""
+    import torch
+    import torch.nn.functional as F
+
+    b = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.T / temperature
+    sim = sim.masked_fill(torch.eye(2 * b, dtype=torch.bool, device=z.device), float("-inf"))
+    target = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
+def _subset_indexes(samples: Sequence[TrainingSample], max_objects: int, seed: int) -> list[Any]:
+    from dls_microscopy.geometry.index import build_object_index
+
+    indexes = [build_object_index(s.labels, spacing=s.spacing) for s in samples]
+    total = sum(len(i) for i in indexes)
+    if total == 0:
+        raise InputError("the training labels contain no object")
+    if total <= max_objects:
+        return indexes
+    keep = np.sort(np.random.default_rng(seed).choice(total, max_objects, replace=False))
+    out, start = [], 0
+    for idx in indexes:
+        rows = keep[(keep >= start) & (keep < start + len(idx))] - start
+        out.append(dataclasses.replace(idx, ids=idx.ids[rows], lo=idx.lo[rows], hi=idx.hi[rows]))
+        start += len(idx)
+    log.info("training on %d of %d objects (max_objects)", max_objects, total)
+    return out
+
+
+def _extents_um(samples: Sequence[TrainingSample], indexes: Sequence[Any]) -> np.ndarray:
+    return np.concatenate(
+        [((i.hi - i.lo) * np.asarray(s.spacing)).max(axis=1) for s, i in zip(samples, indexes, strict=True)]
+    )
+
+
+def _image_data(
+    samples: Sequence[TrainingSample], indexes: Sequence[Any], size: int, fov_um: float | None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    n_ch = {int(s.image.shape[0]) for s in samples if s.image is not None}
+    if any(s.image is None for s in samples) or len(n_ch) != 1:
+        raise InputError(f"image models need images with one common channel count, got {sorted(n_ch)}")
+    if fov_um is None:  # cover 95 % of objects whole, with a margin; whole µm
+        fov_um = float(math.ceil(1.2 * np.percentile(_extents_um(samples, indexes), 95)))
+    spec = CropSpec(size=int(size), fov_um=float(fov_um))
+    parts = [
+        crops
+        for s, idx in zip(samples, indexes, strict=True)
+        for _, crops in iter_object_crops(s.image, s.labels, spacing=s.spacing, spec=spec, index=idx)
+    ]
+    names = samples[0].channel_names or tuple(f"channel{i}" for i in range(n_ch.pop()))
+    pre = {
+        "size": spec.size,
+        "fov_um": spec.fov_um,
+        "mask": spec.mask,
+        "channels": list(names),
+        "tta": "flips8",
+    }
+    return np.concatenate(parts), pre
+
+
+def _shape_data(
+    samples: Sequence[TrainingSample],
+    indexes: Sequence[Any],
+    n_points: int,
+    scale_um: float | None,
+    seed: int,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    if scale_um is None:  # a typical object radius, to half a µm
+        scale_um = max(0.5, round(float(np.median(_extents_um(samples, indexes))) / 2 * 2) / 2)
+    parts = []
+    for s, idx in zip(samples, indexes, strict=True):
+        batches = list(
+            iter_object_points(
+                s.labels,
+                spacing=s.spacing,
+                n_points=POOL_FACTOR * n_points,
+                seed=seed,
+                scale_um=scale_um,
+                index=idx,
+            )
+        )
+        ids = np.concatenate([b[0] for b in batches])
+        pts = np.concatenate([b[1] for b in batches])
+        parts.append(pts[np.argsort(ids, kind="stable")])  # mesher order → id order
+    pre = {
+        "n_points": int(n_points),
+        "scale_um": float(scale_um),
+        "sample_seed": int(seed),
+        "mesh_smooth": MESH_SMOOTH,
+        "tta": "flips8",
+    }
+    return np.concatenate(parts), pre
+
+
+def train_embedding_model(
+    samples: Sequence[TrainingSample],
+    kind: str,
+    out: str | os.PathLike[str],
+    *,
+    epochs: int = 30,
+    seed: int = 0,
+    device: str | None = "auto",
+    batch_size: int = 64,
+    learning_rate: float = 2e-3,
+    temperature: float = 0.2,
+    dim: int = 32,
+    width: int | None = None,
+    crop_size: int = 24,
+    fov_um: float | None = None,
+    n_points: int = 256,
+    scale_um: float | None = None,
+    max_objects: int = 4096,
+    threads: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> ModelRecord:
+    """Learn an image or shape encoder from objects of the user's own data and save it.
+
+    Parameters
+    ----------
+    samples : sequence of TrainingSample
+        Images (for ``kind="image"``) and labels with their spacing.
+    kind : {"image", "shape"}
+        A 3D CNN on object crops, or a PointNet on surface point clouds.
+    out : path
+        Weights file (``.pt``); the record is written beside it (``.json``).
+    epochs, batch_size, learning_rate, temperature
+        AdamW (weight decay 1e-4) with a cosine learning-rate schedule; NT-Xent temperature.
+    seed : int
+        Seeds initialisation, subsampling, point sampling, shuffling, augmentations.
+    device : str
+        ``"auto"`` (cuda > mps > cpu) or a torch device string.
+    dim, width
+        Embedding size; network width (default 12 for image, 32 for shape models).
+    crop_size, fov_um
+        Image crops: edge in voxels and µm (default: 1.2× the 95th percentile of
+        the objects' largest bounding-box extent, rounded up to a µm).
+    n_points, scale_um
+        Shape models: points per cloud; µm per coordinate unit (default: half
+        the median largest extent, to 0.5 µm).
+    max_objects : int
+        Train on a seeded random subset when there are more objects (memory:
+        ``max_objects × channels × crop_size³ × 4`` bytes for image models).
+    threads : int, optional
+        CPU threads (default :func:`default_threads`).
+    progress : callable, optional
+        ``progress("train", epoch, epochs)``.
+
+    Returns
+    -------
+    ModelRecord
+        As saved, with ``weights_sha256`` and ``training["loss_history"]``.
+    """
+    import torch
+
+    from dls_microscopy.device import resolve_device
+    from dls_microscopy.features.embeddings.augment import augment_points, augment_volumes
+    from dls_microscopy.features.embeddings.networks import build_network
+
+    if kind not in KINDS:
+        raise InputError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not samples:
+        raise InputError("no training images given")
+    if epochs < 1 or batch_size < 2:
+        raise InputError(f"need epochs >= 1 and batch_size >= 2 (got {epochs}, {batch_size})")
+    dev = resolve_device(device)
+    t0 = time.perf_counter()
+    indexes = _subset_indexes(samples, max_objects, seed)
+    if kind == "image":
+        data, pre = _image_data(samples, indexes, crop_size, fov_um)
+        arch = {"in_channels": int(data.shape[1]), "width": int(width or 12), "dim": int(dim)}
+    else:
+        data, pre = _shape_data(samples, indexes, n_points, scale_um, seed)
+        arch = {"width": int(width or 32), "dim": int(dim)}
+    n = len(data)
+    if n < 2:
+        raise InputError(f"need at least 2 objects to train, found {n}")
+    data_sha = hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+    t_data = time.perf_counter()
+    bs = min(int(batch_size), n)
+    steps_per_epoch = n // bs
+    history: list[float] = []
+    with deterministic(threads if dev.type == "cpu" else None) as n_threads:
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        net = build_network(kind, arch).to(dev)
+        opt = torch.optim.AdamW(net.parameters(), lr=learning_rate, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
+        tensor = torch.from_numpy(data)
+        net.train()
+        for epoch in range(epochs):
+            perm = torch.randperm(n, generator=gen)
+            total = 0.0
+            for step in range(steps_per_epoch):
+                x = tensor[perm[step * bs : (step + 1) * bs]].to(dev)
+                if kind == "image":
+                    v1, v2 = augment_volumes(x, gen), augment_volumes(x, gen)
+                else:
+                    v1, v2 = augment_points(x, n_points, gen), augment_points(x, n_points, gen)
+                _, z1 = net(v1)
+                _, z2 = net(v2)
+                loss = nt_xent(z1, z2, temperature)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += float(loss.detach())
+            history.append(total / steps_per_epoch)
+            log.info("%s model, epoch %d/%d: loss %.4f", kind, epoch + 1, epochs, history[-1])
+            if progress:
+                progress("train", epoch + 1, epochs)
+    t_train = time.perf_counter()
+    training = {
+        "method": "SimCLR (NT-Xent)",
+        "epochs": int(epochs),
+        "batch_size": bs,
+        "learning_rate": float(learning_rate),
+        "weight_decay": 1e-4,
+        "schedule": "cosine",
+        "temperature": float(temperature),
+        "augmentations": (
+            "cube rotations/flips, rotation <= 20 deg, gain +-10 %, noise 0.03 inside"
+            if kind == "image"
+            else f"{n_points} of {POOL_FACTOR * n_points} points, axis flips, rotation <= 20 deg, jitter 0.01"
+        ),
+        "n_objects": int(n),
+        "n_images": len(samples),
+        "device": dev.type,
+        "threads": int(n_threads),
+        "torch": torch.__version__,
+        "loss_history": [round(v, 6) for v in history],
+        "seconds": {"data": round(t_data - t0, 3), "train": round(t_train - t_data, 3)},
+    }
+    record = ModelRecord(kind, arch, pre, training, int(seed), data_sha)
+    return save_model(net, record, out)

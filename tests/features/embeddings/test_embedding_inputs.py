@@ -1,0 +1,83 @@
+"""Object crops and surface point clouds: the encoders' inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from dls_microscopy.features.embeddings import (
+    CropSpec,
+    canonical_frame,
+    iter_object_crops,
+    iter_object_points,
+    sample_surface,
+)
+
+
+def _ellipsoid(shape, spacing, centre_um, semi_um):
+    grid = np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, spacing, strict=True)), indexing="ij")
+    r = sum(((g - c) / a) ** 2 for g, c, a in zip(grid, centre_um, semi_um, strict=True))
+    return r < 1
+
+
+def test_crops_are_isotropic_in_um_masked_and_normalised():
+    spacing = (1.0, 0.25, 0.25)
+    shape = (20, 80, 80)
+    lab = np.zeros(shape, np.uint16)
+    lab[_ellipsoid(shape, spacing, (10, 10, 10), (3, 3, 3))] = 1
+    lab[_ellipsoid(shape, spacing, (10, 10, 17), (2, 2, 2))] = 2  # a neighbour inside the view
+    img = np.where(lab > 0, 1000, 100).astype(np.uint16)[None]
+    spec = CropSpec(size=16, fov_um=12.0)
+    ((ids, crops),) = list(iter_object_crops(img, lab, spacing=spacing, spec=spec))
+    assert list(ids) == [1, 2] and crops.shape == (2, 1, 16, 16, 16) and crops.dtype == np.float32
+    inside = crops[0, 0] > 0.5
+    voxel = 12 / 16
+    for axis in range(3):  # extents in µm agree with the labels' (anisotropic) extents
+        others = tuple(j for j in range(3) if j != axis)
+        crop_um = (np.ptp(np.flatnonzero(inside.any(axis=others))) + 1) * voxel
+        label_um = (np.ptp(np.flatnonzero((lab == 1).any(axis=others))) + 1) * spacing[axis]
+        assert abs(crop_um - label_um) <= voxel, axis
+    assert abs(inside.sum() * (12 / 16) ** 3 - 4 / 3 * np.pi * 27) < 0.2 * 4 / 3 * np.pi * 27
+    assert crops[0, 0, 8, 8, 15] == 0  # the neighbour is masked out
+    assert 0.9 < crops[0, 0].max() <= 1.01
+
+
+def test_surface_samples_are_area_weighted_and_seeded():
+    import trimesh
+
+    box = trimesh.creation.box(extents=(4.0, 1.0, 1.0))  # the long faces hold 16 of 18 area units
+    a = sample_surface(box.vertices, box.faces, 4000, np.random.default_rng(0))
+    b = sample_surface(box.vertices, box.faces, 4000, np.random.default_rng(0))
+    assert np.array_equal(a, b)
+    on_ends = np.isclose(np.abs(a[:, 0]), 2.0).mean()
+    assert abs(on_ends - 2 / 18) < 0.02
+
+
+def test_canonical_frame_removes_pose():
+    rng = np.random.default_rng(1)
+    p = rng.standard_normal((500, 3)) * [3.0, 2.0, 1.0]
+    p[:, 0] += 0.5 * p[:, 0] ** 2 / 3  # skewed, so the signs are defined
+    p[:, 1] += 0.3 * p[:, 1] ** 2 / 2
+    p[:, 2] += 0.2 * p[:, 2] ** 2
+    rot = Rotation.random(random_state=2).as_matrix()
+    a = canonical_frame(p)
+    b = canonical_frame(p @ rot.T + [5.0, -3.0, 1.0])
+    np.testing.assert_allclose(a, b, atol=1e-8)
+    assert np.all(np.diff(a.var(axis=0)) < 0)
+
+
+def test_point_clouds_keep_size_and_do_not_depend_on_neighbours():
+    spacing = (0.5, 0.25, 0.25)
+    shape = (24, 64, 64)
+    small = _ellipsoid(shape, spacing, (6, 4, 4), (2, 2, 2))
+    big = _ellipsoid(shape, spacing, (6, 10, 10), (4, 4, 4))
+    lab = np.zeros(shape, np.uint16)
+    lab[small], lab[big] = 1, 2
+    alone = np.where(small, 1, 0).astype(np.uint16)
+    opts = {"spacing": spacing, "n_points": 64, "seed": 3, "scale_um": 1.0}
+    both = {int(i): p for ids, pts in iter_object_points(lab, **opts) for i, p in zip(ids, pts, strict=True)}
+    ((_, pts),) = list(iter_object_points(alone, **opts))
+    np.testing.assert_array_equal(pts[0], both[1])
+    r1 = np.linalg.norm(both[1], axis=1).mean()
+    r2 = np.linalg.norm(both[2], axis=1).mean()
+    assert abs(r1 - 2.0) < 0.3 and abs(r2 - 4.0) < 0.4

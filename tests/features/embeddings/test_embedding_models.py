@@ -1,0 +1,108 @@
+"""Training, saving, loading and applying embedding models (fast: tiny data, few epochs)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dls_microscopy.errors import CorruptDataError, InputError, ModelNotFoundError
+from dls_microscopy.features.embeddings import (
+    apply_embeddings,
+    load_model,
+    read_record,
+    sha256_file,
+    train_embedding_model,
+)
+
+
+def test_training_loss_decreases_and_record_is_complete(models, fast):
+    for kind, (path, record) in models.items():
+        losses = record.training["loss_history"]
+        assert len(losses) == fast["epochs"]
+        assert np.all(np.isfinite(losses))
+        assert losses[-1] < losses[0], (kind, losses)
+        on_disk = json.loads(path.with_suffix(".json").read_text())
+        assert on_disk["weights_sha256"] == sha256_file(path) == record.weights_sha256
+        assert on_disk["seed"] == 5 and len(on_disk["data_sha256"]) == 64
+        assert on_disk["kind"] == kind and on_disk["arch"]["dim"] == 32
+
+
+def test_weights_are_a_plain_state_dict_loaded_weights_only(models):
+    path, _ = models["shape"]
+    state = torch.load(path, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    net, rec = load_model(path)
+    assert rec == read_record(path) and not net.training
+
+
+def test_same_seed_same_weights_other_seed_differs(samples, models, fast, tmp_path):
+    _, record = models["shape"]
+    again = train_embedding_model(samples, "shape", tmp_path / "shape.pt", seed=5, **fast)
+    assert again.weights_sha256 == record.weights_sha256
+    assert again.data_sha256 == record.data_sha256
+    other = train_embedding_model(samples, "shape", tmp_path / "other.pt", seed=6, **fast)
+    assert other.weights_sha256 != record.weights_sha256
+
+
+def test_embeddings_are_finite_and_cover_every_object(wells, models):
+    w = wells[0]
+    table = apply_embeddings(
+        w.image, w.labels, [models["image"][0], models["shape"][0]], spacing=w.spacing, device="cpu"
+    )
+    ids = table.column("Metadata_ObjectID").to_numpy()
+    np.testing.assert_array_equal(ids, np.arange(1, w.n_nuclei + 1))
+    names = table.column_names
+    assert names[1] == "Embedding_Image_000" and names[33] == "Embedding_Shape_000"
+    assert len(names) == 1 + 32 + 32
+    values = np.stack([table.column(n).to_numpy() for n in names[1:]], axis=1)
+    assert values.dtype == np.float32 and np.all(np.isfinite(values))
+    assert np.std(values, axis=0).max() > 0  # objects are not all embedded alike
+    meta = json.loads(table.schema.metadata[b"dls_microscopy"])
+    assert [m["sha256"] for m in meta["models"]] == [models[k][1].weights_sha256 for k in ("image", "shape")]
+
+
+def test_embedding_does_not_depend_on_batching(wells, models):
+    w = wells[1]
+    model = models["image"][0]
+    a = apply_embeddings(w.image, w.labels, model, spacing=w.spacing, device="cpu", batch_size=64)
+    b = apply_embeddings(w.image, w.labels, model, spacing=w.spacing, device="cpu", batch_size=2)
+    for name in a.column_names[1:]:
+        np.testing.assert_allclose(a.column(name).to_numpy(), b.column(name).to_numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_missing_model_says_how_to_train_one(wells, tmp_path):
+    w = wells[0]
+    with pytest.raises(ModelNotFoundError, match="embed train") as info:
+        apply_embeddings(w.image, w.labels, tmp_path / "nope.pt", spacing=w.spacing)
+    assert isinstance(info.value, FileNotFoundError)
+    assert "nope.pt" in str(info.value)
+
+
+def test_changed_weights_are_refused(models, tmp_path):
+    path, _ = models["shape"]
+    copy = tmp_path / "shape.pt"
+    copy.write_bytes(path.read_bytes()[:-1] + bytes([path.read_bytes()[-1] ^ 1]))
+    copy.with_suffix(".json").write_text(path.with_suffix(".json").read_text())
+    with pytest.raises(CorruptDataError, match="sha256"):
+        load_model(copy)
+
+
+def test_image_model_checks_channels_and_kinds(wells, models):
+    w = wells[0]
+    two = np.concatenate([w.image, w.image])
+    with pytest.raises(InputError, match="channel"):
+        apply_embeddings(two, w.labels, models["image"][0], spacing=w.spacing, device="cpu")
+    with pytest.raises(InputError, match="two shape models"):
+        apply_embeddings(
+            w.image, w.labels, [models["shape"][0], models["shape"][0]], spacing=w.spacing, device="cpu"
+        )
+
+
+def test_bad_training_requests(samples, tmp_path):
+    with pytest.raises(InputError, match="kind"):
+        train_embedding_model(samples, "texture", tmp_path / "m.pt")
+    with pytest.raises(InputError, match="no training images"):
+        train_embedding_model([], "image", tmp_path / "m.pt")

@@ -1,0 +1,100 @@
+"""Embeddings and mesh descriptors in run_features, the manifest, and the embed CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from dls_microscopy.cli import main
+from dls_microscopy.errors import ModelNotFoundError
+from dls_microscopy.features import units_of
+from dls_microscopy.features.embeddings import sha256_file
+from dls_microscopy.pipeline.features import run_features
+from dls_microscopy.pipeline.provenance import verify_manifest
+
+
+def _well(plate, i=0):
+    root, layout = plate
+    return root / sorted(w["path"] for w in layout.values())[i]
+
+
+def test_features_with_meshes_and_embeddings(plate, models, tmp_path):
+    image = _well(plate)
+    paths = [models["image"][0], models["shape"][0]]
+    a = tmp_path / "a"
+    res = run_features(image, "nuclei", a, well="A01", meshes=True, embeddings=paths, device="cpu")
+    table = pq.read_table(a / "objects.parquet")
+    names = table.column_names
+    first_emb = names.index("Embedding_Image_000")
+    assert all(n.startswith("Embedding_") for n in names[first_emb:])
+    assert names[first_emb + 32] == "Embedding_Shape_000" and len(names) == first_emb + 64
+    assert names.index("Nuclei_AreaShape_MeshVolume") < first_emb
+    units = units_of(table)
+    assert units["Nuclei_AreaShape_MeshVolume"] == "µm³"
+    assert units["Nuclei_AreaShape_MeshSurfaceArea"] == "µm²"
+    assert units["Nuclei_AreaShape_MeshMeanCurvatureMean"] == "1/µm"
+    voxel = table.column("Nuclei_AreaShape_Volume").to_numpy()
+    mesh = table.column("Nuclei_AreaShape_MeshVolume").to_numpy()
+    np.testing.assert_allclose(mesh, voxel, rtol=0.1)  # two estimates of one volume
+    emb = np.stack([table.column(n).to_numpy() for n in names[first_emb:]], axis=1)
+    assert np.all(np.isfinite(emb)) and emb.shape[0] == res["n_objects"]
+    manifest = json.loads((a / "manifest.json").read_text())
+    assert [m["sha256"] for m in manifest["models"]] == [sha256_file(p) for p in paths]
+    assert manifest["parameters"]["meshes"] is True
+    assert verify_manifest(a) == []
+
+
+def test_two_cpu_runs_give_identical_bytes(plate, models, tmp_path):
+    paths = [models["image"][0], models["shape"][0]]
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out, workers in ((a, 1), (b, 2)):
+        run_features(_well(plate, 1), "nuclei", out, well="B01", embeddings=paths, workers=workers)
+    for name in ("objects.parquet", "images.parquet", "wells.parquet"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_verify_detects_a_replaced_model(plate, models, tmp_path):
+    model = tmp_path / "shape.pt"
+    shutil.copy(models["shape"][0], model)
+    shutil.copy(models["shape"][0].with_suffix(".json"), model.with_suffix(".json"))
+    out = tmp_path / "out"
+    run_features(_well(plate), "nuclei", out, embeddings=model, radial_shells=0, percentiles=())
+    assert verify_manifest(out) == []
+    shutil.copy(models["image"][0], model)
+    assert any("embedding_model_0" in str(m) for m in verify_manifest(out))
+
+
+def test_missing_model_fails_before_any_work(plate, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ModelNotFoundError, match="embed train"):
+        run_features(_well(plate), "nuclei", out, embeddings=tmp_path / "missing.pt")
+    assert not out.exists()
+
+
+def test_cli_embed_train_apply_and_features(plate, capsys, tmp_path):
+    w0, w1 = (str(_well(plate, i)) for i in (0, 1))
+    model = tmp_path / "shape.pt"
+    args = ["--epochs", "2", "--batch-size", "4", "--device", "cpu", "--threads", "1", "--json"]
+    code = main(["embed", "train", w0, "nuclei", w1, "nuclei", "--kind", "shape", "--out", str(model), *args])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    record = json.loads(captured.out)["record"]
+    assert record["weights_sha256"] == sha256_file(model) and record["training"]["epochs"] == 2
+    out = tmp_path / "emb.parquet"
+    code = main(["embed", "apply", w1, "nuclei", str(model), str(out), "--device", "cpu", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    table = pq.read_table(out)
+    assert table.column_names[0] == "Metadata_ObjectID" and table.num_columns == 33
+    assert json.loads(captured.out)["n_objects"] == table.num_rows > 0
+    code = main(["features", w1, "nuclei", str(tmp_path / "f"), "--embeddings", str(model), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert "Embedding_Shape_031" in pq.read_schema(tmp_path / "f" / "objects.parquet").names
+    code = main(["embed", "apply", w1, "nuclei", str(tmp_path / "none.pt"), str(tmp_path / "x.parquet")])
+    err = capsys.readouterr().err
+    assert code == 2 and "embed train" in err
+    assert main(["embed", "train", w0, "--kind", "shape", "--out", str(model)]) == 2
