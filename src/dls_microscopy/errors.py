@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 
 __all__ = [
+    "ClusterError",
+    "ConfigError",
     "CorruptDataError",
     "DimensionalityError",
     "DlsError",
@@ -63,6 +65,29 @@ class InputNotFoundError(InputError, FileNotFoundError):
     """An input path does not exist."""
 
 
+class ConfigError(InputError):
+    """A pipeline configuration file is invalid: unknown key, wrong type, bad YAML.
+
+    The message names the file, and for each problem the YAML line and the
+    dotted key (``line 12: steps.segment.params.diameter_um: ...``).
+
+    Attributes
+    ----------
+    issues : list of (key, line, message)
+        Every problem found; ``line`` is 1-based or ``None`` when unknown.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        issues: list[tuple[str, int | None, str]] | None = None,
+    ) -> None:
+        super().__init__(message, path=path)
+        self.issues = list(issues or [])
+
+
 class FormatError(InputError):
     """The file exists but is not in a format we can read."""
 
@@ -89,6 +114,11 @@ class DimensionalityError(InputError):
 
 class OutputError(DlsError, OSError):
     """An output cannot be written (exists, unwritable, disk full)."""
+
+
+class ClusterError(DlsError, RuntimeError):
+    """The compute backend failed: workers did not start or connect, jobs refused or stuck
+    in the queue, or a task's worker died too often."""
 
 
 class ModelNotFoundError(DlsError, FileNotFoundError):

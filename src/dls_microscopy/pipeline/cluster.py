@@ -1,0 +1,657 @@
+"""Compute backends of a pipeline run: local threads, a local Dask cluster, SLURM or PBS jobs.
+
+A run's unit of work is one field (one image).  :func:`compute_context` turns
+the ``compute`` section of a pipeline configuration into a place where field
+functions run, and :meth:`ComputeContext.submit_fields` runs one function per
+field there and hands the results back as they finish:
+
+========================  =====================================================
+backend                   what runs the fields
+========================  =====================================================
+``local`` (default)       a thread pool in this process; no services, no ports
+``local`` + ``workers=N`` a :class:`distributed.LocalCluster` of N worker
+                          processes sharing this machine's cores and the budget
+``slurm`` / ``pbs``       Dask workers in batch jobs submitted through
+                          :mod:`dask_jobqueue` (queue, account, cores, memory,
+                          walltime, ... from :class:`ClusterConfig`)
+========================  =====================================================
+
+On a Dask cluster each field task may be retried: a task whose worker died
+(killed, out of memory, node lost) is rescheduled on another worker by the
+scheduler (up to ``distributed.scheduler.allowed-failures`` times), and a task
+that raised an unexpected exception is run again ``retries`` times.  Errors
+of the *input* (:class:`~dls_microscopy.errors.InputError`, e.g. a corrupt
+file) are deterministic and are reported at once without retrying.
+
+>>> from dls_microscopy.pipeline.config import ComputeConfig
+>>> with compute_context(ComputeConfig(), workers=2) as ctx:  # doctest: +SKIP
+...     for field, result in ctx.submit_fields(process_field, fields):
+...         ...
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+
+from dls_microscopy.errors import ClusterError, InputError
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from dls_microscopy.pipeline.config import ClusterConfig, ComputeConfig
+
+__all__ = [
+    "DEFAULT_RETRIES",
+    "ClusterKind",
+    "ComputeContext",
+    "compute_context",
+    "usable_cpus",
+]
+
+log = logging.getLogger(__name__)
+
+ClusterKind = Literal["local", "slurm", "pbs"]
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: How often a field task that raised an unexpected exception is run again on a Dask cluster.
+DEFAULT_RETRIES = 2
+#: Seconds to wait for the first batch-job worker (jobs may queue) and for local workers.
+DEFAULT_BATCH_TIMEOUT = 600.0
+DEFAULT_LOCAL_TIMEOUT = 120.0
+#: Thread-count variables of OpenMP/BLAS set to a worker's share of the cores.
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+#: Below this much memory per worker process, fields are likely to be killed: say so.
+_SMALL_WORKER_MEMORY = 512 << 20
+
+
+def usable_cpus() -> int:
+    """Number of CPUs this process may run on (its affinity mask, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# -- what a worker runs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _InputFailure:
+    """A field function's :class:`InputError`, returned instead of raised so it is not retried."""
+
+    error: InputError
+
+
+class _FieldTask(Generic[T, R]):
+    """Picklable wrapper run on a Dask worker: ``fn(item)``, with input errors returned as values.
+
+    ``fn`` travels as cloudpickle bytes, so that closures and functions of modules
+    the workers cannot import (registered with ``cloudpickle.register_pickle_by_value``)
+    work too; functions of installed modules are still sent by reference.
+
+    Dask computations inside the field run on the worker's own threads: a
+    ``.compute()`` in a task would otherwise go to the cluster's scheduler and
+    wait for worker threads that the field tasks themselves occupy.
+    """
+
+    def __init__(self, fn: Callable[[T], R], threads: int) -> None:
+        import cloudpickle
+
+        self.payload = cloudpickle.dumps(fn)
+        self.threads = threads
+        self._fn: Callable[[T], R] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"payload": self.payload, "threads": self.threads}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.payload = state["payload"]
+        self.threads = state["threads"]
+        self._fn = None
+
+    def __call__(self, item: T) -> R | _InputFailure:
+        import pickle
+
+        import dask
+
+        if self._fn is None:
+            self._fn = pickle.loads(self.payload)
+        try:
+            with dask.config.set(scheduler="threads", num_workers=self.threads):
+                return self._fn(item)
+        except InputError as exc:  # deterministic: running it again gives the same error
+            return _InputFailure(exc)
+
+
+def _unwrap(result: Any) -> Any:
+    return result.error if isinstance(result, _InputFailure) else result
+
+
+# -- the context -------------------------------------------------------------------------
+
+
+@dataclass
+class ComputeContext:
+    """Where the fields of a run execute; made by :func:`compute_context`.
+
+    Attributes
+    ----------
+    kind : {"local", "slurm", "pbs"}
+        The backend.  ``local`` with ``client`` set is a :class:`distributed.LocalCluster`.
+    client : distributed.Client or None
+        ``None`` for the default thread pool.
+    dashboard_link : str or None
+        Address of the Dask dashboard, when there is one (needs ``bokeh``).
+    n_workers : int
+        Fields that run at once: threads of the pool, or Dask workers asked for.
+    memory_per_worker : int
+        Bytes one running field may use: the budget divided among the local
+        workers, or a batch job's memory divided among its worker processes.
+    threads_per_worker : int
+        Threads each field may use for its own blockwise work.
+    retries : int
+        Re-runs of a field task that raised an unexpected exception (Dask only).
+    cluster : object or None
+        The :class:`distributed.LocalCluster` or dask-jobqueue cluster object.
+    lost_workers_timeout : float
+        Seconds without any worker after which :meth:`submit_fields` gives up.
+    """
+
+    kind: ClusterKind
+    client: Client | None
+    dashboard_link: str | None
+    n_workers: int
+    memory_per_worker: int
+    threads_per_worker: int
+    retries: int = DEFAULT_RETRIES
+    cluster: Any = None
+    lost_workers_timeout: float = DEFAULT_LOCAL_TIMEOUT
+    _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
+
+    def describe(self) -> str:
+        """One line for logs and progress output, e.g. ``slurm: 2 workers × 1 thread``."""
+        what = (
+            "local threads" if self.client is None else ("local dask" if self.kind == "local" else self.kind)
+        )
+        text = (
+            f"{what}: {self.n_workers} worker{'s' if self.n_workers != 1 else ''} × "
+            f"{self.threads_per_worker} thread{'s' if self.threads_per_worker != 1 else ''}, "
+            f"{_format_bytes(self.memory_per_worker)} each"
+        )
+        if self.dashboard_link:
+            text += f"; dashboard {self.dashboard_link}"
+        return text
+
+    def submit_fields(
+        self, fn: Callable[[T], R], items: Iterable[T]
+    ) -> Iterator[tuple[T, R | BaseException]]:
+        """Run ``fn(item)`` for every item; yield ``(item, result or exception)`` as each finishes.
+
+        Parameters
+        ----------
+        fn : callable
+            The per-field function.  On a Dask cluster it travels to the workers with
+            cloudpickle: functions of installed modules by reference (the workers must
+            import them: the ``python`` of ``compute.cluster``), closures by value.
+        items : iterable
+            One (small, picklable) description per field; all are submitted at once.
+
+        Yields
+        ------
+        item, result
+            In completion order.  ``result`` is the return value, or the exception the
+            field ended with: an :class:`~dls_microscopy.errors.InputError` raised by
+            ``fn`` (not retried), the last exception after ``retries`` re-runs, or a
+            :class:`~dls_microscopy.errors.ClusterError` when the field's worker died
+            too often.  One field's failure never stops the others.
+
+        Raises
+        ------
+        ClusterError
+            Every worker of the cluster has been gone for ``lost_workers_timeout``
+            seconds (e.g. all worker jobs ended): the remaining fields are cancelled.
+
+        Notes
+        -----
+        Closing the iterator early (``break``, an exception in the caller) cancels the
+        fields that have not finished.
+        """
+        items = list(items)
+        if not items:
+            return
+        if self.client is None:
+            yield from self._submit_threads(fn, items)
+        else:
+            yield from self._submit_dask(fn, items)
+
+    def _submit_threads(self, fn: Callable[[T], R], items: list[T]) -> Iterator[tuple[T, R | BaseException]]:
+        assert self._pool is not None
+        pending: dict[Future[R], T] = {self._pool.submit(fn, item): item for item in items}
+        try:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    item = pending.pop(fut)
+                    exc = fut.exception()
+                    yield item, (exc if exc is not None else fut.result())
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+    def _submit_dask(self, fn: Callable[[T], R], items: list[T]) -> Iterator[tuple[T, R | BaseException]]:
+        import time
+
+        from distributed import as_completed
+
+        assert self.client is not None
+        client = self.client
+        task = _FieldTask(fn, self.threads_per_worker)
+        inner = getattr(fn, "func", fn)  # functools.partial: name the task after the function
+        name = getattr(inner, "__name__", type(inner).__name__)
+        token = uuid.uuid4().hex[:8]
+        futures = {
+            client.submit(task, item, key=f"{name}-{i}-{token}", retries=self.retries, pure=False): item
+            for i, item in enumerate(items)
+        }
+        remaining = set(futures)
+        done = as_completed(futures, loop=client.loop)
+        no_workers_since: float | None = None
+        try:
+            while remaining:
+                batch = done.next_batch(block=False)
+                if not batch:
+                    # a cluster whose workers are all gone (jobs ended, walltime) never finishes
+                    if client.nthreads():
+                        no_workers_since = None
+                    elif no_workers_since is None:
+                        no_workers_since = time.monotonic()
+                    elif time.monotonic() - no_workers_since > self.lost_workers_timeout:
+                        raise ClusterError(
+                            f"all Dask workers are gone and none came back within "
+                            f"{self.lost_workers_timeout:g} s; {len(remaining)} of {len(futures)} "
+                            "fields did not finish (worker jobs ended or hit their walltime? "
+                            "see the job logs)"
+                        )
+                    time.sleep(0.05)
+                    continue
+                for fut in batch:
+                    remaining.discard(fut)
+                    outcome = _outcome(fut)
+                    # forget the result on the cluster before handing it over: were its worker
+                    # lost now, the scheduler would otherwise run the field a second time
+                    fut.release()
+                    yield futures[fut], outcome
+        finally:
+            if remaining:
+                client.cancel(list(remaining))
+
+
+def _outcome(fut: Any) -> Any:
+    """Result of a done Dask future, or the exception it ended with (waits if it is running again)."""
+    from concurrent.futures import CancelledError
+
+    from distributed import KilledWorker
+
+    try:
+        return _unwrap(fut.result())
+    except KilledWorker as exc:
+        return ClusterError(
+            f"field task {fut.key} was running on a worker that died {exc.allowed_failures + 1} times "
+            f"(killed, or above its memory limit?); last worker {exc.last_worker.address}"
+        )
+    except CancelledError:
+        return ClusterError(f"field task {fut.key} was cancelled (the cluster shut down?)")
+    except Exception as exc:
+        return exc
+
+
+# -- making one --------------------------------------------------------------------------
+
+
+@contextmanager
+def compute_context(
+    compute: ComputeConfig,
+    *,
+    workers: int | None = None,
+    cluster: str | None = None,
+    timeout: float | None = None,
+    min_workers: int | None = None,
+    log_directory: str | os.PathLike[str] | None = None,
+    retries: int = DEFAULT_RETRIES,
+) -> Iterator[ComputeContext]:
+    """Start the compute backend of a run, and stop it on exit.
+
+    Parameters
+    ----------
+    compute : ComputeConfig
+        The ``compute`` section of the pipeline configuration.
+    workers : int, optional
+        Overrides ``compute.workers``.  Locally, any number starts a
+        :class:`distributed.LocalCluster` of that many worker processes (the
+        default runs one field at a time in a thread, with no services).  For
+        ``slurm``/``pbs`` it sets the number of jobs to ``ceil(workers / processes)``.
+    cluster : {"local", "slurm", "pbs"}, optional
+        Overrides ``compute.cluster.kind``.
+    timeout : float, optional
+        Seconds to wait for workers: 600 for batch jobs (which may queue), 120 locally.
+    min_workers : int, optional
+        Batch jobs: workers that must have connected before fields are submitted
+        (default 1; the others join as their jobs start).
+    log_directory : path-like, optional
+        Batch jobs: where the job scripts' output goes (default: the batch system's,
+        usually the current directory).
+    retries : int
+        Re-runs of a field task that raised an unexpected exception (Dask only).
+
+    Yields
+    ------
+    ComputeContext
+
+    Raises
+    ------
+    InputError
+        Unknown cluster kind, or a worker count below 1.
+    ClusterError
+        The cluster cannot start: dask-jobqueue missing, the batch system's commands
+        not found, job submission refused, or no worker connected within ``timeout``
+        (the message lists the jobs' states, e.g. ``PENDING (Resources)``).
+    """
+    ccfg = compute.cluster
+    kind = (cluster or ccfg.kind).lower()
+    if kind not in ("local", "slurm", "pbs"):
+        raise InputError(f"unknown cluster kind {kind!r}; expected local, slurm or pbs")
+    n = workers if workers is not None else compute.workers
+    if n is not None and n < 1:
+        raise InputError(f"the number of workers must be at least 1, got {n}")
+    budget = int(compute.memory_budget_bytes)
+    with ExitStack() as stack:
+        if kind == "local" and n is None:
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="dls-field"))
+            stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+            ctx = ComputeContext(
+                kind="local",
+                client=None,
+                dashboard_link=None,
+                n_workers=1,
+                memory_per_worker=budget,
+                threads_per_worker=usable_cpus(),
+                retries=0,
+                _pool=pool,
+            )
+        elif kind == "local":
+            assert n is not None
+            ctx = _local_cluster(stack, n, budget, ccfg, timeout or DEFAULT_LOCAL_TIMEOUT, retries)
+        else:
+            ctx = _batch_cluster(
+                stack,
+                kind,  # type: ignore[arg-type]
+                ccfg,
+                n,
+                budget,
+                timeout or DEFAULT_BATCH_TIMEOUT,
+                min_workers,
+                log_directory,
+                retries,
+            )
+        log.info("compute backend: %s", ctx.describe())
+        yield ctx
+
+
+def _require_distributed() -> None:
+    try:
+        import distributed  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - dev installs have it
+        raise ClusterError("workers need dask.distributed: install dls-microscopy[cluster]") from exc
+
+
+def _local_cluster(
+    stack: ExitStack, n: int, budget: int, ccfg: ClusterConfig, timeout: float, retries: int
+) -> ComputeContext:
+    _require_distributed()
+    from distributed import Client, LocalCluster
+
+    threads = max(1, usable_cpus() // n)
+    per_worker = max(1, budget // n)
+    if per_worker < _SMALL_WORKER_MEMORY:
+        log.warning(
+            "each of the %d local workers gets %s of the %s memory budget; fields may be killed "
+            "for memory (raise compute.memory_budget or use fewer workers)",
+            n,
+            _format_bytes(per_worker),
+            _format_bytes(budget),
+        )
+    kwargs: dict[str, Any] = {}
+    if ccfg.local_directory:
+        kwargs["local_directory"] = ccfg.local_directory
+    try:
+        lc = LocalCluster(
+            n_workers=n,
+            threads_per_worker=threads,
+            processes=True,
+            memory_limit=per_worker,
+            dashboard_address=":0",
+            host="127.0.0.1",
+            # inside a field, dask and torch use the worker's share of the cores
+            config={"num_workers": threads},
+            env={v: str(threads) for v in _THREAD_VARIABLES},
+            **kwargs,
+        )
+    except Exception as exc:
+        raise ClusterError(
+            f"could not start a local Dask cluster of {n} workers: {exc} (workers are new processes: "
+            "a script that starts them must guard its top level with `if __name__ == '__main__':`)"
+        ) from exc
+    stack.callback(lc.close)
+    client = Client(lc, set_as_default=False)
+    stack.callback(client.close)
+    _wait_for_workers(client, n, timeout, kind="local", cluster=lc, log_directory=None)
+    return ComputeContext(
+        kind="local",
+        client=client,
+        dashboard_link=lc.dashboard_link or None,
+        n_workers=n,
+        memory_per_worker=per_worker,
+        threads_per_worker=threads,
+        retries=retries,
+        cluster=lc,
+        lost_workers_timeout=timeout,
+    )
+
+
+_SUBMIT_COMMAND = {"slurm": "sbatch", "pbs": "qsub"}
+
+
+def _batch_cluster(
+    stack: ExitStack,
+    kind: Literal["slurm", "pbs"],
+    ccfg: ClusterConfig,
+    n: int | None,
+    budget: int,
+    timeout: float,
+    min_workers: int | None,
+    log_directory: str | os.PathLike[str] | None,
+    retries: int,
+) -> ComputeContext:
+    _require_distributed()
+    try:
+        from dask_jobqueue import PBSCluster, SLURMCluster
+    except ImportError as exc:
+        raise ClusterError(f"--cluster {kind} needs dask-jobqueue: install dls-microscopy[cluster]") from exc
+    from distributed import Client
+
+    from dls_microscopy.pipeline.config import parse_size
+
+    submit = _SUBMIT_COMMAND[kind]
+    if shutil.which(submit) is None:
+        raise ClusterError(f"--cluster {kind}: the batch command {submit!r} is not on PATH on this machine")
+    processes = ccfg.processes
+    if ccfg.cores < processes:
+        raise InputError(
+            f"compute.cluster.cores ({ccfg.cores}) must be at least compute.cluster.processes ({processes})"
+        )
+    jobs = ccfg.jobs if n is None else math.ceil(n / processes)
+    job_memory = parse_size(ccfg.memory)
+    threads = ccfg.cores // processes
+    per_worker = job_memory // processes
+    if budget < per_worker:
+        per_worker = budget  # the run's budget caps what one field may use
+    logs = None
+    if log_directory is not None:
+        logs = Path(log_directory)
+        logs.mkdir(parents=True, exist_ok=True)
+    common: dict[str, Any] = {
+        "cores": ccfg.cores,
+        "processes": processes,
+        "memory": f"{job_memory}B",
+        "walltime": ccfg.walltime,
+        "queue": ccfg.queue,
+        "account": ccfg.account,
+        "job_extra_directives": list(ccfg.job_extra_directives),
+        "interface": ccfg.interface,
+        "local_directory": ccfg.local_directory,
+        "python": ccfg.python,
+        "job_name": "dls-microscopy",
+        "log_directory": os.fspath(logs) if logs is not None else None,
+        # inside a field, dask and torch use the worker's share of the job's cores
+        "job_script_prologue": [
+            *(f"export {v}={threads}" for v in _THREAD_VARIABLES),
+            f"export DASK_NUM_WORKERS={threads}",
+        ],
+        "scheduler_options": {"dashboard_address": ":0"},
+    }
+    cls = SLURMCluster if kind == "slurm" else PBSCluster
+    try:
+        jq = cls(**common)
+    except Exception as exc:
+        raise ClusterError(f"could not set up the {kind} cluster from compute.cluster: {exc}") from exc
+    stack.callback(jq.close)
+    script = jq.job_script()
+    log.debug("%s job script:\n%s", kind, script)
+    _check_job_script(kind, script)
+    client = Client(jq, set_as_default=False)
+    stack.callback(client.close)
+    jq.scale(jobs=jobs)
+    n_total = jobs * processes
+    wait_for = min(n_total, min_workers if min_workers is not None else 1)
+    _wait_for_workers(client, wait_for, timeout, kind=kind, cluster=jq, log_directory=logs)
+    return ComputeContext(
+        kind=kind,
+        client=client,
+        dashboard_link=jq.dashboard_link or None,
+        n_workers=n_total,
+        memory_per_worker=per_worker,
+        threads_per_worker=threads,
+        retries=retries,
+        cluster=jq,
+        lost_workers_timeout=timeout,
+    )
+
+
+def _wait_for_workers(
+    client: Client, n: int, timeout: float, *, kind: str, cluster: Any, log_directory: Path | None
+) -> None:
+    """Wait until ``n`` workers are connected; fail early when job submission failed."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        have = len(client.nthreads())
+        if have >= n:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    msg = f"only {have} of {n} Dask worker(s) connected within {timeout:g} s"
+    if kind != "local":
+        ids = _job_ids(cluster)
+        states = _job_states(kind, ids)
+        if states:
+            msg += "; jobs: " + ", ".join(f"{job} {state}" for job, state in states.items())
+        elif not ids:
+            msg += f"; no job was submitted ({_SUBMIT_COMMAND[kind]} failed? see the log above)"
+        if log_directory is not None:
+            msg += f"; job logs in {log_directory}"
+        msg += " (jobs still queued? check the queue, cores, memory and walltime in compute.cluster)"
+    raise ClusterError(msg)
+
+
+def _job_ids(cluster: Any) -> list[str]:
+    return [
+        str(job.job_id) for job in getattr(cluster, "workers", {}).values() if getattr(job, "job_id", None)
+    ]
+
+
+def _check_job_script(kind: str, script: str) -> None:
+    """Let Slurm validate a worker job script (``sbatch --test-only``): bad partition, account, memory."""
+    if kind != "slurm":
+        return  # qsub has no dry run
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="dls-jobscript-") as tmp:
+        path = Path(tmp) / "worker.sh"
+        path.write_text(script)
+        try:
+            proc = subprocess.run(
+                ["sbatch", "--test-only", os.fspath(path)], capture_output=True, text=True, timeout=60
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ClusterError(f"slurm: cannot run sbatch: {exc}") from exc
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        raise ClusterError(
+            "slurm refuses the worker job (check queue, account, cores, memory, walltime and "
+            "job_extra_directives in compute.cluster): " + "; ".join(lines)
+        )
+
+
+def _job_states(kind: str, job_ids: list[str]) -> dict[str, str]:
+    """``{job id: "PENDING (Resources)"}`` from squeue/qstat; empty when the query fails."""
+    if not job_ids:
+        return {}
+    if kind == "slurm":
+        cmd = ["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%r"]
+    else:
+        cmd = ["qstat", "-f", "-F", "json", *job_ids]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    states: dict[str, str] = {}
+    if kind == "slurm":
+        for line in out.splitlines():
+            job, state, reason = [*line.split("|"), "", ""][:3]
+            states[job.strip()] = f"{state} ({reason})" if reason and reason != "None" else state
+    else:
+        import json
+
+        try:
+            data = json.loads(out).get("Jobs", {})
+        except (ValueError, AttributeError):
+            return {}
+        short = {job.split(".")[0]: job for job in job_ids}  # qstat answers 4242.server for 4242
+        for job, info in data.items():
+            state = str(info.get("job_state", "?"))
+            if info.get("comment"):
+                state += f" ({info['comment']})"
+            states[short.get(job.split(".")[0], job)] = state
+    for job in job_ids:
+        states.setdefault(job, "finished or unknown to the batch system")
+    return states
+
+
+def _format_bytes(n: int) -> str:
+    from dask.utils import format_bytes
+
+    return format_bytes(n)

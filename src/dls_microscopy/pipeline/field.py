@@ -1,0 +1,383 @@
+"""One field through the configured steps, committed atomically with its manifest.
+
+:func:`run_field` builds ``fields/KEY`` under a temporary name
+(:func:`~dls_microscopy.io.atomic.atomic_directory`) and renames it only when
+every step and the ``manifest.json`` are written, so a field folder that
+exists is complete.  :func:`committed_field` says whether a field of an
+earlier run can be kept.
+
+Layout of a field folder::
+
+    labels.ome.zarr     segment step: NGFF label image "nuclei" (with pyramid)
+    meshes/             mesh step: meshes.glb (or a file per object) + manifest
+    objects.parquet     one row per object: Metadata_*, features, Mesh_* descriptors
+    images.parquet      the field's aggregate (count, means, medians)
+    field.json          what ran and what came out (objects, seconds)
+    manifest.json       provenance: input digests, parameters, versions, output digests
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dls_microscopy.errors import InputError
+from dls_microscopy.pipeline.config import PipelineConfig
+from dls_microscopy.pipeline.fields import FieldSpec
+
+__all__ = ["FIELD_FILE", "committed_field", "config_digest", "run_field"]
+
+log = logging.getLogger(__name__)
+
+FIELD_FILE = "field.json"
+LABELS_NAME = "labels.ome.zarr"
+LABEL_IMAGE = "nuclei"
+ENTRY_POINT = "dls_microscopy.pipeline.field:run_field"
+
+StepCallback = Callable[[str, str], None]
+
+
+def config_digest(cfg: PipelineConfig) -> str:
+    """sha256 of what decides a field's outputs (input selection, steps, seed)."""
+    relevant = {
+        "input": cfg.input.model_dump(mode="json", exclude={"path"}),
+        "steps": cfg.steps.model_dump(mode="json"),
+        "seed": cfg.seed,
+    }
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def committed_field(folder: Path, digest: str) -> bool:
+    """Whether ``folder`` holds a complete field made with the same settings.
+
+    Checks the settings digest, that every output listed in the manifest
+    exists with its size, and that the inputs still have the recorded size
+    and number of files (edits that keep both are not detected: use ``force``).
+    """
+    from dls_microscopy.pipeline.provenance import MANIFEST_NAME
+
+    try:
+        info = json.loads((folder / FIELD_FILE).read_text(encoding="utf-8"))
+        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if info.get("config_sha256") != digest:
+        log.info("%s was made with other settings: redoing it", folder.name)
+        return False
+    for entry in manifest.get("outputs", []):
+        f = folder / entry["path"]
+        if not f.is_file() or f.stat().st_size != entry.get("size"):
+            log.info("%s is incomplete (%s): redoing it", folder.name, entry["path"])
+            return False
+    for entry in manifest.get("inputs", {}).values():
+        if _input_size(Path(entry.get("path", ""))) != (entry.get("size"), entry.get("n_files")):
+            log.info("%s: its input %s changed: redoing it", folder.name, entry.get("path"))
+            return False
+    return True
+
+
+def _input_size(path: Path) -> tuple[int, int] | None:
+    """Bytes and files of an input (a cheap change check: no file is read)."""
+    if path.is_file():
+        return path.stat().st_size, 1
+    if not path.is_dir():
+        return None
+    sizes = [f.stat().st_size for f in path.rglob("*") if f.is_file()]
+    return sum(sizes), len(sizes)
+
+
+def run_field(
+    spec: FieldSpec,
+    cfg: PipelineConfig,
+    fields_dir: str | Path,
+    *,
+    threads: int | None = None,
+    memory_budget: int | None = None,
+    on_step: StepCallback | None = None,
+) -> dict[str, Any]:
+    """Run the configured steps on one field and commit ``fields_dir/KEY``.
+
+    Parameters
+    ----------
+    spec : FieldSpec
+        The field.
+    cfg : PipelineConfig
+        The run's configuration (paths absolute).
+    fields_dir : path
+        Folder of the field folders.
+    threads : int, optional
+        Threads for the blockwise steps of this field (default: the steps' own).
+    memory_budget : int, optional
+        Bytes this field may use (default ``compute.memory_budget``; a run
+        with parallel fields gives each its share).
+    on_step : callable, optional
+        ``on_step(field_key, step_name)`` when a step starts.
+
+    Returns
+    -------
+    dict
+        ``key``, ``n_objects``, ``timings_s`` (per step).
+
+    Raises
+    ------
+    DlsError
+        Unreadable or corrupt input, failed step, unwritable output.
+    """
+    from dls_microscopy._allocator import bound_allocator, release_memory
+    from dls_microscopy.io import open_volume
+    from dls_microscopy.io.atomic import atomic_directory
+    from dls_microscopy.pipeline.provenance import write_manifest
+
+    steps = cfg.steps
+    budget = memory_budget or cfg.compute.memory_budget_bytes
+    timings: dict[str, float] = {}
+    final = Path(fields_dir) / spec.key
+
+    bound_allocator()  # blockwise temporaries are returned to the system, not kept per thread
+
+    def step(name: str) -> float:
+        release_memory()  # what the previous step freed, before the next one allocates
+        if on_step is not None:
+            on_step(spec.key, name)
+        log.info("%s: %s", spec.key, name)
+        return time.perf_counter()
+
+    t0 = step("open")
+    image = open_volume(spec.source, series=spec.series, level=cfg.input.level)
+    if "t" in image.axes:
+        if image.axis_size("t") > 1:
+            raise InputError(
+                f"{image.axis_size('t')} time points: give one field per time point", path=spec.source
+            )
+        image = image.select(t=0)
+    image.require_spatial_ndim(3)
+    timings["open"] = time.perf_counter() - t0
+    n_objects: int | None = None
+    compartment = steps.features.compartment if steps.features is not None else "Nuclei"
+    models: list[dict[str, Any]] = []
+    with atomic_directory(final, overwrite=True) as tmp:
+        if steps.segment is not None:
+            t = step("segment")
+            labels, n_objects = _segment(image, cfg, tmp / LABELS_NAME, threads, budget)
+            labels_path, label_name = tmp / LABELS_NAME, None
+            timings["segment"] = time.perf_counter() - t
+        else:
+            from dls_microscopy.io import open_labels
+
+            labels = open_labels(spec.source, cfg.input.labels, level=cfg.input.level)
+            labels_path, label_name = Path(spec.source), cfg.input.labels
+        extra: list[pa.Table] = []  # mesh descriptors, embeddings: joined to the objects
+        if steps.mesh is not None:
+            from dls_microscopy.geometry.command import export_meshes_command
+
+            t = step("mesh")
+            m = steps.mesh
+            desc = tmp / ".shape.parquet" if m.descriptors else None
+            res = export_meshes_command(
+                labels_path,
+                tmp / "meshes",
+                fmt=m.format,
+                smooth=m.smooth,
+                decimate=m.decimate,
+                descriptors_path=desc,
+                label_name=label_name,
+                memory_budget=budget,
+            )
+            n_objects = int(res["n_objects"])
+            if desc is not None:
+                extra.append(_shape_columns(pq.read_table(desc), compartment))
+                desc.unlink()
+            timings["mesh"] = time.perf_counter() - t
+        objects = None
+        if steps.features is not None:
+            t = step("features")
+            objects = _measure(spec, image, labels, cfg, budget, threads)
+            n_objects = objects.num_rows
+            timings["features"] = time.perf_counter() - t
+        if steps.embeddings is not None:
+            t = step("embeddings")
+            extra.append(_embed(image, labels, cfg, threads, models))
+            timings["embeddings"] = time.perf_counter() - t
+        t = step("write")
+        tables = _field_tables(spec, objects, extra, compartment)
+        for name, table in tables.items():
+            from dls_microscopy.features.tables import write_parquet
+
+            write_parquet(table, tmp / f"{name}.parquet")
+        if n_objects is None:
+            n_objects = int(tables["objects"].num_rows) if "objects" in tables else 0
+        timings["write"] = time.perf_counter() - t
+        info = {
+            "key": spec.key,
+            "source": spec.source,
+            "metadata": spec.metadata(),
+            "steps": steps.names(),
+            "n_objects": n_objects,
+            "config_sha256": config_digest(cfg),
+        }
+        (tmp / FIELD_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        parameters = {"field": info, "config": cfg.model_dump(mode="json", exclude={"compute"})}
+        write_manifest(
+            tmp,
+            command="run",
+            inputs={"image": spec.source},
+            parameters=parameters,
+            timings=timings,
+            models=models,
+            seeds={"seed": cfg.seed},
+        )
+    log.info("%s: committed (%d objects)", spec.key, n_objects)
+    return {"key": spec.key, "n_objects": n_objects, "timings_s": timings}
+
+
+def _segment(
+    image: Any, cfg: PipelineConfig, output: Path, threads: int | None, budget: int
+) -> tuple[Any, int]:
+    from dls_microscopy.segment import get_segmenter, segment_blockwise
+
+    s = cfg.steps.segment
+    assert s is not None
+    params = dict(s.params)
+    if s.model is not None:
+        params["model_path"] = s.model
+    seg = get_segmenter(s.method, params, device=cfg.compute.device)
+    channel = s.channel
+    if channel is None and "c" in image.axes and image.axis_size("c") > 1:
+        channel = 0
+    res = segment_blockwise(
+        image,
+        seg,
+        channel=channel,
+        memory_budget=budget,
+        output=output,
+        label_name=LABEL_IMAGE,
+        workers=threads,
+    )
+    return res.labels, int(res.n_objects)
+
+
+def _channels(image: Any, wanted: Any, source: str) -> tuple[Any, list[str]]:
+    """``(C, Z, Y, X)`` data of the wanted channels (names or indices; default all) and their names."""
+    from dls_microscopy.pipeline.features import _channel_index, select_channels
+
+    data = image.data if "c" in image.axes else image.data[None]
+    names = list(image.channel_names)
+    if wanted is not None:
+        index = [_channel_index(c, names, source) for c in wanted]
+        data, names = select_channels(data, index), [names[i] for i in index]
+    return data, names
+
+
+def _embed(image: Any, labels: Any, cfg: PipelineConfig, threads: int | None, models: list) -> pa.Table:
+    from dls_microscopy.features.embeddings import apply_embeddings
+
+    e = cfg.steps.embeddings
+    assert e is not None
+    if "c" in labels.axes:
+        labels = labels.select(c=0)
+    data, names = _channels(image, cfg.input.channels, str(image.source))
+    return apply_embeddings(
+        data,
+        labels.data,
+        e.model,
+        spacing=image.spacing,
+        channel_names=names,
+        device=cfg.compute.device,
+        threads=threads,
+        records=models,
+    )
+
+
+def _measure(
+    spec: FieldSpec, image: Any, labels: Any, cfg: PipelineConfig, budget: int, threads: int | None
+) -> pa.Table:
+    from dls_microscopy.features.measure import measure_objects
+    from dls_microscopy.features.tables import objects_table
+
+    f = cfg.steps.features
+    assert f is not None
+    if "c" in labels.axes:
+        labels = labels.select(c=0)
+    if labels.spatial_shape != image.spatial_shape:
+        raise InputError(
+            f"labels {labels.spatial_shape} and image {image.spatial_shape} (zyx) differ in shape",
+            path=spec.source,
+        )
+    data, names = _channels(image, f.channels if f.channels is not None else cfg.input.channels, spec.source)
+    m = measure_objects(
+        data, labels.data, spacing=image.spacing, channel_names=names, memory_budget=budget, workers=threads
+    )
+    return objects_table(
+        m,
+        compartment=f.compartment,
+        plate=spec.plate,
+        well=spec.well,
+        site=spec.site,
+        image_id=spec.image_id,
+    )
+
+
+def _shape_columns(desc: pa.Table, compartment: str) -> pa.Table:
+    """Mesh descriptors as object-table columns (``{compartment}_AreaShape_Mesh*``, ``Metadata_Mesh*``).
+
+    Named as by :func:`~dls_microscopy.features.mesh_columns.descriptor_column`
+    (as ``dls-microscopy features --meshes`` names them), units kept, rows by
+    ascending ``Metadata_ObjectID``.
+    """
+    from dls_microscopy.features.mesh_columns import descriptor_column
+    from dls_microscopy.features.tables import units_of
+
+    units = units_of(desc)
+    fields, arrays = [], []
+    for f, col in zip(desc.schema, desc.columns, strict=True):
+        if f.name == "object_id":
+            fields.append(pa.field("Metadata_ObjectID", pa.uint64()))
+            arrays.append(col.cast(pa.uint64()))
+            continue
+        name, unit = descriptor_column(f.name, units.get(f.name, ""), compartment)
+        fields.append(pa.field(name, f.type, metadata={b"unit": unit.encode()} if unit else None))
+        arrays.append(col)
+    table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    order = np.argsort(table.column("Metadata_ObjectID").to_numpy(), kind="stable")
+    return table.take(pa.array(order))
+
+
+def _identity(spec: FieldSpec, ids: pa.Array) -> pa.Table:
+    """The ``Metadata_*`` columns of an object table without measured features."""
+    meta, n = spec.metadata(), len(ids)
+    return pa.table(
+        {
+            "Metadata_Plate": pa.array([meta["Metadata_Plate"]] * n, pa.string()),
+            "Metadata_Well": pa.array([meta["Metadata_Well"]] * n, pa.string()),
+            "Metadata_Site": pa.array([meta["Metadata_Site"]] * n, pa.int32()),
+            "Metadata_ImageID": pa.array([meta["Metadata_ImageID"]] * n, pa.string()),
+            "Metadata_ObjectID": ids.cast(pa.uint64()),
+        }
+    )
+
+
+def _field_tables(
+    spec: FieldSpec, objects: pa.Table | None, extra: list[pa.Table], compartment: str
+) -> dict[str, pa.Table]:
+    """The field's ``objects`` table (features, then mesh and embedding columns) and its aggregate."""
+    from dls_microscopy.features.tables import IMAGE_KEYS, aggregate_table, join_object_columns
+
+    if objects is None and not extra:
+        return {}
+    if objects is None:
+        ids = np.unique(np.concatenate([t.column("Metadata_ObjectID").to_numpy() for t in extra]))
+        objects = _identity(spec, pa.array(ids.astype(np.uint64)))
+    for table in extra:
+        objects = join_object_columns(objects, table)
+    where = {**spec.metadata(), "Metadata_Site": np.int32(spec.site)}
+    images = aggregate_table(objects, IMAGE_KEYS, compartment=compartment, empty_group=where)
+    return {"objects": objects, "images": images}

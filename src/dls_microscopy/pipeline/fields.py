@@ -1,0 +1,161 @@
+"""The units of work of a run: one field (image) each, found from ``input.path``.
+
+``input.path`` is one image, a glob of images, or an OME-Zarr HCS plate;
+:func:`discover_fields` turns it into a sorted list of :class:`FieldSpec`.
+A plate gives one field per well and field (row-major wells, fields in well
+order), with ``Metadata_Plate`` (the plate's name), ``Metadata_Well``
+(``"B03"``: row name + column name) and ``Metadata_Site`` (the field's
+index in its well).  Each field opens on its own, without the rest of the
+plate (``source`` is the field's image group).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from dls_microscopy.errors import InputError, InputNotFoundError
+
+__all__ = ["FieldSpec", "discover_fields"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class FieldSpec:
+    """One field of a run.
+
+    Attributes
+    ----------
+    key : str
+        Unique, file-name safe; the folder ``fields/KEY`` of the run holds its outputs.
+    source : str
+        What :func:`~dls_microscopy.io.open_volume` opens (``file.h5:/dataset`` allowed).
+    series : int
+        Series of a multi-series file.
+    plate, well : str
+        ``Metadata_Plate`` and ``Metadata_Well`` (``""`` outside plates).
+    site : int
+        ``Metadata_Site``: the field's index in its well (0 outside plates).
+    image_id : str
+        ``Metadata_ImageID`` (unique in the run).
+    """
+
+    key: str
+    source: str
+    series: int = 0
+    plate: str = ""
+    well: str = ""
+    site: int = 0
+    image_id: str = ""
+
+    def metadata(self) -> dict[str, Any]:
+        """The ``Metadata_*`` values of this field."""
+        return {
+            "Metadata_Plate": self.plate,
+            "Metadata_Well": self.well,
+            "Metadata_Site": self.site,
+            "Metadata_ImageID": self.image_id,
+        }
+
+
+def _safe(text: str) -> str:
+    return _UNSAFE.sub("_", text).strip("._") or "field"
+
+
+def _plate_layout(path: Path) -> Any | None:
+    """The plate layout when ``path`` is an OME-Zarr HCS plate, else ``None``."""
+    from dls_microscopy.io import describe_plate, detect_format
+    from dls_microscopy.io.zarr_read import ome_attrs, open_group
+
+    if not path.is_dir() or detect_format(path) != "zarr":
+        return None
+    if "plate" not in ome_attrs(dict(open_group(path).attrs)):
+        return None
+    return describe_plate(path)
+
+
+def _plate_fields(path: Path, layout: Any) -> list[FieldSpec]:
+    name = layout.name or path.name.removesuffix(".zarr").removesuffix(".ome")
+    fields = []
+    for well, index, field_path in layout.iter_fields():
+        well_name = f"{well.row}{well.column}"
+        key = _safe(f"{name}_{well_name}_{field_path}")
+        fields.append(
+            FieldSpec(
+                key=key,
+                source=str(path / well.path / field_path),
+                plate=str(name),
+                well=well_name,
+                site=index,
+                image_id=key,
+            )
+        )
+    return fields
+
+
+def _expand(path: str, series: int) -> list[FieldSpec]:
+    from dls_microscopy.io import split_dataset_path
+
+    file_path, _ = split_dataset_path(path)
+    if not Path(file_path).exists():
+        raise InputNotFoundError("input does not exist", path=file_path)
+    layout = _plate_layout(Path(file_path))
+    if layout is not None:
+        if layout.n_fields == 0:
+            raise InputError("the plate has no fields", path=file_path)
+        return _plate_fields(Path(file_path), layout)
+    name = Path(file_path).name + (f"_s{series}" if series else "")
+    return [FieldSpec(key=_safe(name), source=path, series=series, image_id=_safe(name))]
+
+
+def discover_fields(path: str, *, series: int = 0) -> list[FieldSpec]:
+    """All fields of an input: one image, a glob of images (and plates), or an HCS plate.
+
+    Parameters
+    ----------
+    path : str
+        The input (``input.path`` of the configuration, absolute).
+    series : int
+        Series of each (non-plate) image.
+
+    Returns
+    -------
+    list of FieldSpec
+        Sorted by plate, well, site and key; keys are unique.
+
+    Raises
+    ------
+    InputNotFoundError
+        The path does not exist, or the glob matches nothing.
+    InputError
+        A plate without fields.
+    """
+    if glob.has_magic(path):
+        matches = sorted(glob.glob(path, recursive=True))
+        if not matches:
+            raise InputNotFoundError("no file matches this pattern", path=path)
+        fields = [f for m in matches for f in _expand(m, series)]
+        keys = [f.key for f in fields]
+        if len(set(keys)) != len(keys):  # same file names in different folders
+            root = os.path.commonpath([os.path.abspath(m) for m in matches])
+            fields = [
+                dataclasses.replace(
+                    f,
+                    key=_safe(os.path.relpath(f.source, root)),
+                    image_id=_safe(os.path.relpath(f.source, root)),
+                )
+                for f in fields
+            ]
+    else:
+        fields = _expand(path, series)
+    fields.sort(key=lambda f: (f.plate, f.well, f.site, f.key))
+    keys = [f.key for f in fields]
+    if len(set(keys)) != len(keys):
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        raise InputError(f"two inputs would share the output folder name(s) {dup}", path=path)
+    return fields

@@ -1,0 +1,306 @@
+"""``dls-microscopy run pipeline.yaml``: every field through the steps, resumable, fault tolerant.
+
+A run:
+
+1. finds the fields of ``input.path`` (:func:`~dls_microscopy.pipeline.fields.discover_fields`);
+2. checks that ``output.path`` can be written, writes ``pipeline.resolved.yaml``
+   (every value, defaults included) and appends to ``run.log``;
+3. skips fields committed by an earlier run with the same settings (unless
+   ``force``) and runs the others (:func:`~dls_microscopy.pipeline.field.run_field`),
+   each committed atomically with its manifest, one at a time in this process
+   or spread over workers by :mod:`dls_microscopy.pipeline.cluster`;
+4. records a field that fails (corrupt input, ...) with its reason and goes on;
+5. writes the run's tables from all committed fields
+   (:func:`~dls_microscopy.pipeline.collect.collect_tables`) and
+   ``run_summary.json``.
+
+Killing a run at any moment leaves committed fields intact and partial ones
+under temporary names; the next run removes those and redoes their fields,
+so the final tables are the same bytes as those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from dls_microscopy.errors import DlsError, OutputError
+from dls_microscopy.pipeline.config import PipelineConfig, load_config
+from dls_microscopy.pipeline.field import committed_field, config_digest, run_field
+from dls_microscopy.pipeline.fields import FieldSpec, discover_fields
+
+__all__ = ["FieldOutcome", "RunSummary", "run_pipeline"]
+
+log = logging.getLogger(__name__)
+
+FIELDS_DIR = "fields"
+RESOLVED_CONFIG = "pipeline.resolved.yaml"
+RUN_LOG = "run.log"
+SUMMARY_FILE = "run_summary.json"
+
+
+@dataclasses.dataclass
+class FieldOutcome:
+    """What happened to one field: ``status`` is ``done``, ``skipped`` or ``failed``."""
+
+    key: str
+    status: str
+    reason: str = ""
+    n_objects: int | None = None
+    seconds: float = 0.0
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """The outcome of :func:`run_pipeline`."""
+
+    output: Path
+    fields: list[FieldOutcome]
+    tables: dict[str, Path]
+    seconds: float
+    backend: str = "local"
+    dashboard_link: str | None = None
+
+    def count(self, status: str) -> int:
+        """Number of fields with this status."""
+        return sum(f.status == status for f in self.fields)
+
+    @property
+    def failed(self) -> list[FieldOutcome]:
+        """The fields that failed."""
+        return [f for f in self.fields if f.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        """No field failed."""
+        return not self.failed
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary."""
+        return {
+            "output": str(self.output),
+            "done": self.count("done"),
+            "skipped": self.count("skipped"),
+            "failed": self.count("failed"),
+            "seconds": round(self.seconds, 3),
+            "backend": self.backend,
+            "dashboard_link": self.dashboard_link,
+            "tables": {k: str(v) for k, v in self.tables.items()},
+            "fields": [dataclasses.asdict(f) for f in self.fields],
+        }
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def _check_embeddings(cfg: PipelineConfig) -> None:
+    """Fail before any field when an embedding model or its record is missing."""
+    if cfg.steps.embeddings is None:
+        return
+    from dls_microscopy.features.embeddings import read_record
+
+    for path in cfg.steps.embeddings.model:
+        read_record(path)  # ModelNotFoundError names the file and how to train one
+
+
+def _prepare_output(out: Path) -> None:
+    """Create ``out`` and prove it writable, or raise :class:`OutputError` (nothing committed)."""
+    probe = out / f".write-test-{os.getpid()}"
+    try:
+        (out / FIELDS_DIR).mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot write the output folder: {exc.strerror or exc}", path=out) from exc
+    _remove_stale_temporaries(out)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Remove ``.NAME.PID.tmp`` files left by a killed run (tables, summary, resolved config)."""
+    import psutil
+
+    for f in out.glob(".*.tmp"):
+        pid = f.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
+            log.info("removing %s, left by a run that was killed", f.name)
+            f.unlink(missing_ok=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write: {exc.strerror or exc}", path=path) from exc
+
+
+@contextlib.contextmanager
+def _run_log(path: Path) -> Iterator[None]:
+    """Append INFO and above of every ``dls_microscopy`` logger to ``path`` while the run lasts."""
+    logger = logging.getLogger("dls_microscopy")
+    try:
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"cannot write the run log: {exc.strerror or exc}", path=path) from exc
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    previous, effective = logger.level, logger.getEffectiveLevel()
+    # the log file wants INFO; consoles keep showing what they showed before
+    quiet = [h for h in logging.getLogger().handlers + logger.handlers if h.level == logging.NOTSET]
+    logger.addHandler(handler)
+    if effective > logging.INFO:
+        for h in quiet:
+            h.setLevel(effective)
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+        for h in quiet:
+            h.setLevel(logging.NOTSET)
+        handler.close()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, DlsError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_pipeline(
+    config: PipelineConfig | str | os.PathLike[str],
+    *,
+    workers: int | None = None,
+    cluster: str | None = None,
+    force: bool = False,
+    progress: bool | Any = True,
+) -> RunSummary:
+    """Run a pipeline configuration over all its fields.
+
+    Parameters
+    ----------
+    config : PipelineConfig or path
+        The configuration, or its YAML file (:func:`~dls_microscopy.pipeline.config.load_config`).
+    workers : int, optional
+        Fields in parallel (overrides ``compute.workers``; more than 1 starts a
+        ``dask.distributed.LocalCluster`` through the cluster backend).
+    cluster : {"local", "slurm", "pbs"}, optional
+        Overrides ``compute.cluster.kind``.
+    force : bool
+        Redo every field, even those committed by an earlier run.
+    progress : bool or RunProgress-like
+        Show rich progress bars on stderr (``True``), nothing (``False``), or
+        an object with the methods of :class:`~dls_microscopy.pipeline.progress.RunProgress`.
+
+    Returns
+    -------
+    RunSummary
+        Per-field outcomes (failed ones with their reason), the tables written.
+
+    Raises
+    ------
+    ConfigError, InputError
+        Bad configuration or input (before any field runs).
+    OutputError
+        The output folder cannot be written.
+    """
+    from dls_microscopy.pipeline.cluster import compute_context
+    from dls_microscopy.pipeline.collect import collect_tables
+    from dls_microscopy.pipeline.progress import NoProgress, RunProgress
+
+    t_start = time.perf_counter()
+    cfg = config if isinstance(config, PipelineConfig) else load_config(config)
+    _check_embeddings(cfg)
+    fields = discover_fields(cfg.input.path, series=cfg.input.series)
+    out = Path(cfg.output.path)
+    _prepare_output(out)
+    fields_dir = out / FIELDS_DIR
+    digest = config_digest(cfg)
+    reporter = progress if not isinstance(progress, bool) else (RunProgress() if progress else NoProgress())
+    outcomes: dict[str, FieldOutcome] = {}
+    with _run_log(out / RUN_LOG):
+        log.info(
+            "run: %d fields from %s → %s (steps: %s)",
+            len(fields),
+            cfg.input.path,
+            out,
+            ", ".join(cfg.steps.names()),
+        )
+        _write_text(out / RESOLVED_CONFIG, cfg.to_yaml())
+        todo: list[FieldSpec] = []
+        for spec in fields:
+            if not force and committed_field(fields_dir / spec.key, digest):
+                info = json.loads((fields_dir / spec.key / "field.json").read_text(encoding="utf-8"))
+                outcomes[spec.key] = FieldOutcome(
+                    spec.key, "skipped", "already committed", info.get("n_objects"), 0.0, spec.metadata()
+                )
+            else:
+                todo.append(spec)
+        log.info("run: %d fields to do, %d already committed", len(todo), len(fields) - len(todo))
+        compute = compute_context(cfg.compute, workers=workers, cluster=cluster, log_directory=out / "logs")
+        with compute as ctx, reporter:
+            reporter.start(total=len(fields), done=len(fields) - len(todo), link=ctx.dashboard_link)
+            in_process = ctx.client is None
+            threads = getattr(ctx, "threads_per_worker", None)
+            if threads is None and in_process:
+                threads = max(1, (os.cpu_count() or 1) // max(1, ctx.n_workers))
+            fn = functools.partial(
+                run_field,
+                cfg=cfg,
+                fields_dir=fields_dir,
+                threads=threads,
+                memory_budget=getattr(ctx, "memory_per_worker", None),
+                on_step=reporter.step if in_process else None,
+            )
+            last = time.perf_counter()
+            for spec, result in ctx.submit_fields(fn, todo):
+                now = time.perf_counter()
+                seconds, last = now - last, now  # for failures: time since the previous field ended
+                if isinstance(result, BaseException):
+                    if isinstance(result, KeyboardInterrupt):
+                        raise result
+                    reason = _reason(result)
+                    log.error(
+                        "%s failed: %s",
+                        spec.key,
+                        reason,
+                        exc_info=(type(result), result, result.__traceback__)
+                        if not isinstance(result, DlsError)
+                        else None,
+                    )
+                    outcomes[spec.key] = FieldOutcome(
+                        spec.key, "failed", reason, None, seconds, spec.metadata()
+                    )
+                else:
+                    seconds = sum(result.get("timings_s", {}).values())
+                    outcomes[spec.key] = FieldOutcome(
+                        spec.key, "done", "", result.get("n_objects"), seconds, spec.metadata()
+                    )
+                reporter.field_done(spec.key, outcomes[spec.key].status)
+            backend, link = str(ctx.kind), ctx.dashboard_link
+        ordered = [outcomes[s.key] for s in fields]
+        committed = [fields_dir / o.key for o in ordered if o.status != "failed"]
+        compartment = cfg.steps.features.compartment if cfg.steps.features is not None else "Nuclei"
+        tables = collect_tables(committed, out, table_format=cfg.output.table_format, compartment=compartment)
+        summary = RunSummary(out, ordered, tables, time.perf_counter() - t_start, backend, link)
+        _write_text(out / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2) + "\n")
+        log.info(
+            "run: %d done, %d skipped, %d failed in %.1f s",
+            summary.count("done"),
+            summary.count("skipped"),
+            summary.count("failed"),
+            summary.seconds,
+        )
+    return summary

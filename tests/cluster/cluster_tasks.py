@@ -1,0 +1,52 @@
+"""Field functions the cluster tests run on workers (pickled by value: see conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from dls_microscopy.errors import CorruptDataError
+
+
+def square(item: int) -> int:
+    """Trivial field function."""
+    return item * item
+
+
+def nap(seconds: float) -> float:
+    """Sleep ``seconds`` and return them."""
+    time.sleep(seconds)
+    return seconds
+
+
+def where_am_i(item: int) -> dict[str, Any]:
+    """What a worker job sees: its pid, Slurm job id and which dls_microscopy it imports."""
+    import dls_microscopy
+
+    return {
+        "item": item,
+        "square": item * item,
+        "pid": os.getpid(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "package": dls_microscopy.__file__,
+    }
+
+
+def logged_field(args: tuple[int, str, float]) -> tuple[int, int]:
+    """Record each attempt as ``start-<item>-<pid>`` in a folder, work ``seconds``, return (item², pid).
+
+    Item 3 is a "corrupt input": it raises :class:`CorruptDataError` (never retried).
+    Item 5 fails with :class:`RuntimeError` on its first attempt only (retried).
+    """
+    item, folder, seconds = args
+    log = Path(folder)
+    attempts = len(list(log.glob(f"start-{item}-*")))
+    (log / f"start-{item}-{os.getpid()}-{attempts}").touch()
+    if item == 3:
+        raise CorruptDataError("truncated chunk 0/0/0", path=f"/plate/field{item}.zarr")
+    if item == 5 and attempts == 0:
+        raise RuntimeError("transient failure on the first attempt")
+    time.sleep(seconds)
+    return item * item, os.getpid()

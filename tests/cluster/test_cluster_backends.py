@@ -1,0 +1,112 @@
+"""The default compute backend (a thread pool, no services) and argument checks."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from cluster_tasks import logged_field, square
+
+from dls_microscopy.errors import ClusterError, CorruptDataError, InputError
+from dls_microscopy.pipeline.cluster import compute_context, usable_cpus
+from dls_microscopy.pipeline.config import ClusterConfig, ComputeConfig
+
+
+def test_local_threads_default(tmp_path: Path) -> None:
+    with compute_context(ComputeConfig(memory_budget="3GB")) as ctx:
+        assert ctx.kind == "local" and ctx.client is None and ctx.dashboard_link is None
+        assert ctx.n_workers == 1 and ctx.memory_per_worker == 3_000_000_000
+        assert ctx.threads_per_worker == usable_cpus()
+        items = [(i, str(tmp_path), 0.0) for i in range(7)]
+        results = {args[0]: res for args, res in ctx.submit_fields(logged_field, items)}
+    assert isinstance(results[3], CorruptDataError)
+    # no retries locally: the transient failure is reported as it is
+    assert isinstance(results[5], RuntimeError) and "first attempt" in str(results[5])
+    assert {i: r for i, r in results.items() if i not in (3, 5)} == {
+        i: (i * i, results[i][1]) for i in (0, 1, 2, 4, 6)
+    }
+
+
+def test_closing_the_iterator_cancels_the_rest() -> None:
+    calls: list[int] = []
+
+    def field(x: int) -> int:
+        calls.append(x)
+        time.sleep(0.05)
+        return x
+
+    with compute_context(ComputeConfig()) as ctx:
+        it = ctx.submit_fields(field, range(20))
+        first = next(it)
+        it.close()
+    assert first == (0, 0)
+    assert len(calls) < 5
+
+
+def test_empty_input_yields_nothing() -> None:
+    with compute_context(ComputeConfig()) as ctx:
+        assert list(ctx.submit_fields(square, [])) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"workers": 0}, "at least 1"), ({"cluster": "kubernetes"}, "unknown cluster kind")],
+)
+def test_bad_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message), compute_context(ComputeConfig(), **kwargs):
+        pass
+
+
+def test_batch_system_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    cfg = ComputeConfig(cluster=ClusterConfig(kind="pbs"))
+    with pytest.raises(ClusterError, match="'qsub' is not on PATH"), compute_context(cfg):
+        pass
+
+
+def test_pbs_jobs_from_the_config_and_a_queued_job_times_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PBS through stand-in qsub/qstat/qdel: the job script carries the settings, a queued job
+    that never starts ends in a ClusterError naming its state."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = tmp_path / "submitted"
+    scripts.mkdir()
+    (bin_dir / "qsub").write_text(f'#!/bin/sh\ncp "$1" {scripts}/job.sh\necho 4242.pbs-test\n')
+    (bin_dir / "qdel").write_text(f'#!/bin/sh\necho "$@" >> {scripts}/deleted\n')
+    (bin_dir / "qstat").write_text(
+        '#!/bin/sh\necho \'{"Jobs": {"4242.pbs-test": {"job_state": "Q", '
+        '"comment": "Not Running: Insufficient amount of resource: ncpus"}}}\'\n'
+    )
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    cfg = ComputeConfig(
+        memory_budget="8GB",
+        cluster=ClusterConfig(
+            kind="pbs",
+            queue="short",
+            account="proj42",
+            cores=4,
+            processes=2,
+            memory="6GB",
+            walltime="02:30:00",
+            job_extra_directives=["-l place=scatter"],
+            python="/opt/venv/bin/python",
+        ),
+    )
+    with pytest.raises(ClusterError) as info, compute_context(cfg, timeout=2):
+        pass
+    message = str(info.value)
+    assert "only 0 of 1 Dask worker(s) connected within 2 s" in message
+    assert "jobs: 4242 Q (Not Running: Insufficient amount of resource: ncpus) (jobs" in message
+    script = (scripts / "job.sh").read_text()
+    for line in ("#PBS -q short", "#PBS -A proj42", "#PBS -l walltime=02:30:00", "#PBS -l place=scatter"):
+        assert line in script, script
+    assert "/opt/venv/bin/python -m distributed.cli.dask_worker" in script
+    assert "--nthreads 2" in script and "--nworkers 2" in script
+    assert "export OMP_NUM_THREADS=2" in script
+    assert (scripts / "deleted").read_text().split() == ["4242"]  # the job is cancelled on the way out

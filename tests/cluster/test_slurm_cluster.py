@@ -1,0 +1,116 @@
+"""SLURM backend against a real single-node Slurm started by the test session (see conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cluster_tasks import nap, where_am_i
+
+import dls_microscopy
+from dls_microscopy.errors import ClusterError
+from dls_microscopy.pipeline.cluster import compute_context
+from dls_microscopy.pipeline.config import ClusterConfig, ComputeConfig
+
+pytestmark = pytest.mark.slurm
+
+
+def _compute(**cluster: object) -> ComputeConfig:
+    base = {
+        "kind": "slurm",
+        "cores": 1,
+        "memory": "1GB",
+        "walltime": "00:10:00",
+        "interface": "lo",
+        # the workers must import dls_microscopy: use this interpreter (the project's .venv)
+        "python": sys.executable,
+    }
+    return ComputeConfig(cluster=ClusterConfig(**{**base, **cluster}))
+
+
+def test_fields_run_in_slurm_worker_jobs(slurm: Path, tmp_path: Path) -> None:
+    logs = tmp_path / "job-logs"
+    with compute_context(_compute(jobs=2), min_workers=2, timeout=120, log_directory=logs) as ctx:
+        assert ctx.kind == "slurm" and ctx.n_workers == 2
+        assert ctx.memory_per_worker == 1_000_000_000
+        queue = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True).stdout
+        assert queue.count("dls-microscopy RUNNING") == 2, queue
+        script = ctx.cluster.job_script()
+        assert "#SBATCH --mem=" in script and "#SBATCH -t 00:10:00" in script
+        assert sys.executable in script
+        results = dict(ctx.submit_fields(where_am_i, range(8)))
+    assert sorted(results) == list(range(8))
+    for i, res in results.items():
+        assert res["square"] == i * i
+        assert res["package"] == dls_microscopy.__file__
+    jobs = {res["slurm_job_id"] for res in results.values()}
+    assert None not in jobs and len(jobs) <= 2
+    # the worker jobs are cancelled when the context closes
+    left = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout
+    assert "RUNNING" not in left, left
+    assert any(logs.iterdir())  # the jobs wrote their logs where asked
+
+
+def test_pending_job_times_out_with_its_state(slurm: Path, tmp_path: Path) -> None:
+    cfg = _compute(job_extra_directives=["--begin=now+1hour"])
+    with pytest.raises(ClusterError, match=r"only 0 of 1 Dask worker.*PENDING \(BeginTime\)"):
+        with compute_context(cfg, timeout=3, log_directory=tmp_path):
+            pass
+    left = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    assert left.strip() == ""  # the pending job was cancelled
+
+
+def test_refused_job_is_a_clear_error(slurm: Path, tmp_path: Path) -> None:
+    with pytest.raises(ClusterError, match=r"slurm refuses the worker job.*[Ii]nvalid partition"):
+        with compute_context(_compute(queue="no-such-partition"), timeout=30, log_directory=tmp_path):
+            pass
+
+
+def test_lost_worker_jobs_end_the_run_with_a_clear_error(slurm: Path, tmp_path: Path) -> None:
+    """Worker jobs cancelled (preempted, walltime) mid-run: the run stops with a ClusterError, no hang."""
+    with compute_context(_compute(jobs=1), timeout=60, log_directory=tmp_path) as ctx:
+        ctx.lost_workers_timeout = 2.0
+        results = ctx.submit_fields(nap, [60.0, 60.0])
+        jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+        assert len(jobs) == 1
+        subprocess.run(["scancel", *jobs], check=True)
+        with pytest.raises(ClusterError, match=r"all Dask workers are gone.*2 of 2 fields did not finish"):
+            next(results)
+
+
+def test_run_pipeline_on_slurm_equals_local_run(slurm: Path, tmp_path: Path) -> None:
+    """``dls-microscopy run --cluster slurm`` writes tables byte-identical to a local run."""
+    from dls_microscopy.cli import main
+    from dls_microscopy.pipeline.run import run_pipeline
+    from dls_microscopy.sample_data.plate import write_synthetic_plate
+
+    plate = write_synthetic_plate(
+        tmp_path / "plate.ome.zarr", rows=("A",), columns=("01", "02"), fields=1, shape=(12, 32, 32)
+    )
+    config = tmp_path / "pipeline.yaml"
+
+    def run(kind: str) -> dict[str, bytes]:
+        out = tmp_path / f"out-{kind}"
+        config.write_text(
+            f"input:\n  path: {plate}\noutput:\n  path: {out}\n"
+            "steps:\n  segment:\n    channel: DAPI\n    params: {diameter_um: 7}\n"
+            "  features:\n    channels: [DAPI, LaminB1]\n"
+            "compute:\n  memory_budget: 256MB\n  device: cpu\n"
+            "  cluster: {cores: 1, memory: 1GB, walltime: '00:10:00', jobs: 2, interface: lo, "
+            f"python: {sys.executable}}}\n"
+        )
+        if kind == "local":
+            summary = run_pipeline(config, progress=False)
+            assert summary.ok and summary.count("done") == 2, summary
+        else:  # through the CLI: dls-microscopy run pipeline.yaml --cluster slurm
+            assert main(["run", str(config), "--cluster", kind, "--no-progress"]) == 0
+        done = json.loads((out / "run_summary.json").read_text())
+        assert done["backend"] == kind and done["done"] == 2, done
+        return {p.name: p.read_bytes() for p in sorted(out.glob("*.parquet"))}
+
+    local, on_slurm = run("local"), run("slurm")
+    assert set(local) >= {"objects.parquet", "images.parquet", "wells.parquet"}
+    assert on_slurm == local

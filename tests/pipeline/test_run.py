@@ -1,0 +1,296 @@
+"""Pipeline runs: plates, globs, resume, failures, unwritable output, the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from pipeline_inputs import write_config
+from rich.console import Console
+
+from dls_microscopy.cli import main
+from dls_microscopy.errors import InputError, ModelNotFoundError, OutputError
+from dls_microscopy.pipeline.config import load_config
+from dls_microscopy.pipeline.fields import discover_fields
+from dls_microscopy.pipeline.progress import RunProgress
+from dls_microscopy.pipeline.run import run_pipeline
+
+TABLES = ("objects.parquet", "images.parquet", "wells.parquet", "plates.parquet")
+KEYS = [f"pipeline-test_A0{w}_{f}" for w in (1, 2) for f in (0, 1)]
+
+
+def table_bytes(out):
+    return {name: (out / name).read_bytes() for name in TABLES}
+
+
+def test_plate_run_tables_and_files(small_plate, tmp_path):
+    cfg = write_config(tmp_path, small_plate)
+    summary = run_pipeline(cfg, progress=False)
+    out = tmp_path / "out"
+    assert summary.ok and summary.count("done") == 4
+    assert [f.key for f in summary.fields] == KEYS
+    assert set(summary.tables) == {"objects", "images", "wells", "plates"}
+    objects = pq.read_table(out / "objects.parquet").to_pandas()
+    # plate layout in Metadata_ columns, rows in field order, then object id
+    assert set(objects["Metadata_Plate"]) == {"pipeline-test"}
+    assert list(dict.fromkeys(objects["Metadata_Well"])) == ["A01", "A02"]
+    assert list(dict.fromkeys(objects["Metadata_ImageID"])) == KEYS
+    for _, group in objects.groupby("Metadata_ImageID"):
+        assert np.all(np.diff(group["Metadata_ObjectID"].to_numpy().astype(np.int64)) > 0)
+    assert "Nuclei_Intensity_MeanIntensity_DAPI" in objects.columns or any(
+        c.startswith("Nuclei_") and c.endswith("DAPI") for c in objects.columns
+    )
+    images = pq.read_table(out / "images.parquet").to_pandas()
+    assert list(images["Metadata_ImageID"]) == KEYS
+    assert images["Count_Nuclei"].tolist() == [f.n_objects for f in summary.fields]
+    wells = pq.read_table(out / "wells.parquet").to_pandas()
+    assert wells["Metadata_Well"].tolist() == ["A01", "A02"]
+    assert wells["Count_Nuclei"].sum() == len(objects)
+    plates = pq.read_table(out / "plates.parquet").to_pandas()
+    assert plates["Count_Nuclei"].tolist() == [len(objects)]
+    # run log, resolved config, summary, one committed folder with a manifest per field
+    assert "4 done, 0 skipped, 0 failed" in (out / "run.log").read_text()
+    resolved = load_config(out / "pipeline.resolved.yaml")
+    assert resolved == load_config(cfg)
+    assert json.loads((out / "run_summary.json").read_text())["done"] == 4
+    for key in KEYS:
+        assert (out / "fields" / key / "manifest.json").is_file()
+        assert (out / "fields" / key / "labels.ome.zarr").is_dir()
+    assert not [p for p in (out / "fields").iterdir() if p.name.startswith(".")]
+
+
+def test_resume_skips_committed_and_redoes_deleted(small_plate, tmp_path):
+    cfg = write_config(tmp_path, small_plate)
+    out = tmp_path / "out"
+    run_pipeline(cfg, progress=False)
+    first = table_bytes(out)
+    again = run_pipeline(cfg, progress=False)
+    assert again.count("skipped") == 4 and again.count("done") == 0
+    assert table_bytes(out) == first
+    shutil.rmtree(out / "fields" / KEYS[2])
+    (out / "fields" / KEYS[1] / "objects.parquet").write_bytes(b"truncated")  # a damaged field
+    third = run_pipeline(cfg, progress=False)
+    assert {f.key: f.status for f in third.fields} == {
+        KEYS[0]: "skipped",
+        KEYS[1]: "done",
+        KEYS[2]: "done",
+        KEYS[3]: "skipped",
+    }
+    assert table_bytes(out) == first
+    forced = run_pipeline(cfg, progress=False, force=True)
+    assert forced.count("done") == 4
+    assert table_bytes(out) == first
+
+
+def test_changed_settings_redo_fields(small_plate, tmp_path):
+    cfg = write_config(tmp_path, small_plate)
+    run_pipeline(cfg, progress=False)
+    cfg2 = write_config(
+        tmp_path,
+        small_plate,
+        steps="""\
+        segment:
+          channel: DAPI
+          params: {diameter_um: 6}
+        features: {}
+    """,
+    )
+    assert run_pipeline(cfg2, progress=False).count("done") == 4
+
+
+def test_corrupt_field_fails_with_reason_and_others_complete(plate_copy, tmp_path, capsys):
+    level0 = plate_copy / "A" / "02" / "0" / "0"
+    chunks = [p for p in level0.rglob("*") if p.is_file() and p.name != "zarr.json"]
+    assert chunks
+    for c in chunks:
+        c.write_bytes(b"\x00garbage")
+    cfg = write_config(tmp_path, plate_copy)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "objects.csv").write_text("stale table of an earlier run")
+    assert main(["run", str(cfg), "--no-progress"]) == 3
+    assert not (tmp_path / "out" / "objects.csv").exists()
+    captured = capsys.readouterr()
+    assert "1 field(s) failed" in captured.err
+    summary = json.loads((tmp_path / "out" / "run_summary.json").read_text())
+    status = {f["key"]: f for f in summary["fields"]}
+    bad = status["pipeline-test_A02_0"]
+    assert bad["status"] == "failed" and bad["reason"]
+    assert "A/02/0" in bad["reason"]  # the reason names the corrupt field's file
+    assert [f["status"] for k, f in status.items() if k != "pipeline-test_A02_0"] == ["done"] * 3
+    images = pq.read_table(tmp_path / "out" / "images.parquet").to_pandas()
+    assert "pipeline-test_A02_0" not in set(images["Metadata_ImageID"])
+    assert len(images) == 3
+    assert not (tmp_path / "out" / "fields" / "pipeline-test_A02_0").exists()
+
+
+def test_unwritable_output_is_a_clear_error(small_plate, tmp_path, capsys):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the output folder should go")
+    cfg = write_config(tmp_path, small_plate, output=str(blocker / "out"))
+    with pytest.raises(OutputError, match="cannot write the output folder"):
+        run_pipeline(cfg, progress=False)
+    assert main(["run", str(cfg), "--no-progress"]) == 2
+    assert "cannot write the output folder" in capsys.readouterr().err
+    assert blocker.read_text().startswith("a file")
+
+
+def test_glob_of_images_and_mesh_step(tmp_path):
+    from dls_microscopy.io import write_ome_zarr
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+
+    for i in range(2):
+        s = make_synthetic_nuclei((16, 40, 40), seed=10 + i)
+        write_ome_zarr(
+            s.image,
+            tmp_path / "imgs" / f"img{i}.ome.zarr",
+            axes="czyx",
+            spacing=s.spacing,
+            channel_names=s.channel_names,
+        )
+    cfg = write_config(
+        tmp_path,
+        "imgs/*.ome.zarr",
+        steps="""\
+        segment:
+          channel: DAPI
+          params: {diameter_um: 7}
+        mesh:
+          smooth: 0
+          descriptors: true
+    """,
+        extra="seed: 3\n",
+    )
+    summary = run_pipeline(cfg, progress=False)
+    assert [f.key for f in summary.fields] == ["img0.ome.zarr", "img1.ome.zarr"]
+    assert set(summary.tables) == {"objects", "images"}  # no wells outside plates
+    table = pq.read_table(tmp_path / "out" / "objects.parquet")
+    objects = table.to_pandas()
+    # named and with units as `dls-microscopy features --meshes` does
+    assert table.schema.field("Nuclei_AreaShape_MeshVolume").metadata[b"unit"] == "µm³".encode()
+    assert (objects["Nuclei_AreaShape_MeshVolume"] > 0).all()
+    assert objects["Metadata_MeshWatertight"].all()
+    assert len(objects) == sum(f.n_objects for f in summary.fields)
+    assert (tmp_path / "out" / "fields" / "img0.ome.zarr" / "meshes" / "meshes.glb").is_file()
+
+
+def test_csv_tables(small_plate, tmp_path):
+    cfg = write_config(tmp_path, small_plate, extra="")
+    text = cfg.read_text().replace("  path: out\n", "  path: out\n  table_format: csv\n")
+    cfg.write_text(text)
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    summary = run_pipeline(cfg, progress=RunProgress(console))
+    drawn = console.file.getvalue()
+    assert "fields" in drawn and "4/4" in drawn and "ETA" in drawn
+    assert sorted(p.name for p in summary.tables.values()) == [
+        "images.csv",
+        "objects.csv",
+        "plates.csv",
+        "wells.csv",
+    ]
+
+
+def test_ngff_04_plate_fixture_fields(shared_data, tmp_path):
+    src = shared_data / "ome_zarr_models_py_fixtures/tests/data/examples/v04/hcs_example.ome.zarr"
+    plate = tmp_path / "hcs.ome.zarr"
+    shutil.copytree(src, plate)
+    fields = discover_fields(str(plate))
+    assert fields, "the fixture has fields"
+    assert {f.well for f in fields} == {"B03"}
+    assert [f.site for f in fields] == list(range(len(fields)))
+    # metadata only (no chunks): every field fails with its reason, the run still completes
+    cfg = write_config(tmp_path, plate)
+    summary = run_pipeline(cfg, progress=False)
+    assert summary.count("failed") == len(fields)
+    assert all(f.reason for f in summary.failed)
+    assert summary.tables == {}
+
+
+def test_bad_inputs_before_any_field(tmp_path, small_plate):
+    with pytest.raises(InputError, match="does not exist"):
+        run_pipeline(write_config(tmp_path, tmp_path / "absent.ome.zarr"), progress=False)
+    with pytest.raises(InputError, match="no file matches"):
+        run_pipeline(write_config(tmp_path, tmp_path / "*.tif"), progress=False)
+    emb = write_config(tmp_path, small_plate, extra="")
+    emb.write_text(emb.read_text().replace("steps:\n", "steps:\n  embeddings:\n    model: m.pt\n"))
+    with pytest.raises(ModelNotFoundError, match=r"m\.pt"):
+        run_pipeline(emb, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_config_commands(tmp_path, capsys):
+    assert main(["config", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["title"] == "DLS Microscopy pipeline configuration"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("input:\n  path: x\n  colour: red\noutput:\n  path: y\nsteps:\n  segment: {}\n")
+    assert main(["config", "validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "line 3" in err and "input.colour" in err and "unknown key" in err
+    good = write_config(tmp_path, "x.ome.zarr")
+    assert main(["config", "validate", str(good), "--resolved"]) == 0
+    assert "memory_budget: 256MB" in capsys.readouterr().out
+
+
+def test_changed_input_redoes_its_field(plate_copy, tmp_path):
+    cfg = write_config(tmp_path, plate_copy)
+    run_pipeline(cfg, progress=False)
+    extra = plate_copy / "A" / "01" / "1" / "0" / "c" / "extra"
+    extra.write_bytes(b"x")  # the field's store changed (one file more)
+    summary = run_pipeline(cfg, progress=False)
+    assert {f.key: f.status for f in summary.fields}[KEYS[1]] == "done"
+    assert summary.count("skipped") == 3
+
+
+def test_embeddings_step(small_plate, tmp_path):
+    from dls_microscopy.features.embeddings import TrainingSample, train_embedding_model
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+
+    s = make_synthetic_nuclei((16, 40, 40), seed=21)
+    sample = TrainingSample(s.image[:1], s.labels, s.spacing, ("DAPI",))
+    model = tmp_path / "image.pt"
+    train_embedding_model([sample], "image", model, seed=1, epochs=1, batch_size=8, device="cpu", threads=1)
+    cfg = write_config(
+        tmp_path,
+        small_plate,
+        steps=f"""\
+        segment:
+          channel: DAPI
+          params: {{diameter_um: 7}}
+        features: {{}}
+        embeddings:
+          model: {model}
+    """,
+    )
+    cfg.write_text(
+        cfg.read_text().replace("  path: " + str(small_plate), f"  path: {small_plate}\n  channels: [DAPI]")
+    )
+    summary = run_pipeline(cfg, progress=False)
+    assert summary.ok, summary.failed
+    objects = pq.read_table(tmp_path / "out" / "objects.parquet").to_pandas()
+    emb = [c for c in objects.columns if c.startswith("Embedding_Image_")]
+    assert emb and objects.columns[-1] == emb[-1]  # embeddings come last
+    assert np.isfinite(objects[emb].to_numpy()).all()
+    manifest = json.loads((tmp_path / "out" / "fields" / KEYS[0] / "manifest.json").read_text())
+    assert manifest["models"] and manifest["models"][0]["sha256"]
+
+
+def test_existing_labels_without_segment_step(small_plate, tmp_path):
+    from dls_microscopy.io import open_labels
+
+    cfg = write_config(tmp_path, small_plate, steps="features: {compartment: Truth}\n")
+    cfg.write_text(cfg.read_text().replace("input:\n", "input:\n  labels: truth\n"))
+    summary = run_pipeline(cfg, progress=False)
+    assert summary.ok
+    truth = [
+        len(np.unique(open_labels(small_plate / "A" / w / f, "truth").data.compute())) - 1
+        for w in ("01", "02")
+        for f in ("0", "1")
+    ]
+    assert [f.n_objects for f in summary.fields] == truth
+    images = pq.read_table(tmp_path / "out" / "images.parquet").to_pandas()
+    assert images["Count_Truth"].tolist() == truth
+    assert not (tmp_path / "out" / "fields" / KEYS[0] / "labels.ome.zarr").exists()
