@@ -1,8 +1,9 @@
 """Command line interface: ``dls-microscopy COMMAND``.
 
 Parsing, progress bars and exit codes only; all work is done by the library.
-Exit codes: 0 success, 2 bad input (one line naming the file and the reason),
-1 internal error.
+Exit codes: 0 success, 2 bad input or configuration, or unwritable output (one
+line naming the file and the reason), 3 ``run`` finished but some fields failed
+(listed with their reasons), 1 internal error.
 """
 
 from __future__ import annotations
@@ -120,6 +121,11 @@ def _main(
     """DLS Microscopy command line."""
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    # before worker threads exist: fixed glibc mmap threshold and 2 malloc arenas keep
+    # RSS near the memory budget (DLS_MALLOC_TUNING=0 turns this off)
+    from dls_microscopy._allocator import bound_allocator
+
+    bound_allocator()
 
 
 # -- info ----------------------------------------------------------------------
@@ -433,9 +439,16 @@ def features(
     radial_shells: Annotated[int, typer.Option(help="Radial shells per object (0: none).")] = 4,
     csv: Annotated[bool, typer.Option("--csv", help="Also write CSV copies of the tables.")] = False,
     meshes: Annotated[
-        bool, typer.Option("--meshes", help="Also compute meshes (not available yet).")
+        bool,
+        typer.Option("--meshes", help="Also mesh objects; adds shape descriptors Nuclei_AreaShape_Mesh*."),
     ] = False,
-    embeddings: Annotated[str | None, typer.Option(help="Embedding model (not available yet).")] = None,
+    embeddings: Annotated[
+        list[str] | None,
+        typer.Option(help="Embedding model (.pt from 'embed train'); repeatable (image and shape)."),
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="Device of the embedding models: cpu (reproducible bytes), auto, cuda...")
+    ] = "cpu",
     memory_budget: Annotated[str, typer.Option(help="Memory for all workers, e.g. 1GB.")] = "1GB",
     workers: Annotated[int | None, typer.Option(help="Threads (default: usable cores, at most 4).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUTDIR.")] = False,
@@ -460,7 +473,8 @@ def features(
             radial_shells=radial_shells,
             csv=csv,
             meshes=meshes,
-            embeddings=embeddings,
+            embeddings=embeddings or None,
+            device=device,
             memory_budget=parse_size(memory_budget),
             workers=workers,
             progress=bar,
@@ -497,6 +511,194 @@ def verify(
         raise typer.Exit(1)
 
 
+# -- run / config --------------------------------------------------------------
+
+#: Exit code of ``run`` when the run finished but some fields failed.
+EXIT_FIELDS_FAILED = 3
+
+
+@app.command(
+    "run",
+    epilog="Example: dls-microscopy run pipeline.yaml --workers 2   (exit 3: some fields failed)",
+)
+def run_command(
+    config: Annotated[Path, typer.Argument(help="Pipeline configuration (YAML; see 'config schema').")],
+    workers: Annotated[
+        int | None, typer.Option(help="Fields in parallel (a local Dask cluster of N workers).")
+    ] = None,
+    cluster: Annotated[
+        str | None, typer.Option(help="Compute backend: local, slurm or pbs (overrides the config).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Redo every field, even those already committed.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Run a pipeline over every field of its input: resumable; failed fields are listed (exit 3)."""
+    from dls_microscopy.pipeline.run import run_pipeline
+
+    if cluster is not None and cluster not in ("local", "slurm", "pbs"):
+        raise InputError(f"--cluster must be local, slurm or pbs, got {cluster!r}")
+    summary = run_pipeline(
+        config, workers=workers, cluster=cluster, force=force, progress=progress and err.is_terminal
+    )
+    if as_json:
+        out.print_json(json.dumps(summary.to_dict(), default=str))
+    else:
+        table = Table(title=f"run: {summary.count('done')} done, {summary.count('skipped')} skipped, "
+                      f"{summary.count('failed')} failed in {summary.seconds:.1f} s")
+        table.add_column("field", no_wrap=True)
+        for column in ("well", "site", "status", "objects", "seconds"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("reason", overflow="fold")
+        shown = [f for f in summary.fields if f.status == "failed"]
+        shown += [f for f in summary.fields if f.status != "failed"][: max(0, 20 - len(shown))]
+        for f in sorted(shown, key=summary.fields.index):
+            md = f.metadata
+            objects = "" if f.n_objects is None else str(f.n_objects)
+            well, site = md.get("Metadata_Well", ""), str(md.get("Metadata_Site", ""))
+            table.add_row(f.key, well, site, f.status, objects, f"{f.seconds:.1f}", f.reason)
+        if len(shown) < len(summary.fields):
+            table.caption = f"{len(summary.fields) - len(shown)} more fields in run_summary.json"
+        out.print(table)
+        for name, p in summary.tables.items():
+            out.print(f"{name}: {p}", highlight=False, soft_wrap=True)
+        out.print(f"outputs, run.log and pipeline.resolved.yaml: {summary.output}", highlight=False,
+                  soft_wrap=True)
+    if not summary.ok:
+        err.print(f"[red]{summary.count('failed')} field(s) failed[/red] (see run_summary.json)")
+        raise typer.Exit(EXIT_FIELDS_FAILED)
+
+
+config_app = typer.Typer(help="Pipeline configuration: JSON schema and validation.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("schema", epilog="Example: dls-microscopy config schema > pipeline.schema.json")
+def config_schema() -> None:
+    """Print the JSON schema of pipeline.yaml."""
+    from dls_microscopy.pipeline.config import config_json_schema
+
+    sys.stdout.write(json.dumps(config_json_schema(), indent=2, sort_keys=True) + "\n")
+
+
+@config_app.command("validate", epilog="Example: dls-microscopy config validate pipeline.yaml --resolved")
+def config_validate(
+    path: Annotated[Path, typer.Argument(help="Pipeline configuration (YAML).")],
+    resolved: Annotated[
+        bool, typer.Option(help="Print the configuration with every default and absolute paths.")
+    ] = False,
+) -> None:
+    """Check a pipeline.yaml; exit 2 naming the key and line of every problem."""
+    from dls_microscopy.pipeline.config import load_config
+
+    cfg = load_config(path)
+    if resolved:
+        sys.stdout.write(cfg.to_yaml())
+    else:
+        out.print(f"{path}: valid (steps: {', '.join(cfg.steps.names())})", highlight=False, soft_wrap=True)
+
+
+# -- embed -------------------------------------------------------------------
+
+embed_app = typer.Typer(
+    help="Learned object embeddings: train an encoder on your own data, then embed objects.",
+    no_args_is_help=True,
+)
+app.add_typer(embed_app, name="embed")
+
+
+@embed_app.command(
+    "train",
+    epilog="Example: dls-microscopy embed train a.ome.zarr nuclei b.ome.zarr nuclei --kind shape --out s.pt",
+)
+def embed_train(
+    inputs: Annotated[
+        list[str], typer.Argument(help="IMAGE LABELS pairs (LABELS: a path, or a label image name in IMAGE).")
+    ],
+    kind: Annotated[str, typer.Option(help="image (3D CNN on object crops) or shape (PointNet on meshes).")],
+    model_out: Annotated[
+        Path, typer.Option("--out", help="Weights file to write (.pt); its .json record goes beside it.")
+    ],
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed (initialisation, sampling, augmentations).")] = 0,
+    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Objects per training step.")] = 64,
+    channel: Annotated[
+        list[str] | None,
+        typer.Option(help="Channel name or index for image models; repeatable (default: all)."),
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: usable cores, up to 4).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the model record as JSON.")] = False,
+) -> None:
+    """Train an image or shape encoder self-supervised (SimCLR) on the objects of labelled images."""
+    from dls_microscopy.pipeline.embeddings import train_from_files
+
+    if len(inputs) % 2:
+        raise InputError(f"give IMAGE LABELS pairs; got {len(inputs)} argument(s)")
+    pairs = list(zip(inputs[::2], inputs[1::2], strict=True))
+    res = train_from_files(
+        pairs,
+        kind=kind,
+        out=model_out,
+        channels=[int(c) if c.isdigit() else c for c in channel] if channel else None,
+        epochs=epochs,
+        seed=seed,
+        device=device,
+        batch_size=batch_size,
+        threads=threads,
+    )
+    rec = res["record"]
+    if as_json:
+        out.print_json(json.dumps(res, default=str))
+    else:
+        losses = rec["training"]["loss_history"]
+        out.print(
+            f"{kind} model on {rec['training']['n_objects']} objects, "
+            f"loss {losses[0]:.3f} → {losses[-1]:.3f}: "
+            f"{res['model']} (sha256 {rec['weights_sha256'][:12]}…)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@embed_app.command("apply", epilog="Example: dls-microscopy embed apply img.ome.zarr nuclei s.pt emb.parquet")
+def embed_apply(
+    image: Annotated[str, typer.Argument(help="Image (OME-Zarr, OME-TIFF, TIFF, HDF5 file.h5:/dataset).")],
+    labels: Annotated[str, typer.Argument(help="Label image path, or the name of a label image in IMAGE.")],
+    model: Annotated[Path, typer.Argument(help="Model weights (.pt) from 'embed train'.")],
+    output: Annotated[Path, typer.Argument(help="Parquet file: Metadata_ObjectID and Embedding_* columns.")],
+    extra_model: Annotated[
+        list[Path] | None, typer.Option("--model", help="A further model (e.g. the other kind); repeatable.")
+    ] = None,
+    channel: Annotated[list[str] | None, typer.Option(help="Channel name or index; repeatable.")] = None,
+    device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Objects per forward pass.")] = 64,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: usable cores, up to 4).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Embed every labelled object with trained models and write the embeddings as Parquet."""
+    from dls_microscopy.pipeline.embeddings import apply_embeddings_to_file
+
+    res = apply_embeddings_to_file(
+        image,
+        labels,
+        [model, *(extra_model or [])],
+        output,
+        channels=[int(c) if c.isdigit() else c for c in channel] if channel else None,
+        device=device,
+        batch_size=batch_size,
+        threads=threads,
+    )
+    if as_json:
+        out.print_json(json.dumps(res, default=str))
+    else:
+        out.print(
+            f"{res['n_objects']} objects × {res['columns']} embedding columns → {res['out']}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 # -- sample --------------------------------------------------------------------
 
 
@@ -504,13 +706,75 @@ def verify(
 def sample(
     outdir: Annotated[Path, typer.Argument(help="Folder to write the sample data into.")],
     seed: Annotated[int, typer.Option(help="Seed of the synthetic volume.")] = 0,
+    plate: Annotated[
+        bool, typer.Option(help="Also write a synthetic HCS plate and pipeline configs for 'run'.")
+    ] = False,
 ) -> None:
     """Write the bundled sample data: a synthetic 2-channel nuclei volume with labels, and a real one."""
     from dls_microscopy.sample_data import write_sample_data
 
     written = write_sample_data(outdir, seed=seed)
+    if plate:
+        from dls_microscopy.sample_data.plate import write_pipeline_samples
+
+        written.update(write_pipeline_samples(outdir, seed=seed))
     for name, p in written.items():
         out.print(f"{name}: {p}")
+
+
+# -- gui -----------------------------------------------------------------------
+
+
+def _missing_gui_packages() -> list[str]:
+    """Packages of the ``gui`` extra that are not installed (checked without importing them)."""
+    import importlib.util
+
+    missing = [m for m in ("napari", "qtpy", "magicgui") if importlib.util.find_spec(m) is None]
+    if not any(importlib.util.find_spec(q) is not None for q in ("PyQt5", "PyQt6", "PySide2", "PySide6")):
+        missing.append("PyQt5")
+    return missing
+
+
+@app.command(epilog="Example: dls-microscopy gui image.ome.zarr")
+def gui(
+    path: Annotated[
+        str | None, typer.Argument(help="Image to open: OME-Zarr (image or plate), OME-TIFF, TIFF, HDF5.")
+    ] = None,
+) -> None:
+    """Start the desktop app: napari with the DLS Microscopy widgets docked."""
+    import os
+
+    missing = _missing_gui_packages()
+    if missing:
+        from rich.markup import escape
+
+        err.print(
+            "[red]error:[/red] "
+            + escape(
+                f"the desktop app needs the 'gui' extra (missing: {', '.join(missing)}); "
+                "install it with: pip install 'dls-microscopy[gui]'"
+            ),
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    if path is not None:
+        from dls_microscopy.io import detect_format, split_dataset_path
+
+        detect_format(split_dataset_path(path)[0])  # a clear error before any window opens
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
+    ):
+        err.print(
+            "[red]error:[/red] no display: the desktop app needs a graphical session "
+            "(or run it under xvfb-run)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    from dls_microscopy.napari.app import main as gui_main
+
+    raise typer.Exit(gui_main(path))
 
 
 # -- entry point ---------------------------------------------------------------
@@ -540,7 +804,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str] | None) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        # without standalone mode, click returns the code of a typer.Exit instead of raising it
+        rc = app(args=argv, standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            return rc
     except (InputError, OutputError, ModelNotFoundError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2

@@ -1,0 +1,497 @@
+"""Features & embeddings widget: measure objects, a sortable table and a linked scatter plot.
+
+Selecting rows in the table, points in the plot (shift-drag a box, or click
+a point) or an object in the viewer (click it) selects the same objects
+everywhere: they are highlighted in the labels layer, in the table and in
+the plot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import (
+    QAbstractTableModel,
+    QItemSelection,
+    QItemSelectionModel,
+    QModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+)
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled
+from dls_microscopy.pipeline.interactive import (
+    PROJECTION_COLUMNS,
+    ids_in_box,
+    measure_volumes,
+    numeric_feature_columns,
+    plot_values,
+    volume_from_layer,
+)
+
+__all__ = ["FeaturesWidget", "ScatterPlot", "TableModel"]
+
+log = logging.getLogger(__name__)
+
+_SELECTED = (1.0, 0.85, 0.0, 1.0)
+_DIMMED = (0.55, 0.55, 0.55, 0.25)
+_POINT = (0.3, 0.6, 1.0, 0.8)
+
+
+class TableModel(QAbstractTableModel):
+    """A read-only Qt model over a pyarrow table (values kept as numpy columns)."""
+
+    def __init__(self, table: Any) -> None:
+        super().__init__()
+        # the object id first, then the features, then the other metadata (often empty)
+        rank = {"Metadata_ObjectID": 0}
+        self.names = sorted(
+            table.column_names, key=lambda c: rank.get(c, 2 if c.startswith("Metadata_") else 1)
+        )
+        self.columns = [np.asarray(table.column(c).to_numpy(zero_copy_only=False)) for c in self.names]
+        self.n_rows = table.num_rows
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt API
+        return 0 if parent.isValid() else self.n_rows
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008 - Qt API
+        return 0 if parent.isValid() else len(self.names)
+
+    def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        value = self.columns[index.column()][index.row()]
+        if role == Qt.ItemDataRole.UserRole:
+            return value.item() if isinstance(value, np.generic) else value
+        if role == Qt.ItemDataRole.DisplayRole:
+            if isinstance(value, float | np.floating):
+                return f"{value:.4g}"
+            return str(value)
+        return None
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if role != Qt.ItemDataRole.DisplayRole:
+            return None
+        return self.names[section] if orientation == Qt.Orientation.Horizontal else str(section + 1)
+
+
+class ScatterPlot(QWidget):
+    """A vispy scatter plot of two columns; shift-drag selects a box, a click selects a point."""
+
+    def __init__(self, on_select: Any) -> None:
+        super().__init__()
+        from vispy import scene
+
+        self.on_select = on_select
+        self.canvas = scene.SceneCanvas(keys=None, size=(320, 260), bgcolor="#262930", show=False)
+        grid = self.canvas.central_widget.add_grid(margin=4)
+        self.y_axis = scene.AxisWidget(orientation="left", axis_font_size=7, tick_label_margin=4)
+        self.y_axis.width_max = 48
+        self.x_axis = scene.AxisWidget(orientation="bottom", axis_font_size=7, tick_label_margin=10)
+        self.x_axis.height_max = 30
+        grid.add_widget(self.y_axis, row=0, col=0)
+        grid.add_widget(self.x_axis, row=1, col=1)
+        self.view = grid.add_view(row=0, col=1, border_color="#888888")
+        self.view.camera = "panzoom"
+        self.x_axis.link_view(self.view)
+        self.y_axis.link_view(self.view)
+        self.markers = scene.visuals.Markers(parent=self.view.scene)
+        self.box = scene.visuals.Rectangle(
+            center=(0, 0),
+            width=1,
+            height=1,
+            color=(1, 1, 1, 0.15),
+            border_color="white",
+            parent=self.view.scene,
+        )
+        self.box.visible = False
+        self.ids = np.zeros(0, np.int64)
+        self.x = np.zeros(0)
+        self.y = np.zeros(0)
+        self.selected: set[int] = set()
+        self._press: Any = None
+        self.canvas.events.mouse_press.connect(self._mouse_press)
+        self.canvas.events.mouse_move.connect(self._mouse_move)
+        self.canvas.events.mouse_release.connect(self._mouse_release)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.canvas.native)
+        self.setMinimumHeight(240)
+
+    def set_points(self, ids: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+        """Show points ``(x, y)`` for object ``ids`` and fit the view."""
+        self.ids, self.x, self.y = np.asarray(ids, np.int64), np.asarray(x, float), np.asarray(y, float)
+        self._draw()
+        finite = np.isfinite(self.x) & np.isfinite(self.y)
+        if finite.any():
+            x0, x1 = float(self.x[finite].min()), float(self.x[finite].max())
+            y0, y1 = float(self.y[finite].min()), float(self.y[finite].max())
+            pad_x, pad_y = 0.05 * (x1 - x0 or 1.0), 0.05 * (y1 - y0 or 1.0)
+            self.view.camera.set_range(x=(x0 - pad_x, x1 + pad_x), y=(y0 - pad_y, y1 + pad_y), margin=0)
+
+    def set_selected(self, ids: Iterable[int]) -> None:
+        """Highlight ``ids`` (without telling the listener)."""
+        self.selected = {int(i) for i in ids}
+        self._draw()
+
+    def _draw(self) -> None:
+        n = len(self.ids)
+        if n == 0:
+            self.markers.set_data(np.zeros((0, 2)))
+            return
+        pos = np.column_stack([self.x, self.y])
+        pos[~np.isfinite(pos)] = np.nan
+        colours = np.tile(np.array(_POINT), (n, 1))
+        sizes = np.full(n, 6.0)
+        if self.selected:
+            mask = np.isin(self.ids, list(self.selected))
+            colours[mask] = _SELECTED
+            sizes[mask] = 9.0
+        ok = np.isfinite(pos).all(axis=1)
+        self.markers.set_data(pos[ok], face_color=colours[ok], size=sizes[ok], edge_width=0)
+        self.canvas.update()
+
+    def select_box(self, box: tuple[float, float, float, float]) -> set[int]:
+        """Select the points inside ``box = (x0, x1, y0, y1)`` in data units and tell the listener."""
+        chosen = {int(i) for i in ids_in_box(self.ids, self.x, self.y, box)}
+        self.set_selected(chosen)
+        self.on_select(chosen)
+        return chosen
+
+    # -- mouse ---------------------------------------------------------------------
+    def _data_pos(self, pos: Any) -> np.ndarray:
+        tr = self.canvas.scene.node_transform(self.view.scene)
+        return np.asarray(tr.map(pos))[:2]
+
+    def _mouse_press(self, event: Any) -> None:
+        if event.button == 1 and "Shift" in [k.name for k in event.modifiers]:
+            self._press = self._data_pos(event.pos)
+            self.view.camera.interactive = False
+        elif event.button == 1:
+            self._press = None
+            self._click = self._data_pos(event.pos)
+
+    def _mouse_move(self, event: Any) -> None:
+        if self._press is None or not event.is_dragging:
+            return
+        p = self._data_pos(event.pos)
+        centre = (self._press + p) / 2
+        w, h = abs(p[0] - self._press[0]), abs(p[1] - self._press[1])
+        if w > 0 and h > 0:
+            self.box.center = tuple(centre)
+            self.box.width, self.box.height = w, h
+            self.box.visible = True
+
+    def _mouse_release(self, event: Any) -> None:
+        if self._press is not None:
+            p = self._data_pos(event.pos)
+            self.box.visible = False
+            self.view.camera.interactive = True
+            self.select_box((self._press[0], p[0], self._press[1], p[1]))
+            self._press = None
+            return
+        click = getattr(self, "_click", None)
+        if click is None or len(self.ids) == 0:
+            return
+        self._click = None
+        p = self._data_pos(event.pos)
+        if np.hypot(*(p - click)) > 1e-9 * (1 + np.hypot(*click)):  # a pan, not a click
+            return
+        rect = self.view.camera.rect
+        d = np.hypot((self.x - p[0]) / (rect.width or 1), (self.y - p[1]) / (rect.height or 1))
+        i = int(np.nanargmin(d))
+        chosen = {int(self.ids[i])} if d[i] < 0.03 else set()
+        self.set_selected(chosen)
+        self.on_select(chosen)
+
+
+class FeaturesWidget(TaskWidget):
+    """Measure every object of a labels layer on chosen image layers; table + scatter plot, linked."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__(napari_viewer, "Measure")
+        self.labels = LayerChooser(napari_viewer, ("labels",))
+        self.channels = QListWidget()
+        self.channels.setMaximumHeight(90)
+        self.compartment = QLineEdit("Nuclei")
+        self.form.addWidget(labelled("labels", self.labels))
+        self.form.addWidget(labelled("channels", self.channels))
+        self.form.addWidget(labelled("compartment", self.compartment))
+        self.labels.currentTextChanged.connect(self._list_channels)
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(self._list_channels)
+        self._list_channels()
+        self.table_view = QTableView()
+        self.table_view.setSortingEnabled(True)
+        self.table_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table_view.setMinimumHeight(180)
+        self.x_column = QComboBox()
+        self.y_column = QComboBox()
+        self.plot = ScatterPlot(self._plot_selected)
+        layout = self.layout()
+        layout.insertWidget(layout.count() - 1, self.table_view, 2)
+        layout.insertWidget(layout.count() - 1, labelled("x", self.x_column))
+        layout.insertWidget(layout.count() - 1, labelled("y", self.y_column))
+        layout.insertWidget(layout.count() - 1, self.plot, 2)
+        self.x_column.currentTextChanged.connect(self._replot)
+        self.y_column.currentTextChanged.connect(self._replot)
+        self.run_button.clicked.connect(self.safely(self.run))
+        self.table: Any = None
+        self.ids = np.zeros(0, np.int64)
+        self.selected: set[int] = set()
+        self._labels_layer: Any = None
+        self._original_colormap: Any = None
+        self._syncing = False
+        napari_viewer.mouse_drag_callbacks.append(self._viewer_click)
+        self.state.listeners.append(self._state_changed)
+
+    def _state_changed(self, what: str) -> None:
+        """Show a table that another tab produced (e.g. a pipeline run on the open image)."""
+        table = self.state.features
+        if what == "features" and table is not None and table is not self.table:
+            self.set_table(table, None)
+            self.status.setText(
+                f"{table.num_rows} objects from the pipeline run (not linked to a labels layer)"
+            )
+
+    # -- inputs -------------------------------------------------------------------
+    def _list_channels(self, *_: Any) -> None:
+        labels = self.labels.layer()
+        unchecked = {
+            self.channels.item(i).text()
+            for i in range(self.channels.count())
+            if self.channels.item(i).checkState() != Qt.CheckState.Checked
+        }
+        self.channels.clear()
+        for layer in self.viewer.layers:
+            if type(layer).__name__ != "Image":
+                continue
+            if labels is not None and _shape(layer)[-3:] != _shape(labels)[-3:]:
+                continue
+            item = QListWidgetItem(layer.name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            state = Qt.CheckState.Unchecked if layer.name in unchecked else Qt.CheckState.Checked
+            item.setCheckState(state)
+            self.channels.addItem(item)
+
+    def chosen_channels(self) -> list[str]:
+        """Names of the checked image layers."""
+        return [
+            self.channels.item(i).text()
+            for i in range(self.channels.count())
+            if self.channels.item(i).checkState() == Qt.CheckState.Checked
+        ]
+
+    # -- running ------------------------------------------------------------------
+    def run(self) -> None:
+        """Measure in a worker thread, then fill the table and the plot."""
+        labels = self.labels.layer()
+        if labels is None:
+            self.status.setText("no labels layer: segment an image first (Segment widget)")
+            return
+        images = [self.viewer.layers[n] for n in self.chosen_channels()]
+        if not images:
+            self.status.setText("choose at least one image layer (channel) to measure")
+            return
+        import dask.array as da
+
+        names = [layer.metadata.get("dls_channel", layer.name) for layer in images]
+        stack = da.stack([_full_res(layer) for layer in images])
+        image = volume_from_layer(stack, scale=images[0].scale, channel_names=names)
+        lab = volume_from_layer(_full_res(labels), scale=labels.scale)
+        meta = dict(images[0].metadata)
+        source = meta.get("dls_source")
+        image_id = Path(source).name if source else images[0].name
+        compartment = self.compartment.text().strip() or "Nuclei"
+
+        def work(progress: Any) -> Any:
+            return measure_volumes(
+                image,
+                lab,
+                compartment=compartment,
+                image_id=image_id,
+                plate=str(Path(meta["dls_plate"]).name) if meta.get("dls_plate") else "",
+                well=str(meta.get("dls_well", "")),
+                site=int(meta.get("dls_field", 0)),
+                progress=progress,
+            )
+
+        def done(table: Any) -> None:
+            self.set_table(table, labels)
+            self.state.features = table
+            self.state.features_labels = labels.name
+            all_channels = [n for n in (lay.metadata.get("dls_channel") for lay in images) if n]
+            self.state.recorder.record_features(
+                channels=None if len(all_channels) == _n_file_channels(images[0]) else names,
+                compartment=compartment,
+            )
+            self.state.changed("features")
+            self.status.setText(f"{table.num_rows} objects, {table.num_columns} columns")
+
+        self.start(work, done)
+
+    # -- showing ------------------------------------------------------------------
+    def set_table(self, table: Any, labels_layer: Any) -> None:
+        """Show ``table`` (one row per object of ``labels_layer``, or None) in the table and the plot."""
+        self.table = table
+        self._restore_colormap()
+        self._labels_layer = labels_layer
+        self._original_colormap = labels_layer.colormap if labels_layer is not None else None
+        self.selected = set()
+        self.ids = np.asarray(table.column("Metadata_ObjectID").to_numpy(), np.int64)
+        model = TableModel(table)
+        proxy = QSortFilterProxyModel(self)
+        proxy.setSourceModel(model)
+        proxy.setSortRole(Qt.ItemDataRole.UserRole)
+        self.table_view.setModel(proxy)
+        self.table_view.selectionModel().selectionChanged.connect(self._table_selected)
+        columns = [*numeric_feature_columns(table), *PROJECTION_COLUMNS]
+        for combo in (self.x_column, self.y_column):
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(columns)
+            combo.blockSignals(False)
+        prefer = [c for c in columns if c.endswith("_Volume")] or columns[:1]
+        self.x_column.setCurrentText(prefer[0])
+        other = [c for c in columns if "Intensity_Mean" in c] or columns[1:2]
+        self.y_column.setCurrentText(other[0] if other else prefer[0])
+        self._replot()
+
+    def _replot(self, *_: Any) -> None:
+        if self.table is None or not self.x_column.currentText() or not self.y_column.currentText():
+            return
+        x = plot_values(self.table, self.x_column.currentText())
+        y = plot_values(self.table, self.y_column.currentText())
+        self.plot.set_points(self.ids, x, y)
+        self.plot.set_selected(self.selected)
+
+    # -- selection ----------------------------------------------------------------
+    def select_objects(self, ids: Iterable[int], *, source: str = "api") -> None:
+        """Select objects by id: highlight them in the viewer, the table and the plot."""
+        if self._syncing:
+            return
+        self._syncing = True
+        try:
+            self.selected = {int(i) for i in ids if int(i) in set(self.ids.tolist())}
+            if source != "plot":
+                self.plot.set_selected(self.selected)
+            if source != "table":
+                self._select_rows(self.selected)
+            self._highlight(self.selected)
+        finally:
+            self._syncing = False
+
+    def _plot_selected(self, ids: set[int]) -> None:
+        self.select_objects(ids, source="plot")
+
+    def _table_selected(self, *_: Any) -> None:
+        if self._syncing:
+            return
+        proxy = self.table_view.model()
+        rows = {proxy.mapToSource(i).row() for i in self.table_view.selectionModel().selectedRows()}
+        self.select_objects({int(self.ids[r]) for r in rows}, source="table")
+
+    def _select_rows(self, ids: set[int]) -> None:
+        proxy = self.table_view.model()
+        if proxy is None:
+            return
+        selection = QItemSelection()
+        for row in np.flatnonzero(np.isin(self.ids, list(ids))):
+            index = proxy.mapFromSource(proxy.sourceModel().index(int(row), 0))
+            selection.select(index, index)
+        flags = QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
+        self.table_view.selectionModel().select(selection, flags)
+        if ids and not selection.isEmpty():
+            self.table_view.scrollTo(selection.indexes()[0])
+
+    def selected_rows(self) -> list[int]:
+        """Object ids of the rows selected in the table."""
+        proxy = self.table_view.model()
+        if proxy is None:
+            return []
+        rows = sorted({proxy.mapToSource(i).row() for i in self.table_view.selectionModel().selectedRows()})
+        return [int(self.ids[r]) for r in rows]
+
+    def _highlight(self, ids: set[int]) -> None:
+        layer = self._labels_layer
+        if layer is None or layer not in self.viewer.layers:
+            return
+        if not ids:
+            self._restore_colormap()
+            return
+        from napari.utils.colormaps import DirectLabelColormap
+
+        colours: dict[int | None, Any] = {None: _DIMMED, 0: (0, 0, 0, 0)}
+        colours.update({int(i): _SELECTED for i in ids})
+        layer.colormap = DirectLabelColormap(color_dict=colours)
+        layer.visible = True  # it may be hidden behind its meshes
+
+    def _restore_colormap(self) -> None:
+        layer = self._labels_layer
+        if layer is not None and self._original_colormap is not None and layer in self.viewer.layers:
+            layer.colormap = self._original_colormap
+
+    def _viewer_click(self, viewer: Any, event: Any) -> None:
+        layer = self._labels_layer
+        if layer is None or self.table is None or layer not in viewer.layers:
+            return
+        value = layer.get_value(
+            event.position,
+            view_direction=event.view_direction,
+            dims_displayed=event.dims_displayed,
+            world=True,
+        )
+        if isinstance(value, tuple):  # multiscale: (level, value)
+            value = value[-1]
+        if value is None:
+            return
+        self.pick_object(int(value))
+
+    def pick_object(self, object_id: int) -> None:
+        """Select the object clicked in the viewer (0, the background, clears the selection)."""
+        self.select_objects(set() if object_id == 0 else {object_id}, source="viewer")
+
+
+def _full_res(layer: Any) -> Any:
+    """The full-resolution data of a layer as a lazy dask array."""
+    import dask.array as da
+
+    data = layer.data[0] if layer.multiscale else layer.data
+    if isinstance(data, da.Array):
+        return data
+    if hasattr(data, "to_dask"):
+        return data.to_dask()
+    return da.from_array(np.asarray(data))
+
+
+def _shape(layer: Any) -> tuple[int, ...]:
+    return tuple(int(s) for s in _full_res(layer).shape)
+
+
+def _n_file_channels(layer: Any) -> int:
+    """Channels of the file a layer came from (1 when not from a file)."""
+    source = layer.metadata.get("dls_source")
+    if not source:
+        return 1
+    try:
+        from dls_microscopy.io import open_volume
+
+        return open_volume(source, series=int(layer.metadata.get("dls_series", 0))).n_channels
+    except Exception:  # the file may have moved; then record the channels explicitly
+        return -1

@@ -1,0 +1,117 @@
+"""Meshes & shape widget: labels → surface meshes in µm coloured by a shape descriptor."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
+
+from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled
+from dls_microscopy.pipeline.interactive import MeshSet, mesh_labels, volume_from_layer
+
+__all__ = ["MeshesWidget"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_COLOUR = "sphericity"
+
+
+class MeshesWidget(TaskWidget):
+    """Mesh every object of a labels layer (block by block) and show one surface layer in µm."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__(napari_viewer, "Make meshes")
+        self.labels = LayerChooser(napari_viewer, ("labels",))
+        self.smooth = QSpinBox()
+        self.smooth.setRange(0, 200)
+        self.smooth.setValue(20)
+        self.decimate = QDoubleSpinBox()
+        self.decimate.setRange(0.01, 1.0)
+        self.decimate.setSingleStep(0.05)
+        self.decimate.setValue(1.0)
+        self.descriptors = QCheckBox("compute shape descriptors")
+        self.descriptors.setChecked(True)
+        self.colour_by = QComboBox()
+        self.colour_by.setEnabled(False)
+        for text, widget in (
+            ("labels", self.labels),
+            ("smoothing steps", self.smooth),
+            ("keep faces", self.decimate),
+        ):
+            self.form.addWidget(labelled(text, widget))
+        self.form.addWidget(self.descriptors)
+        self.form.addWidget(labelled("colour by", self.colour_by))
+        self.colour_by.currentTextChanged.connect(self.recolour)
+        self.run_button.clicked.connect(self.safely(self.run))
+        self.surface: Any = None
+
+    def run(self) -> None:
+        """Mesh the chosen labels layer in a worker thread."""
+        layer = self.labels.layer()
+        if layer is None:
+            self.status.setText("no labels layer: segment an image first (Segment widget)")
+            return
+        volume = volume_from_layer(
+            list(layer.data) if layer.multiscale else [layer.data],
+            scale=layer.scale,
+            source=layer.metadata.get("dls_labels_path") or layer.metadata.get("dls_source"),
+        )
+        smooth = self.smooth.value()
+        decimate = self.decimate.value()
+        decimate = None if decimate >= 1.0 else decimate
+        descriptors = self.descriptors.isChecked()
+        name = f"{layer.name} meshes"
+
+        def work(progress: Any) -> MeshSet:
+            return mesh_labels(
+                volume, smooth=smooth, decimate=decimate, descriptors=descriptors, progress=progress
+            )
+
+        def done(meshes: MeshSet) -> None:
+            self.state.meshes = meshes
+            columns = meshes.numeric_columns()
+            self.colour_by.blockSignals(True)
+            self.colour_by.clear()
+            self.colour_by.addItems(columns or ["object"])
+            self.colour_by.setCurrentText(
+                DEFAULT_COLOUR if DEFAULT_COLOUR in columns else self.colour_by.itemText(0)
+            )
+            self.colour_by.setEnabled(True)
+            self.colour_by.blockSignals(False)
+            values = self._values(meshes, self.colour_by.currentText())
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            self.surface = self.viewer.add_surface(
+                (meshes.vertices, meshes.faces, values),
+                name=name,
+                colormap="viridis",
+                units=("micrometer",) * 3,
+                metadata={"dls_meshes_of": layer.name},
+            )
+            layer.visible = False  # the meshes show these objects now
+            self.viewer.dims.ndisplay = 3
+            self.state.recorder.record_mesh(smooth=smooth, decimate=decimate, descriptors=descriptors)
+            self.state.changed("meshes")
+            self.status.setText(f"{len(meshes.ids)} meshes, {len(meshes.faces)} faces (µm)")
+
+        self.start(work, done)
+
+    @staticmethod
+    def _values(meshes: MeshSet, column: str) -> Any:
+        import numpy as np
+
+        if column in meshes.descriptors:
+            return meshes.vertex_values(column)
+        return meshes.ids.astype(np.float64)[meshes.vertex_object]
+
+    def recolour(self, column: str) -> None:
+        """Colour the surface layer by descriptor ``column``."""
+        meshes = self.state.meshes
+        if self.surface is None or meshes is None or not column:
+            return
+        values = self._values(meshes, column)
+        self.surface.vertex_values = values
+        if len(values):
+            lo, hi = float(values.min()), float(values.max())
+            self.surface.contrast_limits = (lo, hi if hi > lo else lo + 1.0)

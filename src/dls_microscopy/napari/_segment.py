@@ -1,0 +1,181 @@
+"""Segment widget: a registered segmenter with its parameters → a multiscale labels layer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import yaml
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QWidget
+
+from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled
+from dls_microscopy.napari.layers import labels_layer_data
+from dls_microscopy.pipeline.interactive import segment_volume, segmenter_parameters, volume_from_layer
+
+__all__ = ["SegmentWidget"]
+
+log = logging.getLogger(__name__)
+
+
+class SegmentWidget(TaskWidget):
+    """Segment the chosen image layer with any installed segmenter (``dls_microscopy.segmenters``)."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__(napari_viewer, "Segment")
+        from dls_microscopy.segment import segmenter_names
+
+        self.image = LayerChooser(napari_viewer, ("image",))
+        self.method = QComboBox()
+        self.method.addItems(segmenter_names())
+        if "watershed" in segmenter_names():
+            self.method.setCurrentText("watershed")
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.memory = QLineEdit("2GB")
+        self.label_name = QLineEdit("nuclei")
+        self.params_box = QWidget()
+        self.params_form = QFormLayout(self.params_box)
+        self.param_inputs: dict[str, QWidget] = {}
+        self.param_defaults: dict[str, Any] = {}
+        for text, widget in (
+            ("image", self.image),
+            ("segmenter", self.method),
+            ("device", self.device),
+            ("memory budget", self.memory),
+            ("labels name", self.label_name),
+        ):
+            self.form.addWidget(labelled(text, widget))
+        self.form.addWidget(self.params_box)
+        self.method.currentTextChanged.connect(self._build_params)
+        self._build_params(self.method.currentText())
+        self.run_button.clicked.connect(self.safely(self.run))
+
+    # -- parameters ---------------------------------------------------------------
+    def _build_params(self, method: str) -> None:
+        while self.params_form.rowCount():
+            self.params_form.removeRow(0)
+        self.param_inputs.clear()
+        self.param_defaults.clear()
+        if not method:
+            return
+        try:
+            params = segmenter_parameters(method)
+        except Exception as exc:  # a broken plugin must not break the widget
+            self.status.setText(f"segmenter {method!r} cannot be loaded: {exc}")
+            return
+        for name, info in params.items():
+            default = info["default"]
+            self.param_defaults[name] = default
+            choices = getattr(info["annotation"], "__args__", ())
+            if isinstance(default, bool):
+                widget: QWidget = QCheckBox()
+                widget.setChecked(default)
+            elif (
+                choices and all(isinstance(c, str) for c in choices) and "Literal" in str(info["annotation"])
+            ):
+                widget = QComboBox()
+                widget.addItems(list(choices))
+                widget.setCurrentText(str(default))
+            else:
+                text = (
+                    ""
+                    if default is None
+                    else yaml.safe_dump(_plain(default), default_flow_style=True).strip()
+                )
+                text = text.removesuffix("\n...").strip()
+                widget = QLineEdit(text)
+                widget.setPlaceholderText("automatic" if default is None else "")
+            widget.setToolTip(info["description"] or name)
+            self.params_form.addRow(name, widget)
+            self.param_inputs[name] = widget
+
+    def set_param(self, name: str, value: Any) -> None:
+        """Set one parameter input (used by tests and scripts)."""
+        widget = self.param_inputs[name]
+        if isinstance(widget, QCheckBox):
+            widget.setChecked(bool(value))
+        elif isinstance(widget, QComboBox):
+            widget.setCurrentText(str(value))
+        else:
+            widget.setText("" if value is None else str(value))
+
+    def params(self) -> dict[str, Any]:
+        """The parameters that differ from the segmenter's defaults."""
+        out: dict[str, Any] = {}
+        for name, widget in self.param_inputs.items():
+            if isinstance(widget, QCheckBox):
+                value: Any = widget.isChecked()
+            elif isinstance(widget, QComboBox):
+                value = widget.currentText()
+            else:
+                text = widget.text().strip()
+                value = None if text == "" else yaml.safe_load(text)
+            if _plain(value) != _plain(self.param_defaults.get(name)):
+                out[name] = value
+        return out
+
+    # -- running ------------------------------------------------------------------
+    def run(self) -> None:
+        """Segment the chosen image layer in a worker thread."""
+        layer = self.image.layer()
+        if layer is None:
+            self.status.setText("open an image first (File > Open, or File > Open Sample)")
+            return
+        method = self.method.currentText()
+        params = self.params()
+        device = self.device.currentText()
+        budget = self.memory.text().strip() or "2GB"
+        name = self.label_name.text().strip() or "nuclei"
+        meta = dict(layer.metadata)
+        channel = meta.get("dls_channel", layer.name)
+        volume = volume_from_layer(
+            list(layer.data) if layer.multiscale else [layer.data],
+            scale=layer.scale,
+            channel_names=[channel],
+            source=meta.get("dls_source"),
+        )
+        output = self.state.workdir / f"{name}.ome.zarr"
+        scale = tuple(layer.scale)
+
+        def work(progress: Any) -> Any:
+            return segment_volume(
+                volume,
+                method=method,
+                params=params,
+                device=device,
+                memory_budget=budget,
+                output=output,
+                label_name=name,
+                progress=progress,
+            )
+
+        def done(result: Any) -> None:
+            data, kwargs, _ = labels_layer_data(
+                result.labels, name=name, metadata={**meta, "dls_label": None}
+            )
+            kwargs["scale"] = scale
+            kwargs["metadata"]["dls_labels_path"] = str(result.path)
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            self.viewer.add_labels(data, **kwargs)
+            rec = self.state.recorder
+            if meta.get("dls_source"):
+                rec.set_input(
+                    meta.get("dls_plate") or meta["dls_source"], series=int(meta.get("dls_series", 0))
+                )
+            rec.record_segment(
+                method=method, params=params, channel=channel, device=device, memory_budget=budget
+            )
+            self.state.changed("steps")
+            note = " (temporary: keep them with File > Save Selected Layers)" if self.state.temporary else ""
+            self.status.setText(
+                f"{result.n_objects} objects in {result.plan.n_blocks} block(s) → {result.path}{note}"
+            )
+
+        self.start(work, done)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value

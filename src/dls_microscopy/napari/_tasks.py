@@ -1,0 +1,276 @@
+"""Shared widget plumbing: background tasks with progress and cancel, layer choosers, app state.
+
+Every long action runs in a :func:`napari.qt.threading.thread_worker`; the
+core reports progress through a callback that is turned into a queued Qt
+signal (safe across threads), and a :class:`CancelToken` stops the work at
+its next progress report.  The GUI thread only updates widgets.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import shutil
+import tempfile
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from dls_microscopy.pipeline.interactive import CancelledError, CancelToken, SessionRecorder
+
+__all__ = ["AppState", "LayerChooser", "TaskWidget", "state_for"]
+
+log = logging.getLogger(__name__)
+
+
+class AppState:
+    """What the widgets of one viewer share: the recorder, a work folder, the latest results."""
+
+    def __init__(self) -> None:
+        self.recorder = SessionRecorder()
+        self._workdir: Path | None = None
+        self.temporary = False  # whether workdir is removed at exit
+        self.meshes: Any = None  # MeshSet
+        self.features: Any = None  # pyarrow.Table
+        self.features_labels: str | None = None  # name of the labels layer measured
+        self.listeners: list[Callable[[str], None]] = []
+
+    @property
+    def workdir(self) -> Path:
+        """Folder for the labels written by the Segment widget.
+
+        By default a temporary folder, removed when the app exits (save labels
+        with File > Save Selected Layers, or rerun the saved pipeline).
+        """
+        if self._workdir is None:
+            self._workdir = Path(tempfile.mkdtemp(prefix="dls-microscopy-session-"))
+            self.temporary = True
+            # temporary like any unsaved work: removed when the app exits
+            atexit.register(shutil.rmtree, self._workdir, True)
+            log.info("session files go to %s (removed at exit)", self._workdir)
+        return self._workdir
+
+    @workdir.setter
+    def workdir(self, path: str | Path) -> None:
+        self._workdir = Path(path)
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        self.temporary = False
+
+    def changed(self, what: str) -> None:
+        """Tell the widgets that ``what`` (``"features"``, ``"meshes"``, ``"steps"``) changed."""
+        for listener in list(self.listeners):
+            listener(what)
+
+
+_STATES: weakref.WeakKeyDictionary[Any, AppState] = weakref.WeakKeyDictionary()
+
+
+def state_for(viewer: Any) -> AppState:
+    """The :class:`AppState` of ``viewer`` (created on first use)."""
+    if viewer not in _STATES:
+        _STATES[viewer] = AppState()
+    return _STATES[viewer]
+
+
+class LayerChooser(QComboBox):
+    """A combo box of the viewer's layers of some types, kept up to date."""
+
+    def __init__(self, viewer: Any, layer_types: tuple[str, ...], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.layer_types = layer_types
+        self.refresh()
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(self.refresh)
+
+    def refresh(self, *_: Any) -> None:
+        """Re-list the layers, keeping the current choice where it still exists."""
+        current = self.currentText()
+        self.blockSignals(True)
+        self.clear()
+        names = [
+            layer.name for layer in self.viewer.layers if type(layer).__name__.lower() in self.layer_types
+        ]
+        self.addItems(names)
+        if current in names:
+            self.setCurrentText(current)
+        elif names:
+            self.setCurrentIndex(len(names) - 1 if "labels" in self.layer_types else 0)
+        self.blockSignals(False)
+        self.currentTextChanged.emit(self.currentText())
+
+    def layer(self) -> Any:
+        """The chosen layer, or None."""
+        name = self.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+
+class _Failed:
+    """What a task returns when it raised."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class _Bridge(QObject):
+    progress = Signal(str, int, int)
+
+
+class TaskWidget(QWidget):
+    """Base of our widgets: a form, Run and Cancel buttons, a progress bar and a status line.
+
+    Subclasses put their inputs into :attr:`form` (a QVBoxLayout) and call
+    :meth:`start` with a function ``work(progress) -> result`` and a
+    ``done(result)`` slot run on the GUI thread.  :attr:`finished` is emitted
+    after every task (result or error), which tests wait on.
+    """
+
+    finished = Signal(object)
+
+    def __init__(self, viewer: Any, run_text: str) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.state = state_for(viewer)
+        self.worker: Any = None
+        self.token: CancelToken | None = None
+        self.last_error: BaseException | None = None
+        outer = QVBoxLayout(self)
+        self.form = QVBoxLayout()
+        outer.addLayout(self.form)
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton(run_text)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        outer.addLayout(buttons)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setFormat("idle")
+        self.progress_bar.setValue(0)
+        outer.addWidget(self.progress_bar)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        outer.addWidget(self.status)
+        outer.addStretch(1)
+        self._bridge = _Bridge()
+        self._bridge.progress.connect(self._show_progress)
+
+    # -- running ----------------------------------------------------------------
+    def safely(self, action: Callable[[], Any]) -> Callable[[], None]:
+        """``action`` as a button slot: errors while preparing a task go to the status line."""
+
+        def slot(*_: Any) -> None:
+            try:
+                action()
+            except Exception as exc:  # shown to the user, never a crash of the event loop
+                log.warning("%s: %s", type(self).__name__, exc, exc_info=True)
+                self.status.setText(f"error: {exc}")
+
+        return slot
+
+    @property
+    def running(self) -> bool:
+        """Whether a task is running."""
+        return self.worker is not None
+
+    def start(
+        self, work: Callable[[Callable[[str, int, int], None]], Any], done: Callable[[Any], None]
+    ) -> None:
+        """Run ``work(progress)`` in a worker thread, then ``done(result)`` on the GUI thread."""
+        from napari.qt.threading import thread_worker
+
+        if self.running:
+            self.status.setText("busy: wait for the running task or cancel it")
+            return
+        self.last_error = None
+        self.token = CancelToken()
+        report = self.token.wrap(self._bridge.progress.emit)
+
+        @thread_worker(start_thread=False)
+        def task() -> Any:
+            # errors come back as values: shown in our status line, not as napari error pop-ups
+            try:
+                return work(report)
+            except Exception as exc:
+                return _Failed(exc)
+
+        worker = task()
+        worker.returned.connect(lambda result: self._returned(done, result))
+        worker.errored.connect(self._errored)
+        worker.finished.connect(self._finished)
+        self.worker = worker
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress_bar.setRange(0, 0)  # busy until the first report
+        self.progress_bar.setFormat("starting…")
+        self.status.setText("")
+        worker.start()
+
+    def cancel(self) -> None:
+        """Stop the running task at its next progress report."""
+        if self.token is not None:
+            self.token.cancel()  # the task raises CancelledError at its next progress report
+        self.status.setText("cancelling…")
+
+    def _show_progress(self, description: str, done: int, total: int) -> None:
+        if total > 0:
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(min(done, total))
+            self.progress_bar.setFormat(f"{description}: %v/%m")
+        else:
+            self.progress_bar.setRange(0, 0)
+            self.progress_bar.setFormat(description)
+
+    def _returned(self, done: Callable[[Any], None], result: Any) -> None:
+        if isinstance(result, _Failed):
+            self._errored(result.error)
+            return
+        try:
+            done(result)
+        except Exception as exc:  # a failure while showing results is shown like a task error
+            log.exception("showing the result failed")
+            self._errored(exc)
+
+    def _errored(self, exc: BaseException) -> None:
+        self.last_error = exc
+        if isinstance(exc, CancelledError):
+            self.status.setText("cancelled")
+        else:
+            self.status.setText(f"error: {exc}")
+            log.warning("%s failed: %s", type(self).__name__, exc, exc_info=exc)
+
+    def _finished(self) -> None:
+        self.worker = None
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0 if self.last_error else 1)
+        self.progress_bar.setFormat("failed" if self.last_error else "done")
+        self.finished.emit(self.last_error)
+
+
+def labelled(text: str, widget: QWidget) -> QWidget:
+    """``text`` and ``widget`` side by side."""
+    box = QWidget()
+    row = QHBoxLayout(box)
+    row.setContentsMargins(0, 0, 0, 0)
+    label = QLabel(text)
+    label.setMinimumWidth(110)
+    row.addWidget(label)
+    row.addWidget(widget, 1)
+    return box

@@ -1,0 +1,307 @@
+"""Volumes → napari layer data, without importing napari (tested headless).
+
+napari readers and sample-data commands return *layer data tuples*
+``(data, kwargs, layer_type)``.  This module builds them from our lazy
+:class:`~dls_microscopy.volume.Volume`: every resolution level becomes one
+level of a multiscale layer (dask arrays, nothing is read), each channel its
+own layer with its name and a colormap, ``scale`` in µm, and the NGFF label
+images of an OME-Zarr become multiscale labels layers.
+
+The ``metadata`` of each layer records where it came from (``dls_source``,
+``dls_channel``, ``dls_series``, ``dls_label``, ``dls_plate``) so that the
+widgets can run the file-based pipeline on the same data.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+from dls_microscopy.errors import DlsError
+from dls_microscopy.volume import Volume
+
+__all__ = [
+    "CHANNEL_COLORMAPS",
+    "LayerData",
+    "LevelView",
+    "handles_path",
+    "labels_layer_data",
+    "layer_scale",
+    "read_path",
+    "volume_layer_data",
+]
+
+log = logging.getLogger(__name__)
+
+#: ``(data, kwargs, layer_type)`` as napari readers return it.
+LayerData = tuple[Any, dict[str, Any], str]
+
+#: Colormaps given to channels in order (one channel alone is shown in gray).
+CHANNEL_COLORMAPS = ("green", "magenta", "cyan", "yellow", "red", "blue")
+
+_SUFFIXES = (".zarr", ".tif", ".tiff", ".h5", ".hdf5", ".hdf", ".he5")
+
+
+def handles_path(path: str | os.PathLike[str] | Sequence[str]) -> bool:
+    """Whether our reader should try ``path`` (by name and, for folders, zarr metadata).
+
+    Lists are accepted only with one element (napari passes stacks as lists).
+    """
+    if isinstance(path, list | tuple):
+        if len(path) != 1:
+            return False
+        path = path[0]
+    from dls_microscopy.io.open import split_dataset_path
+
+    file_path, _ = split_dataset_path(path)
+    text = str(file_path).rstrip("/").lower()
+    if file_path.is_dir():
+        return any((file_path / n).exists() for n in ("zarr.json", ".zgroup", ".zattrs"))
+    return text.endswith(_SUFFIXES) and file_path.is_file()
+
+
+def layer_scale(volume: Volume, *, with_channel: bool = False) -> tuple[float, ...]:
+    """napari ``scale`` of ``volume``: µm for z, y, x; the time increment (or 1) for t.
+
+    The channel axis is left out unless ``with_channel``.
+    """
+    scale = []
+    spatial = dict(zip(volume.spatial_axes, volume.spacing, strict=True))
+    for axis in volume.axes:
+        if axis == "c":
+            if with_channel:
+                scale.append(1.0)
+        elif axis == "t":
+            scale.append(float(volume.metadata.get("time_increment") or 1.0))
+        else:
+            scale.append(float(spatial[axis]))
+    return tuple(scale)
+
+
+class LevelView:
+    """A lazy view of one resolution level, as napari sees it.
+
+    napari slices multiscale data in steps (first the visible region, then
+    the plane).  Each step here only composes the index; the pixels are read
+    on ``np.asarray`` with *one* dask ``getitem`` on the level, which dask
+    fuses into the file read.  Showing a plane thus reads that plane, not the
+    large dask chunk around it (two successive dask ``getitem`` calls do not
+    fuse).  An optional channel axis is dropped the same way.
+
+    Parameters
+    ----------
+    base : dask.array.Array
+        The level with all its axes.
+    axis, index : int, optional
+        The axis to take ``index`` from (the channel axis), or None.
+    """
+
+    def __init__(
+        self,
+        base: da.Array,
+        axis: int | None = None,
+        index: int | None = None,
+        *,
+        _key: tuple[Any, ...] | None = None,
+    ) -> None:
+        self.base = base
+        if _key is None:
+            _key = tuple(
+                int(index) if (axis is not None and i == axis) else (0, int(n))  # type: ignore[arg-type]
+                for i, n in enumerate(base.shape)
+            )
+        self._key = _key
+        self.shape = tuple(stop - start for k in _key if isinstance(k, tuple) for start, stop in [k])
+        self.dtype = base.dtype
+        self.ndim = len(self.shape)
+        self.size = int(np.prod(self.shape, dtype=np.int64))
+
+    def _normalise(self, key: Any) -> tuple[Any, ...]:
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            i = next(j for j, k in enumerate(key) if k is Ellipsis)
+            key = key[:i] + (slice(None),) * (self.ndim - len(key) + 1) + key[i + 1 :]
+        return key + (slice(None),) * (self.ndim - len(key))
+
+    def __getitem__(self, key: Any) -> Any:
+        key = self._normalise(key)
+        if len(key) != self.ndim:
+            raise IndexError(f"too many indices for a {self.ndim}-dimensional view")
+        new: list[Any] = []
+        visible = iter(zip(key, self.shape, strict=True))
+        for k in self._key:
+            if not isinstance(k, tuple):
+                new.append(k)
+                continue
+            sub, n = next(visible)
+            start = k[0]
+            if isinstance(sub, int | np.integer):
+                i = int(sub) + n if sub < 0 else int(sub)
+                if not 0 <= i < n:
+                    raise IndexError(f"index {sub} out of range for an axis of size {n}")
+                new.append(start + i)
+            elif isinstance(sub, slice) and sub.step in (None, 1):
+                a, b, _ = sub.indices(n)
+                new.append((start + a, start + max(a, b)))
+            else:  # steps, arrays: read this view, then index it in memory
+                return np.asarray(self)[key]
+        return LevelView(self.base, _key=tuple(new))
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        return np.asarray(self.to_dask(), dtype=dtype)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def to_dask(self) -> da.Array:
+        """This view as a lazy dask array (for computations; one ``getitem`` on the level)."""
+        key = tuple(slice(*k) if isinstance(k, tuple) else k for k in self._key)
+        return self.base[key]
+
+
+def _axis_labels(volume: Volume) -> tuple[str, ...]:
+    return tuple(a for a in volume.axes if a != "c")
+
+
+def _multiscale(levels: Sequence[Any]) -> tuple[list[Any] | Any, bool]:
+    """A list of levels for napari (``multiscale=True``), or the one array when there is one."""
+    levels = list(levels)
+    # napari needs strictly shrinking levels; drop any that are not smaller than the previous
+    kept = [levels[0]]
+    for lv in levels[1:]:
+        if np.prod(lv.shape) < np.prod(kept[-1].shape):
+            kept.append(lv)
+    return (kept, True) if len(kept) > 1 else (kept[0], False)
+
+
+def volume_layer_data(
+    volume: Volume,
+    *,
+    name: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> list[LayerData]:
+    """One image layer per channel of ``volume``, multiscale over all its levels.
+
+    Parameters
+    ----------
+    volume : Volume
+        Any volume; its ``levels`` (full resolution first) become the levels of
+        the layers.  Nothing is computed.
+    name : str, optional
+        Layer name for a single-channel volume (default: the channel name).
+    metadata : dict, optional
+        Extra entries for every layer's ``metadata``.
+
+    Returns
+    -------
+    list of LayerData
+        ``(levels, kwargs, "image")`` per channel: ``levels`` a list of dask
+        arrays (or one array for a single level) without the channel axis,
+        ``kwargs`` with ``name``, ``scale`` (µm), ``colormap``, ``blending``,
+        ``multiscale``, ``axis_labels``, ``units`` and ``metadata``.
+    """
+    scale = layer_scale(volume)
+    base_meta = dict(metadata or {})
+    base_meta.setdefault("dls_source", str(volume.source) if volume.source else None)
+    out: list[LayerData] = []
+    n = volume.n_channels
+    c_axis = volume.axes.index("c") if "c" in volume.axes else None
+    for i, channel in enumerate(volume.channel_names):
+        levels = [LevelView(lv, c_axis, i if c_axis is not None else None) for lv in volume.levels]
+        data, multiscale = _multiscale(levels)
+        kwargs: dict[str, Any] = {
+            "name": name if (name and n == 1) else channel,
+            "scale": scale,
+            "colormap": "gray" if n == 1 else CHANNEL_COLORMAPS[i % len(CHANNEL_COLORMAPS)],
+            "blending": "translucent_no_depth" if n == 1 else "additive",
+            "multiscale": multiscale,
+            "axis_labels": _axis_labels(volume),
+            "units": tuple("micrometer" if a in "zyx" else "pixel" for a in _axis_labels(volume)),
+            "metadata": {**base_meta, "dls_channel": channel, "dls_channel_index": i},
+        }
+        out.append((data, kwargs, "image"))
+    return out
+
+
+def labels_layer_data(
+    labels: Volume,
+    *,
+    name: str,
+    metadata: dict[str, Any] | None = None,
+) -> LayerData:
+    """A multiscale labels layer from a label :class:`Volume` (a length-1 channel axis is dropped)."""
+    vol = labels
+    c_axis = vol.axes.index("c") if "c" in vol.axes else None
+    data, multiscale = _multiscale(
+        [LevelView(lv, c_axis, 0 if c_axis is not None else None) for lv in vol.levels]
+    )
+    if c_axis is not None:
+        vol = vol.select(c=0)
+    meta = dict(metadata or {})
+    meta.setdefault("dls_source", str(vol.source) if vol.source else None)
+    kwargs = {
+        "name": name,
+        "scale": layer_scale(vol),
+        "multiscale": multiscale,
+        "axis_labels": tuple(vol.axes),
+        "units": tuple("micrometer" if a in "zyx" else "pixel" for a in vol.axes),
+        "metadata": meta,
+    }
+    return (data, kwargs, "labels")
+
+
+def read_path(
+    path: str | os.PathLike[str],
+    *,
+    series: int = 0,
+    well: str | None = None,
+    field: int | None = None,
+) -> list[LayerData]:
+    """All layers of one image file: channels as images, NGFF label images as labels.
+
+    For an HCS plate only one field is opened (the first, or ``well``/``field``);
+    the layers' metadata then holds ``dls_plate`` (path) and ``dls_well``,
+    ``dls_field`` so that a well chooser can switch fields.
+
+    Raises
+    ------
+    DlsError
+        Whatever :func:`~dls_microscopy.io.open_volume` raises.
+    """
+    from dls_microscopy.io import open_volume, open_zarr
+
+    vol = open_volume(path, series=series, well=well, field=field)
+    meta: dict[str, Any] = {"dls_source": str(path), "dls_series": series}
+    if "well" in vol.metadata:
+        meta.update(
+            dls_plate=str(path),
+            dls_well=vol.metadata["well"],
+            dls_field=int(vol.metadata.get("field", 0)),
+        )
+        meta["dls_source"] = str(vol.source)
+        meta["dls_series"] = 0
+    stem = Path(str(vol.source or path)).name
+    layers = volume_layer_data(vol, name=_stem(stem), metadata=meta)
+    for label in vol.labels:
+        try:
+            # opened with its channel axis, if any: LevelView drops it in the same read
+            lab = open_zarr(Path(str(vol.source)) / "labels" / label)
+        except DlsError as exc:  # one broken label image must not hide the image
+            log.warning("%s: cannot open label image %r: %s", vol.source, label, exc)
+            continue
+        layers.append(labels_layer_data(lab, name=f"labels/{label}", metadata={**meta, "dls_label": label}))
+    return layers
+
+
+def _stem(name: str) -> str:
+    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif", ".hdf5", ".h5"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name

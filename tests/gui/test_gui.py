@@ -1,0 +1,197 @@
+"""The napari plugin and desktop app with real viewers (pytest-qt under Xvfb; few and small)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gui
+
+IDR = "omezarr_idr0062A_6001240/6001240_labels.zarr"
+
+
+@pytest.fixture(scope="module")
+def small_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small 2-channel synthetic image with ground truth, as an OME-Zarr file."""
+    from dls_microscopy.io import write_ome_zarr
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+
+    sample = make_synthetic_nuclei((20, 64, 64), spacing=(1.0, 0.5, 0.5), diameter_um=6.0, seed=3)
+    path = tmp_path_factory.mktemp("gui") / "small.ome.zarr"
+    write_ome_zarr(sample.as_volume(), path, labels={"truth": sample.labels})
+    return path
+
+
+def _full(layer) -> np.ndarray:
+    """The full-resolution data of a layer, loaded."""
+    return np.asarray(layer.data[0] if layer.multiscale else layer.data)
+
+
+def _run(qtbot, widget, action, timeout: int = 60_000) -> None:
+    with qtbot.waitSignal(widget.finished, timeout=timeout) as blocker:
+        action()
+    error = blocker.args[0]
+    assert error is None, f"{type(widget).__name__} failed: {widget.status.text()}"
+
+
+def test_reader_real_idr_layers_scale_and_no_full_resolution_reads(
+    make_napari_viewer, shared_data, count_reads
+):
+    """npe2 reader on the real IDR OME-Zarr: 2 channels + labels, µm scale, level 0 never read whole."""
+    reads = count_reads
+    viewer = make_napari_viewer()
+    path = shared_data / IDR
+    layers = viewer.open(str(path), plugin="dls-microscopy")
+    assert [lay.name for lay in layers] == ["LaminB1", "Dapi", "labels/0"]
+    assert [type(lay).__name__ for lay in layers] == ["Image", "Image", "Labels"]
+    for lay in layers:
+        assert lay.multiscale
+        np.testing.assert_allclose(lay.scale, [0.5002025531914894, 0.3603981534640209, 0.3603981534640209])
+    assert len(layers[0].data) == 3 and len(layers[2].data) == 4
+    assert tuple(layers[0].data[0].shape) == (236, 275, 271)
+    assert layers[0].colormap.name == "green" and layers[1].colormap.name == "magenta"
+    viewer.reset_view()
+    viewer.dims.set_point(0, 60.0)
+    level0 = [n for p, n in reads if p in ("0", "labels/0/0")]
+    full = 2 * 236 * 275 * 271
+    # napari reads a few planes of what it shows, never a whole full-resolution volume
+    assert sum(level0) < 0.1 * full, (sum(level0), full)
+    assert all(n <= 275 * 271 * 10 for n in level0)
+    # the sample data contributions
+    samples = viewer.open_sample("dls-microscopy", "nuclei_1135")
+    assert [type(lay).__name__ for lay in samples] == ["Image", "Labels"]
+
+
+def test_desktop_app_widgets_and_actions(qtbot, small_sample, tmp_path, monkeypatch):
+    """The app: our title and docks; Segment → Meshes → Features (linked selection) → Export → Pipeline."""
+    from dls_microscopy.napari.app import WIDGETS, make_viewer
+
+    viewer = make_viewer(small_sample, show=False)
+    try:
+        assert viewer.title.startswith("DLS Microscopy")
+        docks = viewer.window.dock_widgets
+        assert [t for t, _ in WIDGETS] == [t for t in docks if t in dict(WIDGETS)]
+        seg = docks["Segment"]
+        assert "cellpose" in [seg.method.itemText(i) for i in range(seg.method.count())]
+        seg.method.setCurrentText("cellpose")
+        assert "model_path" in seg.param_inputs and "diameter_um" in seg.param_inputs
+        seg.method.setCurrentText("watershed")
+        seg.image.setCurrentText("DAPI")
+        seg.set_param("diameter_um", 6.0)
+        seg.device.setCurrentText("cpu")
+        seg.memory.setText("64MB")
+        _run(qtbot, seg, seg.run)
+        labels = viewer.layers["nuclei"]
+        assert type(labels).__name__ == "Labels"
+        np.testing.assert_allclose(labels.scale, viewer.layers["DAPI"].scale)
+        n_objects = int(_full(labels).max())
+        assert n_objects > 5
+        # File > Save Selected Layer with our writer: NGFF labels inside the image
+        import napari
+
+        from dls_microscopy.io import open_labels
+
+        napari.save_layers(str(small_sample / "labels" / "from_gui"), [labels], plugin="dls-microscopy")
+        np.testing.assert_array_equal(open_labels(small_sample, "from_gui").load(), _full(labels))
+
+        mesh = docks["Meshes"]
+        mesh.labels.setCurrentText("nuclei")
+        mesh.smooth.setValue(5)
+        # Cancel stops a running task at its next progress report, and the widget recovers
+        with qtbot.waitSignal(mesh.finished, timeout=60_000) as blocker:
+            mesh.run()
+            mesh.cancel()
+        assert type(blocker.args[0]).__name__ == "CancelledError" and mesh.status.text() == "cancelled"
+        assert "nuclei meshes" not in viewer.layers and mesh.run_button.isEnabled()
+        _run(qtbot, mesh, mesh.run)
+        surface = viewer.layers["nuclei meshes"]
+        assert type(surface).__name__ == "Surface"
+        vertices = surface.data[0]
+        # meshes are in µm: they span the image's physical extent, not its voxel grid
+        assert vertices[:, 1].max() > 20 and vertices[:, 1].max() < 64 * 0.5 + 1
+        mesh.colour_by.setCurrentText("volume_um3")
+        np.testing.assert_allclose(surface.vertex_values, mesh.state.meshes.vertex_values("volume_um3"))
+
+        feat = docks["Features"]
+        feat.labels.setCurrentText("nuclei")
+        assert set(feat.chosen_channels()) == {"DAPI", "LaminB1"}
+        _run(qtbot, feat, feat.run)
+        table = feat.table
+        assert table.num_rows == len(np.unique(_full(labels))) - 1
+        assert feat.table_view.model().rowCount() == table.num_rows
+        # plot → table and viewer
+        x, y = feat.plot.x, feat.plot.y
+        box = (float(np.nanmin(x)), float(np.nanmedian(x)), float(np.nanmin(y)), float(np.nanmax(y)))
+        chosen = feat.plot.select_box(box)
+        assert chosen and set(feat.selected_rows()) == chosen
+        colour = labels.colormap.map(np.array([min(chosen)]))[0]
+        np.testing.assert_allclose(colour, [1.0, 0.85, 0.0, 1.0], atol=0.01)
+        # viewer click → table and plot
+        other = int(next(i for i in feat.ids if int(i) not in chosen))
+        feat.pick_object(other)
+        assert feat.selected_rows() == [other] and feat.plot.selected == {other}
+        # table → plot
+        feat.table_view.selectRow(0)
+        first = feat.selected_rows()
+        assert feat.plot.selected == set(first)
+
+        export = docks["Export"]
+        _run(qtbot, export, lambda: export.save("folder", tmp_path / "export"))
+        assert {p.name for p in (tmp_path / "export").iterdir()} == {
+            "objects.parquet",
+            "shape.parquet",
+            "meshes.glb",
+        }
+
+        pipe = docks["Pipeline"]
+        pipe.output.setText(str(tmp_path / "run"))
+        text = pipe.save(tmp_path / "with_mesh.yaml").read_text()
+        assert "watershed" in text and "diameter_um: 6.0" in text and str(small_sample) in text
+        assert "mesh:" in text and "smooth: 5" in text
+        pipe.state.recorder.mesh = None  # keep the test fast: the CLI run below segments and measures
+        written = pipe.save(tmp_path / "pipeline.yaml")
+        _check_pipeline_matches_gui(written, table)
+        # the same file run from the Pipeline tab on the open image: resumes the finished run
+        _run(qtbot, pipe, lambda: pipe.run_config(written))
+        assert pipe.summary.count("skipped") == 1 and pipe.state.features.num_rows == table.num_rows
+        assert feat.table is pipe.state.features  # shown in the Features tab
+    finally:
+        viewer.close()
+
+
+def _check_pipeline_matches_gui(config_path: Path, gui_table) -> None:
+    """The saved pipeline, run with the CLI, measures the same objects with the same values."""
+    import pyarrow.parquet as pq
+
+    from dls_microscopy import cli
+    from dls_microscopy.pipeline.config import load_config
+
+    assert cli.main(["run", str(config_path)]) == 0
+    ran = pq.read_table(Path(load_config(config_path).output.path) / "objects.parquet")
+    columns = [c for c in gui_table.column_names if c != "Metadata_ImageID"]
+    assert ran.num_rows == gui_table.num_rows
+    for c in columns:
+        assert c in ran.column_names, c
+        a = np.asarray(gui_table.column(c).to_numpy(zero_copy_only=False))
+        b = np.asarray(ran.column(c).to_numpy(zero_copy_only=False))
+        if a.dtype.kind == "f":
+            np.testing.assert_allclose(a, b, rtol=1e-12, equal_nan=True, err_msg=c)
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=c)
+
+
+def test_plate_reader_opens_one_field_and_chooser_switches(make_napari_viewer, qtbot, small_plate):
+    """An HCS plate opens one field; the Plate widget switches to another field."""
+    from dls_microscopy.napari._plate import PlateWidget
+
+    plate = small_plate
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(plate), plugin="dls-microscopy")
+    assert {lay.metadata["dls_well"] for lay in layers} == {"A/1"}
+    widget = PlateWidget(viewer)
+    assert widget.field.count() == 2
+    widget.field.setCurrentIndex(1)
+    _run(qtbot, widget, widget.run)
+    assert {lay.metadata["dls_well"] for lay in viewer.layers} == {"B/2"}

@@ -1,0 +1,184 @@
+"""The GUI's actions as pure functions (headless): segment, mesh, measure, export, record, cancel."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dls_microscopy.errors import InputError
+from dls_microscopy.pipeline.interactive import (
+    CancelledError,
+    CancelToken,
+    SessionRecorder,
+    descriptor_table,
+    export_meshes,
+    export_table,
+    feature_projection,
+    ids_in_box,
+    measure_volumes,
+    mesh_labels,
+    plot_values,
+    segment_volume,
+    segmenter_parameters,
+    volume_from_layer,
+)
+from dls_microscopy.sample_data import make_synthetic_nuclei
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return make_synthetic_nuclei((16, 48, 48), spacing=(1.0, 0.5, 0.5), diameter_um=6.0, seed=5)
+
+
+def _cubes() -> np.ndarray:
+    lab = np.zeros((12, 16, 20), np.uint16)
+    lab[2:6, 2:6, 2:6] = 3  # 4×4×4 voxels
+    lab[5:11, 8:14, 10:18] = 9  # 6×6×8 voxels
+    return lab
+
+
+def test_volume_from_layer_multiscale_spacing():
+    levels = [np.zeros((8, 32, 32), np.uint8), da.zeros((8, 16, 16), dtype=np.uint8)]
+    vol = volume_from_layer(levels, scale=(2.0, 0.5, 0.5), channel_names=["DAPI"])
+    assert vol.axes == "zyx" and vol.spacing == (2.0, 0.5, 0.5)
+    assert vol.level_spacings[1] == (2.0, 1.0, 1.0)
+    with pytest.raises(InputError, match="3D layer"):
+        volume_from_layer(np.zeros((4, 4)), scale=(1, 1))
+
+
+def test_segmenter_parameters_come_from_the_params_model():
+    params = segmenter_parameters("watershed")
+    assert params["diameter_um"]["default"] == 8.0
+    assert "seed_method" in params
+
+
+def test_segment_volume_and_cancel(sample, tmp_path):
+    image = sample.as_volume().select(c=0)
+    res = segment_volume(
+        image,
+        method="watershed",
+        params={"diameter_um": 6.0},
+        device="cpu",
+        memory_budget="64MB",
+        output=tmp_path / "nuclei.ome.zarr",
+    )
+    assert res.n_objects > 5 and res.labels.spatial_shape == image.spatial_shape
+    assert res.labels.spacing == image.spacing
+
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(CancelledError):
+        segment_volume(
+            image,
+            method="watershed",
+            params={"diameter_um": 6.0},
+            device="cpu",
+            output=tmp_path / "cancelled.ome.zarr",
+            progress=token.wrap(),
+        )
+    assert not (tmp_path / "cancelled.ome.zarr").exists()
+
+
+def test_mesh_labels_in_micrometres_with_descriptors():
+    lab = _cubes()
+    vol = volume_from_layer(lab, scale=(2.0, 0.5, 0.5))
+    reports: list[tuple[str, int, int]] = []
+    meshes = mesh_labels(vol, smooth=0, progress=lambda *a: reports.append(a))
+    assert meshes.ids.tolist() == [3, 9]
+    assert reports
+    # voxel counts × voxel volume (0.5 µm³), less the corners marching cubes cuts off
+    np.testing.assert_allclose(meshes.descriptors["volume_um3"], [64 * 0.5, 288 * 0.5], rtol=0.1)
+    assert meshes.vertices[:, 0].max() <= 12 * 2.0 and meshes.vertices[:, 2].max() <= 20 * 0.5
+    values = meshes.vertex_values("volume_um3")
+    assert values.shape == (len(meshes.vertices),)
+    assert set(np.unique(values)) == set(meshes.descriptors["volume_um3"])
+    assert "volume_um3" in meshes.numeric_columns() and "object_id" not in meshes.numeric_columns()
+    assert descriptor_table(meshes).column("object_id").to_pylist() == [3, 9]
+    with pytest.raises(InputError):
+        meshes.vertex_values("nope")
+
+
+def test_measure_volumes_equals_features_command(sample, tmp_path):
+    """The GUI's table is the table of ``dls-microscopy features`` on the same data."""
+    from dls_microscopy.io import write_ome_zarr
+    from dls_microscopy.pipeline.features import run_features
+
+    path = tmp_path / "img.ome.zarr"
+    write_ome_zarr(sample.as_volume(), path, labels={"truth": sample.labels})
+    image = volume_from_layer(sample.image, scale=sample.spacing, channel_names=sample.channel_names)
+    labels = volume_from_layer(sample.labels, scale=sample.spacing)
+    gui = measure_volumes(image, labels, image_id="img.ome.zarr", memory_budget="8MB")
+    run_features(path, "truth", tmp_path / "out")
+    cli = pq.read_table(tmp_path / "out" / "objects.parquet")
+    assert gui.column_names == cli.column_names
+    assert gui.equals(cli.replace_schema_metadata(gui.schema.metadata))
+    one = measure_volumes(image, labels, channels=["LaminB1"])
+    assert not any("DAPI" in c for c in one.column_names)
+
+
+def test_export_table_and_meshes(tmp_path):
+    table = pa.table({"Metadata_ObjectID": pa.array([1, 2], pa.uint64()), "Nuclei_X": [1.0, 2.0]})
+    assert pq.read_table(export_table(table, tmp_path / "t.parquet")).equals(table)
+    assert export_table(table, tmp_path / "t.csv").read_text().startswith('"Metadata_ObjectID"')
+    with pytest.raises(InputError):
+        export_table(table, tmp_path / "t.xlsx")
+    meshes = mesh_labels(volume_from_layer(_cubes(), scale=(1, 1, 1)), smooth=0, descriptors=False)
+    (glb,) = export_meshes(meshes, tmp_path / "m.glb")
+    assert glb.read_bytes()[:4] == b"glTF"
+    plys = export_meshes(meshes, tmp_path / "folder_ply")
+    assert sorted(p.suffix for p in plys) == [".ply", ".ply"]
+
+
+def test_projection_and_selection():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=50)
+    table = pa.table(
+        {
+            "Metadata_ObjectID": pa.array(np.arange(1, 51), pa.uint64()),
+            "Nuclei_A": a,
+            "Nuclei_B": 2 * a + 0.01 * rng.normal(size=50),
+            "Nuclei_C": rng.normal(size=50),
+            "Nuclei_Const": np.ones(50),
+        }
+    )
+    p = feature_projection(table)
+    assert p.shape == (50, 2) and p[:, 0].var() > p[:, 1].var()
+    np.testing.assert_array_equal(p, feature_projection(table))
+    np.testing.assert_allclose(plot_values(table, "PCA 1"), p[:, 0])
+    assert (
+        ids_in_box(np.arange(1, 51), a, a, (0.0, 10.0, 10.0, 0.0)).tolist()
+        == (np.arange(1, 51)[a >= 0]).tolist()
+    )
+
+
+def test_session_recorder_builds_a_config_that_round_trips(tmp_path):
+    from dls_microscopy.pipeline.config import dump_config, load_config
+
+    rec = SessionRecorder()
+    with pytest.raises(InputError, match="not opened from a file"):
+        rec.to_config(tmp_path / "out")
+    rec.set_input(tmp_path / "img.ome.zarr")
+    with pytest.raises(InputError, match="nothing to save"):
+        rec.to_config(tmp_path / "out")
+    rec.record_segment(
+        method="watershed",
+        params={"diameter_um": np.float64(6.5), "seed_method": "intensity"},
+        channel="DAPI",
+        device="cpu",
+        memory_budget="512MB",
+    )
+    rec.record_mesh(smooth=5, decimate=None)
+    rec.record_features(channels=None, compartment="Nuclei")
+    cfg = rec.to_config(tmp_path / "out")
+    assert cfg.steps.names() == ["segment", "mesh", "features"]
+    path = dump_config(cfg, tmp_path / "pipeline.yaml")
+    again = load_config(path)
+    assert again.steps.segment.params == {"diameter_um": 6.5, "seed_method": "intensity"}
+    assert again.compute.memory_budget == "512MB" and again.compute.device == "cpu"
+    assert again.input.path == str(tmp_path / "img.ome.zarr")
+    rec.record_segment(method="watershed", params={"no_such": 1}, channel=None)
+    with pytest.raises(Exception, match=r"no_such|unknown parameter"):
+        rec.to_config(tmp_path / "out")
