@@ -230,9 +230,12 @@ class FeaturesWidget(TaskWidget):
         self.channels = QListWidget()
         self.channels.setMaximumHeight(90)
         self.compartment = QLineEdit("Nuclei")
+        self.models = QLineEdit()
+        self.models.setPlaceholderText("optional: ';'-separated model.pt files (dls-microscopy embed train)")
         self.form.addWidget(labelled("labels", self.labels))
         self.form.addWidget(labelled("channels", self.channels))
         self.form.addWidget(labelled("compartment", self.compartment))
+        self.form.addWidget(labelled("embedding models", self.models))
         self.labels.currentTextChanged.connect(self._list_channels)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self._list_channels)
@@ -319,6 +322,7 @@ class FeaturesWidget(TaskWidget):
         source = meta.get("dls_source")
         image_id = Path(source).name if source else images[0].name
         compartment = self.compartment.text().strip() or "Nuclei"
+        models = [m.strip() for m in self.models.text().split(";") if m.strip()]
 
         def work(progress: Any) -> Any:
             return measure_volumes(
@@ -329,6 +333,7 @@ class FeaturesWidget(TaskWidget):
                 plate=str(Path(meta["dls_plate"]).name) if meta.get("dls_plate") else "",
                 well=str(meta.get("dls_well", "")),
                 site=int(meta.get("dls_field", 0)),
+                embedding_models=models,
                 progress=progress,
             )
 
@@ -341,6 +346,7 @@ class FeaturesWidget(TaskWidget):
                 channels=None if len(all_channels) == _n_file_channels(images[0]) else names,
                 compartment=compartment,
             )
+            self.state.recorder.record_embeddings(models)
             self.state.changed("features")
             self.status.setText(f"{table.num_rows} objects, {table.num_columns} columns")
 

@@ -339,11 +339,15 @@ def measure_volumes(
     site: int = 0,
     memory_budget: int | str = "1GB",
     workers: int | None = None,
+    embedding_models: Sequence[str | os.PathLike[str]] = (),
+    device: str = "cpu",
     progress: ProgressCallback | None = None,
 ) -> Any:
     """The per-object table (one row per object) of ``labels`` measured on ``image``.
 
-    Same columns and values as ``objects.parquet`` of ``dls-microscopy features``.
+    Same columns and values as ``objects.parquet`` of ``dls-microscopy features``
+    (with ``--embeddings`` for each of ``embedding_models``: ``Embedding_*`` columns
+    after the features, from models trained with ``dls-microscopy embed train``).
 
     Parameters
     ----------
@@ -381,7 +385,22 @@ def measure_volumes(
         workers=workers,
         progress=progress,
     )
-    return objects_table(m, compartment=compartment, plate=plate, well=well, site=site, image_id=image_id)
+    table = objects_table(m, compartment=compartment, plate=plate, well=well, site=site, image_id=image_id)
+    if embedding_models:
+        from dls_microscopy.features import join_object_columns
+        from dls_microscopy.features.embeddings import apply_embeddings
+
+        emb = apply_embeddings(
+            data,
+            lab.data,
+            [os.fspath(p) for p in embedding_models],
+            spacing=image.spacing,
+            channel_names=names,
+            device=device,
+            progress=progress,
+        )
+        table = join_object_columns(table, emb)
+    return table
 
 
 # -- export ------------------------------------------------------------------------------
@@ -451,6 +470,7 @@ class SessionRecorder:
     segment: dict[str, Any] | None = None
     mesh: dict[str, Any] | None = None
     features: dict[str, Any] | None = None
+    embeddings: dict[str, Any] | None = None
     compute: dict[str, Any] = dataclasses.field(default_factory=dict)
     labels_name: str | None = None
 
@@ -494,13 +514,17 @@ class SessionRecorder:
             "compartment": compartment,
         }
 
+    def record_embeddings(self, models: Sequence[str | os.PathLike[str]]) -> None:
+        """Record the embedding models applied with the features (none: no embeddings step)."""
+        self.embeddings = {"model": [os.fspath(m) for m in models]} if models else None
+
     def record_existing_labels(self, name: str | None) -> None:
         """Labels came from the input file's NGFF labels (no segment step)."""
         self.labels_name = name
 
     def steps(self) -> list[str]:
         """Names of the recorded steps, in run order."""
-        return [n for n in ("segment", "mesh", "features") if getattr(self, n) is not None]
+        return [n for n in ("segment", "mesh", "features", "embeddings") if getattr(self, n) is not None]
 
     def to_config(self, output: str | os.PathLike[str], *, input_path: str | None = None) -> Any:
         """A validated :class:`~dls_microscopy.pipeline.config.PipelineConfig`.

@@ -98,3 +98,28 @@ def test_cli_embed_train_apply_and_features(plate, capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and "embed train" in err
     assert main(["embed", "train", w0, "--kind", "shape", "--out", str(model)]) == 2
+
+
+def test_gui_measure_with_embeddings_equals_features_command(plate, models, tmp_path):
+    """The Features widget's function adds the same Embedding_* columns as `features --embeddings`,
+    and the session recorder saves them as an embeddings step that the pipeline accepts."""
+    from dls_microscopy.io import open_labels, open_volume
+    from dls_microscopy.pipeline.interactive import SessionRecorder, measure_volumes
+
+    image = _well(plate)
+    paths = [models["image"][0], models["shape"][0]]
+    run_features(image, "nuclei", tmp_path / "cli", embeddings=paths, device="cpu")
+    cli = pq.read_table(tmp_path / "cli" / "objects.parquet")
+    gui = measure_volumes(open_volume(image), open_labels(image, "nuclei"), embedding_models=paths)
+    emb = [n for n in cli.column_names if n.startswith("Embedding_")]
+    assert len(emb) == 64 and [n for n in gui.column_names if n.startswith("Embedding_")] == emb
+    for name in emb:
+        np.testing.assert_array_equal(gui.column(name).to_numpy(), cli.column(name).to_numpy())
+    rec = SessionRecorder()
+    rec.set_input(image)
+    rec.record_existing_labels("nuclei")
+    rec.record_features(channels=None, compartment="Nuclei")
+    rec.record_embeddings(paths)
+    cfg = rec.to_config(tmp_path / "out")
+    assert cfg.steps.names() == ["features", "embeddings"]
+    assert cfg.steps.embeddings.model == [str(p) for p in paths]
