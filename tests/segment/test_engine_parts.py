@@ -75,6 +75,22 @@ def test_threads_do_not_change_labels():
     assert one.max() > 20
 
 
+@pytest.mark.parametrize("spacing", [(1.0, 0.3, 0.3), (2.0, 0.4, 0.4)])
+def test_sparse_and_dense_drainage_give_identical_labels(monkeypatch, spacing):
+    """Below ``_SPARSE_FRACTION`` foreground the slopes run only at foreground voxels: same labels."""
+    from dls_microscopy.segment import _watershed_cpu
+
+    s = make_synthetic_nuclei((24, 96, 96), spacing=spacing, diameter_um=7.0, seed=5)
+    seg = WatershedSegmenter(diameter_um=7.0, device="cpu", backend="cpu")
+    out = {}
+    for mode, fraction in (("dense", 0.0), ("sparse", 1.01)):
+        monkeypatch.setattr(_watershed_cpu, "_SPARSE_FRACTION", fraction)
+        out[mode] = seg.segment(s.image[0], spacing=s.spacing)
+    assert out["dense"].dtype == out["sparse"].dtype
+    np.testing.assert_array_equal(out["dense"], out["sparse"])
+    assert out["dense"].max() > 5
+
+
 def test_outer_voxels_counts_halos():
     plan = plan_blocks((50, 70, 90), halo=(3, 5, 0), grid=(16, 16, 16), block_shape=(16, 32, 48))
     total = sum(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -77,15 +79,39 @@ def _smooth_cpu(image: np.ndarray, sigma_vox: Sequence[float], *, threads: int =
 _PARALLEL_MIN_VOXELS = 1 << 18
 
 
+#: Worker pools kept between calls, by (process id, workers): starting threads for every
+#: call cost ~20 ms per ``segment()`` of a 1 Mvox volume (11 calls of ``_in_threads``).
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``workers`` threads (a fresh one after a fork)."""
+    key = (os.getpid(), workers)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            pool = _POOLS[key] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dls-watershed")
+        return pool
+
+
 def _in_threads(run: Callable[[slice], None], n: int, threads: int) -> None:
-    """``run(slice)`` over ``threads`` contiguous parts of ``range(n)``, in threads."""
+    """``run(slice)`` over ``threads`` contiguous parts of ``range(n)``, in threads.
+
+    The first part runs in the calling thread, the others in a kept pool; ``run``
+    must not itself wait on this pool.
+    """
     edges = np.linspace(0, n, min(threads, n) + 1).astype(int)
     parts = [slice(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
     if len(parts) == 1:
         run(parts[0])
         return
-    with ThreadPoolExecutor(max_workers=len(parts)) as pool:
-        for f in [pool.submit(run, p) for p in parts]:
+    pool = _pool(len(parts) - 1)
+    futures = [pool.submit(run, p) for p in parts[1:]]
+    try:
+        run(parts[0])
+    finally:
+        for f in futures:
             f.result()
 
 
@@ -151,7 +177,11 @@ def _drain_cpu(
     """Steepest-ascent drainage of ``f`` over ``mask`` and the basin graph, numpy.
 
     Works on the flattened volume padded by one voxel of background, so that every
-    neighbour is a fixed offset and every operation a contiguous slice.
+    neighbour is a fixed offset and every operation a contiguous slice.  When under
+    ``_SPARSE_FRACTION`` of the voxels are foreground, the slopes and the basin
+    edges are computed at the foreground voxels only, by gathers at the same fixed
+    offsets: the same float32 operations per voxel, so the same basins (IDR
+    6001240, 13 % foreground: 0.36 s instead of 0.46 s on 2 threads).
 
     Parameters
     ----------
@@ -180,39 +210,23 @@ def _drain_cpu(
     strides = (padded[1] * padded[2], padded[2], 1)
     lo, hi = strides[0], size - strides[0]  # the inner planes; neighbours stay in range
     cur = fpad[lo:hi]
-    best = np.empty(hi - lo, np.float32)
-    direction = np.zeros(hi - lo, np.int8)
-    buf = np.empty(hi - lo, np.float32)
-    better = np.empty(hi - lo, bool)
-
-    def steepest(
-        part: slice,
-        best: np.ndarray = best,
-        buf: np.ndarray = buf,
-        better: np.ndarray = better,
-        direction: np.ndarray = direction,
-    ) -> None:
-        a, b = part.start, part.stop
-        with np.errstate(invalid="ignore"):  # -inf - -inf off the foreground: never used
-            for k, (ax, st) in enumerate(_DIRECTIONS):
-                off = st * strides[ax]
-                out = best[a:b] if k == 0 else buf[a:b]  # the first direction is the best so far
-                np.subtract(fpad[lo + a + off : lo + b + off], cur[a:b], out=out)
-                np.multiply(out, np.float32(1.0 / float(spacing[ax])), out=out)
-                if k == 0:
-                    continue
-                np.greater(buf[a:b], best[a:b], out=better[a:b])  # strict: first of equal slopes wins
-                np.copyto(direction[a:b], np.int8(k), where=better[a:b])
-                np.maximum(best[a:b], buf[a:b], out=best[a:b])
-
-    _in_threads(steepest, hi - lo, threads if hi - lo >= _PARALLEL_MIN_VOXELS else 1)
-    del buf, better
-    ppos = np.flatnonzero(cur > -np.inf).astype(itype, copy=False)  # foreground, C order
-    slope = best[ppos]
     offsets = np.array([st * strides[ax] for ax, st in _DIRECTIONS], dtype=itype)
-    move = offsets[direction[ppos]]
-    del best, direction
-    ppos += itype(lo)
+    scales = [np.float32(1.0 / float(spacing[ax])) for ax, _ in _DIRECTIONS]
+    n_fg = int(np.count_nonzero(mask))
+    sparse = n_fg < _SPARSE_FRACTION * (hi - lo)
+    if sparse:
+        # few foreground voxels: slopes at the foreground only (gathers of M values);
+        # the same float32 operations per voxel as the dense pass, so the same result
+        ppos = np.flatnonzero(cur > -np.inf).astype(itype, copy=False)
+        ppos += itype(lo)
+        slope, direction = _steepest_sparse(fpad, ppos, offsets, scales, threads)
+    else:
+        slope, direction = _steepest_dense(fpad, cur, lo, hi, offsets, scales, threads)
+        ppos = np.flatnonzero(cur > -np.inf).astype(itype, copy=False)  # foreground, C order
+        slope, direction = slope[ppos], direction[ppos]
+        ppos += itype(lo)
+    move = offsets[direction]
+    del direction
     up = (slope > 0) | ((slope == 0) & (move > 0))
     del slope
     cmap = np.full(size, -1, itype)
@@ -229,13 +243,21 @@ def _drain_cpu(
     ea, eb, sd = [], [], []
     for ax in range(3):
         off = strides[ax]
-        a, b = dense[lo:hi], dense[lo + off : hi + off]
-        at = np.flatnonzero(a != b)
-        va, vb = a[at], b[at]
-        both = (va >= 0) & (vb >= 0)
-        at = at[both] + lo
-        ea.append(va[both])
-        eb.append(vb[both])
+        if sparse:
+            # pairs (p, p + off), p in the foreground: the same pairs, in the same order
+            nb = np.take(dense, ppos + itype(off))
+            at = np.flatnonzero((nb != basin) & (nb >= 0))
+            ea.append(basin[at])
+            eb.append(nb[at])
+            at = ppos[at]
+        else:
+            a, b = dense[lo:hi], dense[lo + off : hi + off]
+            at = np.flatnonzero(a != b)
+            va, vb = a[at], b[at]
+            both = (va >= 0) & (vb >= 0)
+            at = at[both] + lo
+            ea.append(va[both])
+            eb.append(vb[both])
         sd.append(np.minimum(fpad[at], fpad[at + off]))
     del dense, cmap
     roots = ppos[is_root].astype(np.int64)
@@ -251,6 +273,77 @@ def _drain_cpu(
         peak_pos,
         (np.concatenate(ea), np.concatenate(eb), np.concatenate(sd)),
     )
+
+
+#: Below this fraction of foreground voxels, slopes and edges are computed at the
+#: foreground voxels only (gathers) rather than over the whole padded volume.
+_SPARSE_FRACTION = 0.3
+
+
+def _steepest_dense(
+    fpad: np.ndarray,
+    cur: np.ndarray,
+    lo: int,
+    hi: int,
+    offsets: np.ndarray,
+    scales: Sequence[np.float32],
+    threads: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Steepest slope and its direction index at every voxel of ``fpad[lo:hi]``, (hi - lo,) each.
+
+    Slopes off the foreground are meaningless (``-inf - -inf``); ties go to the
+    first direction of ``_DIRECTIONS``.
+    """
+    best = np.empty(hi - lo, np.float32)
+    direction = np.zeros(hi - lo, np.int8)
+    buf = np.empty(hi - lo, np.float32)
+    better = np.empty(hi - lo, bool)
+
+    def run(part: slice) -> None:
+        a, b = part.start, part.stop
+        with np.errstate(invalid="ignore"):  # -inf - -inf off the foreground: never used
+            for k, off in enumerate(offsets.tolist()):
+                out = best[a:b] if k == 0 else buf[a:b]  # the first direction is the best so far
+                np.subtract(fpad[lo + a + off : lo + b + off], cur[a:b], out=out)
+                np.multiply(out, scales[k], out=out)
+                if k == 0:
+                    continue
+                np.greater(buf[a:b], best[a:b], out=better[a:b])  # strict: first of equal slopes wins
+                np.copyto(direction[a:b], np.int8(k), where=better[a:b])
+                np.maximum(best[a:b], buf[a:b], out=best[a:b])
+
+    _in_threads(run, hi - lo, threads if hi - lo >= _PARALLEL_MIN_VOXELS else 1)
+    return best, direction
+
+
+def _steepest_sparse(
+    fpad: np.ndarray, ppos: np.ndarray, offsets: np.ndarray, scales: Sequence[np.float32], threads: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Steepest slope and its direction index at the voxels ``ppos`` of ``fpad``, (M,) each."""
+    m = len(ppos)
+    best = np.empty(m, np.float32)
+    direction = np.zeros(m, np.int8)
+    centre = np.take(fpad, ppos)
+    buf = np.empty(m, np.float32)
+    better = np.empty(m, bool)
+    idx = np.empty_like(ppos)
+
+    def run(part: slice) -> None:
+        a, b = part.start, part.stop
+        for k in range(len(offsets)):
+            out = best[a:b] if k == 0 else buf[a:b]
+            np.add(ppos[a:b], offsets[k], out=idx[a:b])
+            np.take(fpad, idx[a:b], out=out, mode="clip")  # valid indices; "clip" avoids a copy
+            np.subtract(out, centre[a:b], out=out)
+            np.multiply(out, scales[k], out=out)
+            if k == 0:
+                continue
+            np.greater(buf[a:b], best[a:b], out=better[a:b])
+            np.copyto(direction[a:b], np.int8(k), where=better[a:b])
+            np.maximum(best[a:b], buf[a:b], out=best[a:b])
+
+    _in_threads(run, m, threads if m >= _PARALLEL_MIN_VOXELS else 1)
+    return best, direction
 
 
 def _jump_to_roots(parent: np.ndarray, threads: int = 1) -> np.ndarray:
