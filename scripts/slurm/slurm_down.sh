@@ -8,25 +8,8 @@ set -uo pipefail
 SLURM_DIR=${SLURM_DIR:-${TMPDIR:-/tmp}/dls-microscopy-slurm}
 export SLURM_CONF="$SLURM_DIR/slurm.conf"
 
-running() {
-    local state comm
-    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
-    [ -n "$state" ] && [ "${state:0:1}" != Z ] || return 1
-    comm=$(ps -o comm= -p "$1" 2>/dev/null)
-    [ "$comm" = "$2" ]
-}
-stop_pidfile() {
-    local pid
-    if [ -s "$1" ]; then
-        pid=$(cat "$1")
-        if running "$pid" "$2"; then
-            kill "$pid" 2>/dev/null || true
-            for _ in $(seq 50); do running "$pid" "$2" || break; sleep 0.1; done
-            if running "$pid" "$2"; then kill -9 "$pid" 2>/dev/null || true; fi
-        fi
-    fi
-    rm -f "$1"
-}
+# shellcheck source=scripts/slurm/daemons.sh
+. "$(dirname "${BASH_SOURCE[0]}")/daemons.sh"
 
 if [ -s "$SLURM_DIR/slurmctld.pid" ] && command -v squeue >/dev/null \
         && scontrol ping 2>/dev/null | grep -q UP; then

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "run_features.py"
 
 
-def test_run_features_tiny_reports_every_section(tmp_path):
+def test_run_features_tiny_reports_every_section(run_benchmark, tmp_path):
     out = tmp_path / "results"
-    res = subprocess.run(
-        [sys.executable, str(SCRIPT), "--sizes", "tiny", "--out", str(out), "--tmp", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    res = run_benchmark(SCRIPT, "--sizes", "tiny", out=out)
     assert res.returncode == 0, res.stderr
     for heading in ("## 1. measure_objects vs regionprops_table", "## 2. run_features", "objects/s"):
         assert heading in res.stdout

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -13,26 +11,9 @@ SCRIPT = REPO / "benchmarks" / "run_geometry.py"
 METHODS = {"skimage+trimesh", "zmesh raw", "ours", "ours, meshing only", "ours, zarr", "ours, smooth 30"}
 
 
-def test_run_geometry_tiny_reports_every_method(tmp_path):
+def test_run_geometry_tiny_reports_every_method(run_benchmark, tmp_path):
     out = tmp_path / "results"
-    res = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--sizes",
-            "tiny",
-            "--repeats",
-            "1",
-            "--out",
-            str(out),
-            "--tmp",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    res = run_benchmark(SCRIPT, "--sizes", "tiny", "--repeats", "1", out=out)
     assert res.returncode == 0, res.stderr
     assert "÷ skimage+trimesh" in res.stdout and "time ÷ zmesh raw" in res.stdout
     (path,) = out.glob("geometry-*.json")

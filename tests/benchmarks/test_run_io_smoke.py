@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -16,25 +14,9 @@ def _positive(value: object) -> bool:
     return isinstance(value, int | float) and math.isfinite(value) and value > 0
 
 
-def test_run_io_quick_tiny_reports_every_section(tmp_path):
+def test_run_io_quick_tiny_reports_every_section(run_benchmark, tmp_path):
     out = tmp_path / "results"
-    res = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--quick",
-            "--sizes",
-            "tiny",
-            "--out",
-            str(out),
-            "--tmp",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    res = run_benchmark(SCRIPT, "--quick", "--sizes", "tiny", out=out)
     assert res.returncode == 0, res.stderr
     for heading in ("## 1. Open", "## 2. Full-read", "## 3. Conversion", "÷ tensorstore"):
         assert heading in res.stdout

@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "run_pipeline.py"
 
 
-def test_run_pipeline_tiny_reports_every_section(tmp_path):
+def test_run_pipeline_tiny_reports_every_section(run_benchmark, tmp_path):
     out = tmp_path / "results"
-    res = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--sizes",
-            "tiny",
-            "--no-mesh",
-            "--out",
-            str(out),
-            "--tmp",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    res = run_benchmark(SCRIPT, "--sizes", "tiny", "--no-mesh", out=out, timeout=300)
     assert res.returncode == 0, res.stderr
     for heading in ("## 1. Whole runs", "## 2. Per-step time", "fields/hour", "RSS ÷ budget"):
         assert heading in res.stdout

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,12 +18,9 @@ def _fraction(value: object) -> bool:
     return isinstance(value, int | float) and 0.0 <= value <= 1.0
 
 
-def test_run_segment_tiny_reports_every_section(tmp_path):
+def test_run_segment_tiny_reports_every_section(run_benchmark, tmp_path):
     out = tmp_path / "results"
-    res = subprocess.run(
-        [sys.executable, str(SCRIPT), "--sizes", "tiny", "--out", str(out), "--tmp", str(tmp_path)],
-        capture_output=True, text=True, check=False, timeout=120,
-    )
+    res = run_benchmark(SCRIPT, "--sizes", "tiny", out=out)
     assert res.returncode == 0, res.stderr
     for heading in ("## 1. Speed and accuracy", "**Summary**", "## 2. Peak memory",
                     "## 3. GPU vs CPU", "speed ÷ baseline", "÷ budget"):

@@ -1,0 +1,23 @@
+"""Shared by the benchmark smoke tests: run one benchmark script in a fresh interpreter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def run_benchmark(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run_benchmark(script, *args, out=..., timeout=...)``: run with ``--out out --tmp tmp_path``."""
+
+    def run(script: Path, *args: str, out: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, str(script), *args, "--out", str(out), "--tmp", str(tmp_path)]
+        return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout)
+
+    return run
