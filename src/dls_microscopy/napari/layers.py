@@ -92,30 +92,18 @@ class LevelView:
     on ``np.asarray`` with *one* dask ``getitem`` on the level, which dask
     fuses into the file read.  Showing a plane thus reads that plane, not the
     large dask chunk around it (two successive dask ``getitem`` calls do not
-    fuse).  An optional channel axis is dropped the same way.
+    fuse).  Channels are selected before, at the reader (``Volume.select``).
 
     Parameters
     ----------
     base : dask.array.Array
-        The level with all its axes.
-    axis, index : int, optional
-        The axis to take ``index`` from (the channel axis), or None.
+        The level.
     """
 
-    def __init__(
-        self,
-        base: da.Array,
-        axis: int | None = None,
-        index: int | None = None,
-        *,
-        _key: tuple[Any, ...] | None = None,
-    ) -> None:
+    def __init__(self, base: da.Array, *, _key: tuple[Any, ...] | None = None) -> None:
         self.base = base
         if _key is None:
-            _key = tuple(
-                int(index) if (axis is not None and i == axis) else (0, int(n))  # type: ignore[arg-type]
-                for i, n in enumerate(base.shape)
-            )
+            _key = tuple((0, int(n)) for n in base.shape)
         self._key = _key
         self.shape = tuple(stop - start for k in _key if isinstance(k, tuple) for start, stop in [k])
         self.dtype = base.dtype
@@ -212,9 +200,10 @@ def volume_layer_data(
     base_meta.setdefault("dls_source", str(volume.source) if volume.source else None)
     out: list[LayerData] = []
     n = volume.n_channels
-    c_axis = volume.axes.index("c") if "c" in volume.axes else None
     for i, channel in enumerate(volume.channel_names):
-        levels = [LevelView(lv, c_axis, i if c_axis is not None else None) for lv in volume.levels]
+        # the channel is taken at the reader (Volume.select), so its levels read only that channel
+        channel_levels = volume.select(c=i).levels if "c" in volume.axes else volume.levels
+        levels = [LevelView(lv) for lv in channel_levels]
         data, multiscale = _multiscale(levels)
         kwargs: dict[str, Any] = {
             "name": name if (name and n == 1) else channel,
@@ -237,13 +226,8 @@ def labels_layer_data(
     metadata: dict[str, Any] | None = None,
 ) -> LayerData:
     """A multiscale labels layer from a label :class:`Volume` (a length-1 channel axis is dropped)."""
-    vol = labels
-    c_axis = vol.axes.index("c") if "c" in vol.axes else None
-    data, multiscale = _multiscale(
-        [LevelView(lv, c_axis, 0 if c_axis is not None else None) for lv in vol.levels]
-    )
-    if c_axis is not None:
-        vol = vol.select(c=0)
+    vol = labels.select(c=0) if "c" in labels.axes else labels
+    data, multiscale = _multiscale([LevelView(lv) for lv in vol.levels])
     meta = dict(metadata or {})
     meta.setdefault("dls_source", str(vol.source) if vol.source else None)
     kwargs = {

@@ -373,8 +373,11 @@ def measure_volumes(
     data = image.data if "c" in image.axes else image.data[None]
     names = list(image.channel_names)
     if channels is not None:
-        index = [names.index(c) if isinstance(c, str) and c in names else int(c) for c in channels]
-        data = data[index]
+        # the same checks and the same fusable selection as `dls-microscopy features`
+        from dls_microscopy.pipeline.features import _channel_index, select_channels
+
+        index = [_channel_index(c, names, image.source) for c in channels]
+        data = select_channels(data, index)
         names = [names[i] for i in index]
     m = measure_objects(
         data,
