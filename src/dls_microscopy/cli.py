@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,30 +41,15 @@ out = Console()
 err = Console(stderr=True)
 log = logging.getLogger("dls_microscopy")
 
-_SIZE = re.compile(r"^\s*([0-9.]+(?:e[0-9]+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3,
-    "m": 10**6,
-    "g": 10**9,
-    "t": 10**12,
-    "ki": 2**10,
-    "mi": 2**20,
-    "gi": 2**30,
-    "ti": 2**40,
-}
-
 
 def parse_size(text: str) -> int:
-    """Parse ``"2GB"``, ``"512MiB"``, ``"1e9"`` into bytes."""
-    m = _SIZE.match(text)
-    if not m:
-        raise InputError(f"cannot read memory size {text!r} (examples: 2GB, 512MiB)")
-    unit = (m.group(2) or "").lower().rstrip("b")
-    if unit not in _UNITS:
-        raise InputError(f"unknown size unit in {text!r}")
-    return int(float(m.group(1)) * _UNITS[unit])
+    """Parse ``"2GB"``, ``"512MiB"``, ``"1e9"`` into bytes (the pipeline config's rules)."""
+    from dls_microscopy.pipeline.config import parse_size as parse_config_size
+
+    try:
+        return parse_config_size(text)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 class RichProgress:
