@@ -17,6 +17,14 @@ def _has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any viewer makes a GL context: triton (imported later by torch.optim in other
+    # tests of the same session) must load before Mesa's LLVM, or the process segfaults.
+    from dls_microscopy.napari.app import _load_triton_first
+
+    _load_triton_first()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reason = None
     if importlib.util.find_spec("napari") is None or importlib.util.find_spec("qtpy") is None:

@@ -237,3 +237,22 @@ def test_cli_gui_without_display_exits_2(monkeypatch, capsys):
         monkeypatch.delenv(name, raising=False)
     assert cli.main(["gui"]) == 2
     assert "no display" in capsys.readouterr().err
+
+
+@pytest.mark.gui
+def test_embedding_determinism_after_a_viewer_does_not_crash():
+    """Seeded embedding work after napari made its GL context: no triton/LLVM clash (it segfaulted)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import napari, torch\n"
+        "v = napari.Viewer(show=False)\n"
+        "from dls_microscopy.features.embeddings.training import deterministic\n"
+        "with deterministic(1):\n"
+        "    assert torch.are_deterministic_algorithms_enabled()\n"
+        "assert not torch.are_deterministic_algorithms_enabled()\n"
+        "v.close()\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])

@@ -89,6 +89,7 @@ def make_viewer(path: str | os.PathLike[str] | None = None, show: bool = True) -
 
     from dls_microscopy import __version__
 
+    _load_triton_first()
     viewer = napari.Viewer(title=f"{TITLE} {__version__}", show=show, show_welcome_screen=False)
     icon = QIcon(str(icon_path("png")))
     app = QApplication.instance()
@@ -152,3 +153,22 @@ def main(path: str | os.PathLike[str] | None = None) -> int:
     make_viewer(path, show=True)
     napari.run()
     return 0
+
+
+def _load_triton_first() -> None:
+    """Load triton (a torch dependency) before the viewer creates its OpenGL context.
+
+    triton's LLVM segfaults when it loads into a process where Mesa already loaded
+    its own (e.g. ``torch.optim`` imports triton through dynamo).  Loaded first, both
+    coexist.  A napari started elsewhere cannot be protected this way; our code paths
+    the widgets use avoid importing triton (see ``features.embeddings.training``).
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is None:
+        return
+    try:
+        importlib.import_module("triton")
+    except Exception as exc:  # best effort: the app works without it
+        log.debug("triton not preloaded: %s", exc)
+

@@ -82,12 +82,30 @@ def deterministic(threads: int | None) -> Iterator[int]:
     old_det = torch.are_deterministic_algorithms_enabled()
     old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(n)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    _set_deterministic(True, warn_only=True)
     try:
         yield n
     finally:
         torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
+        _set_deterministic(old_det, warn_only=old_warn)
+
+
+def _set_deterministic(mode: bool, *, warn_only: bool) -> None:
+    """``torch.use_deterministic_algorithms`` without importing ``torch._inductor``.
+
+    The public function also sets inductor's flag, importing inductor and triton to do
+    so: seconds of import time, and a segmentation fault when triton's LLVM loads into
+    a process where Qt/Mesa already loaded theirs (napari: measuring with embedding
+    models from the Features widget crashed the app).  We never compile with
+    inductor, so only the eager flag matters.
+    """
+    import torch
+
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None:  # pragma: no cover - a torch without the private setter
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        setter(mode, warn_only=warn_only)
 
 
 def nt_xent(z1: Any, z2: Any, temperature: float) -> Any:
