@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
+from dls_microscopy._allocator import release_memory
 from dls_microscopy.errors import InputError
 
 __all__ = ["Block", "BlockPlan", "ProgressCallback", "plan_blocks", "run_parallel"]
@@ -35,6 +36,7 @@ def run_parallel(
     description: str = "blocks",
     combine: Callable[[R, R], R] | None = None,
     initial: R | None = None,
+    release_every: int | None = None,
 ) -> R | list[R]:
     """Run ``work`` on every item in threads, at most ``2 * workers`` submitted at once.
 
@@ -43,6 +45,12 @@ def run_parallel(
     ``combine`` (e.g. ``operator.add``) starting from ``initial``, or returned
     as a list in item order when ``combine`` is None.  The first exception
     raised by an item is re-raised after the pool stops.
+
+    ``release_every=n`` hands freed heap pages back to the system after every
+    ``n`` finished items (:func:`~dls_microscopy._allocator.release_memory`): many
+    small items that each allocate and free a few hundred KiB (stitching faces)
+    otherwise fragment the heap, which then grows with the number of items
+    (measured: +100 MiB over 4,000 faces, none of it live).
     """
     items = list(items)
     total = len(items)
@@ -61,6 +69,8 @@ def run_parallel(
             else:
                 acc = r if acc is None else combine(acc, r)
             done += 1
+            if release_every and done % release_every == 0:
+                release_memory()
             if progress:
                 progress(description, done, total)
 

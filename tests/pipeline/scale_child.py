@@ -2,9 +2,10 @@
 
     python scale_child.py WARMUP.yaml RUN.yaml REPORT.json [CGROUP_PROCS]
 
-1. imports the pipeline and runs ``WARMUP.yaml`` (a tiny field through the same
-   steps), so that lazily imported modules, compiled kernels and thread pools
-   are part of the baseline and not of the measured run;
+1. imports the pipeline and runs ``WARMUP.yaml`` (a small field through the same
+   steps and the same multi-block code paths), so that lazily imported modules,
+   compiled kernels and thread pools are part of the baseline and not of the
+   measured run;
 2. resets the kernel's peak-RSS mark (``VmHWM``, through ``/proc/self/clear_refs``)
    and takes the RSS as the baseline; writes it to ``REPORT.json.base`` (the
    parent's watchdog reads it) and, given ``CGROUP_PROCS``, moves itself into that
