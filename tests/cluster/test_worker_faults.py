@@ -46,6 +46,18 @@ def test_local_cluster_context(two_workers: ComputeContext) -> None:
     assert "2 workers" in ctx.describe()
 
 
+def test_local_cluster_serves_its_dashboard(two_workers: ComputeContext) -> None:
+    """The address shown in the progress output answers (bokeh is in the cluster extra)."""
+    import urllib.request
+
+    link = two_workers.dashboard_link
+    assert link is not None and link.startswith("http://")
+    assert f"dashboard {link}" in two_workers.describe()
+    with urllib.request.urlopen(link, timeout=30) as page:  # the status page, served locally
+        assert page.status == 200
+        assert b"Dask" in page.read()
+
+
 def test_results_come_in_completion_order(two_workers: ComputeContext) -> None:
     out = [item for item, _ in two_workers.submit_fields(nap, [1.0, 0.0])]
     assert out == [0.0, 1.0]
