@@ -39,6 +39,7 @@ __all__ = [
     "aggregate_table",
     "join_object_columns",
     "objects_table",
+    "parquet_options",
     "units_of",
     "write_csv",
     "write_parquet",
@@ -265,26 +266,44 @@ def write_parquet(table: pa.Table, path: str | os.PathLike[str]) -> Path:
     Parquet stores no timestamps, and the Arrow schema (with units) is embedded.
     """
     path = Path(path)
-    strings = [f.name for f in table.schema if pa.types.is_string(f.type)]
-    sorting = []
-    if "Metadata_ObjectID" in table.column_names:
-        sorting = [pq.SortingColumn(table.column_names.index("Metadata_ObjectID"))]
-    pq.write_table(
-        table,
-        path,
-        row_group_size=ROW_GROUP_SIZE,
-        version="2.6",
-        compression="zstd",
-        compression_level=3,
-        use_dictionary=strings,
-        write_statistics=True,
-        data_page_version="1.0",
-        write_page_index=False,
-        write_page_checksum=False,
-        store_schema=True,
-        sorting_columns=sorting or None,
-    )
+    pq.write_table(table, path, row_group_size=ROW_GROUP_SIZE, **parquet_options(table.schema))
     return path
+
+
+def parquet_options(schema: pa.Schema) -> dict[str, Any]:
+    """The pinned :class:`pyarrow.parquet.ParquetWriter` options of :func:`write_parquet`.
+
+    For writers that stream a table in pieces (``ParquetWriter(path, schema,
+    **parquet_options(schema))``, row groups of ``ROW_GROUP_SIZE`` rows): the
+    same rows in the same row groups then give the same bytes as
+    :func:`write_parquet`.
+
+    Parameters
+    ----------
+    schema : pyarrow.Schema
+        Schema of the table to write (string columns get dictionary encoding;
+        ``Metadata_ObjectID``, when present, is recorded as the sorting column).
+
+    Returns
+    -------
+    dict of str to Any
+        Keyword arguments of :class:`pyarrow.parquet.ParquetWriter`.
+    """
+    names = schema.names
+    strings = [f.name for f in schema if pa.types.is_string(f.type)]
+    sorting = [pq.SortingColumn(names.index("Metadata_ObjectID"))] if "Metadata_ObjectID" in names else []
+    return {
+        "version": "2.6",
+        "compression": "zstd",
+        "compression_level": 3,
+        "use_dictionary": strings,
+        "write_statistics": True,
+        "data_page_version": "1.0",
+        "write_page_index": False,
+        "write_page_checksum": False,
+        "store_schema": True,
+        "sorting_columns": sorting or None,
+    }
 
 
 def write_csv(table: pa.Table, path: str | os.PathLike[str]) -> Path:

@@ -1,44 +1,194 @@
-"""The run's tables: every committed field's rows, concatenated in a fixed order.
+"""The run's tables: every committed field's rows, concatenated in a fixed order, out of core.
 
 ``objects`` and ``images`` are the fields' own tables concatenated in field
 order (plate, well, site, key: never completion order, so a resumed or
 parallel run gives the same bytes); ``wells`` and ``plates`` aggregate the
 objects per ``Metadata_Well`` and per ``Metadata_Plate`` when the input is a
 plate.  Files are written under a temporary name and renamed.
+
+Memory does not grow with the number of fields:
+
+* the fields' schemas are unified from the Parquet footers alone, then each
+  field's table is read, cast to that schema and streamed to the output
+  (Parquet row groups of ``ROW_GROUP_SIZE`` rows, as
+  :func:`~dls_microscopy.features.tables.write_parquet` cuts them, so the
+  bytes are those of writing the whole concatenated table at once);
+* the aggregates are computed one group (well, plate) at a time and, inside a
+  group, a few feature columns at a time: only the group's fields are read,
+  and only the columns of the current block (``_BLOCK_BYTES`` of float64
+  values, at least two columns), so a plate costs one or two of its columns.
+  Each block goes through :func:`~dls_microscopy.features.tables.aggregate_table`,
+  so counts, means and medians are bit for bit those of one call on the whole
+  objects table.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from dls_microscopy.errors import OutputError
+from dls_microscopy.errors import DlsError, FormatError, OutputError
 
 __all__ = ["TABLE_NAMES", "collect_tables"]
 
 #: The run's tables, in the order they are written.
 TABLE_NAMES = ("objects", "images", "wells", "plates")
 
+#: Bytes of float64 feature values that one aggregation block holds (rows × columns × 8).
+_BLOCK_BYTES = 32 * 2**20
+#: Name of the constant grouping column of an aggregation block (``Metadata_``: not a feature).
+_BLOCK_KEY = "Metadata__Block"
+
 log = logging.getLogger(__name__)
 
+Group = tuple[Any, ...]
 
-def _concat(tables: Sequence[pa.Table]) -> pa.Table:
-    first = tables[0]
-    meta = first.schema.metadata
-    same = [t.replace_schema_metadata(meta) for t in tables]
-    return pa.concat_tables(same, promote_options="permissive").replace_schema_metadata(meta)
+
+def _read_table(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=list(columns) if columns is not None else None)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise FormatError(f"cannot read the field table: {exc}", path=path) from exc
+
+
+def _read_schema(path: Path) -> pa.Schema:
+    try:
+        return pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise FormatError(f"cannot read the field table: {exc}", path=path) from exc
+
+
+@dataclass
+class _Parts:
+    """One of the run's tables across the fields: files in field order and their common schema.
+
+    ``schema`` is the fields' schemas unified as ``pa.concat_tables(...,
+    promote_options="permissive")`` unifies them, with the first field's
+    schema metadata; ``missing[i]`` holds the columns of ``schema`` that file
+    ``i`` lacks (absent when none).
+    """
+
+    files: list[Path]
+    schema: pa.Schema
+    missing: dict[int, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def survey(cls, files: list[Path]) -> _Parts:
+        """Unify the schemas from the Parquet footers (no data is read)."""
+        meta: dict[bytes, bytes] | None = None
+        schemas = []
+        for i, f in enumerate(files):
+            s = _read_schema(f)
+            if i == 0:
+                meta = s.metadata
+            schemas.append(_with_metadata(s, meta))
+        schema = _with_metadata(pa.unify_schemas(schemas, promote_options="permissive"), meta)
+        names = frozenset(schema.names)
+        missing = {i: names - set(s.names) for i, s in enumerate(schemas) if len(s.names) < len(names)}
+        return cls(files, schema, missing)
+
+    def read(self, i: int, columns: Sequence[str] | None = None) -> pa.Table:
+        """File ``i`` (only ``columns`` when given) cast to the unified schema (absent columns null)."""
+        target = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
+        absent = self.missing.get(i, frozenset())
+        table = _read_table(
+            self.files[i], None if columns is None else [c for c in columns if c not in absent]
+        )
+        return _conform(table, target)
+
+
+def _with_metadata(schema: pa.Schema, meta: dict[bytes, bytes] | None) -> pa.Schema:
+    return schema.with_metadata(meta) if meta else schema.remove_metadata()
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``'s columns, types and metadata (absent columns as nulls).
+
+    As ``pa.concat_tables(promote_options="permissive")`` promotes each table:
+    a cast per chunk, one null chunk for an absent column.
+    """
+    columns = []
+    for f in schema:
+        i = table.schema.get_field_index(f.name)
+        if i < 0:
+            columns.append(pa.chunked_array([pa.nulls(table.num_rows, f.type)], f.type))
+        else:
+            col = table.column(i)
+            columns.append(col if col.type == f.type else col.cast(f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class _ParquetSink:
+    """Appends tables to one Parquet file in row groups of exactly ``ROW_GROUP_SIZE`` rows.
+
+    Holds back at most one row group plus the last table written, so the file
+    has the row groups (and the bytes) of ``write_parquet`` on the
+    concatenated table.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        from dls_microscopy.features import tables
+
+        self._rows = tables.ROW_GROUP_SIZE
+        self._writer = pq.ParquetWriter(path, schema, **tables.parquet_options(schema))
+        self._pending: list[pa.Table] = []
+        self._n_pending = 0
+        self._wrote = False
+
+    def write(self, table: pa.Table) -> None:
+        self._pending.append(table)
+        self._n_pending += table.num_rows
+        while self._n_pending >= self._rows:
+            buffer = pa.concat_tables(self._pending)
+            self._writer.write_table(buffer.slice(0, self._rows), row_group_size=self._rows)
+            self._wrote = True
+            rest = buffer.slice(self._rows)
+            self._pending, self._n_pending = [rest], rest.num_rows
+
+    def close(self) -> None:
+        if self._n_pending or not self._wrote:  # an all-empty table still gets its one empty row group
+            self._writer.write_table(pa.concat_tables(self._pending), row_group_size=self._rows)
+        self._pending = []
+        self._writer.close()
+
+    def abort(self) -> None:
+        self._pending = []
+        self._writer.close()
+
+
+class _CsvSink:
+    """Appends tables to one CSV file (one header; the options of ``write_csv``)."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self._writer = pacsv.CSVWriter(path, schema)
+
+    def write(self, table: pa.Table) -> None:
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        self._writer.close()
+
+    abort = close
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def _write(table: pa.Table, path: Path, fmt: str) -> Path:
     from dls_microscopy.features.tables import write_csv, write_parquet
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _tmp_name(path)
     try:
         (write_csv if fmt == "csv" else write_parquet)(table, tmp)
         os.replace(tmp, path)
@@ -46,6 +196,144 @@ def _write(table: pa.Table, path: Path, fmt: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write the table: {exc.strerror or exc}", path=path) from exc
     return path
+
+
+def _stream(parts: _Parts, path: Path, fmt: str, visit: Callable[[int, pa.Table], None]) -> Path:
+    """Write the fields' tables one after the other into ``path``; ``visit(i, table)`` sees each."""
+    tmp = _tmp_name(path)
+    opened: list[_ParquetSink | _CsvSink] = []
+    try:
+        sink = (_CsvSink if fmt == "csv" else _ParquetSink)(tmp, parts.schema)
+        opened.append(sink)
+        for i in range(len(parts.files)):
+            table = parts.read(i)
+            visit(i, table)
+            sink.write(table)
+            del table
+        opened.clear()
+        sink.close()
+        os.replace(tmp, path)
+    except BaseException as exc:
+        for sink in opened:
+            try:
+                sink.abort()
+            except Exception:  # the first error is the one to report
+                log.debug("closing %s after an error failed", tmp, exc_info=True)
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, DlsError):
+            raise OutputError(f"cannot write the table: {exc.strerror or exc}", path=path) from exc
+        raise
+    return path
+
+
+@dataclass
+class _Groups:
+    """Which fields hold which groups' objects, from the pass that writes the objects table.
+
+    ``rows[i]`` is the number of rows of field ``i``; ``counts[i]`` maps each
+    group (the values of ``keys``) present in field ``i`` to its rows there.
+    """
+
+    keys: list[str]
+    rows: list[int] = field(default_factory=list)
+    counts: list[dict[Group, int]] = field(default_factory=list)
+
+    def visit(self, i: int, table: pa.Table) -> None:
+        self.rows.append(table.num_rows)
+        if not self.keys or table.num_rows == 0:
+            self.counts.append({})
+            return
+        grouped = (
+            table.select(self.keys).group_by(self.keys, use_threads=False).aggregate([([], "count_all")])
+        )
+        values = zip(*(grouped.column(k).to_pylist() for k in self.keys), strict=True)
+        self.counts.append(dict(zip(values, grouped.column("count_all").to_pylist(), strict=True)))
+
+    def by(self, keys: Sequence[str]) -> dict[Group, list[tuple[int, int]]]:
+        """``{group: [(field, rows of the group there), ...]}`` for a prefix ``keys`` of ``self.keys``."""
+        n = len(keys)
+        if list(keys) != self.keys[:n]:
+            raise ValueError(f"{keys} is not a prefix of {self.keys}")
+        out: dict[Group, dict[int, int]] = {}
+        for i, counts in enumerate(self.counts):
+            for g, rows in counts.items():
+                members = out.setdefault(g[:n], {})
+                members[i] = members.get(i, 0) + rows
+        return {g: sorted(m.items()) for g, m in out.items()}
+
+
+def _column_blocks(features: Sequence[str], rows: int) -> list[list[str]]:
+    """Consecutive feature columns in blocks of about ``_BLOCK_BYTES`` over ``rows`` rows.
+
+    A block has at least two columns whenever there are two features:
+    ``aggregate_table`` sums an ``(n, k)`` array over its rows, which numpy
+    does sequentially column by column when ``k >= 2`` but pairwise when
+    ``k == 1``; with ``k >= 2`` on both sides the sums are bit-identical to
+    one call on all the features.
+    """
+    if not features:
+        return []
+    k = max(2, _BLOCK_BYTES // max(1, 8 * rows))
+    blocks = [list(features[i : i + k]) for i in range(0, len(features), k)]
+    if len(blocks) > 1 and len(blocks[-1]) == 1:
+        last = blocks.pop()
+        blocks[-1] += last
+    return blocks
+
+
+def _group_block(
+    parts: _Parts, groups: _Groups, members: list[tuple[int, int]], group: Group, columns: list[str]
+) -> pa.Table:
+    """The rows of ``group`` (in field order) and only ``columns``, read from its fields."""
+    keys = groups.keys[: len(group)]
+    pieces = []
+    for i, rows in members:
+        if rows == groups.rows[i]:  # the whole field belongs to the group
+            pieces.append(parts.read(i, columns))
+            continue
+        table = parts.read(i, list(dict.fromkeys([*columns, *keys])))
+        mask = None
+        for k, v in zip(keys, group, strict=True):
+            col = table.column(k)
+            this = pc.is_null(col) if v is None else pc.fill_null(pc.equal(col, v), False)
+            mask = this if mask is None else pc.and_(mask, this)
+        pieces.append(table.filter(mask).select(columns))
+    return pa.concat_tables(pieces)
+
+
+def _aggregate(parts: _Parts, groups: _Groups, keys: Sequence[str], compartment: str) -> pa.Table:
+    """``aggregate_table(objects, keys)`` of the whole objects table, one group and column block at a time."""
+    from dls_microscopy.features.tables import aggregate_table
+
+    template = aggregate_table(parts.schema.empty_table(), keys, compartment=compartment)
+    features = [
+        f.name
+        for f in parts.schema
+        if not f.name.startswith("Metadata_")
+        and (pa.types.is_floating(f.type) or pa.types.is_integer(f.type))
+    ]
+    members = groups.by(keys)
+    order = sorted(members)
+    count = f"Count_{compartment}"
+    stats: dict[str, np.ndarray] = {
+        name: np.full(len(order), np.nan) for name in template.column_names[len(keys) :] if name != count
+    }
+    counts = np.zeros(len(order), np.int64)
+    for g, group in enumerate(order):
+        counts[g] = sum(rows for _, rows in members[group])
+        for block in _column_blocks(features, int(counts[g])):
+            table = _group_block(parts, groups, members[group], group, block)
+            table = table.append_column(_BLOCK_KEY, pa.array(np.zeros(table.num_rows, np.int8)))
+            agg = aggregate_table(table, [_BLOCK_KEY], compartment=compartment)
+            for name in agg.column_names[2:]:
+                stats[name][g] = agg.column(name)[0].as_py()
+            del table, agg
+    values: dict[str, Any] = {k: [group[j] for group in order] for j, k in enumerate(keys)}
+    values[count] = counts
+    values.update(stats)
+    arrays = [pa.array(values[f.name], f.type) for f in template.schema]
+    log.debug("aggregated %d groups by %s", len(order), ", ".join(keys))
+    return pa.Table.from_arrays(arrays, schema=template.schema)
 
 
 def collect_tables(
@@ -56,6 +344,10 @@ def collect_tables(
     compartment: str = "Nuclei",
 ) -> dict[str, Path]:
     """Concatenate the fields' tables and write the run's tables into ``outdir``.
+
+    Streams: memory holds one field's table (plus one Parquet row group) while
+    writing ``objects``/``images``, and one block of feature columns of one
+    well or plate while aggregating; it does not grow with the number of fields.
 
     Parameters
     ----------
@@ -72,29 +364,47 @@ def collect_tables(
     -------
     dict of str to Path
         ``objects``, ``images`` and, for plates, ``wells`` and ``plates``.
-    """
-    from dls_microscopy.features.tables import WELL_KEYS, aggregate_table
 
-    pieces: dict[str, list[pa.Table]] = {"objects": [], "images": []}
-    for d in field_dirs:
-        for name in pieces:
-            f = d / f"{name}.parquet"
-            if f.is_file():
-                pieces[name].append(pq.read_table(f))
+    Raises
+    ------
+    FormatError
+        A field's table cannot be read.
+    OutputError
+        A table cannot be written (nothing is left under its name then).
+    """
+    from dls_microscopy.features.tables import WELL_KEYS
+
+    files = {
+        name: [d / f"{name}.parquet" for d in field_dirs if (d / f"{name}.parquet").is_file()]
+        for name in ("objects", "images")
+    }
     written: dict[str, Path] = {}
     ext = "csv" if table_format == "csv" else "parquet"
-    for name, parts in pieces.items():
-        if parts:
-            written[name] = _write(_concat(parts), outdir / f"{name}.{ext}", table_format)
-    if pieces["objects"]:
-        objects = _concat(pieces["objects"])
-        wells = objects.column("Metadata_Well").to_pylist()
-        if any(wells):
-            images = _concat(pieces["images"]) if pieces["images"] else None
-            for name, keys in (("wells", WELL_KEYS), ("plates", WELL_KEYS[:1])):
-                table = aggregate_table(objects, keys, compartment=compartment)
-                table = _with_empty_groups(table, images, keys, compartment)
-                written[name] = _write(table, outdir / f"{name}.{ext}", table_format)
+    objects = _Parts.survey(files["objects"]) if files["objects"] else None
+    images = _Parts.survey(files["images"]) if files["images"] else None
+    groups = _Groups([k for k in WELL_KEYS if objects is not None and k in objects.schema.names])
+    if "Metadata_Well" not in groups.keys:
+        groups.keys = []
+    image_groups: dict[tuple[str, ...], set[Group]] = {}
+    image_keys = [WELL_KEYS, WELL_KEYS[:1]]
+
+    def visit_images(_: int, table: pa.Table) -> None:
+        for keys in image_keys:
+            if all(k in table.column_names for k in keys):
+                rows = zip(*(table.column(k).to_pylist() for k in keys), strict=True)
+                image_groups.setdefault(tuple(keys), set()).update(rows)
+
+    if objects is not None:
+        log.info("objects: %d fields, %d columns", len(objects.files), len(objects.schema))
+        written["objects"] = _stream(objects, outdir / f"objects.{ext}", table_format, groups.visit)
+    if images is not None:
+        written["images"] = _stream(images, outdir / f"images.{ext}", table_format, visit_images)
+    if objects is not None and any(g[-1] for counts in groups.counts for g in counts):
+        for name, keys in (("wells", WELL_KEYS), ("plates", WELL_KEYS[:1])):
+            table = _aggregate(objects, groups, keys, compartment)
+            known = image_groups.get(tuple(keys)) if images is not None else None
+            table = _with_empty_groups(table, known, keys, compartment)
+            written[name] = _write(table, outdir / f"{name}.{ext}", table_format)
     for name in TABLE_NAMES:  # tables of an earlier run that this run did not write are stale
         for stale_ext in ("parquet", "csv"):
             stale = outdir / f"{name}.{stale_ext}"
@@ -106,13 +416,16 @@ def collect_tables(
 
 
 def _with_empty_groups(
-    table: pa.Table, images: pa.Table | None, keys: Sequence[str], compartment: str
+    table: pa.Table, groups: Collection[Group] | None, keys: Sequence[str], compartment: str
 ) -> pa.Table:
-    """Add count-0 rows for wells/plates whose fields have no objects (kept sorted)."""
-    if images is None:
+    """Add count-0 rows for the wells/plates of ``groups`` (from the images table) without objects.
+
+    Rows stay sorted by ``keys``.
+    """
+    if groups is None:
         return table
     have = set(zip(*(table.column(k).to_pylist() for k in keys), strict=True))
-    want = sorted(set(zip(*(images.column(k).to_pylist() for k in keys), strict=True)))
+    want = sorted(set(groups))
     missing = [g for g in want if g not in have]
     if not missing:
         return table
