@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -136,6 +137,42 @@ def test_unwritable_output_is_a_clear_error(small_plate, tmp_path, capsys):
     assert main(["run", str(cfg), "--no-progress"]) == 2
     assert "cannot write the output folder" in capsys.readouterr().err
     assert blocker.read_text().startswith("a file")
+
+
+def test_a_second_run_into_the_same_folder_is_refused(small_plate, tmp_path, capsys):
+    """A run holds ``.run.lock``; another run into the folder is a clear error, and the lock
+    of a run killed with SIGKILL is gone with its process."""
+    import fcntl
+    import signal
+    import subprocess
+    import sys
+
+    cfg = write_config(tmp_path, small_plate)
+    out = Path(load_config(cfg).output.path)
+    out.mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time; from pathlib import Path; "
+            "from dls_microscopy.pipeline.run import _run_lock\n"
+            "with _run_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(60)"
+        ), str(out)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        busy = rf"another run is writing into this folder \(process {holder.pid}\)"
+        with pytest.raises(OutputError, match=busy):
+            run_pipeline(cfg, progress=False)
+        assert main(["run", str(cfg), "--no-progress"]) == 2
+        assert "another run is writing" in capsys.readouterr().err
+        assert not any((out / "fields").glob("*")) and not (out / "objects.parquet").exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    summary = run_pipeline(cfg, progress=False)  # the killed holder's lock went with it
+    assert summary.ok and summary.count("done") == len(KEYS)
+    with open(out / ".run.lock") as fh:  # released at the end of the run
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def test_glob_of_images_and_mesh_step(tmp_path):

@@ -45,6 +45,8 @@ FIELDS_DIR = "fields"
 RESOLVED_CONFIG = "pipeline.resolved.yaml"
 RUN_LOG = "run.log"
 SUMMARY_FILE = "run_summary.json"
+#: Held (flock) while a run writes into the folder; see :func:`_run_lock`.
+LOCK_FILE = ".run.lock"
 
 
 @dataclasses.dataclass
@@ -146,6 +148,45 @@ def _write_text(path: Path, text: str) -> None:
 
 
 @contextlib.contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` for the run: a second run into it is refused.
+
+    Two runs into one folder would compute the same fields twice and race on the
+    run's tables.  ``fcntl.flock`` on ``out/.run.lock``: the kernel drops the lock
+    when the process ends, however it ends, so a killed run leaves nothing stale.
+    Where ``fcntl`` does not exist (Windows) runs are not locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = out / LOCK_FILE
+    try:
+        fh = open(path, "a+", encoding="utf-8")  # held open (and locked) for the whole run
+    except OSError as exc:
+        raise OutputError(f"cannot create the run lock: {exc.strerror or exc}", path=path) from exc
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise OutputError(
+                f"another run is writing into this folder (process {holder}); wait for it to "
+                "finish or choose another output path",
+                path=out,
+            ) from exc
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()  # releases the lock
+
+
+@contextlib.contextmanager
 def _run_log(path: Path) -> Iterator[None]:
     """Append INFO and above of every ``dls_microscopy`` logger to ``path`` while the run lasts."""
     logger = logging.getLogger("dls_microscopy")
@@ -230,7 +271,7 @@ def run_pipeline(
     digest = config_digest(cfg)
     reporter = progress if not isinstance(progress, bool) else (RunProgress() if progress else NoProgress())
     outcomes: dict[str, FieldOutcome] = {}
-    with _run_log(out / RUN_LOG):
+    with _run_lock(out), _run_log(out / RUN_LOG):
         log.info(
             "run: %d fields from %s → %s (steps: %s)",
             len(fields),
