@@ -117,4 +117,14 @@ def test_allocator_helpers_are_safe_to_call_repeatedly():
     first = bound_allocator()
     assert bound_allocator() is first
     assert isinstance(first, bool)
+    assert bound_allocator(2**31) is first and bound_allocator(2**31) is first
     release_memory()
+
+
+def test_mmap_threshold_grows_with_the_budget_within_bounds():
+    from dls_microscopy._allocator import MMAP_THRESHOLD, MMAP_THRESHOLD_MAX, mmap_threshold_for
+
+    assert mmap_threshold_for(None) == MMAP_THRESHOLD == 2**20
+    assert mmap_threshold_for(40 * 2**20) == 2**20  # small budgets: everything big is mmapped
+    assert mmap_threshold_for(2**31) == 8 * 2**20
+    assert mmap_threshold_for(2**40) == MMAP_THRESHOLD_MAX

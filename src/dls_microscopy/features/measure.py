@@ -231,7 +231,7 @@ def measure_objects(
         raise InputError(f"radial_shells must be an integer >= 0, got {radial_shells}")
     radial_shells = int(radial_shells)
     workers = workers or min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
-    bound_allocator()  # freed block temporaries go back to the system, not to per-thread heaps
+    bound_allocator(memory_budget)  # freed block temporaries go back to the system, not to per-thread heaps
     plan = _plan(labels, image, block_shape=block_shape, memory_budget=memory_budget, workers=workers)
     acc = np.int64 if image is None or exact_intensity_dtype(image.dtype) else np.float64
     log.debug("measuring objects: %d blocks of %s, %d channel(s)", plan.n_blocks, plan.block_shape, n_ch)

@@ -142,7 +142,7 @@ def run_field(
     timings: dict[str, float] = {}
     final = Path(fields_dir) / spec.key
 
-    bound_allocator()  # blockwise temporaries are returned to the system, not kept per thread
+    bound_allocator(budget)  # blockwise temporaries are returned to the system, not kept per thread
 
     def step(name: str) -> float:
         release_memory()  # what the previous step freed, before the next one allocates

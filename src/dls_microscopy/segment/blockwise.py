@@ -164,10 +164,10 @@ def segment_blockwise(
     -------
     BlockwiseResult
     """
-    bound_allocator()
+    budget = memory_budget or DEFAULT_MEMORY_BUDGET
+    bound_allocator(budget)
     image = select_image(volume, channel=channel, time_point=time_point)
     spacing = image.spacing
-    budget = memory_budget or DEFAULT_MEMORY_BUDGET
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     dest_store, standalone = _destination(volume, output, label_name, overwrite)
