@@ -60,8 +60,9 @@ def committed_field(folder: Path, digest: str) -> bool:
     """Whether ``folder`` holds a complete field made with the same settings.
 
     Checks the settings digest, that every output listed in the manifest
-    exists with its size, and that the inputs still have the recorded size
-    and number of files (edits that keep both are not detected: use ``force``).
+    exists with its size, and that the inputs still have the recorded size,
+    number of files and latest modification time (no file is read: an edit
+    that also restores the modification time is not detected; ``force`` redoes).
     """
     from dls_microscopy.pipeline.provenance import MANIFEST_NAME
 
@@ -78,21 +79,26 @@ def committed_field(folder: Path, digest: str) -> bool:
         if not f.is_file() or f.stat().st_size != entry.get("size"):
             log.info("%s is incomplete (%s): redoing it", folder.name, entry["path"])
             return False
-    for entry in manifest.get("inputs", {}).values():
-        if _input_size(Path(entry.get("path", ""))) != (entry.get("size"), entry.get("n_files")):
-            log.info("%s: its input %s changed: redoing it", folder.name, entry.get("path"))
+    for name, entry in manifest.get("inputs", {}).items():
+        path = str(entry.get("path", ""))
+        stat = _input_stat(Path(path))
+        mtime = info.get("input_mtime_ns") if name == "image" else None
+        recorded = (entry.get("size"), entry.get("n_files"), mtime if mtime is not None else stat and stat[2])
+        if stat != recorded:
+            log.info("%s: its input %s changed: redoing it", folder.name, path)
             return False
     return True
 
 
-def _input_size(path: Path) -> tuple[int, int] | None:
-    """Bytes and files of an input (a cheap change check: no file is read)."""
+def _input_stat(path: Path) -> tuple[int, int, int] | None:
+    """Bytes, files and latest ``st_mtime_ns`` of an input (a cheap change check: no file is read)."""
     if path.is_file():
-        return path.stat().st_size, 1
+        st = path.stat()
+        return st.st_size, 1, st.st_mtime_ns
     if not path.is_dir():
         return None
-    sizes = [f.stat().st_size for f in path.rglob("*") if f.is_file()]
-    return sum(sizes), len(sizes)
+    stats = [f.stat() for f in path.rglob("*") if f.is_file()]
+    return sum(s.st_size for s in stats), len(stats), max((s.st_mtime_ns for s in stats), default=0)
 
 
 def run_field(
@@ -143,6 +149,7 @@ def run_field(
     final = Path(fields_dir) / spec.key
 
     bound_allocator(budget)  # blockwise temporaries are returned to the system, not kept per thread
+    stamp = _input_stat(Path(spec.source))  # before reading: an edit during the run shows on resume
 
     def step(name: str) -> float:
         release_memory()  # what the previous step freed, before the next one allocates
@@ -224,7 +231,8 @@ def run_field(
             "n_objects": n_objects,
             "config_sha256": config_digest(cfg),
         }
-        (tmp / FIELD_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        record = {**info, "input_mtime_ns": stamp[2] if stamp else None}  # as the field began
+        (tmp / FIELD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         parameters = {"field": info, "config": cfg.model_dump(mode="json", exclude={"compute"})}
         write_manifest(
             tmp,
