@@ -238,8 +238,12 @@ def test_ngff_04_plate_fixture_fields(shared_data, tmp_path):
     assert fields, "the fixture has fields"
     assert {f.well for f in fields} == {"B03"}
     assert [f.site for f in fields] == list(range(len(fields)))
+    # channels the plate does not have: refused before any field
+    with pytest.raises(InputError, match=r"steps\.features\.channels: no channel named 'LaminB1'"):
+        run_pipeline(write_config(tmp_path, plate), progress=False)
     # metadata only (no chunks): every field fails with its reason, the run still completes
-    cfg = write_config(tmp_path, plate)
+    steps = "segment: {params: {diameter_um: 7}}\nfeatures: {}\n"
+    cfg = write_config(tmp_path, plate, steps=steps)
     summary = run_pipeline(cfg, progress=False)
     assert summary.count("failed") == len(fields)
     assert all(f.reason for f in summary.failed)
@@ -255,6 +259,17 @@ def test_bad_inputs_before_any_field(tmp_path, small_plate):
     emb.write_text(emb.read_text().replace("steps:\n", "steps:\n  embeddings:\n    model: m.pt\n"))
     with pytest.raises(ModelNotFoundError, match=r"m\.pt"):
         run_pipeline(emb, progress=False)
+    for steps, key in (
+        ("segment: {channel: DAPl}\n", "steps.segment.channel: no channel named 'DAPl'"),
+        (
+            "segment: {channel: DAPI}\nfeatures: {channels: [DAPI, 7]}\n",
+            r"steps.features.channels: channel 7 out of range \(0..1\)",
+        ),
+    ):
+        cfg = write_config(tmp_path, small_plate, steps=steps)
+        with pytest.raises(InputError, match=key):
+            run_pipeline(cfg, progress=False)
+        assert main(["run", str(cfg), "--no-progress"]) == 2
     assert not (tmp_path / "out").exists()
 
 

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dls_microscopy.errors import DlsError, OutputError
+from dls_microscopy.errors import DlsError, InputError, OutputError
 from dls_microscopy.pipeline.config import PipelineConfig, load_config
 from dls_microscopy.pipeline.field import committed_field, config_digest, run_field
 from dls_microscopy.pipeline.fields import FieldSpec, discover_fields
@@ -112,6 +112,38 @@ def _check_embeddings(cfg: PipelineConfig) -> None:
 
     for path in cfg.steps.embeddings.model:
         read_record(path)  # ModelNotFoundError names the file and how to train one
+
+
+def _check_channels(cfg: PipelineConfig, fields: list[FieldSpec]) -> None:
+    """Fail before any field when a channel the config names is not in the first field.
+
+    Only the first field's metadata is read (a plate's fields share their channels);
+    a field that cannot be opened here is left to fail on its own, with its reason.
+    """
+    if not fields:
+        return
+    from dls_microscopy.io import open_volume
+    from dls_microscopy.pipeline.features import _channel_index
+
+    spec = fields[0]
+    try:
+        image = open_volume(spec.source, series=spec.series, level=cfg.input.level)
+    except DlsError:
+        return
+    if "c" not in image.axes:
+        names = list(image.channel_names)[:1] or ["channel_0"]
+    else:
+        names = list(image.channel_names)
+    wanted: list[tuple[str, Any]] = [("input.channels", c) for c in cfg.input.channels or []]
+    if cfg.steps.segment is not None and cfg.steps.segment.channel is not None:
+        wanted.append(("steps.segment.channel", cfg.steps.segment.channel))
+    if cfg.steps.features is not None:
+        wanted += [("steps.features.channels", c) for c in cfg.steps.features.channels or []]
+    for key, c in wanted:
+        try:
+            _channel_index(c, names, spec.source)
+        except InputError as exc:
+            raise InputError(f"{key}: {exc.reason}", path=exc.path) from None
 
 
 def _prepare_output(out: Path) -> None:
@@ -265,6 +297,7 @@ def run_pipeline(
     cfg = config if isinstance(config, PipelineConfig) else load_config(config)
     _check_embeddings(cfg)
     fields = discover_fields(cfg.input.path, series=cfg.input.series)
+    _check_channels(cfg, fields)
     out = Path(cfg.output.path)
     _prepare_output(out)
     fields_dir = out / FIELDS_DIR
