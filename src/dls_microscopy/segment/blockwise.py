@@ -19,12 +19,15 @@ voxel of the segmenter plus the engine's arrays; ``k`` (blocks at once, at most
 ``workers``) is chosen to compute the fewest halo voxels per thread, and spare
 threads go inside the blocks (``segmenter.threads``).  When the whole volume is one
 block, passes 2-3 reduce to writing its labels (no scratch, no stitching).
+
+This module runs the passes; the planning and each pass live in their own private
+modules: :mod:`._blockwise_plan`, :mod:`._blockwise_segment` (pass 1),
+:mod:`._blockwise_stitch` (pass 2) and :mod:`._blockwise_write` (pass 3).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import os
 import shutil
@@ -39,10 +42,37 @@ import numpy as np
 import zarr
 
 from dls_microscopy._allocator import bound_allocator, release_memory
-from dls_microscopy.blocks import Block, BlockPlan, ProgressCallback, plan_blocks, run_parallel
-from dls_microscopy.errors import InputError, OutputError
+from dls_microscopy.blocks import BlockPlan, ProgressCallback, run_parallel
+from dls_microscopy.errors import InputError
+
+# Planning and the passes live in their own modules.  The orchestrator calls them through
+# this module's names, so patching ``blockwise._stitch`` or ``blockwise._relabelled`` (as
+# ``benchmarks/run_segment.py`` does to time the passes) hits the code that runs; the
+# names also stay importable from here.
+from dls_microscopy.segment._blockwise_plan import (  # noqa: F401 - re-exported
+    ENGINE_BYTES_PER_VOXEL,
+    INTRA_BLOCK_EFFICIENCY,
+    _outer_voxels,
+    _plan,
+    _threads_per_block,
+    block_bytes_per_voxel,
+)
+from dls_microscopy.segment._blockwise_segment import (  # noqa: F401 - re-exported
+    MAX_BAND,
+    _BandStore,
+    _fast_compressor,
+    _segment_block,
+)
+from dls_microscopy.segment._blockwise_stitch import _stitch
+from dls_microscopy.segment._blockwise_write import (
+    _destination,
+    _open_result,
+    _relabelled,
+    _scratch_parent,
+    _write,
+    _write_grid,
+)
 from dls_microscopy.segment.base import BaseSegmenter
-from dls_microscopy.segment.stitch import band_matches, global_relabel_table
 from dls_microscopy.volume import Volume
 
 __all__ = ["BlockwiseResult", "block_bytes_per_voxel", "segment_blockwise", "select_image"]
@@ -50,8 +80,6 @@ __all__ = ["BlockwiseResult", "block_bytes_per_voxel", "segment_blockwise", "sel
 log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
-#: largest band (voxels on each side of a face) used to match objects
-MAX_BAND = 8
 
 
 @dataclasses.dataclass
@@ -280,101 +308,6 @@ def _segment_blocks(
     return BlockwiseResult(path, labels, n_objects, plan, qc, timings)
 
 
-#: Efficiency of the threads inside one block (smoothing, distance transform and
-#: steepest-ascent search are threaded; the rest is not) relative to a thread per block.
-INTRA_BLOCK_EFFICIENCY = 0.5
-
-
-def _plan(
-    shape: tuple[int, ...],
-    halo: tuple[int, ...],
-    budget: int,
-    bytes_per_voxel: float,
-    workers: int,
-    block_shape: Sequence[int] | None,
-) -> tuple[BlockPlan, int]:
-    """The block plan and the number of blocks run at once that should finish first.
-
-    Running ``k`` blocks at once gives each ``budget / k``: fewer, larger blocks
-    compute less halo.  Each ``k`` from ``workers`` down to 1 is planned and scored
-    by voxels computed (outer regions, halos included) over the parallelism it gets:
-    ``min(k, blocks)`` blocks plus the spare threads used inside blocks at
-    :data:`INTRA_BLOCK_EFFICIENCY`.  With an explicit ``block_shape``, ``k = workers``.
-    """
-    grid = (16, 16, 16)
-    if block_shape is not None:
-        plan = plan_blocks(shape, halo=halo, grid=grid, block_shape=block_shape)
-        return plan, max(1, min(workers, plan.n_blocks))
-    best: tuple[float, int, BlockPlan] | None = None
-    error: InputError | None = None
-    for k in range(max(1, workers), 0, -1):
-        try:
-            plan = plan_blocks(
-                shape, halo=halo, grid=grid, memory_budget=budget,
-                bytes_per_voxel=bytes_per_voxel, workers=k,
-            )  # fmt: skip
-        except InputError as exc:  # too small a budget for k blocks at once
-            error = exc
-            continue
-        at_once = min(k, plan.n_blocks)
-        parallel = at_once + (workers - at_once) * INTRA_BLOCK_EFFICIENCY
-        score = _outer_voxels(plan) / parallel
-        if best is None or score < best[0]:
-            best = (score, at_once, plan)
-    if best is None:
-        assert error is not None
-        raise error
-    return best[2], best[1]
-
-
-def _outer_voxels(plan: BlockPlan) -> int:
-    """Voxels read by all blocks, halos included (a product of per-axis sums)."""
-    total = 1
-    for n, b, h, g in zip(plan.shape, plan.block_shape, plan.halo, plan.grid, strict=True):
-        total *= sum(min(n, (i + 1) * b + h) - max(0, i * b - h) for i in range(g))
-    return total
-
-
-class _threads_per_block:
-    """Set ``segmenter.threads`` (when it has the attribute) while blocks run."""
-
-    def __init__(self, segmenter: BaseSegmenter, threads: int) -> None:
-        self.segmenter, self.threads = segmenter, threads
-        self.has = hasattr(segmenter, "threads")
-        self.old = getattr(segmenter, "threads", None)
-
-    def __enter__(self) -> None:
-        if self.has:
-            self.segmenter.threads = self.threads  # type: ignore[attr-defined]
-
-    def __exit__(self, *exc: object) -> None:
-        if self.has:
-            self.segmenter.threads = self.old  # type: ignore[attr-defined]
-
-
-#: Bytes per voxel of a block that the engine holds besides the segmenter's working
-#: memory: the local ids of the core (uint32), the copy zarr compresses from and its
-#: output, and the bands.
-ENGINE_BYTES_PER_VOXEL = 10.0
-
-
-def block_bytes_per_voxel(segmenter: BaseSegmenter, dtype: Any) -> float:
-    """Peak bytes per voxel of one block in flight: pixels, segmenter, engine arrays.
-
-    ``segmenter.bytes_per_voxel`` (default 40) is the segmenter's peak working memory
-    per voxel of its input, its output labels included; the engine adds the pixels
-    it reads (``dtype``'s size) and :data:`ENGINE_BYTES_PER_VOXEL`.
-    """
-    own = float(getattr(segmenter, "bytes_per_voxel", 40.0))
-    return own + np.dtype(dtype).itemsize + ENGINE_BYTES_PER_VOXEL
-
-
-def _open_result(path: Path, dest_store: Path, standalone: bool, label_name: str) -> Volume:
-    from dls_microscopy.io.zarr_read import open_labels, open_zarr
-
-    return open_zarr(path) if standalone else open_labels(dest_store, label_name)
-
-
 def _segment_single_block(
     image: Volume,
     volume: Volume,
@@ -429,314 +362,3 @@ def _segment_single_block(
     labels_vol = _open_result(path, dest_store, standalone, label_name)
     log.info("%d objects (one block)", n_objects)
     return BlockwiseResult(path, labels_vol, n_objects, plan, qc, timings)
-
-
-# -- pass 1 ---------------------------------------------------------------------
-
-
-def _fast_compressor() -> Any:
-    from zarr.codecs import BloscCodec
-
-    return (BloscCodec(cname="lz4", clevel=1),)
-
-
-class _BandStore:
-    """Planes next to each face of each block, in the block's local ids, lz4 on disk.
-
-    The band of side ``-1`` of axis ``a`` holds ``halo`` planes before the core then
-    ``core`` planes of it; side ``+1`` holds ``core`` planes then ``halo`` planes
-    after it.  Stitching reads only these (never the scratch labels).  Shapes and
-    plane counts stay in memory: a few numbers per band.
-    """
-
-    def __init__(self, root: Path, plan: BlockPlan) -> None:
-        import numcodecs
-
-        self.root = root
-        root.mkdir()
-        self.halo_width = tuple(min(h, MAX_BAND) for h in plan.halo)
-        self.core_width = tuple(max(1, w) for w in self.halo_width)
-        self._codec = numcodecs.Blosc(cname="lz4", clevel=1, shuffle=numcodecs.Blosc.BITSHUFFLE)
-        self._meta: dict[tuple[tuple[int, ...], int, int], tuple[tuple[int, ...], int, int]] = {}
-
-    def _path(self, index: Sequence[int], axis: int, side: int) -> Path:
-        return self.root / f"{'_'.join(map(str, index))}-{axis}{'+' if side > 0 else '-'}.lz4"
-
-    def save(
-        self, index: tuple[int, ...], axis: int, side: int, band: np.ndarray, n_halo: int
-    ) -> None:
-        """Store ``band`` (uint32) with ``n_halo`` halo planes (first or last by ``side``)."""
-        band = np.ascontiguousarray(band, dtype=np.uint32)
-        self._path(index, axis, side).write_bytes(self._codec.encode(band))
-        self._meta[(index, axis, side)] = (band.shape, n_halo, band.shape[axis] - n_halo)
-
-    def load(
-        self, index: tuple[int, ...], axis: int, side: int
-    ) -> tuple[np.ndarray, int, int] | None:
-        """The band, its number of halo planes and of core planes; None if not saved."""
-        meta = self._meta.get((index, axis, side))
-        if meta is None:
-            return None
-        shape, n_halo, n_core = meta
-        raw = self._codec.decode(self._path(index, axis, side).read_bytes())
-        return np.frombuffer(raw, dtype=np.uint32).reshape(shape), n_halo, n_core
-
-
-def _segment_block(
-    blk: Block,
-    image: Volume,
-    segmenter: BaseSegmenter,
-    spacing: tuple[float, ...],
-    stats: dict[str, float],
-    local: zarr.Array,
-    bands: _BandStore,
-) -> int:
-    pixels = np.asarray(image.data[blk.outer].compute(scheduler="synchronous"))
-    labels = segmenter.segment(pixels, spacing=spacing, stats=stats)
-    del pixels
-    cio = blk.core_in_outer
-    # local ids 1..m of the objects present in the core, in order of their ids
-    present = np.zeros(int(labels.max()) + 1, dtype=bool)
-    present[labels[cio]] = True
-    present[0] = False
-    ids = np.flatnonzero(present)
-    lut = np.zeros(present.size, dtype=np.uint32)
-    lut[ids] = np.arange(1, ids.size + 1, dtype=np.uint32)
-    del present
-    local[blk.core] = lut[labels[cio]]
-    # planes beside each face, in this block's local ids (other objects -> 0)
-    for axis in range(labels.ndim):
-        wc = min(bands.core_width[axis], cio[axis].stop - cio[axis].start)
-        for side in (-1, 1):
-            if side < 0:
-                n_halo = min(bands.halo_width[axis], cio[axis].start)
-                lo, hi = cio[axis].start - n_halo, cio[axis].start + wc
-            else:
-                n_halo = min(bands.halo_width[axis], labels.shape[axis] - cio[axis].stop)
-                lo, hi = cio[axis].stop - wc, cio[axis].stop + n_halo
-            sel = list(cio)
-            sel[axis] = slice(lo, hi)
-            bands.save(blk.index, axis, side, lut[labels[tuple(sel)]], n_halo)
-    del labels
-    release_memory()
-    return int(ids.size)
-
-
-# -- pass 2 ---------------------------------------------------------------------
-
-
-def _stitch(
-    plan: BlockPlan,
-    local: zarr.Array,
-    bands: _BandStore,
-    offsets: np.ndarray,
-    iou_threshold: float,
-    workers: int,
-) -> tuple[np.ndarray, int, dict[str, Any]]:
-    flat = {idx: i for i, idx in enumerate(blk.index for blk in plan)}
-    faces = []
-    for blk in plan:
-        for axis in range(len(plan.grid)):
-            if blk.index[axis] + 1 < plan.grid[axis]:
-                up = list(blk.index)
-                up[axis] += 1
-                faces.append((blk, plan.block(up), axis))
-
-    def match(face: tuple[Block, Block, int]) -> tuple[np.ndarray, np.ndarray, int, int, int]:
-        lower, upper, axis = face
-        got_lo = bands.load(lower.index, axis, +1)
-        got_up = bands.load(upper.index, axis, -1)
-        assert got_lo is not None and got_up is not None  # every block saves every band
-        band_lo, lo_halo, lo_core = got_lo  # [core planes | halo planes] of the lower block
-        band_up, up_halo, up_core = got_up  # [halo planes | core planes] of the upper block
-        below = min(lo_core, up_halo)  # planes below the face seen by both blocks
-        above = min(lo_halo, up_core)
-        if below == 0 or above == 0:  # no halo: nothing to match, count the cuts
-            n_lo = _count_ids(np.take(band_lo, lo_core - 1, axis=axis))
-            n_hi = _count_ids(np.take(band_up, up_halo, axis=axis))
-            return np.zeros((0, 2), np.int64), np.zeros(0), n_lo, n_hi, axis
-        take_lo = [slice(None)] * band_lo.ndim
-        take_lo[axis] = slice(lo_core - below, lo_core + above)
-        take_up = [slice(None)] * band_up.ndim
-        take_up[axis] = slice(up_halo - below, up_halo + above)
-        m = band_matches(
-            band_lo[tuple(take_lo)],
-            band_up[tuple(take_up)],
-            axis=axis,
-            width_lower=below,
-            iou_threshold=iou_threshold,
-        )
-        edges = np.stack(
-            [
-                m.pairs[:, 0] + offsets[flat[lower.index]],
-                m.pairs[:, 1] + offsets[flat[upper.index]],
-            ],
-            axis=1,
-        )
-        return edges, m.ious, m.touching_lower, m.touching_upper, axis
-
-    results = run_parallel(
-        faces, match, workers=workers, description="stitch faces", release_every=32
-    )
-    edges = [r[0] for r in results]  # type: ignore[index]
-    table, n_objects = global_relabel_table(int(offsets[-1]), edges)
-    merged_per_axis = [0] * len(plan.grid)
-    for r in results:  # type: ignore[union-attr]
-        merged_per_axis[r[4]] += len(r[0])
-    touching = sum(r[2] + r[3] for r in results)  # type: ignore[union-attr]
-    merged = sum(merged_per_axis)
-    ious = np.concatenate([r[1] for r in results] or [np.zeros(0)])  # type: ignore[index]
-    qc = {
-        "faces": len(faces),
-        "merged_pairs": merged,
-        "merged_per_axis": dict(zip("zyx", merged_per_axis, strict=False)),
-        "merged_per_face_max": max((len(r[0]) for r in results), default=0),  # type: ignore[union-attr]
-        "merged_per_face_mean": float(merged / len(faces)) if faces else 0.0,
-        "objects_touching_faces": int(touching),
-        "unmatched_touching": int(max(0, touching - 2 * merged)),
-        "min_merge_iou": float(ious.min()) if ious.size else None,
-        "objects_before_stitching": int(offsets[-1]),
-        "objects": n_objects,
-    }
-    return table, n_objects, qc
-
-
-def _count_ids(plane: np.ndarray) -> int:
-    ids = np.unique(plane)
-    return int(np.count_nonzero(ids))
-
-
-# -- pass 3 ---------------------------------------------------------------------
-
-
-def _label_shards(budget: int) -> int | None:
-    """Shard edge of the written labels: the writer's default (128³ voxels, 8 MiB of
-    uint32).  Unsharded 64³ chunks were tried for budgets under 256 MiB and did not
-    lower the peak of a 24 MiB run measurably, so the layout does not depend on it."""
-    return None
-
-
-def _write_grid(shape: Sequence[int], budget: int) -> tuple[int, ...]:
-    """The output shard (or chunk) shape of the labels: the unit of one write."""
-    from dls_microscopy.io.zarr_write import WriteOptions
-
-    chunks, shards = WriteOptions(shards=_label_shards(budget)).array_layout("zyx", shape)
-    return tuple(shards or chunks)
-
-
-def _relabelled(
-    local: zarr.Array, plan: BlockPlan, offsets: np.ndarray, table: np.ndarray, budget: int
-) -> da.Array:
-    """The final labels, lazily, chunked like the output shards (uint32 or uint64).
-
-    Each chunk reads the local ids of the blocks it overlaps and maps them through
-    that block's slice of ``table`` (a lookup on the uint32 ids: no int64 copy).
-    """
-    chunks = _write_grid(plan.shape, budget)
-    dtype = table.dtype
-
-    def lut(flat: int) -> np.ndarray:
-        out = table[offsets[flat] : offsets[flat + 1] + 1].copy()
-        out[0] = 0
-        return out
-
-    def relabel(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
-        region = block_info[None]["array-location"]  # type: ignore[index]
-        out = np.empty(block.shape, dtype=dtype)
-        ranges = [
-            range(lo // b, -(-hi // b))
-            for (lo, hi), b in zip(region, plan.block_shape, strict=True)
-        ]
-        for index in itertools.product(*ranges):
-            sub = tuple(
-                slice(max(lo, i * b), min(hi, (i + 1) * b))
-                for (lo, hi), i, b in zip(region, index, plan.block_shape, strict=True)
-            )
-            dst = tuple(
-                slice(s.start - lo, s.stop - lo) for s, (lo, _) in zip(sub, region, strict=True)
-            )
-            ids = local[sub]
-            out[dst] = lut(int(np.ravel_multi_index(index, plan.grid)))[ids]
-        return out
-
-    template = da.empty(plan.shape, dtype=np.uint8, chunks=chunks)
-    return template.map_blocks(relabel, dtype=dtype, meta=np.empty((0, 0, 0), dtype))
-
-
-def _destination(
-    volume: Volume, output: Any, label_name: str, overwrite: bool
-) -> tuple[Path, bool]:
-    if output is not None:
-        out = Path(output)
-        if volume.source is not None and out.resolve() == Path(volume.source).resolve():
-            output = None
-        else:
-            if out.exists() and not overwrite:
-                raise OutputError("output already exists (use overwrite / --overwrite)", path=out)
-            return out, True
-    if volume.format != "ome-zarr" or volume.source is None or volume.metadata.get("label"):
-        raise InputError(
-            "labels can only be written inside an OME-Zarr image; give an output path",
-            path=volume.source,
-        )
-    store = Path(volume.source)
-    if not os.access(store, os.W_OK):
-        raise OutputError("the OME-Zarr store is not writable; give an output path", path=store)
-    if label_name in volume.labels and not overwrite:
-        raise OutputError(
-            f"label image {label_name!r} already exists (use overwrite / --overwrite)", path=store
-        )
-    return store, False
-
-
-def _scratch_parent(dest: Path, standalone: bool) -> Path:
-    parent = dest.parent if standalone else dest / "labels"
-    parent.mkdir(parents=True, exist_ok=True)
-    return parent
-
-
-def _write(
-    final: da.Array,
-    image: Volume,
-    volume: Volume,
-    dest: Path,
-    standalone: bool,
-    name: str,
-    overwrite: bool,
-    memory_budget: int,
-    progress: ProgressCallback | None,
-    workers: int,
-) -> Path:
-    from dls_microscopy.io.zarr_write import write_label_image, write_labels
-
-    if standalone:
-        source = str(volume.source) if volume.source is not None else None
-        return write_label_image(
-            final,
-            dest,
-            spacing=image.spacing,
-            source_image=source,
-            overwrite=overwrite,
-            memory_budget=memory_budget,
-            progress=progress,
-            workers=workers,
-            shards=_label_shards(memory_budget),
-        )
-    if "t" in volume.axes:
-        # NGFF labels carry the image's non-channel axes
-        if volume.axis_size("t") > 1:
-            raise InputError(
-                "labels of one time point cannot go into a time series store; give an output path",
-                path=dest,
-            )
-        final = final[None]
-    return write_labels(
-        dest,
-        name,
-        final,
-        overwrite=overwrite,
-        shards=_label_shards(memory_budget),
-        memory_budget=memory_budget,
-        progress=progress,
-        workers=workers,
-    )
