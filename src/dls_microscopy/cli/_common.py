@@ -1,0 +1,107 @@
+"""The ``dls-microscopy`` typer app and what every command shares.
+
+The root callback (``--verbose``, ``--version``), the stdout/stderr consoles, size parsing
+(``--memory-budget``) and rich progress bars. Commands register themselves on :data:`app` from
+their own modules (see :mod:`dls_microscopy.cli`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from dls_microscopy import __version__
+from dls_microscopy.errors import InputError
+
+app = typer.Typer(
+    name="dls-microscopy",
+    help="Out-of-core 3D microscopy analysis: inspect, convert and analyse huge images.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("dls_microscopy")
+
+
+def parse_size(text: str) -> int:
+    """Parse ``"2GB"``, ``"512MiB"``, ``"1e9"`` into bytes (the pipeline config's rules)."""
+    from dls_microscopy.pipeline.config import parse_size as parse_config_size
+
+    try:
+        return parse_config_size(text)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+class RichProgress:
+    """A :data:`~dls_microscopy.io.zarr_write.ProgressCallback` drawing rich bars on stderr."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            disable=not enabled,
+            transient=False,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> RichProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, description: str, done: int, total: int) -> None:
+        if description not in self.tasks:
+            self.tasks[description] = self.progress.add_task(description, total=total)
+        self.progress.update(self.tasks[description], completed=done, total=total)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        out.print(f"dls-microscopy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More log output (-vv for debug).")
+    ] = 0,
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = None,
+) -> None:
+    """DLS Microscopy command line."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    # before worker threads exist: fixed glibc mmap threshold and 2 malloc arenas keep
+    # RSS near the memory budget (DLS_MALLOC_TUNING=0 turns this off)
+    from dls_microscopy._allocator import bound_allocator
+
+    bound_allocator()

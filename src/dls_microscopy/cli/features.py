@@ -1,0 +1,163 @@
+"""Measurement commands: ``mesh``, ``features`` and ``verify`` (outputs against their manifest)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dls_microscopy.cli._common import RichProgress, app, err, out, parse_size
+
+# -- mesh ----------------------------------------------------------------------
+
+
+@app.command(
+    epilog="Example: dls-microscopy mesh img.ome.zarr meshes/ --label-name nuclei --descriptors shape.parquet"
+)
+def mesh(
+    labels: Annotated[
+        str, typer.Argument(help="Label image, or an OME-Zarr image with NGFF labels (see --label-name).")
+    ],
+    outdir: Annotated[Path, typer.Argument(help="New folder for the meshes and manifest.json.")],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", help="glb (one file, a node per object), ply, obj or stl (a file per object)."
+        ),
+    ] = "glb",
+    smooth: Annotated[
+        int,
+        typer.Option(help="Taubin smoothing iterations (0: exact voxel surface; 20 gives areas within ~2%)."),
+    ] = 20,
+    decimate: Annotated[float | None, typer.Option(help="Fraction of faces to keep, in (0, 1].")] = None,
+    descriptors: Annotated[
+        Path | None, typer.Option(help="Also write per-object shape descriptors to this .parquet.")
+    ] = None,
+    label_name: Annotated[str | None, typer.Option(help="NGFF label image inside an OME-Zarr image.")] = None,
+    memory_budget: Annotated[str, typer.Option(help="Memory for reading label blocks, e.g. 1GB.")] = "1GB",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUTDIR.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result summary as JSON.")] = False,
+) -> None:
+    """Mesh every object in µm (watertight, outward normals) and export meshes and shape descriptors."""
+    from dls_microscopy.geometry.command import export_meshes_command
+
+    with RichProgress(enabled=progress and err.is_terminal) as bar:
+        summary = export_meshes_command(
+            labels,
+            outdir,
+            fmt=fmt,
+            smooth=smooth,
+            decimate=decimate,
+            descriptors_path=descriptors,
+            label_name=label_name,
+            progress=bar,
+            overwrite=overwrite,
+            memory_budget=parse_size(memory_budget),
+        )
+    if as_json:
+        out.print_json(json.dumps(summary, default=str))
+    else:
+        out.print(f"{summary.get('n_objects')} meshes → {outdir}", soft_wrap=True)
+
+
+# -- features / verify ---------------------------------------------------------
+
+
+@app.command(epilog="Example: dls-microscopy features image.ome.zarr nuclei ./features --plate P1 --well B03")
+def features(
+    image: Annotated[str, typer.Argument(help="Image (OME-Zarr, OME-TIFF, TIFF, HDF5 file.h5:/dataset).")],
+    labels: Annotated[
+        str, typer.Argument(help="Label image path, or the name of a label image inside IMAGE.")
+    ],
+    outdir: Annotated[
+        Path, typer.Argument(help="Output folder (objects/images/wells .parquet, manifest.json).")
+    ],
+    channel: Annotated[
+        list[str] | None, typer.Option(help="Channel name or index to measure; repeatable (default: all).")
+    ] = None,
+    compartment: Annotated[str, typer.Option(help="Feature-name prefix, e.g. Nuclei or Cells.")] = "Nuclei",
+    plate: Annotated[str | None, typer.Option(help="Metadata_Plate (default: from an HCS plate).")] = None,
+    well: Annotated[str | None, typer.Option(help="Metadata_Well (default: from an HCS plate).")] = None,
+    site: Annotated[
+        int | None, typer.Option(help="Metadata_Site (default: the plate field, else 0).")
+    ] = None,
+    series: Annotated[int, typer.Option(help="Series / plate field of the input.")] = 0,
+    percentile: Annotated[
+        list[float] | None, typer.Option(help="Intensity percentile; repeatable (default 25, 50, 75).")
+    ] = None,
+    radial_shells: Annotated[int, typer.Option(help="Radial shells per object (0: none).")] = 4,
+    csv: Annotated[bool, typer.Option("--csv", help="Also write CSV copies of the tables.")] = False,
+    meshes: Annotated[
+        bool,
+        typer.Option("--meshes", help="Also mesh objects; adds shape descriptors Nuclei_AreaShape_Mesh*."),
+    ] = False,
+    embeddings: Annotated[
+        list[str] | None,
+        typer.Option(help="Embedding model (.pt from 'embed train'); repeatable (image and shape)."),
+    ] = None,
+    device: Annotated[
+        str, typer.Option(help="Device of the embedding models: cpu (reproducible bytes), auto, cuda...")
+    ] = "cpu",
+    memory_budget: Annotated[str, typer.Option(help="Memory for all workers, e.g. 1GB.")] = "1GB",
+    workers: Annotated[int | None, typer.Option(help="Threads (default: usable cores, at most 4).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUTDIR.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result summary as JSON.")] = False,
+) -> None:
+    """Measure every labelled object (morphology, intensity) and write Parquet tables with a manifest."""
+    from dls_microscopy.pipeline.features import run_features
+
+    with RichProgress(enabled=progress and err.is_terminal) as bar:
+        res = run_features(
+            image,
+            labels,
+            outdir,
+            channels=[int(c) if c.isdigit() else c for c in channel] if channel else None,
+            compartment=compartment,
+            plate=plate,
+            well=well,
+            site=site,
+            series=series,
+            percentiles=tuple(percentile) if percentile else (25.0, 50.0, 75.0),
+            radial_shells=radial_shells,
+            csv=csv,
+            meshes=meshes,
+            embeddings=embeddings or None,
+            device=device,
+            memory_budget=parse_size(memory_budget),
+            workers=workers,
+            progress=bar,
+            overwrite=overwrite,
+        )
+    if as_json:
+        out.print_json(json.dumps(res, default=str))
+    else:
+        out.print(f"{res['n_objects']} objects → {res['outdir']} ({', '.join(res['files'])})", soft_wrap=True)
+
+
+@app.command(epilog="Example: dls-microscopy verify ./features --recompute")
+def verify(
+    outdir: Annotated[Path, typer.Argument(help="Output folder with a manifest.json.")],
+    recompute: Annotated[
+        bool, typer.Option(help="Also re-run the recorded command and compare outputs byte for byte.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print mismatches as JSON.")] = False,
+) -> None:
+    """Check an output folder against its manifest (inputs, outputs, parameters); exit 1 on any mismatch."""
+    import dataclasses
+
+    from dls_microscopy.pipeline.provenance import verify_manifest
+
+    found = verify_manifest(outdir, recompute=recompute)
+    if as_json:
+        out.print_json(json.dumps([dataclasses.asdict(m) for m in found], default=str))
+    elif found:
+        for m in found:
+            out.print(str(m), highlight=False, soft_wrap=True)
+    else:
+        out.print(f"{outdir}: everything matches its manifest")
+    if found:
+        raise typer.Exit(1)
