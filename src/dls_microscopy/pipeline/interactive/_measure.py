@@ -1,0 +1,92 @@
+"""The Features widget's measurement: the per-object table, with optional embedding columns."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from dls_microscopy.blocks import ProgressCallback
+from dls_microscopy.errors import InputError
+from dls_microscopy.volume import Volume
+
+__all__ = ["measure_volumes"]
+
+
+def measure_volumes(
+    image: Volume,
+    labels: Volume,
+    *,
+    channels: Sequence[int | str] | None = None,
+    compartment: str = "Nuclei",
+    image_id: str = "",
+    plate: str = "",
+    well: str = "",
+    site: int = 0,
+    memory_budget: int | str = "1GB",
+    workers: int | None = None,
+    embedding_models: Sequence[str | os.PathLike[str]] = (),
+    device: str = "cpu",
+    progress: ProgressCallback | None = None,
+) -> Any:
+    """The per-object table (one row per object) of ``labels`` measured on ``image``.
+
+    Same columns and values as ``objects.parquet`` of ``dls-microscopy features``
+    (with ``--embeddings`` for each of ``embedding_models``: ``Embedding_*`` columns
+    after the features, from models trained with ``dls-microscopy embed train``).
+
+    Parameters
+    ----------
+    image : Volume
+        ``(C, Z, Y, X)`` or ``(Z, Y, X)``; the channels to measure are picked by
+        ``channels`` (names or indices, default all).
+    labels : Volume
+        ``(Z, Y, X)`` integer labels with the image's spatial shape.
+
+    Returns
+    -------
+    pyarrow.Table
+    """
+    from dls_microscopy.features import measure_objects, objects_table
+    from dls_microscopy.pipeline.config import parse_size
+
+    lab = labels.select(c=0) if "c" in labels.axes else labels
+    if image.spatial_shape != lab.spatial_shape:
+        raise InputError(
+            f"image and labels differ in shape: image {image.spatial_shape} vs labels "
+            f"{lab.spatial_shape} (zyx)"
+        )
+    data = image.data if "c" in image.axes else image.data[None]
+    names = list(image.channel_names)
+    if channels is not None:
+        # the same checks and the same fusable selection as `dls-microscopy features`
+        from dls_microscopy.pipeline.features import _channel_index, select_channels
+
+        index = [_channel_index(c, names, image.source) for c in channels]
+        data = select_channels(data, index)
+        names = [names[i] for i in index]
+    m = measure_objects(
+        data,
+        lab.data,
+        spacing=image.spacing,
+        channel_names=names,
+        memory_budget=parse_size(memory_budget),
+        workers=workers,
+        progress=progress,
+    )
+    table = objects_table(m, compartment=compartment, plate=plate, well=well, site=site, image_id=image_id)
+    if embedding_models:
+        from dls_microscopy.features import join_object_columns
+        from dls_microscopy.features.embeddings import apply_embeddings
+
+        emb = apply_embeddings(
+            data,
+            lab.data,
+            [os.fspath(p) for p in embedding_models],
+            spacing=image.spacing,
+            channel_names=names,
+            device=device,
+            progress=progress,
+        )
+        table = join_object_columns(table, emb)
+    return table

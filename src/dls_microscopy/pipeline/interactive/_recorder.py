@@ -1,0 +1,125 @@
+"""Recording the steps run in the GUI as a ``pipeline.yaml`` (:class:`SessionRecorder`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dls_microscopy.errors import InputError
+
+__all__ = ["SessionRecorder"]
+
+
+@dataclasses.dataclass
+class SessionRecorder:
+    """The steps done in the GUI, to save as a ``pipeline.yaml``.
+
+    Each ``record_*`` call replaces the previous record of that step, so the
+    file describes the latest state of the analysis.
+    """
+
+    input_path: str | None = None
+    series: int = 0
+    segment: dict[str, Any] | None = None
+    mesh: dict[str, Any] | None = None
+    features: dict[str, Any] | None = None
+    embeddings: dict[str, Any] | None = None
+    compute: dict[str, Any] = dataclasses.field(default_factory=dict)
+    labels_name: str | None = None
+
+    def set_input(self, path: str | os.PathLike[str] | None, *, series: int = 0) -> None:
+        """The file the analysis runs on (a layer opened from a file)."""
+        self.input_path = os.fspath(path) if path is not None else None
+        self.series = int(series)
+
+    def record_segment(
+        self,
+        *,
+        method: str,
+        params: Mapping[str, Any],
+        channel: str | int | None,
+        device: str = "auto",
+        memory_budget: str | int = "2GB",
+    ) -> None:
+        """Record a segmentation (the parameters as the segmenter's model accepts them)."""
+        values = {k: _plain(v) for k, v in params.items()}
+        model = values.pop("model_path", None)
+        self.segment = {"method": method, "channel": channel, "params": values}
+        if model:
+            self.segment["model"] = str(model)
+        self.compute.update(device=device, memory_budget=memory_budget)
+
+    def record_mesh(
+        self, *, smooth: int, decimate: float | None, descriptors: bool = True, format: str = "glb"
+    ) -> None:
+        """Record meshing options."""
+        self.mesh = {
+            "format": format,
+            "smooth": int(smooth),
+            "decimate": decimate,
+            "descriptors": descriptors,
+        }
+
+    def record_features(self, *, channels: Sequence[str | int] | None, compartment: str) -> None:
+        """Record the feature step."""
+        self.features = {
+            "channels": list(channels) if channels is not None else None,
+            "compartment": compartment,
+        }
+
+    def record_embeddings(self, models: Sequence[str | os.PathLike[str]]) -> None:
+        """Record the embedding models applied with the features (none: no embeddings step)."""
+        self.embeddings = {"model": [os.fspath(m) for m in models]} if models else None
+
+    def record_existing_labels(self, name: str | None) -> None:
+        """Labels came from the input file's NGFF labels (no segment step)."""
+        self.labels_name = name
+
+    def steps(self) -> list[str]:
+        """Names of the recorded steps, in run order."""
+        return [n for n in ("segment", "mesh", "features", "embeddings") if getattr(self, n) is not None]
+
+    def to_config(self, output: str | os.PathLike[str], *, input_path: str | None = None) -> Any:
+        """A validated :class:`~dls_microscopy.pipeline.config.PipelineConfig`.
+
+        Raises
+        ------
+        InputError
+            Nothing was recorded, or the data was not opened from a file.
+        """
+        from dls_microscopy.pipeline.config import PipelineConfig
+
+        path = input_path or self.input_path
+        if not path:
+            raise InputError(
+                "the image was not opened from a file, so a pipeline cannot name it; "
+                "open the image with File > Open (or `dls-microscopy gui PATH`)"
+            )
+        if not self.steps():
+            raise InputError("nothing to save yet: run Segment, Meshes or Features first")
+        data: dict[str, Any] = {
+            "input": {"path": str(path), "series": self.series},
+            "output": {"path": os.fspath(output)},
+            "steps": {n: getattr(self, n) for n in self.steps()},
+        }
+        if self.segment is None and self.labels_name is not None:
+            data["input"]["labels"] = self.labels_name
+        if self.compute:
+            data["compute"] = dict(self.compute)
+        return PipelineConfig.model_validate(data)
+
+
+def _plain(value: Any) -> Any:
+    """YAML-safe value: numpy scalars and tuples become Python numbers and lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -1,0 +1,83 @@
+"""The Segment widget's logic: a segmenter's parameters, and blockwise segmentation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from dls_microscopy.blocks import ProgressCallback
+from dls_microscopy.volume import Volume
+
+__all__ = ["segment_volume", "segmenter_parameters"]
+
+
+def segmenter_parameters(method: str) -> dict[str, dict[str, Any]]:
+    """Parameters of a registered segmenter: name → ``{"default", "annotation", "description"}``.
+
+    Taken from the segmenter's pydantic ``Params`` model, so a GUI can build
+    one input per parameter.
+    """
+    from dls_microscopy.segment.base import segmenters
+
+    params_model = segmenters().get(method).Params
+    out: dict[str, dict[str, Any]] = {}
+    for name, field in params_model.model_fields.items():
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        out[name] = {
+            "default": default,
+            "annotation": field.annotation,
+            "description": field.description or "",
+            "required": field.is_required(),
+        }
+    return out
+
+
+def segment_volume(
+    image: Volume,
+    *,
+    method: str,
+    params: Mapping[str, Any] | None = None,
+    device: str = "auto",
+    memory_budget: int | str = "2GB",
+    output: str | os.PathLike[str],
+    label_name: str = "nuclei",
+    channel: int | str | None = None,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> Any:
+    """Segment ``image`` blockwise and write the labels as a standalone NGFF label image.
+
+    Parameters
+    ----------
+    image : Volume
+        ``(Z, Y, X)`` or multi-channel (then ``channel`` picks one).
+    method, params, device
+        Segmenter name in the registry, its parameters, torch device.
+    memory_budget : int or str
+        Bytes (or ``"2GB"``) for all workers; sets the block size.
+    output : path-like
+        The ``.ome.zarr`` label image to (over)write.
+    progress : callable, optional
+        ``progress(description, done, total)``.
+
+    Returns
+    -------
+    BlockwiseResult
+        ``.labels`` is the lazy label :class:`Volume` with all pyramid levels.
+    """
+    from dls_microscopy.pipeline.config import parse_size
+    from dls_microscopy.segment import get_segmenter, segment_blockwise
+
+    seg = get_segmenter(method, dict(params or {}), device=device)
+    return segment_blockwise(
+        image,
+        seg,
+        channel=channel,
+        memory_budget=parse_size(memory_budget),
+        output=output,
+        label_name=label_name,
+        overwrite=True,
+        workers=workers,
+        progress=progress,
+    )
