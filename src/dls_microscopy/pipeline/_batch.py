@@ -1,0 +1,213 @@
+"""The batch backends: Dask workers in SLURM or PBS jobs, through :mod:`dask_jobqueue`.
+
+Started by :func:`dls_microscopy.pipeline.cluster.compute_context` for
+``--cluster slurm`` / ``--cluster pbs``: builds the jobqueue cluster from
+:class:`~dls_microscopy.pipeline.config.ClusterConfig`, lets Slurm check the
+worker job script (``sbatch --test-only``), submits the jobs and waits for the
+first workers; when none connect in time, the error names the jobs' states
+(``squeue``/``qstat``).  :mod:`distributed` and :mod:`dask_jobqueue` are
+imported only when a cluster starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import subprocess
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from dls_microscopy.errors import ClusterError, InputError
+from dls_microscopy.pipeline.cluster import _THREAD_VARIABLES, ComputeContext, _require_distributed
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from dls_microscopy.pipeline.config import ClusterConfig
+
+# records keep the name of the public module the backend belongs to
+log = logging.getLogger("dls_microscopy.pipeline.cluster")
+
+
+_SUBMIT_COMMAND = {"slurm": "sbatch", "pbs": "qsub"}
+
+
+def _batch_cluster(
+    stack: ExitStack,
+    kind: Literal["slurm", "pbs"],
+    ccfg: ClusterConfig,
+    n: int | None,
+    budget: int,
+    timeout: float,
+    min_workers: int | None,
+    log_directory: str | os.PathLike[str] | None,
+    retries: int,
+) -> ComputeContext:
+    _require_distributed()
+    try:
+        from dask_jobqueue import PBSCluster, SLURMCluster
+    except ImportError as exc:
+        raise ClusterError(f"--cluster {kind} needs dask-jobqueue: install dls-microscopy[cluster]") from exc
+    from distributed import Client
+
+    from dls_microscopy.pipeline.config import parse_size
+
+    submit = _SUBMIT_COMMAND[kind]
+    if shutil.which(submit) is None:
+        raise ClusterError(f"--cluster {kind}: the batch command {submit!r} is not on PATH on this machine")
+    processes = ccfg.processes
+    if ccfg.cores < processes:
+        raise InputError(
+            f"compute.cluster.cores ({ccfg.cores}) must be at least compute.cluster.processes ({processes})"
+        )
+    jobs = ccfg.jobs if n is None else math.ceil(n / processes)
+    job_memory = parse_size(ccfg.memory)
+    threads = ccfg.cores // processes
+    per_worker = job_memory // processes
+    if budget < per_worker:
+        per_worker = budget  # the run's budget caps what one field may use
+    logs = None
+    if log_directory is not None:
+        logs = Path(log_directory)
+        logs.mkdir(parents=True, exist_ok=True)
+    common: dict[str, Any] = {
+        "cores": ccfg.cores,
+        "processes": processes,
+        "memory": f"{job_memory}B",
+        "walltime": ccfg.walltime,
+        "queue": ccfg.queue,
+        "account": ccfg.account,
+        "job_extra_directives": list(ccfg.job_extra_directives),
+        "interface": ccfg.interface,
+        "local_directory": ccfg.local_directory,
+        "python": ccfg.python,
+        "job_name": "dls-microscopy",
+        "log_directory": os.fspath(logs) if logs is not None else None,
+        # inside a field, dask and torch use the worker's share of the job's cores
+        "job_script_prologue": [
+            *(f"export {v}={threads}" for v in _THREAD_VARIABLES),
+            f"export DASK_NUM_WORKERS={threads}",
+        ],
+        "scheduler_options": {"dashboard_address": ":0"},
+    }
+    cls = SLURMCluster if kind == "slurm" else PBSCluster
+    try:
+        jq = cls(**common)
+    except Exception as exc:
+        raise ClusterError(f"could not set up the {kind} cluster from compute.cluster: {exc}") from exc
+    stack.callback(jq.close)
+    script = jq.job_script()
+    log.debug("%s job script:\n%s", kind, script)
+    _check_job_script(kind, script)
+    client = Client(jq, set_as_default=False)
+    stack.callback(client.close)
+    jq.scale(jobs=jobs)
+    n_total = jobs * processes
+    wait_for = min(n_total, min_workers if min_workers is not None else 1)
+    _wait_for_workers(client, wait_for, timeout, kind=kind, cluster=jq, log_directory=logs)
+    return ComputeContext(
+        kind=kind,
+        client=client,
+        dashboard_link=jq.dashboard_link or None,
+        n_workers=n_total,
+        memory_per_worker=per_worker,
+        threads_per_worker=threads,
+        retries=retries,
+        cluster=jq,
+        lost_workers_timeout=timeout,
+    )
+
+
+def _wait_for_workers(
+    client: Client, n: int, timeout: float, *, kind: str, cluster: Any, log_directory: Path | None
+) -> None:
+    """Wait until ``n`` workers are connected; fail early when job submission failed."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        have = len(client.nthreads())
+        if have >= n:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    msg = f"only {have} of {n} Dask worker(s) connected within {timeout:g} s"
+    if kind != "local":
+        ids = _job_ids(cluster)
+        states = _job_states(kind, ids)
+        if states:
+            msg += "; jobs: " + ", ".join(f"{job} {state}" for job, state in states.items())
+        elif not ids:
+            msg += f"; no job was submitted ({_SUBMIT_COMMAND[kind]} failed? see the log above)"
+        if log_directory is not None:
+            msg += f"; job logs in {log_directory}"
+        msg += " (jobs still queued? check the queue, cores, memory and walltime in compute.cluster)"
+    raise ClusterError(msg)
+
+
+def _job_ids(cluster: Any) -> list[str]:
+    return [
+        str(job.job_id) for job in getattr(cluster, "workers", {}).values() if getattr(job, "job_id", None)
+    ]
+
+
+def _check_job_script(kind: str, script: str) -> None:
+    """Let Slurm validate a worker job script (``sbatch --test-only``): bad partition, account, memory."""
+    if kind != "slurm":
+        return  # qsub has no dry run
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="dls-jobscript-") as tmp:
+        path = Path(tmp) / "worker.sh"
+        path.write_text(script)
+        try:
+            proc = subprocess.run(
+                ["sbatch", "--test-only", os.fspath(path)], capture_output=True, text=True, timeout=60
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ClusterError(f"slurm: cannot run sbatch: {exc}") from exc
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        raise ClusterError(
+            "slurm refuses the worker job (check queue, account, cores, memory, walltime and "
+            "job_extra_directives in compute.cluster): " + "; ".join(lines)
+        )
+
+
+def _job_states(kind: str, job_ids: list[str]) -> dict[str, str]:
+    """``{job id: "PENDING (Resources)"}`` from squeue/qstat; empty when the query fails."""
+    if not job_ids:
+        return {}
+    if kind == "slurm":
+        cmd = ["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%r"]
+    else:
+        cmd = ["qstat", "-f", "-F", "json", *job_ids]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    states: dict[str, str] = {}
+    if kind == "slurm":
+        for line in out.splitlines():
+            job, state, reason = [*line.split("|"), "", ""][:3]
+            states[job.strip()] = f"{state} ({reason})" if reason and reason != "None" else state
+    else:
+        import json
+
+        try:
+            data = json.loads(out).get("Jobs", {})
+        except (ValueError, AttributeError):
+            return {}
+        short = {job.split(".")[0]: job for job in job_ids}  # qstat answers 4242.server for 4242
+        for job, info in data.items():
+            state = str(info.get("job_state", "?"))
+            if info.get("comment"):
+                state += f" ({info['comment']})"
+            states[short.get(job.split(".")[0], job)] = state
+    for job in job_ids:
+        states.setdefault(job, "finished or unknown to the batch system")
+    return states

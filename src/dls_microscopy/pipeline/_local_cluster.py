@@ -1,0 +1,82 @@
+"""The ``local`` backend with worker processes: a :class:`distributed.LocalCluster` on this machine.
+
+Started by :func:`dls_microscopy.pipeline.cluster.compute_context` when a run asks
+for ``workers``; :mod:`distributed` is imported only when the cluster starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any
+
+from dls_microscopy.errors import ClusterError
+from dls_microscopy.pipeline._batch import _wait_for_workers
+from dls_microscopy.pipeline.cluster import (
+    _SMALL_WORKER_MEMORY,
+    _THREAD_VARIABLES,
+    ComputeContext,
+    _format_bytes,
+    _require_distributed,
+    usable_cpus,
+)
+
+if TYPE_CHECKING:
+    from dls_microscopy.pipeline.config import ClusterConfig
+
+# records keep the name of the public module the backend belongs to
+log = logging.getLogger("dls_microscopy.pipeline.cluster")
+
+
+def _local_cluster(
+    stack: ExitStack, n: int, budget: int, ccfg: ClusterConfig, timeout: float, retries: int
+) -> ComputeContext:
+    _require_distributed()
+    from distributed import Client, LocalCluster
+
+    threads = max(1, usable_cpus() // n)
+    per_worker = max(1, budget // n)
+    if per_worker < _SMALL_WORKER_MEMORY:
+        log.warning(
+            "each of the %d local workers gets %s of the %s memory budget; fields may be killed "
+            "for memory (raise compute.memory_budget or use fewer workers)",
+            n,
+            _format_bytes(per_worker),
+            _format_bytes(budget),
+        )
+    kwargs: dict[str, Any] = {}
+    if ccfg.local_directory:
+        kwargs["local_directory"] = ccfg.local_directory
+    try:
+        lc = LocalCluster(
+            n_workers=n,
+            threads_per_worker=threads,
+            processes=True,
+            memory_limit=per_worker,
+            dashboard_address=":0",
+            host="127.0.0.1",
+            # inside a field, dask and torch use the worker's share of the cores
+            config={"num_workers": threads},
+            env={v: str(threads) for v in _THREAD_VARIABLES},
+            **kwargs,
+        )
+    except Exception as exc:
+        raise ClusterError(
+            f"could not start a local Dask cluster of {n} workers: {exc} (workers are new processes: "
+            "a script that starts them must guard its top level with `if __name__ == '__main__':`)"
+        ) from exc
+    stack.callback(lc.close)
+    client = Client(lc, set_as_default=False)
+    stack.callback(client.close)
+    _wait_for_workers(client, n, timeout, kind="local", cluster=lc, log_directory=None)
+    return ComputeContext(
+        kind="local",
+        client=client,
+        dashboard_link=lc.dashboard_link or None,
+        n_workers=n,
+        memory_per_worker=per_worker,
+        threads_per_worker=threads,
+        retries=retries,
+        cluster=lc,
+        lost_workers_timeout=timeout,
+    )
