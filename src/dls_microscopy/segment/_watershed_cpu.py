@@ -3,7 +3,7 @@
 Steps 1-4 of the algorithm (see :mod:`dls_microscopy.segment.watershed`) up to the
 basin graph, with numpy, ``scipy.ndimage`` and ``edt``: Gaussian smoothing, the
 threshold, the flooding image and steepest-ascent drainage.  The graph is merged
-into labels by the shared code in :mod:`dls_microscopy.segment.watershed`.  scipy
+into labels by the shared code in :mod:`dls_microscopy.segment._watershed_shared`.  scipy
 and ``edt`` are imported when used.
 """
 
@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from dls_microscopy.segment.watershed import (
+from dls_microscopy.segment._watershed_shared import (
     _DIRECTIONS,
     _INTENSITY_WEIGHT,
     _TRUNCATE,

@@ -3,7 +3,7 @@
 :mod:`._watershed_cpu` with torch on any device (used on CUDA/MPS): a separable
 ``conv3d`` Gaussian with scipy's kernel, an exact windowed distance transform and
 tensor drainage with pointer jumping; the basin graph is copied to the host and
-merged by the shared code in :mod:`dls_microscopy.segment.watershed`.  torch is
+merged by the shared code in :mod:`dls_microscopy.segment._watershed_shared`.  torch is
 imported inside each function, so this module imports without it.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dls_microscopy.segment.watershed import (
+from dls_microscopy.segment._watershed_shared import (
     _DIRECTIONS,
     _INTENSITY_WEIGHT,
     _TRUNCATE,

@@ -32,11 +32,12 @@ on the host by shared code.  Float rounding differs between them, so voxels exac
 at a tie may differ: the tests require F1 at IoU 0.5 ≥ 0.95 between the two paths
 and object counts within 3 % (measured on 11 volumes: identical counts, F1 ≥ 0.99).
 
-This module holds the parameters and their defaults, the global statistics and what
-both backends share: their input (``_FloodConfig``), their output (the basin graph,
-``_Basins``) and the host code that merges it into labels.  The backends,
-:mod:`._watershed_cpu` and :mod:`._watershed_torch`, import those from here, so this
-module loads a backend only when it is used (and never imports torch itself).
+This module holds the parameters and their defaults and the segmenter.  The global
+statistics are in :mod:`._watershed_stats`; what both backends share (their input,
+``_FloodConfig``, their output, the basin graph ``_Basins``, and the host code that
+merges it into labels) is in :mod:`._watershed_shared`.  This module loads a backend,
+:mod:`._watershed_cpu` or :mod:`._watershed_torch`, only when it is used (and never
+imports torch itself).
 """
 
 from __future__ import annotations
@@ -53,25 +54,25 @@ import numpy as np
 from pydantic import Field
 
 from dls_microscopy.errors import InputError
+from dls_microscopy.segment._watershed_shared import (  # F401: re-exported, they lived here
+    _DIRECTIONS,  # noqa: F401
+    _INTENSITY_WEIGHT,  # noqa: F401
+    _TRUNCATE,
+    _Basins,  # noqa: F401
+    _FloodConfig,
+    _labels_from_objects,
+    _merge_basins,
+    _unique_edges,  # noqa: F401
+)
+from dls_microscopy.segment._watershed_stats import _HISTOGRAM_VOXELS, _SAMPLE_VOXELS, _otsu, _smoothed_sample
 from dls_microscopy.segment.base import BaseSegmenter, EmptyResultWarning, SegmenterParams
 
 __all__ = ["WatershedParams", "WatershedSegmenter"]
 
 log = logging.getLogger(__name__)
 
-#: Gaussian support in standard deviations (both backends; also sets the halo).
-_TRUNCATE = 3.0
 #: Distances are clamped at this many diameters (the torch distance is exact below it).
 _DISTANCE_CAP = 1.0
-#: Voxels read by ``global_stats`` (the whole volume when it is smaller).
-_SAMPLE_VOXELS = 1 << 21
-#: Smoothed voxels (a regular subsample of the sample) that enter the histogram.
-_HISTOGRAM_VOXELS = 1 << 18
-#: Weight of the intensity term in ``seed_method="combined"``.
-_INTENSITY_WEIGHT = 0.5
-#: Neighbours (axis, step), + directions first: among equal slopes the first wins, so
-#: an equal-valued neighbour is uphill only when it comes later in C order.
-_DIRECTIONS = ((0, 1), (1, 1), (2, 1), (0, -1), (1, -1), (2, -1))
 #: Within one ``segment(image)`` call without stats, the smoothed image computed for
 #: the statistics is reused by the CPU path (per thread; cleared when the call ends).
 _REUSE = threading.local()
@@ -284,246 +285,3 @@ class WatershedSegmenter(BaseSegmenter):
         if labels.max() == 0:
             warnings.warn("no object above min_size_um3", EmptyResultWarning, stacklevel=4)
         return labels
-
-
-# -- shared by both backends: their input, their output, the merge ---------------------
-class _FloodConfig:
-    """What a backend needs to compute the flooding image and its basins."""
-
-    __slots__ = ("cap_um", "inv_radius", "inv_range", "method", "sigma_vox", "spacing", "threshold")
-
-    def __init__(self, **values: Any) -> None:
-        for key, value in values.items():
-            setattr(self, key, value)
-
-
-class _Basins:
-    """Drainage basins of the flooding image ``f`` over the foreground.
-
-    ``mask`` (Z, Y, X) bool: the foreground, whose M voxels, in C order, the per-voxel
-    arrays follow; ``basin`` (M,): basin of each, basins numbered in the C order of their maxima; ``value``
-    (M,): smoothed intensity; ``peak``/``peak_pos`` (B,): ``f`` at each basin's
-    maximum and its flat index; ``edge_a``, ``edge_b``, ``saddle`` (E,): neighbouring
-    basins and the highest ``min(f)`` over their touching voxel pairs, by decreasing
-    saddle, ties by pair.
-    """
-
-    def __init__(
-        self,
-        mask: np.ndarray,
-        basin: np.ndarray,
-        value: np.ndarray,
-        peak: np.ndarray,
-        peak_pos: np.ndarray,
-        pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
-    ) -> None:
-        self.mask, self.basin, self.value = mask, basin, value
-        self.peak, self.peak_pos = peak, peak_pos
-        self.edge_a, self.edge_b, self.saddle = _unique_edges(*pairs, n_basins=len(peak))
-
-
-def _unique_edges(
-    a: np.ndarray, b: np.ndarray, saddle: np.ndarray, *, n_basins: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One edge per basin pair with its highest saddle, by decreasing saddle then pair.
-
-    Sparse: memory and time follow the number of touching voxel pairs ``E``, never
-    ``n_basins**2``.  With fewer than ``2**16`` basins each pair and its saddle are
-    packed into one uint64 (pair in the high 32 bits, the saddle's bits mapped to an
-    order-preserving uint32 in the low ones), so one in-place sort leaves every pair's
-    highest saddle last in its run; otherwise the pairs are argsorted.
-    """
-    if len(a) == 0:
-        empty = np.zeros(0, np.int64)
-        return empty, empty, np.zeros(0, np.float32)
-    saddle = np.ascontiguousarray(saddle, dtype=np.float32)
-    if n_basins < 1 << 16:
-        lo = np.minimum(a, b).astype(np.uint64)
-        lo *= np.uint64(n_basins)
-        lo += np.maximum(a, b).astype(np.uint64)
-        packed = lo
-        packed <<= np.uint64(32)
-        packed |= _orderable(saddle).astype(np.uint64)
-        packed.sort()
-        key = packed >> np.uint64(32)
-        last = np.flatnonzero(np.append(key[1:] != key[:-1], True))
-        high = _from_orderable((packed[last] & np.uint64(0xFFFFFFFF)).astype(np.uint32))
-        key = key[last].astype(np.int64)
-    else:
-        key = np.minimum(a, b).astype(np.int64) * n_basins + np.maximum(a, b)
-        order = np.argsort(key, kind="stable")
-        key = key[order]
-        starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
-        high = np.maximum.reduceat(saddle[order], starts)
-        key = key[starts]
-    final = np.lexsort((key, -high))
-    return key[final] // n_basins, key[final] % n_basins, high[final]
-
-
-def _orderable(values: np.ndarray) -> np.ndarray:
-    """float32 → uint32 with the same order (IEEE bits, sign-magnitude made monotone)."""
-    bits = values.view(np.uint32)
-    return np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(1 << 31)).astype(np.uint32)
-
-
-def _from_orderable(keys: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`_orderable`."""
-    bits = np.where(keys >> np.uint32(31), keys & np.uint32(0x7FFFFFFF), ~keys).astype(np.uint32)
-    return bits.view(np.float32)
-
-
-def _merge_basins(
-    basins: _Basins,
-    *,
-    shape: tuple[int, ...],
-    spacing: Sequence[float],
-    prominence: float,
-    separation_um: float,
-) -> np.ndarray:
-    """The representative basin of every basin after the seeded merges, (B,) int64.
-
-    Edges are taken by decreasing saddle (Kruskal).  When two components meet, the
-    one with the lower maximum (ties: earlier voxel in C order) stays apart only if
-    its maximum rises ``prominence`` above the saddle and lies ``separation_um`` or
-    more from the other's maximum; otherwise it joins the other.
-    """
-    n = len(basins.peak)
-    parent = list(range(n))
-    top = list(range(n))  # the basin holding each component's highest maximum
-    peak = basins.peak.tolist()
-    ppos = basins.peak_pos.tolist()
-    xyz = (
-        np.stack(np.unravel_index(basins.peak_pos, shape), axis=1) * np.asarray(spacing, dtype=np.float64)
-    ).tolist()
-    sep2 = float(separation_um) ** 2
-    prom = float(prominence)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b, s in zip(basins.edge_a.tolist(), basins.edge_b.tolist(), basins.saddle.tolist(), strict=True):
-        ra, rb = find(a), find(b)
-        if ra == rb:
-            continue
-        ta, tb = top[ra], top[rb]
-        if (peak[tb], ppos[tb]) > (peak[ta], ppos[ta]):
-            ra, rb, ta, tb = rb, ra, tb, ta
-        pa, pb = xyz[ta], xyz[tb]
-        d2 = (pa[0] - pb[0]) ** 2 + (pa[1] - pb[1]) ** 2 + (pa[2] - pb[2]) ** 2
-        if peak[tb] - s < prom or d2 < sep2:
-            parent[rb] = ra
-    return np.fromiter((find(i) for i in range(n)), dtype=np.int64, count=n)
-
-
-def _labels_from_objects(
-    basins: _Basins,
-    objects: np.ndarray,
-    *,
-    shape: tuple[int, ...],
-    surface: tuple[float, float] | None,
-    min_voxels: float,
-) -> np.ndarray:
-    """``(Z, Y, X)`` uint32 labels 1..N, numbered by first voxel in C order.
-
-    With ``surface = (level, background)``, an object keeps the voxels brighter than
-    ``background + level × (top - background)``, ``top`` being the mean of its
-    voxels brighter than its mean.  Objects under ``min_voxels`` are dropped.
-    """
-    import fastremap
-
-    n = len(objects)
-    obj = objects.astype(basins.basin.dtype)[basins.basin]
-    values = obj + 1
-    if surface is not None:
-        level, background = surface
-        v = basins.value
-        count = np.maximum(np.bincount(obj, minlength=n), 1)
-        bright = v > (np.bincount(obj, weights=v, minlength=n) / count)[obj]
-        ob = obj[bright]
-        top = np.bincount(ob, weights=v[bright], minlength=n)
-        top /= np.maximum(np.bincount(ob, minlength=n), 1)
-        values[v <= (background + level * (top - background))[obj]] = 0
-    small = np.bincount(values, minlength=n + 1) < min_voxels
-    small[0] = False
-    values[small[values]] = 0
-    # voxels are in C order, so first appearance here is first appearance in C order.
-    values, _ = fastremap.renumber(values, preserve_zero=True, in_place=True)
-    out = np.zeros(shape, dtype=np.uint32)
-    out[basins.mask] = values
-    return out
-
-
-# -- global statistics -----------------------------------------------------------------
-def _otsu(values: np.ndarray, bins: int = 1024) -> tuple[float, float, float]:
-    """Otsu's threshold and its two class means (range: 0.01-99.99th percentiles)."""
-    lo, hi = (float(v) for v in np.percentile(values, [0.01, 99.99]))
-    if not hi > lo:
-        return lo, lo, lo
-    hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    centres = (edges[:-1] + edges[1:]) / 2
-    hist = hist.astype(np.float64)
-    w0 = np.cumsum(hist)[:-1]
-    m0 = np.cumsum(hist * centres)[:-1]
-    total, mass = hist.sum(), float(np.dot(hist, centres))
-    w1 = total - w0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = np.nan_to_num(w0 * w1 * (m0 / w0 - (mass - m0) / w1) ** 2, nan=-1.0)
-    i = int(np.argmax(between))
-    return float(centres[i]), float(m0[i] / w0[i]), float((mass - m0[i]) / w1[i])
-
-
-#: R3 low-discrepancy sequence (Roberts 2018): inverse powers of the plastic number.
-_PLASTIC = 1.2207440846057596
-_R3 = np.array([1 / _PLASTIC, 1 / _PLASTIC**2, 1 / _PLASTIC**3])
-
-
-def _smoothed_sample(image: Any, sigma_vox: Sequence[float], budget: int) -> np.ndarray:
-    """Smoothed voxels of the whole volume or of sub-blocks spread over it, 1D float32.
-
-    Of the ``n`` voxels smoothed (at most ``budget``), every ``n // 2**18``-th (in
-    the order of the sub-blocks) is kept for the histogram; sub-blocks are read and
-    smoothed one at a time, so memory stays at the kept voxels plus one sub-block.
-    """
-    from dls_microscopy.segment._watershed_cpu import _smooth_cpu
-
-    shape = tuple(int(s) for s in image.shape)
-    if math.prod(shape) <= budget:
-        whole = image.compute(scheduler="synchronous") if hasattr(image, "compute") else image
-        sample = _smooth_cpu(np.asarray(whole), sigma_vox).ravel()
-        return sample[:: max(1, sample.size // _HISTOGRAM_VOXELS)]
-    margin = [int(_TRUNCATE * float(s) + 0.5) if s > 1e-15 else 0 for s in sigma_vox]
-    core = [min(n, max(16, 4 * m)) for n, m in zip(shape, margin, strict=True)]
-    tiles = np.array([max(1, n // c) for n, c in zip(shape, core, strict=True)])
-    per_block = math.prod(c + 2 * m for c, m in zip(core, margin, strict=True))
-    n_blocks = max(1, min(int(np.prod(tiles)), budget // per_block))
-    u = np.mod(0.5 + np.arange(n_blocks)[:, None] * _R3, 1.0)
-    picks = np.unique(np.minimum((u * tiles).astype(np.int64), tiles - 1), axis=0)
-    reads, cores = [], []
-    for tile in picks:
-        start = [int(i) * c for i, c in zip(tile, core, strict=True)]
-        stop = [min(n, s + c) for n, s, c in zip(shape, start, core, strict=True)]
-        lo = [max(0, s - m) for s, m in zip(start, margin, strict=True)]
-        hi = [min(n, e + m) for n, e, m in zip(shape, stop, margin, strict=True)]
-        reads.append(tuple(slice(a, b) for a, b in zip(lo, hi, strict=True)))
-        cores.append(tuple(slice(s - a, e - a) for s, e, a in zip(start, stop, lo, strict=True)))
-
-    sizes = [math.prod(sl.stop - sl.start for sl in c) for c in cores]
-    step = max(1, sum(sizes) // _HISTOGRAM_VOXELS)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-
-    def smoothed_core(i: int) -> np.ndarray:
-        # one region at a time, read on its own: a single dask compute of all the
-        # regions materialised whole dask chunks (measured 80-110 MiB for a 4 MiB sample)
-        block = image[reads[i]]
-        if hasattr(block, "compute"):
-            block = block.compute(scheduler="synchronous")
-        core = _smooth_cpu(np.asarray(block), sigma_vox)[cores[i]].ravel()
-        return core[(-int(starts[i])) % step :: step].copy()
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return np.concatenate(list(pool.map(smoothed_core, range(len(reads)))))
