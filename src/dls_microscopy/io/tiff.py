@@ -6,6 +6,11 @@ at a time, through tifffile's zarr store wrapped in a
 :class:`~dls_microscopy.io.lazy.ChunkSource`.  Every resolution level of the
 selected series becomes one dask array; axes are renamed to ``"tczyx"``
 letters and transposed (lazily) into that order.
+
+The parts live in private modules: ``_tiff_open`` (header check, structure
+parse, truncation check), ``_tiff_metadata`` (OME-XML and ImageJ calibration)
+and ``_tiff_axes`` (axis letters and reordering).  The per-process file cache,
+chunking and the :class:`~dls_microscopy.volume.Volume` assembly stay here.
 """
 
 from __future__ import annotations
@@ -13,12 +18,8 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import re
 import threading
-import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,126 +35,21 @@ from dls_microscopy.errors import (
     InputError,
     InputNotFoundError,
     MetadataError,
-    UnsupportedFormatError,
 )
+from dls_microscopy.io._tiff_axes import _map_axes, _to_our_axes
+from dls_microscopy.io._tiff_metadata import _imagej_metadata, _ome_metadata, _uncalibrated
+from dls_microscopy.io._tiff_open import _check_extent, _open_tifffile
 from dls_microscopy.io.lazy import ChunkSource, SourceLevel
-from dls_microscopy.io.units import to_micrometres
 from dls_microscopy.volume import AXES_ORDER, SPATIAL_AXES, Volume, check_dtype
 
 __all__ = ["open_tiff"]
 
 log = logging.getLogger(__name__)
 
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-#: tifffile axis letters with an equivalent in "tczyx" (RGB samples become channels).
-_AXIS_MAP = {"T": "t", "C": "c", "S": "c", "Z": "z", "Y": "y", "X": "x"}
 #: Dask chunks aim at this size; planes above _MAX_CHUNK_BYTES are read by tiles/strips.
 _TARGET_CHUNK_BYTES = 32 * 2**20
 _MAX_CHUNK_BYTES = 64 * 2**20
-#: tifffile log messages that mean the file structure is truncated or corrupt.
-_CORRUPT = re.compile(
-    r"invalid page offset|invalid offset to page|corrupted tag list|circular reference"
-    r"|missing data offset|missing (data )?ByteCounts|incorrect Strip(ByteCounts|Offsets)"
-)
-#: "invalid value offset N": a tag value beyond the end of the file (N < 8: writer bug).
-_VALUE_OFFSET = re.compile(r"invalid value offset (\d+)")
-_SECONDS = {
-    "s": 1.0,
-    "sec": 1.0,
-    "ms": 1e-3,
-    "µs": 1e-6,
-    "us": 1e-6,
-    "ns": 1e-9,
-    "min": 60.0,
-    "h": 3600.0,
-    "hr": 3600.0,
-}
 Stamp = tuple[int, int]
-
-
-# ------------------------------------------------------------------------ opening
-class _ThreadErrors(logging.Handler):
-    """Collects tifffile's warnings and errors emitted by the current thread."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
-        self.thread = threading.get_ident()
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
-            self.messages.append(record.getMessage())
-
-
-@contextmanager
-def _tifffile_errors() -> Iterator[list[str]]:
-    handler = _ThreadErrors()
-    logger = logging.getLogger("tifffile")
-    logger.addHandler(handler)
-    try:
-        yield handler.messages
-    finally:
-        logger.removeHandler(handler)
-
-
-def _open_tifffile(path: Path) -> tifffile.TiffFile:
-    """Open and parse ``path``; a damaged structure raises :class:`CorruptDataError`."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-    except FileNotFoundError as exc:
-        raise InputNotFoundError("no such file", path=path) from exc
-    except OSError as exc:
-        raise InputError(f"cannot read file: {exc.strerror or exc}", path=path) from exc
-    if not head:
-        raise UnsupportedFormatError("file is empty", path=path)
-    if head not in _TIFF_MAGIC:
-        raise UnsupportedFormatError("not a TIFF file (no TIFF header)", path=path)
-    tif = None
-    try:
-        with _tifffile_errors() as messages:
-            tif = tifffile.TiffFile(path)
-            _ = tif.series  # parses every series (metadata only)
-    except OSError as exc:
-        raise InputError(f"cannot read file: {exc.strerror or exc}", path=path) from exc
-    except Exception as exc:  # tifffile raises many types on damaged files
-        if tif is not None:
-            tif.close()
-        raise CorruptDataError(
-            f"cannot parse TIFF structure: {type(exc).__name__}: {exc}", path=path
-        ) from exc
-    for message in messages:
-        beyond = _VALUE_OFFSET.search(message)
-        if _CORRUPT.search(message) or (beyond and int(beyond.group(1)) >= 8):
-            tif.close()
-            raise CorruptDataError(f"truncated or corrupt TIFF (tifffile: {message})", path=path)
-    return tif
-
-
-def _check_extent(series: tifffile.TiffPageSeries, path: Path) -> None:
-    """Raise when pixel data of ``series`` (first and last page) lies beyond its file's end."""
-    for level in series.levels:
-        if level.dataoffset is not None:  # contiguous pixels
-            spans = [(level.dataoffset + level.nbytes, level.parent.filehandle.size)]
-        else:
-            try:
-                pages = [level[0], level[len(level) - 1]]
-            except Exception as exc:  # a page that cannot be loaded
-                raise CorruptDataError(f"cannot read TIFF pages: {exc}", path=path) from exc
-            spans = [
-                (
-                    max(o + n for o, n in zip(p.dataoffsets, p.databytecounts, strict=False)),
-                    p.parent.filehandle.size,
-                )
-                for p in pages
-                if p is not None and len(p.dataoffsets)
-            ]
-        for end, size in spans:
-            if end > size:
-                raise CorruptDataError(
-                    f"file is truncated: pixel data extends to byte {end}, the file has {size}",
-                    path=path,
-                )
 
 
 # --------------------------------------------------------- per-process file cache
@@ -231,117 +127,6 @@ class _TiffLevelReader:
         return np.asarray(array[key]).astype(self.dtype, copy=False)
 
 
-# ------------------------------------------------------------------------ metadata
-def _uncalibrated(path: Path, why: str) -> dict[str, Any]:
-    log.warning("%s: %s; using a spacing of 1 µm", path, why)
-    return {"spacing": {}, "calibrated": False}
-
-
-def _seconds(value: Any, unit: str | None) -> float | None:
-    try:
-        return float(value) * _SECONDS[(unit or "s").strip().lower()]
-    except (KeyError, ValueError, TypeError):
-        return None
-
-
-def _ome_metadata(
-    tif: tifffile.TiffFile, index: int, yx: tuple[int, int], path: Path
-) -> dict[str, Any]:
-    """Spacing (µm), channel names and time step of series ``index`` from the OME-XML."""
-    try:
-        root = ET.fromstring(tif.ome_metadata or "")
-    except ET.ParseError as exc:
-        return _uncalibrated(path, f"malformed OME-XML ({exc})")
-    images = root.findall("{*}Image")
-    names = [im.get("Name") for im in images]
-    if len(images) == len(tif.series):
-        image = images[index]
-    elif names.count(tif.series[index].name) == 1:
-        image = images[names.index(tif.series[index].name)]
-    else:
-        return _uncalibrated(path, f"cannot match series {index} to an OME Image element")
-    pixels = image.find("{*}Pixels")
-    if pixels is None or (pixels.get("SizeY"), pixels.get("SizeX")) != tuple(map(str, yx)):
-        return _uncalibrated(path, f"no OME Pixels element of size {yx} for series {index}")
-    spacing: dict[str, float] = {}
-    for axis in "ZYX":
-        text = pixels.get(f"PhysicalSize{axis}")
-        try:
-            value = float(text) if text is not None else None
-        except ValueError:
-            log.warning("%s: invalid PhysicalSize%s %r ignored", path, axis, text)
-            continue
-        if value is not None and np.isfinite(value) and value > 0:
-            unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
-            spacing[axis.lower()] = to_micrometres(value, unit, path=path)
-    out: dict[str, Any] = {"spacing": spacing, "calibrated": bool(spacing)}
-    if not spacing:
-        _uncalibrated(path, "the OME-XML has no PhysicalSize")
-    channels = pixels.findall("{*}Channel")
-    out["channel_names"] = tuple(ch.get("Name") or f"channel_{i}" for i, ch in enumerate(channels))
-    step = _seconds(pixels.get("TimeIncrement"), pixels.get("TimeIncrementUnit", "s"))
-    if step is not None:
-        out["time_increment_s"] = step
-    return out
-
-
-def _imagej_metadata(
-    tif: tifffile.TiffFile, keyframe: Any, n_channels: int, path: Path
-) -> dict[str, Any]:
-    """Spacing (µm) from the resolution tags and ``spacing``; channel labels; frame interval."""
-    ij = tif.imagej_metadata or {}
-    out: dict[str, Any] = {"spacing": {}, "calibrated": False}
-    labels = ij.get("Labels")
-    if isinstance(labels, list) and n_channels > 1 and len(labels) >= n_channels:
-        if all(isinstance(s, str) and s for s in labels[:n_channels]):  # ImageJ: C fastest
-            out["channel_names"] = tuple(labels[:n_channels])
-    step = _seconds(ij.get("finterval"), ij.get("tunit", "s"))
-    if step is not None:
-        out["time_increment_s"] = step
-    unit = ij.get("unit")
-    if isinstance(unit, str):  # ImageJ escapes non-ASCII units: "\\u00B5m" is "µm"
-        unit = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), unit).strip()
-    if not isinstance(unit, str) or unit.lower() in {"", "pixel", "pixels"}:
-        return {**out, **_uncalibrated(path, "the ImageJ metadata has no length unit")}
-    for axis, tag in (("x", "XResolution"), ("y", "YResolution")):
-        value = keyframe.tags.valueof(tag)  # (pixels, per unit length)
-        if isinstance(value, tuple) and len(value) == 2 and value[0] > 0 and value[1] > 0:
-            out["spacing"][axis] = to_micrometres(value[1] / value[0], unit, path=path)
-    if isinstance(ij.get("spacing"), int | float) and ij["spacing"] > 0:
-        out["spacing"]["z"] = to_micrometres(float(ij["spacing"]), unit, path=path)
-    out["calibrated"] = bool(out["spacing"])
-    return out
-
-
-# ------------------------------------------------------------------- axes, chunks
-def _map_axes(axes: str, shape: tuple[int, ...], path: Path) -> list[str | None]:
-    """Our letter for each tifffile axis; ``None`` for length-1 axes to squeeze."""
-    letters = [_AXIS_MAP.get(a) if shape[i] > 1 or a in "YX" else None for i, a in enumerate(axes)]
-    unknown = [i for i, a in enumerate(axes) if a not in _AXIS_MAP and shape[i] > 1]
-    if len(unknown) == 1 and "z" not in letters:  # a plain page stack: 'Q', 'I' or other
-        (i,) = unknown
-        if axes[i] not in "QI":
-            log.warning(
-                "%s: TIFF axis %r (%s) read as z",
-                path,
-                axes[i],
-                tifffile.TIFF.AXES_NAMES.get(axes[i], "unknown"),
-            )
-        letters[i] = "z"
-    elif unknown:
-        described = ", ".join(
-            f"{axes[i]!r} ({tifffile.TIFF.AXES_NAMES.get(axes[i], 'unknown')}, length {shape[i]})"
-            for i in unknown
-        )
-        raise MetadataError(
-            f"TIFF axes {axes!r} (shape {shape}) have no equivalent in 'tczyx': {described}",
-            path=path,
-        )
-    if "y" not in letters or "x" not in letters:
-        raise MetadataError(f"TIFF axes {axes!r} lack Y or X", path=path)
-    return letters
-
-
 def _chunks(
     shape: tuple[int, ...], base: tuple[int, ...], letters: list[str | None], itemsize: int
 ) -> tuple[int, ...]:
@@ -368,36 +153,6 @@ def _chunks(
             if chunk[i] < shape[i]:
                 break
     return tuple(chunk)
-
-
-def _to_our_axes(
-    level: SourceLevel, letters: list[str | None], tiff_axes: str
-) -> tuple[da.Array, str, SourceLevel | None]:
-    """Squeeze, transpose to 'tczyx' order and merge channels with RGB samples.
-
-    Squeezing and reordering are applied to the source, so the level stays one
-    dask ``from_array`` whose later slices fuse with the file read.  Channels
-    and samples (C and S both longer than 1) are merged with a dask reshape;
-    such a level has no source (None) and is indexed with dask afterwards.
-    """
-    for i in reversed(range(len(letters))):
-        if letters[i] is None:
-            level = level.take(i, 0)
-    kept = [(a, t) for a, t in zip(letters, tiff_axes, strict=True) if a is not None]
-    perm = sorted(range(len(kept)), key=lambda i: (AXES_ORDER.index(kept[i][0]), kept[i][1]))
-    level = level.transpose(tuple(perm))
-    axes = "".join(kept[i][0] for i in perm)
-    if axes.count("c") == 2:  # C then S: channel index c * samples + s
-        i = axes.index("c")
-        shape = level.shape
-        if 1 in shape[i : i + 2]:  # one of the two has length 1: drop it at the source
-            level = level.take(i if shape[i] == 1 else i + 1, 0)
-        else:
-            array = level.to_dask()
-            array = array.reshape((*shape[:i], shape[i] * shape[i + 1], *shape[i + 2 :]))
-            return array, axes[:i] + axes[i + 1 :], None
-        axes = axes[:i] + axes[i + 1 :]
-    return level.to_dask(), axes, level
 
 
 # ----------------------------------------------------------------------- public API

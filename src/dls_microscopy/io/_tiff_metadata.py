@@ -1,0 +1,114 @@
+"""Physical calibration, channel names and time step of a TIFF series.
+
+Part of :mod:`dls_microscopy.io.tiff`: reads the OME-XML of an OME-TIFF or
+the ImageJ description and resolution tags of an ImageJ hyperstack.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from dls_microscopy.io.units import to_micrometres
+
+#: the reader's logger (these messages are the reader's)
+log = logging.getLogger("dls_microscopy.io.tiff")
+
+_SECONDS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "ms": 1e-3,
+    "µs": 1e-6,
+    "us": 1e-6,
+    "ns": 1e-9,
+    "min": 60.0,
+    "h": 3600.0,
+    "hr": 3600.0,
+}
+
+
+def _uncalibrated(path: Path, why: str) -> dict[str, Any]:
+    log.warning("%s: %s; using a spacing of 1 µm", path, why)
+    return {"spacing": {}, "calibrated": False}
+
+
+def _seconds(value: Any, unit: str | None) -> float | None:
+    try:
+        return float(value) * _SECONDS[(unit or "s").strip().lower()]
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def _ome_metadata(
+    tif: tifffile.TiffFile, index: int, yx: tuple[int, int], path: Path
+) -> dict[str, Any]:
+    """Spacing (µm), channel names and time step of series ``index`` from the OME-XML."""
+    try:
+        root = ET.fromstring(tif.ome_metadata or "")
+    except ET.ParseError as exc:
+        return _uncalibrated(path, f"malformed OME-XML ({exc})")
+    images = root.findall("{*}Image")
+    names = [im.get("Name") for im in images]
+    if len(images) == len(tif.series):
+        image = images[index]
+    elif names.count(tif.series[index].name) == 1:
+        image = images[names.index(tif.series[index].name)]
+    else:
+        return _uncalibrated(path, f"cannot match series {index} to an OME Image element")
+    pixels = image.find("{*}Pixels")
+    if pixels is None or (pixels.get("SizeY"), pixels.get("SizeX")) != tuple(map(str, yx)):
+        return _uncalibrated(path, f"no OME Pixels element of size {yx} for series {index}")
+    spacing: dict[str, float] = {}
+    for axis in "ZYX":
+        text = pixels.get(f"PhysicalSize{axis}")
+        try:
+            value = float(text) if text is not None else None
+        except ValueError:
+            log.warning("%s: invalid PhysicalSize%s %r ignored", path, axis, text)
+            continue
+        if value is not None and np.isfinite(value) and value > 0:
+            unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
+            spacing[axis.lower()] = to_micrometres(value, unit, path=path)
+    out: dict[str, Any] = {"spacing": spacing, "calibrated": bool(spacing)}
+    if not spacing:
+        _uncalibrated(path, "the OME-XML has no PhysicalSize")
+    channels = pixels.findall("{*}Channel")
+    out["channel_names"] = tuple(ch.get("Name") or f"channel_{i}" for i, ch in enumerate(channels))
+    step = _seconds(pixels.get("TimeIncrement"), pixels.get("TimeIncrementUnit", "s"))
+    if step is not None:
+        out["time_increment_s"] = step
+    return out
+
+
+def _imagej_metadata(
+    tif: tifffile.TiffFile, keyframe: Any, n_channels: int, path: Path
+) -> dict[str, Any]:
+    """Spacing (µm) from the resolution tags and ``spacing``; channel labels; frame interval."""
+    ij = tif.imagej_metadata or {}
+    out: dict[str, Any] = {"spacing": {}, "calibrated": False}
+    labels = ij.get("Labels")
+    if isinstance(labels, list) and n_channels > 1 and len(labels) >= n_channels:
+        if all(isinstance(s, str) and s for s in labels[:n_channels]):  # ImageJ: C fastest
+            out["channel_names"] = tuple(labels[:n_channels])
+    step = _seconds(ij.get("finterval"), ij.get("tunit", "s"))
+    if step is not None:
+        out["time_increment_s"] = step
+    unit = ij.get("unit")
+    if isinstance(unit, str):  # ImageJ escapes non-ASCII units: "\\u00B5m" is "µm"
+        unit = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), unit).strip()
+    if not isinstance(unit, str) or unit.lower() in {"", "pixel", "pixels"}:
+        return {**out, **_uncalibrated(path, "the ImageJ metadata has no length unit")}
+    for axis, tag in (("x", "XResolution"), ("y", "YResolution")):
+        value = keyframe.tags.valueof(tag)  # (pixels, per unit length)
+        if isinstance(value, tuple) and len(value) == 2 and value[0] > 0 and value[1] > 0:
+            out["spacing"][axis] = to_micrometres(value[1] / value[0], unit, path=path)
+    if isinstance(ij.get("spacing"), int | float) and ij["spacing"] > 0:
+        out["spacing"]["z"] = to_micrometres(float(ij["spacing"]), unit, path=path)
+    out["calibrated"] = bool(out["spacing"])
+    return out

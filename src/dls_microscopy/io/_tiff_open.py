@@ -1,0 +1,117 @@
+"""Opening a TIFF with tifffile: header check, structure parse, truncation check.
+
+Part of :mod:`dls_microscopy.io.tiff`: a damaged file raises
+:class:`~dls_microscopy.errors.CorruptDataError` here, at open, rather than
+when pixels are computed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import tifffile
+
+from dls_microscopy.errors import (
+    CorruptDataError,
+    InputError,
+    InputNotFoundError,
+    UnsupportedFormatError,
+)
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+#: tifffile log messages that mean the file structure is truncated or corrupt.
+_CORRUPT = re.compile(
+    r"invalid page offset|invalid offset to page|corrupted tag list|circular reference"
+    r"|missing data offset|missing (data )?ByteCounts|incorrect Strip(ByteCounts|Offsets)"
+)
+#: "invalid value offset N": a tag value beyond the end of the file (N < 8: writer bug).
+_VALUE_OFFSET = re.compile(r"invalid value offset (\d+)")
+
+
+class _ThreadErrors(logging.Handler):
+    """Collects tifffile's warnings and errors emitted by the current thread."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _tifffile_errors() -> Iterator[list[str]]:
+    handler = _ThreadErrors()
+    logger = logging.getLogger("tifffile")
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def _open_tifffile(path: Path) -> tifffile.TiffFile:
+    """Open and parse ``path``; a damaged structure raises :class:`CorruptDataError`."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except FileNotFoundError as exc:
+        raise InputNotFoundError("no such file", path=path) from exc
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}", path=path) from exc
+    if not head:
+        raise UnsupportedFormatError("file is empty", path=path)
+    if head not in _TIFF_MAGIC:
+        raise UnsupportedFormatError("not a TIFF file (no TIFF header)", path=path)
+    tif = None
+    try:
+        with _tifffile_errors() as messages:
+            tif = tifffile.TiffFile(path)
+            _ = tif.series  # parses every series (metadata only)
+    except OSError as exc:
+        raise InputError(f"cannot read file: {exc.strerror or exc}", path=path) from exc
+    except Exception as exc:  # tifffile raises many types on damaged files
+        if tif is not None:
+            tif.close()
+        raise CorruptDataError(
+            f"cannot parse TIFF structure: {type(exc).__name__}: {exc}", path=path
+        ) from exc
+    for message in messages:
+        beyond = _VALUE_OFFSET.search(message)
+        if _CORRUPT.search(message) or (beyond and int(beyond.group(1)) >= 8):
+            tif.close()
+            raise CorruptDataError(f"truncated or corrupt TIFF (tifffile: {message})", path=path)
+    return tif
+
+
+def _check_extent(series: tifffile.TiffPageSeries, path: Path) -> None:
+    """Raise when pixel data of ``series`` (first and last page) lies beyond its file's end."""
+    for level in series.levels:
+        if level.dataoffset is not None:  # contiguous pixels
+            spans = [(level.dataoffset + level.nbytes, level.parent.filehandle.size)]
+        else:
+            try:
+                pages = [level[0], level[len(level) - 1]]
+            except Exception as exc:  # a page that cannot be loaded
+                raise CorruptDataError(f"cannot read TIFF pages: {exc}", path=path) from exc
+            spans = [
+                (
+                    max(o + n for o, n in zip(p.dataoffsets, p.databytecounts, strict=False)),
+                    p.parent.filehandle.size,
+                )
+                for p in pages
+                if p is not None and len(p.dataoffsets)
+            ]
+        for end, size in spans:
+            if end > size:
+                raise CorruptDataError(
+                    f"file is truncated: pixel data extends to byte {end}, the file has {size}",
+                    path=path,
+                )

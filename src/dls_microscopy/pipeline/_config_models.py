@@ -1,0 +1,311 @@
+"""The pydantic models of a ``pipeline.yaml``, one per section.
+
+Part of :mod:`dls_microscopy.pipeline.config`, which documents the file and
+re-exports every model.  Every section forbids unknown keys.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from dls_microscopy.errors import DlsError
+from dls_microscopy.pipeline._config_size import _check_size, parse_size
+
+SCHEMA_ID = "https://example.invalid/dls-microscopy/pipeline.schema.json"
+_WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# -- input / output --------------------------------------------------------------------
+
+
+class InputConfig(_Section):
+    """What to analyse."""
+
+    #: an image (any readable format, HDF5 as ``file.h5:/dataset``), a glob of images
+    #: (``"images/*.ome.tif"``), or an OME-Zarr HCS plate (every well and field is run)
+    path: str = Field(min_length=1)
+    #: resolution level to analyse (0 = full resolution)
+    level: int = Field(0, ge=0)
+    #: series of a multi-series file (ignored for plates, whose fields are all run)
+    series: int = Field(0, ge=0)
+    #: channels, by name or index, that features measure (unless steps.features.channels says
+    #: otherwise) and embeddings see (default: all)
+    channels: list[str | int] | None = None
+    #: name of an existing NGFF label image of the input to use when there is no
+    #: ``segment`` step (for mesh, features and embeddings)
+    labels: str | None = None
+
+    def is_glob(self) -> bool:
+        """Whether :attr:`path` is a glob pattern rather than one path."""
+        return _glob.has_magic(self.path)
+
+
+class OutputConfig(_Section):
+    """Where results go: one folder per run, one subfolder per field, tables at the top."""
+
+    #: the run's output folder (created; a rerun resumes in it)
+    path: str = Field(min_length=1)
+    #: format of the tables (per object, image, well and plate)
+    table_format: Literal["parquet", "csv"] = "parquet"
+
+
+# -- steps -------------------------------------------------------------------------------
+
+
+class SegmentStep(_Section):
+    """Blockwise 3D segmentation (:func:`~dls_microscopy.segment.segment_blockwise`)."""
+
+    #: registered segmenter name (``dls-microscopy segment --help`` lists them)
+    method: str = "watershed"
+    #: channel to segment, by name or index (default: the only or first channel)
+    channel: str | int | None = None
+    #: the segmenter's own parameters, checked against its parameter model
+    params: dict[str, Any] = Field(default_factory=dict)
+    #: model weights file, for segmenters that take one (sets ``model_path``)
+    model: str | None = None
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from dls_microscopy.segment import segmenter_names
+
+        names = segmenter_names()
+        if value not in names:
+            raise PydanticCustomError(
+                "unknown_segmenter",
+                "unknown segmenter {method!r} (installed: {names})",
+                {"method": value, "names": ", ".join(names)},
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_params(self) -> SegmentStep:
+        from dls_microscopy.segment.base import segmenters
+
+        try:
+            params_model = segmenters().get(self.method).Params
+        except DlsError:  # not importable: reported when the run starts
+            return self
+        values = dict(self.params)
+        if self.model is not None:
+            if "model_path" not in params_model.model_fields:
+                raise PydanticCustomError(
+                    "segmenter_params",
+                    "segmenter {method!r} takes no model file",
+                    {"method": self.method, "subloc": ("model",)},
+                )
+            values["model_path"] = self.model
+        try:
+            params_model(**values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            sub = tuple(first["loc"])
+            known = ", ".join(params_model.model_fields)
+            msg = (
+                f"unknown parameter of segmenter {self.method!r} (parameters: {known})"
+                if first["type"] == "extra_forbidden"
+                else first["msg"]
+            )
+            where = ("model",) if sub[:1] == ("model_path",) and self.model is not None else ("params", *sub)
+            raise PydanticCustomError("segmenter_params", "{msg}", {"msg": msg, "subloc": where}) from exc
+        return self
+
+
+class MeshStep(_Section):
+    """Per-object surface meshes in µm (:mod:`dls_microscopy.geometry`)."""
+
+    #: ``glb``: one file per field, a node per object; ``ply``/``obj``/``stl``: a file per object
+    format: Literal["glb", "ply", "obj", "stl"] = "glb"
+    #: Taubin smoothing iterations (0: exact voxel surface)
+    smooth: int = Field(20, ge=0)
+    #: fraction of faces to keep, in (0, 1] (default: all)
+    decimate: float | None = Field(None, gt=0, le=1)
+    #: also compute shape descriptors (one table row per object)
+    descriptors: bool = True
+
+
+class FeaturesStep(_Section):
+    """Morphology and intensity features per object (:mod:`dls_microscopy.features`)."""
+
+    #: channels to measure, by name or index (default: all loaded channels)
+    channels: list[str | int] | None = None
+    #: feature-name prefix, e.g. ``Nuclei`` or ``Cells``
+    compartment: str = Field("Nuclei", min_length=1, pattern=r"^[A-Za-z][A-Za-z0-9]*$")
+
+
+class EmbeddingsStep(_Section):
+    """Learned per-object embeddings (``Embedding_*`` columns)."""
+
+    #: model file(s) of the embedding model(s) to apply
+    model: list[str] = Field(min_length=1)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class StepsConfig(_Section):
+    """The steps run on every field, in this order; a missing step is skipped."""
+
+    segment: SegmentStep | None = None
+    mesh: MeshStep | None = None
+    features: FeaturesStep | None = None
+    embeddings: EmbeddingsStep | None = None
+
+    def names(self) -> list[str]:
+        """Names of the configured steps, in run order."""
+        return [n for n in ("segment", "mesh", "features", "embeddings") if getattr(self, n) is not None]
+
+
+# -- compute -----------------------------------------------------------------------------
+
+
+class ClusterConfig(_Section):
+    """Where fields run: local threads/processes, or batch jobs through dask-jobqueue."""
+
+    #: ``local`` (this machine), ``slurm`` or ``pbs`` (dask-jobqueue)
+    kind: Literal["local", "slurm", "pbs"] = "local"
+    #: queue / partition of the batch system
+    queue: str | None = None
+    #: account / project charged for the jobs
+    account: str | None = None
+    #: cores per job
+    cores: int = Field(1, ge=1)
+    #: memory per job, e.g. ``4GB``
+    memory: str = "4GB"
+    #: wall time per job, ``HH:MM:SS`` or ``D-HH:MM:SS``
+    walltime: str = "01:00:00"
+    #: dask worker processes per job
+    processes: int = Field(1, ge=1)
+    #: number of jobs to start
+    jobs: int = Field(1, ge=1)
+    #: extra lines for the job script header, e.g. ``["--gres=gpu:1"]``
+    job_extra_directives: list[str] = Field(default_factory=list)
+    #: network interface of the workers, e.g. ``ib0``
+    interface: str | None = None
+    #: scratch folder on the worker nodes
+    local_directory: str | None = None
+    #: Python interpreter of the workers (default: this one)
+    python: str = Field(default_factory=lambda: sys.executable)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        _check_size(value)
+        return value
+
+    @field_validator("walltime")
+    @classmethod
+    def _walltime(cls, value: str) -> str:
+        if not _WALLTIME.match(value):
+            raise ValueError(f"wall time must be HH:MM:SS or D-HH:MM:SS, got {value!r}")
+        return value
+
+
+class ComputeConfig(_Section):
+    """Resources for the run."""
+
+    #: memory the blockwise steps may use at once, e.g. ``2GB`` (sets block sizes)
+    memory_budget: str | int = "2GB"
+    #: ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda`` or ``mps``
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    #: fields run in parallel (default: 1 field at a time locally; one per worker on a cluster)
+    workers: int | None = Field(None, ge=1)
+    #: the cluster backend and its job settings
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _budget(cls, value: str | int) -> str | int:
+        return _check_size(value)
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        """:attr:`memory_budget` in bytes."""
+        return parse_size(self.memory_budget)
+
+
+# -- the whole file ------------------------------------------------------------------------
+
+
+class PipelineConfig(_Section):
+    """A ``pipeline.yaml``: input, output, steps, compute and seed (see the module docstring)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        title="DLS Microscopy pipeline configuration",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID},
+    )
+
+    #: version of this file format
+    version: Literal[1] = 1
+    input: InputConfig
+    output: OutputConfig
+    steps: StepsConfig
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    #: seed of every random choice (none of the built-in steps draws random numbers)
+    seed: int = 0
+
+    @field_validator("steps")
+    @classmethod
+    def _some_step(cls, steps: StepsConfig) -> StepsConfig:
+        if not steps.names():
+            raise ValueError("no step configured: give at least one of segment, mesh, features, embeddings")
+        return steps
+
+    @model_validator(mode="after")
+    def _labels_source(self) -> PipelineConfig:
+        needs_labels = [n for n in ("mesh", "features", "embeddings") if getattr(self.steps, n) is not None]
+        if needs_labels and self.steps.segment is None and self.input.labels is None:
+            raise PydanticCustomError(
+                "missing_labels",
+                "step(s) {steps} need labels: add a 'segment' step or set input.labels",
+                {"steps": ", ".join(needs_labels), "subloc": ("steps",)},
+            )
+        return self
+
+    def to_yaml(self) -> str:
+        """The configuration as YAML text (every value, defaults included)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+    def with_paths_relative_to(self, base: str | os.PathLike[str]) -> PipelineConfig:
+        """A copy whose relative paths are made absolute against the folder ``base``."""
+
+        def absolute(p: str) -> str:
+            file_part, sep, internal = p.partition(".h5:") if ".h5:" in p else (p, "", "")
+            q = Path(os.path.expanduser(file_part))
+            q = q if q.is_absolute() else Path(base) / q
+            return os.path.normpath(q) + sep + internal
+
+        data = self.model_dump()
+        data["input"]["path"] = absolute(data["input"]["path"])
+        data["output"]["path"] = absolute(data["output"]["path"])
+        seg = data["steps"].get("segment")
+        if seg and seg.get("model"):
+            seg["model"] = absolute(seg["model"])
+        emb = data["steps"].get("embeddings")
+        if emb:
+            emb["model"] = [absolute(m) for m in emb["model"]]
+        return PipelineConfig.model_validate(data)
