@@ -38,6 +38,49 @@ def _label_source(labels: Volume | np.ndarray | da.Array, image: Volume, name: s
     return data
 
 
+def write_label_pyramid(
+    group: zarr.Group,
+    data: da.Array,
+    *,
+    axes: str,
+    spacing: Sequence[float],
+    factors: Sequence[Sequence[int]],
+    options: WriteOptions,
+    name: str,
+    memory_budget: int,
+    progress: ProgressCallback | None,
+    workers: int | None,
+    label: str,
+    source_image: str | None = None,
+) -> None:
+    """Write ``data`` and its nearest-neighbour pyramid into ``group``, with its NGFF label-image attributes.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The (empty) label image group: arrays ``"0"``, ``"1"``... go in it.
+    data : dask array, shape per ``axes`` (no ``c``)
+        Integer labels.
+    axes, spacing, factors, options
+        Axes of ``data``, its voxel size (µm, z y x), the pyramid's downsampling
+        factors per level and the write options.
+    name : str
+        The label image's name (``image-label`` metadata).
+    memory_budget, progress, workers, label
+        As :func:`~dls_microscopy.io._zarr_pyramid.write_multiscale`.
+    source_image : str, optional
+        Recorded as ``image-label.source.image``.
+    """
+    write_multiscale(
+        group, data, axes=axes, factors=factors, options=options, method="nearest",
+        memory_budget=memory_budget, progress=progress, label=label, workers=workers,
+    )  # fmt: skip
+    attrs = label_image_attrs(options.version, axes, _level_scales(axes, spacing, factors), name=name)
+    if source_image is not None:
+        attrs.get("ome", attrs)["image-label"]["source"] = {"image": source_image}
+    group.attrs.update(attrs)
+
+
 def _write_label_images(
     root: zarr.Group,
     vol: Volume,
@@ -51,25 +94,9 @@ def _write_label_images(
     label_axes = vol.axes.replace("c", "")
     labels_group = root.require_group("labels")
     for lname, src in sources.items():
-        g = labels_group.create_group(lname)
-        write_multiscale(
-            g,
-            src,
-            axes=label_axes,
-            factors=factors,
-            options=options,
-            method="nearest",
-            memory_budget=memory_budget,
-            progress=progress,
-            label=f"labels {lname}",
-            workers=workers,
-        )
-        g.attrs.update(
-            label_image_attrs(
-                options.version,
-                label_axes,
-                _level_scales(label_axes, vol.spacing, factors),
-                name=lname,
-            )
-        )
+        write_label_pyramid(
+            labels_group.create_group(lname), src, axes=label_axes, spacing=vol.spacing,
+            factors=factors, options=options, name=lname, memory_budget=memory_budget,
+            progress=progress, workers=workers, label=f"labels {lname}",
+        )  # fmt: skip
     labels_group.attrs.update(labels_group_attrs(options.version, list(sources)))

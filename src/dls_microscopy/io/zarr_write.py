@@ -27,7 +27,7 @@ import zarr
 from dls_microscopy.blocks import ProgressCallback
 from dls_microscopy.errors import DlsError, InputError
 from dls_microscopy.io._zarr_contrast import _contrast_limits, _dtype_range
-from dls_microscopy.io._zarr_labels import _label_source, _write_label_images
+from dls_microscopy.io._zarr_labels import _label_source, _write_label_images, write_label_pyramid
 from dls_microscopy.io._zarr_layout import Compression as Compression
 from dls_microscopy.io._zarr_layout import WriteOptions as WriteOptions
 from dls_microscopy.io._zarr_layout import block_shape_for as block_shape_for
@@ -38,7 +38,6 @@ from dls_microscopy.io.atomic import atomic_directory
 from dls_microscopy.io.ngff_build import (
     NgffVersion,
     image_attrs,
-    label_image_attrs,
     labels_group_attrs,
 )
 from dls_microscopy.io.pyramid import plan_pyramid
@@ -246,24 +245,11 @@ def write_labels(
     labels_group = zarr.open_group(store=str(labels_dir), mode="a", zarr_format=zarr_format)
     final = labels_dir / name
     with atomic_directory(final, overwrite=overwrite) as tmp:
-        g = zarr.open_group(store=str(tmp), mode="w", zarr_format=zarr_format)
-        write_multiscale(
-            g,
-            source,
-            axes=label_axes,
-            factors=factors,
-            options=options,
-            method="nearest",
-            memory_budget=memory_budget,
-            progress=progress,
-            label=f"labels {name}",
-            workers=workers,
-        )
-        g.attrs.update(
-            label_image_attrs(
-                version, label_axes, _level_scales(label_axes, image.spacing, factors), name=name
-            )
-        )
+        write_label_pyramid(
+            zarr.open_group(store=str(tmp), mode="w", zarr_format=zarr_format), source,
+            axes=label_axes, spacing=image.spacing, factors=factors, options=options, name=name,
+            memory_budget=memory_budget, progress=progress, workers=workers, label=f"labels {name}",
+        )  # fmt: skip
     listed = [n for n in image.labels if n != name] + [name]
     labels_group.attrs.update(labels_group_attrs(version, listed))
     validate_written_store(image_path, version)
@@ -303,26 +289,12 @@ def write_label_image(
     factors = plan_pyramid(vol.spatial_shape, vol.spacing, n_levels=n_levels)
     final = Path(path)
     with atomic_directory(final, overwrite=overwrite) as tmp:
-        root = zarr.open_group(store=str(tmp), mode="w", zarr_format=options.zarr_format)
-        write_multiscale(
-            root,
-            data,
-            axes=vol.axes,
-            factors=factors,
-            options=options,
-            method="nearest",
-            memory_budget=memory_budget,
-            progress=progress,
-            label="labels",
-            workers=workers,
-        )
-        attrs = label_image_attrs(
-            version, vol.axes, _level_scales(vol.axes, vol.spacing, factors), name=final.name
-        )
-        ome = attrs.get("ome", attrs)
-        if source_image is not None:
-            ome["image-label"]["source"] = {"image": source_image}
-        root.attrs.update(attrs)
+        write_label_pyramid(
+            zarr.open_group(store=str(tmp), mode="w", zarr_format=options.zarr_format), data,
+            axes=vol.axes, spacing=vol.spacing, factors=factors, options=options, name=final.name,
+            memory_budget=memory_budget, progress=progress, workers=workers, label="labels",
+            source_image=source_image,
+        )  # fmt: skip
         _validate_label_root(tmp, version)
     return final
 
