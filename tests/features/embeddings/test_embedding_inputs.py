@@ -42,6 +42,28 @@ def test_crops_are_isotropic_in_um_masked_and_normalised():
     assert 0.9 < crops[0, 0].max() <= 1.01
 
 
+
+def test_mask_channel_is_the_objects_own_mask_whatever_its_brightness():
+    spacing = (1.0, 0.25, 0.25)
+    shape = (20, 80, 80)
+    lab = np.zeros(shape, np.uint16)
+    lab[_ellipsoid(shape, spacing, (10, 10, 10), (3, 3, 3))] = 1
+    lab[_ellipsoid(shape, spacing, (10, 10, 17), (2, 2, 2))] = 2
+    img = np.where(lab == 1, 1000, np.where(lab == 2, 300, 100)).astype(np.uint16)[None]
+    plain = CropSpec(size=16, fov_um=12.0)
+    with_mask = CropSpec(size=16, fov_um=12.0, mask_channel=True)
+    ((_, a),) = list(iter_object_crops(img, lab, spacing=spacing, spec=plain))
+    ((ids, b),) = list(iter_object_crops(img, lab, spacing=spacing, spec=with_mask))
+    assert list(ids) == [1, 2] and b.shape == (2, 2, 16, 16, 16)
+    assert np.array_equal(a, b[:, :1])  # the intensity channel is unchanged
+    assert set(np.unique(b[:, 1])) == {0.0, 1.0}
+    for k in range(2):  # the mask is where the masked intensity is, for a bright and a dim object
+        assert np.array_equal(b[k, 1] > 0, b[k, 0] != 0)
+    # equal shapes give equal masks whatever the brightness: a dim copy of object 1 has its mask
+    dim = np.where(lab == 1, 300, np.where(lab == 2, 1000, 100)).astype(np.uint16)[None]
+    ((_, c),) = list(iter_object_crops(dim, lab, spacing=spacing, spec=with_mask))
+    assert np.array_equal(c[0, 1], b[0, 1]) and not np.array_equal(c[0, 0], b[0, 0])
+
 def test_surface_samples_are_area_weighted_and_seeded():
     import trimesh
 

@@ -207,5 +207,10 @@ def _batches(
         warnings.warn(
             f"channel names {list(channel_names)} differ from the model's {want}", UserWarning, stacklevel=3
         )
-    spec = CropSpec(size=int(pre["size"]), fov_um=float(pre["fov_um"]), mask=bool(pre["mask"]))
+    spec = CropSpec(
+        size=int(pre["size"]),
+        fov_um=float(pre["fov_um"]),
+        mask=bool(pre["mask"]),
+        mask_channel=bool(pre.get("mask_channel", False)),  # models saved before it existed have none
+    )
     return iter_object_crops(image, labels, spacing=spacing, spec=spec, index=index, batch_size=batch_size)

@@ -65,26 +65,54 @@ class ImageEncoder(nn.Module):
 class PointEncoder(nn.Module):
     """PointNet: ``(B, N, 3)`` points → ``(B, dim)``.
 
-    A shared per-point MLP (3 → ``width`` → 2 ``width`` → 4 ``width``, with
-    GroupNorm), symmetric max and mean pooling over points (order-invariant),
-    then a linear layer.
+    A shared per-point MLP (3 → ``width`` → 2 ``width`` → 4 ``width``),
+    symmetric max and mean pooling over points (order-invariant), then a linear
+    layer.
+
+    Parameters
+    ----------
+    width : int
+        Channels of the first per-point layer.
+    dim : int
+        Embedding size.
+    norm : {"group+scale", "group", "none"}
+        ``"group"``: GroupNorm (over channels and points) after each per-point
+        layer, the first models' choice.  It divides every cloud's features by
+        their own spread, so a cloud scaled by any factor gives the same
+        embedding: such an encoder cannot see size (on the phenotype set, object
+        k-NN could not tell ``enlarged`` from ``control``).  ``"group+scale"``
+        keeps GroupNorm and hands the scale it removes back to the last layer:
+        the log of the cloud's RMS radius is appended to the pooled features.
+        ``"none"`` drops normalisation (size is kept, but on the phenotype set
+        the encoder then spent its capacity on size and lost the lobes).
+        Nothing couples the objects of a batch in any of them.
     """
 
-    def __init__(self, width: int = 32, dim: int = 32) -> None:
+    def __init__(self, width: int = 32, dim: int = 32, norm: str = "group+scale") -> None:
         super().__init__()
+        if norm not in ("group+scale", "group", "none"):
+            raise ValueError(f"norm must be 'group+scale', 'group' or 'none', got {norm!r}")
         w = int(width)
+        self.scale_input = norm == "group+scale"
 
         def layer(cin: int, cout: int) -> nn.Sequential:
+            if norm == "none":
+                return nn.Sequential(nn.Conv1d(cin, cout, 1), nn.ReLU(inplace=True))
             return nn.Sequential(
                 nn.Conv1d(cin, cout, 1, bias=False), nn.GroupNorm(8, cout), nn.ReLU(inplace=True)
             )
 
         self.features = nn.Sequential(layer(3, w), layer(w, 2 * w), layer(2 * w, 4 * w))
-        self.out = nn.Linear(8 * w, dim)
+        self.out = nn.Linear(8 * w + int(self.scale_input), dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(x.transpose(1, 2))
-        return self.out(torch.cat([h.amax(dim=2), h.mean(dim=2)], dim=1))
+        parts = [h.amax(dim=2), h.mean(dim=2)]
+        if self.scale_input:
+            centred = x - x.mean(dim=1, keepdim=True)
+            rms = centred.pow(2).sum(dim=2).mean(dim=1, keepdim=True).sqrt()
+            parts.append(torch.log(rms.clamp_min(1e-6)))
+        return self.out(torch.cat(parts, dim=1))
 
 
 class EmbeddingNet(nn.Module):
@@ -107,7 +135,8 @@ def build_network(kind: str, arch: dict[str, Any]) -> EmbeddingNet:
     if kind == "image":
         enc: nn.Module = ImageEncoder(int(arch["in_channels"]), int(arch["width"]), dim)
     elif kind == "shape":
-        enc = PointEncoder(int(arch["width"]), dim)
+        # records saved before ``norm`` existed used GroupNorm
+        enc = PointEncoder(int(arch["width"]), dim, str(arch.get("norm", "group")))
     else:
         raise ValueError(f"unknown model kind {kind!r}")
     return EmbeddingNet(enc, dim)

@@ -34,7 +34,7 @@ class ModelRecord:
     arch : dict
         Network parameters (:func:`~.networks.build_network`).
     preprocessing : dict
-        Image: ``size``, ``fov_um``, ``mask``, ``channels``; shape: ``n_points``,
+        Image: ``size``, ``fov_um``, ``mask``, ``mask_channel``, ``channels``; shape: ``n_points``,
         ``scale_um``, ``sample_seed``, ``mesh_smooth``; both: ``tta`` (``"flips8"``:
         embeddings are averaged over the 8 reflections of the input).
     training : dict

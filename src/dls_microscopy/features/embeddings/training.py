@@ -147,14 +147,18 @@ def _extents_um(samples: Sequence[TrainingSample], indexes: Sequence[Any]) -> np
 
 
 def _image_data(
-    samples: Sequence[TrainingSample], indexes: Sequence[Any], size: int, fov_um: float | None
+    samples: Sequence[TrainingSample],
+    indexes: Sequence[Any],
+    size: int,
+    fov_um: float | None,
+    mask_channel: bool,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     n_ch = {int(s.image.shape[0]) for s in samples if s.image is not None}
     if any(s.image is None for s in samples) or len(n_ch) != 1:
         raise InputError(f"image models need images with one common channel count, got {sorted(n_ch)}")
     if fov_um is None:  # cover 95 % of objects whole, with a margin; whole µm
         fov_um = float(math.ceil(1.2 * np.percentile(_extents_um(samples, indexes), 95)))
-    spec = CropSpec(size=int(size), fov_um=float(fov_um))
+    spec = CropSpec(size=int(size), fov_um=float(fov_um), mask_channel=bool(mask_channel))
     parts = [
         crops
         for s, idx in zip(samples, indexes, strict=True)
@@ -165,6 +169,7 @@ def _image_data(
         "size": spec.size,
         "fov_um": spec.fov_um,
         "mask": spec.mask,
+        "mask_channel": spec.mask_channel,
         "channels": list(names),
         "tta": "flips8",
     }
@@ -220,6 +225,7 @@ def train_embedding_model(
     width: int | None = None,
     crop_size: int = 24,
     fov_um: float | None = None,
+    mask_channel: bool = True,
     n_points: int = 256,
     scale_um: float | None = None,
     max_objects: int = 4096,
@@ -247,6 +253,9 @@ def train_embedding_model(
     crop_size, fov_um
         Image crops: edge in voxels and µm (default: 1.2× the 95th percentile of
         the objects' largest bounding-box extent, rounded up to a µm).
+    mask_channel : bool
+        Image models: give the network the object's mask as one more input
+        channel (see :mod:`.object_crops`).
     n_points, scale_um
         Shape models: points per cloud; µm per coordinate unit (default: half
         the median largest extent, to 0.5 µm).
@@ -279,11 +288,11 @@ def train_embedding_model(
     t0 = time.perf_counter()
     indexes = _subset_indexes(samples, max_objects, seed)
     if kind == "image":
-        data, pre = _image_data(samples, indexes, crop_size, fov_um)
+        data, pre = _image_data(samples, indexes, crop_size, fov_um, mask_channel)
         arch = {"in_channels": int(data.shape[1]), "width": int(width or 12), "dim": int(dim)}
     else:
         data, pre = _shape_data(samples, indexes, n_points, scale_um, seed)
-        arch = {"width": int(width or 32), "dim": int(dim)}
+        arch = {"width": int(width or 32), "dim": int(dim), "norm": "group+scale"}
     n = len(data)
     if n < 2:
         raise InputError(f"need at least 2 objects to train, found {n}")
