@@ -6,6 +6,8 @@ document we emit has passed the same validation a reader applies.
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -107,7 +109,19 @@ def label_image_attrs(
     *,
     name: str,
 ) -> dict[str, Any]:
-    """Group attributes of one label image (``labels/<name>``)."""
+    """Group attributes of one label image (``labels/<name>``).
+
+    A pure function of its arguments, built through the models once per distinct
+    arguments (~1.5 ms each) and returned as a fresh copy (callers may edit it).
+    """
+    scales = tuple(tuple(float(s) for s in sc) for sc in level_scales)
+    return copy.deepcopy(_label_image_attrs(version, axes, scales, name))
+
+
+@functools.lru_cache(maxsize=64)
+def _label_image_attrs(
+    version: NgffVersion, axes: str, level_scales: tuple[tuple[float, ...], ...], name: str
+) -> dict[str, Any]:
     _, _, _, label_mod, _ = _models(version)
     if version == "0.5":
         from ome_zarr_models.v05.image_label_types import Label

@@ -26,6 +26,7 @@ import zarr
 
 from dls_microscopy.blocks import ProgressCallback
 from dls_microscopy.errors import DlsError, InputError
+from dls_microscopy.io._validation_cache import validate_once
 from dls_microscopy.io._zarr_contrast import _contrast_limits, _dtype_range
 from dls_microscopy.io._zarr_labels import _label_source, _write_label_images, write_label_pyramid
 from dls_microscopy.io._zarr_layout import Compression as Compression
@@ -193,9 +194,10 @@ def validate_written_store(path: Path, version: NgffVersion) -> None:
         from ome_zarr_models.v05.image import Image
     else:
         from ome_zarr_models.v04.image import Image
-    group = zarr.open_group(store=str(path), mode="r")
     try:
-        Image.from_zarr(group)
+        validate_once(
+            path, f"image {version}", lambda: Image.from_zarr(zarr.open_group(store=str(path), mode="r"))
+        )
     except Exception as exc:
         raise DlsError(
             f"internal error: the written OME-Zarr failed validation ({exc})", path=path
@@ -305,7 +307,11 @@ def _validate_label_root(path: Path, version: NgffVersion) -> None:
     else:
         from ome_zarr_models.v04.image_label import ImageLabel
     try:
-        ImageLabel.from_zarr(zarr.open_group(store=str(path), mode="r"))
+        validate_once(
+            path,
+            f"image-label {version}",
+            lambda: ImageLabel.from_zarr(zarr.open_group(store=str(path), mode="r")),
+        )
     except Exception as exc:
         raise DlsError(
             f"internal error: written label image failed validation ({exc})", path=path
