@@ -25,8 +25,10 @@ def _reference_edges(a, b, saddle, n):
     return flat[order] // n, flat[order] % n, high[order]
 
 
+@pytest.mark.parametrize("table_limit", [0, 10**6])
 @pytest.mark.parametrize("n_basins", [3, 900, 70_000])
-def test_unique_edges_is_sparse_and_exact(n_basins):
+def test_unique_edges_is_sparse_and_exact(n_basins, table_limit):
+    """Sorted (sparse) and table (dense, when n_basins**2 <= table_limit) paths: one answer."""
     rng = np.random.default_rng(n_basins)
     e = 20_000
     a = rng.integers(0, n_basins, e).astype(np.int32)
@@ -34,7 +36,7 @@ def test_unique_edges_is_sparse_and_exact(n_basins):
     saddle = rng.normal(size=e).astype(np.float32)
     saddle[::5] = 0.0
     saddle[::7] = -0.0
-    got = _unique_edges(a, b, saddle, n_basins=n_basins)
+    got = _unique_edges(a, b, saddle, n_basins=n_basins, table_limit=table_limit)
     want = _reference_edges(a, b, saddle, n_basins)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, w)
@@ -128,3 +130,43 @@ def test_mmap_threshold_grows_with_the_budget_within_bounds():
     assert mmap_threshold_for(40 * 2**20) == 2**20  # small budgets: everything big is mmapped
     assert mmap_threshold_for(2**31) == 8 * 2**20
     assert mmap_threshold_for(2**40) == MMAP_THRESHOLD_MAX
+
+
+def test_trim_threshold_grows_with_the_budget_within_bounds():
+    from dls_microscopy._allocator import TRIM_THRESHOLD, TRIM_THRESHOLD_MAX, trim_threshold_for
+
+    assert trim_threshold_for(None) == TRIM_THRESHOLD == 4 * 2**20
+    assert trim_threshold_for(128 * 2**20) == TRIM_THRESHOLD  # small budgets keep 4 MiB
+    assert trim_threshold_for(2**31) == 32 * 2**20  # at most 1/64 of the budget is kept free
+    assert trim_threshold_for(2**40) == TRIM_THRESHOLD_MAX
+
+
+@pytest.mark.parametrize("combine", [None, "add"])
+def test_run_parallel_runs_a_single_item_in_the_calling_thread(combine):
+    import operator
+    import threading
+
+    from dls_microscopy.blocks import run_parallel
+
+    seen, progress = [], []
+
+    def work(item):
+        seen.append(threading.get_ident())
+        return item * 2
+
+    kwargs = {"combine": operator.add, "initial": 10} if combine else {}
+    got = run_parallel([4], work, workers=4, progress=lambda *a: progress.append(a), **kwargs)
+    assert got == (18 if combine else [8])
+    assert seen == [threading.get_ident()]
+    assert progress == [("blocks", 0, 1), ("blocks", 1, 1)]
+    with pytest.raises(ZeroDivisionError):
+        run_parallel([0], lambda x: 1 // x, workers=2)
+
+
+def test_top_pad_is_a_small_fraction_of_the_budget():
+    from dls_microscopy._allocator import TOP_PAD_MIN, top_pad_for
+
+    assert top_pad_for(None) == TOP_PAD_MIN == 128 * 2**10  # glibc's default
+    assert top_pad_for(8 * 2**20) == TOP_PAD_MIN
+    assert top_pad_for(256 * 2**20) == TOP_PAD_MIN  # small budgets: glibc's behaviour
+    assert top_pad_for(2**31) == 32 * 2**20

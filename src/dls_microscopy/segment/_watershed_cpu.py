@@ -164,20 +164,47 @@ def _flood_cpu(
         np.minimum(dist, np.float32(cfg.cap_um), out=dist)
         dist *= np.float32(cfg.inv_radius)
         f = dist
+        del dist
     if cfg.method in ("intensity", "combined"):
         inten = (smooth - thr) * np.float32(cfg.inv_range)
         f = inten if f is None else f + np.float32(_INTENSITY_WEIGHT) * inten
     del smooth
-    return _drain_cpu(f, mask, value, cfg.spacing, threads=threads)
+    fpad = _padded(f, mask)
+    del f  # only the padded copy is used from here on
+    return _drain_cpu(fpad, mask, value, cfg.spacing, threads=threads)
+
+
+def _padded(f: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``f`` on ``mask``, -inf elsewhere, padded by one voxel of -inf, flattened.
+
+    Parameters
+    ----------
+    f : (Z, Y, X) float32 ndarray
+        The flooding image (read on ``mask`` only).
+    mask : (Z, Y, X) bool ndarray
+        The foreground.
+
+    Returns
+    -------
+    ((Z + 2) * (Y + 2) * (X + 2),) float32 ndarray
+    """
+    fpad = np.full(tuple(s + 2 for s in mask.shape), -np.inf, np.float32)
+    np.copyto(fpad[1:-1, 1:-1, 1:-1], f, where=mask)
+    return fpad.ravel()
 
 
 def _drain_cpu(
-    f: np.ndarray, mask: np.ndarray, value: np.ndarray, spacing: Sequence[float], *, threads: int = 1
+    fpad: np.ndarray,
+    mask: np.ndarray,
+    value: np.ndarray,
+    spacing: Sequence[float],
+    *,
+    threads: int = 1,
 ) -> _Basins:
-    """Steepest-ascent drainage of ``f`` over ``mask`` and the basin graph, numpy.
+    """Steepest-ascent drainage of the flooding image over ``mask`` and the basin graph, numpy.
 
-    Works on the flattened volume padded by one voxel of background, so that every
-    neighbour is a fixed offset and every operation a contiguous slice.  When under
+    Works on the flattened volume padded by one voxel of background (:func:`_padded`),
+    so that every neighbour is a fixed offset and every operation a contiguous slice.  When under
     ``_SPARSE_FRACTION`` of the voxels are foreground, the slopes and the basin
     edges are computed at the foreground voxels only, by gathers at the same fixed
     offsets: the same float32 operations per voxel, so the same basins (IDR
@@ -185,8 +212,9 @@ def _drain_cpu(
 
     Parameters
     ----------
-    f : (Z, Y, X) float32 ndarray
-        The flooding image (read on ``mask`` only).
+    fpad : ((Z + 2) * (Y + 2) * (X + 2),) float32 ndarray
+        The flooding image on the foreground, -inf elsewhere, padded and flattened
+        (:func:`_padded`).
     mask : (Z, Y, X) bool ndarray
         The foreground.
     value : (M,) float32 ndarray
@@ -204,9 +232,6 @@ def _drain_cpu(
     padded = tuple(s + 2 for s in shape)
     size = math.prod(padded)
     itype = np.int32 if size < 2**31 - 1 else np.int64
-    fpad = np.full(padded, -np.inf, np.float32)
-    np.copyto(fpad[1:-1, 1:-1, 1:-1], f, where=mask)
-    fpad = fpad.ravel()
     strides = (padded[1] * padded[2], padded[2], 1)
     lo, hi = strides[0], size - strides[0]  # the inner planes; neighbours stay in range
     cur = fpad[lo:hi]

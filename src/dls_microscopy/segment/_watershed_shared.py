@@ -57,25 +57,41 @@ class _Basins:
     ) -> None:
         self.mask, self.basin, self.value = mask, basin, value
         self.peak, self.peak_pos = peak, peak_pos
-        self.edge_a, self.edge_b, self.saddle = _unique_edges(*pairs, n_basins=len(peak))
+        self.edge_a, self.edge_b, self.saddle = _unique_edges(
+            *pairs, n_basins=len(peak), table_limit=mask.size
+        )
 
 
 def _unique_edges(
-    a: np.ndarray, b: np.ndarray, saddle: np.ndarray, *, n_basins: int
+    a: np.ndarray, b: np.ndarray, saddle: np.ndarray, *, n_basins: int, table_limit: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One edge per basin pair with its highest saddle, by decreasing saddle then pair.
 
-    Sparse: memory and time follow the number of touching voxel pairs ``E``, never
-    ``n_basins**2``.  With fewer than ``2**16`` basins each pair and its saddle are
-    packed into one uint64 (pair in the high 32 bits, the saddle's bits mapped to an
-    order-preserving uint32 in the low ones), so one in-place sort leaves every pair's
-    highest saddle last in its run; otherwise the pairs are argsorted.
+    When ``n_basins**2`` is at most ``table_limit`` (the caller passes the voxels of
+    the block: the table is then no larger than the block's basin map, freed before),
+    the highest saddle of each pair is gathered in a dense table indexed by pair
+    (``np.maximum.at`` on order-preserving uint32 keys of the saddles), without
+    sorting the ``E`` touching voxel pairs.  Otherwise the result is computed
+    sparsely: memory and time follow ``E``, never ``n_basins**2``.  With fewer than
+    ``2**16`` basins each pair and its saddle are packed into one uint64 (pair in the
+    high 32 bits, the saddle's bits mapped to an order-preserving uint32 in the low
+    ones), so one in-place sort leaves every pair's highest saddle last in its run;
+    otherwise the pairs are argsorted.  All paths give the same result.
     """
     if len(a) == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0, np.float32)
     saddle = np.ascontiguousarray(saddle, dtype=np.float32)
-    if n_basins < 1 << 16:
+    if n_basins * n_basins <= table_limit:
+        key = np.minimum(a, b).astype(np.int64)
+        key *= n_basins
+        key += np.maximum(a, b)
+        table = np.zeros(n_basins * n_basins, np.uint32)  # 0: no pair (no saddle maps to 0)
+        np.maximum.at(table, key, _orderable(saddle))
+        del key
+        key = np.flatnonzero(table)
+        high = _from_orderable(table[key])
+    elif n_basins < 1 << 16:
         lo = np.minimum(a, b).astype(np.uint64)
         lo *= np.uint64(n_basins)
         lo += np.maximum(a, b).astype(np.uint64)
@@ -177,7 +193,9 @@ def _labels_from_objects(
     values = obj + 1
     if surface is not None:
         level, background = surface
-        v = basins.value
+        # float64 once: bincount's weights and the comparisons with the float64 levels
+        # would each convert the float32 values again (the same float64 numbers)
+        v = basins.value.astype(np.float64)
         count = np.maximum(np.bincount(obj, minlength=n), 1)
         bright = v > (np.bincount(obj, weights=v, minlength=n) / count)[obj]
         ob = obj[bright]

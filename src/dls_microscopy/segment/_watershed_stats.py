@@ -21,9 +21,35 @@ _SAMPLE_VOXELS = 1 << 21
 _HISTOGRAM_VOXELS = 1 << 18
 
 
-def _otsu(values: np.ndarray, bins: int = 1024) -> tuple[float, float, float]:
-    """Otsu's threshold and its two class means (range: 0.01-99.99th percentiles)."""
-    lo, hi = (float(v) for v in np.percentile(values, [0.01, 99.99]))
+def _sample_levels(sample: np.ndarray) -> tuple[float, float, float, np.ndarray]:
+    """The 0.01th, 99.5th and 99.99th percentiles of ``sample`` and a reordered copy of it.
+
+    The values are exactly those of the former separate ``np.percentile`` calls: the
+    0.01th and 99.99th asked together (a list ``q``: float64 interpolation), the
+    99.5th alone (a scalar ``q``: interpolated in the sample's float32), so they are
+    not merged into one call.  Both run on one copy that the first call partitions
+    in place, so that the second partitions an almost ordered array (~1 ms less per
+    Mvox volume).  Percentiles do not depend on the order of the values, nor does a
+    histogram: the copy can stand for ``sample`` in :func:`_otsu`.
+    """
+    work = np.array(sample, copy=True, order="C")
+    lo, hi = (float(v) for v in np.percentile(work, [0.01, 99.99], overwrite_input=True))
+    high = float(np.percentile(work, 99.5, overwrite_input=True))
+    return lo, high, hi, work
+
+
+def _otsu(
+    values: np.ndarray, bins: int = 1024, *, value_range: tuple[float, float] | None = None
+) -> tuple[float, float, float]:
+    """Otsu's threshold and its two class means.
+
+    The histogram spans ``value_range``, by default the 0.01-99.99th percentiles of
+    ``values`` (pass them when already known, from :func:`_sample_levels`).
+    """
+    if value_range is None:
+        lo, hi = (float(v) for v in np.percentile(values, [0.01, 99.99]))
+    else:
+        lo, hi = value_range
     if not hi > lo:
         return lo, lo, lo
     hist, edges = np.histogram(values, bins=bins, range=(lo, hi))

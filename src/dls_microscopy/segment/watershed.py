@@ -64,7 +64,13 @@ from dls_microscopy.segment._watershed_shared import (  # F401: re-exported, the
     _merge_basins,
     _unique_edges,  # noqa: F401
 )
-from dls_microscopy.segment._watershed_stats import _HISTOGRAM_VOXELS, _SAMPLE_VOXELS, _otsu, _smoothed_sample
+from dls_microscopy.segment._watershed_stats import (
+    _HISTOGRAM_VOXELS,
+    _SAMPLE_VOXELS,
+    _otsu,
+    _sample_levels,
+    _smoothed_sample,
+)
 from dls_microscopy.segment.base import BaseSegmenter, EmptyResultWarning, SegmenterParams
 
 __all__ = ["WatershedParams", "WatershedSegmenter"]
@@ -219,7 +225,8 @@ class WatershedSegmenter(BaseSegmenter):
             sample = sample[:: max(1, sample.size // _HISTOGRAM_VOXELS)]  # plenty for a histogram
         else:
             sample = _smoothed_sample(image, sigma, _SAMPLE_VOXELS)
-        otsu, background, foreground = _otsu(sample)
+        lo, high, hi, sample = _sample_levels(sample)
+        otsu, background, foreground = _otsu(sample, value_range=(lo, hi))
         if self.params.threshold is not None:
             threshold = float(self.params.threshold)
         else:
@@ -229,7 +236,7 @@ class WatershedSegmenter(BaseSegmenter):
             "otsu": otsu,
             "background": background,
             "foreground": foreground,
-            "high": float(np.percentile(sample, 99.5)),
+            "high": high,
         }
 
     def _segment(
@@ -259,8 +266,14 @@ class WatershedSegmenter(BaseSegmenter):
             from dls_microscopy.segment._watershed_cpu import _flood_cpu
 
             cache = getattr(_REUSE, "cache", None) or {}
-            smooth = cache.get("smooth") if cache.get("image") is image else None
-            basins = _flood_cpu(image, config, smooth=smooth, threads=self._cpu_threads())
+            # taken out of the cache and held by no local name here, so that the
+            # backend frees it as soon as it is done with it
+            basins = _flood_cpu(
+                image,
+                config,
+                smooth=cache.pop("smooth", None) if cache.get("image") is image else None,
+                threads=self._cpu_threads(),
+            )
         if basins is None:
             warnings.warn("no foreground above the threshold: no objects", EmptyResultWarning, stacklevel=4)
             return np.zeros(shape, np.uint32)
