@@ -2,10 +2,12 @@
 """Quality and speed of learned embeddings against handcrafted features, measured in one run.
 
     .venv/bin/python benchmarks/run_embeddings.py [--quick] [--out DIR] [--tmp DIR]
-        [--replicates N] [--epochs-image N] [--epochs-shape N] [--threads N]
+        [--replicates N] [--train-replicates N] [--epochs-image N] [--epochs-shape N] [--threads N]
 
 Data: the seeded synthetic phenotype set (:mod:`dls_microscopy.sample_data.phenotypes`): five
-treatments (control, enlarged, elongated, lobed, granular) × ``replicates`` wells, written as
+treatments (control, enlarged, elongated, lobed, granular) × ``replicates`` wells (the training
+plate: ``train-replicates``, default the same; it is unlabelled data, and users train on whole
+screens), written as
 OME-Zarr with our writers.  Three independent plates: ``train`` (seed 0) trains the encoders
 (self-supervised: treatments are never seen), ``val`` (seed 2) was the only plate looked at
 while choosing architectures and training settings, ``test`` (seed 1) is the result.  Both
@@ -171,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny plates, 2 epochs (smoke test)")
     parser.add_argument("--replicates", type=int, default=4)
-    parser.add_argument("--epochs-image", type=int, default=25)
+    parser.add_argument("--train-replicates", type=int, default=None)
+    parser.add_argument("--epochs-image", type=int, default=50)
     parser.add_argument("--epochs-shape", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=HERE / "results")
@@ -190,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     well_options: dict[str, Any] = {}
     if args.quick:
         args.replicates, args.epochs_image, args.epochs_shape = 2, 2, 2
+        args.train_replicates = None
+    if args.train_replicates is None:
+        args.train_replicates = args.replicates
         well_options = {"shape": (36, 128, 128), "n_nuclei": 8}
     work = Path(tempfile.mkdtemp(prefix="dls-bench-embeddings-", dir=args.tmp))
     results: dict[str, Any] = {
@@ -199,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "quick": args.quick,
         "replicates": args.replicates,
+        "train_replicates": args.train_replicates,
         "train_seed": TRAIN_SEED,
         "eval_seeds": EVAL_PLATES,
         "epochs": {"image": args.epochs_image, "shape": args.epochs_shape},
@@ -206,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         t0 = time.perf_counter()
         train_layout = write_phenotype_plate(
-            work / "train", plate="train", seed=TRAIN_SEED, replicates=args.replicates, **well_options
+            work / "train", plate="train", seed=TRAIN_SEED, replicates=args.train_replicates, **well_options
         )
         layouts = {
             name: write_phenotype_plate(
@@ -299,7 +306,9 @@ def _report(results: dict[str, Any], outdir: Path) -> None:
         f"# Embeddings benchmark ({results['date']})",
         "",
         f"Phenotype set: 5 treatments × {results['replicates']} wells per plate; encoders trained "
-        f"self-supervised on plate seed {results['train_seed']}; CPU, {results['cpu_threads']} threads, "
+        f"self-supervised on plate seed {results['train_seed']} "
+        f"({results.get('train_replicates', results['replicates'])} wells per treatment); "
+        f"CPU, {results['cpu_threads']} threads, "
         f"torch {results['torch']}.",
     ]
     for plate, p in results["plates"].items():

@@ -41,3 +41,23 @@ def test_records_without_norm_build_the_first_models_network():
     assert old.encoder.out.in_features == 8 * 16 and new.encoder.out.in_features == 8 * 16 + 1
     with pytest.raises(ValueError, match="norm"):
         PointEncoder(16, 8, norm="batch")
+
+
+def test_cube48_embeddings_are_invariant_to_every_cube_symmetry():
+    import numpy as np
+
+    from dls_microscopy.errors import InputError
+    from dls_microscopy.features.embeddings.inference import embed_batches
+
+    torch.manual_seed(0)
+    net = build_network("image", {"in_channels": 2, "width": 4, "dim": 8}).eval()
+    x = np.random.default_rng(0).random((2, 2, 8, 8, 8), dtype=np.float32)
+    turned = np.flip(np.transpose(x, (0, 1, 4, 2, 3)), axis=3).copy()  # axes reordered, one flipped
+    ids = np.array([1, 2], np.uint64)
+    _, a = embed_batches(net, [(ids, x)], "cpu", kind="image", tta="cube48")
+    _, b = embed_batches(net, [(ids, turned)], "cpu", kind="image", tta="cube48")
+    _, c = embed_batches(net, [(ids, turned)], "cpu", kind="image", tta="flips8")
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(a, c, atol=1e-4)  # flips alone do not cover axis orders
+    with pytest.raises(InputError, match="test-time augmentation"):
+        embed_batches(net, [(ids, x)], "cpu", kind="image", tta="cube24")

@@ -37,13 +37,37 @@ def _flips(kind: str, x: Any) -> list[Any]:
     return out
 
 
+def _cube48(x: Any) -> list[Any]:
+    """The 48 symmetries of the cube (6 axis orders × 8 reflections) of a batch of crops."""
+    import itertools
+
+    return [
+        v
+        for order in itertools.permutations((2, 3, 4))
+        for v in _flips("image", x.permute(0, 1, *order))
+    ]
+
+
+def _views(kind: str, tta: str, x: Any) -> list[Any]:
+    """The inputs whose embeddings are averaged for ``tta``."""
+    if tta == "flips8":
+        return _flips(kind, x)
+    if tta == "cube48" and kind == "image":
+        return _cube48(x)
+    if tta == "none":
+        return [x]
+    raise InputError(f"unknown test-time augmentation {tta!r} for a {kind} model")
+
+
 def embed_batches(
     net: Any, batches: Any, device: Any, *, kind: str = "image", tta: str = "none"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``net``'s encoder over ``(ids, inputs)`` batches; ``(ids, (N, dim) float32)`` sorted by id.
 
-    With ``tta="flips8"`` an object's embedding is the mean over its 8 reflections
-    (the training augmentations include them), so it is exactly reflection-invariant.
+    With ``tta="flips8"`` an object's embedding is the mean over its 8 reflections,
+    with ``tta="cube48"`` (image models) over the 48 rotations and reflections of the
+    cube (6 axis orders × 8 reflections).  The training augmentations include them,
+    so the embedding is exactly invariant to them, and orientation noise averages out.
     """
     import torch
 
@@ -51,10 +75,11 @@ def embed_batches(
     with torch.inference_mode():
         for batch_ids, x in batches:
             t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-            if tta == "flips8":
-                e = torch.stack([net.encoder(v) for v in _flips(kind, t)]).mean(dim=0)
-            else:
+            views = _views(kind, tta, t)
+            if len(views) == 1:
                 e = net.encoder(t)
+            else:
+                e = torch.stack([net.encoder(v) for v in views]).mean(dim=0)
             ids.append(batch_ids)
             out.append(e.float().cpu().numpy())
     if not ids:

@@ -171,7 +171,7 @@ def _image_data(
         "mask": spec.mask,
         "mask_channel": spec.mask_channel,
         "channels": list(names),
-        "tta": "flips8",
+        "tta": "cube48",
     }
     return np.concatenate(parts), pre
 
