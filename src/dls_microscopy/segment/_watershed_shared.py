@@ -58,8 +58,14 @@ class _Basins:
         self.mask, self.basin, self.value = mask, basin, value
         self.peak, self.peak_pos = peak, peak_pos
         self.edge_a, self.edge_b, self.saddle = _unique_edges(
-            *pairs, n_basins=len(peak), table_limit=mask.size
+            *pairs, n_basins=len(peak), table_limit=min(mask.size, _DENSE_TABLE_ENTRIES)
         )
+
+
+#: The dense pair table of :func:`_unique_edges` is used up to this many entries (1 MiB of
+#: uint32): a table as large as the block (the first bound) raised the pipeline scale
+#: test's peak RSS by 4-13 MiB at a 43 MiB budget, so it stays a small fixed size.
+_DENSE_TABLE_ENTRIES = 1 << 18
 
 
 def _unique_edges(
@@ -67,8 +73,8 @@ def _unique_edges(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One edge per basin pair with its highest saddle, by decreasing saddle then pair.
 
-    When ``n_basins**2`` is at most ``table_limit`` (the caller passes the voxels of
-    the block: the table is then no larger than the block's basin map, freed before),
+    When ``n_basins**2`` is at most ``table_limit`` (the caller passes the block's
+    voxels, capped at ``_DENSE_TABLE_ENTRIES``),
     the highest saddle of each pair is gathered in a dense table indexed by pair
     (``np.maximum.at`` on order-preserving uint32 keys of the saddles), without
     sorting the ``E`` touching voxel pairs.  Otherwise the result is computed
@@ -193,9 +199,9 @@ def _labels_from_objects(
     values = obj + 1
     if surface is not None:
         level, background = surface
-        # float64 once: bincount's weights and the comparisons with the float64 levels
-        # would each convert the float32 values again (the same float64 numbers)
-        v = basins.value.astype(np.float64)
+        # float32 kept: a float64 copy held through this step raised the peak (8 bytes per
+        # foreground voxel); bincount and the comparisons convert transiently
+        v = basins.value
         count = np.maximum(np.bincount(obj, minlength=n), 1)
         bright = v > (np.bincount(obj, weights=v, minlength=n) / count)[obj]
         ob = obj[bright]
