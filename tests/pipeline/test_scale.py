@@ -49,8 +49,10 @@ pytestmark = [
 ]
 
 MiB = 2**20
-#: (Z, Y, X) of the field: 2 channels x uint16 -> 2 * 64 * 1024 * 1024 * 2 B = 256 MiB.
-SHAPE = (64, 1024, 1024)
+#: (Z, Y, X) of the field: 2 channels x uint16 -> 2 * 96 * 1024 * 1024 * 2 B = 384 MiB.  At 64 planes
+#: (a 64 MiB limit, 43 MiB budget) the process's fixed costs left 0-7 MiB of headroom: CI runs
+#: on 2026-11-26 grew 57-66 MiB of anonymous memory; 96 planes keep every ratio.
+SHAPE = (96, 1024, 1024)
 VOLUME = 2 * int(np.prod(SHAPE)) * 2
 #: The memory limit the test sets for itself (watchdog + cgroup): a quarter of the field.
 LIMIT = VOLUME // 4
@@ -223,9 +225,9 @@ def test_field_four_times_the_memory_limit_runs_within_it(tmp_path: Path) -> Non
     )
     field = r["summary"]["fields"][0]
     assert field["status"] == "done"
-    # nuclei of 7 µm: a 48-plane 256 x 256 tile holds ~720; 16 mirrored tiles of 64 planes hold
-    # some 11-15k (fewer where mirrored tiles join nuclei at their seams), not tens of thousands
-    assert 4000 < field["n_objects"] < 16000, field["n_objects"]
+    # nuclei of 7 µm: a 48-plane 256 x 256 tile holds ~720; 16 mirrored tiles of 96 planes hold
+    # some 16-23k (fewer where mirrored tiles join nuclei at their seams), not tens of thousands more
+    assert 6000 < field["n_objects"] < 24000, field["n_objects"]
     assert {"segment", "features"} <= set(r["step_peak_growth"])
     # r["peak_growth"] (VmHWM) includes file-backed pages: printed above, not asserted
     assert dog.max_seen <= LIMIT
