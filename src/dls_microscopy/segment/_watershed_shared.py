@@ -62,10 +62,10 @@ class _Basins:
         )
 
 
-#: The dense pair table of :func:`_unique_edges` is used up to this many entries (1 MiB of
-#: uint32): a table as large as the block (the first bound) raised the pipeline scale
-#: test's peak RSS by 4-13 MiB at a 43 MiB budget, so it stays a small fixed size.
-_DENSE_TABLE_ENTRIES = 1 << 18
+#: The dense pair table of :func:`_unique_edges` is used up to this many entries (4 MiB of
+#: uint32, up to 1,024 basins): a fixed bound, so that the table never grows with the
+#: block the way a bound of the block's voxels would.
+_DENSE_TABLE_ENTRIES = 1 << 20
 
 
 def _unique_edges(
@@ -74,8 +74,8 @@ def _unique_edges(
     """One edge per basin pair with its highest saddle, by decreasing saddle then pair.
 
     When ``n_basins**2`` is at most ``table_limit`` (the caller passes the block's
-    voxels, capped at ``_DENSE_TABLE_ENTRIES``),
-    the highest saddle of each pair is gathered in a dense table indexed by pair
+    voxels, capped at ``_DENSE_TABLE_ENTRIES``), the highest saddle of each pair is
+    gathered in a dense table indexed by pair
     (``np.maximum.at`` on order-preserving uint32 keys of the saddles), without
     sorting the ``E`` touching voxel pairs.  Otherwise the result is computed
     sparsely: memory and time follow ``E``, never ``n_basins**2``.  With fewer than
