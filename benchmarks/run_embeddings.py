@@ -194,9 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.replicates, args.epochs_image, args.epochs_shape = 2, 2, 2
         args.train_replicates = None
+        well_options = {"shape": (36, 128, 128), "n_nuclei": 8}
     if args.train_replicates is None:
         args.train_replicates = args.replicates
-        well_options = {"shape": (36, 128, 128), "n_nuclei": 8}
     work = Path(tempfile.mkdtemp(prefix="dls-bench-embeddings-", dir=args.tmp))
     results: dict[str, Any] = {
         "date": dt.date.today().isoformat(),
