@@ -308,7 +308,7 @@ def bench_case(case: Case, tmp: Path, repeats: int) -> dict[str, Any]:
     runs = dict(zip(METHODS, (ours, blockwise, baseline), strict=True))
     reps = repeats if case.image.size < 8e6 else 1
     if case.image.size < 2e6:  # runs of ~0.1 s: scheduler noise is large, take more rounds
-        reps = max(reps, 7)
+        reps = max(reps, 15)
     times: dict[str, list[float]] = {name: [] for name in runs}
     labels: dict[str, np.ndarray] = {}
     for rep in range(reps):

@@ -59,6 +59,14 @@ _PACKAGES = (
     "imagecodecs",
     "h5py",
     "tensorstore",
+    # the compute libraries of segmentation, meshes and embeddings
+    "torch",
+    "numba",
+    "edt",
+    "connected-components-3d",
+    "fastremap",
+    "zmesh",
+    "robust-laplacian",
 )
 
 

@@ -1,8 +1,9 @@
 """CPU backend of :class:`~dls_microscopy.segment.watershed.WatershedSegmenter`.
 
 Steps 1-4 of the algorithm (see :mod:`dls_microscopy.segment.watershed`) up to the
-basin graph, with numpy, ``scipy.ndimage`` and ``edt``: Gaussian smoothing, the
-threshold, the flooding image and steepest-ascent drainage.  The graph is merged
+basin graph, with numpy, ``scipy.ndimage``, ``edt`` and the compiled kernels of
+:mod:`._watershed_kernels`: Gaussian smoothing, the threshold, the flooding image
+and steepest-ascent drainage.  The graph is merged
 into labels by the shared code in :mod:`dls_microscopy.segment._watershed_shared`.  scipy
 and ``edt`` are imported when used.
 """
@@ -24,6 +25,7 @@ from dls_microscopy.segment._watershed_shared import (
     _TRUNCATE,
     _Basins,
     _FloodConfig,
+    _kernels,
 )
 
 
@@ -194,6 +196,81 @@ def _padded(f: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _drain_cpu(
+    fpad: np.ndarray,
+    mask: np.ndarray,
+    value: np.ndarray,
+    spacing: Sequence[float],
+    *,
+    threads: int = 1,
+) -> _Basins:
+    """Steepest-ascent drainage of the flooding image over ``mask`` and the basin graph.
+
+    The compiled kernels (:mod:`._watershed_kernels`) when numba imports, else the
+    numpy formulation (:func:`_drain_numpy`); both give identical basins.
+    Parameters and result as :func:`_drain_numpy`.
+    """
+    if _kernels() is None:
+        return _drain_numpy(fpad, mask, value, spacing, threads=threads)
+    return _drain_compiled(fpad, mask, value, spacing, threads=threads)
+
+
+def _drain_compiled(
+    fpad: np.ndarray,
+    mask: np.ndarray,
+    value: np.ndarray,
+    spacing: Sequence[float],
+    *,
+    threads: int = 1,
+) -> _Basins:
+    """:func:`_drain_numpy` with the compiled kernels: one pass per step, same result.
+
+    The steepest ascent and the basin edges run in ``threads`` ranges of voxels;
+    the other steps are single passes.
+    """
+    kernels = _kernels()
+    shape = mask.shape
+    padded = tuple(s + 2 for s in shape)
+    size = math.prod(padded)
+    itype = np.int32 if size < 2**31 - 1 else np.int64
+    strides = np.array((padded[1] * padded[2], padded[2], 1), dtype=np.int64)
+    lo, hi = int(strides[0]), size - int(strides[0])
+    offsets = np.array([st * strides[ax] for ax, st in _DIRECTIONS], dtype=np.int64)
+    scales = np.array([1.0 / float(spacing[ax]) for ax, _ in _DIRECTIONS], dtype=np.float32)
+    n_fg = int(np.count_nonzero(mask))
+    ppos = np.empty(n_fg, itype)
+    cmap = np.empty(size, itype)
+    kernels.index_foreground(fpad, lo, hi, ppos, cmap)
+    parent = np.empty(n_fg, itype)
+
+    positive = offsets > 0
+
+    # arrays bound as defaults, so that ``del`` below drops the last names of them
+    def run(
+        part: slice, ppos: np.ndarray = ppos, cmap: np.ndarray = cmap, parent: np.ndarray = parent
+    ) -> None:
+        kernels.steepest_parent(fpad, ppos, cmap, offsets, scales, positive, parent, part.start, part.stop)
+
+    workers = threads if n_fg >= _PARALLEL_MIN_VOXELS else 1
+    _in_threads(run, n_fg, workers)
+    basin = np.empty(n_fg, itype)
+    roots = kernels.resolve_roots(parent, ppos, basin)
+    parts: dict[int, tuple[np.ndarray, ...]] = {}
+
+    def edges(part: slice, ppos: np.ndarray = ppos, cmap: np.ndarray = cmap) -> None:
+        parts[part.start] = kernels.basin_edges(fpad, ppos, basin, cmap, strides, part.start, part.stop)
+
+    _in_threads(edges, n_fg, workers)
+    del run, edges, cmap, ppos
+    pieces = [parts[k] for k in sorted(parts)]
+    pairs = tuple(np.concatenate([p[i] for p in pieces]) for i in range(3))
+    # padded flat index -> (z, y, x) -> flat index of the unpadded volume
+    zz, rest = np.divmod(roots, strides[0])
+    yy, xx = np.divmod(rest, strides[1])
+    peak_pos = ((zz - 1) * shape[1] + (yy - 1)) * shape[2] + (xx - 1)
+    return _Basins(mask, basin, value, fpad[roots], peak_pos, pairs)  # type: ignore[arg-type]
+
+
+def _drain_numpy(
     fpad: np.ndarray,
     mask: np.ndarray,
     value: np.ndarray,

@@ -11,10 +11,13 @@ need live here too, so that they import nothing from the segmenter module.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 #: Gaussian support in standard deviations (both backends; also sets the halo).
 _TRUNCATE = 3.0
@@ -23,6 +26,23 @@ _INTENSITY_WEIGHT = 0.5
 #: Neighbours (axis, step), + directions first: among equal slopes the first wins, so
 #: an equal-valued neighbour is uphill only when it comes later in C order.
 _DIRECTIONS = ((0, 1), (1, 1), (2, 1), (0, -1), (1, -1), (2, -1))
+
+
+def _kernels() -> Any:
+    """The compiled kernels module, or None where numba cannot be imported (logged once)."""
+    global _KERNELS
+    if _KERNELS is _UNSET:
+        try:
+            from dls_microscopy.segment import _watershed_kernels as kernels
+        except ImportError as err:  # numba missing or broken: the numpy path gives the same labels
+            log.warning("numba unavailable (%s): the watershed runs its slower numpy path", err)
+            kernels = None
+        _KERNELS = kernels
+    return _KERNELS
+
+
+_UNSET: Any = object()
+_KERNELS: Any = _UNSET
 
 
 class _FloodConfig:
@@ -191,7 +211,30 @@ def _labels_from_objects(
     With ``surface = (level, background)``, an object keeps the voxels brighter than
     ``background + level × (top - background)``, ``top`` being the mean of its
     voxels brighter than its mean.  Objects under ``min_voxels`` are dropped.
+    The compiled kernel when numba imports, else :func:`_labels_numpy` (identical).
     """
+    kernels = _kernels()
+    if kernels is None:
+        return _labels_numpy(basins, objects, shape=shape, surface=surface, min_voxels=min_voxels)
+    out = np.zeros(shape, dtype=np.uint32)
+    level, background = surface if surface is not None else (0.0, 0.0)
+    kernels.labels_from_objects(
+        np.ascontiguousarray(basins.mask).reshape(-1), np.ascontiguousarray(basins.basin),
+        np.ascontiguousarray(objects, dtype=np.int64), np.ascontiguousarray(basins.value),
+        surface is not None, float(level), float(background), float(min_voxels), out.reshape(-1),
+    )  # fmt: skip
+    return out
+
+
+def _labels_numpy(
+    basins: _Basins,
+    objects: np.ndarray,
+    *,
+    shape: tuple[int, ...],
+    surface: tuple[float, float] | None,
+    min_voxels: float,
+) -> np.ndarray:
+    """:func:`_labels_from_objects` in numpy (the reference of the compiled kernel)."""
     import fastremap
 
     n = len(objects)
