@@ -84,3 +84,31 @@ def test_labels_kernel_drops_small_objects_and_numbers_by_first_voxel():
     np.testing.assert_array_equal(np.unique(ids), np.arange(1, ids.max() + 1))
     assert np.all(np.diff(first) > 0)  # numbered in order of first appearance
     assert 0 < ids.max() < len(basins.peak)  # some, not all, were dropped
+
+
+@pytest.mark.parametrize(("prominence", "separation_um"), [(0.0, 0.0), (0.05, 2.0), (0.3, 6.0)])
+def test_compiled_merge_equals_python(prominence, separation_um):
+    f, mask = _flooding_image((20, 90, 70), 0.6, seed=7, plateaus=True)
+    basins = _drain_numpy(_padded(f, mask), mask, f[mask], (1.0, 0.5, 0.5))
+    kw = {
+        "shape": mask.shape,
+        "spacing": (1.0, 0.5, 0.5),
+        "prominence": prominence,
+        "separation_um": separation_um,
+    }
+    got = shared._merge_basins(basins, **kw)
+    want = shared._merge_numpy(basins, **kw)
+    np.testing.assert_array_equal(got, want)
+    assert 1 < len(np.unique(want)) < len(basins.peak) or prominence == 0.0
+
+
+def test_kernels_unavailable_falls_back_to_numpy_with_a_warning(monkeypatch, caplog):
+    """numba missing (or without a writable cache): the numpy path runs, and says so once."""
+    import sys
+
+    monkeypatch.setattr(shared, "_KERNELS", shared._UNSET)
+    monkeypatch.setitem(sys.modules, "dls_microscopy.segment._watershed_kernels", None)  # import fails
+    with caplog.at_level("WARNING", logger=shared.__name__):
+        assert shared._kernels() is None
+        assert shared._kernels() is None
+    assert sum("numpy path" in r.getMessage() for r in caplog.records) == 1

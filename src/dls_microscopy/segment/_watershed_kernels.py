@@ -1,15 +1,17 @@
-"""Compiled (numba) kernels of the CPU watershed: drainage, basin edges and labels.
+"""Compiled (numba) kernels of the CPU watershed: drainage, basin edges, merge and labels.
 
 Why hand-written loops rather than a library: no maintained package offers
 steepest-ascent drainage into basins with a basin adjacency graph (scikit-image's
 ``watershed`` floods from markers, which is the 5x slower baseline we measure
 against).  The numpy formulation of the same steps
-(:func:`~dls_microscopy.segment._watershed_cpu._drain_numpy` and
+(:func:`~dls_microscopy.segment._watershed_cpu._drain_numpy`,
+:func:`~dls_microscopy.segment._watershed_shared._merge_numpy` and
 :func:`~dls_microscopy.segment._watershed_shared._labels_numpy`) makes a dozen
-full-volume passes and temporaries; these loops make one or two passes each and
-give **identical** results (the same float32 operations in the same order; tested
-in ``tests/segment/test_watershed_kernels.py``).  On the 1 Mvox real crop of the
-benchmark, drainage and labels take ~12 ms instead of ~35 ms.
+full-volume passes and temporaries, and the merge is a Python loop over the edges;
+these loops make one or two passes each and give **identical** results (the same
+float operations in the same order; tested in
+``tests/segment/test_watershed_kernels.py``).  On the 1 Mvox real crop of the
+benchmark, drainage, merge and labels take ~19 ms instead of ~40 ms.
 
 Kernels are compiled on first use and cached on disk (``cache=True``: numba keeps
 the machine code next to this file, or in its per-user cache directory when that
@@ -27,6 +29,7 @@ __all__ = [
     "basin_edges",
     "index_foreground",
     "labels_from_objects",
+    "merge_basins",
     "resolve_roots",
     "steepest_parent",
 ]
@@ -158,45 +161,93 @@ def labels_from_objects(mask, basin, objects, value, use_surface, level, backgro
     """
     m = basin.shape[0]
     n = objects.shape[0]
-    keep = np.ones(m, np.bool_)
+    obj = np.empty(m, basin.dtype)  # object of each voxel, -1 once dropped by the surface cut
+    size = np.zeros(n, np.int64)
     if use_surface:
-        count = np.zeros(n, np.int64)
         total = np.zeros(n, np.float64)
         for i in range(m):
             o = objects[basin[i]]
-            count[o] += 1
+            obj[i] = o
+            size[o] += 1
             total[o] += np.float64(value[i])
         mean = np.empty(n, np.float64)
         for o in range(n):
-            mean[o] = total[o] / max(count[o], 1)
-        count[:] = 0
+            mean[o] = total[o] / max(size[o], 1)
+        size[:] = 0
         total[:] = 0.0
         for i in range(m):
-            o = objects[basin[i]]
+            o = obj[i]
             v = np.float64(value[i])
             if v > mean[o]:
-                count[o] += 1
+                size[o] += 1
                 total[o] += v
         for o in range(n):
-            top = total[o] / max(count[o], 1)
+            top = total[o] / max(size[o], 1)
             mean[o] = background + level * (top - background)  # the cut, reusing the array
+        size[:] = 0
         for i in range(m):
-            if np.float64(value[i]) <= mean[objects[basin[i]]]:
-                keep[i] = False
-    size = np.zeros(n, np.int64)
-    for i in range(m):
-        if keep[i]:
-            size[objects[basin[i]]] += 1
+            o = obj[i]
+            if np.float64(value[i]) <= mean[o]:
+                obj[i] = -1
+            else:
+                size[o] += 1
+    else:
+        for i in range(m):
+            o = objects[basin[i]]
+            obj[i] = o
+            size[o] += 1
     new_id = np.zeros(n, np.uint32)
     next_id = np.uint32(1)
     i = 0
     for p in range(mask.shape[0]):
         if mask[p]:
-            if keep[i]:
-                o = objects[basin[i]]
-                if size[o] >= min_voxels:
-                    if new_id[o] == 0:
-                        new_id[o] = next_id
-                        next_id += np.uint32(1)
-                    out[p] = new_id[o]
+            o = obj[i]
+            if o >= 0 and size[o] >= min_voxels:
+                if new_id[o] == 0:
+                    new_id[o] = next_id
+                    next_id += np.uint32(1)
+                out[p] = new_id[o]
             i += 1
+
+
+@_jit
+def _find(parent, i):  # type: ignore[no-untyped-def]  # pragma: no cover
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@_jit
+def merge_basins(edge_a, edge_b, saddle, peak, peak_pos, xyz, prominence, separation2):  # type: ignore[no-untyped-def]  # pragma: no cover
+    """Seeded Kruskal merge of the basin graph; the representative basin of each, (B,) int64.
+
+    Edges are taken in the given order (decreasing saddle).  When two components
+    meet, the one whose highest maximum is lower (ties: earlier ``peak_pos``) stays
+    apart only if that maximum rises ``prominence`` or more above the saddle and
+    lies at least ``sqrt(separation2)`` µm (``xyz`` (B, 3), float64 µm) from the
+    other's; otherwise it joins.  Differences in float64, as the Python loop of
+    :func:`~dls_microscopy.segment._watershed_shared._merge_numpy` computes them.
+    """
+    n = peak.shape[0]
+    parent = np.arange(n)
+    top = np.arange(n)  # the basin holding each component's highest maximum
+    for e in range(edge_a.shape[0]):
+        ra = _find(parent, edge_a[e])
+        rb = _find(parent, edge_b[e])
+        if ra == rb:
+            continue
+        ta = top[ra]
+        tb = top[rb]
+        if peak[tb] > peak[ta] or (peak[tb] == peak[ta] and peak_pos[tb] > peak_pos[ta]):
+            ra, rb, ta, tb = rb, ra, tb, ta
+        d0 = xyz[ta, 0] - xyz[tb, 0]
+        d1 = xyz[ta, 1] - xyz[tb, 1]
+        d2 = xyz[ta, 2] - xyz[tb, 2]
+        dist2 = d0**2 + d1**2 + d2**2
+        if np.float64(peak[tb]) - np.float64(saddle[e]) < prominence or dist2 < separation2:
+            parent[rb] = ra
+    out = np.empty(n, np.int64)
+    for i in range(n):
+        out[i] = _find(parent, i)
+    return out

@@ -11,6 +11,7 @@ need live here too, so that they import nothing from the segmenter module.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -33,9 +34,10 @@ def _kernels() -> Any:
     global _KERNELS
     if _KERNELS is _UNSET:
         try:
-            from dls_microscopy.segment import _watershed_kernels as kernels
-        except ImportError as err:  # numba missing or broken: the numpy path gives the same labels
-            log.warning("numba unavailable (%s): the watershed runs its slower numpy path", err)
+            kernels = importlib.import_module("dls_microscopy.segment._watershed_kernels")
+        except Exception as err:  # numba missing, broken, or no writable cache location:
+            # the numpy path gives the same labels, only slower
+            log.warning("numba kernels unavailable (%s): the watershed runs its numpy path", err)
             kernels = None
         _KERNELS = kernels
     return _KERNELS
@@ -165,8 +167,30 @@ def _merge_basins(
     Edges are taken by decreasing saddle (Kruskal).  When two components meet, the
     one with the lower maximum (ties: earlier voxel in C order) stays apart only if
     its maximum rises ``prominence`` above the saddle and lies ``separation_um`` or
-    more from the other's maximum; otherwise it joins the other.
+    more from the other's maximum; otherwise it joins the other.  The compiled
+    kernel when numba imports, else :func:`_merge_numpy` (identical).
     """
+    kernels = _kernels()
+    if kernels is None:
+        return _merge_numpy(
+            basins, shape=shape, spacing=spacing, prominence=prominence, separation_um=separation_um
+        )
+    xyz = np.stack(np.unravel_index(basins.peak_pos, shape), axis=1) * np.asarray(spacing, dtype=np.float64)
+    return kernels.merge_basins(
+        basins.edge_a, basins.edge_b, basins.saddle, basins.peak, basins.peak_pos,
+        np.ascontiguousarray(xyz), float(prominence), float(separation_um) ** 2,
+    )  # fmt: skip
+
+
+def _merge_numpy(
+    basins: _Basins,
+    *,
+    shape: tuple[int, ...],
+    spacing: Sequence[float],
+    prominence: float,
+    separation_um: float,
+) -> np.ndarray:
+    """:func:`_merge_basins` as a Python loop (the reference of the compiled kernel)."""
     n = len(basins.peak)
     parent = list(range(n))
     top = list(range(n))  # the basin holding each component's highest maximum

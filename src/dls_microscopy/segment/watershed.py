@@ -25,12 +25,14 @@ Everything derives from the expected object diameter ``diameter_um`` and the vox
    than ``min_size_um3`` are removed; the rest are numbered 1..N by first voxel in C
    order.
 
-Two implementations compute the same function: numpy/scipy/``edt``/``fastremap`` on
-CPU, torch (separable ``conv3d`` Gaussian, an exact windowed distance transform,
-tensor drainage with pointer jumping) on CUDA/MPS; the small basin graph is merged
-on the host by shared code.  Float rounding differs between them, so voxels exactly
-at a tie may differ: the tests require F1 at IoU 0.5 ≥ 0.95 between the two paths
-and object counts within 3 % (measured on 11 volumes: identical counts, F1 ≥ 0.99).
+Two implementations compute the same function: scipy/``edt`` and compiled loops
+(numba, :mod:`._watershed_kernels`; a numpy formulation with identical results is
+the reference and the fallback) on CPU, torch (separable ``conv3d`` Gaussian, an
+exact windowed distance transform, tensor drainage with pointer jumping) on CUDA/MPS;
+the small basin graph is merged on the host by shared code.  Float rounding differs
+between the CPU and torch paths, so voxels exactly at a tie may differ: the tests
+require F1 at IoU 0.5 ≥ 0.95 between the two paths and object counts within 3 %
+(measured on 11 volumes: identical counts, F1 ≥ 0.99).
 
 This module holds the parameters and their defaults and the segmenter.  The global
 statistics are in :mod:`._watershed_stats`; what both backends share (their input,
