@@ -241,7 +241,6 @@ def _drain_compiled(
     cmap = np.empty(size, itype)
     kernels.index_foreground(fpad, lo, hi, ppos, cmap)
     parent = np.empty(n_fg, itype)
-
     positive = offsets > 0
 
     # arrays bound as defaults, so that ``del`` below drops the last names of them
@@ -254,13 +253,14 @@ def _drain_compiled(
     _in_threads(run, n_fg, workers)
     basin = np.empty(n_fg, itype)
     roots = kernels.resolve_roots(parent, ppos, basin)
+    del run, parent
     parts: dict[int, tuple[np.ndarray, ...]] = {}
 
     def edges(part: slice, ppos: np.ndarray = ppos, cmap: np.ndarray = cmap) -> None:
         parts[part.start] = kernels.basin_edges(fpad, ppos, basin, cmap, strides, part.start, part.stop)
 
     _in_threads(edges, n_fg, workers)
-    del run, edges, cmap, ppos
+    del edges, cmap, ppos
     pieces = [parts[k] for k in sorted(parts)]
     pairs = tuple(np.concatenate([p[i] for p in pieces]) for i in range(3))
     # padded flat index -> (z, y, x) -> flat index of the unpadded volume
