@@ -8,7 +8,8 @@ import pytest
 from dls_microscopy._allocator import bound_allocator, release_memory
 from dls_microscopy.blocks import plan_blocks
 from dls_microscopy.sample_data import make_synthetic_nuclei
-from dls_microscopy.segment._watershed_cpu import _jump_to_roots, _smooth_cpu
+from dls_microscopy.segment._watershed_cpu import _smooth_cpu
+from dls_microscopy.segment._watershed_numpy import _jump_to_roots
 from dls_microscopy.segment.blockwise import _outer_voxels, _plan
 from dls_microscopy.segment.watershed import WatershedSegmenter, _unique_edges
 
@@ -79,14 +80,16 @@ def test_threads_do_not_change_labels():
 
 @pytest.mark.parametrize("spacing", [(1.0, 0.3, 0.3), (2.0, 0.4, 0.4)])
 def test_sparse_and_dense_drainage_give_identical_labels(monkeypatch, spacing):
-    """Below ``_SPARSE_FRACTION`` foreground the slopes run only at foreground voxels: same labels."""
-    from dls_microscopy.segment import _watershed_cpu
+    """Below ``_SPARSE_FRACTION`` foreground the numpy path's slopes run only at foreground
+    voxels: same labels.  (The compiled path always visits the foreground only.)"""
+    from dls_microscopy.segment import _watershed_numpy, _watershed_shared
 
+    monkeypatch.setattr(_watershed_shared, "_KERNELS", None)  # the numpy path
     s = make_synthetic_nuclei((24, 96, 96), spacing=spacing, diameter_um=7.0, seed=5)
     seg = WatershedSegmenter(diameter_um=7.0, device="cpu", backend="cpu")
     out = {}
     for mode, fraction in (("dense", 0.0), ("sparse", 1.01)):
-        monkeypatch.setattr(_watershed_cpu, "_SPARSE_FRACTION", fraction)
+        monkeypatch.setattr(_watershed_numpy, "_SPARSE_FRACTION", fraction)
         out[mode] = seg.segment(s.image[0], spacing=s.spacing)
     assert out["dense"].dtype == out["sparse"].dtype
     np.testing.assert_array_equal(out["dense"], out["sparse"])

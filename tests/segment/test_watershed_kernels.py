@@ -11,7 +11,8 @@ import pytest
 
 from dls_microscopy.sample_data import make_synthetic_nuclei
 from dls_microscopy.segment import _watershed_shared as shared
-from dls_microscopy.segment._watershed_cpu import _drain_compiled, _drain_numpy, _padded
+from dls_microscopy.segment._watershed_cpu import _drain_compiled, _padded
+from dls_microscopy.segment._watershed_numpy import _drain_numpy
 from dls_microscopy.segment.watershed import WatershedSegmenter
 
 pytest.importorskip("numba")

@@ -4,7 +4,7 @@ Why hand-written loops rather than a library: no maintained package offers
 steepest-ascent drainage into basins with a basin adjacency graph (scikit-image's
 ``watershed`` floods from markers, which is the 5x slower baseline we measure
 against).  The numpy formulation of the same steps
-(:func:`~dls_microscopy.segment._watershed_cpu._drain_numpy`,
+(:func:`~dls_microscopy.segment._watershed_numpy._drain_numpy`,
 :func:`~dls_microscopy.segment._watershed_shared._merge_numpy` and
 :func:`~dls_microscopy.segment._watershed_shared._labels_numpy`) makes a dozen
 full-volume passes and temporaries, and the merge is a Python loop over the edges;
