@@ -238,7 +238,7 @@ def _drain_compiled(
     lo, hi = int(strides[0]), size - int(strides[0])
     offsets = np.array([st * strides[ax] for ax, st in _DIRECTIONS], dtype=np.int64)
     scales = np.array([1.0 / float(spacing[ax]) for ax, _ in _DIRECTIONS], dtype=np.float32)
-    n_fg = int(np.count_nonzero(mask))
+    n_fg = len(value)  # one value per foreground voxel: no second count of the mask
     ppos = np.empty(n_fg, itype)
     cmap = np.empty(size, itype)
     kernels.index_foreground(fpad, lo, hi, ppos, cmap)

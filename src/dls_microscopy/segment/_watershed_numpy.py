@@ -65,7 +65,7 @@ def _drain_numpy(
     cur = fpad[lo:hi]
     offsets = np.array([st * strides[ax] for ax, st in _DIRECTIONS], dtype=itype)
     scales = [np.float32(1.0 / float(spacing[ax])) for ax, _ in _DIRECTIONS]
-    n_fg = int(np.count_nonzero(mask))
+    n_fg = len(value)  # one value per foreground voxel: no second count of the mask
     sparse = n_fg < _SPARSE_FRACTION * (hi - lo)
     if sparse:
         # few foreground voxels: slopes at the foreground only (gathers of M values);
