@@ -3,17 +3,18 @@
 
     .venv/bin/python benchmarks/run_embeddings.py [--quick] [--out DIR] [--tmp DIR]
         [--replicates N] [--train-replicates N] [--epochs-image N] [--epochs-shape N] [--threads N]
+        [--strength S]
 
 Data: the seeded synthetic phenotype set (:mod:`dls_microscopy.sample_data.phenotypes`): five
 treatments (control, enlarged, elongated, lobed, granular) × ``replicates`` wells (the training
 plate: ``train-replicates``, default the same; it is unlabelled data, and users train on whole
-screens), written as
-OME-Zarr with our writers.  Three independent plates: ``train`` (seed 0) trains the encoders
-(self-supervised: treatments are never seen), ``val`` (seed 2) was the only plate looked at
-while choosing architectures and training settings, ``test`` (seed 1) is the result.  Both
-evaluated plates use the same trained models.  Handcrafted features, meshes and embeddings of
-an evaluated plate come from ``run_features(..., meshes=True, embeddings=[image.pt,
-shape.pt])``, i.e. the product path.
+screens), written as OME-Zarr with our writers. ``--strength`` scales every treatment's change
+from control (1: as stated; 0.5: a half dose, where no feature set reaches the ceiling). Three
+independent plates: ``train`` (seed 0) trains the encoders (self-supervised: treatments are
+never seen), ``val`` (seed 2) was the only plate looked at while choosing architectures and
+training settings, ``test`` (seed 1) is the result. Both evaluated plates use the same trained
+models. Handcrafted features, meshes and embeddings of an evaluated plate come from
+``run_features(..., meshes=True, embeddings=[image.pt, shape.pt])``, i.e. the product path.
 
 Feature sets: ``handcrafted`` = every ``Nuclei_*`` column (voxel morphology, intensity,
 radial distribution, mesh descriptors); ``image``/``shape`` = ``Embedding_Image_*`` /
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs-image", type=int, default=50)
     parser.add_argument("--epochs-shape", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--strength", type=float, default=1.0, help="treatment effect size (0.5: half dose)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--tmp", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -190,11 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     from dls_microscopy.pipeline.features import run_features
     from dls_microscopy.sample_data.phenotypes import write_phenotype_plate
 
-    well_options: dict[str, Any] = {}
+    well_options: dict[str, Any] = {"strength": args.strength}
     if args.quick:
         args.replicates, args.epochs_image, args.epochs_shape = 2, 2, 2
         args.train_replicates = None
-        well_options = {"shape": (36, 128, 128), "n_nuclei": 8}
+        well_options.update(shape=(36, 128, 128), n_nuclei=8)
     if args.train_replicates is None:
         args.train_replicates = args.replicates
     work = Path(tempfile.mkdtemp(prefix="dls-bench-embeddings-", dir=args.tmp))
@@ -205,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "quick": args.quick,
         "replicates": args.replicates,
+        "strength": args.strength,
         "train_replicates": args.train_replicates,
         "train_seed": TRAIN_SEED,
         "eval_seeds": EVAL_PLATES,
@@ -305,7 +308,8 @@ def _report(results: dict[str, Any], outdir: Path) -> None:
     lines = [
         f"# Embeddings benchmark ({results['date']})",
         "",
-        f"Phenotype set: 5 treatments × {results['replicates']} wells per plate; encoders trained "
+        f"Phenotype set: 5 treatments at strength {results.get('strength', 1.0)} × "
+        f"{results['replicates']} wells per plate; encoders trained "
         f"self-supervised on plate seed {results['train_seed']} "
         f"({results.get('train_replicates', results['replicates'])} wells per treatment); "
         f"CPU, {results['cpu_threads']} threads, "
@@ -344,6 +348,8 @@ def _report(results: dict[str, Any], outdir: Path) -> None:
     print(text)
     outdir.mkdir(parents=True, exist_ok=True)
     stem = f"embeddings-{results['date']}" + ("-quick" if results["quick"] else "")
+    if results.get("strength", 1.0) != 1.0:
+        stem += f"-strength{results['strength']:g}"
     (outdir / f"{stem}.md").write_text(text, encoding="utf-8")
     (outdir / f"{stem}.json").write_text(json.dumps(results, indent=1, default=float), encoding="utf-8")
 

@@ -69,3 +69,30 @@ def test_write_plate_layout(tmp_path):
     with pytest.raises(InputError, match="unknown treatment"):
         make_phenotype_well("sparkly")
     assert next(iter(TREATMENTS)) == "control"
+
+
+def test_strength_scales_the_change_from_control():
+    half = TREATMENTS["elongated"].at_strength(0.5)
+    assert half.aspect == pytest.approx((1.45, 1.9))
+    assert TREATMENTS["granular"].at_strength(0.5).granule_fraction == pytest.approx(0.165)
+    assert TREATMENTS["enlarged"].at_strength(0.5).diameter_um == pytest.approx(7.8)
+    # strength 0 is the control well of the same seed and index, voxel for voxel
+    zero = make_phenotype_well("lobed", seed=4, well_index=2, strength=0, **SMALL)
+    control = make_phenotype_well("control", seed=4, well_index=2, **SMALL)
+    assert np.array_equal(zero.image, control.image) and np.array_equal(zero.labels, control.labels)
+    assert zero.treatment == "lobed"
+    with pytest.raises(InputError, match="strength"):
+        TREATMENTS["lobed"].at_strength(4.0)  # lobes of amplitude 1.12
+    with pytest.raises(InputError, match="strength"):
+        TREATMENTS["enlarged"].at_strength(-0.5)
+
+
+def test_half_strength_gives_half_the_size_change():
+    # same seed and index: nucleus 1 gets the same random draws in the three wells
+    diam = {}
+    for name, strength in (("control", 1.0), ("enlarged", 0.5), ("enlarged", 1.0)):
+        w = make_phenotype_well(name, seed=11, strength=strength, **SMALL)
+        diam[name, strength] = np.cbrt(6 / np.pi * np.count_nonzero(w.labels == 1) * np.prod(w.spacing))
+    ctrl, half, full = diam["control", 1.0], diam["enlarged", 0.5], diam["enlarged", 1.0]
+    assert full > 1.15 * ctrl
+    assert (half - ctrl) / (full - ctrl) == pytest.approx(0.5, abs=0.08)
