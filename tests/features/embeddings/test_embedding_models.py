@@ -11,7 +11,6 @@ import torch
 from dls_microscopy.errors import CorruptDataError, InputError, ModelNotFoundError
 from dls_microscopy.features.embeddings import (
     apply_embeddings,
-    default_crop_size,
     load_model,
     read_record,
     sha256_file,
@@ -29,17 +28,6 @@ def test_training_loss_decreases_and_record_is_complete(models, fast):
         assert on_disk["weights_sha256"] == sha256_file(path) == record.weights_sha256
         assert on_disk["seed"] == 5 and len(on_disk["data_sha256"]) == 64
         assert on_disk["kind"] == kind and on_disk["arch"]["dim"] == 32
-    pre, arch = models["image"][1].preprocessing, models["image"][1].arch
-    assert arch["pool"] == "multiscale"
-    # crops sample the field of view at the wells' finest spacing (0.25 µm), at most 40 voxels
-    assert pre["size"] == default_crop_size(pre["fov_um"], [(0.6, 0.25, 0.25)]) == 40
-
-
-def test_default_crop_size_follows_the_native_spacing_within_bounds():
-    assert default_crop_size(16.0, [(0.6, 0.5, 0.5)]) == 32  # native
-    assert default_crop_size(16.0, [(1.0, 0.5, 0.5), (0.6, 0.4, 0.4)]) == 40  # finest image decides
-    assert default_crop_size(16.0, [(2.0, 1.0, 1.0)]) == 24  # coarse data: no fewer than 24
-    assert default_crop_size(30.0, [(0.3, 0.1, 0.1)]) == 40  # fine data: no more than 40
 
 
 def test_weights_are_a_plain_state_dict_loaded_weights_only(models):

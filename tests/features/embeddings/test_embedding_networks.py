@@ -61,20 +61,3 @@ def test_cube48_embeddings_are_invariant_to_every_cube_symmetry():
     assert not np.allclose(a, c, atol=1e-4)  # flips alone do not cover axis orders
     with pytest.raises(InputError, match="test-time augmentation"):
         embed_batches(net, [(ids, x)], "cpu", kind="image", tta="cube24")
-
-
-def test_image_records_without_pool_build_the_first_models_network():
-    from dls_microscopy.features.embeddings.networks import ImageEncoder
-
-    torch.manual_seed(0)
-    old = build_network("image", {"in_channels": 2, "width": 4, "dim": 8}).encoder.eval()
-    new = build_network("image", {"in_channels": 2, "width": 4, "dim": 8, "pool": "multiscale"}).encoder
-    assert old.out.in_features == 2 * 4 * 4 and new.out.in_features == 2 * 9 * 4
-    x = torch.rand(3, 2, 12, 12, 12, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        h = old.features(x)  # what the first models computed: the last stage, pooled
-        first = old.out(torch.cat([h.mean(dim=(2, 3, 4)), h.amax(dim=(2, 3, 4))], dim=1))
-        assert torch.equal(old(x), first)
-        assert new(x).shape == (3, 8)
-    with pytest.raises(ValueError, match="pool"):
-        ImageEncoder(2, 4, 8, pool="gem")

@@ -27,12 +27,7 @@ from dls_microscopy.features.embeddings.point_clouds import (
     sample_surface,
 )
 from dls_microscopy.features.embeddings.store import ModelRecord, load_model, read_record, sha256_file
-from dls_microscopy.features.embeddings.training import (
-    TrainingSample,
-    default_crop_size,
-    nt_xent,
-    train_embedding_model,
-)
+from dls_microscopy.features.embeddings.training import TrainingSample, nt_xent, train_embedding_model
 
 __all__ = [
     "CropSpec",
@@ -40,7 +35,6 @@ __all__ = [
     "TrainingSample",
     "apply_embeddings",
     "canonical_frame",
-    "default_crop_size",
     "intensity_range",
     "iter_object_crops",
     "iter_object_points",

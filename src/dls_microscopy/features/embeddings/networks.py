@@ -31,7 +31,7 @@ class ImageEncoder(nn.Module):
     A 2×2×2 stride-2 stem (``width`` channels), a stride-2 and a stride-1
     3×3×3 convolution (``2 width``), a stride-2 one (``4 width``), each with
     GroupNorm and ReLU; global average and max pooling concatenated, then a
-    linear layer.  About 6 M multiply-adds per 24³ crop (28 M per 40³) at ``width=12``: sized to
+    linear layer.  About 6 M multiply-adds per 24³ crop at ``width=12``: sized to
     train in minutes on a CPU.
 
     Parameters
@@ -41,20 +41,11 @@ class ImageEncoder(nn.Module):
         Channels of the stem.
     dim : int
         Embedding size.
-    pool : {"multiscale", "last"}
-        ``"last"``: pool the last stage only (the first models).  ``"multiscale"``:
-        pool every stage (stem and the three convolutions) and concatenate, so
-        the embedding sees fine texture (granules, chromatin at one or two
-        voxels) directly, not only through the coarse last stage where it is
-        mixed with shape.
     """
 
-    def __init__(self, in_channels: int, width: int = 12, dim: int = 32, pool: str = "multiscale") -> None:
+    def __init__(self, in_channels: int, width: int = 12, dim: int = 32) -> None:
         super().__init__()
-        if pool not in ("multiscale", "last"):
-            raise ValueError(f"pool must be 'multiscale' or 'last', got {pool!r}")
         w = int(width)
-        self.multiscale = pool == "multiscale"
         self.features = nn.Sequential(
             nn.Conv3d(in_channels, w, 2, stride=2, bias=False),
             nn.GroupNorm(min(4, w), w),
@@ -63,18 +54,12 @@ class ImageEncoder(nn.Module):
             _conv(2 * w, 2 * w, 1),
             _conv(2 * w, 4 * w, 2),
         )
-        # stem ReLU and each convolution block end a stage: w, 2w, 2w, 4w channels
-        self._stage_ends = (2, 3, 4, 5) if self.multiscale else (5,)
-        self.out = nn.Linear(2 * (9 * w if self.multiscale else 4 * w), dim)
+        self.out = nn.Linear(8 * w, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = []
-        h = x
-        for i, layer in enumerate(self.features):
-            h = layer(h)
-            if i in self._stage_ends:
-                parts += [h.mean(dim=(2, 3, 4)), h.amax(dim=(2, 3, 4))]
-        return self.out(torch.cat(parts, dim=1))
+        h = self.features(x)
+        pooled = torch.cat([h.mean(dim=(2, 3, 4)), h.amax(dim=(2, 3, 4))], dim=1)
+        return self.out(pooled)
 
 
 class PointEncoder(nn.Module):
@@ -148,9 +133,7 @@ def build_network(kind: str, arch: dict[str, Any]) -> EmbeddingNet:
     """The network described by a model record's ``arch`` (see :mod:`.store`)."""
     dim = int(arch["dim"])
     if kind == "image":
-        # records saved before ``pool`` existed pooled the last stage only
-        pool = str(arch.get("pool", "last"))
-        enc: nn.Module = ImageEncoder(int(arch["in_channels"]), int(arch["width"]), dim, pool)
+        enc: nn.Module = ImageEncoder(int(arch["in_channels"]), int(arch["width"]), dim)
     elif kind == "shape":
         # records saved before ``norm`` existed used GroupNorm
         enc = PointEncoder(int(arch["width"]), dim, str(arch.get("norm", "group")))

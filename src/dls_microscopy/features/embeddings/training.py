@@ -35,19 +35,12 @@ from dls_microscopy.features.embeddings.object_crops import CropSpec, iter_objec
 from dls_microscopy.features.embeddings.point_clouds import MESH_SMOOTH, iter_object_points
 from dls_microscopy.features.embeddings.store import KINDS, ModelRecord, save_model
 
-__all__ = ["TrainingSample", "default_crop_size", "deterministic", "nt_xent", "train_embedding_model"]
+__all__ = ["TrainingSample", "deterministic", "nt_xent", "train_embedding_model"]
 
 log = logging.getLogger(__name__)
 
 #: Pooled surface points per object and points per view are ``POOL_FACTOR`` apart.
 POOL_FACTOR = 4
-#: Default image crop edge: the finest axis's native resolution, within these voxels.
-#: Coarser than native loses fine texture: on the half-dose phenotype set, image-embedding
-#: k-NN recognised 108 of 160 granular nuclei from 24 voxels of 0.67 µm, 138 from 40 voxels
-#: of 0.4 µm.  40³ costs about 4.6× the compute of 24³: the most that trains on a CPU in
-#: minutes.
-MIN_CROP_SIZE = 24
-MAX_CROP_SIZE = 40
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -153,29 +146,10 @@ def _extents_um(samples: Sequence[TrainingSample], indexes: Sequence[Any]) -> np
     )
 
 
-def default_crop_size(fov_um: float, spacings: Sequence[Sequence[float]]) -> int:
-    """Crop edge in voxels that samples ``fov_um`` at the finest native spacing, clipped.
-
-    Parameters
-    ----------
-    fov_um : float
-        Crop edge in µm.
-    spacings : sequence of (3,) float
-        µm per voxel of every training image.
-
-    Returns
-    -------
-    int
-        ``ceil(fov_um / finest spacing)`` within ``[MIN_CROP_SIZE, MAX_CROP_SIZE]``.
-    """
-    finest = min(float(v) for sp in spacings for v in sp)
-    return int(np.clip(math.ceil(fov_um / finest - 1e-9), MIN_CROP_SIZE, MAX_CROP_SIZE))
-
-
 def _image_data(
     samples: Sequence[TrainingSample],
     indexes: Sequence[Any],
-    size: int | None,
+    size: int,
     fov_um: float | None,
     mask_channel: bool,
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -184,8 +158,6 @@ def _image_data(
         raise InputError(f"image models need images with one common channel count, got {sorted(n_ch)}")
     if fov_um is None:  # cover 95 % of objects whole, with a margin; whole µm
         fov_um = float(math.ceil(1.2 * np.percentile(_extents_um(samples, indexes), 95)))
-    if size is None:
-        size = default_crop_size(fov_um, [smp.spacing for smp in samples])
     spec = CropSpec(size=int(size), fov_um=float(fov_um), mask_channel=bool(mask_channel))
     parts = [
         crops
@@ -251,7 +223,7 @@ def train_embedding_model(
     temperature: float = 0.2,
     dim: int = 32,
     width: int | None = None,
-    crop_size: int | None = None,
+    crop_size: int = 24,
     fov_um: float | None = None,
     mask_channel: bool = True,
     n_points: int = 256,
@@ -279,11 +251,8 @@ def train_embedding_model(
     dim, width
         Embedding size; network width (default 12 for image, 32 for shape models).
     crop_size, fov_um
-        Image crops: edge in voxels and µm.  Defaults: ``fov_um`` is 1.2× the
-        95th percentile of the objects' largest bounding-box extent, rounded up
-        to a µm; ``crop_size`` samples it at the native spacing of the image's
-        finest axis, but with 24 to 40 voxels (:data:`MIN_CROP_SIZE`,
-        :data:`MAX_CROP_SIZE`).
+        Image crops: edge in voxels and µm (default: 1.2× the 95th percentile of
+        the objects' largest bounding-box extent, rounded up to a µm).
     mask_channel : bool
         Image models: give the network the object's mask as one more input
         channel (see :mod:`.object_crops`).
@@ -320,12 +289,7 @@ def train_embedding_model(
     indexes = _subset_indexes(samples, max_objects, seed)
     if kind == "image":
         data, pre = _image_data(samples, indexes, crop_size, fov_um, mask_channel)
-        arch = {
-            "in_channels": int(data.shape[1]),
-            "width": int(width or 12),
-            "dim": int(dim),
-            "pool": "multiscale",
-        }
+        arch = {"in_channels": int(data.shape[1]), "width": int(width or 12), "dim": int(dim)}
     else:
         data, pre = _shape_data(samples, indexes, n_points, scale_um, seed)
         arch = {"width": int(width or 32), "dim": int(dim), "norm": "group+scale"}
