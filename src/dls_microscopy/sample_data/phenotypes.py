@@ -97,6 +97,8 @@ class Treatment:
             lobes >= 1, granule fraction > 1, diameter <= 0).
         """
         s = float(strength)
+        if s == 1.0:
+            return self  # exactly the stated parameters, not a rounded interpolation
         c = Treatment()
         t = Treatment(
             diameter_um=c.diameter_um + s * (self.diameter_um - c.diameter_um),
