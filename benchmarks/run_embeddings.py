@@ -32,6 +32,9 @@ Metrics (definitions):
   the plate's objects (blocks weighted as above); each object's treatment is the majority of
   its k=10 most cosine-similar objects *from other wells*; accuracy over all objects.
 * **Well 1-NN accuracy.**  Leave-one-out nearest well profile (cosine) has the same treatment.
+* **Paired k-NN comparison.**  Two feature sets are judged on the same objects, so their
+  k-NN difference is tested on the objects only one of them gets right (McNemar's exact
+  test): p well above 0.05 means the plate cannot tell the two sets apart.
 
 Speed: objects/s of each stage of ``run_features`` on the test plate (CPU, same run):
 ``measure_objects`` (handcrafted, the baseline), mesh descriptors, and each embedding model
@@ -116,19 +119,47 @@ def well_1nn_accuracy(profiles: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(labels[np.argmax(sim, axis=1)] == labels))
 
 
-def knn_accuracy(features: np.ndarray, labels: np.ndarray, wells: np.ndarray, k: int = KNN_K) -> float:
-    """Per-object k-NN treatment accuracy, neighbours from other wells only."""
+def knn_correct(features: np.ndarray, labels: np.ndarray, wells: np.ndarray, k: int = KNN_K) -> np.ndarray:
+    """Per object: is its k-NN treatment vote right (neighbours from other wells only)?"""
     sim = _cosine(features)
     sim[wells[:, None] == wells[None, :]] = -np.inf
     classes, codes = np.unique(labels, return_inverse=True)
     nn = np.argsort(-sim, axis=1, kind="stable")[:, :k]
     votes = np.zeros((len(labels), len(classes)))
     np.add.at(votes, (np.repeat(np.arange(len(labels)), k), codes[nn].ravel()), 1)
-    return float(np.mean(np.argmax(votes, axis=1) == codes))
+    return np.argmax(votes, axis=1) == codes
 
 
-def evaluate(table: Any, treatments: dict[str, str]) -> dict[str, dict[str, float]]:
-    """All metrics for all feature sets of an object table (pandas DataFrame)."""
+def knn_accuracy(features: np.ndarray, labels: np.ndarray, wells: np.ndarray, k: int = KNN_K) -> float:
+    """Per-object k-NN treatment accuracy, neighbours from other wells only."""
+    return float(np.mean(knn_correct(features, labels, wells, k)))
+
+
+def paired_knn(correct: dict[str, np.ndarray], a: str, b: str) -> dict[str, float]:
+    """Objects only ``a`` classifies right, only ``b`` does, and McNemar's exact two-sided p.
+
+    The two feature sets are judged on the same objects, so their difference is tested on
+    the discordant objects alone (binomial, p = 1/2): a p well above 0.05 means the plate
+    cannot tell the two apart.
+    """
+    from scipy.stats import binom
+
+    only_a = int(np.sum(correct[a] & ~correct[b]))
+    only_b = int(np.sum(correct[b] & ~correct[a]))
+    n = only_a + only_b
+    p = 1.0 if n == 0 else min(1.0, 2 * float(binom.cdf(min(only_a, only_b), n, 0.5)))
+    return {"only_a": only_a, "only_b": only_b, "p_mcnemar": p}
+
+
+#: Object k-NN comparisons reported with paired counts: (a, b).
+PAIRS = (("image+shape", "handcrafted"), ("all", "handcrafted"), ("all", "image+shape"))
+
+
+def evaluate(table: Any, treatments: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """All metrics for all feature sets of an object table (pandas DataFrame).
+
+    ``out["paired"]`` compares the object k-NN of the feature sets in :data:`PAIRS`.
+    """
     cols = {
         "handcrafted": [c for c in table.columns if c.startswith("Nuclei_")],
         "image": [c for c in table.columns if c.startswith("Embedding_Image_")],
@@ -145,17 +176,19 @@ def evaluate(table: Any, treatments: dict[str, str]) -> dict[str, dict[str, floa
     labels = np.array([treatments[w] for w in wells])
     well_names = sorted(set(wells))
     well_labels = np.array([treatments[w] for w in well_names])
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
+    correct = {}
     for name, parts in sets.items():
         blocks = [table[cols[p]].to_numpy(np.float64) for p in parts]
         per_object = combine(blocks)
         profile_blocks = [np.stack([np.nanmedian(b[wells == w], axis=0) for w in well_names]) for b in blocks]
         profiles = combine(profile_blocks)
+        correct[name] = knn_correct(per_object, labels, wells)
         out[name] = {
             "n_features": int(sum(b.shape[1] for b in blocks)),
             "mAP": mean_average_precision(profiles, well_labels),
             "well_1nn_accuracy": well_1nn_accuracy(profiles, well_labels),
-            "object_knn_accuracy": knn_accuracy(per_object, labels, wells),
+            "object_knn_accuracy": float(np.mean(correct[name])),
         }
     n_wells, reps = len(well_names), len(well_names) // len(set(well_labels))
     out["chance"] = {
@@ -164,6 +197,7 @@ def evaluate(table: Any, treatments: dict[str, str]) -> dict[str, dict[str, floa
         "well_1nn_accuracy": 1 / len(set(well_labels)),
         "object_knn_accuracy": 1 / len(set(well_labels)),
     }
+    out["paired"] = {f"{a} vs {b}": paired_knn(correct, a, b) for a, b in PAIRS}
     return out
 
 
@@ -326,10 +360,19 @@ def _report(results: dict[str, Any], outdir: Path) -> None:
             "|---|---:|---:|---:|---:|",
         ]
         for name, r in p["metrics"].items():
+            if name == "paired":
+                continue
             lines.append(
                 f"| {name} | {r['n_features']} | {r['mAP']:.3f} | {r['well_1nn_accuracy']:.3f} | "
                 f"{r['object_knn_accuracy']:.3f} |"
             )
+        lines += [
+            "",
+            "| object k-NN, A vs B | only A right | only B right | McNemar p (exact) |",
+            "|---|---:|---:|---:|",
+        ]
+        for pair, c in p["metrics"]["paired"].items():
+            lines.append(f"| {pair} | {c['only_a']} | {c['only_b']} | {c['p_mcnemar']:.2f} |")
     lines += [
         "",
         "## Training",

@@ -1,0 +1,64 @@
+"""``benchmarks/run_embeddings.py``: its metrics on hand-made cases, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "run_embeddings.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("run_embeddings", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_metrics_on_separable_and_on_uninformative_features(bench):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], 40)
+    wells = np.array([f"{t}{i // 10}" for i, t in enumerate(labels)])  # 4 wells per treatment
+    centres = {"a": [5.0, 0, 0], "b": [0, 5.0, 0], "c": [0, 0, 5.0]}
+    good = np.array([centres[t] for t in labels]) + rng.normal(0, 0.5, (120, 3))
+    noise = rng.normal(0, 1, (120, 3))
+    assert bench.knn_correct(good, labels, wells).all()
+    assert bench.knn_accuracy(noise, labels, wells) < 0.6
+    names = sorted(set(wells))
+    well_labels = np.array([n[0] for n in names])
+    profiles = np.stack([good[wells == n].mean(axis=0) for n in names])
+    assert bench.mean_average_precision(profiles, well_labels) == 1.0
+    assert bench.well_1nn_accuracy(profiles, well_labels) == 1.0
+
+
+def test_paired_knn_counts_discordant_objects_and_tests_them(bench):
+    a = np.array([True] * 10 + [False] * 2 + [True] * 5)
+    b = np.array([False] * 10 + [False] * 2 + [True] * 5)
+    c = bench.paired_knn({"A": a, "B": b}, "A", "B")
+    assert (c["only_a"], c["only_b"]) == (10, 0)
+    assert c["p_mcnemar"] == pytest.approx(2 * 0.5**10)
+    assert bench.paired_knn({"A": a, "B": a}, "A", "B") == {"only_a": 0, "only_b": 0, "p_mcnemar": 1.0}
+
+
+def test_quick_half_dose_run_reports_every_feature_set(run_benchmark, tmp_path):
+    out = tmp_path / "results"
+    res = run_benchmark(SCRIPT, "--quick", "--strength", "0.5", out=out, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "strength 0.5" in res.stdout and "McNemar" in res.stdout
+    (path,) = out.glob("embeddings-*-quick-strength0.5.json")
+    data = json.loads(path.read_text())
+    assert data["strength"] == 0.5
+    for plate in ("val", "test"):
+        metrics = data["plates"][plate]["metrics"]
+        for name in ("handcrafted", "image", "shape", "image+shape", "all"):
+            assert all(math.isfinite(metrics[name][k]) for k in ("mAP", "object_knn_accuracy")), name
+        pairs = {"image+shape vs handcrafted", "all vs handcrafted", "all vs image+shape"}
+        assert set(metrics["paired"]) == pairs
+    assert all(r["objects_per_s"] > 0 for r in data["speed"].values())
