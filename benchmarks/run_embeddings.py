@@ -372,7 +372,8 @@ def _report(results: dict[str, Any], outdir: Path) -> None:
             "|---|---:|---:|---:|",
         ]
         for pair, c in p["metrics"]["paired"].items():
-            lines.append(f"| {pair} | {c['only_a']} | {c['only_b']} | {c['p_mcnemar']:.2f} |")
+            p_text = "< 0.001" if c["p_mcnemar"] < 0.001 else f"{c['p_mcnemar']:.3f}"
+            lines.append(f"| {pair} | {c['only_a']} | {c['only_b']} | {p_text} |")
     lines += [
         "",
         "## Training",
