@@ -71,9 +71,10 @@ def write_multiscale(
             config={"write_empty_chunks": True},
         )
         grid = shards or chunks
-        # fewer writers when the budget holds few shards: each holds ~4 in flight
+        # fewer writers when the budget holds few shards: each holds a region ~4 times
+        # (below), and all of them together stay near half the budget
         grid_bytes = math.prod(grid) * source.dtype.itemsize
-        level_workers = max(1, min(workers, memory_budget // (4 * grid_bytes)))
+        level_workers = max(1, min(workers, memory_budget // (8 * grid_bytes)))
         # a region is held ~4 times while written (source chunks, their concatenation,
         # the shard being encoded and its compressed bytes): 8 ways per worker keeps the
         # write pass near half the budget
