@@ -64,6 +64,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_BUDGET = 1 * 2**30
+#: Both passes hand freed heap pages back after every this many blocks: each block
+#: leaves small per-object results between its freed temporaries, and the fragmented
+#: heap otherwise grows with the number of blocks.  Measured on the scale test's
+#: 384 MiB field (338 blocks, 21k objects, 64 MiB budget): peak growth of
+#: ``measure_objects`` 57-62 MiB without, 54-57 MiB with 4 (49-52 with 1, ~15 % slower).
+_RELEASE_EVERY = 4
 
 
 class NoObjectsWarning(UserWarning):
@@ -249,7 +255,14 @@ def measure_objects(
         offset = tuple(s.start for s in block.core)
         return block_partial_stats(lab, ch, offset=offset, acc_dtype=acc)
 
-    parts = run_parallel(list(plan), pass1, workers=workers, progress=progress, description="measure")
+    parts = run_parallel(
+        list(plan),
+        pass1,
+        workers=workers,
+        progress=progress,
+        description="measure",
+        release_every=_RELEASE_EVERY,
+    )
     nonempty = [p for p in parts if p.n_objects]  # type: ignore[union-attr]
     if not nonempty:
         warnings.warn(
@@ -300,7 +313,9 @@ def _pass2(
         percentiles=qs,
         radial_shells=shells,
     )
-    results = run_parallel(batches, work, workers=workers, progress=progress, description="crops")
+    results = run_parallel(
+        batches, work, workers=workers, progress=progress, description="crops", release_every=_RELEASE_EVERY
+    )
     k, c = stats.n_objects, image.shape[0]
     pct = np.full((k, c, len(qs)), np.nan)
     frac = np.full((k, c, shells), np.nan)
