@@ -289,6 +289,7 @@ def run_pipeline(
     OutputError
         The output folder cannot be written.
     """
+    from dls_microscopy._allocator import release_memory
     from dls_microscopy.pipeline.cluster import compute_context
     from dls_microscopy.pipeline.collect import collect_tables
     from dls_microscopy.pipeline.progress import NoProgress, RunProgress
@@ -367,6 +368,7 @@ def run_pipeline(
         ordered = [outcomes[s.key] for s in fields]
         committed = [fields_dir / o.key for o in ordered if o.status != "failed"]
         compartment = cfg.steps.features.compartment if cfg.steps.features is not None else "Nuclei"
+        release_memory()  # the last field's tables are freed: give their pages back before collecting
         tables = collect_tables(committed, out, table_format=cfg.output.table_format, compartment=compartment)
         summary = RunSummary(out, ordered, tables, time.perf_counter() - t_start, backend, link)
         _write_text(out / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2) + "\n")
