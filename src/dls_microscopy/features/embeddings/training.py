@@ -159,12 +159,19 @@ def _image_data(
     if fov_um is None:  # cover 95 % of objects whole, with a margin; whole µm
         fov_um = float(math.ceil(1.2 * np.percentile(_extents_um(samples, indexes), 95)))
     spec = CropSpec(size=int(size), fov_um=float(fov_um), mask_channel=bool(mask_channel))
-    parts = [
-        crops
-        for s, idx in zip(samples, indexes, strict=True)
-        for _, crops in iter_object_crops(s.image, s.labels, spacing=s.spacing, spec=spec, index=idx)
-    ]
-    names = samples[0].channel_names or tuple(f"channel{i}" for i in range(n_ch.pop()))
+    channels = next(iter(n_ch))
+    # filled in place: a list of batches and their concatenation would hold the crops twice
+    data = np.empty(
+        (sum(len(i.ids) for i in indexes), channels + spec.extra_channels, *(spec.size,) * 3), np.float32
+    )
+    start = 0
+    for s, idx in zip(samples, indexes, strict=True):
+        for _, crops in iter_object_crops(s.image, s.labels, spacing=s.spacing, spec=spec, index=idx):
+            data[start : start + len(crops)] = crops
+            start += len(crops)
+    if start != len(data):  # every indexed object yields one crop; never train on unset memory
+        raise RuntimeError(f"{start} crops for {len(data)} objects")
+    names = samples[0].channel_names or tuple(f"channel{i}" for i in range(channels))
     pre = {
         "size": spec.size,
         "fov_um": spec.fov_um,
@@ -173,7 +180,7 @@ def _image_data(
         "channels": list(names),
         "tta": "cube48",
     }
-    return np.concatenate(parts), pre
+    return data, pre
 
 
 def _shape_data(
@@ -296,7 +303,7 @@ def train_embedding_model(
     n = len(data)
     if n < 2:
         raise InputError(f"need at least 2 objects to train, found {n}")
-    data_sha = hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest()
+    data_sha = hashlib.sha256(memoryview(np.ascontiguousarray(data)).cast("B")).hexdigest()  # no copy
     t_data = time.perf_counter()
     bs = min(int(batch_size), n)
     steps_per_epoch = n // bs
