@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/run_embeddings.py [--quick] [--out DIR] [--tmp DIR]
         [--replicates N] [--train-replicates N] [--epochs-image N] [--epochs-shape N] [--threads N]
-        [--strength S]
+        [--strength S] [--model-seed N]
 
 Data: the seeded synthetic phenotype set (:mod:`dls_microscopy.sample_data.phenotypes`): five
 treatments (control, enlarged, elongated, lobed, granular) × ``replicates`` wells (the training
@@ -209,9 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny plates, 2 epochs (smoke test)")
     parser.add_argument("--replicates", type=int, default=4)
     parser.add_argument("--train-replicates", type=int, default=None)
-    parser.add_argument("--epochs-image", type=int, default=50)
-    parser.add_argument("--epochs-shape", type=int, default=40)
+    # default: the product's own (``default_epochs``: 30, or more for at least MIN_STEPS steps)
+    parser.add_argument("--epochs-image", type=int, default=None)
+    parser.add_argument("--epochs-shape", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--model-seed", type=int, default=0, help="seed of the encoders' training (the plates keep theirs)"
+    )
     parser.add_argument("--strength", type=float, default=1.0, help="treatment effect size (0.5: half dose)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--tmp", type=Path, default=None)
@@ -244,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "strength": args.strength,
         "train_replicates": args.train_replicates,
         "train_seed": TRAIN_SEED,
+        "model_seed": args.model_seed,
         "eval_seeds": EVAL_PLATES,
         "epochs": {"image": args.epochs_image, "shape": args.epochs_shape},
     }
@@ -265,13 +270,14 @@ def main(argv: list[str] | None = None) -> int:
         for kind, epochs in (("image", args.epochs_image), ("shape", args.epochs_shape)):
             t = time.perf_counter()
             res = train_from_files(
-                pairs, kind=kind, out=work / f"{kind}.pt", epochs=epochs, seed=0, device="cpu",
+                pairs, kind=kind, out=work / f"{kind}.pt", epochs=epochs, seed=args.model_seed, device="cpu",
                 threads=args.threads,
             )  # fmt: skip
             rec = res["record"]
             training[kind] = {
                 "seconds": round(time.perf_counter() - t, 2),
                 "n_objects": rec["training"]["n_objects"],
+                "epochs": rec["training"]["epochs"],
                 "loss_first": rec["training"]["loss_history"][0],
                 "loss_last": rec["training"]["loss_history"][-1],
                 "preprocessing": rec["preprocessing"],
@@ -344,7 +350,7 @@ def _report(results: dict[str, Any], outdir: Path) -> None:
         "",
         f"Phenotype set: 5 treatments at strength {results.get('strength', 1.0)} × "
         f"{results['replicates']} wells per plate; encoders trained "
-        f"self-supervised on plate seed {results['train_seed']} "
+        f"self-supervised (seed {results.get('model_seed', 0)}) on plate seed {results['train_seed']} "
         f"({results.get('train_replicates', results['replicates'])} wells per treatment); "
         f"CPU, {results['cpu_threads']} threads, "
         f"torch {results['torch']}.",
@@ -378,12 +384,13 @@ def _report(results: dict[str, Any], outdir: Path) -> None:
         "",
         "## Training",
         "",
-        "| model | objects | seconds | loss first → last |",
-        "|---|---:|---:|---|",
+        "| model | objects | epochs | seconds | loss first → last |",
+        "|---|---:|---:|---:|---|",
     ]
     for kind, t in results["training"].items():
         lines.append(
-            f"| {kind} | {t['n_objects']} | {t['seconds']} | {t['loss_first']:.3f} → {t['loss_last']:.3f} |"
+            f"| {kind} | {t['n_objects']} | {t.get('epochs', '')} | {t['seconds']} | "
+            f"{t['loss_first']:.3f} → {t['loss_last']:.3f} |"
         )
     lines += ["", "## Speed (CPU)", "", "| stage | objects/s | ratio to measure_objects |", "|---|---:|---:|"]
     for name, r in results["speed"].items():
@@ -394,6 +401,8 @@ def _report(results: dict[str, Any], outdir: Path) -> None:
     stem = f"embeddings-{results['date']}" + ("-quick" if results["quick"] else "")
     if results.get("strength", 1.0) != 1.0:
         stem += f"-strength{results['strength']:g}"
+    if results.get("model_seed", 0) != 0:
+        stem += f"-model-seed{results['model_seed']}"
     (outdir / f"{stem}.md").write_text(text, encoding="utf-8")
     (outdir / f"{stem}.json").write_text(json.dumps(results, indent=1, default=float), encoding="utf-8")
 

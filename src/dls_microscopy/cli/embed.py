@@ -30,7 +30,9 @@ def embed_train(
     model_out: Annotated[
         Path, typer.Option("--out", help="Weights file to write (.pt); its .json record goes beside it.")
     ],
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
+    epochs: Annotated[
+        int | None, typer.Option(help="Training epochs (default: 30, or more for at least 750 steps).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (initialisation, sampling, augmentations).")] = 0,
     device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Objects per training step.")] = 64,

@@ -30,6 +30,20 @@ def test_training_loss_decreases_and_record_is_complete(models, fast):
         assert on_disk["kind"] == kind and on_disk["arch"]["dim"] == 32
 
 
+def test_default_epochs_give_small_training_sets_enough_steps():
+    from dls_microscopy.features.embeddings.training import DEFAULT_EPOCHS, MIN_STEPS, default_epochs
+
+    # 4,096 objects in batches of 64: 64 steps per epoch, the fixed default is already enough
+    assert default_epochs(4096, 64) == DEFAULT_EPOCHS
+    # 373 objects: 5 steps per epoch, so 150 epochs make the 750 steps
+    assert default_epochs(373, 64) == 150 and 150 * (373 // 64) >= MIN_STEPS
+    # fewer objects than a batch: one step per epoch
+    assert default_epochs(10, 64) == MIN_STEPS
+    # otherwise the fewest epochs that make MIN_STEPS: 1,000 objects, 15 steps per epoch
+    epochs = default_epochs(1000, 64)
+    assert epochs * 15 >= MIN_STEPS > (epochs - 1) * 15
+
+
 def test_weights_are_a_plain_state_dict_loaded_weights_only(models):
     path, _ = models["shape"]
     state = torch.load(path, weights_only=True)
