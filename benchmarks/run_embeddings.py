@@ -250,7 +250,6 @@ def main(argv: list[str] | None = None) -> int:
         "train_seed": TRAIN_SEED,
         "model_seed": args.model_seed,
         "eval_seeds": EVAL_PLATES,
-        "epochs": {"image": args.epochs_image, "shape": args.epochs_shape},
     }
     try:
         t0 = time.perf_counter()

@@ -71,13 +71,12 @@ def write_multiscale(
             config={"write_empty_chunks": True},
         )
         grid = shards or chunks
-        # fewer writers when the budget holds few shards: each holds a region ~4 times
-        # (below), and all of them together stay near half the budget
+        # a region is held ~4 times while written (source chunks, their concatenation,
+        # the shard being encoded and its compressed bytes): the budget is split 8 ways
+        # per writer, which keeps the write pass near half of it, and with fewer writers
+        # where the budget holds few whole shards (a region is at least one shard)
         grid_bytes = math.prod(grid) * source.dtype.itemsize
         level_workers = max(1, min(workers, memory_budget // (8 * grid_bytes)))
-        # a region is held ~4 times while written (source chunks, their concatenation,
-        # the shard being encoded and its compressed bytes): 8 ways per worker keeps the
-        # write pass near half the budget
         per_block = max(memory_budget // (level_workers * 8), grid_bytes)
         block = block_shape_for(shape, grid, source.dtype.itemsize, per_block)
         regions = list(iter_blocks(shape, block))
