@@ -42,7 +42,6 @@ def test_crops_are_isotropic_in_um_masked_and_normalised():
     assert 0.9 < crops[0, 0].max() <= 1.01
 
 
-
 def test_mask_channel_is_the_objects_own_mask_whatever_its_brightness():
     spacing = (1.0, 0.25, 0.25)
     shape = (20, 80, 80)
@@ -63,6 +62,46 @@ def test_mask_channel_is_the_objects_own_mask_whatever_its_brightness():
     dim = np.where(lab == 1, 300, np.where(lab == 2, 1000, 100)).astype(np.uint16)[None]
     ((_, c),) = list(iter_object_crops(dim, lab, spacing=spacing, spec=with_mask))
     assert np.array_equal(c[0, 1], b[0, 1]) and not np.array_equal(c[0, 0], b[0, 0])
+
+
+def _rotated_ellipsoid(shape, spacing, centre_um, semi_um, rot):
+    axes = (np.arange(n) * s for n, s in zip(shape, spacing, strict=True))
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"))
+    local = np.einsum("ji,j...->i...", rot, grid - np.asarray(centre_um)[:, None, None, None])
+    return sum((local[i] / semi_um[i]) ** 2 for i in range(3)) < 1
+
+
+def test_principal_frame_crops_remove_pose_and_keep_size():
+    spacing = (0.6, 0.25, 0.25)
+    shape = (40, 96, 96)
+    semi = (5.0, 3.0, 2.0)  # µm
+    masks = []
+    for seed in (0, 1, 2):
+        rot = Rotation.random(random_state=seed).as_matrix()
+        lab = np.zeros(shape, np.uint16)
+        lab[_rotated_ellipsoid(shape, spacing, (12, 12, 12), semi, rot)] = 7
+        lab[_rotated_ellipsoid(shape, spacing, (12, 12, 20.5), (2, 2, 2), np.eye(3))] = 9  # a neighbour
+        img = np.where(lab > 0, 1000, 100).astype(np.uint16)[None]
+        for masked in (True, False):
+            spec = CropSpec(size=24, fov_um=14.0, mask=masked, mask_channel=True, frame="principal")
+            ((_, crops),) = list(iter_object_crops(img, lab, spacing=spacing, spec=spec))
+            inside = crops[0, 1] > 0
+            if masked:
+                masks.append(inside)
+                assert crops[0, 0][~inside].max() == 0  # nothing of the neighbour
+            else:
+                assert crops[0, 0][~inside].max() > 0  # the background is seen
+        voxel = 14.0 / 24
+        extents = [(np.ptp(np.flatnonzero(inside.any(axis=tuple(j for j in range(3) if j != a)))) + 1) * voxel
+                   for a in range(3)]  # fmt: skip
+        np.testing.assert_allclose(extents, 2 * np.asarray(semi), atol=2 * voxel)  # long axis first, in µm
+    for m in masks[1:]:  # three poses, one crop (up to the sign of each axis and resampling)
+        best = max(
+            (m[::sx, ::sy, ::sz] & masks[0]).sum() / (m[::sx, ::sy, ::sz] | masks[0]).sum()
+            for sx in (1, -1) for sy in (1, -1) for sz in (1, -1)
+        )  # fmt: skip
+        assert best > 0.85
+
 
 def test_surface_samples_are_area_weighted_and_seeded():
     import trimesh

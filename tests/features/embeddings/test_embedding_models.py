@@ -28,6 +28,23 @@ def test_training_loss_decreases_and_record_is_complete(models, fast):
         assert on_disk["weights_sha256"] == sha256_file(path) == record.weights_sha256
         assert on_disk["seed"] == 5 and len(on_disk["data_sha256"]) == 64
         assert on_disk["kind"] == kind and on_disk["arch"]["dim"] == 32
+        assert on_disk["training"]["decorrelation"] > 0  # the default adds the decorrelation term
+    assert models["image"][1].preprocessing["frame"] == "principal"
+
+
+def test_decorrelation_loss_is_zero_for_independent_dims_and_one_for_collapsed():
+    from dls_microscopy.features.embeddings.training import decorrelation_loss
+
+    gen = torch.Generator().manual_seed(0)
+    independent = torch.randn(4096, 8, generator=gen)
+    assert float(decorrelation_loss(independent)) < 0.01
+    collapsed = torch.randn(4096, 1, generator=gen) * torch.linspace(0.5, 2.0, 8)  # one direction
+    assert float(decorrelation_loss(collapsed)) == pytest.approx(1.0, abs=1e-5)
+    x = (torch.randn(64, 8, generator=gen) @ torch.randn(8, 8, generator=gen)).requires_grad_(True)
+    loss = decorrelation_loss(x)
+    loss.backward()  # differentiable, and a gradient step lowers it
+    with torch.no_grad():
+        assert float(decorrelation_loss(x - 0.5 * x.grad / x.grad.norm())) < float(loss)
 
 
 def test_default_epochs_give_small_training_sets_enough_steps():

@@ -237,5 +237,6 @@ def _batches(
         fov_um=float(pre["fov_um"]),
         mask=bool(pre["mask"]),
         mask_channel=bool(pre.get("mask_channel", False)),  # models saved before it existed have none
+        frame=str(pre.get("frame", "axes")),  # likewise: axis-aligned crops
     )
     return iter_object_crops(image, labels, spacing=spacing, spec=spec, index=index, batch_size=batch_size)

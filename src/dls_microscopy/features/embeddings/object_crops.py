@@ -7,6 +7,15 @@ every size give crops in one physical scale: an object twice as large looks
 twice as large, and size stays part of what the encoder sees.  Objects larger
 than the field of view are cut, never shrunk.
 
+With ``frame="principal"`` (what new models use) the cube is centred on the
+object's centroid and rotated onto its principal axes, the frame the shape
+encoder's point clouds are put in: nuclei lie in every 3D orientation, and the
+cube's 48 symmetries that training and test-time augmentation cover leave up to
+63° of pose for the network to learn to ignore.  In this frame pose is gone
+before the network; the axes' remaining ambiguities (signs, swaps of near-equal
+axes) are among those 48 symmetries.  ``frame="axes"`` keeps the image's axes
+(models saved before the option).
+
 Intensities are normalised per image and channel, ``(x - p_lo) / (p_hi - p_lo)``
 with the 0.5th and 99.8th percentiles of the image (computed once, over a
 strided subsample; :func:`intensity_range`), so the same object gives the same
@@ -37,7 +46,7 @@ from scipy import ndimage
 
 from dls_microscopy.errors import InputError
 
-__all__ = ["CropSpec", "intensity_range", "iter_object_crops"]
+__all__ = ["CropSpec", "intensity_range", "iter_object_crops", "principal_frame"]
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +73,17 @@ class CropSpec:
         Zero every voxel outside the object.
     mask_channel : bool
         Append the object's mask as a last channel.
+    frame : {"axes", "principal"}
+        ``"axes"``: the crop's axes are the image's ``(z, y, x)``, centred on the
+        bounding box.  ``"principal"``: centred on the object's centroid and
+        rotated onto its principal axes (see :func:`principal_frame`).
     """
 
     size: int = 24
     fov_um: float = 16.0
     mask: bool = True
     mask_channel: bool = False
+    frame: str = "axes"
 
     @property
     def extra_channels(self) -> int:
@@ -81,6 +95,8 @@ class CropSpec:
             raise InputError(f"crop size must be >= 8 voxels, got {self.size}")
         if not self.fov_um > 0:
             raise InputError(f"crop field of view must be > 0 µm, got {self.fov_um}")
+        if self.frame not in ("axes", "principal"):
+            raise InputError(f"crop frame must be 'axes' or 'principal', got {self.frame!r}")
 
 
 def intensity_range(data: Any) -> np.ndarray:
@@ -108,12 +124,49 @@ def intensity_range(data: Any) -> np.ndarray:
 def _regions(
     lo: np.ndarray, hi: np.ndarray, spacing: np.ndarray, spec: CropSpec, shape: Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Centres (voxels) and clipped source regions ``[a, b)`` of every object's field of view."""
+    """Bounding-box centres (voxels) and the clipped source regions ``[a, b)`` each crop reads.
+
+    Axis-aligned crops read their field of view.  A rotated (principal-frame) crop of a
+    masked object reads only the object's bounding box and the voxels that trilinear
+    interpolation at its edge needs; unmasked, it reads the rotated cube's enclosing box.
+    """
     centre = (lo + hi - 1) / 2.0
-    half = spec.fov_um / 2.0 / spacing
-    a = np.maximum(np.floor(centre - half).astype(np.int64) - 1, 0)
-    b = np.minimum(np.ceil(centre + half).astype(np.int64) + 2, np.asarray(shape, np.int64))
-    return centre, a, b
+    if spec.frame == "principal" and spec.mask:
+        a, b = lo.astype(np.int64) - 2, hi.astype(np.int64) + 2
+    else:
+        half = spec.fov_um / 2.0 / spacing * (np.sqrt(3.0) if spec.frame == "principal" else 1.0)
+        a = np.floor(centre - half).astype(np.int64) - 1
+        b = np.ceil(centre + half).astype(np.int64) + 2
+    return centre, np.maximum(a, 0), np.minimum(b, np.asarray(shape, np.int64))
+
+
+def principal_frame(inside: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid (voxels) and principal axes (µm) of an object's mask.
+
+    Parameters
+    ----------
+    inside : (Z, Y, X) bool ndarray
+        The object's mask (any region holding all of it).
+    spacing : (3,) float ndarray
+        µm per voxel.
+
+    Returns
+    -------
+    centroid : (3,) float64 ndarray
+        In ``inside``'s voxel coordinates.
+    axes : (3, 3) float64 ndarray
+        Columns: unit principal axes in ``(z, y, x)`` µm, by decreasing variance of
+        the voxel centres, signed by their third moment
+        (:func:`~dls_microscopy.features.embeddings.point_clouds.principal_axes`, the
+        shape encoder's canonical frame).
+    """
+    from dls_microscopy.features.embeddings.point_clouds import principal_axes
+
+    um = np.argwhere(inside) * spacing
+    if len(um) == 0:
+        return (np.asarray(inside.shape) - 1) / 2.0, np.eye(3)
+    mean, axes, _ = principal_axes(um)
+    return mean / spacing, axes
 
 
 def _resample(
@@ -125,19 +178,35 @@ def _resample(
     spacing: np.ndarray,
     spec: CropSpec,
     scale: np.ndarray,
+    box: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
-    """One crop ``(C + spec.extra_channels, S, S, S)`` float32 from source arrays that start at ``origin``."""
+    """One crop ``(C + spec.extra_channels, S, S, S)`` float32 from source arrays that start at ``origin``.
+
+    ``box`` (the object's bounding box ``[lo, hi)`` in image voxels) is needed by
+    principal-frame crops, whose centre and axes come from the mask inside it.
+    """
     s = int(spec.size)
     t = (np.arange(s) + 0.5) * (spec.fov_um / s) - spec.fov_um / 2.0  # µm from the centre
-    axes = [centre[i] - origin[i] + t / spacing[i] for i in range(3)]
-    coords = np.stack(np.meshgrid(*axes, indexing="ij"), axis=0)
+    inside = labels == object_id
+    if spec.frame == "principal":
+        if box is None:
+            raise ValueError("principal-frame crops need the object's bounding box")
+        lo = np.maximum(box[0] - origin, 0)
+        hi = box[1] - origin
+        sub = tuple(slice(int(i), int(j)) for i, j in zip(lo, hi, strict=True))
+        c, axes = principal_frame(inside[sub], spacing)
+        grid = np.stack(np.meshgrid(t, t, t, indexing="ij"), axis=0).reshape(3, -1)  # crop-frame µm
+        coords = ((c + lo)[:, None] + (axes @ grid) / spacing[:, None]).reshape(3, s, s, s)
+    else:
+        axes_t = [centre[i] - origin[i] + t / spacing[i] for i in range(3)]
+        coords = np.stack(np.meshgrid(*axes_t, indexing="ij"), axis=0)
     n_ch = image.shape[0]
     out = np.empty((n_ch + spec.extra_channels, s, s, s), np.float32)
     for c in range(n_ch):
         norm = (image[c].astype(np.float32) - np.float32(scale[c, 0])) / np.float32(scale[c, 1] - scale[c, 0])
         out[c] = ndimage.map_coordinates(norm, coords, order=1, mode="constant", cval=0.0)
     if spec.mask or spec.mask_channel:
-        inside = ndimage.map_coordinates(labels == object_id, coords, order=0, mode="constant", cval=False)
+        inside = ndimage.map_coordinates(inside, coords, order=0, mode="constant", cval=False)
         if spec.mask:
             out[:n_ch] *= inside[None]
         if spec.mask_channel:
@@ -198,11 +267,13 @@ def iter_object_crops(
             img = np.asarray(data[(slice(None), *region)])
             lab = np.asarray(labels[region])
             for k, r in enumerate(rows):
-                crops[k] = _resample(img, lab, int(index.ids[r]), ua, centre[r], sp, spec, scale)
+                box = (index.lo[r], index.hi[r])
+                crops[k] = _resample(img, lab, int(index.ids[r]), ua, centre[r], sp, spec, scale, box)
         else:
             for k, r in enumerate(rows):
                 region = tuple(slice(int(i), int(j)) for i, j in zip(a[r], b[r], strict=True))
                 img = np.asarray(data[(slice(None), *region)])
                 lab = np.asarray(labels[region])
-                crops[k] = _resample(img, lab, int(index.ids[r]), a[r], centre[r], sp, spec, scale)
+                box = (index.lo[r], index.hi[r])
+                crops[k] = _resample(img, lab, int(index.ids[r]), a[r], centre[r], sp, spec, scale, box)
         yield index.ids[rows].astype(np.uint64), crops

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MESH_SMOOTH", "canonical_frame", "iter_object_points", "sample_surface"]
+__all__ = ["MESH_SMOOTH", "canonical_frame", "iter_object_points", "principal_axes", "sample_surface"]
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,35 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.rand
     return a[tri] + u[:, None] * (b[tri] - a[tri]) + w[:, None] * (c[tri] - a[tri])
 
 
+def principal_axes(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, principal axes and canonical coordinates of a point set.
+
+    Parameters
+    ----------
+    points : (N, 3) float ndarray
+
+    Returns
+    -------
+    mean : (3,) float64 ndarray
+    axes : (3, 3) float64 ndarray
+        Columns are the principal axes in the input's coordinates, by decreasing
+        variance, each signed so that the third moment along it is ``>= 0``.
+    canonical : (N, 3) float64 ndarray
+        ``(points - mean) @ axes``.
+    """
+    p = np.asarray(points, np.float64)
+    mean = p.mean(axis=0)
+    p = p - mean
+    cov = p.T @ p / max(len(p), 1)
+    _, vecs = np.linalg.eigh(cov)
+    vecs = vecs[:, ::-1]
+    q = p @ vecs
+    sign = np.where(np.sum(q**3, axis=0) < 0, -1.0, 1.0)
+    return mean, vecs * sign, q * sign
+
+
 def canonical_frame(points: np.ndarray) -> np.ndarray:
-    """Centre ``points`` and rotate them onto their principal axes.
+    """Centre ``points`` and rotate them onto their principal axes (:func:`principal_axes`).
 
     Parameters
     ----------
@@ -82,15 +109,7 @@ def canonical_frame(points: np.ndarray) -> np.ndarray:
         ``>= 0``; a proper rotation (determinant +1) unless a sign had to be
         set by the skewness of all three axes.
     """
-    p = np.asarray(points, np.float64)
-    p = p - p.mean(axis=0)
-    cov = p.T @ p / max(len(p), 1)
-    _, vecs = np.linalg.eigh(cov)
-    vecs = vecs[:, ::-1]
-    q = p @ vecs
-    skew = np.sum(q**3, axis=0)
-    q *= np.where(skew < 0, -1.0, 1.0)
-    return q
+    return principal_axes(points)[2]
 
 
 def iter_object_points(

@@ -2,10 +2,12 @@
 
 Why SimCLR rather than VICReg: with one positive pair per object and the other
 ``2(B - 1)`` views of the batch as negatives, the NT-Xent loss has a single
-hyper-parameter (the temperature) and cannot collapse; VICReg avoids negatives
-but balances three loss weights and needs wide projectors and large batches to
-decorrelate dimensions, which a CPU-sized model trained for a few epochs on a
-few thousand objects does not have.  Both views of an object are augmented
+hyper-parameter (the temperature) and cannot collapse to a point; VICReg avoids
+negatives but balances three loss weights and needs wide projectors and large
+batches, which a CPU-sized model trained on a few thousand objects does not
+have.  NT-Xent does let the embedding collapse onto a few *dimensions*, so one
+term of VICReg's kind is kept: a penalty on the correlations between the
+embedding's dimensions (:data:`DEFAULT_DECORRELATION`).  Both views of an object are augmented
 (:mod:`.augment`); the encoder output before the projection head is the
 embedding.
 
@@ -35,7 +37,14 @@ from dls_microscopy.features.embeddings.object_crops import CropSpec, iter_objec
 from dls_microscopy.features.embeddings.point_clouds import MESH_SMOOTH, iter_object_points
 from dls_microscopy.features.embeddings.store import KINDS, ModelRecord, save_model
 
-__all__ = ["TrainingSample", "default_epochs", "deterministic", "nt_xent", "train_embedding_model"]
+__all__ = [
+    "TrainingSample",
+    "decorrelation_loss",
+    "default_epochs",
+    "deterministic",
+    "nt_xent",
+    "train_embedding_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +54,26 @@ POOL_FACTOR = 4
 #: ``MIN_STEPS`` optimisation steps.  What a contrastive encoder learns depends on how many
 #: steps it takes, not on how often it sees each object: 30 epochs of 373 objects in
 #: batches of 64 are only 150 steps.  On the half-dose phenotype set
-#: (``benchmarks/run_embeddings.py --strength 0.5``, 373 training objects), image+shape
-#: embeddings, test plate, training seeds 0 and 1: replicate mAP 0.936 and 0.899 after 50
-#: image / 40 shape epochs, 0.979 and 0.978 after 150 / 120-150 epochs (seed 2: 0.976);
-#: object k-NN 0.630 and 0.622 -> 0.735 and 0.705 (seed 2: 0.756).  300 / 240 epochs
-#: did not help further (0.931 on seed 0).  Large training sets (4,096 objects: 64 steps
-#: per epoch) keep 30 epochs.
+#: (``benchmarks/run_embeddings.py --strength 0.5``, 373 training objects; axis-aligned
+#: crops, no decorrelation term), image+shape embeddings, test plate, training seeds 0
+#: and 1: replicate mAP 0.936 and 0.899 after 50 image / 40 shape epochs, 0.979 and
+#: 0.978 after 150 / 120-150 epochs (seed 2: 0.976); object k-NN 0.630 and 0.622 -> 0.735
+#: and 0.705 (seed 2: 0.756).  300 / 240 epochs did not help further (0.931 on seed 0).
+#: Large training sets (4,096 objects: 64 steps per epoch) keep 30 epochs.
 DEFAULT_EPOCHS = 30
 MIN_STEPS = 750
+#: Default weight of the decorrelation term, per model kind.  NT-Xent alone let the
+#: embeddings collapse onto a few directions (dimensional collapse): on the phenotype
+#: set's validation plate the first 4 principal components of the image embedding held
+#: 99 % of its variance, the shape embedding's first one 93 % (elongation), so what
+#: told lobed nuclei apart sat in directions a z-scored, cosine-compared profile barely
+#: weighs.  Penalising the squared off-diagonal correlations of the embedding (the
+#: encoder's output, not the projection; the covariance term of VICReg/Barlow Twins)
+#: spreads it.  Validation plate, half dose, training seeds 0/1/2, object k-NN: image
+#: embedding 0.566/0.553/0.569 (weight 0) -> 0.699/0.702/0.689 (weight 4); image+shape
+#: 0.678/0.697/0.710 -> 0.739/0.705/0.729 (image 4, shape 1).  The shape encoder, whose
+#: input is already pose-free, lost accuracy above 1 (0.55 -> 0.42 at 4).
+DEFAULT_DECORRELATION = {"image": 4.0, "shape": 1.0}
 
 
 def default_epochs(n_objects: int, batch_size: int) -> int:
@@ -139,6 +160,15 @@ def nt_xent(z1: Any, z2: Any, temperature: float) -> Any:
     return F.cross_entropy(sim, target)
 
 
+def decorrelation_loss(e: Any) -> Any:
+    """Mean squared off-diagonal correlation of a batch of embeddings ``(B, D)`` (0: decorrelated)."""
+    c = e - e.mean(dim=0)
+    c = c / c.norm(dim=0).clamp_min(1e-6)
+    corr = c.T @ c
+    d = corr.shape[0]
+    return (corr.pow(2).sum() - corr.diagonal().pow(2).sum()) / (d * (d - 1))
+
+
 def _subset_indexes(samples: Sequence[TrainingSample], max_objects: int, seed: int) -> list[Any]:
     from dls_microscopy.geometry.index import build_object_index
 
@@ -170,13 +200,14 @@ def _image_data(
     size: int,
     fov_um: float | None,
     mask_channel: bool,
+    frame: str,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     n_ch = {int(s.image.shape[0]) for s in samples if s.image is not None}
     if any(s.image is None for s in samples) or len(n_ch) != 1:
         raise InputError(f"image models need images with one common channel count, got {sorted(n_ch)}")
     if fov_um is None:  # cover 95 % of objects whole, with a margin; whole µm
         fov_um = float(math.ceil(1.2 * np.percentile(_extents_um(samples, indexes), 95)))
-    spec = CropSpec(size=int(size), fov_um=float(fov_um), mask_channel=bool(mask_channel))
+    spec = CropSpec(size=int(size), fov_um=float(fov_um), mask_channel=bool(mask_channel), frame=frame)
     channels = next(iter(n_ch))
     # filled in place: a list of batches and their concatenation would hold the crops twice
     data = np.empty(
@@ -195,6 +226,7 @@ def _image_data(
         "fov_um": spec.fov_um,
         "mask": spec.mask,
         "mask_channel": spec.mask_channel,
+        "frame": spec.frame,
         "channels": list(names),
         "tta": "cube48",
     }
@@ -246,11 +278,13 @@ def train_embedding_model(
     batch_size: int = 64,
     learning_rate: float = 2e-3,
     temperature: float = 0.2,
+    decorrelation: float | None = None,
     dim: int = 32,
     width: int | None = None,
     crop_size: int = 24,
     fov_um: float | None = None,
     mask_channel: bool = True,
+    crop_frame: str = "principal",
     n_points: int = 256,
     scale_um: float | None = None,
     max_objects: int = 4096,
@@ -270,6 +304,9 @@ def train_embedding_model(
     epochs, batch_size, learning_rate, temperature
         AdamW (weight decay 1e-4) with a cosine learning-rate schedule; NT-Xent temperature.
         ``epochs`` defaults to :func:`default_epochs`: 30, or enough for 750 steps.
+    decorrelation : float, optional
+        Weight of :func:`decorrelation_loss` of both views' embeddings, added to
+        NT-Xent (default :data:`DEFAULT_DECORRELATION` of ``kind``; 0: plain SimCLR).
     seed : int
         Seeds initialisation, subsampling, point sampling, shuffling, augmentations.
     device : str
@@ -282,6 +319,10 @@ def train_embedding_model(
     mask_channel : bool
         Image models: give the network the object's mask as one more input
         channel (see :mod:`.object_crops`).
+    crop_frame : {"principal", "axes"}
+        Image models: crops rotated onto each object's principal axes (pose
+        removed before the network, as for shape models' point clouds) or
+        aligned with the image axes (models before this option).
     n_points, scale_um
         Shape models: points per cloud; µm per coordinate unit (default: half
         the median largest extent, to 0.5 µm).
@@ -314,7 +355,7 @@ def train_embedding_model(
     t0 = time.perf_counter()
     indexes = _subset_indexes(samples, max_objects, seed)
     if kind == "image":
-        data, pre = _image_data(samples, indexes, crop_size, fov_um, mask_channel)
+        data, pre = _image_data(samples, indexes, crop_size, fov_um, mask_channel, crop_frame)
         arch = {"in_channels": int(data.shape[1]), "width": int(width or 12), "dim": int(dim)}
     else:
         data, pre = _shape_data(samples, indexes, n_points, scale_um, seed)
@@ -328,6 +369,7 @@ def train_embedding_model(
     steps_per_epoch = n // bs
     if epochs is None:
         epochs = default_epochs(n, bs)
+    decor = float(DEFAULT_DECORRELATION[kind] if decorrelation is None else decorrelation)
     history: list[float] = []
     with deterministic(threads if dev.type == "cpu" else None) as n_threads:
         torch.manual_seed(seed)
@@ -346,9 +388,11 @@ def train_embedding_model(
                     v1, v2 = augment_volumes(x, gen), augment_volumes(x, gen)
                 else:
                     v1, v2 = augment_points(x, n_points, gen), augment_points(x, n_points, gen)
-                _, z1 = net(v1)
-                _, z2 = net(v2)
+                e1, z1 = net(v1)
+                e2, z2 = net(v2)
                 loss = nt_xent(z1, z2, temperature)
+                if decor:
+                    loss = loss + decor * (decorrelation_loss(e1) + decorrelation_loss(e2)) / 2
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -360,13 +404,14 @@ def train_embedding_model(
                 progress("train", epoch + 1, epochs)
     t_train = time.perf_counter()
     training = {
-        "method": "SimCLR (NT-Xent)",
+        "method": "SimCLR (NT-Xent) + decorrelation" if decor else "SimCLR (NT-Xent)",
         "epochs": int(epochs),
         "batch_size": bs,
         "learning_rate": float(learning_rate),
         "weight_decay": 1e-4,
         "schedule": "cosine",
         "temperature": float(temperature),
+        "decorrelation": decor,
         "augmentations": (
             "cube rotations/flips, rotation <= 20 deg, gain +-10 %, noise 0.03 inside"
             if kind == "image"
