@@ -45,6 +45,7 @@ import numpy as np
 from scipy import ndimage
 
 from dls_microscopy.errors import InputError
+from dls_microscopy.features.embeddings.point_clouds import principal_axes
 
 __all__ = ["CropSpec", "intensity_range", "iter_object_crops", "principal_frame"]
 
@@ -160,8 +161,6 @@ def principal_frame(inside: np.ndarray, spacing: np.ndarray) -> tuple[np.ndarray
         (:func:`~dls_microscopy.features.embeddings.point_clouds.principal_axes`, the
         shape encoder's canonical frame).
     """
-    from dls_microscopy.features.embeddings.point_clouds import principal_axes
-
     um = np.argwhere(inside) * spacing
     if len(um) == 0:
         return (np.asarray(inside.shape) - 1) / 2.0, np.eye(3)

@@ -7,9 +7,9 @@ negatives but balances three loss weights and needs wide projectors and large
 batches, which a CPU-sized model trained on a few thousand objects does not
 have.  NT-Xent does let the embedding collapse onto a few *dimensions*, so one
 term of VICReg's kind is kept: a penalty on the correlations between the
-embedding's dimensions (:data:`DEFAULT_DECORRELATION`).  Both views of an object are augmented
-(:mod:`.augment`); the encoder output before the projection head is the
-embedding.
+embedding's dimensions (:data:`DEFAULT_DECORRELATION`).  Both views of an object
+are augmented (:mod:`.augment`); the encoder output before the projection head is
+the embedding.
 
 Reproducibility: weights are initialised after ``torch.manual_seed(seed)``;
 shuffling and augmentations come from one ``torch.Generator(seed)`` on the CPU;
