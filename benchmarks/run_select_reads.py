@@ -42,7 +42,8 @@ def main() -> int:
     os.environ["DLS_ZARR_READER"] = args.reader
 
     from dls_microscopy.io import open_zarr
-    from dls_microscopy.io.zarr_read import _ZarrReader, open_labels
+    from dls_microscopy.io._zarr_chunks import _ZarrReader
+    from dls_microscopy.io.zarr_read import open_labels
 
     counted = [0]
     original = _ZarrReader.__call__

@@ -67,15 +67,15 @@ def small_plate(tmp_path: Path) -> Path:
 @pytest.fixture
 def count_reads(monkeypatch):
     """Record (array path, voxels) of every zarr read."""
-    from dls_microscopy.io import zarr_read
+    from dls_microscopy.io import _zarr_chunks
 
     reads: list[tuple[str, int]] = []
-    original = zarr_read._ZarrReader.__call__
+    original = _zarr_chunks._ZarrReader.__call__
 
     def counting(self, key):
         out = original(self, key)
         reads.append((self.array.path, int(out.size)))
         return out
 
-    monkeypatch.setattr(zarr_read._ZarrReader, "__call__", counting)
+    monkeypatch.setattr(_zarr_chunks._ZarrReader, "__call__", counting)
     return reads

@@ -21,10 +21,11 @@ import pytest
 import tifffile
 
 from dls_microscopy.io import open_volume, open_zarr, write_ome_zarr
+from dls_microscopy.io._zarr_chunks import _ZarrReader
 from dls_microscopy.io.hdf5 import _Hdf5Reader
 from dls_microscopy.io.lazy import ChunkSource, SourceLevel
 from dls_microscopy.io.tiff import _TiffLevelReader
-from dls_microscopy.io.zarr_read import _ZarrReader, open_labels
+from dls_microscopy.io.zarr_read import open_labels
 from dls_microscopy.volume import Volume
 
 SHAPE = (2, 24, 40, 36)  # c, z, y, x

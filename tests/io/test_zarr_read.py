@@ -11,7 +11,14 @@ import pytest
 import zarr
 
 from dls_microscopy.errors import CorruptDataError, DlsError, InputError, MetadataError
-from dls_microscopy.io import describe_plate, open_labels, open_volume, write_ome_zarr, zarr_read
+from dls_microscopy.io import (
+    _zarr_chunks,
+    describe_plate,
+    open_labels,
+    open_volume,
+    write_ome_zarr,
+    zarr_read,
+)
 
 IDR = "omezarr_idr0062A_6001240/6001240_labels.zarr"
 
@@ -180,7 +187,7 @@ def _virtual_store(path, shape, chunks, shards=None):
 
 def test_opening_a_huge_store_reads_no_chunk(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(zarr_read._ZarrReader, "__call__", lambda self, key: calls.append(key))
+    monkeypatch.setattr(_zarr_chunks._ZarrReader, "__call__", lambda self, key: calls.append(key))
     path = _virtual_store(
         tmp_path / "huge.ome.zarr", (10_000, 10_000, 10_000), (64, 256, 256), (256, 1024, 1024)
     )

@@ -3,32 +3,27 @@
 Handles plain multiscale images, their ``labels/`` groups, the
 ``bioformats2raw`` layout (series) and HCS plates (plate → well → field).
 Only JSON metadata is read on open; pixels are read chunk by chunk when the
-dask array is computed.
+dask array is computed (:mod:`._zarr_chunks`).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import zarr
 import zarr.errors
 
 from dls_microscopy.errors import (
-    CorruptDataError,
     FormatError,
     InputError,
     InputNotFoundError,
     MetadataError,
 )
-from dls_microscopy.io.lazy import ChunkSource, SourceLevel
+from dls_microscopy.io._zarr_chunks import MissingChunks, source_level
 from dls_microscopy.io.ngff_metadata import detect_ngff_version, validate_ngff_attrs
 from dls_microscopy.io.plate import PlateLayout, read_plate_layout, resolve_field
 from dls_microscopy.io.units import to_micrometres
@@ -38,11 +33,6 @@ __all__ = ["MissingChunks", "ome_attrs", "open_group", "open_labels", "open_zarr
 
 log = logging.getLogger(__name__)
 
-MissingChunks = Literal["error", "warn", "fill"]
-
-#: Target size of one dask chunk when reading (a multiple of the stored chunk
-#: or shard). Large enough that zarr decodes many chunks per task concurrently.
-READ_CHUNK_BYTES = 32 * 2**20
 
 
 def open_group(path: Path) -> zarr.Group:
@@ -234,7 +224,7 @@ def _open_multiscale(
             )
         scale = _scale_of(ds.get("coordinateTransformations"), len(names))
         scales.append([s * g for s, g in zip(scale, global_scale, strict=True)])
-        levels.append(_source_level(arr, path, ds["path"], policy))
+        levels.append(source_level(arr, path, ds["path"], policy))
 
     order = sorted(range(len(names)), key=lambda i: AXES_ORDER.index(names[i]))
     axes = "".join(names[i] for i in order)
@@ -326,124 +316,6 @@ def _open_array(group: zarr.Group, name: str, path: Path) -> zarr.Array:
     if not isinstance(arr, zarr.Array):
         raise MetadataError(f"{name!r} is a group, expected an array", path=path)
     return arr
-
-
-class _ZarrReader:
-    """Picklable region reader for one zarr array, with a missing-chunk policy.
-
-    Decoding goes through tensorstore when it is installed and zarr-python
-    otherwise: on this project's 2-core reference machine, full reads of a
-    zstd, 64³-chunked uint16 volume ran at 0.35-0.6 GB/s with tensorstore
-    inside dask against 0.25 GB/s with zarr-python (``benchmarks/run_io.py``).
-    Set ``DLS_ZARR_READER=zarr`` to force zarr-python.
-    """
-
-    def __init__(self, array: zarr.Array, path: Path, policy: MissingChunks) -> None:
-        self.array = array
-        self.path = path
-        self.policy = policy
-        self.grid = tuple(array.shards or array.chunks)
-        store_root = getattr(array.store, "root", None)
-        self.root = Path(store_root) if store_root is not None else None
-        self.backend = _choose_backend(self.root)
-        self._ts: Any = None
-        self._warned = False
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_ts"] = None  # reopened lazily in the receiving process
-        return state
-
-    def __call__(self, key: tuple[slice, ...]) -> np.ndarray:
-        if self.policy != "fill" and self.root is not None:
-            self._check_chunks(key)
-        if self.backend == "tensorstore":
-            if self._ts is None:
-                self._ts = _open_tensorstore(
-                    self.root / self.array.path,  # type: ignore[operator]
-                    self.array.metadata.zarr_format,
-                )
-            return self._ts[key].read().result()
-        return self.array[key]
-
-    def _check_chunks(self, key: tuple[slice, ...]) -> None:
-        ranges = []
-        for sl, size, step in zip(key, self.array.shape, self.grid, strict=True):
-            start, stop, _ = sl.indices(size)
-            ranges.append(range(start // step, math.ceil(stop / step)))
-        prefix = self.array.path
-        for coords in itertools.product(*ranges):
-            chunk_key = self.array.metadata.encode_chunk_key(coords)
-            rel = f"{prefix}/{chunk_key}" if prefix else chunk_key
-            if (self.root / rel).exists():  # type: ignore[operator]
-                continue
-            message = (
-                f"chunk {rel!r} is missing from the store; zarr would fill it with "
-                f"{self.array.fill_value!r}. If the writer omitted empty chunks on purpose, "
-                "open with missing_chunks='fill' (CLI: --missing-chunks fill)"
-            )
-            if self.policy == "error":
-                raise CorruptDataError(message, path=self.path)
-            if not self._warned:
-                log.warning("%s: %s", self.path, message)
-                self._warned = True
-
-
-def _choose_backend(root: Path | None) -> str:
-    wanted = os.environ.get("DLS_ZARR_READER", "tensorstore").lower()
-    if wanted == "zarr" or root is None:
-        return "zarr"
-    try:
-        import tensorstore  # noqa: F401
-    except ImportError:
-        return "zarr"
-    return "tensorstore"
-
-
-def _open_tensorstore(array_dir: Path, zarr_format: int) -> Any:
-    import tensorstore as ts
-
-    spec = {
-        "driver": "zarr3" if zarr_format == 3 else "zarr",
-        "kvstore": {"driver": "file", "path": str(Path(array_dir).resolve())},
-        "recheck_cached_data": False,
-    }
-    return ts.open(spec, read=True, open=True).result()
-
-
-def _source_level(
-    arr: zarr.Array, path: Path, name: str, policy: MissingChunks
-) -> SourceLevel:
-    """One stored array as a :class:`SourceLevel` (dask chunks from :func:`read_chunks`)."""
-    grid = tuple(arr.shards or arr.chunks)
-    chunks = read_chunks(arr.shape, grid, arr.dtype.itemsize)
-    source = ChunkSource(
-        _ZarrReader(arr, path, policy),
-        shape=arr.shape,
-        dtype=arr.dtype,
-        path=path,
-        what=f"zarr array {name!r}",
-    )
-    return SourceLevel(source, chunks, f"dls-zarr-{path}/{name}")
-
-
-def read_chunks(
-    shape: tuple[int, ...], grid: tuple[int, ...], itemsize: int, target: int = READ_CHUNK_BYTES
-) -> tuple[int, ...]:
-    """Dask chunk shape: a multiple of ``grid`` (chunk or shard shape) near ``target`` bytes.
-
-    The grid is grown along the slowest-varying (leading) spatial axes first so
-    that a task reads contiguous stacks of chunks.
-    """
-    chunks = [min(g, s) for g, s in zip(grid, shape, strict=True)]
-    size = int(np.prod(chunks)) * itemsize
-    # grow from the last axis backwards only up to the full extent, then earlier axes
-    for ax in range(len(shape) - 1, -1, -1):
-        while chunks[ax] < shape[ax] and size * 2 <= target:
-            new = min(chunks[ax] * 2, shape[ax])
-            size = size // chunks[ax] * new
-            chunks[ax] = new
-    return tuple(chunks)
 
 
 def describe_plate(path: Path) -> PlateLayout:
