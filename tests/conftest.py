@@ -17,3 +17,29 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+_MEASURED = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def measured(request: pytest.FixtureRequest):
+    """``measured(text)``: a line for the "measured" section of pytest's terminal summary.
+
+    Tests that measure memory or time (asserting only bounds) report their numbers
+    here, so that CI logs carry them without ``-s``.
+    """
+    lines = request.config.stash.setdefault(_MEASURED, [])
+
+    def record(text: str) -> None:
+        lines.append(f"{request.node.nodeid}: {text.strip()}")
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    lines = config.stash.get(_MEASURED, [])
+    if lines:
+        terminalreporter.section("measured")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -310,7 +310,7 @@ def _peak(fields: Path, n: int, out: Path, *, reference: bool = False) -> int:
     return peaks["arrow"] + peaks["python"]
 
 
-def test_memory_does_not_grow_with_fields(tmp_path):
+def test_memory_does_not_grow_with_fields(tmp_path, measured):
     """Peak Arrow + Python allocations with 40 fields stay within 3x those with 4 fields.
 
     10 plates x 2 wells x 2 fields of 2,000 objects x 24 features (~0.4 MB each,
@@ -336,7 +336,7 @@ def test_memory_does_not_grow_with_fields(tmp_path):
     few = _peak(root, 4, tmp_path / "few")
     many = _peak(root, 40, tmp_path / "many")
     oracle = _peak(root, 40, tmp_path / "oracle", reference=True)
-    print(f"peak allocations: 4 fields {few}, 40 fields {many}, oracle {oracle}; table {whole}")
+    measured(f"peak allocations: 4 fields {few}, 40 fields {many}, oracle {oracle}; table {whole}")
     assert many < 3 * few, (few, many)
     assert many < whole / 2 < oracle, (many, whole, oracle)
     for name in ("objects", "images", "wells", "plates"):

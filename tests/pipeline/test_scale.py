@@ -168,7 +168,7 @@ class _Watchdog(threading.Thread):
 
 
 @pytest.mark.timeout(1500)
-def test_field_four_times_the_memory_limit_runs_within_it(tmp_path: Path) -> None:
+def test_field_four_times_the_memory_limit_runs_within_it(tmp_path: Path, measured) -> None:
     assert VOLUME >= 4 * LIMIT
     image = tmp_path / "field.ome.zarr"
     _write_field(image, SHAPE, seed=3)
@@ -215,8 +215,8 @@ def test_field_four_times_the_memory_limit_runs_within_it(tmp_path: Path) -> Non
     )
     r = json.loads(report.read_text())
     steps = {k: round(v / MiB, 1) for k, v in r["step_peak_growth"].items()}
-    print(
-        f"\nvolume {VOLUME / MiB:.0f} MiB, budget {BUDGET / MiB:.0f} MiB, peak growth "
+    measured(
+        f"volume {VOLUME / MiB:.0f} MiB, budget {BUDGET / MiB:.0f} MiB, peak growth "
         f"{r['peak_growth'] / MiB:.1f} MiB (VmHWM) = {r['peak_growth'] / BUDGET:.2f} x budget; "
         f"anonymous memory {dog.max_seen / MiB:.1f} MiB = {dog.max_seen / BUDGET:.2f} x budget; "
         "per step (MiB) "

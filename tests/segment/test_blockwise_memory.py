@@ -88,7 +88,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_peak_rss_within_1_5x_budget_on_a_volume_4x_larger(tmp_path):
+def test_peak_rss_within_1_5x_budget_on_a_volume_4x_larger(tmp_path, measured):
     res = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path), str(BUDGET_MIB), ",".join(map(str, SHAPE))],
         capture_output=True,
@@ -98,7 +98,7 @@ def test_peak_rss_within_1_5x_budget_on_a_volume_4x_larger(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout.strip().splitlines()[-1])
-    print(r)  # shown with -s: baselines and the peak, for the record
+    measured(str(r))  # baselines and the peak, for the record
     assert r["volume_mib"] >= 4 * r["budget_mib"]
     assert r["blocks"] >= 8 and r["n_objects"] > 100 and r["levels"] >= 2
     assert r["peak_growth_mib"] <= 1.5 * r["budget_mib"], r
