@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ _MEASURED = pytest.StashKey[list[str]]()
 
 
 @pytest.fixture
-def measured(request: pytest.FixtureRequest):
+def measured(request: pytest.FixtureRequest) -> Callable[[str], None]:
     """``measured(text)``: a line for the "measured" section of pytest's terminal summary.
 
     Tests that measure memory or time (asserting only bounds) report their numbers
@@ -37,7 +38,10 @@ def measured(request: pytest.FixtureRequest):
     return record
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    """Print the lines tests gave :func:`measured`, after the run."""
     lines = config.stash.get(_MEASURED, [])
     if lines:
         terminalreporter.section("measured")

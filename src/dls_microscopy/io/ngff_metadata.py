@@ -2,9 +2,9 @@
 
 The models of ``ome-zarr-models`` do the bulk of the work.  Where they disagree
 with the specification and its official JSON-schema test suites, small explicit
-checks (:mod:`._ngff_checks`) close the gap, each citing the rule it implements.  Problems are
-raised as :class:`~dls_microscopy.errors.MetadataError` with a short message
-naming the field; warnings of ``ome-zarr-models`` become log records.
+checks (:mod:`._ngff_checks`) close the gap, each citing the rule it implements.
+Problems are raised as :class:`~dls_microscopy.errors.MetadataError` with a short
+message naming the field; warnings of ``ome-zarr-models`` become log records.
 """
 
 from __future__ import annotations
