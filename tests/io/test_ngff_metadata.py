@@ -21,8 +21,12 @@ from pydantic import ValidationError
 from dls_microscopy.errors import MetadataError
 from dls_microscopy.io.ngff_metadata import detect_ngff_version, validate_ngff_attrs
 
-# Warnings of ome-zarr-models must come out as log records, never as warnings.
-pytestmark = pytest.mark.filterwarnings("error")
+# Warnings of ome-zarr-models must come out as log records, never as warnings.  pydantic's
+# deprecation warnings are napari's (its autouse Qt fixture imports it when this module runs alone).
+pytestmark = [
+    pytest.mark.filterwarnings("error"),
+    pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20"),
+]
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SPEC = DATA / "ngff_spec"
