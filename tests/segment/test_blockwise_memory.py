@@ -7,6 +7,12 @@ sampled global statistics' first run ~14 MiB, measured), then records its RSS: t
 standalone OME-Zarr label image (with its pyramid), and the peak RSS (Linux ``VmHWM``)
 may exceed that baseline by at most 1.5x the budget.  Both baselines (after imports,
 after the warm-up) are printed with the result.
+
+The warm-up's own working set stays in the process (the allocator keeps freed pages), so
+the run above it grows RSS by little (0.3 MiB measured): that check says the large run
+needs no more than the small one.  The second check bounds the whole: peak RSS over the
+after-imports baseline within 1.5x the budget plus :data:`FIXED_MIB` of first-use buffers
+(51 to 84 MiB measured over imports for a 48 MiB budget).
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 BUDGET_MIB = 48
+#: first-use buffers over the after-imports RSS (tensorstore's context ~16 MiB, the
+#: sampled statistics' first run ~14 MiB, thread pools), with some margin
+FIXED_MIB = 40
 #: volume 4x the budget, in float64: (48, 512, 1024) voxels = 192 MiB (the labels,
 #: uint32, are 96 MiB); float64 keeps the voxel count, hence the run time, small
 SHAPE = (48, 512, 1024)
@@ -80,7 +89,9 @@ SCRIPT = textwrap.dedent(
     peak = status("VmHWM")
     print(json.dumps({
         "rss_after_imports_mib": after_imports / 2**20, "baseline_mib": baseline / 2**20,
-        "peak_growth_mib": (peak - baseline) / 2**20, "budget_mib": budget / 2**20,
+        "peak_growth_mib": (peak - baseline) / 2**20,
+        "peak_over_imports_mib": (max(peak, baseline) - after_imports) / 2**20,
+        "budget_mib": budget / 2**20,
         "volume_mib": float(np.prod(shape)) * 8 / 2**20, "blocks": res.plan.n_blocks,
         "n_objects": res.n_objects, "timings": res.timings,
         "levels": len(res.labels.levels)}))
@@ -102,3 +113,4 @@ def test_peak_rss_within_1_5x_budget_on_a_volume_4x_larger(tmp_path, measured):
     assert r["volume_mib"] >= 4 * r["budget_mib"]
     assert r["blocks"] >= 8 and r["n_objects"] > 100 and r["levels"] >= 2
     assert r["peak_growth_mib"] <= 1.5 * r["budget_mib"], r
+    assert r["peak_over_imports_mib"] <= 1.5 * r["budget_mib"] + FIXED_MIB, r
