@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dls_microscopy.features.embeddings.networks import PointEncoder, build_network
+from dls_microscopy.features.embeddings.networks import ImageEncoder, PointEncoder, build_network
 
 
 def _cloud(n: int = 256) -> torch.Tensor:
@@ -43,14 +43,32 @@ def test_records_without_norm_build_the_first_models_network():
         PointEncoder(16, 8, norm="batch")
 
 
-def test_cube48_embeddings_are_invariant_to_every_cube_symmetry():
+def test_image_group_norm_alone_cannot_see_input_scale_input_stats_can():
+    x = torch.rand(1, 2, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    for input_stats in (False, True):
+        torch.manual_seed(0)
+        net = ImageEncoder(2, width=4, dim=8, input_stats=input_stats).eval()
+        with torch.no_grad():
+            a, b = net(x), net(1.5 * x)  # the same pattern, 50 % more contrast
+        assert torch.allclose(a, b, atol=1e-4) is not input_stats
+
+
+def test_records_without_input_stats_build_the_earlier_image_network():
+    old = build_network("image", {"in_channels": 2, "width": 4, "dim": 8})
+    new = build_network("image", {"in_channels": 2, "width": 4, "dim": 8, "input_stats": True})
+    assert old.encoder.out.in_features == 8 * 4 and new.encoder.out.in_features == 8 * 4 + 2 * 2
+
+
+@pytest.mark.parametrize("input_stats", [False, True])
+def test_cube48_embeddings_are_invariant_to_every_cube_symmetry(input_stats):
     import numpy as np
 
     from dls_microscopy.errors import InputError
     from dls_microscopy.features.embeddings.inference import embed_batches
 
     torch.manual_seed(0)
-    net = build_network("image", {"in_channels": 2, "width": 4, "dim": 8}).eval()
+    arch = {"in_channels": 2, "width": 4, "dim": 8, "input_stats": input_stats}
+    net = build_network("image", arch).eval()
     x = np.random.default_rng(0).random((2, 2, 8, 8, 8), dtype=np.float32)
     turned = np.flip(np.transpose(x, (0, 1, 4, 2, 3)), axis=3).copy()  # axes reordered, one flipped
     ids = np.array([1, 2], np.uint64)
@@ -61,3 +79,14 @@ def test_cube48_embeddings_are_invariant_to_every_cube_symmetry():
     assert not np.allclose(a, c, atol=1e-4)  # flips alone do not cover axis orders
     with pytest.raises(InputError, match="test-time augmentation"):
         embed_batches(net, [(ids, x)], "cpu", kind="image", tta="cube24")
+
+
+@pytest.mark.parametrize("input_stats", [False, True])
+def test_forward_views_is_the_mean_of_forward_over_the_views(input_stats):
+    torch.manual_seed(0)
+    net = ImageEncoder(2, width=4, dim=8, input_stats=input_stats).eval()
+    x = torch.rand(3, 2, 8, 8, 8, generator=torch.Generator().manual_seed(1))
+    views = [x, x.flip(2), x.permute(0, 1, 4, 2, 3), x.permute(0, 1, 3, 4, 2).flip(3, 4)]
+    with torch.no_grad():
+        expected = torch.stack([net(v) for v in views]).mean(dim=0)
+        torch.testing.assert_close(net.forward_views(views), expected, rtol=1e-5, atol=1e-6)

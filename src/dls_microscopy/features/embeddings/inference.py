@@ -78,6 +78,8 @@ def embed_batches(
             views = _views(kind, tta, t)
             if len(views) == 1:
                 e = net.encoder(t)
+            elif kind == "image":  # the mean over views, with what they share computed once
+                e = net.encoder.forward_views(views)
             else:
                 e = torch.stack([net.encoder(v) for v in views]).mean(dim=0)
             ids.append(batch_ids)

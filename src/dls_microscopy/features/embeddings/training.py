@@ -285,6 +285,7 @@ def train_embedding_model(
     fov_um: float | None = None,
     mask_channel: bool = True,
     crop_frame: str = "principal",
+    input_stats: bool = True,
     n_points: int = 256,
     scale_um: float | None = None,
     max_objects: int = 4096,
@@ -323,6 +324,10 @@ def train_embedding_model(
         Image models: crops rotated onto each object's principal axes (pose
         removed before the network, as for shape models' point clouds) or
         aligned with the image axes (models before this option).
+    input_stats : bool
+        Image models: the crop's per-channel mean and standard deviation go to
+        the encoder's last layer beside the pooled features (see
+        :class:`~.networks.ImageEncoder`).
     n_points, scale_um
         Shape models: points per cloud; µm per coordinate unit (default: half
         the median largest extent, to 0.5 µm).
@@ -356,7 +361,12 @@ def train_embedding_model(
     indexes = _subset_indexes(samples, max_objects, seed)
     if kind == "image":
         data, pre = _image_data(samples, indexes, crop_size, fov_um, mask_channel, crop_frame)
-        arch = {"in_channels": int(data.shape[1]), "width": int(width or 12), "dim": int(dim)}
+        arch = {
+            "in_channels": int(data.shape[1]),
+            "width": int(width or 12),
+            "dim": int(dim),
+            "input_stats": bool(input_stats),
+        }
     else:
         data, pre = _shape_data(samples, indexes, n_points, scale_um, seed)
         arch = {"width": int(width or 32), "dim": int(dim), "norm": "group+scale"}
