@@ -90,3 +90,13 @@ def test_forward_views_is_the_mean_of_forward_over_the_views(input_stats):
     with torch.no_grad():
         expected = torch.stack([net(v) for v in views]).mean(dim=0)
         torch.testing.assert_close(net.forward_views(views), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_point_forward_views_is_the_mean_of_forward_over_reflections():
+    torch.manual_seed(0)
+    net = PointEncoder(width=16, dim=8).eval()
+    x = _cloud()
+    views = [x * torch.tensor(signs) for signs in ([1.0, 1, 1], [-1.0, 1, 1], [1.0, -1, -1])]
+    with torch.no_grad():
+        expected = torch.stack([net(v) for v in views]).mean(dim=0)
+        torch.testing.assert_close(net.forward_views(views), expected, rtol=1e-5, atol=1e-6)

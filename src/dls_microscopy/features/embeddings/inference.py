@@ -76,12 +76,8 @@ def embed_batches(
         for batch_ids, x in batches:
             t = torch.from_numpy(np.ascontiguousarray(x)).to(device)
             views = _views(kind, tta, t)
-            if len(views) == 1:
-                e = net.encoder(t)
-            elif kind == "image":  # the mean over views, with what they share computed once
-                e = net.encoder.forward_views(views)
-            else:
-                e = torch.stack([net.encoder(v) for v in views]).mean(dim=0)
+            # the mean over the views, with what they share computed once
+            e = net.encoder(t) if len(views) == 1 else net.encoder.forward_views(views)
             ids.append(batch_ids)
             out.append(e.float().cpu().numpy())
     if not ids:

@@ -138,14 +138,28 @@ class PointEncoder(nn.Module):
         self.features = nn.Sequential(layer(3, w), layer(w, 2 * w), layer(2 * w, 4 * w))
         self.out = nn.Linear(8 * w + int(self.scale_input), dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
         h = self.features(x.transpose(1, 2))
-        parts = [h.amax(dim=2), h.mean(dim=2)]
+        return torch.cat([h.amax(dim=2), h.mean(dim=2)], dim=1)
+
+    def _last(self, pooled: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.scale_input:
             centred = x - x.mean(dim=1, keepdim=True)
             rms = centred.pow(2).sum(dim=2).mean(dim=1, keepdim=True).sqrt()
-            parts.append(torch.log(rms.clamp_min(1e-6)))
-        return self.out(torch.cat(parts, dim=1))
+            pooled = torch.cat([pooled, torch.log(rms.clamp_min(1e-6))], dim=1)
+        return self.out(pooled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._last(self._pooled(x), x)
+
+    def forward_views(self, views: list[torch.Tensor]) -> torch.Tensor:
+        """The mean of :meth:`forward` over ``views`` (reflections) of the same clouds, ``(B, dim)``.
+
+        Reflections keep the cloud's RMS radius, and the last layer is linear:
+        the pooled features are averaged and the scale computed once.
+        """
+        pooled = torch.stack([self._pooled(v) for v in views]).mean(dim=0)
+        return self._last(pooled, views[0])
 
 
 class EmbeddingNet(nn.Module):
