@@ -1,18 +1,22 @@
 """Peak memory of ``segment_blockwise`` follows the memory budget, not the volume size.
 
-A fresh interpreter imports what the run uses, warms up on a small volume (first use of
-the reader's and the thread pools' fixed buffers: tensorstore's context ~16 MiB, the
-sampled global statistics' first run ~14 MiB, measured), then records its RSS: the
-*fixed baseline*.  It then segments an on-disk OME-Zarr 4x larger than the budget into a
-standalone OME-Zarr label image (with its pyramid), and the peak RSS (Linux ``VmHWM``)
-may exceed that baseline by at most 1.5x the budget.  Both baselines (after imports,
-after the warm-up) are printed with the result.
+A fresh interpreter imports what the run uses and segments a tiny volume first: the
+watershed's numba kernels compile there (or load from numba's on-disk cache), which leaves
+LLVM's memory in the process (about 50 MiB loaded from the cache, up to about 125 MiB when
+compiling; a fresh clone compiles).  Its RSS is the *compiled baseline*, a fixed cost like the
+imports.  A warm-up on a small volume follows (first use of the reader's and the thread pools'
+buffers: tensorstore's context ~16 MiB, the sampled global statistics' first run ~14 MiB), then
+the RSS is recorded again (the *warm baseline*).  Finally it segments an on-disk OME-Zarr 4x
+larger than the budget into a standalone OME-Zarr label image (with its pyramid).  Two bounds,
+on the peak RSS of that run (Linux ``VmHWM``):
 
-The warm-up's own working set stays in the process (glibc keeps freed pages in per-thread
-arenas), so the run above it grows RSS by little (0.3 to 45 MiB measured): the check says the
-large run needs no more than the small one plus 1.5x the budget.  Peak RSS over the
-after-imports baseline is reported too but not asserted: what the warm-up leaves behind varies
-with thread scheduling (23 to 160 MiB measured for the 192 MiB volume, the larger under load).
+* over the compiled baseline, at most 1.5x the budget: whatever the warm-up kept plus the
+  large run's growth (measured -29 to -9 MiB: the tiny run's own peak is the higher);
+* over the warm baseline, at most 1.5x the budget (measured 0.1 to 45 MiB).
+
+Either bound is below the volume (192 MiB) and its labels (96 MiB), so a whole-volume buffer
+fails the test.  Peak RSS over the after-imports RSS is reported but not asserted: it includes
+the kernels' compilation, 12 to 160 MiB measured depending on numba's cache.
 """
 
 from __future__ import annotations
@@ -75,8 +79,13 @@ SCRIPT = textwrap.dedent(
     # 2.6 Mvox: more than global_stats reads whole, so the warm-up samples like the run
     small = write_ome_zarr(np.tile(base_tile[:16], (1, 1, 3))[:, :, :640],
                            out / "small.ome.zarr", spacing=spacing)
+    tiny = write_ome_zarr(base_tile[:16, :64, :64], out / "tiny.ome.zarr", spacing=spacing)
     seg = WatershedSegmenter(diameter_um=4.0, device="cpu")
     after_imports = status("VmRSS")
+    # the watershed's numba kernels compile here (or load from numba's on-disk cache): up to
+    # ~125 MiB of LLVM's that stays in the process, a fixed cost like the imports
+    segment_blockwise(open_volume(tiny), seg, output=out / "tiny.zarr", workers=2)
+    compiled = status("VmRSS")
     segment_blockwise(open_volume(small), seg, output=out / "warm.zarr", workers=2,
                       block_shape=(16, 128, 128))
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
@@ -88,6 +97,8 @@ SCRIPT = textwrap.dedent(
         "rss_after_imports_mib": after_imports / 2**20, "baseline_mib": baseline / 2**20,
         "peak_growth_mib": (peak - baseline) / 2**20,
         "peak_over_imports_mib": (max(peak, baseline) - after_imports) / 2**20,
+        "rss_compiled_mib": compiled / 2**20,
+        "peak_over_compiled_mib": (max(peak, baseline) - compiled) / 2**20,
         "budget_mib": budget / 2**20,
         "volume_mib": float(np.prod(shape)) * 8 / 2**20, "blocks": res.plan.n_blocks,
         "n_objects": res.n_objects, "timings": res.timings,
@@ -110,3 +121,4 @@ def test_peak_rss_within_1_5x_budget_on_a_volume_4x_larger(tmp_path, measured):
     assert r["volume_mib"] >= 4 * r["budget_mib"]
     assert r["blocks"] >= 8 and r["n_objects"] > 100 and r["levels"] >= 2
     assert r["peak_growth_mib"] <= 1.5 * r["budget_mib"], r
+    assert r["peak_over_compiled_mib"] <= 1.5 * r["budget_mib"], r
