@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from dls_microscopy.errors import DimensionalityError, InputError
 from dls_microscopy.geometry import build_object_index
-from dls_microscopy.geometry.index import as_label_source, block_boxes, merge_boxes
+from dls_microscopy.geometry.index import BYTES_PER_VOXEL, as_label_source, block_boxes, merge_boxes
 from dls_microscopy.volume import volume_from_array
 
 
@@ -102,3 +102,23 @@ def test_negative_labels_are_rejected():
     lab[1, 1, 1] = -3
     with pytest.raises(InputError, match="non-negative"):
         build_object_index(lab, spacing=(1, 1, 1))
+
+
+def test_a_dask_chunk_larger_than_the_budget_is_split():
+    # readers may hand over a whole small stack as one dask chunk (the IDR image of
+    # ../shared/data: labels as one (236, 275, 271) chunk needed 436 MiB of a 256 MiB budget)
+    lab = _random_labels((24, 40, 30), 60, seed=4)
+    one_chunk = da.from_array(lab, chunks=lab.shape)
+    bpv = BYTES_PER_VOXEL + 2 * lab.itemsize  # what the planner assumes per voxel
+    budget = int(lab.size * bpv / 4)
+    source = as_label_source(one_chunk, spacing=(1, 1, 1), memory_budget=budget)
+    assert source.plan.n_blocks > 1
+    assert source.plan.outer_nbytes(bpv) <= budget
+    index = build_object_index(one_chunk, spacing=(1, 1, 1), memory_budget=budget)
+    ids, boxes = _reference(lab.astype(np.int64))
+    assert index.ids.tolist() == ids
+    for i, box in zip(ids, boxes, strict=True):
+        assert index.bbox(i) == box
+    # chunk-aligned blocks when the chunks fit
+    aligned = as_label_source(da.from_array(lab, chunks=(8, 20, 30)), spacing=(1, 1, 1))
+    assert aligned.plan.block_shape[1] % 20 == 0

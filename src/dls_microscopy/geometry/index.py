@@ -172,14 +172,22 @@ def as_label_source(
     else:  # in memory: no chunks to respect
         grid = (1, 1, 1) if block_shape is not None else _default_chunks(data.shape)
     itemsize = max(np.dtype(data.dtype).itemsize, 1)
-    plan = plan_blocks(
-        data.shape,
-        halo=(0, 0, 0),
-        grid=grid,
-        block_shape=block_shape,
-        memory_budget=None if block_shape is not None else memory_budget,
-        bytes_per_voxel=BYTES_PER_VOXEL + 2 * itemsize,
-    )
+    options = {
+        "halo": (0, 0, 0),
+        "block_shape": block_shape,
+        "memory_budget": None if block_shape is not None else memory_budget,
+        "bytes_per_voxel": BYTES_PER_VOXEL + 2 * itemsize,
+    }
+    try:
+        plan = plan_blocks(data.shape, grid=grid, **options)
+    except InputError:
+        if grid == (1, 1, 1):
+            raise
+        # A dask chunk larger than the budget (readers may group many storage chunks
+        # into one, e.g. a whole z-stack of a small image): split it.  Blocks then read
+        # parts of a chunk, which dask slices lazily; memory follows the budget.
+        log.debug("labels chunks %s exceed the block budget: blocks split them", grid)
+        plan = plan_blocks(data.shape, grid=(1, 1, 1), **options)
     return LabelSource(data=data, spacing=sp, plan=plan)  # type: ignore[arg-type]
 
 
