@@ -29,6 +29,7 @@ __all__ = [
     "SPATIAL_AXES",
     "LevelSource",
     "Volume",
+    "channel_by_name",
     "check_dtype",
     "replace_nonfinite",
 ]
@@ -287,12 +288,7 @@ class Volume:
             vol = vol._drop_axis("t", _check_index(t, vol.axis_size("t"), "time point", vol.source))
         if c is not None:
             if isinstance(c, str):
-                if c not in vol.channel_names:
-                    raise InputError(
-                        f"no channel named {c!r} (channels: {', '.join(vol.channel_names)})",
-                        path=vol.source,
-                    )
-                c = vol.channel_names.index(c)
+                c = channel_by_name(c, vol.channel_names, vol.source)
             c = _check_index(c, vol.n_channels, "channel", vol.source)
             names = (vol.channel_names[c],)
             vol = dataclasses.replace(vol._drop_axis("c", c), channel_names=names)
@@ -357,6 +353,26 @@ class Volume:
             "labels": list(self.labels),
             **{k: v for k, v in self.metadata.items() if _jsonable(v)},
         }
+
+
+def channel_by_name(name: str, names: Sequence[str], source: Path | str | None = None) -> int:
+    """Index of the channel called ``name``; ignoring case when no name matches exactly.
+
+    Metadata spells the same stain ``DAPI``, ``Dapi`` or ``dapi``; a case-insensitive
+    match is accepted only when it is unique.
+
+    Raises
+    ------
+    InputError
+        No channel, or more than one ignoring case, has that name (the message lists them).
+    """
+    names = list(names)
+    if name in names:
+        return names.index(name)
+    folded = [i for i, n in enumerate(names) if n.casefold() == name.casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    raise InputError(f"no channel named {name!r} (channels: {', '.join(names)})", path=source)
 
 
 def _check_index(index: int, size: int, what: str, source: Path | None) -> int:

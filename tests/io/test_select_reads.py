@@ -20,13 +20,14 @@ import numpy as np
 import pytest
 import tifffile
 
+from dls_microscopy.errors import InputError
 from dls_microscopy.io import open_volume, open_zarr, write_ome_zarr
 from dls_microscopy.io._zarr_chunks import _ZarrReader
 from dls_microscopy.io.hdf5 import _Hdf5Reader
 from dls_microscopy.io.lazy import ChunkSource, SourceLevel
 from dls_microscopy.io.tiff import _TiffLevelReader
 from dls_microscopy.io.zarr_read import open_labels
-from dls_microscopy.volume import Volume
+from dls_microscopy.volume import Volume, channel_by_name
 
 SHAPE = (2, 24, 40, 36)  # c, z, y, x
 
@@ -210,6 +211,23 @@ def test_plain_arrays_still_select() -> None:
     arr = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
     vol = Volume(data=da.from_array(arr, chunks=2), axes="czyx", spacing=(1, 1, 1))
     np.testing.assert_array_equal(vol.select(c=-1).data.compute(), arr[-1])
+
+
+def test_channel_names_match_exactly_else_uniquely_ignoring_case() -> None:
+    arr = np.arange(3 * 2 * 2 * 2, dtype=np.float32).reshape(3, 2, 2, 2)
+    vol = Volume(
+        data=da.from_array(arr, chunks=2), axes="czyx", spacing=(1, 1, 1),
+        channel_names=("LaminB1", "Dapi", "dapi2"),
+    )  # fmt: skip
+    np.testing.assert_array_equal(vol.select(c="DAPI").data.compute(), arr[1])
+    assert vol.select(c="DAPI").channel_names == ("Dapi",)
+    assert channel_by_name("dapi2", vol.channel_names) == 2
+    twins = ("dapi", "DAPI")
+    assert channel_by_name("DAPI", twins) == 1  # an exact match wins
+    with pytest.raises(InputError, match=r"no channel named 'Dapi' \(channels: dapi, DAPI\)"):
+        channel_by_name("Dapi", twins)  # two case-insensitive matches: ambiguous
+    with pytest.raises(InputError, match="no channel named 'GFP'"):
+        vol.select(c="GFP")
 
 
 def test_chunk_source_views_compose() -> None:

@@ -31,7 +31,7 @@ from dls_microscopy.features.tables import (
     write_parquet,
 )
 from dls_microscopy.io.atomic import atomic_directory
-from dls_microscopy.volume import Volume
+from dls_microscopy.volume import Volume, channel_by_name
 
 __all__ = ["open_feature_inputs", "run_features", "select_channels"]
 
@@ -139,9 +139,7 @@ def _drop_time(vol: Volume, time_point: int | None) -> Volume:
 
 def _channel_index(c: int | str, names: list[str], source: Any) -> int:
     if isinstance(c, str) and not c.isdigit():
-        if c not in names:
-            raise InputError(f"no channel named {c!r} (channels: {', '.join(names)})", path=source)
-        return names.index(c)
+        return channel_by_name(c, names, source)
     i = int(c)
     if not -len(names) <= i < len(names):
         raise InputError(f"channel {i} out of range (0..{len(names) - 1})", path=source)
