@@ -2,21 +2,23 @@
 
 A fresh interpreter imports what the run uses and segments a tiny volume first: the
 watershed's numba kernels compile there (or load from numba's on-disk cache), which leaves
-LLVM's memory in the process (about 50 MiB loaded from the cache, up to about 125 MiB when
-compiling; a fresh clone compiles).  Its RSS is the *compiled baseline*, a fixed cost like the
+LLVM's memory in the process (about 50 MiB loaded from the cache, up to about 145 MiB when
+compiling, as in a fresh clone).  Its RSS is the *compiled baseline*, a fixed cost like the
 imports.  A warm-up on a small volume follows (first use of the reader's and the thread pools'
 buffers: tensorstore's context ~16 MiB, the sampled global statistics' first run ~14 MiB), then
-the RSS is recorded again (the *warm baseline*).  Finally it segments an on-disk OME-Zarr 4x
-larger than the budget into a standalone OME-Zarr label image (with its pyramid).  Two bounds,
+the RSS is recorded again (the *warm baseline*).  Finally it segments an on-disk OME-Zarr 8x
+larger than the budget into a standalone OME-Zarr label image (with its pyramid).  Two bounds
 on the peak RSS of that run (Linux ``VmHWM``):
 
-* over the compiled baseline, at most 1.5x the budget: whatever the warm-up kept plus the
-  large run's growth (measured -29 to -9 MiB: the tiny run's own peak is the higher);
-* over the warm baseline, at most 1.5x the budget (measured 0.1 to 45 MiB).
+* over the warm baseline, at most 1.5x the budget (measured 0.1 to 45 MiB);
+* over the compiled baseline, at most 2x the budget: what the warm-up kept (glibc keeps freed
+  pages in per-thread arenas) plus the run's growth (measured -29 to 48 MiB; 48 in fresh-clone
+  CI at 4x the budget).
 
-Either bound is below the volume (192 MiB) and its labels (96 MiB), so a whole-volume buffer
-fails the test.  Peak RSS over the after-imports RSS is reported but not asserted: it includes
-the kernels' compilation, 12 to 160 MiB measured depending on numba's cache.
+Both bounds are at most half the labels' size (192 MiB, uint32) and a quarter of the image's
+(384 MiB), so a whole-volume buffer fails the test.  Peak RSS over the after-imports RSS is
+reported but not asserted: it includes the kernels' compilation (12 to 191 MiB measured,
+depending on numba's cache).
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 BUDGET_MIB = 48
-#: volume 4x the budget, in float64: (48, 512, 1024) voxels = 192 MiB (the labels,
-#: uint32, are 96 MiB); float64 keeps the voxel count, hence the run time, small
-SHAPE = (48, 512, 1024)
+#: volume 8x the budget, in float64: (48, 1024, 1024) voxels = 384 MiB (the labels,
+#: uint32, are 192 MiB); float64 keeps the voxel count, hence the run time, small
+SHAPE = (48, 1024, 1024)
 
 SCRIPT = textwrap.dedent(
     """
@@ -107,7 +109,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_peak_rss_within_1_5x_budget_on_a_volume_4x_larger(tmp_path, measured):
+def test_peak_rss_follows_the_budget_on_a_volume_8x_larger(tmp_path, measured):
     res = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path), str(BUDGET_MIB), ",".join(map(str, SHAPE))],
         capture_output=True,
@@ -118,7 +120,7 @@ def test_peak_rss_within_1_5x_budget_on_a_volume_4x_larger(tmp_path, measured):
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout.strip().splitlines()[-1])
     measured(str(r))  # baselines and the peak, for the record
-    assert r["volume_mib"] >= 4 * r["budget_mib"]
+    assert r["volume_mib"] >= 8 * r["budget_mib"]
     assert r["blocks"] >= 8 and r["n_objects"] > 100 and r["levels"] >= 2
     assert r["peak_growth_mib"] <= 1.5 * r["budget_mib"], r
-    assert r["peak_over_compiled_mib"] <= 1.5 * r["budget_mib"], r
+    assert r["peak_over_compiled_mib"] <= 2 * r["budget_mib"], r
