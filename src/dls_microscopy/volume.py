@@ -32,6 +32,7 @@ __all__ = [
     "channel_by_name",
     "check_dtype",
     "replace_nonfinite",
+    "select_channels",
 ]
 
 AXES_ORDER = "tczyx"
@@ -373,6 +374,31 @@ def channel_by_name(name: str, names: Sequence[str], source: Path | str | None =
     if len(folded) == 1:
         return folded[0]
     raise InputError(f"no channel named {name!r} (channels: {', '.join(names)})", path=source)
+
+
+def select_channels(data: Any, index: Sequence[int]) -> Any:
+    """Channels ``index`` of a ``(C, Z, Y, X)`` dask (or numpy) array by basic slicing only.
+
+    ``data[[0, 1]]`` (a list) would add a fancy-indexing layer that dask cannot
+    fuse with the reads of later block slices: every block read would then load
+    whole dask chunks (tens of MiB each, far beyond a small memory budget).
+    All channels in order are ``data`` itself and a consecutive run is one slice
+    (measured on a 96 MiB field at a 24 MiB budget: 29 MiB peak, 13 s, against
+    117 MiB, 103 s with ``data[[0, 1]]``).  Anything else (a reordering, a gap) is
+    a stack of single-channel slices, which dask does not fuse either (116 MiB,
+    107 s): such selections still load whole chunks.
+    """
+    index = [int(i) for i in index]
+    n = int(data.shape[0])
+    if index == list(range(n)):
+        return data
+    if index == list(range(index[0], index[0] + len(index))):
+        return data[index[0] : index[0] + len(index)]
+    if isinstance(data, np.ndarray):
+        return data[index]  # in memory already: one copy of the chosen channels
+    import dask.array as da
+
+    return da.stack([data[i] for i in index])
 
 
 def _check_index(index: int, size: int, what: str, source: Path | None) -> int:

@@ -132,6 +132,28 @@ def test_image_model_checks_channels_and_kinds(wells, models):
         )
 
 
+def test_image_model_takes_its_channels_by_name(wells, models):
+    # the model was trained on ("DAPI",); an image with more channels, named, needs no selection
+    w = wells[0]
+    model = models["image"][0]
+    alone = apply_embeddings(w.image, w.labels, model, spacing=w.spacing, device="cpu")
+    other = w.image[::-1, :, ::-1] * 0.5  # a different channel in front
+    three = np.concatenate([other, w.image, other])
+    picked = apply_embeddings(
+        three, w.labels, model, spacing=w.spacing, device="cpu", channel_names=("GFP", "Dapi", "RFP")
+    )
+    assert picked.equals(alone)
+    with pytest.raises(InputError, match=r"trained on 1 channel\(s\) \['DAPI'\].*'GFP', 'RFP'"):
+        apply_embeddings(
+            three[::2], w.labels, model, spacing=w.spacing, device="cpu", channel_names=("GFP", "RFP")
+        )
+    with pytest.warns(UserWarning, match="differ from the model's"):  # one channel: used, with a warning
+        renamed = apply_embeddings(
+            w.image, w.labels, model, spacing=w.spacing, device="cpu", channel_names=("Hoechst",)
+        )
+    assert renamed.equals(alone)
+
+
 def test_bad_training_requests(samples, tmp_path):
     with pytest.raises(InputError, match="kind"):
         train_embedding_model(samples, "texture", tmp_path / "m.pt")

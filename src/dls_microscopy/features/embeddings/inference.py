@@ -17,6 +17,7 @@ from dls_microscopy.features.embeddings.object_crops import CropSpec, iter_objec
 from dls_microscopy.features.embeddings.point_clouds import iter_object_points
 from dls_microscopy.features.embeddings.store import ModelRecord, load_model
 from dls_microscopy.features.embeddings.training import deterministic
+from dls_microscopy.volume import channel_by_name, select_channels
 
 __all__ = ["apply_embeddings", "embed_batches"]
 
@@ -116,7 +117,11 @@ def apply_embeddings(
     spacing : tuple of 3 float
         µm per voxel ``(dz, dy, dx)``.
     channel_names : sequence of str, optional
-        Checked against the model's channels (a warning when they differ by name).
+        Names of ``image``'s channels.  An image model takes its own channels by
+        name, in the order it was trained on (:func:`~dls_microscopy.volume.channel_by_name`),
+        so an image with more channels, or in another order, needs no selection
+        first.  Where a name is missing, the image's channels are used in order if
+        their number matches (with a warning).
     device : str
         ``"auto"`` (cuda > mps > cpu) or a torch device string.
     batch_size : int
@@ -145,7 +150,8 @@ def apply_embeddings(
     ModelNotFoundError
         A model file is missing (the message says how to train one).
     InputError
-        Image channels do not match an image model, two models of one kind.
+        Image channels do not match an image model (neither by name nor by number),
+        two models of one kind.
 
     Examples
     --------
@@ -221,14 +227,22 @@ def _batches(
     if image is None:
         raise InputError("an image model needs the image", path=path)
     want = list(pre["channels"])
+    if channel_names is not None:
+        try:  # the model's channels by name (case-insensitively where unique), in its order
+            image = select_channels(image, [channel_by_name(n, channel_names) for n in want])
+        except InputError:
+            if int(image.shape[0]) == len(want):
+                warnings.warn(
+                    f"channel names {list(channel_names)} differ from the model's {want}; using the "
+                    "image's channels in their order",
+                    UserWarning,
+                    stacklevel=3,
+                )
     if int(image.shape[0]) != len(want):
         raise InputError(
-            f"the model was trained on {len(want)} channel(s) {want}; the image has {image.shape[0]}",
+            f"the model was trained on {len(want)} channel(s) {want}; the image has {image.shape[0]}"
+            + ("" if channel_names is None else f" {list(channel_names)}, not all of the model's"),
             path=path,
-        )
-    if channel_names is not None and list(channel_names) != want:
-        warnings.warn(
-            f"channel names {list(channel_names)} differ from the model's {want}", UserWarning, stacklevel=3
         )
     spec = CropSpec(
         size=int(pre["size"]),
