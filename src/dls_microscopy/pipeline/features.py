@@ -33,7 +33,7 @@ from dls_microscopy.features.tables import (
 from dls_microscopy.io.atomic import atomic_directory
 from dls_microscopy.volume import Volume, channel_by_name, select_channels
 
-__all__ = ["open_feature_inputs", "run_features", "select_channels"]
+__all__ = ["embedding_input", "open_feature_inputs", "run_features", "select_channels"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,33 @@ def open_feature_inputs(
         data = select_channels(data, index)
         names = [names[i] for i in index]
     return image, lab, (data, tuple(names))
+
+
+def embedding_input(
+    image: Volume, data: Any, names: Sequence[str], model_paths: Sequence[str | os.PathLike[str]]
+) -> tuple[Any, tuple[str, ...]]:
+    """The image and channel names that embedding models get, beside the measured channels.
+
+    Every image model takes its own channels by name
+    (:func:`~dls_microscopy.features.embeddings.apply_embeddings`), so it gets all of
+    ``image``'s channels when each of its channels is found there: a model trained on
+    DAPI embeds DAPI even when only GFP is measured.  Otherwise it gets the measured
+    channels ``data`` / ``names`` (a model trained on an unnamed single channel, applied
+    to the one channel chosen for measuring).
+    """
+    from dls_microscopy.features.embeddings import read_record
+
+    every = list(image.channel_names)
+    for path in model_paths:
+        record = read_record(path)
+        if record.kind != "image":
+            continue
+        try:
+            for name in record.preprocessing["channels"]:
+                channel_by_name(name, every)
+        except InputError:
+            return data, tuple(names)
+    return (image.data if "c" in image.axes else image.data[None]), tuple(every)
 
 
 def _drop_time(vol: Volume, time_point: int | None) -> Volume:
@@ -245,12 +272,13 @@ def run_features(
     if model_paths:
         from dls_microscopy.features.embeddings import apply_embeddings
 
+        emb_data, emb_names = embedding_input(image, data, names, model_paths)
         emb = apply_embeddings(
-            data,
+            emb_data,
             _labels.data,
             model_paths,
             spacing=image.spacing,
-            channel_names=names,
+            channel_names=emb_names,
             device=device,
             records=models,
             progress=progress,

@@ -123,3 +123,34 @@ def test_gui_measure_with_embeddings_equals_features_command(plate, models, tmp_
     cfg = rec.to_config(tmp_path / "out")
     assert cfg.steps.names() == ["features", "embeddings"]
     assert cfg.steps.embeddings.model == [str(p) for p in paths]
+
+
+def test_image_model_embeds_its_own_channel_whatever_is_measured(plate, models, tmp_path):
+    """A DAPI model on a (GFP, DAPI) image embeds DAPI, also when only GFP is measured,
+    in the features command and in the GUI's measure function alike."""
+    from dls_microscopy.io import open_labels, open_volume, write_ome_zarr
+    from dls_microscopy.pipeline.interactive import measure_volumes
+
+    well = _well(plate)
+    image, lab = open_volume(well), open_labels(well, "nuclei")
+    dapi = np.asarray(image.data)
+    dapi = dapi if dapi.ndim == 4 else dapi[None]
+    gfp = dapi[:, :, ::-1] // 2 + 7  # another stain: a different image
+    two = write_ome_zarr(
+        np.concatenate([gfp, dapi]), tmp_path / "two.ome.zarr", axes="czyx", spacing=image.spacing,
+        channel_names=("GFP", "DAPI"), labels={"nuclei": np.asarray(lab.data)},
+    )  # fmt: skip
+    model = models["image"][0]
+    run_features(well, "nuclei", tmp_path / "one", embeddings=model, device="cpu")
+    run_features(two, "nuclei", tmp_path / "gfp", channels=["GFP"], embeddings=model, device="cpu")
+    ref = pq.read_table(tmp_path / "one" / "objects.parquet")
+    got = pq.read_table(tmp_path / "gfp" / "objects.parquet")
+    emb = [n for n in ref.column_names if n.startswith("Embedding_Image_")]
+    assert len(emb) == 32
+    assert [n for n in got.column_names if "MeanIntensity" in n] == ["Nuclei_Intensity_MeanIntensity_GFP"]
+    gui = measure_volumes(
+        open_volume(two), open_labels(two, "nuclei"), channels=["GFP"], embedding_models=[model]
+    )
+    for name in emb:
+        np.testing.assert_array_equal(got.column(name).to_numpy(), ref.column(name).to_numpy())
+        np.testing.assert_array_equal(gui.column(name).to_numpy(), ref.column(name).to_numpy())

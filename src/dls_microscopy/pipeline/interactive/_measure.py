@@ -78,13 +78,16 @@ def measure_volumes(
     if embedding_models:
         from dls_microscopy.features import join_object_columns
         from dls_microscopy.features.embeddings import apply_embeddings
+        from dls_microscopy.pipeline.features import embedding_input
 
+        paths = [os.fspath(p) for p in embedding_models]
+        emb_data, emb_names = embedding_input(image, data, names, paths)
         emb = apply_embeddings(
-            data,
+            emb_data,
             lab.data,
-            [os.fspath(p) for p in embedding_models],
+            paths,
             spacing=image.spacing,
-            channel_names=names,
+            channel_names=emb_names,
             device=device,
             progress=progress,
         )
