@@ -287,13 +287,12 @@ def _channels(image: Any, wanted: Any, source: str) -> tuple[Any, list[str]]:
 
 def _embed(image: Any, labels: Any, cfg: PipelineConfig, threads: int | None, models: list) -> pa.Table:
     from dls_microscopy.features.embeddings import apply_embeddings
-    from dls_microscopy.pipeline.features import embedding_input
 
     e = cfg.steps.embeddings
     assert e is not None
     if "c" in labels.axes:
         labels = labels.select(c=0)
-    data, names = embedding_input(image, *_channels(image, cfg.input.channels, str(image.source)), e.model)
+    data, names = _channels(image, cfg.input.channels, str(image.source))
     return apply_embeddings(
         data,
         labels.data,
