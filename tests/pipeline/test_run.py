@@ -344,6 +344,16 @@ def test_embeddings_step(small_plate, tmp_path):
     assert np.isfinite(objects[emb].to_numpy()).all()
     manifest = json.loads((tmp_path / "out" / "fields" / KEYS[0] / "manifest.json").read_text())
     assert manifest["models"] and manifest["models"][0]["sha256"]
+    # without input.channels (DAPI and LaminB1) the DAPI model still embeds DAPI, by name
+    both = tmp_path / "both"
+    both.mkdir()
+    cfg_both = both / "pipeline.yaml"
+    cfg_both.write_text(cfg.read_text().replace("\n  channels: [DAPI]", ""))  # output: both/out
+    summary = run_pipeline(cfg_both, progress=False)
+    assert summary.ok, summary.failed
+    again = pq.read_table(both / "out" / "objects.parquet").to_pandas()
+    assert "Nuclei_Intensity_MeanIntensity_LaminB1" in again.columns
+    np.testing.assert_array_equal(again[emb].to_numpy(), objects[emb].to_numpy())
 
 
 def test_existing_labels_without_segment_step(small_plate, tmp_path):
