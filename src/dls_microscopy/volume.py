@@ -30,6 +30,8 @@ __all__ = [
     "LevelSource",
     "Volume",
     "channel_by_name",
+    "channel_data",
+    "channel_index",
     "check_dtype",
     "replace_nonfinite",
     "select_channels",
@@ -374,6 +376,49 @@ def channel_by_name(name: str, names: Sequence[str], source: Path | str | None =
     if len(folded) == 1:
         return folded[0]
     raise InputError(f"no channel named {name!r} (channels: {', '.join(names)})", path=source)
+
+
+def channel_index(c: int | str, names: Sequence[str], source: Path | str | None = None) -> int:
+    """Index of channel ``c``: an index (int or digit string; negative from the end) or a name.
+
+    Names are matched by :func:`channel_by_name`.
+
+    Raises
+    ------
+    InputError
+        No such channel (the message lists the names or the valid range).
+    """
+    if isinstance(c, str) and not c.isdigit():
+        return channel_by_name(c, names, source)
+    i = int(c)
+    if not -len(names) <= i < len(names):
+        raise InputError(f"channel {i} out of range (0..{len(names) - 1})", path=source)
+    return i % len(names)
+
+
+def channel_data(vol: Volume, channels: Sequence[int | str] | None = None) -> tuple[Any, tuple[str, ...]]:
+    """``(C, Z, Y, X)`` data of the chosen channels of ``vol`` and their names.
+
+    Parameters
+    ----------
+    vol : Volume
+        Axes ``zyx`` or ``czyx`` (select a time point first).
+    channels : sequence of int or str, optional
+        Names or indices (:func:`channel_index`); default all, in order.
+
+    Raises
+    ------
+    InputError
+        An unknown channel, or one listed twice.
+    """
+    data = vol.data if "c" in vol.axes else vol.data[None]
+    names = list(vol.channel_names)
+    if channels is None:
+        return data, tuple(names)
+    index = [channel_index(c, names, vol.source) for c in channels]
+    if len(set(index)) != len(index):
+        raise InputError(f"channels listed twice: {list(channels)}", path=vol.source)
+    return select_channels(data, index), tuple(names[i] for i in index)
 
 
 def select_channels(data: Any, index: Sequence[int]) -> Any:

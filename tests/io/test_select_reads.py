@@ -27,7 +27,7 @@ from dls_microscopy.io.hdf5 import _Hdf5Reader
 from dls_microscopy.io.lazy import ChunkSource, SourceLevel
 from dls_microscopy.io.tiff import _TiffLevelReader
 from dls_microscopy.io.zarr_read import open_labels
-from dls_microscopy.volume import Volume, channel_by_name
+from dls_microscopy.volume import Volume, channel_by_name, channel_data, channel_index
 
 SHAPE = (2, 24, 40, 36)  # c, z, y, x
 
@@ -228,6 +228,25 @@ def test_channel_names_match_exactly_else_uniquely_ignoring_case() -> None:
         channel_by_name("Dapi", twins)  # two case-insensitive matches: ambiguous
     with pytest.raises(InputError, match="no channel named 'GFP'"):
         vol.select(c="GFP")
+
+
+def test_channel_data_picks_by_name_or_index_once_each() -> None:
+    arr = np.arange(3 * 2 * 2 * 2, dtype=np.float32).reshape(3, 2, 2, 2)
+    vol = Volume(
+        data=da.from_array(arr, chunks=2), axes="czyx", spacing=(1, 1, 1),
+        channel_names=("LaminB1", "Dapi", "GFP"),
+    )  # fmt: skip
+    data, names = channel_data(vol, ["gfp", "0"])
+    assert names == ("GFP", "LaminB1")
+    np.testing.assert_array_equal(data.compute(), arr[[2, 0]])
+    assert channel_data(vol)[1] == ("LaminB1", "Dapi", "GFP")
+    assert channel_index(-1, vol.channel_names) == 2
+    with pytest.raises(InputError, match="listed twice"):
+        channel_data(vol, ["Dapi", 1])
+    with pytest.raises(InputError, match=r"channel 3 out of range \(0..2\)"):
+        channel_data(vol, [3])
+    single = Volume(data=da.from_array(arr[0], chunks=2), axes="zyx", spacing=(1, 1, 1))
+    assert channel_data(single)[0].shape == (1, 2, 2, 2)
 
 
 def test_chunk_source_views_compose() -> None:

@@ -31,7 +31,7 @@ from dls_microscopy.features.tables import (
     write_parquet,
 )
 from dls_microscopy.io.atomic import atomic_directory
-from dls_microscopy.volume import Volume, channel_by_name, select_channels
+from dls_microscopy.volume import Volume, channel_by_name, channel_data, select_channels
 
 __all__ = ["embedding_input", "open_feature_inputs", "run_features", "select_channels"]
 
@@ -93,15 +93,7 @@ def open_feature_inputs(
             UserWarning,
             stacklevel=3,
         )
-    data = image.data if "c" in image.axes else image.data[None]
-    names = list(image.channel_names)
-    if channels is not None:
-        index = [_channel_index(c, names, image.source) for c in channels]
-        if len(set(index)) != len(index):
-            raise InputError(f"channels listed twice: {list(channels)}")
-        data = select_channels(data, index)
-        names = [names[i] for i in index]
-    return image, lab, (data, tuple(names))
+    return image, lab, channel_data(image, channels)
 
 
 def embedding_input(
@@ -139,15 +131,6 @@ def _drop_time(vol: Volume, time_point: int | None) -> Volume:
             f"the data has {vol.axis_size('t')} time points; choose one (time_point)", path=vol.source
         )
     return vol.select(t=time_point or 0)
-
-
-def _channel_index(c: int | str, names: list[str], source: Any) -> int:
-    if isinstance(c, str) and not c.isdigit():
-        return channel_by_name(c, names, source)
-    i = int(c)
-    if not -len(names) <= i < len(names):
-        raise InputError(f"channel {i} out of range (0..{len(names) - 1})", path=source)
-    return i % len(names)
 
 
 def run_features(

@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from dls_microscopy.errors import InputError
 from dls_microscopy.pipeline.config import PipelineConfig
 from dls_microscopy.pipeline.fields import FieldSpec
+from dls_microscopy.volume import channel_data
 
 __all__ = ["FIELD_FILE", "committed_field", "config_digest", "run_field"]
 
@@ -273,18 +274,6 @@ def _segment(
     return res.labels, int(res.n_objects)
 
 
-def _channels(image: Any, wanted: Any, source: str) -> tuple[Any, list[str]]:
-    """``(C, Z, Y, X)`` data of the wanted channels (names or indices; default all) and their names."""
-    from dls_microscopy.pipeline.features import _channel_index, select_channels
-
-    data = image.data if "c" in image.axes else image.data[None]
-    names = list(image.channel_names)
-    if wanted is not None:
-        index = [_channel_index(c, names, source) for c in wanted]
-        data, names = select_channels(data, index), [names[i] for i in index]
-    return data, names
-
-
 def _embed(image: Any, labels: Any, cfg: PipelineConfig, threads: int | None, models: list) -> pa.Table:
     from dls_microscopy.features.embeddings import apply_embeddings
 
@@ -292,7 +281,7 @@ def _embed(image: Any, labels: Any, cfg: PipelineConfig, threads: int | None, mo
     assert e is not None
     if "c" in labels.axes:
         labels = labels.select(c=0)
-    data, names = _channels(image, cfg.input.channels, str(image.source))
+    data, names = channel_data(image, cfg.input.channels)
     return apply_embeddings(
         data,
         labels.data,
@@ -320,7 +309,7 @@ def _measure(
             f"labels {labels.spatial_shape} and image {image.spatial_shape} (zyx) differ in shape",
             path=spec.source,
         )
-    data, names = _channels(image, f.channels if f.channels is not None else cfg.input.channels, spec.source)
+    data, names = channel_data(image, f.channels if f.channels is not None else cfg.input.channels)
     m = measure_objects(
         data, labels.data, spacing=image.spacing, channel_names=names, memory_budget=budget, workers=threads
     )

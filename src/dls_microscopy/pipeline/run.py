@@ -123,7 +123,7 @@ def _check_channels(cfg: PipelineConfig, fields: list[FieldSpec]) -> None:
     if not fields:
         return
     from dls_microscopy.io import open_volume
-    from dls_microscopy.pipeline.features import _channel_index
+    from dls_microscopy.volume import channel_index
 
     spec = fields[0]
     try:
@@ -141,7 +141,7 @@ def _check_channels(cfg: PipelineConfig, fields: list[FieldSpec]) -> None:
         wanted += [("steps.features.channels", c) for c in cfg.steps.features.channels or []]
     for key, c in wanted:
         try:
-            _channel_index(c, names, spec.source)
+            channel_index(c, names, spec.source)
         except InputError as exc:
             raise InputError(f"{key}: {exc.reason}", path=exc.path) from None
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from dls_microscopy.blocks import ProgressCallback
 from dls_microscopy.errors import InputError
-from dls_microscopy.volume import Volume
+from dls_microscopy.volume import Volume, channel_data
 
 __all__ = ["measure_volumes"]
 
@@ -56,15 +56,7 @@ def measure_volumes(
             f"image and labels differ in shape: image {image.spatial_shape} vs labels "
             f"{lab.spatial_shape} (zyx)"
         )
-    data = image.data if "c" in image.axes else image.data[None]
-    names = list(image.channel_names)
-    if channels is not None:
-        # the same checks and the same fusable selection as `dls-microscopy features`
-        from dls_microscopy.pipeline.features import _channel_index, select_channels
-
-        index = [_channel_index(c, names, image.source) for c in channels]
-        data = select_channels(data, index)
-        names = [names[i] for i in index]
+    data, names = channel_data(image, channels)  # as `dls-microscopy features` selects
     m = measure_objects(
         data,
         lab.data,
