@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import dask.array as da
 import numpy as np
 
+from dls_microscopy.channels import channel_by_name
 from dls_microscopy.errors import (
     DimensionalityError,
     InputError,
@@ -29,12 +30,8 @@ __all__ = [
     "SPATIAL_AXES",
     "LevelSource",
     "Volume",
-    "channel_by_name",
-    "channel_data",
-    "channel_index",
     "check_dtype",
     "replace_nonfinite",
-    "select_channels",
 ]
 
 AXES_ORDER = "tczyx"
@@ -356,94 +353,6 @@ class Volume:
             "labels": list(self.labels),
             **{k: v for k, v in self.metadata.items() if _jsonable(v)},
         }
-
-
-def channel_by_name(name: str, names: Sequence[str], source: Path | str | None = None) -> int:
-    """Index of the channel called ``name``; ignoring case when no name matches exactly.
-
-    Metadata spells the same stain ``DAPI``, ``Dapi`` or ``dapi``; a case-insensitive
-    match is accepted only when it is unique.
-
-    Raises
-    ------
-    InputError
-        No channel, or more than one ignoring case, has that name (the message lists them).
-    """
-    names = list(names)
-    if name in names:
-        return names.index(name)
-    folded = [i for i, n in enumerate(names) if n.casefold() == name.casefold()]
-    if len(folded) == 1:
-        return folded[0]
-    raise InputError(f"no channel named {name!r} (channels: {', '.join(names)})", path=source)
-
-
-def channel_index(c: int | str, names: Sequence[str], source: Path | str | None = None) -> int:
-    """Index of channel ``c``: an index (int or digit string; negative from the end) or a name.
-
-    Names are matched by :func:`channel_by_name`.
-
-    Raises
-    ------
-    InputError
-        No such channel (the message lists the names or the valid range).
-    """
-    if isinstance(c, str) and not c.isdigit():
-        return channel_by_name(c, names, source)
-    i = int(c)
-    if not -len(names) <= i < len(names):
-        raise InputError(f"channel {i} out of range (0..{len(names) - 1})", path=source)
-    return i % len(names)
-
-
-def channel_data(vol: Volume, channels: Sequence[int | str] | None = None) -> tuple[Any, tuple[str, ...]]:
-    """``(C, Z, Y, X)`` data of the chosen channels of ``vol`` and their names.
-
-    Parameters
-    ----------
-    vol : Volume
-        Axes ``zyx`` or ``czyx`` (select a time point first).
-    channels : sequence of int or str, optional
-        Names or indices (:func:`channel_index`); default all, in order.
-
-    Raises
-    ------
-    InputError
-        An unknown channel, or one listed twice.
-    """
-    data = vol.data if "c" in vol.axes else vol.data[None]
-    names = list(vol.channel_names)
-    if channels is None:
-        return data, tuple(names)
-    index = [channel_index(c, names, vol.source) for c in channels]
-    if len(set(index)) != len(index):
-        raise InputError(f"channels listed twice: {list(channels)}", path=vol.source)
-    return select_channels(data, index), tuple(names[i] for i in index)
-
-
-def select_channels(data: Any, index: Sequence[int]) -> Any:
-    """Channels ``index`` of a ``(C, Z, Y, X)`` dask (or numpy) array by basic slicing only.
-
-    ``data[[0, 1]]`` (a list) would add a fancy-indexing layer that dask cannot
-    fuse with the reads of later block slices: every block read would then load
-    whole dask chunks (tens of MiB each, far beyond a small memory budget).
-    All channels in order are ``data`` itself and a consecutive run is one slice
-    (measured on a 96 MiB field at a 24 MiB budget: 29 MiB peak, 13 s, against
-    117 MiB, 103 s with ``data[[0, 1]]``).  Anything else (a reordering, a gap) is
-    a stack of single-channel slices, which dask does not fuse either (116 MiB,
-    107 s): such selections still load whole chunks.
-    """
-    index = [int(i) for i in index]
-    n = int(data.shape[0])
-    if index == list(range(n)):
-        return data
-    if index == list(range(index[0], index[0] + len(index))):
-        return data[index[0] : index[0] + len(index)]
-    if isinstance(data, np.ndarray):
-        return data[index]  # in memory already: one copy of the chosen channels
-    import dask.array as da
-
-    return da.stack([data[i] for i in index])
 
 
 def _check_index(index: int, size: int, what: str, source: Path | None) -> int:

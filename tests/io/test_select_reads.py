@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from dls_microscopy.channels import channel_by_name, channel_data, channel_index
 from dls_microscopy.errors import InputError
 from dls_microscopy.io import open_volume, open_zarr, write_ome_zarr
 from dls_microscopy.io._zarr_chunks import _ZarrReader
@@ -27,7 +28,7 @@ from dls_microscopy.io.hdf5 import _Hdf5Reader
 from dls_microscopy.io.lazy import ChunkSource, SourceLevel
 from dls_microscopy.io.tiff import _TiffLevelReader
 from dls_microscopy.io.zarr_read import open_labels
-from dls_microscopy.volume import Volume, channel_by_name, channel_data, channel_index
+from dls_microscopy.volume import Volume
 
 SHAPE = (2, 24, 40, 36)  # c, z, y, x
 

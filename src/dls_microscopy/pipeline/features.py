@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from dls_microscopy.blocks import ProgressCallback
+from dls_microscopy.channels import channel_by_name, channel_data, select_channels
 from dls_microscopy.errors import InputError
 from dls_microscopy.features.measure import DEFAULT_MEMORY_BUDGET, measure_objects
 from dls_microscopy.features.tables import (
@@ -31,7 +32,7 @@ from dls_microscopy.features.tables import (
     write_parquet,
 )
 from dls_microscopy.io.atomic import atomic_directory
-from dls_microscopy.volume import Volume, channel_by_name, channel_data, select_channels
+from dls_microscopy.volume import Volume
 
 __all__ = ["embedding_input", "open_feature_inputs", "run_features", "select_channels"]
 

@@ -30,10 +30,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dls_microscopy.channels import channel_data
 from dls_microscopy.errors import InputError
 from dls_microscopy.pipeline.config import PipelineConfig
 from dls_microscopy.pipeline.fields import FieldSpec
-from dls_microscopy.volume import channel_data
 
 __all__ = ["FIELD_FILE", "committed_field", "config_digest", "run_field"]
 

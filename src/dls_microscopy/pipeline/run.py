@@ -122,8 +122,8 @@ def _check_channels(cfg: PipelineConfig, fields: list[FieldSpec]) -> None:
     """
     if not fields:
         return
+    from dls_microscopy.channels import channel_index
     from dls_microscopy.io import open_volume
-    from dls_microscopy.volume import channel_index
 
     spec = fields[0]
     try:

@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from dls_microscopy.channels import channel_by_name, select_channels
 from dls_microscopy.errors import InputError
 from dls_microscopy.features.embeddings.object_crops import CropSpec, iter_object_crops
 from dls_microscopy.features.embeddings.point_clouds import iter_object_points
 from dls_microscopy.features.embeddings.store import ModelRecord, load_model
 from dls_microscopy.features.embeddings.training import deterministic
-from dls_microscopy.volume import channel_by_name, select_channels
 
 __all__ = ["apply_embeddings", "embed_batches"]
 
@@ -118,7 +118,7 @@ def apply_embeddings(
         µm per voxel ``(dz, dy, dx)``.
     channel_names : sequence of str, optional
         Names of ``image``'s channels.  An image model takes its own channels by
-        name, in the order it was trained on (:func:`~dls_microscopy.volume.channel_by_name`),
+        name, in the order it was trained on (:func:`~dls_microscopy.channels.channel_by_name`),
         so an image with more channels, or in another order, needs no selection
         first.  Where a name is missing, the image's channels are used in order if
         their number matches (with a warning).

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from dls_microscopy.blocks import ProgressCallback
+from dls_microscopy.channels import channel_data
 from dls_microscopy.errors import InputError
-from dls_microscopy.volume import Volume, channel_data
+from dls_microscopy.volume import Volume
 
 __all__ = ["measure_volumes"]
 

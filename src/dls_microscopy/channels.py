@@ -1,0 +1,110 @@
+"""Choosing channels of a ``(C, Z, Y, X)`` image: by name or index, once each, lazily.
+
+One place for every face (the features command, the pipeline's steps and config
+check, the GUI's measure function, embedding models taking their own channels):
+names match exactly, else ignoring case where that is unique; the selection is
+basic slicing wherever possible, so that dask fuses it with later block reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from dls_microscopy.errors import InputError
+
+if TYPE_CHECKING:
+    from dls_microscopy.volume import Volume
+
+__all__ = ["channel_by_name", "channel_data", "channel_index", "select_channels"]
+
+
+def channel_by_name(name: str, names: Sequence[str], source: Path | str | None = None) -> int:
+    """Index of the channel called ``name``; ignoring case when no name matches exactly.
+
+    Metadata spells the same stain ``DAPI``, ``Dapi`` or ``dapi``; a case-insensitive
+    match is accepted only when it is unique.
+
+    Raises
+    ------
+    InputError
+        No channel, or more than one ignoring case, has that name (the message lists them).
+    """
+    names = list(names)
+    if name in names:
+        return names.index(name)
+    folded = [i for i, n in enumerate(names) if n.casefold() == name.casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    raise InputError(f"no channel named {name!r} (channels: {', '.join(names)})", path=source)
+
+
+def channel_index(c: int | str, names: Sequence[str], source: Path | str | None = None) -> int:
+    """Index of channel ``c``: an index (int or digit string; negative from the end) or a name.
+
+    Names are matched by :func:`channel_by_name`.
+
+    Raises
+    ------
+    InputError
+        No such channel (the message lists the names or the valid range).
+    """
+    if isinstance(c, str) and not c.isdigit():
+        return channel_by_name(c, names, source)
+    i = int(c)
+    if not -len(names) <= i < len(names):
+        raise InputError(f"channel {i} out of range (0..{len(names) - 1})", path=source)
+    return i % len(names)
+
+
+def channel_data(vol: Volume, channels: Sequence[int | str] | None = None) -> tuple[Any, tuple[str, ...]]:
+    """``(C, Z, Y, X)`` data of the chosen channels of ``vol`` and their names.
+
+    Parameters
+    ----------
+    vol : Volume
+        Axes ``zyx`` or ``czyx`` (select a time point first).
+    channels : sequence of int or str, optional
+        Names or indices (:func:`channel_index`); default all, in order.
+
+    Raises
+    ------
+    InputError
+        An unknown channel, or one listed twice.
+    """
+    data = vol.data if "c" in vol.axes else vol.data[None]
+    names = list(vol.channel_names)
+    if channels is None:
+        return data, tuple(names)
+    index = [channel_index(c, names, vol.source) for c in channels]
+    if len(set(index)) != len(index):
+        raise InputError(f"channels listed twice: {list(channels)}", path=vol.source)
+    return select_channels(data, index), tuple(names[i] for i in index)
+
+
+def select_channels(data: Any, index: Sequence[int]) -> Any:
+    """Channels ``index`` of a ``(C, Z, Y, X)`` dask (or numpy) array by basic slicing only.
+
+    ``data[[0, 1]]`` (a list) would add a fancy-indexing layer that dask cannot
+    fuse with the reads of later block slices: every block read would then load
+    whole dask chunks (tens of MiB each, far beyond a small memory budget).
+    All channels in order are ``data`` itself and a consecutive run is one slice
+    (measured on a 96 MiB field at a 24 MiB budget: 29 MiB peak, 13 s, against
+    117 MiB, 103 s with ``data[[0, 1]]``).  Anything else (a reordering, a gap) is
+    a stack of single-channel slices, which dask does not fuse either (116 MiB,
+    107 s): such selections still load whole chunks.
+    """
+    index = [int(i) for i in index]
+    n = int(data.shape[0])
+    if index == list(range(n)):
+        return data
+    if index == list(range(index[0], index[0] + len(index))):
+        return data[index[0] : index[0] + len(index)]
+    if isinstance(data, np.ndarray):
+        return data[index]  # in memory already: one copy of the chosen channels
+    import dask.array as da
+
+    return da.stack([data[i] for i in index])
