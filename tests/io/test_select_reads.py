@@ -214,12 +214,15 @@ def test_plain_arrays_still_select() -> None:
     np.testing.assert_array_equal(vol.select(c=-1).data.compute(), arr[-1])
 
 
+def _named_channels(*names: str) -> tuple[np.ndarray, Volume]:
+    """A small ``(C, 2, 2, 2)`` array and its lazy Volume with these channel names."""
+    arr = np.arange(len(names) * 8, dtype=np.float32).reshape(len(names), 2, 2, 2)
+    vol = Volume(data=da.from_array(arr, chunks=2), axes="czyx", spacing=(1, 1, 1), channel_names=names)
+    return arr, vol
+
+
 def test_channel_names_match_exactly_else_uniquely_ignoring_case() -> None:
-    arr = np.arange(3 * 2 * 2 * 2, dtype=np.float32).reshape(3, 2, 2, 2)
-    vol = Volume(
-        data=da.from_array(arr, chunks=2), axes="czyx", spacing=(1, 1, 1),
-        channel_names=("LaminB1", "Dapi", "dapi2"),
-    )  # fmt: skip
+    arr, vol = _named_channels("LaminB1", "Dapi", "dapi2")
     np.testing.assert_array_equal(vol.select(c="DAPI").data.compute(), arr[1])
     assert vol.select(c="DAPI").channel_names == ("Dapi",)
     assert channel_by_name("dapi2", vol.channel_names) == 2
@@ -232,11 +235,7 @@ def test_channel_names_match_exactly_else_uniquely_ignoring_case() -> None:
 
 
 def test_channel_data_picks_by_name_or_index_once_each() -> None:
-    arr = np.arange(3 * 2 * 2 * 2, dtype=np.float32).reshape(3, 2, 2, 2)
-    vol = Volume(
-        data=da.from_array(arr, chunks=2), axes="czyx", spacing=(1, 1, 1),
-        channel_names=("LaminB1", "Dapi", "GFP"),
-    )  # fmt: skip
+    arr, vol = _named_channels("LaminB1", "Dapi", "GFP")
     data, names = channel_data(vol, ["gfp", "0"])
     assert names == ("GFP", "LaminB1")
     np.testing.assert_array_equal(data.compute(), arr[[2, 0]])
