@@ -47,6 +47,23 @@ def test_paired_knn_counts_discordant_objects_and_tests_them(bench):
     assert bench.paired_knn({"A": a, "B": a}, "A", "B") == {"only_a": 0, "only_b": 0, "p_mcnemar": 1.0}
 
 
+def test_well_bootstrap_interval_follows_wells_not_objects(bench):
+    labels = np.repeat(["a", "b"], 40)
+    wells = np.array([f"{t}{i // 10}" for i, t in enumerate(labels)])  # 4 wells of 10 per treatment
+    b = np.zeros(80, bool)
+    everywhere = np.tile([True, True] + [False] * 8, 8)  # A right on 2 more objects in every well
+    one_well = np.zeros(80, bool)
+    one_well[:16] = True  # the same 16 objects more, but from one and a half wells of treatment a
+    c = bench.paired_knn({"A": everywhere, "B": b}, "A", "B", wells, labels)
+    assert c["difference"] == pytest.approx(0.2)
+    assert c["ci95_low"] == pytest.approx(0.2) and c["ci95_high"] == pytest.approx(0.2)
+    d = bench.paired_knn({"A": one_well, "B": b}, "A", "B", wells, labels)
+    assert d["difference"] == pytest.approx(0.2) and d["p_mcnemar"] < 1e-4  # objects: "significant"
+    assert d["ci95_low"] < 0.1 < 0.3 < d["ci95_high"]  # wells: one or two wells do not make a plate
+    same = bench.paired_knn({"A": one_well, "B": one_well}, "A", "B", wells, labels)
+    assert (same["difference"], same["ci95_low"], same["ci95_high"]) == (0.0, 0.0, 0.0)
+
+
 def test_quick_half_dose_run_reports_every_feature_set(run_benchmark, tmp_path):
     out = tmp_path / "results"
     res = run_benchmark(SCRIPT, "--quick", "--strength", "0.5", out=out, timeout=600)
@@ -61,4 +78,6 @@ def test_quick_half_dose_run_reports_every_feature_set(run_benchmark, tmp_path):
             assert all(math.isfinite(metrics[name][k]) for k in ("mAP", "object_knn_accuracy")), name
         pairs = {"image+shape vs handcrafted", "all vs handcrafted", "all vs image+shape"}
         assert set(metrics["paired"]) == pairs
+        for c in metrics["paired"].values():
+            assert c["ci95_low"] <= c["difference"] <= c["ci95_high"]
     assert all(r["objects_per_s"] > 0 for r in data["speed"].values())
