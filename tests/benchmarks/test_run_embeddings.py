@@ -78,6 +78,6 @@ def test_quick_half_dose_run_reports_every_feature_set(run_benchmark, tmp_path):
             assert all(math.isfinite(metrics[name][k]) for k in ("mAP", "object_knn_accuracy")), name
         pairs = {"image+shape vs handcrafted", "all vs handcrafted", "all vs image+shape"}
         assert set(metrics["paired"]) == pairs
-        for c in metrics["paired"].values():
-            assert c["ci95_low"] <= c["difference"] <= c["ci95_high"]
+        for c in metrics["paired"].values():  # a percentile interval need not hold the estimate
+            assert -1 <= c["ci95_low"] <= c["ci95_high"] <= 1 and -1 <= c["difference"] <= 1
     assert all(r["objects_per_s"] > 0 for r in data["speed"].values())
