@@ -98,7 +98,7 @@ def open_feature_inputs(
 
 
 def embedding_input(
-    image: Volume, data: Any, names: Sequence[str], model_paths: Sequence[str | os.PathLike[str]]
+    image: Volume, data: Any, names: Sequence[str], records: Sequence[Any]
 ) -> tuple[Any, tuple[str, ...]]:
     """The image and channel names that embedding models get, beside the measured channels.
 
@@ -107,13 +107,11 @@ def embedding_input(
     ``image``'s channels when each of its channels is found there: a model trained on
     DAPI embeds DAPI even when only GFP is measured.  Otherwise it gets the measured
     channels ``data`` / ``names`` (a model trained on an unnamed single channel, applied
-    to the one channel chosen for measuring).
+    to the one channel chosen for measuring).  ``records`` are the models'
+    :class:`~dls_microscopy.features.embeddings.ModelRecord` (``read_record``).
     """
-    from dls_microscopy.features.embeddings import read_record
-
-    every = list(image.channel_names)
-    for path in model_paths:
-        record = read_record(path)
+    every = image.channel_names
+    for record in records:
         if record.kind != "image":
             continue
         try:
@@ -121,7 +119,7 @@ def embedding_input(
                 channel_by_name(name, every)
         except InputError:
             return data, tuple(names)
-    return (image.data if "c" in image.axes else image.data[None]), tuple(every)
+    return channel_data(image)
 
 
 def _drop_time(vol: Volume, time_point: int | None) -> Volume:
@@ -217,11 +215,11 @@ def run_features(
         An embedding model (or its ``.json`` record) is missing; raised before any work.
     """
     model_paths = _model_paths(embeddings)
-    if model_paths:  # fail before measuring when a model is missing
+    records = []
+    if model_paths:  # read once; a missing model fails before measuring
         from dls_microscopy.features.embeddings import read_record
 
-        for path in model_paths:
-            read_record(path)
+        records = [read_record(path) for path in model_paths]
     t0 = time.perf_counter()
     image, _labels, (data, names) = open_feature_inputs(
         image_path, labels_path_or_name, channels=channels, time_point=time_point, series=series
@@ -256,7 +254,7 @@ def run_features(
     if model_paths:
         from dls_microscopy.features.embeddings import apply_embeddings
 
-        emb_data, emb_names = embedding_input(image, data, names, model_paths)
+        emb_data, emb_names = embedding_input(image, data, names, records)
         emb = apply_embeddings(
             emb_data,
             _labels.data,

@@ -70,11 +70,11 @@ def measure_volumes(
     table = objects_table(m, compartment=compartment, plate=plate, well=well, site=site, image_id=image_id)
     if embedding_models:
         from dls_microscopy.features import join_object_columns
-        from dls_microscopy.features.embeddings import apply_embeddings
+        from dls_microscopy.features.embeddings import apply_embeddings, read_record
         from dls_microscopy.pipeline.features import embedding_input
 
         paths = [os.fspath(p) for p in embedding_models]
-        emb_data, emb_names = embedding_input(image, data, names, paths)
+        emb_data, emb_names = embedding_input(image, data, names, [read_record(p) for p in paths])
         emb = apply_embeddings(
             emb_data,
             lab.data,
