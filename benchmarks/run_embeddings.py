@@ -40,6 +40,11 @@ Metrics (definitions):
   treatment's wells resampled with replacement, 2,000 times, seeded): "at least as good"
   is supported when the interval's lower end is near or above 0.
 
+* **Size diagnostics** (:func:`size_dependence`; object-level sets, where the table has
+  ``Nuclei_AreaShape_Volume``): the share of the object profiles' variance that log volume
+  explains (how much a cosine k-NN weighs size) and the leave-one-well-out R² of log volume
+  predicted linearly from the profiles (whether size is in them at all).
+
 Speed: objects/s of each stage of ``run_features`` on the test plate (CPU, same run):
 ``measure_objects`` (handcrafted, the baseline), mesh descriptors, and each embedding model
 (``apply_embeddings``: crop extraction or meshing + network), with ratios to the baseline.
@@ -190,6 +195,41 @@ def well_bootstrap_interval(
     return float(low), float(high)
 
 
+def size_dependence(
+    features: np.ndarray, log_volume: np.ndarray, wells: np.ndarray, ridge: float = 1.0
+) -> dict[str, float]:
+    """How much of a feature set is object size, and how much it knows about size.
+
+    ``features`` ``(n_objects, n_features)`` are the object profiles as k-NN compares them
+    (z-scored, blocks weighted: :func:`combine`); ``log_volume`` and ``wells`` are ``(n_objects,)``.
+
+    * ``size_share``: the share of the profiles' total variance that log volume explains
+      (per feature, its variance times its squared correlation with log volume, summed,
+      over the summed variances).  A cosine k-NN weighs size by this share.
+    * ``size_r2``: R² of log volume predicted linearly from the features, leave one well
+      out (ridge on standardised features, penalty ``ridge``): whether size can be read
+      from the features at all.
+
+    A set can know size well (high R²) and still weigh it little (low share), when size
+    sits in a few of many dimensions; the handcrafted set has many size-like columns.
+    """
+    y = (log_volume - log_volume.mean()) / log_volume.std()
+    var = features.var(axis=0)
+    corr = (features - features.mean(axis=0)).T @ y / len(y) / np.sqrt(np.maximum(var, 1e-300))
+    share = float(np.sum(var * corr**2) / np.sum(var))
+    x = (features - features.mean(axis=0)) / np.sqrt(np.maximum(var, 1e-300))
+    pred = np.empty_like(y)
+    for w in np.unique(wells):
+        train = wells != w
+        a = np.c_[x[train], np.ones(int(train.sum()))]
+        penalty = ridge * np.eye(a.shape[1])
+        penalty[-1, -1] = 0.0  # the intercept is not shrunk
+        beta = np.linalg.solve(a.T @ a + penalty, a.T @ y[train])
+        pred[~train] = np.c_[x[~train], np.ones(int((~train).sum()))] @ beta
+    r2 = float(1.0 - np.sum((y - pred) ** 2) / np.sum(y**2))
+    return {"size_share": share, "size_r2": r2}
+
+
 #: Object k-NN comparisons reported with paired counts: (a, b).
 PAIRS = (("image+shape", "handcrafted"), ("all", "handcrafted"), ("all", "image+shape"))
 
@@ -217,6 +257,9 @@ def evaluate(table: Any, treatments: dict[str, str]) -> dict[str, dict[str, Any]
     well_labels = np.array([treatments[w] for w in well_names])
     out: dict[str, dict[str, Any]] = {}
     correct = {}
+    volume = None
+    if "Nuclei_AreaShape_Volume" in table:
+        volume = table["Nuclei_AreaShape_Volume"].to_numpy(np.float64)
     for name, parts in sets.items():
         blocks = [table[cols[p]].to_numpy(np.float64) for p in parts]
         per_object = combine(blocks)
@@ -229,6 +272,8 @@ def evaluate(table: Any, treatments: dict[str, str]) -> dict[str, dict[str, Any]
             "well_1nn_accuracy": well_1nn_accuracy(profiles, well_labels),
             "object_knn_accuracy": float(np.mean(correct[name])),
         }
+        if volume is not None:
+            out[name].update(size_dependence(per_object, np.log(volume), wells))
     n_wells, reps = len(well_names), len(well_names) // len(set(well_labels))
     out["chance"] = {
         "n_features": 0,
@@ -400,15 +445,19 @@ def _report(results: dict[str, Any], outdir: Path) -> None:
             f"## Quality, {plate} plate (seed {p['seed']}, {p['n_objects']} objects, {p['n_wells']} wells; "
             f"{role})",
             "",
-            "| features | n features | replicate mAP | well 1-NN acc. | object k-NN acc. (k=10, LOWO) |",
-            "|---|---:|---:|---:|---:|",
+            "| features | n features | replicate mAP | well 1-NN acc. | object k-NN acc. (k=10, LOWO) "
+            "| size: share of profile | size: R² (LOWO) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, r in p["metrics"].items():
             if name == "paired":
                 continue
+            size = "| | |"
+            if "size_share" in r:
+                size = f"| {r['size_share']:.3f} | {r['size_r2']:.3f} |"
             lines.append(
                 f"| {name} | {r['n_features']} | {r['mAP']:.3f} | {r['well_1nn_accuracy']:.3f} | "
-                f"{r['object_knn_accuracy']:.3f} |"
+                f"{r['object_knn_accuracy']:.3f} {size}"
             )
         lines += [
             "",

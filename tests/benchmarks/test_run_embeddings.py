@@ -81,3 +81,20 @@ def test_quick_half_dose_run_reports_every_feature_set(run_benchmark, tmp_path):
         for c in metrics["paired"].values():  # a percentile interval need not hold the estimate
             assert -1 <= c["ci95_low"] <= c["ci95_high"] <= 1 and -1 <= c["difference"] <= 1
     assert all(r["objects_per_s"] > 0 for r in data["speed"].values())
+
+
+def test_size_dependence_separates_knowing_size_from_weighing_it(bench):
+    rng = np.random.default_rng(1)
+    wells = np.repeat([f"w{i}" for i in range(6)], 30)
+    size = rng.normal(0, 1, 180)
+    other = rng.normal(0, 1, (180, 9))
+    # size in one column of ten: fully known, a tenth of the variance
+    few = bench.size_dependence(np.c_[size, other], size, wells)
+    assert few["size_r2"] > 0.99
+    assert few["size_share"] == pytest.approx(0.1, abs=0.03)
+    # size in every column (plus noise): known and weighed
+    many = bench.size_dependence(size[:, None] + 0.3 * other, size, wells)
+    assert many["size_share"] > 0.8 and many["size_r2"] > 0.95
+    # no size at all: nothing to read, nothing weighed
+    none = bench.size_dependence(other, size, wells)
+    assert none["size_r2"] < 0.1 and none["size_share"] < 0.1
