@@ -14,19 +14,20 @@ from dls_microscopy.segment.watershed import WatershedSegmenter
 
 
 @pytest.mark.parametrize(
-    ("spacing", "diameter", "block"),
+    ("spacing", "diameter", "block", "contrast"),
     [
-        ((1.0, 0.3, 0.3), 7.0, (16, 64, 64)),
-        ((1.0, 0.3, 0.3), 7.0, (32, 96, 48)),
-        ((2.0, 0.4, 0.4), 10.0, (16, 48, 48)),
-        ((0.5, 0.25, 0.25), 6.0, (32, 64, 64)),
+        ((1.0, 0.3, 0.3), 7.0, (16, 64, 64), None),
+        ((1.0, 0.3, 0.3), 7.0, (32, 96, 48), None),
+        ((2.0, 0.4, 0.4), 10.0, (16, 48, 48), None),
+        ((0.5, 0.25, 0.25), 6.0, (32, 64, 64), None),
+        ((1.0, 0.3, 0.3), 7.0, (16, 64, 64), 0.7),  # seed_contrast: the wider halo
     ],
 )
-def test_blockwise_matches_whole_volume(tmp_path, spacing, diameter, block):
+def test_blockwise_matches_whole_volume(tmp_path, spacing, diameter, block, contrast):
     s = make_synthetic_nuclei(shape=(48, 160, 160), spacing=spacing, diameter_um=diameter, seed=7)
     store = write_ome_zarr(s.image, tmp_path / "n.ome.zarr", axes="czyx", spacing=spacing,
                            channel_names=s.channel_names)
-    seg = WatershedSegmenter(diameter_um=diameter, device="cpu")
+    seg = WatershedSegmenter(diameter_um=diameter, device="cpu", seed_contrast=contrast)
     vol = open_volume(store)
     stats = seg.global_stats(vol.select(c=0).data, spacing=spacing)
     whole = seg.segment(s.image[0], spacing=spacing, stats=stats)

@@ -22,11 +22,19 @@ log = logging.getLogger(__name__)
 
 #: Gaussian support in standard deviations (both backends; also sets the halo).
 _TRUNCATE = 3.0
+#: Edge of the box whose mean brightness ``seed_contrast`` compares a voxel with, in
+#: expected diameters (an odd number of voxels per axis; both backends; also sets the halo).
+_CONTRAST_WINDOW = 1.5
 #: Weight of the intensity term in ``seed_method="combined"``.
 _INTENSITY_WEIGHT = 0.5
 #: Neighbours (axis, step), + directions first: among equal slopes the first wins, so
 #: an equal-valued neighbour is uphill only when it comes later in C order.
 _DIRECTIONS = ((0, 1), (1, 1), (2, 1), (0, -1), (1, -1), (2, -1))
+
+
+def _contrast_window(diameter_um: float, spacing: Sequence[float]) -> tuple[int, ...]:
+    """Voxels per axis of the ``seed_contrast`` box: odd, about ``_CONTRAST_WINDOW`` diameters."""
+    return tuple(2 * round(_CONTRAST_WINDOW * float(diameter_um) / 2 / float(sp)) + 1 for sp in spacing)
 
 
 def _kernels() -> Any:
@@ -50,7 +58,18 @@ _KERNELS: Any = _UNSET
 class _FloodConfig:
     """What a backend needs to compute the flooding image and its basins."""
 
-    __slots__ = ("cap_um", "inv_radius", "inv_range", "method", "sigma_vox", "spacing", "threshold")
+    __slots__ = (
+        "background",
+        "cap_um",
+        "contrast",
+        "inv_radius",
+        "inv_range",
+        "method",
+        "sigma_vox",
+        "spacing",
+        "threshold",
+        "window_vox",
+    )
 
     def __init__(self, **values: Any) -> None:
         for key, value in values.items():

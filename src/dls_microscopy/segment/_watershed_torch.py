@@ -55,6 +55,29 @@ def _smooth_torch(x: Any, sigma_vox: Sequence[float]) -> Any:
     return out[0, 0]
 
 
+def _box_torch(x: Any, size: Sequence[int]) -> Any:
+    """Mean over a box of ``size`` voxels (odd) of a ``(Z, Y, X)`` float32 tensor, edges replicated.
+
+    :func:`scipy.ndimage.uniform_filter` with ``mode="nearest"``, as separable
+    ``conv3d`` passes; returns a ``(Z, Y, X)`` float32 tensor.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    out = x[None, None]
+    for ax, n in enumerate(size):
+        if n <= 1:
+            continue
+        r = (int(n) - 1) // 2
+        pad = [0] * 6
+        pad[2 * (2 - ax)] = pad[2 * (2 - ax) + 1] = r
+        view = [1, 1, 1, 1, 1]
+        view[2 + ax] = int(n)
+        k = torch.full(view, 1.0 / int(n), dtype=torch.float32, device=x.device)
+        out = F.conv3d(F.pad(out, pad, mode="replicate"), k)
+    return out[0, 0]
+
+
 def _edt_torch(mask: Any, spacing: Sequence[float], cap: float) -> Any:
     """Euclidean distance (µm) to the nearest background voxel, clamped at ``cap``.
 
@@ -115,7 +138,17 @@ def _flood_torch(image: np.ndarray, cfg: _FloodConfig, *, device: str = "cpu") -
             return "all"
         f = None
         if cfg.method in ("distance", "combined"):
-            f = _edt_torch(mask, cfg.spacing, cfg.cap_um) * cfg.inv_radius
+            core = mask
+            if cfg.contrast is not None:
+                x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
+                local = _box_torch(x, cfg.window_vox)
+                del x
+                c = float(np.float32(cfg.contrast))
+                bg = float(np.float32(1 - np.float32(cfg.contrast)) * np.float32(cfg.background))
+                core = mask & (smooth > local * c + bg)
+                del local
+            f = _edt_torch(core, cfg.spacing, cfg.cap_um) * cfg.inv_radius
+            del core
         if cfg.method in ("intensity", "combined"):
             inten = (smooth - cfg.threshold) * cfg.inv_range
             f = inten if f is None else f + float(np.float32(_INTENSITY_WEIGHT)) * inten
