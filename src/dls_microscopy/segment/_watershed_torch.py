@@ -140,6 +140,7 @@ def _flood_torch(image: np.ndarray, cfg: _FloodConfig, *, device: str = "cpu") -
         if cfg.method in ("distance", "combined"):
             core = mask
             if cfg.contrast is not None:
+                # uploaded again, not kept since the smoothing: one block copy less on the device
                 x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
                 local = _box_torch(x, cfg.window_vox)
                 del x

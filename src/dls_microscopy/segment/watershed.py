@@ -178,14 +178,15 @@ class WatershedSegmenter(BaseSegmenter):
         the block.
         """
         p = self.params
-        window = _contrast_window(p.diameter_um, spacing) if p.seed_contrast is not None else None
-        out = []
-        for ax, d in enumerate(spacing):
-            support = _TRUNCATE * self._sigma_um() / float(d)
-            if window is not None:
-                support = max(support, (window[ax] - 1) / 2)
-            out.append(math.ceil(1.5 * p.diameter_um / float(d) + support))
-        return tuple(out)
+        reach = _TRUNCATE * self._sigma_um() + 1.5 * p.diameter_um
+        halo = [math.ceil(reach / float(d)) for d in spacing]
+        if p.seed_contrast is not None:
+            window = _contrast_window(p.diameter_um, spacing)
+            halo = [
+                max(h, math.ceil(1.5 * p.diameter_um / float(d) + (w - 1) // 2))
+                for h, d, w in zip(halo, spacing, window, strict=True)
+            ]
+        return tuple(halo)
 
     def _use_torch(self) -> bool:
         if self.params.backend == "auto":
