@@ -32,20 +32,20 @@ def _gaussian_kernel(sigma: float) -> np.ndarray:
     return k / k.sum()
 
 
-def _smooth_torch(x: Any, sigma_vox: Sequence[float]) -> Any:
-    """Separable Gaussian of a ``(Z, Y, X)`` float32 tensor, edges replicated.
+def _separable_torch(x: Any, kernels: Sequence[np.ndarray | None]) -> Any:
+    """Correlate a ``(Z, Y, X)`` float32 tensor with one odd 1D kernel per axis, edges replicated.
 
-    Same kernels as :func:`~dls_microscopy.segment._watershed_cpu._smooth_cpu`
-    (``sigma_vox`` per axis, voxels); returns a ``(Z, Y, X)`` float32 tensor.
+    ``kernels[ax]`` is None for no pass along that axis; returns a ``(Z, Y, X)``
+    float32 tensor on ``x``'s device.
     """
     import torch
     import torch.nn.functional as F
 
     out = x[None, None]
-    for ax, sigma in enumerate(sigma_vox):
-        if sigma <= 1e-15:  # as scipy: no smoothing along this axis
+    for ax, kernel in enumerate(kernels):
+        if kernel is None:
             continue
-        k = torch.as_tensor(_gaussian_kernel(sigma), dtype=torch.float32, device=x.device)
+        k = torch.as_tensor(kernel, dtype=torch.float32, device=x.device)
         r = (len(k) - 1) // 2
         pad = [0] * 6
         pad[2 * (2 - ax)] = pad[2 * (2 - ax) + 1] = r
@@ -55,27 +55,23 @@ def _smooth_torch(x: Any, sigma_vox: Sequence[float]) -> Any:
     return out[0, 0]
 
 
+def _smooth_torch(x: Any, sigma_vox: Sequence[float]) -> Any:
+    """Separable Gaussian of a ``(Z, Y, X)`` float32 tensor, edges replicated.
+
+    Same kernels as :func:`~dls_microscopy.segment._watershed_cpu._smooth_cpu`
+    (``sigma_vox`` per axis, voxels; as scipy, no pass where it is 0); returns a
+    ``(Z, Y, X)`` float32 tensor.
+    """
+    return _separable_torch(x, [_gaussian_kernel(s) if s > 1e-15 else None for s in sigma_vox])
+
+
 def _box_torch(x: Any, size: Sequence[int]) -> Any:
     """Mean over a box of ``size`` voxels (odd) of a ``(Z, Y, X)`` float32 tensor, edges replicated.
 
-    :func:`scipy.ndimage.uniform_filter` with ``mode="nearest"``, as separable
-    ``conv3d`` passes; returns a ``(Z, Y, X)`` float32 tensor.
+    :func:`scipy.ndimage.uniform_filter` with ``mode="nearest"``; returns a
+    ``(Z, Y, X)`` float32 tensor.
     """
-    import torch
-    import torch.nn.functional as F
-
-    out = x[None, None]
-    for ax, n in enumerate(size):
-        if n <= 1:
-            continue
-        r = (int(n) - 1) // 2
-        pad = [0] * 6
-        pad[2 * (2 - ax)] = pad[2 * (2 - ax) + 1] = r
-        view = [1, 1, 1, 1, 1]
-        view[2 + ax] = int(n)
-        k = torch.full(view, 1.0 / int(n), dtype=torch.float32, device=x.device)
-        out = F.conv3d(F.pad(out, pad, mode="replicate"), k)
-    return out[0, 0]
+    return _separable_torch(x, [np.full(int(n), 1.0 / int(n)) if n > 1 else None for n in size])
 
 
 def _edt_torch(mask: Any, spacing: Sequence[float], cap: float) -> Any:

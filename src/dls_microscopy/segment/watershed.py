@@ -180,7 +180,7 @@ class WatershedSegmenter(BaseSegmenter):
         p = self.params
         reach = _TRUNCATE * self._sigma_um() + 1.5 * p.diameter_um
         halo = [math.ceil(reach / float(d)) for d in spacing]
-        if p.seed_contrast is not None:
+        if p.seed_contrast is not None and p.seed_method != "intensity":  # intensity: no distance
             window = _contrast_window(p.diameter_um, spacing)
             halo = [
                 max(h, math.ceil(1.5 * p.diameter_um / float(d) + (w - 1) // 2))
