@@ -92,9 +92,16 @@ def test_size_dependence_separates_knowing_size_from_weighing_it(bench):
     few = bench.size_dependence(np.c_[size, other], size, wells)
     assert few["size_r2"] > 0.99
     assert few["size_share"] == pytest.approx(0.1, abs=0.03)
+    # the share weighs columns by their variance (as a cosine k-NN does): scaled by 3, the
+    # size column holds about half the variance (an unweighted mean of r² would stay at 0.1)
+    scaled = bench.size_dependence(np.c_[3 * size, other], size, wells)["size_share"]
+    assert scaled == pytest.approx(9 * size.var() / (9 * size.var() + other.var(axis=0).sum()), abs=0.03)
+    assert scaled > 0.35
     # size in every column (plus noise): known and weighed
     many = bench.size_dependence(size[:, None] + 0.3 * other, size, wells)
     assert many["size_share"] > 0.8 and many["size_r2"] > 0.95
-    # no size at all: nothing to read, nothing weighed
-    none = bench.size_dependence(other, size, wells)
-    assert none["size_r2"] < 0.1 and none["size_share"] < 0.1
+    # no size at all, in as many columns as a third of the objects: nothing weighed, and
+    # nothing read from wells left out (an in-sample fit would find R² near 0.35 here)
+    noise = rng.normal(0, 1, (180, 60))
+    none = bench.size_dependence(noise, size, wells)
+    assert none["size_r2"] < 0.0 and none["size_share"] < 0.05

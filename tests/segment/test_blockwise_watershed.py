@@ -20,7 +20,7 @@ from dls_microscopy.segment.watershed import WatershedSegmenter
         ((1.0, 0.3, 0.3), 7.0, (32, 96, 48), None),
         ((2.0, 0.4, 0.4), 10.0, (16, 48, 48), None),
         ((0.5, 0.25, 0.25), 6.0, (32, 64, 64), None),
-        ((1.0, 0.3, 0.3), 7.0, (16, 64, 64), 0.7),  # seed_contrast: the wider halo
+        ((1.0, 0.3, 0.3), 7.0, (16, 64, 64), 0.7),  # seed_contrast
     ],
 )
 def test_blockwise_matches_whole_volume(tmp_path, spacing, diameter, block, contrast):
