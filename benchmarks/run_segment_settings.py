@@ -20,7 +20,8 @@ Volumes (each segmented in memory with ``diameter_um`` = its nuclei's diameter):
 
 Real-data diameters are the median equivalent diameter of the labelled nuclei away from the
 border.  Scores: F1 at IoU 0.5 and 0.75 (:func:`dls_microscopy.segment.metrics.match_objects`),
-and their mean over the volumes.  ``--quick``: the two smallest volumes, two settings.
+and their mean over the volumes.  ``--quick``: the sparse synthetic volume and the real crop,
+two settings.
 Markdown to stdout and ``benchmarks/results/segment-settings-<date>.md``, JSON beside it.
 """
 
@@ -41,7 +42,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run_segment import SHARED_DATA, Case, idr_case, median_diameter, real_crop_case  # noqa: E402
+from run_segment import SHARED_DATA, Case, idr_case, median_diameter, real_crop_case, scores  # noqa: E402
 
 #: name -> WatershedParams overrides; the first is the baseline.
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -96,17 +97,14 @@ def cases(tmp: Path, quick: bool) -> list[Case]:
 
 
 def score(case: Case, params: dict[str, Any]) -> dict[str, Any]:
-    """Segment ``case`` with ``params`` and match it to the truth."""
-    from dls_microscopy.segment.metrics import match_objects
+    """Segment ``case`` with ``params``; :func:`run_segment.scores` of the result and the seconds taken."""
     from dls_microscopy.segment.watershed import WatershedSegmenter
 
     seg = WatershedSegmenter(diameter_um=case.diameter, device="cpu", backend="cpu", **params)
     t = time.perf_counter()
     labels = seg.segment(case.image, spacing=case.spacing)
     seconds = time.perf_counter() - t
-    r = match_objects(labels, case.gt, thresholds=(0.5, 0.75), restrict_to_gt=case.restrict_to_gt)
-    return {"n_pred": r[0.5].n_pred, "n_true": r[0.5].n_true, "f1_05": r[0.5].f1, "f1_075": r[0.75].f1,
-            "seconds": round(seconds, 3)}  # fmt: skip
+    return {**scores(labels, case), "seconds": round(seconds, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
