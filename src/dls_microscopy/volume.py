@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import dask.array as da
 import numpy as np
 
-from dls_microscopy.channels import channel_by_name
+from dls_microscopy.channels import channel_index
 from dls_microscopy.errors import (
     DimensionalityError,
     InputError,
@@ -282,14 +282,15 @@ class Volume:
         )
 
     def select(self, *, c: int | str | None = None, t: int | None = None) -> Volume:
-        """Select one channel (by index or name) and/or one time point; the axis is dropped."""
+        """Select one channel and/or one time point; the axis is dropped.
+
+        ``c`` is an index, a digit string or a name (:func:`~dls_microscopy.channels.channel_index`).
+        """
         vol = self
         if t is not None:
             vol = vol._drop_axis("t", _check_index(t, vol.axis_size("t"), "time point", vol.source))
         if c is not None:
-            if isinstance(c, str):
-                c = channel_by_name(c, vol.channel_names, vol.source)
-            c = _check_index(c, vol.n_channels, "channel", vol.source)
+            c = channel_index(c, vol.channel_names, vol.source)
             names = (vol.channel_names[c],)
             vol = dataclasses.replace(vol._drop_axis("c", c), channel_names=names)
         return vol

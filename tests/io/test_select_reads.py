@@ -249,6 +249,15 @@ def test_channel_data_picks_by_name_or_index_once_each() -> None:
     assert channel_data(single)[0].shape == (1, 2, 2, 2)
 
 
+def test_select_takes_a_channel_as_channel_data_does() -> None:
+    # Volume.select and channel_data read "2" alike (an index), and fail alike
+    arr, vol = _named_channels("LaminB1", "Dapi", "GFP")
+    np.testing.assert_array_equal(vol.select(c="2").data.compute(), arr[2])
+    assert vol.select(c=-1).channel_names == channel_data(vol, ["2"])[1] == ("GFP",)
+    with pytest.raises(InputError, match=r"channel 3 out of range \(0..2\)"):
+        vol.select(c=3)
+
+
 def test_chunk_source_views_compose() -> None:
     arr = np.arange(2 * 3 * 4 * 5).reshape(2, 3, 4, 5)
     keys: list[tuple[slice, ...]] = []
