@@ -10,6 +10,7 @@ import torch
 
 from dls_microscopy.errors import CorruptDataError, InputError, ModelNotFoundError
 from dls_microscopy.features.embeddings import (
+    TrainingSample,
     apply_embeddings,
     load_model,
     read_record,
@@ -159,3 +160,26 @@ def test_bad_training_requests(samples, tmp_path):
         train_embedding_model(samples, "texture", tmp_path / "m.pt")
     with pytest.raises(InputError, match="no training images"):
         train_embedding_model([], "image", tmp_path / "m.pt")
+
+
+def test_training_takes_each_images_channels_by_name(wells, fast, tmp_path):
+    """Two files listing the same stains in another order train the same model; a missing stain is refused."""
+
+    def two(w, order):
+        chans = {"DAPI": w.image[0], "GFP": (w.image[0].max() - w.image[0]).astype(w.image.dtype)}
+        return TrainingSample(np.stack([chans[n] for n in order]), w.labels, w.spacing, order)
+
+    short = {**fast, "epochs": 1}
+    first = two(wells[0], ("DAPI", "GFP"))
+    same = train_embedding_model(
+        [first, two(wells[1], ("DAPI", "GFP"))], "image", tmp_path / "a" / "m.pt", seed=0, **short
+    )
+    swapped = train_embedding_model(
+        [first, two(wells[1], ("GFP", "DAPI"))], "image", tmp_path / "b" / "m.pt", seed=0, **short
+    )
+    assert swapped.preprocessing["channels"] == ["DAPI", "GFP"]
+    assert swapped.weights_sha256 == same.weights_sha256  # same crops, same file name: same bytes
+    other = two(wells[1], ("DAPI", "GFP"))
+    other = TrainingSample(other.image, other.labels, other.spacing, ("DAPI", "RFP"))
+    with pytest.raises(InputError, match=r"training image 2 has channels \['DAPI', 'RFP'\].*--channel"):
+        train_embedding_model([first, other], "image", tmp_path / "bad.pt", seed=0, **short)

@@ -194,6 +194,52 @@ def _extents_um(samples: Sequence[TrainingSample], indexes: Sequence[Any]) -> np
     )
 
 
+def _aligned_images(samples: Sequence[TrainingSample]) -> tuple[list[Any], tuple[str, ...]]:
+    """Each sample's image with its channels in the first sample's order, and their names.
+
+    Where every sample names its channels, each image's channels are taken by name
+    (:func:`~dls_microscopy.channels.channel_by_name`) in the first sample's order, as
+    inference does: one channel must never feed the network's input meant for another
+    because two files list their stains in a different order.  Where a sample has no
+    names, the images are used as they are (and must agree in channel count).
+
+    Returns
+    -------
+    images : list of (C, Z, Y, X) arrays
+    names : tuple of str
+        The first sample's channel names (empty when a sample has none).
+
+    Raises
+    ------
+    InputError
+        A sample has no image, or lacks one of the first sample's channels (the
+        message names both channel lists and how to choose common ones).
+    """
+    from dls_microscopy.channels import channel_by_name, select_channels
+
+    if any(s.image is None for s in samples):
+        raise InputError("image models need an image for every pair of training inputs")
+    names = tuple(samples[0].channel_names)
+    if not names or not all(s.channel_names for s in samples):
+        return [s.image for s in samples], ()
+    images = []
+    for i, s in enumerate(samples):
+        own = tuple(s.channel_names)
+        if own == names:
+            images.append(s.image)
+            continue
+        try:
+            order = [channel_by_name(n, own) for n in names]
+        except InputError:
+            raise InputError(
+                f"training image {i + 1} has channels {list(own)}, the first has {list(names)}: "
+                "give the channels to learn by name (--channel NAME, repeatable) that every image has"
+            ) from None
+        log.info("training image %d: channels %s taken by name as %s", i + 1, list(own), list(names))
+        images.append(select_channels(s.image, order))
+    return images, names
+
+
 def _image_data(
     samples: Sequence[TrainingSample],
     indexes: Sequence[Any],
@@ -202,8 +248,9 @@ def _image_data(
     mask_channel: bool,
     frame: str,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    n_ch = {int(s.image.shape[0]) for s in samples if s.image is not None}
-    if any(s.image is None for s in samples) or len(n_ch) != 1:
+    images, names = _aligned_images(samples)
+    n_ch = {int(i.shape[0]) for i in images}
+    if len(n_ch) != 1:
         raise InputError(f"image models need images with one common channel count, got {sorted(n_ch)}")
     if fov_um is None:  # cover 95 % of objects whole, with a margin; whole µm
         fov_um = float(math.ceil(1.2 * np.percentile(_extents_um(samples, indexes), 95)))
@@ -214,13 +261,13 @@ def _image_data(
         (sum(len(i.ids) for i in indexes), channels + spec.extra_channels, *(spec.size,) * 3), np.float32
     )
     start = 0
-    for s, idx in zip(samples, indexes, strict=True):
-        for _, crops in iter_object_crops(s.image, s.labels, spacing=s.spacing, spec=spec, index=idx):
+    for s, image, idx in zip(samples, images, indexes, strict=True):
+        for _, crops in iter_object_crops(image, s.labels, spacing=s.spacing, spec=spec, index=idx):
             data[start : start + len(crops)] = crops
             start += len(crops)
     if start != len(data):  # every indexed object yields one crop; never train on unset memory
         raise RuntimeError(f"{start} crops for {len(data)} objects")
-    names = samples[0].channel_names or tuple(f"channel{i}" for i in range(channels))
+    names = names or tuple(f"channel{i}" for i in range(channels))
     pre = {
         "size": spec.size,
         "fov_um": spec.fov_um,
