@@ -77,7 +77,12 @@ def test_desktop_app_widgets_and_actions(qtbot, small_sample, tmp_path, monkeypa
         assert "cellpose" in [seg.method.itemText(i) for i in range(seg.method.count())]
         seg.method.setCurrentText("cellpose")
         assert "model_path" in seg.param_inputs and "diameter_um" in seg.param_inputs
+        assert "flow3D_smooth" in seg.param_inputs["flow3d_smooth"].toolTip()  # the field's docstring
         seg.method.setCurrentText("watershed")
+        contrast = seg.param_inputs["seed_contrast"]
+        assert contrast.placeholderText() == "off" and "packed" in contrast.toolTip()
+        assert seg.param_inputs["smoothing_um"].placeholderText() == "automatic"
+        assert "``" not in seg.param_inputs["smoothing_um"].toolTip()
         seg.image.setCurrentText("DAPI")
         seg.set_param("diameter_um", 6.0)
         seg.device.setCurrentText("cpu")

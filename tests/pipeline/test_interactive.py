@@ -53,6 +53,10 @@ def test_segmenter_parameters_come_from_the_params_model():
     params = segmenter_parameters("watershed")
     assert params["diameter_um"]["default"] == 8.0
     assert "seed_method" in params
+    # every parameter carries its docstring (the app's tooltip) and what None means
+    assert [k for k, p in params.items() if not p["description"]] == []
+    assert "diameter" in params["diameter_um"]["description"]
+    assert params["seed_contrast"]["unset"] == "off" and params["smoothing_um"]["unset"] == "automatic"
 
 
 def test_segment_volume_and_cancel(sample, tmp_path):

@@ -84,8 +84,8 @@ class SegmentWidget(TaskWidget):
                 )
                 text = text.removesuffix("\n...").strip()
                 widget = QLineEdit(text)
-                widget.setPlaceholderText("automatic" if default is None else "")
-            widget.setToolTip(info["description"] or name)
+                widget.setPlaceholderText(info.get("unset", "automatic") if default is None else "")
+            widget.setToolTip((info["description"] or name).replace("``", ""))
             self.params_form.addRow(name, widget)
             self.param_inputs[name] = widget
 

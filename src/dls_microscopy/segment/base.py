@@ -46,9 +46,16 @@ class EmptyResultWarning(UserWarning):
 
 
 class SegmenterParams(BaseModel):
-    """Base of every segmenter's parameter model: unknown keys are errors."""
+    """Base of every segmenter's parameter model: unknown keys are errors.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Document each field with a docstring below it: it becomes the field's
+    ``description`` (``use_attribute_docstrings``), which the desktop app shows as the
+    input's tooltip.  A field whose ``None`` means something other than "chosen
+    automatically" says so with ``json_schema_extra={"unset": "off"}`` (the input's
+    placeholder).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 @runtime_checkable

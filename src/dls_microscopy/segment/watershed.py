@@ -96,36 +96,40 @@ _REUSE = threading.local()
 class WatershedParams(SegmenterParams):
     """Parameters of :class:`WatershedSegmenter`; lengths in µm, volumes in µm³."""
 
-    #: expected object (nucleus) diameter, µm; every default below derives from it
     diameter_um: float = Field(8.0, gt=0)
-    #: standard deviation of the Gaussian smoothing, µm (default ``diameter_um / 12``)
+    """expected object (nucleus) diameter, µm; every default below derives from it"""
     smoothing_um: float | None = Field(None, ge=0)
-    #: detection threshold on the smoothed intensity, image units (default automatic)
+    """standard deviation of the Gaussian smoothing, µm (default ``diameter_um / 12``)"""
     threshold: float | None = None
-    #: automatic threshold = ``background + threshold_scale × (otsu - background)``, with
-    #: ``background`` the mean of Otsu's lower class (1 = Otsu; lower finds dimmer objects)
+    """detection threshold on the smoothed intensity, image units (default automatic)"""
     threshold_scale: float = Field(0.5, gt=0)
-    #: what the watershed floods: distance to the background, intensity, or both
+    """automatic threshold = ``background + threshold_scale × (otsu - background)``, with
+    ``background`` the mean of Otsu's lower class (1 = Otsu; lower finds dimmer objects)
+    """
     seed_method: Literal["distance", "intensity", "combined"] = "distance"
-    #: distance seeds come from foreground voxels whose brightness above the background is
-    #: at least this fraction of the mean above the background in a box of 1.5 diameters
-    #: around them: splits nuclei packed against each other along a dim line (tissue,
-    #: embryos; 0.7 is a good start).  None (default): the whole foreground.  It widens
-    #: the halo (see :meth:`WatershedSegmenter.halo`)
-    seed_contrast: float | None = Field(None, ge=0, lt=1)
-    #: least distance between two seeds, µm (default ``diameter_um / 2``)
+    """what the watershed floods: distance to the background, intensity, or both"""
+    seed_contrast: float | None = Field(None, ge=0, lt=1, json_schema_extra={"unset": "off"})
+    """distance seeds come from foreground voxels whose brightness above the background is at
+    least this fraction of the mean above the background in a box of 1.5 diameters around
+    them: splits nuclei packed against each other along a dim line (tissue, embryos; 0.7 is
+    a good start). None (default): off, seeds from the whole foreground. It widens the
+    blocks' halo, so blockwise runs take longer (see the segmentation guide)
+    """
     seed_separation_um: float | None = Field(None, ge=0)
-    #: least height of a seed above its saddle, in units of the flooding image: the
-    #: expected radius (``"distance"``), the foreground intensity range (``"intensity"``:
-    #: threshold to 99.5th percentile), or both summed (``"combined"``, intensity × 0.5)
+    """least distance between two seeds, µm (default ``diameter_um / 2``)"""
     seed_prominence: float = Field(0.05, ge=0)
-    #: where an object's surface lies between background (0) and its brightness (1);
-    #: None keeps every detected voxel
+    """least height of a seed above its saddle, in units of the flooding image: the expected
+    radius (``"distance"``), the foreground intensity range (``"intensity"``: threshold to
+    99.5th percentile), or both summed (``"combined"``, intensity × 0.5)
+    """
     surface_level: float | None = Field(0.5, ge=0, lt=1)
-    #: smaller objects are removed, µm³ (default 10 % of a sphere of ``diameter_um``)
+    """where an object's surface lies between background (0) and its brightness (1); None keeps
+    every detected voxel
+    """
     min_size_um3: float | None = Field(None, ge=0)
-    #: ``"auto"``: torch on CUDA/MPS, numpy/scipy on CPU; ``"torch"``/``"cpu"`` force one
+    """smaller objects are removed, µm³ (default 10 % of a sphere of ``diameter_um``)"""
     backend: Literal["auto", "torch", "cpu"] = "auto"
+    """``"auto"``: torch on CUDA/MPS, numpy/scipy on CPU; ``"torch"``/``"cpu"`` force one"""
 
 
 class WatershedSegmenter(BaseSegmenter):

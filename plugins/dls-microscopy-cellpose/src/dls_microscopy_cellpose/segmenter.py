@@ -57,30 +57,32 @@ class CellposeParams(SegmenterParams):
     ``flow_threshold`` is not offered: cellpose ignores it in 3D.
     """
 
-    #: weights file; None looks up ``model_name`` in cellpose's model folder
     model_path: str | None = None
-    #: file name in ``$CELLPOSE_LOCAL_MODELS_PATH`` or ``~/.cellpose/models``
+    """weights file; None looks up ``model_name`` in cellpose's model folder"""
     model_name: str = DEFAULT_MODEL
-    #: expected object diameter, µm (converted to voxels with the in-plane spacing)
+    """file name in ``$CELLPOSE_LOCAL_MODELS_PATH`` or ``~/.cellpose/models``"""
     diameter_um: float = Field(8.0, gt=0)
-    #: resize so that objects of ``diameter_um`` appear at the network's training
-    #: diameter (30 px for cellpose's models); False keeps the image's own sampling
+    """expected object diameter, µm (converted to voxels with the in-plane spacing)"""
     rescale: bool = True
-    #: voxels with cell probability above this (logit) follow the flows
+    """resize so that objects of ``diameter_um`` appear at the network's training diameter (30
+    px for cellpose's models); False keeps the image's own sampling
+    """
     cellprob_threshold: float = 0.0
-    #: steps of flow following; None: cellpose's 200 / rescaling factor
+    """voxels with cell probability above this (logit) follow the flows"""
     niter: int | None = Field(None, gt=0)
-    #: Gaussian smoothing of the 3D flows, in voxels of the resized volume (cellpose's
-    #: ``flow3D_smooth``; raise it when objects break up along z)
+    """steps of flow following; None: cellpose's 200 / rescaling factor"""
     flow3d_smooth: float = Field(0.0, ge=0)
-    #: smaller masks are removed, voxels (cellpose's ``min_size``)
+    """Gaussian smoothing of the 3D flows, in voxels of the resized volume (cellpose's
+    ``flow3D_smooth``; raise it when objects break up along z)
+    """
     min_size_voxels: int = Field(15, ge=0)
-    #: intensity percentiles mapped to 0 and 1, over the whole volume
+    """smaller masks are removed, voxels (cellpose's ``min_size``)"""
     percentiles: tuple[float, float] = (1.0, 99.0)
-    #: 256×256 tiles per forward pass; None: from the free memory of the device
+    """intensity percentiles mapped to 0 and 1, over the whole volume"""
     batch_size: int | None = Field(None, gt=0)
-    #: network precision; "auto": bfloat16 on CUDA (cellpose's default), float32 elsewhere
+    """256×256 tiles per forward pass; None: from the free memory of the device"""
     precision: Literal["auto", "bfloat16", "float32"] = "auto"
+    """network precision; "auto": bfloat16 on CUDA (cellpose's default), float32 elsewhere"""
 
     @field_validator("percentiles")
     @classmethod

@@ -13,10 +13,11 @@ __all__ = ["segment_volume", "segmenter_parameters"]
 
 
 def segmenter_parameters(method: str) -> dict[str, dict[str, Any]]:
-    """Parameters of a registered segmenter: name → ``{"default", "annotation", "description"}``.
+    """Parameters of a registered segmenter: name → ``{"default", "annotation", "description", ...}``.
 
     Taken from the segmenter's pydantic ``Params`` model, so a GUI can build
-    one input per parameter.
+    one input per parameter: ``description`` is the field's docstring, ``unset``
+    what ``None`` means ("automatic" unless the field's ``json_schema_extra`` says).
     """
     from dls_microscopy.segment.base import segmenters
 
@@ -24,11 +25,13 @@ def segmenter_parameters(method: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, field in params_model.model_fields.items():
         default = None if field.is_required() else field.get_default(call_default_factory=True)
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         out[name] = {
             "default": default,
             "annotation": field.annotation,
             "description": field.description or "",
             "required": field.is_required(),
+            "unset": str(extra.get("unset", "automatic")),
         }
     return out
 
