@@ -3,8 +3,8 @@
 Types, defaults, allowed values and limits come from the published JSON schema
 (``src/dls_microscopy/pipeline/pipeline.schema.json``, kept equal to
 :func:`dls_microscopy.pipeline.config.config_json_schema` by the pipeline tests); the description
-of each key is the schema's ``description`` or, where the schema has none, the ``#:`` comment
-above the field in the pydantic model :class:`~dls_microscopy.pipeline.config.PipelineConfig`.
+of each key is the schema's ``description``: the docstring below the field in the pydantic
+model :class:`~dls_microscopy.pipeline.config.PipelineConfig` (``use_attribute_docstrings``).
 The MkDocs hook (``docs/hooks.py``) inserts the result into ``docs/pipeline-config.md``.
 
 Run ``python docs/gen_config.py`` to print the Markdown.
@@ -38,29 +38,6 @@ def load_schema() -> dict[str, Any]:
     from dls_microscopy.pipeline.config import SCHEMA_PATH
 
     return json.loads(Path(SCHEMA_PATH).read_text(encoding="utf-8"))
-
-
-def field_comments(model: type[BaseModel]) -> dict[str, str]:
-    """The ``#:`` comments written above each field of ``model`` (and its bases), by field name."""
-    found: dict[str, str] = {}
-    for cls in reversed(model.__mro__):
-        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
-            continue
-        try:
-            source = inspect.getsource(cls)
-        except (OSError, TypeError):
-            continue
-        pending: list[str] = []
-        for line in source.splitlines():
-            stripped = line.strip()
-            if stripped.startswith("#:"):
-                pending.append(stripped[2:].strip())
-                continue
-            m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)\s*:", stripped)
-            if m and pending:
-                found[m.group(1)] = " ".join(pending)
-            pending = []
-    return found
 
 
 def _resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +157,7 @@ _ROLE = re.compile(r":(?:mod|func|class|meth|attr|data|obj):`~?([^`]+)`")
 
 
 def markdown_text(text: str) -> str:
-    """reStructuredText bits of docstrings and comments as Markdown, on one line."""
+    """reStructuredText bits of docstrings as Markdown, on one line."""
     text = _ROLE.sub(lambda m: f"`{m.group(1)}`", text).replace("``", "`")
     return " ".join(text.split())
 
@@ -191,7 +168,6 @@ def _cell(text: str) -> str:
 
 def model_table(key: str, schema: dict[str, Any], model: type[BaseModel], root: dict[str, Any]) -> list[str]:
     """Markdown table of the keys of one mapping, in the model's field order."""
-    comments = field_comments(model)
     section = Section(key, schema, model)
     lines = ["| key | type | default | description |", "|---|---|---|---|"]
     properties = schema.get("properties", {})
@@ -200,7 +176,7 @@ def model_table(key: str, schema: dict[str, Any], model: type[BaseModel], root: 
         if node is None:
             continue
         dotted = f"{key}.{name}" if key else name
-        description = node.get("description") or comments.get(name, "")
+        description = node.get("description") or ""
         defname = _object_ref(node)
         if defname and not description:
             description = (root["$defs"][defname].get("description") or "").split("\n\n")[0]

@@ -93,7 +93,7 @@ def test_config_reference_has_every_key_of_the_schema() -> None:
     for name in segmenter_names():  # the parameters of every installed segmenter
         for param in segmenters().get(name).Params.model_fields:
             assert f"steps.segment.params.{param}" in rows
-    # descriptions come from the model's comments: none is empty
+    # descriptions come from the models' field docstrings: none is empty
     empty = [line for line in text.splitlines() if line.startswith("| `") and line.rstrip().endswith("|  |")]
     assert not empty, empty
 

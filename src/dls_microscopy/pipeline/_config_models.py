@@ -32,7 +32,8 @@ _WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # each field's docstring is its description in the published JSON schema (editors show it)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
 
 # -- input / output --------------------------------------------------------------------
@@ -41,19 +42,22 @@ class _Section(BaseModel):
 class InputConfig(_Section):
     """What to analyse."""
 
-    #: an image (any readable format, HDF5 as ``file.h5:/dataset``), a glob of images
-    #: (``"images/*.ome.tif"``), or an OME-Zarr HCS plate (every well and field is run)
     path: str = Field(min_length=1)
-    #: resolution level to analyse (0 = full resolution)
+    """an image (any readable format, HDF5 as ``file.h5:/dataset``), a glob of images
+    (``"images/*.ome.tif"``), or an OME-Zarr HCS plate (every well and field is run)
+    """
     level: int = Field(0, ge=0)
-    #: series of a multi-series file (ignored for plates, whose fields are all run)
+    """resolution level to analyse (0 = full resolution)"""
     series: int = Field(0, ge=0)
-    #: channels, by name or index, that features measure (unless steps.features.channels says
-    #: otherwise) and embeddings see (default: all)
+    """series of a multi-series file (ignored for plates, whose fields are all run)"""
     channels: list[str | int] | None = None
-    #: name of an existing NGFF label image of the input to use when there is no
-    #: ``segment`` step (for mesh, features and embeddings)
+    """channels, by name or index, that features measure (unless steps.features.channels says
+    otherwise) and embeddings see (default: all)
+    """
     labels: str | None = None
+    """name of an existing NGFF label image of the input to use when there is no ``segment``
+    step (for mesh, features and embeddings)
+    """
 
     def is_glob(self) -> bool:
         """Whether :attr:`path` is a glob pattern rather than one path."""
@@ -63,10 +67,10 @@ class InputConfig(_Section):
 class OutputConfig(_Section):
     """Where results go: one folder per run, one subfolder per field, tables at the top."""
 
-    #: the run's output folder (created; a rerun resumes in it)
     path: str = Field(min_length=1)
-    #: format of the tables (per object, image, well and plate)
+    """the run's output folder (created; a rerun resumes in it)"""
     table_format: Literal["parquet", "csv"] = "parquet"
+    """format of the tables (per object, image, well and plate)"""
 
 
 # -- steps -------------------------------------------------------------------------------
@@ -75,14 +79,14 @@ class OutputConfig(_Section):
 class SegmentStep(_Section):
     """Blockwise 3D segmentation (:func:`~dls_microscopy.segment.segment_blockwise`)."""
 
-    #: registered segmenter name (``dls-microscopy segment --help`` lists them)
     method: str = "watershed"
-    #: channel to segment, by name or index (default: the only or first channel)
+    """registered segmenter name (``dls-microscopy segment --help`` lists them)"""
     channel: str | int | None = None
-    #: the segmenter's own parameters, checked against its parameter model
+    """channel to segment, by name or index (default: the only or first channel)"""
     params: dict[str, Any] = Field(default_factory=dict)
-    #: model weights file, for segmenters that take one (sets ``model_path``)
+    """the segmenter's own parameters, checked against its parameter model"""
     model: str | None = None
+    """model weights file, for segmenters that take one (sets ``model_path``)"""
 
     @field_validator("method")
     @classmethod
@@ -134,30 +138,32 @@ class SegmentStep(_Section):
 class MeshStep(_Section):
     """Per-object surface meshes in µm (:mod:`dls_microscopy.geometry`)."""
 
-    #: ``glb``: one file per field, a node per object; ``ply``/``obj``/``stl``: a file per object
     format: Literal["glb", "ply", "obj", "stl"] = "glb"
-    #: Taubin smoothing iterations (0: exact voxel surface)
+    """``glb``: one file per field, a node per object; ``ply``/``obj``/``stl``: a file per
+    object
+    """
     smooth: int = Field(20, ge=0)
-    #: fraction of faces to keep, in (0, 1] (default: all)
+    """Taubin smoothing iterations (0: exact voxel surface)"""
     decimate: float | None = Field(None, gt=0, le=1)
-    #: also compute shape descriptors (one table row per object)
+    """fraction of faces to keep, in (0, 1] (default: all)"""
     descriptors: bool = True
+    """also compute shape descriptors (one table row per object)"""
 
 
 class FeaturesStep(_Section):
     """Morphology and intensity features per object (:mod:`dls_microscopy.features`)."""
 
-    #: channels to measure, by name or index (default: all loaded channels)
     channels: list[str | int] | None = None
-    #: feature-name prefix, e.g. ``Nuclei`` or ``Cells``
+    """channels to measure, by name or index (default: all loaded channels)"""
     compartment: str = Field("Nuclei", min_length=1, pattern=r"^[A-Za-z][A-Za-z0-9]*$")
+    """feature-name prefix, e.g. ``Nuclei`` or ``Cells``"""
 
 
 class EmbeddingsStep(_Section):
     """Learned per-object embeddings (``Embedding_*`` columns)."""
 
-    #: model file(s) of the embedding model(s) to apply
     model: list[str] = Field(min_length=1)
+    """model file(s) of the embedding model(s) to apply"""
 
     @field_validator("model", mode="before")
     @classmethod
@@ -184,30 +190,30 @@ class StepsConfig(_Section):
 class ClusterConfig(_Section):
     """Where fields run: local threads/processes, or batch jobs through dask-jobqueue."""
 
-    #: ``local`` (this machine), ``slurm`` or ``pbs`` (dask-jobqueue)
     kind: Literal["local", "slurm", "pbs"] = "local"
-    #: queue / partition of the batch system
+    """``local`` (this machine), ``slurm`` or ``pbs`` (dask-jobqueue)"""
     queue: str | None = None
-    #: account / project charged for the jobs
+    """queue / partition of the batch system"""
     account: str | None = None
-    #: cores per job
+    """account / project charged for the jobs"""
     cores: int = Field(1, ge=1)
-    #: memory per job, e.g. ``4GB``
+    """cores per job"""
     memory: str = "4GB"
-    #: wall time per job, ``HH:MM:SS`` or ``D-HH:MM:SS``
+    """memory per job, e.g. ``4GB``"""
     walltime: str = "01:00:00"
-    #: dask worker processes per job
+    """wall time per job, ``HH:MM:SS`` or ``D-HH:MM:SS``"""
     processes: int = Field(1, ge=1)
-    #: number of jobs to start
+    """dask worker processes per job"""
     jobs: int = Field(1, ge=1)
-    #: extra lines for the job script header, e.g. ``["--gres=gpu:1"]``
+    """number of jobs to start"""
     job_extra_directives: list[str] = Field(default_factory=list)
-    #: network interface of the workers, e.g. ``ib0``
+    """extra lines for the job script header, e.g. ``["--gres=gpu:1"]``"""
     interface: str | None = None
-    #: scratch folder on the worker nodes
+    """network interface of the workers, e.g. ``ib0``"""
     local_directory: str | None = None
-    #: Python interpreter of the workers (default: this one)
+    """scratch folder on the worker nodes"""
     python: str = Field(default_factory=lambda: sys.executable)
+    """Python interpreter of the workers (default: this one)"""
 
     @field_validator("memory")
     @classmethod
@@ -226,14 +232,14 @@ class ClusterConfig(_Section):
 class ComputeConfig(_Section):
     """Resources for the run."""
 
-    #: memory the blockwise steps may use at once, e.g. ``2GB`` (sets block sizes)
     memory_budget: str | int = "2GB"
-    #: ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda`` or ``mps``
+    """memory the blockwise steps may use at once, e.g. ``2GB`` (sets block sizes)"""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    #: fields run in parallel (default: 1 field at a time locally; one per worker on a cluster)
+    """``auto`` (cuda > mps > cpu), ``cpu``, ``cuda`` or ``mps``"""
     workers: int | None = Field(None, ge=1)
-    #: the cluster backend and its job settings
+    """fields run in parallel (default: 1 field at a time locally; one per worker on a cluster)"""
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    """the cluster backend and its job settings"""
 
     @field_validator("memory_budget")
     @classmethod
@@ -255,18 +261,19 @@ class PipelineConfig(_Section):
     model_config = ConfigDict(
         extra="forbid",
         validate_assignment=True,
+        use_attribute_docstrings=True,
         title="DLS Microscopy pipeline configuration",
         json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID},
     )
 
-    #: version of this file format
     version: Literal[1] = 1
+    """version of this file format"""
     input: InputConfig
     output: OutputConfig
     steps: StepsConfig
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
-    #: seed of every random choice (none of the built-in steps draws random numbers)
     seed: int = 0
+    """seed of every random choice (none of the built-in steps draws random numbers)"""
 
     @field_validator("steps")
     @classmethod
