@@ -14,10 +14,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def run_benchmark(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``run_benchmark(script, *args, out=..., timeout=...)``: run with ``--out out --tmp tmp_path``."""
+    """``run_benchmark(script, *args, out=..., timeout=..., tmp=True)``: run with ``--out out``
+    and, unless ``tmp=False`` (a script that writes no scratch files), ``--tmp tmp_path``."""
 
-    def run(script: Path, *args: str, out: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, str(script), *args, "--out", str(out), "--tmp", str(tmp_path)]
+    def run(
+        script: Path, *args: str, out: Path, timeout: float = 120, tmp: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, str(script), *args, "--out", str(out)]
+        cmd += ["--tmp", str(tmp_path)] if tmp else []
         return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout)
 
     return run
