@@ -492,8 +492,11 @@ def _report(results: dict[str, Any], outdir: Path) -> None:
     stem = f"embeddings-{results['date']}" + ("-quick" if results["quick"] else "")
     if results.get("strength", 1.0) != 1.0:
         stem += f"-strength{results['strength']:g}"
-    if not results["quick"] and results.get("replicates", 4) != 4:  # nor overwrite the default plate
-        stem += f"-replicates{results['replicates']}"
+    replicates = results.get("replicates", 4)
+    if not results["quick"] and replicates != 4:  # nor overwrite the default plate's
+        stem += f"-replicates{replicates}"
+    if not results["quick"] and results.get("train_replicates", replicates) != replicates:
+        stem += f"-train-replicates{results['train_replicates']}"
     if results.get("model_seed", 0) != 0:
         stem += f"-model-seed{results['model_seed']}"
     (outdir / f"{stem}.md").write_text(text, encoding="utf-8")

@@ -82,7 +82,8 @@ def test_desktop_app_widgets_and_actions(qtbot, small_sample, tmp_path, monkeypa
         contrast = seg.param_inputs["seed_contrast"]
         assert contrast.placeholderText() == "off" and "packed" in contrast.toolTip()
         assert seg.param_inputs["smoothing_um"].placeholderText() == "automatic"
-        assert "``" not in seg.param_inputs["smoothing_um"].toolTip()
+        tip = seg.param_inputs["smoothing_um"].toolTip()  # rich text (Qt wraps it), one paragraph
+        assert tip.startswith("<p>") and "``" not in tip and "\n" not in tip
         seg.image.setCurrentText("DAPI")
         seg.set_param("diameter_um", 6.0)
         seg.device.setCurrentText("cpu")

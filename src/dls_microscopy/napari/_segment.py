@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 from typing import Any
 
@@ -85,7 +86,7 @@ class SegmentWidget(TaskWidget):
                 text = text.removesuffix("\n...").strip()
                 widget = QLineEdit(text)
                 widget.setPlaceholderText(info.get("unset", "automatic") if default is None else "")
-            widget.setToolTip((info["description"] or name).replace("``", ""))
+            widget.setToolTip(_tooltip(info["description"] or name))
             self.params_form.addRow(name, widget)
             self.param_inputs[name] = widget
 
@@ -179,3 +180,13 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _tooltip(description: str) -> str:
+    """A parameter's docstring as a tooltip: rich text, so that Qt wraps it at its own width.
+
+    The docstring's line breaks are where its source lines end, not where the tooltip's
+    should; reStructuredText literals (````x````) are shown plain.
+    """
+    text = " ".join(description.replace("``", "").split())
+    return f"<p>{html.escape(text)}</p>"

@@ -179,7 +179,18 @@ def test_training_takes_each_images_channels_by_name(wells, fast, tmp_path):
     )
     assert swapped.preprocessing["channels"] == ["DAPI", "GFP"]
     assert swapped.weights_sha256 == same.weights_sha256  # same crops, same file name: same bytes
-    other = two(wells[1], ("DAPI", "GFP"))
-    other = TrainingSample(other.image, other.labels, other.spacing, ("DAPI", "RFP"))
-    with pytest.raises(InputError, match=r"training image 2 has channels \['DAPI', 'RFP'\].*--channel"):
-        train_embedding_model([first, other], "image", tmp_path / "bad.pt", seed=0, **short)
+    # names that do not match (a file without metadata) but as many channels: by position, as
+    # inference does, with a warning: the same crops as the consistent order
+    unnamed = two(wells[1], ("DAPI", "GFP"))
+    unnamed = TrainingSample(unnamed.image, unnamed.labels, unnamed.spacing, ("channel_0", "channel_1"))
+    with pytest.warns(UserWarning, match="training image 2: channel names"):
+        by_position = train_embedding_model(
+            [first, unnamed], "image", tmp_path / "c" / "m.pt", seed=0, **short
+        )
+    assert by_position.weights_sha256 == same.weights_sha256
+    # another stain and another channel count: refused
+    w = wells[1]
+    three = TrainingSample(np.stack([w.image[0]] * 3), w.labels, w.spacing, ("DAPI", "RFP", "Cy5"))
+    refused = r"training image 2 has channels \['DAPI', 'RFP', 'Cy5'\].*--channel"
+    with pytest.raises(InputError, match=refused):
+        train_embedding_model([first, three], "image", tmp_path / "bad.pt", seed=0, **short)

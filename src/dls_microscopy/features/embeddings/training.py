@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -94,6 +95,9 @@ class TrainingSample:
     spacing : tuple of 3 float
         µm per voxel.
     channel_names : tuple of str
+        Names of ``image``'s channels.  An image model takes every sample's channels by
+        name in the first sample's order (by position where names do not match but the
+        count does, with a warning).
     """
 
     image: Any
@@ -197,45 +201,56 @@ def _extents_um(samples: Sequence[TrainingSample], indexes: Sequence[Any]) -> np
 def _aligned_images(samples: Sequence[TrainingSample]) -> tuple[list[Any], tuple[str, ...]]:
     """Each sample's image with its channels in the first sample's order, and their names.
 
-    Where every sample names its channels, each image's channels are taken by name
+    Each image's channels are taken by name
     (:func:`~dls_microscopy.channels.channel_by_name`) in the first sample's order, as
-    inference does: one channel must never feed the network's input meant for another
-    because two files list their stains in a different order.  Where a sample has no
-    names, the images are used as they are (and must agree in channel count).
+    inference takes a model's channels: two files that list their stains in different
+    orders must not feed one stain into the network's input meant for another.  Where
+    the names cannot be matched (a sample has none, or other ones, e.g. ``channel_0``
+    from a file without metadata) but the channel count is the same, the channels are
+    used in their order, with a warning, again as inference does.
 
     Returns
     -------
     images : list of (C, Z, Y, X) arrays
     names : tuple of str
-        The first sample's channel names (empty when a sample has none).
+        The first sample's channel names (empty when it has none).
 
     Raises
     ------
     InputError
-        A sample has no image, or lacks one of the first sample's channels (the
-        message names both channel lists and how to choose common ones).
+        A sample has no image, or lacks one of the first sample's channels and has
+        another number of channels (the message names both lists and how to choose
+        common ones).
     """
     from dls_microscopy.channels import channel_by_name, select_channels
 
     if any(s.image is None for s in samples):
         raise InputError("image models need an image for every pair of training inputs")
     names = tuple(samples[0].channel_names)
-    if not names or not all(s.channel_names for s in samples):
-        return [s.image for s in samples], ()
-    images = []
-    for i, s in enumerate(samples):
+    images = [samples[0].image]
+    for i, s in enumerate(samples[1:], start=2):
         own = tuple(s.channel_names)
-        if own == names:
+        if not names or own == names:
             images.append(s.image)
             continue
         try:
             order = [channel_by_name(n, own) for n in names]
         except InputError:
-            raise InputError(
-                f"training image {i + 1} has channels {list(own)}, the first has {list(names)}: "
-                "give the channels to learn by name (--channel NAME, repeatable) that every image has"
-            ) from None
-        log.info("training image %d: channels %s taken by name as %s", i + 1, list(own), list(names))
+            if int(s.image.shape[0]) != len(names):
+                raise InputError(
+                    f"training image {i} has channels {list(own)}, the first has {list(names)}: "
+                    "give the channels to learn (--channel NAME or INDEX, repeatable) that every "
+                    "image has"
+                ) from None
+            warnings.warn(
+                f"training image {i}: channel names {list(own)} differ from the first image's "
+                f"{list(names)}; using its channels in their order",
+                UserWarning,
+                stacklevel=4,
+            )
+            images.append(s.image)
+            continue
+        log.info("training image %d: channels %s taken by name as %s", i, list(own), list(names))
         images.append(select_channels(s.image, order))
     return images, names
 
@@ -267,7 +282,7 @@ def _image_data(
             start += len(crops)
     if start != len(data):  # every indexed object yields one crop; never train on unset memory
         raise RuntimeError(f"{start} crops for {len(data)} objects")
-    names = names or tuple(f"channel{i}" for i in range(channels))
+    names = names or tuple(f"channel_{i}" for i in range(channels))  # as Volume names them
     pre = {
         "size": spec.size,
         "fov_um": spec.fov_um,
