@@ -186,3 +186,49 @@ def test_mesh_command_writes_meshes_and_descriptors(capsys, store, tmp_path):
     assert mesh.is_watertight and mesh.volume > 0
     table = pq.read_table(tmp_path / "shape.parquet")
     assert table.num_rows == 1
+
+
+def test_time_point_option_of_segment_features_and_embed(capsys, tmp_path):
+    """A time series: without --time-point a one-line error naming the option; with it, that point."""
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+
+    points = [make_synthetic_nuclei((12, 40, 40), seed=30 + t) for t in range(2)]
+    tif = tmp_path / "movie.ome.tif"
+    tifffile.imwrite(tif, np.stack([s.image[0] for s in points]), metadata={"axes": "TZYX"})
+    code, _, err = run(capsys, "segment", str(tif), str(tmp_path / "x.ome.zarr"), "--diameter", "7")
+    assert code == 2 and "2 time points" in err and "--time-point" in err and err.count("\n") == 1
+    code, out, _ = run(
+        capsys, "segment", str(tif), str(tmp_path / "t1.ome.zarr"), "--diameter", "7", "--time-point", "1",
+        "--no-progress", "--json",
+    )  # fmt: skip
+    assert code == 0
+    n = json.loads(out)["objects"]
+    labels = open_volume(tmp_path / "t1.ome.zarr").load()
+    assert labels.shape == (12, 40, 40) and n == len(np.unique(labels)) - 1 > 3
+    # the labels of time point 1 match its image, not time point 0's
+    inside = np.asarray(points[1].image[0])[labels > 0].mean()
+    assert inside > np.asarray(points[1].image[0])[labels == 0].mean()
+    code, out, err = run(capsys, "features", str(tif), str(tmp_path / "t1.ome.zarr"), str(tmp_path / "f"),
+                         "--time-point", "1", "--no-progress", "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["n_objects"] == n
+    manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
+    assert manifest["parameters"]["time_point"] == 1
+    code, _, err = run(capsys, "features", str(tif), str(tmp_path / "t1.ome.zarr"), str(tmp_path / "g"))
+    assert code == 2 and "--time-point" in err
+    code, _, err = run(capsys, "segment", str(tif), str(tmp_path / "y.ome.zarr"), "--time-point", "5")
+    assert code == 2 and "time point 5 out of range (0..1)" in err
+    # embed train / apply take the same option (an image model reads the image's time point)
+    model = tmp_path / "m.pt"
+    code, _, err = run(capsys, "embed", "train", str(tif), str(tmp_path / "t1.ome.zarr"), "--kind", "image",
+                       "--out", str(model), "--epochs", "1", "--batch-size", "4", "--device", "cpu",
+                       "--time-point", "1")  # fmt: skip
+    assert code == 0, err
+    code, out, err = run(capsys, "embed", "apply", str(tif), str(tmp_path / "t1.ome.zarr"), str(model),
+                         str(tmp_path / "e.parquet"), "--device", "cpu", "--time-point", "1",
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["n_objects"] == n
+    code, _, err = run(capsys, "embed", "apply", str(tif), str(tmp_path / "t1.ome.zarr"), str(model),
+                       str(tmp_path / "e2.parquet"), "--device", "cpu")  # fmt: skip
+    assert code == 2 and "--time-point" in err

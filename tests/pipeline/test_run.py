@@ -372,3 +372,39 @@ def test_existing_labels_without_segment_step(small_plate, tmp_path):
     images = pq.read_table(tmp_path / "out" / "images.parquet").to_pandas()
     assert images["Count_Truth"].tolist() == truth
     assert not (tmp_path / "out" / "fields" / KEYS[0] / "labels.ome.zarr").exists()
+
+
+def test_time_series_runs_one_field_per_time_point(tmp_path):
+    """A TCZYX image: every time point is a field of its own, equal to segmenting that point alone."""
+    from dls_microscopy.io import open_volume, write_ome_zarr
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+    from dls_microscopy.segment import get_segmenter, segment_blockwise
+
+    points = [make_synthetic_nuclei((16, 48, 48), seed=20 + t) for t in range(3)]
+    movie = np.stack([s.image for s in points])  # (T, C, Z, Y, X)
+    s = points[0]
+    source = write_ome_zarr(
+        movie, tmp_path / "movie.ome.zarr", axes="tczyx", spacing=s.spacing, channel_names=s.channel_names
+    )
+    fields = discover_fields(str(source))
+    assert [(f.key, f.image_id, f.time_point) for f in fields] == [
+        (f"movie.ome.zarr_t{t}", f"movie.ome.zarr_t{t}", t) for t in range(3)
+    ]
+    cfg = write_config(tmp_path, source)
+    summary = run_pipeline(cfg, progress=False)
+    assert summary.ok and [f.key for f in summary.fields] == [f.key for f in fields]
+    objects = pq.read_table(tmp_path / "out" / "objects.parquet").to_pandas()
+    assert sorted(objects["Metadata_ImageID"].unique()) == [f.image_id for f in fields]
+    field_dir = tmp_path / "out" / "fields" / "movie.ome.zarr_t2"
+    assert json.loads((field_dir / "field.json").read_text())["time_point"] == 2
+    # time point 2 as its own field = that time point segmented on its own (same settings)
+    seg = get_segmenter("watershed", {"diameter_um": 7}, device="cpu")
+    alone = segment_blockwise(
+        open_volume(source), seg, channel="DAPI", time_point=2, output=tmp_path / "t2.ome.zarr",
+        memory_budget=256 * 2**20,
+    )  # fmt: skip
+    n2 = next(f.n_objects for f in summary.fields if f.key.endswith("_t2"))
+    assert n2 == alone.n_objects == int((objects["Metadata_ImageID"] == "movie.ome.zarr_t2").sum())
+    np.testing.assert_array_equal(
+        open_volume(field_dir / "labels.ome.zarr").load() > 0, open_volume(alone.path).load() > 0
+    )

@@ -40,6 +40,10 @@ def embed_train(
         list[str] | None,
         typer.Option(help="Channel name or index for image models; repeatable (default: all)."),
     ] = None,
+    series: Annotated[int, typer.Option(help="Series / plate field of the inputs.")] = 0,
+    time_point: Annotated[
+        int | None, typer.Option(help="Time point of the inputs, for time series (from 0).")
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: usable cores, up to 4).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the model record as JSON.")] = False,
 ) -> None:
@@ -54,6 +58,8 @@ def embed_train(
         kind=kind,
         out=model_out,
         channels=[int(c) if c.isdigit() else c for c in channel] if channel else None,
+        series=series,
+        time_point=time_point,
         epochs=epochs,
         seed=seed,
         device=device,
@@ -86,6 +92,10 @@ def embed_apply(
     channel: Annotated[list[str] | None, typer.Option(help="Channel name or index; repeatable.")] = None,
     device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Objects per forward pass.")] = 64,
+    series: Annotated[int, typer.Option(help="Series / plate field of the input.")] = 0,
+    time_point: Annotated[
+        int | None, typer.Option(help="Time point of the input, for time series (from 0).")
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: usable cores, up to 4).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -98,6 +108,8 @@ def embed_apply(
         [model, *(extra_model or [])],
         output,
         channels=[int(c) if c.isdigit() else c for c in channel] if channel else None,
+        series=series,
+        time_point=time_point,
         device=device,
         batch_size=batch_size,
         threads=threads,

@@ -85,6 +85,9 @@ def features(
         int | None, typer.Option(help="Metadata_Site (default: the plate field, else 0).")
     ] = None,
     series: Annotated[int, typer.Option(help="Series / plate field of the input.")] = 0,
+    time_point: Annotated[
+        int | None, typer.Option(help="Time point to measure, for time series (from 0).")
+    ] = None,
     percentile: Annotated[
         list[float] | None, typer.Option(help="Intensity percentile; repeatable (default 25, 50, 75).")
     ] = None,
@@ -121,6 +124,7 @@ def features(
             well=well,
             site=site,
             series=series,
+            time_point=time_point,
             percentiles=tuple(percentile) if percentile else (25.0, 50.0, 75.0),
             radial_shells=radial_shells,
             csv=csv,

@@ -65,6 +65,9 @@ def segment(
     ] = None,
     label_name: Annotated[str, typer.Option(help="Name of the label image.")] = "nuclei",
     series: Annotated[int, typer.Option(help="Series / plate field of the input.")] = 0,
+    time_point: Annotated[
+        int | None, typer.Option(help="Time point to segment, for time series (from 0).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing labels of that name.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result summary as JSON.")] = False,
@@ -86,6 +89,7 @@ def segment(
             vol,
             seg,
             channel=ch,
+            time_point=time_point,
             memory_budget=parse_size(memory_budget),
             output=output,
             label_name=label_name,

@@ -44,7 +44,8 @@ class InputConfig(_Section):
 
     path: str = Field(min_length=1)
     """an image (any readable format, HDF5 as ``file.h5:/dataset``), a glob of images
-    (``"images/*.ome.tif"``), or an OME-Zarr HCS plate (every well and field is run)
+    (``"images/*.ome.tif"``), or an OME-Zarr HCS plate (every well and field is run); a time
+    series runs one field per time point (its key and ``Metadata_ImageID`` end in ``_tN``)
     """
     level: int = Field(0, ge=0)
     """resolution level to analyse (0 = full resolution)"""

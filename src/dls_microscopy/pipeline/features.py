@@ -127,7 +127,9 @@ def _drop_time(vol: Volume, time_point: int | None) -> Volume:
         return vol
     if time_point is None and vol.axis_size("t") > 1:
         raise InputError(
-            f"the data has {vol.axis_size('t')} time points; choose one (time_point)", path=vol.source
+            f"the data has {vol.axis_size('t')} time points; choose one (--time-point N, or "
+            "time_point= in Python)",
+            path=vol.source,
         )
     return vol.select(t=time_point or 0)
 

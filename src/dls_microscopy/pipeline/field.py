@@ -162,11 +162,12 @@ def run_field(
     t0 = step("open")
     image = open_volume(spec.source, series=spec.series, level=cfg.input.level)
     if "t" in image.axes:
-        if image.axis_size("t") > 1:
+        if spec.time_point is None and image.axis_size("t") > 1:  # discover_fields gives one per point
             raise InputError(
-                f"{image.axis_size('t')} time points: give one field per time point", path=spec.source
+                f"{image.axis_size('t')} time points, and no time point chosen for this field",
+                path=spec.source,
             )
-        image = image.select(t=0)
+        image = image.select(t=spec.time_point or 0)
     image.require_spatial_ndim(3)
     timings["open"] = time.perf_counter() - t0
     n_objects: int | None = None
@@ -183,6 +184,14 @@ def run_field(
 
             labels = open_labels(spec.source, cfg.input.labels, level=cfg.input.level)
             labels_path, label_name = Path(spec.source), cfg.input.labels
+            if "t" in labels.axes:  # the label image of a time series: the field's time point
+                labels = labels.select(t=spec.time_point or 0)
+                if steps.mesh is not None:
+                    raise InputError(
+                        "the mesh step reads its labels from the file and takes no time point: "
+                        "add a segment step, or drop the mesh step, for a time series",
+                        path=spec.source,
+                    )
         extra: list[pa.Table] = []  # mesh descriptors, embeddings: joined to the objects
         if steps.mesh is not None:
             from dls_microscopy.geometry.command import export_meshes_command
@@ -228,6 +237,7 @@ def run_field(
             "key": spec.key,
             "source": spec.source,
             "metadata": spec.metadata(),
+            "time_point": spec.time_point,
             "steps": steps.names(),
             "n_objects": n_objects,
             "config_sha256": config_digest(cfg),

@@ -43,6 +43,9 @@ class FieldSpec:
         ``Metadata_Site``: the field's index in its well (0 outside plates).
     image_id : str
         ``Metadata_ImageID`` (unique in the run).
+    time_point : int or None
+        The time point of a time series this field analyses (its key and image id end
+        in ``_tN``); None for an image without time points.
     """
 
     key: str
@@ -52,6 +55,7 @@ class FieldSpec:
     well: str = ""
     site: int = 0
     image_id: str = ""
+    time_point: int | None = None
 
     def metadata(self) -> dict[str, Any]:
         """The ``Metadata_*`` values of this field."""
@@ -113,8 +117,38 @@ def _expand(path: str, series: int) -> list[FieldSpec]:
     return [FieldSpec(key=_safe(name), source=path, series=series, image_id=_safe(name))]
 
 
+def _time_points(field: FieldSpec) -> list[FieldSpec]:
+    """``field`` once per time point when its image is a time series, else ``[field]``.
+
+    Only the metadata is read.  An image that cannot be opened stays one field: it
+    fails when it runs, with its reason in the run summary, like any other field.
+    """
+    from dls_microscopy.errors import DlsError
+    from dls_microscopy.io import open_volume
+
+    try:
+        vol = open_volume(field.source, series=field.series)
+    except (DlsError, OSError, ValueError):
+        return [field]
+    n = vol.axis_size("t") if "t" in vol.axes else 1
+    if n <= 1:
+        return [field]
+    width = len(str(n - 1))
+    return [
+        dataclasses.replace(
+            field,
+            key=f"{field.key}_t{t:0{width}d}",
+            image_id=f"{field.image_id}_t{t:0{width}d}",
+            time_point=t,
+        )
+        for t in range(n)
+    ]
+
+
 def discover_fields(path: str, *, series: int = 0) -> list[FieldSpec]:
     """All fields of an input: one image, a glob of images (and plates), or an HCS plate.
+
+    A time series gives one field per time point (see :func:`_time_points`).
 
     Parameters
     ----------
@@ -153,6 +187,7 @@ def discover_fields(path: str, *, series: int = 0) -> list[FieldSpec]:
             ]
     else:
         fields = _expand(path, series)
+    fields = [f for field in fields for f in _time_points(field)]
     fields.sort(key=lambda f: (f.plate, f.well, f.site, f.key))
     keys = [f.key for f in fields]
     if len(set(keys)) != len(keys):

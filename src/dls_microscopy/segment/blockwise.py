@@ -120,7 +120,9 @@ def select_image(
     if "t" in vol.axes:
         if time_point is None and vol.axis_size("t") > 1:
             raise InputError(
-                f"the image has {vol.axis_size('t')} time points; choose one", path=vol.source
+                f"the image has {vol.axis_size('t')} time points; choose one (--time-point N, or "
+                "time_point= in Python)",
+                path=vol.source,
             )
         vol = vol.select(t=time_point or 0)
     if "c" in vol.axes:
