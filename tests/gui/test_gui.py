@@ -201,3 +201,52 @@ def test_plate_reader_opens_one_field_and_chooser_switches(make_napari_viewer, q
     widget.field.setCurrentIndex(1)
     _run(qtbot, widget, widget.run)
     assert {lay.metadata["dls_well"] for lay in viewer.layers} == {"B/2"}
+
+
+def test_widgets_work_on_the_time_point_shown(make_napari_viewer, qtbot, tmp_path):
+    """A (T, C, Z, Y, X) image: Segment, Meshes and Features take the time point on screen."""
+    from dls_microscopy.io import open_volume, write_ome_zarr
+    from dls_microscopy.napari._features import FeaturesWidget
+    from dls_microscopy.napari._meshes import MeshesWidget
+    from dls_microscopy.napari._segment import SegmentWidget
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+    from dls_microscopy.segment import get_segmenter, segment_blockwise
+
+    points = [
+        make_synthetic_nuclei((16, 48, 48), spacing=(1.0, 0.5, 0.5), diameter_um=6.0, seed=40 + t)
+        for t in range(3)
+    ]
+    s = points[0]
+    path = write_ome_zarr(
+        np.stack([p.image for p in points]), tmp_path / "movie.ome.zarr", axes="tczyx",
+        spacing=s.spacing, channel_names=s.channel_names, n_levels=1,
+    )  # fmt: skip
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin="dls-microscopy")
+    assert viewer.layers["DAPI"].ndim == 4
+    viewer.dims.set_current_step(0, 2)  # the time slider on the last time point
+    seg, mesh, feat = SegmentWidget(viewer), MeshesWidget(viewer), FeaturesWidget(viewer)
+    seg.image.setCurrentText("DAPI")
+    seg.set_param("diameter_um", 6.0)
+    seg.device.setCurrentText("cpu")
+    seg.memory.setText("64MB")
+    _run(qtbot, seg, seg.run)
+    assert "at time point 2" in seg.status.text()
+    labels = _full(viewer.layers["nuclei"])
+    alone = segment_blockwise(
+        open_volume(path), get_segmenter("watershed", {"diameter_um": 6.0}, device="cpu"),
+        channel="DAPI", time_point=2, output=tmp_path / "t2.ome.zarr", memory_budget=64 * 2**20,
+    )  # fmt: skip
+    np.testing.assert_array_equal(labels, open_volume(alone.path).load())
+    mesh.labels.setCurrentText("nuclei")
+    _run(qtbot, mesh, mesh.run)
+    feat.labels.setCurrentText("nuclei")
+    assert set(feat.chosen_channels()) == {"DAPI", "LaminB1"}
+    _run(qtbot, feat, feat.run)
+    table = feat.table.to_pandas()
+    assert len(table) == alone.n_objects
+    # intensities are those of time point 2, not of another one
+    dapi = np.asarray(points[2].image[0], np.float64)
+    mean = {i: dapi[labels == i].mean() for i in np.unique(labels)[1:]}
+    got = dict(zip(table["Metadata_ObjectID"], table["Nuclei_Intensity_MeanIntensity_DAPI"], strict=True))
+    np.testing.assert_allclose([got[i] for i in mean], list(mean.values()), rtol=1e-9)

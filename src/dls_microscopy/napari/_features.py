@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 
 from dls_microscopy.napari._feature_table import TableModel
 from dls_microscopy.napari._scatter_plot import _POINT, _SELECTED, ScatterPlot  # noqa: F401 - re-exported
-from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled
+from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, shown_volume
 from dls_microscopy.pipeline.interactive import (
     PROJECTION_COLUMNS,
     measure_volumes,
@@ -139,9 +139,10 @@ class FeaturesWidget(TaskWidget):
         import dask.array as da
 
         names = [layer.metadata.get("dls_channel", layer.name) for layer in images]
-        stack = da.stack([_full_res(layer) for layer in images])
+        # a time series: the time point shown (of each layer; labels may be one time point's)
+        stack = da.stack([_lazy(shown_volume(self.viewer, layer)[0][0]) for layer in images])
         image = volume_from_layer(stack, scale=images[0].scale, channel_names=names)
-        lab = volume_from_layer(_full_res(labels), scale=labels.scale)
+        lab = volume_from_layer(_lazy(shown_volume(self.viewer, labels)[0][0]), scale=labels.scale)
         meta = dict(images[0].metadata)
         source = meta.get("dls_source")
         image_id = Path(source).name if source else images[0].name
@@ -300,9 +301,13 @@ class FeaturesWidget(TaskWidget):
 
 def _full_res(layer: Any) -> Any:
     """The full-resolution data of a layer as a lazy dask array."""
+    return _lazy(layer.data[0] if layer.multiscale else layer.data)
+
+
+def _lazy(data: Any) -> Any:
+    """``data`` as a dask array, without reading it."""
     import dask.array as da
 
-    data = layer.data[0] if layer.multiscale else layer.data
     if isinstance(data, da.Array):
         return data
     if hasattr(data, "to_dask"):

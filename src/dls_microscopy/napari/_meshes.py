@@ -7,7 +7,7 @@ from typing import Any
 
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
-from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled
+from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, shown_volume
 from dls_microscopy.pipeline.interactive import MeshSet, mesh_labels, volume_from_layer
 
 __all__ = ["MeshesWidget"]
@@ -53,7 +53,7 @@ class MeshesWidget(TaskWidget):
             self.status.setText("no labels layer: segment an image first (Segment widget)")
             return
         volume = volume_from_layer(
-            list(layer.data) if layer.multiscale else [layer.data],
+            shown_volume(self.viewer, layer)[0],  # a time series: the time point shown
             scale=layer.scale,
             source=layer.metadata.get("dls_labels_path") or layer.metadata.get("dls_source"),
         )

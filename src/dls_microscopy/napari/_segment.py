@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QWidget
 
-from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled
+from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, shown_volume
 from dls_microscopy.napari.layers import labels_layer_data
 from dls_microscopy.pipeline.interactive import segment_volume, segmenter_parameters, volume_from_layer
 
@@ -129,14 +129,13 @@ class SegmentWidget(TaskWidget):
         name = self.label_name.text().strip() or "nuclei"
         meta = dict(layer.metadata)
         channel = meta.get("dls_channel", layer.name)
+        levels, index = shown_volume(self.viewer, layer)  # a time series: the time point shown
         volume = volume_from_layer(
-            list(layer.data) if layer.multiscale else [layer.data],
-            scale=layer.scale,
-            channel_names=[channel],
-            source=meta.get("dls_source"),
+            levels, scale=layer.scale, channel_names=[channel], source=meta.get("dls_source")
         )
         output = self.state.workdir / f"{name}.ome.zarr"
-        scale = tuple(layer.scale)
+        scale = tuple(layer.scale)[-3:]
+        where = f" at time point {index[0]}" if len(index) == 1 else (f" at {index}" if index else "")
 
         def work(progress: Any) -> Any:
             return segment_volume(
@@ -170,7 +169,7 @@ class SegmentWidget(TaskWidget):
             self.state.changed("steps")
             note = " (temporary: keep them with File > Save Selected Layers)" if self.state.temporary else ""
             self.status.setText(
-                f"{result.n_objects} objects in {result.plan.n_blocks} block(s) → {result.path}{note}"
+                f"{result.n_objects} objects{where} in {result.plan.n_blocks} block(s) → {result.path}{note}"
             )
 
         self.start(work, done)

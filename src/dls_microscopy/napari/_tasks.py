@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from dls_microscopy.pipeline.interactive import CancelledError, CancelToken, SessionRecorder
 
-__all__ = ["AppState", "LayerChooser", "TaskWidget", "state_for"]
+__all__ = ["AppState", "LayerChooser", "TaskWidget", "shown_volume", "state_for"]
 
 log = logging.getLogger(__name__)
 
@@ -274,3 +274,31 @@ def labelled(text: str, widget: QWidget) -> QWidget:
     row.addWidget(label)
     row.addWidget(widget, 1)
     return box
+
+
+def shown_volume(viewer: Any, layer: Any) -> tuple[list[Any], tuple[int, ...]]:
+    """The layer's resolution levels as ``(Z, Y, X)`` arrays, and the indices taken on its other axes.
+
+    A layer with more than three dimensions (a time series, ``(T, Z, Y, X)``: our reader
+    gives each channel its own layer) is cut at the viewer's current position on its
+    leading axes, the time point on screen, so that a widget works on the volume the
+    user sees rather than reading time points as channels.  Pyramid levels never
+    downsample the leading axes, so one index serves every level.
+
+    Returns
+    -------
+    levels : list of (Z, Y, X) array-likes
+        Full resolution first; nothing is read.
+    index : tuple of int
+        The indices on the leading axes (empty for a 3D layer).
+    """
+    import numpy as np
+
+    levels = list(layer.data) if layer.multiscale else [layer.data]
+    lead = int(layer.ndim) - 3
+    if lead <= 0:
+        return levels, ()
+    position = layer.world_to_data(viewer.dims.point)
+    shape = levels[0].shape
+    index = tuple(int(np.clip(round(float(p)), 0, shape[i] - 1)) for i, p in enumerate(position[:lead]))
+    return [lv[index] for lv in levels], index
