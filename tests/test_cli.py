@@ -214,10 +214,24 @@ def test_time_point_option_of_segment_features_and_embed(capsys, tmp_path):
     assert json.loads(out)["n_objects"] == n
     manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
     assert manifest["parameters"]["time_point"] == 1
+    import pyarrow.parquet as pq
+
+    objects = pq.read_table(tmp_path / "f" / "objects.parquet").to_pandas()
+    assert (objects["Metadata_TimePoint"] == 1).all()
+    assert (objects["Metadata_ImageID"] == "movie.ome.tif_t1").all()
+    # the intensities are time point 1's: each object's mean over its voxels in that image
+    t1 = np.asarray(points[1].image[0], np.float64)
+    want = [t1[labels == i].mean() for i in objects["Metadata_ObjectID"]]
+    (mean,) = [c for c in objects.columns if c.startswith("Nuclei_Intensity_MeanIntensity_")]
+    np.testing.assert_allclose(objects[mean], want, rtol=1e-9)
     code, _, err = run(capsys, "features", str(tif), str(tmp_path / "t1.ome.zarr"), str(tmp_path / "g"))
     assert code == 2 and "--time-point" in err
     code, _, err = run(capsys, "segment", str(tif), str(tmp_path / "y.ome.zarr"), "--time-point", "5")
     assert code == 2 and "time point 5 out of range (0..1)" in err
+    still = tmp_path / "still.tif"  # no time axis: a time point other than 0 is an error, not ignored
+    tifffile.imwrite(still, np.asarray(points[0].image[0]), metadata={"axes": "ZYX"})
+    code, _, err = run(capsys, "segment", str(still), str(tmp_path / "z.ome.zarr"), "--time-point", "1")
+    assert code == 2 and "no time axis" in err
     # embed train / apply take the same option (an image model reads the image's time point)
     model = tmp_path / "m.pt"
     code, _, err = run(capsys, "embed", "train", str(tif), str(tmp_path / "t1.ome.zarr"), "--kind", "image",

@@ -240,11 +240,18 @@ def test_widgets_work_on_the_time_point_shown(make_napari_viewer, qtbot, tmp_pat
     np.testing.assert_array_equal(labels, open_volume(alone.path).load())
     mesh.labels.setCurrentText("nuclei")
     _run(qtbot, mesh, mesh.run)
+    assert mesh.state.meshes is not None and len(mesh.state.meshes.ids) == alone.n_objects
     feat.labels.setCurrentText("nuclei")
     assert set(feat.chosen_channels()) == {"DAPI", "LaminB1"}
+    viewer.dims.set_current_step(0, 1)  # the labels are time point 2's: not measured on time point 1
+    feat.run()
+    assert "labels are of time point 2" in feat.status.text() and feat.table is None
+    viewer.dims.set_current_step(0, 2)
     _run(qtbot, feat, feat.run)
     table = feat.table.to_pandas()
     assert len(table) == alone.n_objects
+    assert (table["Metadata_TimePoint"] == 2).all()
+    assert (table["Metadata_ImageID"] == "movie.ome.zarr_t2").all()
     # intensities are those of time point 2, not of another one
     dapi = np.asarray(points[2].image[0], np.float64)
     mean = {i: dapi[labels == i].mean() for i in np.unique(labels)[1:]}

@@ -408,3 +408,36 @@ def test_time_series_runs_one_field_per_time_point(tmp_path):
     np.testing.assert_array_equal(
         open_volume(field_dir / "labels.ome.zarr").load() > 0, open_volume(alone.path).load() > 0
     )
+
+
+def test_time_series_plate_aggregates_wells_and_plates_per_time_point(tmp_path):
+    """Metadata_TimePoint in every table of a time-series plate; wells and plates per time point."""
+    from dls_microscopy.io import write_ome_zarr
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+    from dls_microscopy.sample_data.plate import write_synthetic_plate
+
+    plate = write_synthetic_plate(tmp_path / "movie.ome.zarr", rows=("A",), columns=("01", "02"), fields=1,
+                                  shape=(12, 40, 40), name="movie")  # fmt: skip
+    for w, col in enumerate(("01", "02")):  # each field becomes a 2-point time series
+        points = [make_synthetic_nuclei((12, 40, 40), seed=50 + 2 * w + t) for t in range(2)]
+        write_ome_zarr(np.stack([p.image for p in points]), plate / "A" / col / "0", axes="tczyx",
+                       spacing=points[0].spacing, channel_names=points[0].channel_names, n_levels=1,
+                       overwrite=True)  # fmt: skip
+    summary = run_pipeline(write_config(tmp_path, plate), progress=False)
+    assert summary.ok and len(summary.fields) == 4
+    n = {(f.key.split("_")[1], int(f.key[-1])): f.n_objects for f in summary.fields}
+    out = tmp_path / "out"
+    objects = pq.read_table(out / "objects.parquet")
+    assert objects.column_names[:6] == [
+        "Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_TimePoint", "Metadata_ImageID",
+        "Metadata_ObjectID",
+    ]  # fmt: skip
+    images = pq.read_table(out / "images.parquet").to_pandas()
+    assert sorted(zip(images["Metadata_Well"], images["Metadata_TimePoint"], strict=True)) == sorted(n)
+    wells = pq.read_table(out / "wells.parquet").to_pandas()
+    got = {(r.Metadata_Well, r.Metadata_TimePoint): r.Count_Nuclei for r in wells.itertuples()}
+    assert got == n  # one row per well and time point, not the time points summed
+    plates = pq.read_table(out / "plates.parquet").to_pandas()
+    assert dict(zip(plates["Metadata_TimePoint"], plates["Count_Nuclei"], strict=True)) == {
+        t: n[("A01", t)] + n[("A02", t)] for t in (0, 1)
+    }

@@ -35,6 +35,7 @@ __all__ = [
     "IMAGE_KEYS",
     "METADATA_KEYS",
     "ROW_GROUP_SIZE",
+    "TIME_KEY",
     "WELL_KEYS",
     "aggregate_table",
     "join_object_columns",
@@ -49,6 +50,9 @@ __all__ = [
 METADATA_KEYS = ("Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_ImageID", "Metadata_ObjectID")
 IMAGE_KEYS = METADATA_KEYS[:4]
 WELL_KEYS = METADATA_KEYS[:2]
+#: The time point of an image of a time series (after ``Metadata_Site``; only in the tables
+#: of time series, whose wells and plates are aggregated per time point).
+TIME_KEY = "Metadata_TimePoint"
 #: Rows per Parquet row group (pinned: part of the byte-stable output).
 ROW_GROUP_SIZE = 65536
 SCHEMA_KEY = b"dls_microscopy"
@@ -63,6 +67,7 @@ def objects_table(
     well: str = "",
     site: int = 0,
     image_id: str = "",
+    time_point: int | None = None,
 ) -> pa.Table:
     """One row per object: metadata, positions and features.
 
@@ -74,6 +79,9 @@ def objects_table(
     plate, well, site, image_id : optional
         Where the image comes from; strings default to ``""`` (never null,
         so that grouping by them keeps every row).
+    time_point : int, optional
+        The image's time point in a time series: adds ``Metadata_TimePoint``
+        (:data:`TIME_KEY`) after ``Metadata_Site``.
 
     Returns
     -------
@@ -92,6 +100,8 @@ def objects_table(
         Column("Metadata_ImageID", np.full(k, str(image_id), dtype=object), ""),
         Column("Metadata_ObjectID", ids.astype(np.uint64), ""),
     ]
+    if time_point is not None:
+        ident.insert(3, Column(TIME_KEY, np.full(k, int(time_point), dtype=np.int32), ""))
     cols = ident + position_columns(measurements) + feature_columns(measurements, compartment)
     meta = {
         "schema_version": SCHEMA_VERSION,
@@ -141,7 +151,7 @@ def units_of(table: pa.Table) -> dict[str, str]:
 
 
 def _column_rank(name: str) -> int:
-    if name in METADATA_KEYS:
+    if name in METADATA_KEYS or name == TIME_KEY:
         return 0
     if name.startswith("Metadata_"):
         return 1

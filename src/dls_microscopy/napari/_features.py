@@ -140,12 +140,24 @@ class FeaturesWidget(TaskWidget):
 
         names = [layer.metadata.get("dls_channel", layer.name) for layer in images]
         # a time series: the time point shown (of each layer; labels may be one time point's)
-        stack = da.stack([_lazy(shown_volume(self.viewer, layer)[0][0]) for layer in images])
+        shown = [shown_volume(self.viewer, layer) for layer in images]
+        stack = da.stack([_lazy(levels[0]) for levels, _ in shown])
         image = volume_from_layer(stack, scale=images[0].scale, channel_names=names)
         lab = volume_from_layer(_lazy(shown_volume(self.viewer, labels)[0][0]), scale=labels.scale)
+        segmented = labels.metadata.get("dls_time_index")  # labels of one time point (Segment tab)
+        if labels.ndim == 3 and segmented and list(shown[0][1]) != list(segmented):
+            where = segmented[0] if len(segmented) == 1 else tuple(segmented)
+            self.status.setText(
+                f"the labels are of time point {where}, the images shown of another: move the time "
+                "slider back to it, or segment this time point"
+            )
+            return
         meta = dict(images[0].metadata)
         source = meta.get("dls_source")
         image_id = Path(source).name if source else images[0].name
+        time_point = shown[0][1][0] if len(shown[0][1]) == 1 else None  # a (T, Z, Y, X) layer
+        if time_point is not None:  # as a pipeline run names the time points of a series
+            image_id += f"_t{time_point}"
         compartment = self.compartment.text().strip() or "Nuclei"
         models = [m.strip() for m in self.models.text().split(";") if m.strip()]
 
@@ -158,6 +170,7 @@ class FeaturesWidget(TaskWidget):
                 plate=str(Path(meta["dls_plate"]).name) if meta.get("dls_plate") else "",
                 well=str(meta.get("dls_well", "")),
                 site=int(meta.get("dls_field", 0)),
+                time_point=time_point,
                 embedding_models=models,
                 progress=progress,
             )

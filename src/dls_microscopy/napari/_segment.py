@@ -155,6 +155,7 @@ class SegmentWidget(TaskWidget):
             )
             kwargs["scale"] = scale
             kwargs["metadata"]["dls_labels_path"] = str(result.path)
+            kwargs["metadata"]["dls_time_index"] = list(index)  # a time series: the point segmented
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
             self.viewer.add_labels(data, **kwargs)

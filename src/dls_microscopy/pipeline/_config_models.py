@@ -45,7 +45,8 @@ class InputConfig(_Section):
     path: str = Field(min_length=1)
     """an image (any readable format, HDF5 as ``file.h5:/dataset``), a glob of images
     (``"images/*.ome.tif"``), or an OME-Zarr HCS plate (every well and field is run); a time
-    series runs one field per time point (its key and ``Metadata_ImageID`` end in ``_tN``)
+    series runs one field per time point (``Metadata_TimePoint``; its folder and
+    ``Metadata_ImageID`` end in ``_tN``), and wells and plates are aggregated per time point
     """
     level: int = Field(0, ge=0)
     """resolution level to analyse (0 = full resolution)"""

@@ -250,14 +250,15 @@ class _Groups:
         self.counts.append(dict(zip(values, grouped.column("count_all").to_pylist(), strict=True)))
 
     def by(self, keys: Sequence[str]) -> dict[Group, list[tuple[int, int]]]:
-        """``{group: [(field, rows of the group there), ...]}`` for a prefix ``keys`` of ``self.keys``."""
-        n = len(keys)
-        if list(keys) != self.keys[:n]:
-            raise ValueError(f"{keys} is not a prefix of {self.keys}")
+        """``{group: [(field, rows of the group there), ...]}`` for ``keys``, some of ``self.keys``."""
+        missing = [k for k in keys if k not in self.keys]
+        if missing:
+            raise ValueError(f"{missing} not among {self.keys}")
+        at = [self.keys.index(k) for k in keys]
         out: dict[Group, dict[int, int]] = {}
         for i, counts in enumerate(self.counts):
             for g, rows in counts.items():
-                members = out.setdefault(g[:n], {})
+                members = out.setdefault(tuple(g[j] for j in at), {})
                 members[i] = members.get(i, 0) + rows
         return {g: sorted(m.items()) for g, m in out.items()}
 
@@ -282,10 +283,14 @@ def _column_blocks(features: Sequence[str], rows: int) -> list[list[str]]:
 
 
 def _group_block(
-    parts: _Parts, groups: _Groups, members: list[tuple[int, int]], group: Group, columns: list[str]
+    parts: _Parts,
+    groups: _Groups,
+    members: list[tuple[int, int]],
+    group: Group,
+    columns: list[str],
+    keys: Sequence[str],
 ) -> pa.Table:
-    """The rows of ``group`` (in field order) and only ``columns``, read from its fields."""
-    keys = groups.keys[: len(group)]
+    """The rows of ``group`` (its values of ``keys``; in field order) and only ``columns``."""
     pieces = []
     for i, rows in members:
         if rows == groups.rows[i]:  # the whole field belongs to the group
@@ -322,7 +327,7 @@ def _aggregate(parts: _Parts, groups: _Groups, keys: Sequence[str], compartment:
     for g, group in enumerate(order):
         counts[g] = sum(rows for _, rows in members[group])
         for block in _column_blocks(features, int(counts[g])):
-            table = _group_block(parts, groups, members[group], group, block)
+            table = _group_block(parts, groups, members[group], group, block, keys)
             table = table.append_column(_BLOCK_KEY, pa.array(np.zeros(table.num_rows, np.int8)))
             agg = aggregate_table(table, [_BLOCK_KEY], compartment=compartment)
             for name in agg.column_names[2:]:
@@ -372,7 +377,7 @@ def collect_tables(
     OutputError
         A table cannot be written (nothing is left under its name then).
     """
-    from dls_microscopy.features.tables import WELL_KEYS
+    from dls_microscopy.features.tables import TIME_KEY, WELL_KEYS
 
     files = {
         name: [d / f"{name}.parquet" for d in field_dirs if (d / f"{name}.parquet").is_file()]
@@ -382,11 +387,14 @@ def collect_tables(
     ext = "csv" if table_format == "csv" else "parquet"
     objects = _Parts.survey(files["objects"]) if files["objects"] else None
     images = _Parts.survey(files["images"]) if files["images"] else None
-    groups = _Groups([k for k in WELL_KEYS if objects is not None and k in objects.schema.names])
+    # time series: wells and plates per time point
+    timed = (TIME_KEY,) if objects is not None and TIME_KEY in objects.schema.names else ()
+    well_keys, plate_keys = (*WELL_KEYS, *timed), (*WELL_KEYS[:1], *timed)
+    groups = _Groups([k for k in well_keys if objects is not None and k in objects.schema.names])
     if "Metadata_Well" not in groups.keys:
         groups.keys = []
     image_groups: dict[tuple[str, ...], set[Group]] = {}
-    image_keys = [WELL_KEYS, WELL_KEYS[:1]]
+    image_keys = [well_keys, plate_keys]
 
     def visit_images(_: int, table: pa.Table) -> None:
         for keys in image_keys:
@@ -400,7 +408,7 @@ def collect_tables(
     if images is not None:
         written["images"] = _stream(images, outdir / f"images.{ext}", table_format, visit_images)
     if objects is not None and any(g[-1] for counts in groups.counts for g in counts):
-        for name, keys in (("wells", WELL_KEYS), ("plates", WELL_KEYS[:1])):
+        for name, keys in (("wells", well_keys), ("plates", plate_keys)):
             table = _aggregate(objects, groups, keys, compartment)
             known = image_groups.get(tuple(keys)) if images is not None else None
             table = _with_empty_groups(table, known, keys, compartment)

@@ -24,6 +24,7 @@ from dls_microscopy.errors import InputError
 from dls_microscopy.features.measure import DEFAULT_MEMORY_BUDGET, measure_objects
 from dls_microscopy.features.tables import (
     IMAGE_KEYS,
+    TIME_KEY,
     WELL_KEYS,
     aggregate_table,
     join_object_columns,
@@ -75,7 +76,7 @@ def open_feature_inputs(
             f"image (its label images: {avail})"
         )
     image = _drop_time(image, time_point)
-    lab = _drop_time(lab, time_point)
+    lab = _drop_time(lab, time_point, strict=False)  # labels of one time point serve it
     if "c" in lab.axes:
         if lab.n_channels != 1:
             raise InputError(f"labels have {lab.n_channels} channels; expected one", path=lab.source)
@@ -122,8 +123,11 @@ def embedding_input(
     return channel_data(image)
 
 
-def _drop_time(vol: Volume, time_point: int | None) -> Volume:
+def _drop_time(vol: Volume, time_point: int | None, *, strict: bool = True) -> Volume:
+    """``vol`` at ``time_point``; ``strict``: a time point other than 0 needs a time axis."""
     if "t" not in vol.axes:
+        if strict and time_point:
+            raise InputError(f"time point {time_point} asked for; the data has no time axis", path=vol.source)
         return vol
     if time_point is None and vol.axis_size("t") > 1:
         raise InputError(
@@ -230,7 +234,8 @@ def run_features(
     plate = plate if plate is not None else str(meta.get("plate", ""))
     well = well if well is not None else str(meta.get("well", ""))
     site = site if site is not None else int(meta.get("field", 0))
-    image_id = image_id if image_id is not None else Path(os.fspath(image_path)).name
+    if image_id is None:  # a time point of a time series: its own image, as in a pipeline run
+        image_id = Path(os.fspath(image_path)).name + ("" if time_point is None else f"_t{time_point}")
     t_open = time.perf_counter()
     m = measure_objects(
         data,
@@ -244,7 +249,10 @@ def run_features(
         progress=progress,
     )
     t_measure = time.perf_counter()
-    objects = objects_table(m, compartment=compartment, plate=plate, well=well, site=site, image_id=image_id)
+    objects = objects_table(
+        m, compartment=compartment, plate=plate, well=well, site=site, image_id=image_id,
+        time_point=time_point,
+    )  # fmt: skip
     models: list[dict[str, Any]] = []
     if meshes:
         from dls_microscopy.features.mesh_columns import mesh_descriptor_table
@@ -275,12 +283,17 @@ def run_features(
         "Metadata_Site": np.int32(site),
         "Metadata_ImageID": image_id,
     }
+    image_keys, well_keys = list(IMAGE_KEYS), list(WELL_KEYS)
+    if time_point is not None:
+        image_keys.insert(image_keys.index("Metadata_Site") + 1, TIME_KEY)
+        well_keys.append(TIME_KEY)
+        where[TIME_KEY] = np.int32(time_point)
     tables = {
         "objects": objects,
-        "images": aggregate_table(objects, IMAGE_KEYS, compartment=compartment, empty_group=where),
+        "images": aggregate_table(objects, image_keys, compartment=compartment, empty_group=where),
     }
     if well:
-        tables["wells"] = aggregate_table(objects, WELL_KEYS, compartment=compartment, empty_group=where)
+        tables["wells"] = aggregate_table(objects, well_keys, compartment=compartment, empty_group=where)
     arguments = {
         "image_path": str(Path(os.fspath(image_path)).absolute()),
         "labels_path_or_name": _labels_argument(labels_path_or_name),

@@ -330,6 +330,7 @@ def _measure(
         well=spec.well,
         site=spec.site,
         image_id=spec.image_id,
+        time_point=spec.time_point,
     )
 
 
@@ -361,22 +362,16 @@ def _shape_columns(desc: pa.Table, compartment: str) -> pa.Table:
 def _identity(spec: FieldSpec, ids: pa.Array) -> pa.Table:
     """The ``Metadata_*`` columns of an object table without measured features."""
     meta, n = spec.metadata(), len(ids)
-    return pa.table(
-        {
-            "Metadata_Plate": pa.array([meta["Metadata_Plate"]] * n, pa.string()),
-            "Metadata_Well": pa.array([meta["Metadata_Well"]] * n, pa.string()),
-            "Metadata_Site": pa.array([meta["Metadata_Site"]] * n, pa.int32()),
-            "Metadata_ImageID": pa.array([meta["Metadata_ImageID"]] * n, pa.string()),
-            "Metadata_ObjectID": ids.cast(pa.uint64()),
-        }
-    )
+    types = {"Metadata_Site": pa.int32(), "Metadata_TimePoint": pa.int32()}  # the others: strings
+    columns = {k: pa.array([v] * n, types.get(k, pa.string())) for k, v in meta.items()}
+    return pa.table({**columns, "Metadata_ObjectID": ids.cast(pa.uint64())})
 
 
 def _field_tables(
     spec: FieldSpec, objects: pa.Table | None, extra: list[pa.Table], compartment: str
 ) -> dict[str, pa.Table]:
     """The field's ``objects`` table (features, then mesh and embedding columns) and its aggregate."""
-    from dls_microscopy.features.tables import IMAGE_KEYS, aggregate_table, join_object_columns
+    from dls_microscopy.features.tables import IMAGE_KEYS, TIME_KEY, aggregate_table, join_object_columns
 
     if objects is None and not extra:
         return {}
@@ -386,5 +381,9 @@ def _field_tables(
     for table in extra:
         objects = join_object_columns(objects, table)
     where = {**spec.metadata(), "Metadata_Site": np.int32(spec.site)}
-    images = aggregate_table(objects, IMAGE_KEYS, compartment=compartment, empty_group=where)
+    keys = list(IMAGE_KEYS)
+    if spec.time_point is not None:
+        keys.insert(keys.index("Metadata_Site") + 1, TIME_KEY)
+        where[TIME_KEY] = np.int32(spec.time_point)
+    images = aggregate_table(objects, keys, compartment=compartment, empty_group=where)
     return {"objects": objects, "images": images}

@@ -44,8 +44,9 @@ class FieldSpec:
     image_id : str
         ``Metadata_ImageID`` (unique in the run).
     time_point : int or None
-        The time point of a time series this field analyses (its key and image id end
-        in ``_tN``); None for an image without time points.
+        The time point of a time series this field analyses (its key ends in ``_tN``,
+        zero-padded to the largest time point's width, its image id in ``_tN``); None
+        for an image without time points.
     """
 
     key: str
@@ -58,11 +59,13 @@ class FieldSpec:
     time_point: int | None = None
 
     def metadata(self) -> dict[str, Any]:
-        """The ``Metadata_*`` values of this field."""
+        """The ``Metadata_*`` values of this field (``Metadata_TimePoint`` for a time point)."""
+        time = {} if self.time_point is None else {"Metadata_TimePoint": self.time_point}
         return {
             "Metadata_Plate": self.plate,
             "Metadata_Well": self.well,
             "Metadata_Site": self.site,
+            **time,
             "Metadata_ImageID": self.image_id,
         }
 
@@ -137,8 +140,8 @@ def _time_points(field: FieldSpec) -> list[FieldSpec]:
     return [
         dataclasses.replace(
             field,
-            key=f"{field.key}_t{t:0{width}d}",
-            image_id=f"{field.image_id}_t{t:0{width}d}",
+            key=f"{field.key}_t{t:0{width}d}",  # zero-padded: folders sort in time order
+            image_id=f"{field.image_id}_t{t}",  # as `features --time-point` and the desktop app name it
             time_point=t,
         )
         for t in range(n)

@@ -125,6 +125,8 @@ def select_image(
                 path=vol.source,
             )
         vol = vol.select(t=time_point or 0)
+    elif time_point:
+        raise InputError(f"time point {time_point} asked for; the image has no time axis", path=vol.source)
     if "c" in vol.axes:
         if channel is None and vol.n_channels > 1:
             raise InputError(

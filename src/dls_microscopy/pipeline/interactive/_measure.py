@@ -24,6 +24,7 @@ def measure_volumes(
     plate: str = "",
     well: str = "",
     site: int = 0,
+    time_point: int | None = None,
     memory_budget: int | str = "1GB",
     workers: int | None = None,
     embedding_models: Sequence[str | os.PathLike[str]] = (),
@@ -43,6 +44,8 @@ def measure_volumes(
         ``channels`` (names or indices, default all).
     labels : Volume
         ``(Z, Y, X)`` integer labels with the image's spatial shape.
+    time_point : int, optional
+        The time point of a time series that ``image`` is (``Metadata_TimePoint``).
 
     Returns
     -------
@@ -67,7 +70,10 @@ def measure_volumes(
         workers=workers,
         progress=progress,
     )
-    table = objects_table(m, compartment=compartment, plate=plate, well=well, site=site, image_id=image_id)
+    table = objects_table(
+        m, compartment=compartment, plate=plate, well=well, site=site, image_id=image_id,
+        time_point=time_point,
+    )  # fmt: skip
     if embedding_models:
         from dls_microscopy.features import join_object_columns
         from dls_microscopy.features.embeddings import apply_embeddings, read_record
