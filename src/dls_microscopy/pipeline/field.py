@@ -185,8 +185,9 @@ def run_field(
             labels = open_labels(spec.source, cfg.input.labels, level=cfg.input.level)
             labels_path, label_name = Path(spec.source), cfg.input.labels
             if "t" in labels.axes:  # the label image of a time series: the field's time point
+                timed = labels.axis_size("t") > 1
                 labels = labels.select(t=spec.time_point or 0)
-                if steps.mesh is not None:
+                if timed and steps.mesh is not None:
                     raise InputError(
                         "the mesh step reads its labels from the file and takes no time point: "
                         "add a segment step, or drop the mesh step, for a time series",
