@@ -186,6 +186,12 @@ def run_field(
             labels_path, label_name = Path(spec.source), cfg.input.labels
             if "t" in labels.axes:  # the label image of a time series: the field's time point
                 timed = labels.axis_size("t") > 1
+                if spec.time_point is not None and not timed and spec.time_point > 0:
+                    raise InputError(
+                        f"the label image {cfg.input.labels!r} has one time point and the image "
+                        "several: give labels for every time point, or add a segment step",
+                        path=spec.source,
+                    )
                 labels = labels.select(t=spec.time_point or 0)
                 if timed and steps.mesh is not None:
                     raise InputError(
