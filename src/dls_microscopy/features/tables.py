@@ -38,6 +38,7 @@ __all__ = [
     "TIME_KEY",
     "WELL_KEYS",
     "aggregate_table",
+    "group_keys",
     "join_object_columns",
     "objects_table",
     "parquet_options",
@@ -53,6 +54,20 @@ WELL_KEYS = METADATA_KEYS[:2]
 #: The time point of an image of a time series (after ``Metadata_Site``; only in the tables
 #: of time series, whose wells and plates are aggregated per time point).
 TIME_KEY = "Metadata_TimePoint"
+
+
+def group_keys(level: str, *, timed: bool = False) -> tuple[str, ...]:
+    """The columns that identify an ``"image"``, ``"well"`` or ``"plate"`` of the aggregates.
+
+    ``timed``: the tables of a time series, whose images, wells and plates are one per
+    time point (``Metadata_TimePoint``, after ``Metadata_Site`` in an image's keys).
+    """
+    keys = {"image": IMAGE_KEYS, "well": WELL_KEYS, "plate": WELL_KEYS[:1]}[level]
+    if not timed:
+        return keys
+    return (*keys[:3], TIME_KEY, *keys[3:]) if level == "image" else (*keys, TIME_KEY)
+
+
 #: Rows per Parquet row group (pinned: part of the byte-stable output).
 ROW_GROUP_SIZE = 65536
 SCHEMA_KEY = b"dls_microscopy"

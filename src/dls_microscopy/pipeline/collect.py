@@ -377,7 +377,7 @@ def collect_tables(
     OutputError
         A table cannot be written (nothing is left under its name then).
     """
-    from dls_microscopy.features.tables import TIME_KEY, WELL_KEYS
+    from dls_microscopy.features.tables import TIME_KEY, group_keys
 
     files = {
         name: [d / f"{name}.parquet" for d in field_dirs if (d / f"{name}.parquet").is_file()]
@@ -387,9 +387,8 @@ def collect_tables(
     ext = "csv" if table_format == "csv" else "parquet"
     objects = _Parts.survey(files["objects"]) if files["objects"] else None
     images = _Parts.survey(files["images"]) if files["images"] else None
-    # time series: wells and plates per time point
-    timed = (TIME_KEY,) if objects is not None and TIME_KEY in objects.schema.names else ()
-    well_keys, plate_keys = (*WELL_KEYS, *timed), (*WELL_KEYS[:1], *timed)
+    timed = objects is not None and TIME_KEY in objects.schema.names  # wells, plates per time point
+    well_keys, plate_keys = group_keys("well", timed=timed), group_keys("plate", timed=timed)
     groups = _Groups([k for k in well_keys if objects is not None and k in objects.schema.names])
     if "Metadata_Well" not in groups.keys:
         groups.keys = []

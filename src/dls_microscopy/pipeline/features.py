@@ -23,10 +23,9 @@ from dls_microscopy.channels import channel_by_name, channel_data, select_channe
 from dls_microscopy.errors import InputError
 from dls_microscopy.features.measure import DEFAULT_MEMORY_BUDGET, measure_objects
 from dls_microscopy.features.tables import (
-    IMAGE_KEYS,
     TIME_KEY,
-    WELL_KEYS,
     aggregate_table,
+    group_keys,
     join_object_columns,
     objects_table,
     write_csv,
@@ -283,17 +282,19 @@ def run_features(
         "Metadata_Site": np.int32(site),
         "Metadata_ImageID": image_id,
     }
-    image_keys, well_keys = list(IMAGE_KEYS), list(WELL_KEYS)
-    if time_point is not None:
-        image_keys.insert(image_keys.index("Metadata_Site") + 1, TIME_KEY)
-        well_keys.append(TIME_KEY)
+    timed = time_point is not None
+    if timed:
         where[TIME_KEY] = np.int32(time_point)
     tables = {
         "objects": objects,
-        "images": aggregate_table(objects, image_keys, compartment=compartment, empty_group=where),
+        "images": aggregate_table(
+            objects, group_keys("image", timed=timed), compartment=compartment, empty_group=where
+        ),
     }
     if well:
-        tables["wells"] = aggregate_table(objects, well_keys, compartment=compartment, empty_group=where)
+        tables["wells"] = aggregate_table(
+            objects, group_keys("well", timed=timed), compartment=compartment, empty_group=where
+        )
     arguments = {
         "image_path": str(Path(os.fspath(image_path)).absolute()),
         "labels_path_or_name": _labels_argument(labels_path_or_name),

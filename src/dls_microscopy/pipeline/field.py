@@ -378,7 +378,7 @@ def _field_tables(
     spec: FieldSpec, objects: pa.Table | None, extra: list[pa.Table], compartment: str
 ) -> dict[str, pa.Table]:
     """The field's ``objects`` table (features, then mesh and embedding columns) and its aggregate."""
-    from dls_microscopy.features.tables import IMAGE_KEYS, TIME_KEY, aggregate_table, join_object_columns
+    from dls_microscopy.features.tables import TIME_KEY, aggregate_table, group_keys, join_object_columns
 
     if objects is None and not extra:
         return {}
@@ -388,9 +388,9 @@ def _field_tables(
     for table in extra:
         objects = join_object_columns(objects, table)
     where = {**spec.metadata(), "Metadata_Site": np.int32(spec.site)}
-    keys = list(IMAGE_KEYS)
-    if spec.time_point is not None:
-        keys.insert(keys.index("Metadata_Site") + 1, TIME_KEY)
+    timed = spec.time_point is not None
+    if timed:
         where[TIME_KEY] = np.int32(spec.time_point)
+    keys = group_keys("image", timed=timed)
     images = aggregate_table(objects, keys, compartment=compartment, empty_group=where)
     return {"objects": objects, "images": images}
