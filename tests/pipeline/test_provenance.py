@@ -128,3 +128,29 @@ def test_features_run_recompute_detects_changed_parameter(tmp_path):
     kinds = {(m.kind, m.item) for m in found}
     assert ("manifest", MANIFEST_NAME) in kinds
     assert ("recompute", "objects.parquet") in kinds
+
+
+def test_manifests_reuse_an_input_digest_while_its_files_are_unchanged(store, tmp_path, monkeypatch):
+    """The fields of a run share an input (a time series): it is read once, not once per field."""
+    import os
+
+    from dls_microscopy.pipeline import provenance
+
+    reads = []
+    real = provenance.digest_file
+    monkeypatch.setattr(provenance, "digest_file", lambda p: reads.append(p) or real(p))
+    first = digest_input(store, reuse=True)
+    n = len(reads)
+    assert n == 2  # the two chunks (metadata files are read whole, not through digest_file)
+    assert digest_input(store, reuse=True) == first and len(reads) == n  # not read again
+    chunk = store / "0" / "c" / "0" / "0"
+    st = chunk.stat()
+    chunk.write_bytes(b"\x09\x09\x09")  # same size; the modification time moves on
+    os.utime(chunk, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    again = digest_input(store, reuse=True)
+    assert len(reads) == 2 * n and again["sha256_data"] != first["sha256_data"]
+    # an edit that keeps size and time is only seen when reading: as verify does (reuse=False)
+    chunk.write_bytes(b"\x07\x07\x07")
+    os.utime(chunk, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert digest_input(store, reuse=True) == again
+    assert digest_input(store)["sha256_data"] != again["sha256_data"]

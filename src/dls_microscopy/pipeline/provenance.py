@@ -15,6 +15,7 @@ byte (outputs are deterministic on CPU).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import importlib
@@ -24,6 +25,7 @@ import os
 import platform
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,13 @@ MANIFEST_VERSION = 1
 _READ_BYTES = 8 * 2**20
 #: Files of a zarr store that are metadata; every other file is a chunk (or shard).
 _ZARR_METADATA = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
+#: Inputs this process has digested, by path and a fingerprint of every file's name, size and
+#: modification time (the fields of one run share inputs: every time point of a time series
+#: reads the same store, which is then read once, not once per field).  Least recently used
+#: entries go first.
+_DIGESTS: collections.OrderedDict[tuple[str, str], dict[str, Any]] = collections.OrderedDict()
+_DIGESTS_MAX = 64
+_DIGESTS_LOCK = threading.Lock()
 _PACKAGES = (
     "dls-microscopy",
     "numpy",
@@ -112,7 +121,7 @@ def _walk(root: Path) -> list[Path]:
     return sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
 
 
-def digest_input(path: str | os.PathLike[str]) -> dict[str, Any]:
+def digest_input(path: str | os.PathLike[str], *, reuse: bool = False) -> dict[str, Any]:
     """Size and digests of an input file or store.
 
     A directory (zarr store) gets ``sha256_metadata`` over its metadata files
@@ -120,6 +129,11 @@ def digest_input(path: str | os.PathLike[str]) -> dict[str, Any]:
     each keyed by its relative path, so a moved, added, removed or changed
     chunk changes the digest.  A file gets ``sha256_data`` of its bytes.
     An HDF5 ``"file.h5:/dataset"`` path is digested as the file.
+
+    With ``reuse`` (:func:`write_manifest`), an input this process has digested
+    before is not read again while every file keeps its name, size and modification
+    time: the change check that resuming a run also relies on (an edit that keeps
+    all three is not seen).  Without it (:func:`verify_manifest`), every byte is read.
     """
     from dls_microscopy.io import split_dataset_path
 
@@ -127,15 +141,35 @@ def digest_input(path: str | os.PathLike[str]) -> dict[str, Any]:
     p = Path(file_path).absolute()
     if not p.exists():
         raise InputError("input does not exist", path=p)
+    files = _walk(p) if p.is_dir() else [p]
+    stats = [f.stat() for f in files]
+    fingerprint = hashlib.sha256()
+    for f, st in zip(files, stats, strict=True):
+        fingerprint.update(f"{f.relative_to(p).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    key = (f"{p}:{internal or ''}", fingerprint.hexdigest())
+    with _DIGESTS_LOCK:
+        if reuse and key in _DIGESTS:
+            _DIGESTS.move_to_end(key)
+            return dict(_DIGESTS[key])
+    entry = _digest(p, internal, files, stats)
+    with _DIGESTS_LOCK:
+        _DIGESTS[key] = dict(entry)
+        while len(_DIGESTS) > _DIGESTS_MAX:
+            _DIGESTS.popitem(last=False)
+    return entry
+
+
+def _digest(p: Path, internal: str | None, files: list[Path], stats: list[os.stat_result]) -> dict[str, Any]:
+    """:func:`digest_input` of ``p``, whose ``files`` (sorted) and their ``stats`` are listed."""
     entry: dict[str, Any] = {"path": str(p)}
     if internal:
         entry["dataset"] = internal
     if p.is_dir():
         meta, data = hashlib.sha256(), hashlib.sha256()
         size = n = 0
-        for f in _walk(p):
+        for f, st in zip(files, stats, strict=True):
             rel = f.relative_to(p).as_posix().encode()
-            size += f.stat().st_size
+            size += st.st_size
             n += 1
             if f.name in _ZARR_METADATA:
                 content = f.read_bytes()
@@ -150,7 +184,7 @@ def digest_input(path: str | os.PathLike[str]) -> dict[str, Any]:
             sha256_data=data.hexdigest(),
         )
     else:
-        entry.update(kind="file", size=p.stat().st_size, n_files=1, sha256_data=digest_file(p))
+        entry.update(kind="file", size=stats[0].st_size, n_files=1, sha256_data=digest_file(p))
     return entry
 
 
@@ -234,7 +268,8 @@ def write_manifest(
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
         "command": command,
-        "inputs": {role: digest_input(p) for role, p in inputs.items()},
+        # the fields of a run share inputs (every time point of a series reads one store)
+        "inputs": {role: digest_input(p, reuse=True) for role, p in inputs.items()},
         "parameters": dict(parameters),
         "entry_point": entry_point,
         "arguments": dict(arguments if arguments is not None else parameters),
@@ -311,7 +346,7 @@ def _check_input(role: str, entry: Mapping[str, Any]) -> list[Mismatch]:
     item = f"{role} ({path})"
     target = f"{path}:{entry['dataset']}" if entry.get("dataset") else path
     try:
-        now = digest_input(target)
+        now = digest_input(target)  # a check reads every byte again
     except InputError:
         return [Mismatch("input", item, "exists", True, False)]
     return [
