@@ -395,6 +395,8 @@ def test_time_series_runs_one_field_per_time_point(tmp_path):
     assert summary.ok and [f.key for f in summary.fields] == [f.key for f in fields]
     objects = pq.read_table(tmp_path / "out" / "objects.parquet").to_pandas()
     assert sorted(objects["Metadata_ImageID"].unique()) == [f.image_id for f in fields]
+    assert sorted(objects["Metadata_TimePoint"].unique()) == [0, 1, 2]
+    assert set(summary.tables) == {"objects", "images"}  # no wells outside plates, time series or not
     field_dir = tmp_path / "out" / "fields" / "movie.ome.zarr_t2"
     assert json.loads((field_dir / "field.json").read_text())["time_point"] == 2
     # time point 2 as its own field = that time point segmented on its own (same settings)

@@ -406,7 +406,8 @@ def collect_tables(
         written["objects"] = _stream(objects, outdir / f"objects.{ext}", table_format, groups.visit)
     if images is not None:
         written["images"] = _stream(images, outdir / f"images.{ext}", table_format, visit_images)
-    if objects is not None and any(g[-1] for counts in groups.counts for g in counts):
+    well_at = groups.keys.index("Metadata_Well") if groups.keys else 0
+    if objects is not None and any(g[well_at] for counts in groups.counts for g in counts):  # a plate
         for name, keys in (("wells", well_keys), ("plates", plate_keys)):
             table = _aggregate(objects, groups, keys, compartment)
             known = image_groups.get(tuple(keys)) if images is not None else None
