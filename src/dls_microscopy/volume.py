@@ -295,6 +295,31 @@ class Volume:
             vol = dataclasses.replace(vol._drop_axis("c", c), channel_names=names)
         return vol
 
+    def at_time_point(self, t: int | None, *, strict: bool = True) -> Volume:
+        """The volume without its time axis: time point ``t`` of a time series.
+
+        ``t`` may be None where there is at most one time point.  Without a time axis
+        the volume is returned as it is; ``strict`` then makes a ``t`` other than 0 an
+        error (labels of one time point serve any time point: ``strict=False``).
+
+        Raises
+        ------
+        InputError
+            Several time points and none chosen, ``t`` out of range, or (``strict``)
+            a time point asked of data without a time axis.
+        """
+        if "t" not in self.axes:
+            if strict and t:
+                raise InputError(f"time point {t} asked for; the image has no time axis", path=self.source)
+            return self
+        if t is None and self.axis_size("t") > 1:
+            raise InputError(
+                f"the image has {self.axis_size('t')} time points; choose one (--time-point N, or "
+                "time_point= in Python)",
+                path=self.source,
+            )
+        return self.select(t=t or 0)
+
     def _drop_axis(self, name: str, index: int) -> Volume:
         """Drop axis ``name`` at ``index`` on every level.
 

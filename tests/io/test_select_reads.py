@@ -287,3 +287,19 @@ def test_open_labels_with_channel_axis_reads_one_plane(shared_data: Path, reads:
     plane = labels.data[100].compute()
     assert reads.voxels == plane.size
     np.testing.assert_array_equal(plane, raw.data[(0,) * (raw.axes.index("c") + 1)][100])
+
+
+def test_at_time_point_is_the_one_rule_for_time_series(tmp_path: Path) -> None:
+    """Several time points need a choice; data without a time axis takes none other than 0."""
+    tzyx = np.arange(3 * 4 * 8 * 8, dtype=np.uint16).reshape(3, 4, 8, 8)
+    movie = open_zarr(write_ome_zarr(tzyx, tmp_path / "m.ome.zarr", axes="tzyx", n_levels=1))
+    with pytest.raises(InputError, match="3 time points; choose one"):
+        movie.at_time_point(None)
+    np.testing.assert_array_equal(movie.at_time_point(2).load(), tzyx[2])
+    with pytest.raises(InputError, match="out of range"):
+        movie.at_time_point(3)
+    still = open_zarr(write_ome_zarr(tzyx[0], tmp_path / "s.ome.zarr", axes="zyx", n_levels=1))
+    assert still.at_time_point(None) is still and still.at_time_point(0) is still
+    with pytest.raises(InputError, match="no time axis"):
+        still.at_time_point(1)
+    assert still.at_time_point(1, strict=False) is still  # labels of one time point serve any

@@ -74,8 +74,8 @@ def open_feature_inputs(
             f"labels {os.fspath(labels)!r} is neither an existing path nor a label image of the "
             f"image (its label images: {avail})"
         )
-    image = _drop_time(image, time_point)
-    lab = _drop_time(lab, time_point, strict=False)  # labels of one time point serve it
+    image = image.at_time_point(time_point)
+    lab = lab.at_time_point(time_point, strict=False)  # labels of one time point serve it
     if "c" in lab.axes:
         if lab.n_channels != 1:
             raise InputError(f"labels have {lab.n_channels} channels; expected one", path=lab.source)
@@ -120,21 +120,6 @@ def embedding_input(
         except InputError:
             return data, tuple(names)
     return channel_data(image)
-
-
-def _drop_time(vol: Volume, time_point: int | None, *, strict: bool = True) -> Volume:
-    """``vol`` at ``time_point``; ``strict``: a time point other than 0 needs a time axis."""
-    if "t" not in vol.axes:
-        if strict and time_point:
-            raise InputError(f"time point {time_point} asked for; the data has no time axis", path=vol.source)
-        return vol
-    if time_point is None and vol.axis_size("t") > 1:
-        raise InputError(
-            f"the data has {vol.axis_size('t')} time points; choose one (--time-point N, or "
-            "time_point= in Python)",
-            path=vol.source,
-        )
-    return vol.select(t=time_point or 0)
 
 
 def run_features(

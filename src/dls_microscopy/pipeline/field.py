@@ -161,13 +161,7 @@ def run_field(
 
     t0 = step("open")
     image = open_volume(spec.source, series=spec.series, level=cfg.input.level)
-    if "t" in image.axes:
-        if spec.time_point is None and image.axis_size("t") > 1:  # discover_fields gives one per point
-            raise InputError(
-                f"{image.axis_size('t')} time points, and no time point chosen for this field",
-                path=spec.source,
-            )
-        image = image.select(t=spec.time_point or 0)
+    image = image.at_time_point(spec.time_point)  # discover_fields gives a time series one field per point
     image.require_spatial_ndim(3)
     timings["open"] = time.perf_counter() - t0
     n_objects: int | None = None

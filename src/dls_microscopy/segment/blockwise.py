@@ -116,17 +116,7 @@ def select_image(
     volume: Volume, *, channel: int | str | None = None, time_point: int | None = None
 ) -> Volume:
     """The single 3D (z, y, x) image to segment from a possibly multi-channel, timed volume."""
-    vol = volume
-    if "t" in vol.axes:
-        if time_point is None and vol.axis_size("t") > 1:
-            raise InputError(
-                f"the image has {vol.axis_size('t')} time points; choose one (--time-point N, or "
-                "time_point= in Python)",
-                path=vol.source,
-            )
-        vol = vol.select(t=time_point or 0)
-    elif time_point:
-        raise InputError(f"time point {time_point} asked for; the image has no time axis", path=vol.source)
+    vol = volume.at_time_point(time_point)
     if "c" in vol.axes:
         if channel is None and vol.n_channels > 1:
             raise InputError(
