@@ -300,7 +300,9 @@ class Volume:
 
         ``t`` may be None where there is at most one time point.  Without a time axis
         the volume is returned as it is; ``strict`` then makes a ``t`` other than 0 an
-        error (labels of one time point serve any time point: ``strict=False``).
+        error (labels of one time point serve any time point: ``strict=False``).  A time
+        axis of length 1 counts as none: its one point is taken for any ``t`` unless
+        ``strict``, and a strict ``t`` other than 0 is refused with that reason.
 
         Raises
         ------
@@ -312,12 +314,16 @@ class Volume:
             if strict and t:
                 raise InputError(f"time point {t} asked for; the image has no time axis", path=self.source)
             return self
-        if t is None and self.axis_size("t") > 1:
+        n = self.axis_size("t")
+        if t is None and n > 1:
             raise InputError(
-                f"the image has {self.axis_size('t')} time points; choose one (--time-point N, or "
-                "time_point= in Python)",
+                f"the image has {n} time points; choose one (--time-point N, or time_point= in Python)",
                 path=self.source,
             )
+        if n == 1 and t:
+            if strict:
+                raise InputError(f"time point {t} asked for; the image has one time point", path=self.source)
+            t = 0
         return self.select(t=t or 0)
 
     def _drop_axis(self, name: str, index: int) -> Volume:

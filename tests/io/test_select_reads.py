@@ -303,3 +303,7 @@ def test_at_time_point_is_the_one_rule_for_time_series(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no time axis"):
         still.at_time_point(1)
     assert still.at_time_point(1, strict=False) is still  # labels of one time point serve any
+    one = open_zarr(write_ome_zarr(tzyx[:1], tmp_path / "one.ome.zarr", axes="tzyx", n_levels=1))
+    np.testing.assert_array_equal(one.at_time_point(2, strict=False).load(), tzyx[0])
+    with pytest.raises(InputError, match="the image has one time point"):
+        one.at_time_point(2)

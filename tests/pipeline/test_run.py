@@ -412,6 +412,26 @@ def test_time_series_runs_one_field_per_time_point(tmp_path):
     )
 
 
+def test_discovery_leaves_the_readers_warnings_to_the_field(tmp_path, caplog):
+    """Discovery opens each image for its time axis; a reader's warning is logged when the field runs."""
+    import logging
+
+    import tifffile
+
+    from dls_microscopy.io import open_volume
+
+    path = tmp_path / "uncalibrated.tif"
+    tifffile.imwrite(path, np.zeros((3, 4, 5, 8, 8), np.uint16), metadata={"axes": "TZCYX"})
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        fields = discover_fields(str(path))
+    assert [f.time_point for f in fields] == [0, 1, 2]
+    assert not [r for r in caplog.records if "1 µm" in r.getMessage()]
+    assert logging.getLogger("dls_microscopy.io").level == logging.NOTSET  # restored
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        open_volume(path)
+    assert len([r for r in caplog.records if "1 µm" in r.getMessage()]) == 1
+
+
 def test_time_series_plate_aggregates_wells_and_plates_per_time_point(tmp_path):
     """Metadata_TimePoint in every table of a time-series plate; wells and plates per time point."""
     from dls_microscopy.io import write_ome_zarr

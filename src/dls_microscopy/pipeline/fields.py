@@ -11,10 +11,14 @@ plate (``source`` is the field's image group).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
+import logging
 import os
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,17 +124,37 @@ def _expand(path: str, series: int) -> list[FieldSpec]:
     return [FieldSpec(key=_safe(name), source=path, series=series, image_id=_safe(name))]
 
 
+@contextlib.contextmanager
+def _quiet_readers() -> Iterator[None]:
+    """Hold back the readers' warnings (e.g. "using a spacing of 1 µm").
+
+    Discovery opens each image for its time axis only; the field's run opens it
+    again and logs them there, once, beside the field.
+    """
+    readers = logging.getLogger("dls_microscopy.io")
+    level = readers.level
+    readers.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        readers.setLevel(level)
+
+
 def _time_points(field: FieldSpec) -> list[FieldSpec]:
     """``field`` once per time point when its image is a time series, else ``[field]``.
 
-    Only the metadata is read.  An image that cannot be opened stays one field: it
-    fails when it runs, with its reason in the run summary, like any other field.
+    Only the metadata is read, quietly (:func:`_quiet_readers`).  An image that cannot
+    be opened stays one field: it fails when it runs, with its reason in the run
+    summary, like any other field.
     """
     from dls_microscopy.errors import DlsError
     from dls_microscopy.io import open_volume
 
     try:
-        vol = open_volume(field.source, series=field.series)
+        with _quiet_readers():
+            vol = open_volume(field.source, series=field.series)
     except (DlsError, OSError, ValueError):
         return [field]
     n = vol.axis_size("t") if "t" in vol.axes else 1
