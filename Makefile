@@ -58,6 +58,7 @@ bench: venv
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks plugins docs installer
+	$(VENV)/bin/ruff format --check src tests benchmarks plugins docs installer
 	$(VENV)/bin/lint-imports
 
 # The documentation site (mkdocs.yml, docs/), built strictly: any warning fails. Output: site/.

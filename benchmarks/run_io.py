@@ -394,16 +394,10 @@ def read_methods(store: Path) -> dict[str, Callable[[], np.ndarray]]:
     spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(store / "0")}}
     return {
         "ours load() [tensorstore]": with_reader(None, lambda: open_volume(store).load()),
-        "ours data.compute() [tensorstore]": with_reader(
-            None, lambda: open_volume(store).data.compute()
-        ),
+        "ours data.compute() [tensorstore]": with_reader(None, lambda: open_volume(store).data.compute()),
         "ours load() [zarr]": with_reader("zarr", lambda: open_volume(store).load()),
-        "ours data.compute() [zarr]": with_reader(
-            "zarr", lambda: open_volume(store).data.compute()
-        ),
-        "zarr-python open_array[...]": lambda: zarr.open_array(store=str(store / "0"), mode="r")[
-            ...
-        ],
+        "ours data.compute() [zarr]": with_reader("zarr", lambda: open_volume(store).data.compute()),
+        "zarr-python open_array[...]": lambda: zarr.open_array(store=str(store / "0"), mode="r")[...],
         "tensorstore read()": lambda: ts.open(spec, read=True).result().read().result(),
     }
 

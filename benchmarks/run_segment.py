@@ -63,8 +63,18 @@ IDR_CHANNEL = "Dapi"
 THRESHOLDS = (0.5, 0.75)
 #: Target of the memory section: peak RSS growth <= this many times the budget.
 RSS_TARGET = 1.5
-LIBRARIES = ("dls-microscopy", "numpy", "scipy", "scikit-image", "edt", "fastremap", "dask",
-             "zarr", "tensorstore", "torch")
+LIBRARIES = (
+    "dls-microscopy",
+    "numpy",
+    "scipy",
+    "scikit-image",
+    "edt",
+    "fastremap",
+    "dask",
+    "zarr",
+    "tensorstore",
+    "torch",
+)
 
 #: Per size: synthetic configurations (shape, spacing µm, diameter µm), the IDR level, the
 #: memory section (budget; on-disk uint16 volume at 1 µm isotropic voxels made of one
@@ -77,27 +87,48 @@ LIBRARIES = ("dls-microscopy", "numpy", "scipy", "scikit-image", "edt", "fastrem
 #: fixed costs (thread arenas, the global-statistics sample) dominate the ratio.
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": {
-        "synthetic": [("dense", (24, 96, 96), (1.0, 0.3, 0.3), 7.0),
-                      ("anisotropic", (16, 64, 64), (2.0, 0.4, 0.4), 10.0)],
+        "synthetic": [
+            ("dense", (24, 96, 96), (1.0, 0.3, 0.3), 7.0),
+            ("anisotropic", (16, 64, 64), (2.0, 0.4, 0.4), 10.0),
+        ],
         "idr_level": 2,
-        "memory": {"budget_mib": 8, "shape": (32, 512, 512), "tile": (32, 128, 128),
-                   "diameter": 3.0, "arena_rerun": False},
+        "memory": {
+            "budget_mib": 8,
+            "shape": (32, 512, 512),
+            "tile": (32, 128, 128),
+            "diameter": 3.0,
+            "arena_rerun": False,
+        },
         "repeats": 1,
     },
     "quick": {
-        "synthetic": [("dense", (48, 192, 192), (1.0, 0.3, 0.3), 7.0),
-                      ("anisotropic", (24, 128, 128), (2.0, 0.4, 0.4), 10.0)],
+        "synthetic": [
+            ("dense", (48, 192, 192), (1.0, 0.3, 0.3), 7.0),
+            ("anisotropic", (24, 128, 128), (2.0, 0.4, 0.4), 10.0),
+        ],
         "idr_level": 1,
-        "memory": {"budget_mib": 16, "shape": (64, 512, 512), "tile": (64, 256, 256),
-                   "diameter": 4.0, "arena_rerun": False},
+        "memory": {
+            "budget_mib": 16,
+            "shape": (64, 512, 512),
+            "tile": (64, 256, 256),
+            "diameter": 4.0,
+            "arena_rerun": False,
+        },
         "repeats": 2,
     },
     "full": {
-        "synthetic": [("dense", (128, 512, 512), (1.0, 0.3, 0.3), 7.0),
-                      ("anisotropic", (64, 384, 384), (2.0, 0.4, 0.4), 10.0)],
+        "synthetic": [
+            ("dense", (128, 512, 512), (1.0, 0.3, 0.3), 7.0),
+            ("anisotropic", (64, 384, 384), (2.0, 0.4, 0.4), 10.0),
+        ],
         "idr_level": 0,
-        "memory": {"budget_mib": 128, "shape": (256, 1024, 1024), "tile": (64, 256, 256),
-                   "diameter": 6.0, "arena_rerun": True},
+        "memory": {
+            "budget_mib": 128,
+            "shape": (256, 1024, 1024),
+            "tile": (64, 256, 256),
+            "diameter": 6.0,
+            "arena_rerun": True,
+        },
         "repeats": 3,
     },
 }
@@ -112,8 +143,7 @@ def log(message: str) -> None:
 # -- the baseline ------------------------------------------------------------------------------
 
 
-def skimage_baseline(image: np.ndarray, *, spacing: Sequence[float], diameter_um: float
-                     ) -> np.ndarray:
+def skimage_baseline(image: np.ndarray, *, spacing: Sequence[float], diameter_um: float) -> np.ndarray:
     """Classical nuclei segmentation with scikit-image/scipy, every size from ``diameter_um``.
 
     Gaussian of σ = d/8 µm, Otsu threshold of the smoothed image, Euclidean distance to the
@@ -144,9 +174,13 @@ def skimage_baseline(image: np.ndarray, *, spacing: Sequence[float], diameter_um
     dist = ndi.distance_transform_edt(mask, sampling=sp)
     radius = np.maximum(1, np.round(diameter_um / 2 / sp)).astype(int)  # min distance, voxels
     components, _ = ndi.label(mask)
-    peaks = peak_local_max(dist, min_distance=int(radius.min()),
-                           footprint=np.ones(tuple(2 * radius + 1), bool),
-                           labels=components, exclude_border=False)
+    peaks = peak_local_max(
+        dist,
+        min_distance=int(radius.min()),
+        footprint=np.ones(tuple(2 * radius + 1), bool),
+        labels=components,
+        exclude_border=False,
+    )
     markers = np.zeros(mask.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1, dtype=np.int32)
     return watershed(-dist, markers, mask=mask)
@@ -171,32 +205,64 @@ def median_diameter(labels: np.ndarray, spacing: Sequence[float]) -> float:
 class Case:
     """One benchmark volume: image, ground truth, spacing, diameter and an OME-Zarr to read."""
 
-    def __init__(self, name: str, image: np.ndarray, gt: np.ndarray, spacing: Sequence[float],
-                 diameter: float, store: Path, channel: int | str, *, level: int = 0,
-                 restrict_to_gt: bool = False, note: str = "") -> None:
+    def __init__(
+        self,
+        name: str,
+        image: np.ndarray,
+        gt: np.ndarray,
+        spacing: Sequence[float],
+        diameter: float,
+        store: Path,
+        channel: int | str,
+        *,
+        level: int = 0,
+        restrict_to_gt: bool = False,
+        note: str = "",
+    ) -> None:
         self.name, self.image, self.gt = name, image, gt
         self.spacing = tuple(float(s) for s in spacing)
         self.diameter, self.store, self.channel, self.level = diameter, store, channel, level
         self.restrict_to_gt, self.note = restrict_to_gt, note
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.image.shape), "dtype": str(self.image.dtype),
-                "spacing_um": list(self.spacing), "diameter_um": self.diameter,
-                "n_true": int(len(np.unique(self.gt)) - 1), "restrict_to_gt": self.restrict_to_gt,
-                "level": self.level, "note": self.note}
+        return {
+            "name": self.name,
+            "shape": list(self.image.shape),
+            "dtype": str(self.image.dtype),
+            "spacing_um": list(self.spacing),
+            "diameter_um": self.diameter,
+            "n_true": int(len(np.unique(self.gt)) - 1),
+            "restrict_to_gt": self.restrict_to_gt,
+            "level": self.level,
+            "note": self.note,
+        }
 
 
-def synthetic_case(tmp: Path, name: str, shape: tuple[int, int, int],
-                   spacing: tuple[float, float, float], diameter: float) -> Case:
+def synthetic_case(
+    tmp: Path, name: str, shape: tuple[int, int, int], spacing: tuple[float, float, float], diameter: float
+) -> Case:
     from dls_microscopy.io import write_ome_zarr
     from dls_microscopy.sample_data import make_synthetic_nuclei
 
     s = make_synthetic_nuclei(shape, spacing=spacing, diameter_um=diameter, seed=0)
-    store = write_ome_zarr(s.image, tmp / f"synthetic-{name}.ome.zarr", axes="czyx",
-                           spacing=s.spacing, channel_names=s.channel_names)
-    note = (f"make_synthetic_nuclei(seed=0), {s.n_nuclei} nuclei, channel {s.channel_names[0]}")
-    return Case(f"synthetic {name} {shape} @ {spacing} µm, d={diameter:g} µm", s.image[0],
-                s.labels, s.spacing, diameter, store, s.channel_names[0], note=note)
+    store = write_ome_zarr(
+        s.image,
+        tmp / f"synthetic-{name}.ome.zarr",
+        axes="czyx",
+        spacing=s.spacing,
+        channel_names=s.channel_names,
+    )
+    note = f"make_synthetic_nuclei(seed=0), {s.n_nuclei} nuclei, channel {s.channel_names[0]}"
+    return Case(
+        f"synthetic {name} {shape} @ {spacing} µm, d={diameter:g} µm",
+        s.image[0],
+        s.labels,
+        s.spacing,
+        diameter,
+        store,
+        s.channel_names[0],
+        note=note,
+    )
 
 
 def real_crop_case(tmp: Path) -> Case:
@@ -204,11 +270,20 @@ def real_crop_case(tmp: Path) -> Case:
     from dls_microscopy.sample_data import load_nuclei_1135
 
     s = load_nuclei_1135()
-    store = write_ome_zarr(s.image, tmp / "nuclei-1135.ome.zarr", axes="czyx",
-                           spacing=s.spacing, channel_names=s.channel_names)
+    store = write_ome_zarr(
+        s.image, tmp / "nuclei-1135.ome.zarr", axes="czyx", spacing=s.spacing, channel_names=s.channel_names
+    )
     d = median_diameter(s.labels, s.spacing)
-    return Case(f"real crop load_nuclei_1135() {s.labels.shape}", s.image[0], s.labels,
-                s.spacing, d, store, 0, note="54 gold nuclei, exhaustive labels")
+    return Case(
+        f"real crop load_nuclei_1135() {s.labels.shape}",
+        s.image[0],
+        s.labels,
+        s.spacing,
+        d,
+        store,
+        0,
+        note="54 gold nuclei, exhaustive labels",
+    )
 
 
 def idr_case(level: int) -> Case | None:
@@ -220,9 +295,18 @@ def idr_case(level: int) -> Case | None:
     vol = open_volume(store).at_level(level).select(c=IDR_CHANNEL)
     gt = open_labels(store, level=level).load()
     d = median_diameter(gt, vol.spacing)
-    return Case(f"IDR 6001240 {IDR_CHANNEL} level {level} {vol.spatial_shape}", vol.load(), gt,
-                vol.spacing, d, store, IDR_CHANNEL, level=level, restrict_to_gt=True,
-                note="sparse labels: predictions overlapping no label are ignored")
+    return Case(
+        f"IDR 6001240 {IDR_CHANNEL} level {level} {vol.spatial_shape}",
+        vol.load(),
+        gt,
+        vol.spacing,
+        d,
+        store,
+        IDR_CHANNEL,
+        level=level,
+        restrict_to_gt=True,
+        note="sparse labels: predictions overlapping no label are ignored",
+    )
 
 
 # -- measurement helpers -------------------------------------------------------------------------
@@ -239,10 +323,20 @@ def scores(pred: np.ndarray, case: Case) -> dict[str, Any]:
 
     r = match_objects(pred, case.gt, thresholds=THRESHOLDS, restrict_to_gt=case.restrict_to_gt)
     m5, m75 = r[0.5], r[0.75]
-    return {"n_pred": m5.n_pred, "n_true": m5.n_true, "n_pred_ignored": r.n_pred_ignored,
-            "tp": m5.tp, "fp": m5.fp, "fn": m5.fn, "precision": m5.precision,
-            "recall": m5.recall, "f1_05": m5.f1, "ap_05": m5.average_precision,
-            "mean_iou_05": m5.mean_matched_iou, "f1_075": m75.f1}
+    return {
+        "n_pred": m5.n_pred,
+        "n_true": m5.n_true,
+        "n_pred_ignored": r.n_pred_ignored,
+        "tp": m5.tp,
+        "fp": m5.fp,
+        "fn": m5.fn,
+        "precision": m5.precision,
+        "recall": m5.recall,
+        "f1_05": m5.f1,
+        "ap_05": m5.average_precision,
+        "mean_iou_05": m5.mean_matched_iou,
+        "f1_075": m75.f1,
+    }
 
 
 def ratio(a: float, b: float) -> float:
@@ -261,12 +355,12 @@ def reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
-def run_child(kind: str, params: dict[str, Any], *, environ: dict[str, str] | None = None
-              ) -> dict[str, Any]:
+def run_child(kind: str, params: dict[str, Any], *, environ: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``kind`` in a fresh interpreter (clean RSS); return its JSON result."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, json.dumps(params)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                         env={**os.environ, **(environ or {})})
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, env={**os.environ, **(environ or {})}
+    )
     if res.returncode != 0:
         raise RuntimeError(f"child {kind} {params} failed:\n{res.stderr}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -299,17 +393,19 @@ def bench_case(case: Case, tmp: Path, repeats: int) -> dict[str, Any]:
         out = tmp / "blockwise-labels.ome.zarr"
         shutil.rmtree(out, ignore_errors=True)
         vol = open_volume(case.store).at_level(case.level)
-        seconds, res = timed(lambda: segment_blockwise(vol, seg, channel=case.channel,
-                                                       output=out))
-        blockwise_info.update(blocks=res.plan.n_blocks, block_shape=list(res.plan.block_shape),
-                              halo=list(res.plan.halo), timings=res.timings,
-                              n_objects=res.n_objects,
-                              merged_pairs=res.seam_qc.get("merged_pairs"))
+        seconds, res = timed(lambda: segment_blockwise(vol, seg, channel=case.channel, output=out))
+        blockwise_info.update(
+            blocks=res.plan.n_blocks,
+            block_shape=list(res.plan.block_shape),
+            halo=list(res.plan.halo),
+            timings=res.timings,
+            n_objects=res.n_objects,
+            merged_pairs=res.seam_qc.get("merged_pairs"),
+        )
         return seconds, res.labels.load()  # reading the labels back is not timed
 
     def baseline() -> tuple[float, np.ndarray]:
-        return timed(lambda: skimage_baseline(case.image, spacing=case.spacing,
-                                              diameter_um=case.diameter))
+        return timed(lambda: skimage_baseline(case.image, spacing=case.spacing, diameter_um=case.diameter))
 
     def baseline_io() -> tuple[float, np.ndarray]:
         from dls_microscopy.io.zarr_write import write_label_image
@@ -340,16 +436,22 @@ def bench_case(case: Case, tmp: Path, repeats: int) -> dict[str, Any]:
             gc.collect()
             seconds, labels[name] = fn()
             times[name].append(seconds)
-        log(f"  {case.name}: round {rep + 1}/{reps}: "
-            + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items()))
+        log(
+            f"  {case.name}: round {rep + 1}/{reps}: "
+            + ", ".join(f"{n} {t[-1]:.2f} s" for n, t in times.items())
+        )
     n_vox = int(case.image.size)
-    result: dict[str, Any] = {**case.describe(), "n_voxels": n_vox, "repeats": reps,
-                              "methods": {}}
+    result: dict[str, Any] = {**case.describe(), "n_voxels": n_vox, "repeats": reps, "methods": {}}
     base_s = min(times[BASELINE])
     for name in runs:
         best = min(times[name])
-        entry = {"best_s": best, "all_s": times[name], "mvox_per_s": n_vox / best / 1e6,
-                 "speedup_vs_baseline": ratio(base_s, best), **scores(labels[name], case)}
+        entry = {
+            "best_s": best,
+            "all_s": times[name],
+            "mvox_per_s": n_vox / best / 1e6,
+            "speedup_vs_baseline": ratio(base_s, best),
+            **scores(labels[name], case),
+        }
         if name == "ours segment_blockwise":
             entry["blockwise"] = dict(blockwise_info)
             entry["speedup_vs_baseline_io"] = ratio(min(times[BASELINE_IO]), best)
@@ -394,8 +496,9 @@ def bench_accuracy(tmp: Path, size: dict[str, Any]) -> dict[str, Any]:
 # -- section 2: memory bounded by the budget --------------------------------------------------
 
 
-def write_big_store(path: Path, shape: tuple[int, int, int], tile: tuple[int, int, int], *,
-                    diameter: float) -> Path:
+def write_big_store(
+    path: Path, shape: tuple[int, int, int], tile: tuple[int, int, int], *, diameter: float
+) -> Path:
     """An OME-Zarr of ``shape`` uint16 made of one synthetic tile, mirrored at every tile face.
 
     Mirroring keeps the image continuous across tiles (nuclei cut by a tile face continue
@@ -407,8 +510,7 @@ def write_big_store(path: Path, shape: tuple[int, int, int], tile: tuple[int, in
     from dls_microscopy.io import write_ome_zarr
     from dls_microscopy.sample_data import make_synthetic_nuclei
 
-    base = make_synthetic_nuclei(tile, spacing=MEMORY_SPACING, diameter_um=diameter,
-                                 seed=1).image[0]
+    base = make_synthetic_nuclei(tile, spacing=MEMORY_SPACING, diameter_um=diameter, seed=1).image[0]
 
     def block(_: np.ndarray, block_info: dict[Any, Any] | None = None) -> np.ndarray:
         info = block_info[None]  # type: ignore[index]
@@ -419,8 +521,7 @@ def write_big_store(path: Path, shape: tuple[int, int, int], tile: tuple[int, in
         return np.ascontiguousarray(out[tuple(slice(0, n) for n in info["chunk-shape"])])
 
     lazy = da.empty(shape, dtype=np.uint16, chunks=tile).map_blocks(block, dtype=np.uint16)
-    return write_ome_zarr(lazy, path, spacing=MEMORY_SPACING, n_levels=1,
-                          memory_budget=256 * MiB)
+    return write_ome_zarr(lazy, path, spacing=MEMORY_SPACING, n_levels=1, memory_budget=256 * MiB)
 
 
 def child_memory(params: dict[str, Any]) -> dict[str, Any]:
@@ -457,10 +558,15 @@ def child_memory(params: dict[str, Any]) -> dict[str, Any]:
         now = time.perf_counter()
         if current:
             traced = tracemalloc.get_traced_memory() if trace else (0, 0)
-            passes.append({"pass": current["name"], "seconds": now - current["t"],
-                           "peak_growth_bytes": rss_status("VmHWM") - base,
-                           "rss_growth_at_end_bytes": rss_status("VmRSS") - base,
-                           "traced_peak_bytes": traced[1] - traced_base if trace else None})
+            passes.append(
+                {
+                    "pass": current["name"],
+                    "seconds": now - current["t"],
+                    "peak_growth_bytes": rss_status("VmHWM") - base,
+                    "rss_growth_at_end_bytes": rss_status("VmRSS") - base,
+                    "traced_peak_bytes": traced[1] - traced_base if trace else None,
+                }
+            )
         current.clear()
         if name is not None:
             if trace:
@@ -495,18 +601,23 @@ def child_memory(params: dict[str, Any]) -> dict[str, Any]:
     base = rss_status("VmRSS")
     mark("setup")
     t0 = time.perf_counter()
-    res = blockwise.segment_blockwise(vol, seg, memory_budget=params["budget"],
-                                      output=params["output"])
+    res = blockwise.segment_blockwise(vol, seg, memory_budget=params["budget"], output=params["output"])
     seconds = time.perf_counter() - t0
     mark(None)
     peak = max(p["peak_growth_bytes"] for p in passes)
-    return {"seconds": seconds, "blocks": res.plan.n_blocks,
-            "block_shape": list(res.plan.block_shape), "halo": list(res.plan.halo),
-            "n_objects": res.n_objects, "timings": res.timings,
-            "rss_after_imports_bytes": base, "peak_rss_growth_bytes": peak,
-            "rss_growth_at_end_bytes": passes[-1]["rss_growth_at_end_bytes"],
-            "passes": passes if per_pass else [],
-            "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX")}
+    return {
+        "seconds": seconds,
+        "blocks": res.plan.n_blocks,
+        "block_shape": list(res.plan.block_shape),
+        "halo": list(res.plan.halo),
+        "n_objects": res.n_objects,
+        "timings": res.timings,
+        "rss_after_imports_bytes": base,
+        "peak_rss_growth_bytes": peak,
+        "rss_growth_at_end_bytes": passes[-1]["rss_growth_at_end_bytes"],
+        "passes": passes if per_pass else [],
+        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
+    }
 
 
 def bench_memory(tmp: Path, cfg: dict[str, Any], *, trace: bool = False) -> dict[str, Any]:
@@ -514,29 +625,51 @@ def bench_memory(tmp: Path, cfg: dict[str, Any], *, trace: bool = False) -> dict
     budget = cfg["budget_mib"] * MiB
     nbytes = math.prod(shape) * 2
     log(f"memory: writing {shape} uint16 ({nbytes / MiB:.0f} MiB) from mirrored {tile} tiles")
-    t_write, store = timed(lambda: write_big_store(tmp / "big.ome.zarr", shape, tile,
-                                                   diameter=cfg["diameter"]))
+    t_write, store = timed(
+        lambda: write_big_store(tmp / "big.ome.zarr", shape, tile, diameter=cfg["diameter"])
+    )
     results: dict[str, Any] = {
-        "shape": list(shape), "nbytes": nbytes, "memory_budget": budget,
-        "volume_over_budget": nbytes / budget, "tile": list(tile),
-        "spacing_um": list(MEMORY_SPACING), "diameter_um": cfg["diameter"],
-        "input_write_s": t_write, "target_rss_over_budget": RSS_TARGET, "traced": trace,
-        "arena_rerun": cfg.get("arena_rerun", True), "runs": {}}
+        "shape": list(shape),
+        "nbytes": nbytes,
+        "memory_budget": budget,
+        "volume_over_budget": nbytes / budget,
+        "tile": list(tile),
+        "spacing_um": list(MEMORY_SPACING),
+        "diameter_um": cfg["diameter"],
+        "input_write_s": t_write,
+        "target_rss_over_budget": RSS_TARGET,
+        "traced": trace,
+        "arena_rerun": cfg.get("arena_rerun", True),
+        "runs": {},
+    }
     variants: list[tuple[str, dict[str, str]]] = [("default glibc malloc", {})]
     for name, environ in variants:
         log(f"memory: segment_blockwise, {name}")
         out = tmp / "big-labels.ome.zarr"
-        run = run_child("memory", {"store": str(store), "budget": budget, "output": str(out),
-                                   "diameter": cfg["diameter"], "trace": trace},
-                        environ=environ)
+        run = run_child(
+            "memory",
+            {
+                "store": str(store),
+                "budget": budget,
+                "output": str(out),
+                "diameter": cfg["diameter"],
+                "trace": trace,
+            },
+            environ=environ,
+        )
         shutil.rmtree(out, ignore_errors=True)
         run["rss_over_budget"] = run["peak_rss_growth_bytes"] / budget
         run["mvox_per_s"] = math.prod(shape) / run["seconds"] / 1e6
         results["runs"][name] = run
-        log(f"memory: {name}: {run['seconds']:.1f} s, peak growth "
-            f"{run['peak_rss_growth_bytes'] / MiB:.0f} MiB = {run['rss_over_budget']:.2f} x budget")
-        if (name == "default glibc malloc" and run["rss_over_budget"] > RSS_TARGET
-                and cfg.get("arena_rerun", True)):
+        log(
+            f"memory: {name}: {run['seconds']:.1f} s, peak growth "
+            f"{run['peak_rss_growth_bytes'] / MiB:.0f} MiB = {run['rss_over_budget']:.2f} x budget"
+        )
+        if (
+            name == "default glibc malloc"
+            and run["rss_over_budget"] > RSS_TARGET
+            and cfg.get("arena_rerun", True)
+        ):
             variants.append(("MALLOC_ARENA_MAX=2", {"MALLOC_ARENA_MAX": "2"}))
     results["write_region"] = write_region(shape, budget)
     return results
@@ -562,8 +695,12 @@ def write_region(shape: Sequence[int], budget: int) -> dict[str, Any] | None:
     workers = max(1, min(workers, budget // (4 * math.prod(grid) * 4)))
     per_block = max(budget // (workers * 8), math.prod(grid) * 4)
     block = block_shape_for(list(shape), grid, 4, per_block)
-    return {"workers": workers, "shard": list(grid), "region": list(block),
-            "region_uint32_bytes": math.prod(block) * 4}
+    return {
+        "workers": workers,
+        "shard": list(grid),
+        "region": list(block),
+        "region_uint32_bytes": math.prod(block) * 4,
+    }
 
 
 # -- section 3: GPU against CPU -----------------------------------------------------------------
@@ -597,19 +734,24 @@ def compare_devices(size: dict[str, Any], *, device: str, device_name: str) -> d
     times: dict[str, float] = {}
     for key, seg in ((cpu_key, cpu), (torch_key, torch_path)):
         seg.segment(image[:16, :64, :64], spacing=s.spacing, stats=stats)  # warm-up
-        runs = [timed(lambda sg=seg: sg.segment(image, spacing=s.spacing, stats=stats))
-                for _ in range(3)]
+        runs = [timed(lambda sg=seg: sg.segment(image, spacing=s.spacing, stats=stats)) for _ in range(3)]
         times[key] = min(t for t, _ in runs)
         labels[key] = runs[-1][1]
     agree = match_objects(labels[torch_key], labels[cpu_key], thresholds=(0.5,))[0.5]
-    result: dict[str, Any] = {"volume": f"synthetic {name} {shape}", "device": device_name,
-                              "f1_05_gpu_vs_cpu_labels": agree.f1, "methods": {}}
+    result: dict[str, Any] = {
+        "volume": f"synthetic {name} {shape}",
+        "device": device_name,
+        "f1_05_gpu_vs_cpu_labels": agree.f1,
+        "methods": {},
+    }
     for key in (cpu_key, torch_key):
         truth = match_objects(labels[key], s.labels, thresholds=(0.5,))[0.5]
-        result["methods"][key] = {"best_s": times[key],
-                                  "mvox_per_s": image.size / times[key] / 1e6,
-                                  "speedup_vs_cpu": ratio(times[cpu_key], times[key]),
-                                  "f1_05_vs_truth": truth.f1}
+        result["methods"][key] = {
+            "best_s": times[key],
+            "mvox_per_s": image.size / times[key] / 1e6,
+            "speedup_vs_cpu": ratio(times[cpu_key], times[key]),
+            "f1_05_vs_truth": truth.f1,
+        }
     return result
 
 
@@ -621,8 +763,11 @@ def machine() -> dict[str, Any]:
 
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
-        names = [line.split(":", 1)[1].strip() for line in
-                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
     versions = {}
     for lib in LIBRARIES:
@@ -631,11 +776,15 @@ def machine() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             versions[lib] = None
     return {
-        "cpu": cpu, "logical_cores": os.cpu_count(),
-        "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "affinity_cores": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
-        "ram_gib": psutil.virtual_memory().total / 2**30, "load_avg_start": os.getloadavg(),
-        "python": platform.python_version(), "platform": platform.platform(),
+        "ram_gib": psutil.virtual_memory().total / 2**30,
+        "load_avg_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
         "versions": versions,
     }
 
@@ -652,131 +801,249 @@ def _signed(x: float) -> str:
 
 def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
-    out = [f"# Segmentation benchmarks ({res['date']}, sizes={res['sizes']}, "
-           f"run {res['wall_s']:.0f} s)", "",
-           f"Machine: {m['cpu']}, {m['logical_cores']} logical cores "
-           f"({m['affinity_cores']} usable), {m['ram_gib']:.1f} GiB RAM, Python {m['python']}; "
-           f"1-min load average {m['load_avg_start'][0]:.1f} at start, "
-           f"{m['load_avg_end'][0]:.1f} at the end (the machine is shared).",
-           "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".", ""]
+    out = [
+        f"# Segmentation benchmarks ({res['date']}, sizes={res['sizes']}, run {res['wall_s']:.0f} s)",
+        "",
+        f"Machine: {m['cpu']}, {m['logical_cores']} logical cores "
+        f"({m['affinity_cores']} usable), {m['ram_gib']:.1f} GiB RAM, Python {m['python']}; "
+        f"1-min load average {m['load_avg_start'][0]:.1f} at start, "
+        f"{m['load_avg_end'][0]:.1f} at the end (the machine is shared).",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
+        "",
+    ]
 
     acc = res["accuracy"]
-    out += ["## 1. Speed and accuracy: ours vs the scikit-image baseline", "",
-            "Ours: `WatershedSegmenter` (CPU path) called in memory (`segment()`, global "
-            "statistics included) and through `segment_blockwise` (OME-Zarr in a temp dir → "
-            "standalone OME-Zarr labels, default 2 GiB budget, threads = CPU count; time of the "
-            "call, reading the result back excluded). Baseline: `skimage.filters.gaussian` "
-            "(σ = d/8) + `threshold_otsu` + `distance_transform_edt(sampling=spacing)` + "
-            "`peak_local_max` (footprint and min_distance = d/2 per axis, per connected "
-            "component) + `watershed(-dist, markers, mask)`, single thread; "
-            "`skimage baseline + I/O` does what `segment_blockwise` does around it (reads the "
-            "same OME-Zarr, writes its labels with the same `write_label_image`), so that the "
-            "blockwise call is also compared with the same job. Same volume, "
-            "same diameter d; methods interleaved, best of N (N = 1 above 8 Mvox). "
-            "Speed ÷ baseline > 1: ours faster. F1/AP/mIoU at IoU 0.5 (AP = tp/(tp+fp+fn), "
-            "mIoU = mean IoU of matched pairs); Δ = ours − baseline.", ""]
+    out += [
+        "## 1. Speed and accuracy: ours vs the scikit-image baseline",
+        "",
+        "Ours: `WatershedSegmenter` (CPU path) called in memory (`segment()`, global "
+        "statistics included) and through `segment_blockwise` (OME-Zarr in a temp dir → "
+        "standalone OME-Zarr labels, default 2 GiB budget, threads = CPU count; time of the "
+        "call, reading the result back excluded). Baseline: `skimage.filters.gaussian` "
+        "(σ = d/8) + `threshold_otsu` + `distance_transform_edt(sampling=spacing)` + "
+        "`peak_local_max` (footprint and min_distance = d/2 per axis, per connected "
+        "component) + `watershed(-dist, markers, mask)`, single thread; "
+        "`skimage baseline + I/O` does what `segment_blockwise` does around it (reads the "
+        "same OME-Zarr, writes its labels with the same `write_label_image`), so that the "
+        "blockwise call is also compared with the same job. Same volume, "
+        "same diameter d; methods interleaved, best of N (N = 1 above 8 Mvox). "
+        "Speed ÷ baseline > 1: ours faster. F1/AP/mIoU at IoU 0.5 (AP = tp/(tp+fp+fn), "
+        "mIoU = mean IoU of matched pairs); Δ = ours − baseline.",
+        "",
+    ]
     summary = []
     for case in acc["cases"]:
         meth = case["methods"]
         bw = meth["ours segment_blockwise"].get("blockwise", {})
-        out += [f"**{case['name']}** — {case['n_voxels'] / 1e6:.1f} Mvox, "
-                f"{case['n_true']} labelled nuclei, d = {case['diameter_um']:.2f} µm"
-                + (" (median equivalent diameter of the labels not touching the border)"
-                   if not case["name"].startswith("synthetic") else "")
-                + f"; blockwise: {bw.get('blocks')} block(s) of {bw.get('block_shape')}, "
-                f"halo {bw.get('halo')}. {case['note']}.", ""]
+        out += [
+            f"**{case['name']}** — {case['n_voxels'] / 1e6:.1f} Mvox, "
+            f"{case['n_true']} labelled nuclei, d = {case['diameter_um']:.2f} µm"
+            + (
+                " (median equivalent diameter of the labels not touching the border)"
+                if not case["name"].startswith("synthetic")
+                else ""
+            )
+            + f"; blockwise: {bw.get('blocks')} block(s) of {bw.get('block_shape')}, "
+            f"halo {bw.get('halo')}. {case['note']}.",
+            "",
+        ]
         rows = []
         for name, r in meth.items():
-            rows.append([name, f"{r['best_s']:.2f}", f"{r['mvox_per_s']:.2f}",
-                         f"{r['speedup_vs_baseline']:.2f}", f"{r['n_pred']}/{r['n_true']}",
-                         f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1_05']:.3f}",
-                         f"{r['ap_05']:.3f}", f"{r['mean_iou_05']:.3f}", f"{r['f1_075']:.3f}",
-                         _signed(r["f1_05_minus_baseline"])])
-        out += [table(["method", "s", "Mvox/s", "speed ÷ baseline", "pred/true", "P@0.5",
-                       "R@0.5", "F1@0.5", "AP@0.5", "mIoU@0.5", "F1@0.75", "ΔF1@0.5"], rows)]
+            rows.append(
+                [
+                    name,
+                    f"{r['best_s']:.2f}",
+                    f"{r['mvox_per_s']:.2f}",
+                    f"{r['speedup_vs_baseline']:.2f}",
+                    f"{r['n_pred']}/{r['n_true']}",
+                    f"{r['precision']:.3f}",
+                    f"{r['recall']:.3f}",
+                    f"{r['f1_05']:.3f}",
+                    f"{r['ap_05']:.3f}",
+                    f"{r['mean_iou_05']:.3f}",
+                    f"{r['f1_075']:.3f}",
+                    _signed(r["f1_05_minus_baseline"]),
+                ]
+            )
+        out += [
+            table(
+                [
+                    "method",
+                    "s",
+                    "Mvox/s",
+                    "speed ÷ baseline",
+                    "pred/true",
+                    "P@0.5",
+                    "R@0.5",
+                    "F1@0.5",
+                    "AP@0.5",
+                    "mIoU@0.5",
+                    "F1@0.75",
+                    "ΔF1@0.5",
+                ],
+                rows,
+            )
+        ]
         if case["restrict_to_gt"]:
             ignored = ", ".join(f"{n}: {r['n_pred_ignored']}" for n, r in meth.items())
             out += ["", f"Predictions overlapping no labelled nucleus, ignored: {ignored}."]
         out += [""]
         o, b, base = meth["ours segment()"], meth["ours segment_blockwise"], meth[BASELINE]
-        summary.append([case["name"], f"{o['speedup_vs_baseline']:.2f}",
-                        f"{b['speedup_vs_baseline']:.2f}",
-                        f"{b['speedup_vs_baseline_io']:.2f}", _signed(o["f1_05_minus_baseline"]),
-                        _signed(b["f1_05_minus_baseline"]), _signed(o["ap_05_minus_baseline"]),
-                        _signed(o["mean_iou_05_minus_baseline"]),
-                        _signed(o["f1_075"] - base["f1_075"])])
+        summary.append(
+            [
+                case["name"],
+                f"{o['speedup_vs_baseline']:.2f}",
+                f"{b['speedup_vs_baseline']:.2f}",
+                f"{b['speedup_vs_baseline_io']:.2f}",
+                _signed(o["f1_05_minus_baseline"]),
+                _signed(b["f1_05_minus_baseline"]),
+                _signed(o["ap_05_minus_baseline"]),
+                _signed(o["mean_iou_05_minus_baseline"]),
+                _signed(o["f1_075"] - base["f1_075"]),
+            ]
+        )
     for note in acc["skipped"]:
         out += [f"*{note}*", ""]
-    out += ["**Summary** (ratios ours ÷ baseline for speed; differences ours − baseline for "
-            "accuracy)", "",
-            table(["volume", "speed segment()", "speed blockwise",
-                   "speed blockwise ÷ baseline + I/O", "ΔF1@0.5 segment()",
-                   "ΔF1@0.5 blockwise", "ΔAP@0.5", "ΔmIoU@0.5", "ΔF1@0.75"], summary), ""]
+    out += [
+        "**Summary** (ratios ours ÷ baseline for speed; differences ours − baseline for accuracy)",
+        "",
+        table(
+            [
+                "volume",
+                "speed segment()",
+                "speed blockwise",
+                "speed blockwise ÷ baseline + I/O",
+                "ΔF1@0.5 segment()",
+                "ΔF1@0.5 blockwise",
+                "ΔAP@0.5",
+                "ΔmIoU@0.5",
+                "ΔF1@0.75",
+            ],
+            summary,
+        ),
+        "",
+    ]
 
     mem = res["memory"]
     if mem is None:
         out += ["## 2. Peak memory", "", "Section not run (`--sections`).", ""]
     else:
-        out += [f"## 2. Peak memory: {mem['nbytes'] / MiB:.0f} MiB volume, memory_budget "
-                f"{mem['memory_budget'] / MiB:.0f} MiB ({mem['volume_over_budget']:.0f}x)", "",
-                f"`segment_blockwise` of an on-disk OME-Zarr {tuple(mem['shape'])} uint16 (synthetic "
-                f"{tuple(mem['tile'])} tile of {mem['diameter_um']:g} µm nuclei at "
-                f"{tuple(mem['spacing_um'])} µm, mirrored across tile faces; written block-wise in "
-                f"{mem['input_write_s']:.0f} s) into a standalone OME-Zarr label image, in a fresh "
-                "process. Peak RSS growth = Linux `VmHWM` (reset through `/proc/self/clear_refs`) "
-                "− RSS after imports (torch, numba and the compiled kernels included). Target: ≤ "
-                f"{mem['target_rss_over_budget']:g}x the budget."
-                + ("" if mem.get("arena_rerun", True) else
-                   " *Smoke size*: at so small a budget fixed costs dominate the ratio, and the "
-                   "MALLOC_ARENA_MAX=2 rerun is left out; see the full run."), ""]
+        out += [
+            f"## 2. Peak memory: {mem['nbytes'] / MiB:.0f} MiB volume, memory_budget "
+            f"{mem['memory_budget'] / MiB:.0f} MiB ({mem['volume_over_budget']:.0f}x)",
+            "",
+            f"`segment_blockwise` of an on-disk OME-Zarr {tuple(mem['shape'])} uint16 (synthetic "
+            f"{tuple(mem['tile'])} tile of {mem['diameter_um']:g} µm nuclei at "
+            f"{tuple(mem['spacing_um'])} µm, mirrored across tile faces; written block-wise in "
+            f"{mem['input_write_s']:.0f} s) into a standalone OME-Zarr label image, in a fresh "
+            "process. Peak RSS growth = Linux `VmHWM` (reset through `/proc/self/clear_refs`) "
+            "− RSS after imports (torch, numba and the compiled kernels included). Target: ≤ "
+            f"{mem['target_rss_over_budget']:g}x the budget."
+            + (
+                ""
+                if mem.get("arena_rerun", True)
+                else " *Smoke size*: at so small a budget fixed costs dominate the ratio, and the "
+                "MALLOC_ARENA_MAX=2 rerun is left out; see the full run."
+            ),
+            "",
+        ]
         rows = []
         for name, r in mem["runs"].items():
-            rows.append([name, f"{r['blocks']}", str(tuple(r["block_shape"])), str(tuple(r["halo"])),
-                         f"{r['seconds']:.1f}", f"{r['mvox_per_s']:.2f}",
-                         f"{r['peak_rss_growth_bytes'] / MiB:.0f}", f"{r['rss_over_budget']:.2f}",
-                         f"{r['rss_growth_at_end_bytes'] / MiB:.0f}",
-                         "yes" if r["rss_over_budget"] <= mem["target_rss_over_budget"] else "**no**"])
-        out += [table(["malloc", "blocks", "block core", "halo", "s", "Mvox/s",
-                       "peak RSS growth MiB", "÷ budget", "RSS growth at end MiB", "≤ target"],
-                      rows), ""]
+            rows.append(
+                [
+                    name,
+                    f"{r['blocks']}",
+                    str(tuple(r["block_shape"])),
+                    str(tuple(r["halo"])),
+                    f"{r['seconds']:.1f}",
+                    f"{r['mvox_per_s']:.2f}",
+                    f"{r['peak_rss_growth_bytes'] / MiB:.0f}",
+                    f"{r['rss_over_budget']:.2f}",
+                    f"{r['rss_growth_at_end_bytes'] / MiB:.0f}",
+                    "yes" if r["rss_over_budget"] <= mem["target_rss_over_budget"] else "**no**",
+                ]
+            )
+        out += [
+            table(
+                [
+                    "malloc",
+                    "blocks",
+                    "block core",
+                    "halo",
+                    "s",
+                    "Mvox/s",
+                    "peak RSS growth MiB",
+                    "÷ budget",
+                    "RSS growth at end MiB",
+                    "≤ target",
+                ],
+                rows,
+            ),
+            "",
+        ]
         pass_rows = []
         traced = mem.get("traced", False)
         for name, r in mem["runs"].items():
             for p in r["passes"]:
                 if p["pass"] == "setup":
                     continue
-                row = [name, p["pass"], f"{p['seconds']:.1f}", f"{p['peak_growth_bytes'] / MiB:.0f}",
-                       f"{p['peak_growth_bytes'] / mem['memory_budget']:.2f}",
-                       f"{p['rss_growth_at_end_bytes'] / MiB:.0f}"]
+                row = [
+                    name,
+                    p["pass"],
+                    f"{p['seconds']:.1f}",
+                    f"{p['peak_growth_bytes'] / MiB:.0f}",
+                    f"{p['peak_growth_bytes'] / mem['memory_budget']:.2f}",
+                    f"{p['rss_growth_at_end_bytes'] / MiB:.0f}",
+                ]
                 if traced:
                     row.append(f"{(p['traced_peak_bytes'] or 0) / MiB:.0f}")
                 pass_rows.append(row)
         if pass_rows:
-            out += ["Per pass (peak RSS growth over the post-import RSS while the pass runs; "
-                    "`VmHWM` reset at each pass start"
-                    + ("; traced = peak of live Python/numpy memory, tracemalloc" if traced else "")
-                    + "):", "",
-                    table(["malloc", "pass", "s", "peak growth MiB", "÷ budget",
-                           "RSS growth at pass end MiB"] + (["traced peak MiB"] if traced else []),
-                          pass_rows), ""]
+            out += [
+                "Per pass (peak RSS growth over the post-import RSS while the pass runs; "
+                "`VmHWM` reset at each pass start"
+                + ("; traced = peak of live Python/numpy memory, tracemalloc" if traced else "")
+                + "):",
+                "",
+                table(
+                    ["malloc", "pass", "s", "peak growth MiB", "÷ budget", "RSS growth at pass end MiB"]
+                    + (["traced peak MiB"] if traced else []),
+                    pass_rows,
+                ),
+                "",
+            ]
         wr = mem.get("write_region")
         if wr:
-            out += [f"The write pass computes regions of {tuple(wr['region'])} voxels "
-                    f"({wr['region_uint32_bytes'] / MiB:.0f} MiB of uint32) per worker "
-                    f"({wr['workers']} workers; label shards {tuple(wr['shard'])}).", ""]
+            out += [
+                f"The write pass computes regions of {tuple(wr['region'])} voxels "
+                f"({wr['region_uint32_bytes'] / MiB:.0f} MiB of uint32) per worker "
+                f"({wr['workers']} workers; label shards {tuple(wr['shard'])}).",
+                "",
+            ]
 
     gpu = res["gpu"]
     out += ["## 3. GPU vs CPU (torch path)", ""]
     if "skipped" in gpu:
         out += [f"{gpu['skipped']}: skipped.", ""]
     else:
-        rows = [[name, f"{r['best_s']:.3f}", f"{r['mvox_per_s']:.1f}",
-                 f"{r['speedup_vs_cpu']:.2f}", f"{r['f1_05_vs_truth']:.3f}"]
-                for name, r in gpu["methods"].items()]
-        out += [f"{gpu['volume']}, same global statistics, best of 3 after a warm-up; "
-                f"F1@0.5 of the GPU labels against the CPU labels: "
-                f"{gpu['f1_05_gpu_vs_cpu_labels']:.3f}.", "",
-                table(["path", "s", "Mvox/s", "speed ÷ CPU", "F1@0.5 vs truth"], rows), ""]
+        rows = [
+            [
+                name,
+                f"{r['best_s']:.3f}",
+                f"{r['mvox_per_s']:.1f}",
+                f"{r['speedup_vs_cpu']:.2f}",
+                f"{r['f1_05_vs_truth']:.3f}",
+            ]
+            for name, r in gpu["methods"].items()
+        ]
+        out += [
+            f"{gpu['volume']}, same global statistics, best of 3 after a warm-up; "
+            f"F1@0.5 of the GPU labels against the CPU labels: "
+            f"{gpu['f1_05_gpu_vs_cpu_labels']:.3f}.",
+            "",
+            table(["path", "s", "Mvox/s", "speed ÷ CPU", "F1@0.5 vs truth"], rows),
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -787,14 +1054,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data")
     parser.add_argument("--tmp", type=Path, default=None, help="where temporary data goes")
-    parser.add_argument("--memory-budget", type=int, metavar="MIB",
-                        help="memory section: this budget (MiB) and a volume 4x larger")
-    parser.add_argument("--trace-memory", action="store_true",
-                        help="memory section: also record the peak of live Python/numpy "
-                        "memory per pass (tracemalloc; ~4x slower, times not comparable)")
-    parser.add_argument("--sections", default="accuracy,memory,gpu",
-                        help="comma-separated sections to run (accuracy, memory, gpu); "
-                        "default all")
+    parser.add_argument(
+        "--memory-budget",
+        type=int,
+        metavar="MIB",
+        help="memory section: this budget (MiB) and a volume 4x larger",
+    )
+    parser.add_argument(
+        "--trace-memory",
+        action="store_true",
+        help="memory section: also record the peak of live Python/numpy "
+        "memory per pass (tracemalloc; ~4x slower, times not comparable)",
+    )
+    parser.add_argument(
+        "--sections",
+        default="accuracy,memory,gpu",
+        help="comma-separated sections to run (accuracy, memory, gpu); default all",
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -810,8 +1086,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="dls-bench-segment-", dir=args.tmp))
     try:
-        res: dict[str, Any] = {"date": dt.datetime.now().isoformat(timespec="seconds"),
-                               "sizes": sizes, "machine": machine()}
+        res: dict[str, Any] = {
+            "date": dt.datetime.now().isoformat(timespec="seconds"),
+            "sizes": sizes,
+            "machine": machine(),
+        }
         sections = {s.strip() for s in args.sections.split(",") if s.strip()}
         unknown = sections - {"accuracy", "memory", "gpu"}
         if unknown:

@@ -54,13 +54,16 @@ CONDITIONS: dict[str, tuple[dict[str, Any], float]] = {
     "dim (20 photons)": ({"photons": (20.0, 15.0)}, 1.0),
     "very dim (5 photons)": ({"photons": (5.0, 4.0)}, 1.0),
     "z 2 µm, axial blur 1.2 µm": (
-        {"shape": (24, 160, 160), "spacing": (2.0, 0.3, 0.3), "psf_sigma_um": (1.2, 0.15, 0.15)}, 1.0
+        {"shape": (24, 160, 160), "spacing": (2.0, 0.3, 0.3), "psf_sigma_um": (1.2, 0.15, 0.15)},
+        1.0,
     ),
     "z 3 µm, axial blur 1.5 µm": (
-        {"shape": (16, 160, 160), "spacing": (3.0, 0.3, 0.3), "psf_sigma_um": (1.5, 0.15, 0.15)}, 1.0
+        {"shape": (16, 160, 160), "spacing": (3.0, 0.3, 0.3), "psf_sigma_um": (1.5, 0.15, 0.15)},
+        1.0,
     ),
     "isotropic 0.5 µm": (
-        {"shape": (96, 96, 96), "spacing": (0.5, 0.5, 0.5), "psf_sigma_um": (0.3, 0.2, 0.2)}, 1.0
+        {"shape": (96, 96, 96), "spacing": (0.5, 0.5, 0.5), "psf_sigma_um": (0.3, 0.2, 0.2)},
+        1.0,
     ),
     "sizes ± 40 %": ({"size_variation": 0.4}, 1.0),
     "elongated (aspect ≤ 2.5)": ({"max_aspect": 2.5}, 1.0),
@@ -68,15 +71,18 @@ CONDITIONS: dict[str, tuple[dict[str, Any], float]] = {
     "dense (density 0.7)": ({"density": 0.7}, 1.0),
     "large nuclei (12 µm)": ({"spacing": (1.0, 0.5, 0.5), "diameter_um": 12.0}, 1.0),
     "small nuclei (4 µm)": (
-        {"spacing": (0.5, 0.2, 0.2), "diameter_um": 4.0, "psf_sigma_um": (0.4, 0.1, 0.1)}, 1.0
+        {"spacing": (0.5, 0.2, 0.2), "diameter_um": 4.0, "psf_sigma_um": (0.4, 0.1, 0.1)},
+        1.0,
     ),
     "diameter said 25 % small": ({}, 0.75),
     "diameter said 25 % large": ({}, 1.25),
     "z 3 µm, diameter said 25 % small": (
-        {"shape": (16, 160, 160), "spacing": (3.0, 0.3, 0.3), "psf_sigma_um": (1.5, 0.15, 0.15)}, 0.75
+        {"shape": (16, 160, 160), "spacing": (3.0, 0.3, 0.3), "psf_sigma_um": (1.5, 0.15, 0.15)},
+        0.75,
     ),
     "z 3 µm, diameter said 25 % large": (
-        {"shape": (16, 160, 160), "spacing": (3.0, 0.3, 0.3), "psf_sigma_um": (1.5, 0.15, 0.15)}, 1.25
+        {"shape": (16, 160, 160), "spacing": (3.0, 0.3, 0.3), "psf_sigma_um": (1.5, 0.15, 0.15)},
+        1.25,
     ),
 }
 QUICK = ("reference", "noise × 6", "diameter said 25 % large")

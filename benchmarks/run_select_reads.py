@@ -77,18 +77,28 @@ def main() -> int:
     zs, ys, xs = (min(n, 64) for n in sel.shape[-3:])
     measure(f"channel {c}, plane z={z}", level[z], sel[z])
     measure(f"channel {c}, block {zs}x{ys}x{xs}", level[:zs, :ys, :xs], sel[:zs, :ys, :xs])
-    measure(f"channel {c}, crop 32³ at z={z}", level[z : z + 32, 100:132, 100:132],
-            sel[z : z + 32, 100:132, 100:132])
+    measure(
+        f"channel {c}, crop 32³ at z={z}",
+        level[z : z + 32, 100:132, 100:132],
+        sel[z : z + 32, 100:132, 100:132],
+    )
     if vol.labels:
         raw = open_zarr(args.store / "labels" / vol.labels[0])
         if "c" in raw.axes:
             lab_level = raw.data[(slice(None),) * raw.axes.index("c") + (0,)]
-            measure(f"labels {vol.labels[0]}, plane z={z}", lab_level[z],
-                    open_labels(args.store, vol.labels[0]).data[z])
-    print(f"store: {args.store} (reader: {args.reader}); level 0 shape {vol.shape}, "
-          f"{int(np.prod(vol.shape))} voxels\n")
-    print("| read | voxels read, dask indexing (baseline) | voxels read, select | "
-          "voxels returned | baseline / select |")
+            measure(
+                f"labels {vol.labels[0]}, plane z={z}",
+                lab_level[z],
+                open_labels(args.store, vol.labels[0]).data[z],
+            )
+    print(
+        f"store: {args.store} (reader: {args.reader}); level 0 shape {vol.shape}, "
+        f"{int(np.prod(vol.shape))} voxels\n"
+    )
+    print(
+        "| read | voxels read, dask indexing (baseline) | voxels read, select | "
+        "voxels returned | baseline / select |"
+    )
     print("|---|---:|---:|---:|---:|")
     for what, base_vox, our_vox, size in rows:
         print(f"| {what} | {base_vox:,} | {our_vox:,} | {size:,} | {base_vox / our_vox:.1f}× |")

@@ -117,9 +117,7 @@ def test_convert_tiff_with_labels(capsys, tmp_path):
 
 def test_convert_ngff04(capsys, tmp_path, store):
     out = tmp_path / "v04.ome.zarr"
-    code, _, err = run(
-        capsys, "convert", str(store), str(out), "--ngff-version", "0.4", "--no-progress"
-    )
+    code, _, err = run(capsys, "convert", str(store), str(out), "--ngff-version", "0.4", "--no-progress")
     assert code == 0, err
     assert (out / ".zattrs").exists()
     assert open_volume(out).metadata["ngff_version"] == "0.4"
@@ -175,8 +173,18 @@ def test_mesh_command_writes_meshes_and_descriptors(capsys, store, tmp_path):
     import trimesh
 
     out = tmp_path / "meshes"
-    code, stdout, err = run(capsys, "mesh", str(store), str(out), "--label-name", "nuclei",
-                            "--descriptors", str(tmp_path / "shape.parquet"), "--json", "--no-progress")
+    code, stdout, err = run(
+        capsys,
+        "mesh",
+        str(store),
+        str(out),
+        "--label-name",
+        "nuclei",
+        "--descriptors",
+        str(tmp_path / "shape.parquet"),
+        "--json",
+        "--no-progress",
+    )
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["n_objects"] == 1

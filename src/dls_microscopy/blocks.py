@@ -126,8 +126,7 @@ class Block:
     def core_in_outer(self) -> tuple[slice, ...]:
         """The core in the coordinates of the outer region."""
         return tuple(
-            slice(c.start - o.start, c.stop - o.start)
-            for c, o in zip(self.core, self.outer, strict=True)
+            slice(c.start - o.start, c.stop - o.start) for c, o in zip(self.core, self.outer, strict=True)
         )
 
 
@@ -176,8 +175,7 @@ class BlockPlan:
         """Memory of the largest outer region at ``bytes_per_voxel``."""
         return int(
             math.prod(
-                min(b + 2 * h, n)
-                for b, h, n in zip(self.block_shape, self.halo, self.shape, strict=True)
+                min(b + 2 * h, n) for b, h, n in zip(self.block_shape, self.halo, self.shape, strict=True)
             )
             * bytes_per_voxel
         )
@@ -220,8 +218,7 @@ def plan_blocks(
     grid = tuple(max(1, min(int(g), s)) for g, s in zip(grid, shape, strict=True))
     if block_shape is not None:
         core = tuple(
-            min(-(-int(b) // g) * g, -(-s // g) * g)
-            for b, g, s in zip(block_shape, grid, shape, strict=True)
+            min(-(-int(b) // g) * g, -(-s // g) * g) for b, g, s in zip(block_shape, grid, shape, strict=True)
         )
         return BlockPlan(shape, core, halo)
     if memory_budget is None:
@@ -232,8 +229,7 @@ def plan_blocks(
 
     def cost(c: Sequence[int]) -> float:
         return (
-            math.prod(min(ci + 2 * h, n) for ci, h, n in zip(c, halo, shape, strict=True))
-            * bytes_per_voxel
+            math.prod(min(ci + 2 * h, n) for ci, h, n in zip(c, halo, shape, strict=True)) * bytes_per_voxel
         )
 
     if cost(core) > per_block:

@@ -41,8 +41,6 @@ def resolve_device(device: str | None = "auto") -> Any:
         raise InputError(f"unknown device {device!r} (use auto, cpu, cuda, cuda:N or mps)") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device!r} requested but CUDA is not available here")
-    if dev.type == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise InputError(f"device {device!r} requested but MPS is not available here")
     return dev

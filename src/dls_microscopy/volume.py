@@ -202,9 +202,7 @@ class Volume:
                 path=self.source,
             )
         if any(not np.isfinite(s) or s <= 0 for s in spacing):
-            raise InputError(
-                f"spacing must be positive and finite, got {spacing}", path=self.source
-            )
+            raise InputError(f"spacing must be positive and finite, got {spacing}", path=self.source)
         object.__setattr__(self, "spacing", spacing)
         if not self.levels:
             object.__setattr__(self, "levels", (self.data,))

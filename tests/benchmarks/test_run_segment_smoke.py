@@ -22,8 +22,14 @@ def test_run_segment_tiny_reports_every_section(run_benchmark, tmp_path):
     out = tmp_path / "results"
     res = run_benchmark(SCRIPT, "--sizes", "tiny", out=out)
     assert res.returncode == 0, res.stderr
-    for heading in ("## 1. Speed and accuracy", "**Summary**", "## 2. Peak memory",
-                    "## 3. GPU vs CPU", "speed ÷ baseline", "÷ budget"):
+    for heading in (
+        "## 1. Speed and accuracy",
+        "**Summary**",
+        "## 2. Peak memory",
+        "## 3. GPU vs CPU",
+        "speed ÷ baseline",
+        "÷ budget",
+    ):
         assert heading in res.stdout
     (path,) = out.glob("segment-*.json")
     data = json.loads(path.read_text())
@@ -38,8 +44,12 @@ def test_run_segment_tiny_reports_every_section(run_benchmark, tmp_path):
     assert any(n.startswith("IDR") for n in names) or data["accuracy"]["skipped"]
     for case in cases:
         assert case["diameter_um"] > 0 and case["n_true"] > 0
-        assert set(case["methods"]) == {"ours segment()", "ours segment_blockwise",
-                                        "skimage baseline", "skimage baseline + I/O"}
+        assert set(case["methods"]) == {
+            "ours segment()",
+            "ours segment_blockwise",
+            "skimage baseline",
+            "skimage baseline + I/O",
+        }
         # the baseline with I/O gives the baseline's labels and takes longer
         io, base = case["methods"]["skimage baseline + I/O"], case["methods"]["skimage baseline"]
         assert io["f1_05"] == base["f1_05"] and io["n_pred"] == base["n_pred"]
@@ -58,8 +68,12 @@ def test_run_segment_tiny_reports_every_section(run_benchmark, tmp_path):
     for run in mem["runs"].values():
         assert run["blocks"] >= 8 and _positive(run["seconds"])
         assert _positive(run["peak_rss_growth_bytes"]) and _positive(run["rss_over_budget"])
-        assert {p["pass"] for p in run["passes"]} >= {"global statistics", "segment blocks",
-                                                      "stitch", "relabel + write"}
+        assert {p["pass"] for p in run["passes"]} >= {
+            "global statistics",
+            "segment blocks",
+            "stitch",
+            "relabel + write",
+        }
 
     gpu = data["gpu"]
     if "skipped" in gpu:

@@ -94,9 +94,7 @@ def test_chunked_roundtrip_with_group_spacing(tmp_path: Path, dtype: str) -> Non
     assert open_volume(path).metadata["dataset"] == "/volumes/raw"
 
 
-def test_dask_chunks_are_multiples_of_hdf5_chunks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_dask_chunks_are_multiples_of_hdf5_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = _data((40, 64, 64))
     path = tmp_path / "chunks.h5"
     with h5py.File(path, "w") as f:
@@ -135,9 +133,7 @@ def test_axes_from_file_and_transpose(tmp_path: Path, labels: str) -> None:
     np.testing.assert_array_equal(vol.data.compute(), data.transpose(1, 0, 2, 3))
 
 
-def test_default_axes_and_missing_calibration(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_default_axes_and_missing_calibration(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "tc.h5"
     with h5py.File(path, "w") as f:
         f["img"] = _data((2, 3, 4, 8, 8), "float32")
@@ -148,9 +144,7 @@ def test_default_axes_and_missing_calibration(
     assert "element_size_um" in caplog.text
 
 
-def test_spacing_that_does_not_fit_is_ignored(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_spacing_that_does_not_fit_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "bad_size.h5"
     with h5py.File(path, "w") as f:
         f["img"] = _data((4, 8, 8))

@@ -50,7 +50,5 @@ def test_dask_slice_reads_only_the_region():
 
 
 def test_decoder_failure_becomes_corrupt_data_error():
-    with pytest.raises(
-        CorruptDataError, match=r"img.zarr: cannot read array '0' at \[0:5, 0:6, 0:7\]"
-    ):
+    with pytest.raises(CorruptDataError, match=r"img.zarr: cannot read array '0' at \[0:5, 0:6, 0:7\]"):
         to_dask(_source(fail=True), (5, 6, 7)).compute()

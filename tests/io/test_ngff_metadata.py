@@ -72,9 +72,7 @@ def _suite_params() -> list[Any]:
                 seen.add(case_id)
                 kind = stem.removeprefix("strict_")
                 strict = stem.startswith("strict_")
-                params.append(
-                    pytest.param(version, kind, strict, test["data"], test["valid"], id=case_id)
-                )
+                params.append(pytest.param(version, kind, strict, test["data"], test["valid"], id=case_id))
     return params
 
 
@@ -95,9 +93,7 @@ def test_spec_suite_case(shared_data, version, kind, strict, data, valid):
 def test_every_suite_is_collected(shared_data):
     suites = {(p.parent.parent.name, p.name) for p in SPEC.glob("0.[45]/tests/*_suite.json")}
     assert len(suites) == 16
-    assert len(SUITE_PARAMS) == sum(
-        len(_read_json(SPEC / v / "tests" / name)["tests"]) for v, name in suites
-    )
+    assert len(SUITE_PARAMS) == sum(len(_read_json(SPEC / v / "tests" / name)["tests"]) for v, name in suites)
 
 
 # -- the spec's examples ------------------------------------------------------------
@@ -128,16 +124,12 @@ def _example_params() -> list[Any]:
                 kind = SCHEMA_KINDS.get(name)  # None fails the test: a schema not mapped yet
                 params.append(pytest.param(version, path, kind, strict, id=case_id))
                 if kind == "bioformats2raw" and "plate" in path.read_text(encoding="utf-8"):
-                    params.append(
-                        pytest.param(version, path, "plate", strict, id=case_id + "+plate")
-                    )
+                    params.append(pytest.param(version, path, "plate", strict, id=case_id + "+plate"))
     return params
 
 
 @pytest.mark.shared_data
-@pytest.mark.parametrize(
-    ("version", "path", "kind", "strict"), _example_params() if SPEC.is_dir() else []
-)
+@pytest.mark.parametrize(("version", "path", "kind", "strict"), _example_params() if SPEC.is_dir() else [])
 def test_spec_example_validates(shared_data, version, path, kind, strict):
     assert kind is not None, f"no kind known for the examples in {path.parent}"
     attrs = _group_attrs(_read_example(path))
@@ -461,9 +453,7 @@ def test_omero_channel_rules(channel, message):
 
 def test_label_kind():
     label = {"colors": [{"label-value": 1, "rgba": [255, 0, 0, 255]}]}
-    only_label = validate_ngff_attrs(
-        {"ome": {"version": "0.5", "image-label": label}}, kind="label"
-    )
+    only_label = validate_ngff_attrs({"ome": {"version": "0.5", "image-label": label}}, kind="label")
     assert only_label.image_label.colors[0].label_value == 1
     with_image = _image_v05()
     with pytest.raises(MetadataError, match="image-label"):

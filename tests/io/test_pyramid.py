@@ -19,9 +19,7 @@ def test_plan_makes_anisotropic_volumes_isotropic_first():
     assert len(plan_pyramid((8, 8, 8), (1, 1, 1), n_levels=3)) == 3
 
 
-@pytest.mark.parametrize(
-    "dtype", [np.uint8, np.uint16, np.int16, np.uint32, np.float32, np.float64]
-)
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.uint32, np.float32, np.float64])
 @pytest.mark.parametrize("step", [(1, 2, 2), (2, 2, 2), (1, 1, 2)])
 def test_mean_matches_reference(dtype, step):
     rng = np.random.default_rng(0)

@@ -116,9 +116,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, image: np.ndarray) -> dict[s
 
 
 @pytest.fixture(params=CASES)
-def opened(
-    request: pytest.FixtureRequest, files: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> Volume:
+def opened(request: pytest.FixtureRequest, files: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Volume:
     case = request.param
     if case.startswith("zarr"):
         _, version, backend = case.split("-")
@@ -183,9 +181,7 @@ def test_selected_volume_pickles(opened: Volume, image: np.ndarray) -> None:
 
 def test_time_and_channel_select_compose(tmp_path: Path, reads: ReadLog) -> None:
     tczyx = np.arange(3 * 2 * 8 * 16 * 16, dtype=np.uint16).reshape(3, 2, 8, 16, 16)
-    path = write_ome_zarr(
-        tczyx, tmp_path / "t.ome.zarr", axes="tczyx", chunks=(4, 8, 8), n_levels=1
-    )
+    path = write_ome_zarr(tczyx, tmp_path / "t.ome.zarr", axes="tczyx", chunks=(4, 8, 8), n_levels=1)
     vol = open_zarr(path).select(t=2, c=1)
     reads.clear()
     np.testing.assert_array_equal(vol.data[6, 3:5].compute(), tczyx[2, 1, 6, 3:5])

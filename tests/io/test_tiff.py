@@ -64,9 +64,7 @@ def page_reads(monkeypatch: pytest.MonkeyPatch) -> set[int]:
         ("multi-channel.ome.tiff", "cyx", (3, 167, 439)),
     ],
 )
-def test_bioformats_artificial_samples(
-    shared_data: Path, name: str, axes: str, shape: tuple
-) -> None:
+def test_bioformats_artificial_samples(shared_data: Path, name: str, axes: str, shape: tuple) -> None:
     path = shared_data / ARTIFICIAL / name
     vol = open_volume(path)
     assert vol.format == "ome-tiff"
@@ -189,9 +187,7 @@ def test_ome_channels_and_rgb_samples_merge(tmp_path: Path) -> None:
     np.testing.assert_array_equal(vol.data.compute(), expected)
 
 
-@pytest.mark.parametrize(
-    ("unit", "factor"), [("\\u00B5m", 1.0), ("micron", 1.0), ("nm", 1e-3), ("mm", 1e3)]
-)
+@pytest.mark.parametrize(("unit", "factor"), [("\\u00B5m", 1.0), ("micron", 1.0), ("nm", 1e-3), ("mm", 1e3)])
 def test_imagej_hyperstack(tmp_path: Path, unit: str, factor: float) -> None:
     data = _rng_data((3, 4, 2, 16, 20))  # T Z C Y X, ImageJ's order
     path = tmp_path / "hyper.tif"
@@ -220,9 +216,7 @@ def test_imagej_hyperstack(tmp_path: Path, unit: str, factor: float) -> None:
 
 def test_imagej_without_unit_is_uncalibrated(tmp_path: Path) -> None:
     path = tmp_path / "nounit.tif"
-    tifffile.imwrite(
-        path, _rng_data((4, 8, 8)), imagej=True, resolution=(2.0, 2.0), metadata={"axes": "ZYX"}
-    )
+    tifffile.imwrite(path, _rng_data((4, 8, 8)), imagej=True, resolution=(2.0, 2.0), metadata={"axes": "ZYX"})
     vol = open_tiff(path)
     assert (vol.format, vol.axes, vol.spacing) == ("imagej-tiff", "zyx", (1.0, 1.0, 1.0))
     assert vol.metadata["calibrated"] is False
@@ -391,9 +385,7 @@ def test_chunks_group_planes_to_target_size() -> None:
     assert chunk_of((4, 40000, 40000), (1, 512, 512), ["z", "y", "x"], 2) == (1, 4096, 4096)
 
 
-def test_huge_tiled_planes_are_read_by_tiles(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_huge_tiled_planes_are_read_by_tiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Shrink the limits so that a small tiled file takes the "huge plane" path.
     monkeypatch.setattr(tiff_module, "_MAX_CHUNK_BYTES", 64 * 1024)
     monkeypatch.setattr(tiff_module, "_TARGET_CHUNK_BYTES", 32 * 1024)
@@ -452,9 +444,7 @@ def test_truncated_tiff_gives_our_error(tmp_path: Path, options: dict, fraction:
 
 @pytest.mark.parametrize("fraction", [0.3, 0.6, 0.999])
 def test_truncated_bioformats_file(shared_data: Path, tmp_path: Path, fraction: float) -> None:
-    path = _truncated(
-        shared_data / ARTIFICIAL / "4D-series.ome.tiff", tmp_path / "4D.ome.tiff", fraction
-    )
+    path = _truncated(shared_data / ARTIFICIAL / "4D-series.ome.tiff", tmp_path / "4D.ome.tiff", fraction)
     with pytest.raises(CorruptDataError, match="truncated") as info:
         open_volume(path)
     assert str(path) in str(info.value)
@@ -471,9 +461,7 @@ def test_unreadable_page_at_compute_time(tmp_path: Path, monkeypatch: pytest.Mon
     """Damage inside the compressed data of one page surfaces when that page is computed."""
     data = _rng_data((4, 64, 64))
     path = tmp_path / "damaged.tif"
-    tifffile.imwrite(
-        path, data, compression="zlib", photometric="minisblack", metadata={"axes": "ZYX"}
-    )
+    tifffile.imwrite(path, data, compression="zlib", photometric="minisblack", metadata={"axes": "ZYX"})
     with tifffile.TiffFile(path) as tif:
         offset = tif.pages[2].dataoffsets[0]
     content = bytearray(path.read_bytes())

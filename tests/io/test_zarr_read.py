@@ -31,9 +31,7 @@ def test_idr_ngff05_image_and_labels(shared_data):
     assert vol.axes == "czyx"
     assert vol.shape == (2, 236, 275, 271)
     assert vol.dtype == np.uint16
-    assert vol.spacing == pytest.approx(
-        (0.5002025531914894, 0.3603981534640209, 0.3603981534640209)
-    )
+    assert vol.spacing == pytest.approx((0.5002025531914894, 0.3603981534640209, 0.3603981534640209))
     assert vol.channel_names == ("LaminB1", "Dapi")
     assert len(vol.levels) == 3
     assert vol.level_spacings[2][1] == pytest.approx(1.4415926138560835)
@@ -84,8 +82,7 @@ def _make_plate(root, version="0.5", fields=2):
         "rows": [{"name": "A"}, {"name": "B"}],
         "columns": [{"name": "1"}, {"name": "2"}],
         "wells": [
-            {"path": f"{r}/{c}", "rowIndex": "AB".index(r), "columnIndex": int(c) - 1}
-            for r, c in wells
+            {"path": f"{r}/{c}", "rowIndex": "AB".index(r), "columnIndex": int(c) - 1} for r, c in wells
         ],
         "field_count": fields,
     }
@@ -97,19 +94,13 @@ def _make_plate(root, version="0.5", fields=2):
         well = {"images": [{"path": str(f)} for f in range(fields)]}
         if version == "0.4":
             well["version"] = "0.4"
-        wg.attrs.update(
-            {"ome": {"version": "0.5", "well": well}} if version == "0.5" else {"well": well}
-        )
+        wg.attrs.update({"ome": {"version": "0.5", "well": well}} if version == "0.5" else {"well": well})
         for f in range(fields):
             data = np.full((1, 4, 16, 16), ord(r) * 10 + int(c) * 3 + f, np.uint16)
             shutil.rmtree(root / r / c / str(f), ignore_errors=True)
-            write_ome_zarr(
-                data, root / r / c / str(f), axes="czyx", spacing=(2, 0.5, 0.5), version=version
-            )
+            write_ome_zarr(data, root / r / c / str(f), axes="czyx", spacing=(2, 0.5, 0.5), version=version)
             images[(r, c, f)] = data
-    g.attrs.update(
-        {"ome": {"version": "0.5", "plate": plate}} if version == "0.5" else {"plate": plate}
-    )
+    g.attrs.update({"ome": {"version": "0.5", "plate": plate}} if version == "0.5" else {"plate": plate})
     return images
 
 
@@ -172,9 +163,7 @@ def _virtual_store(path, shape, chunks, shards=None):
                         "datasets": [
                             {
                                 "path": "0",
-                                "coordinateTransformations": [
-                                    {"type": "scale", "scale": [2.0, 0.5, 0.5]}
-                                ],
+                                "coordinateTransformations": [{"type": "scale", "scale": [2.0, 0.5, 0.5]}],
                             }
                         ],
                     }
@@ -252,9 +241,7 @@ def test_missing_level_array(tmp_path):
 
 
 def test_plain_zarr_without_ngff(tmp_path):
-    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w").create_array(
-        "a", shape=(4,), dtype="u1"
-    )
+    zarr.open_group(str(tmp_path / "plain.zarr"), mode="w").create_array("a", shape=(4,), dtype="u1")
     with pytest.raises(MetadataError, match="multiscales"):
         open_volume(tmp_path / "plain.zarr")
 

@@ -69,9 +69,7 @@ def test_pyramid_is_block_mean(tmp_path):
 
 def test_sharded_layout_and_codec(tmp_path):
     img = _image((1, 64, 128, 128))
-    out = write_ome_zarr(
-        img, tmp_path / "s.ome.zarr", axes="czyx", spacing=(1, 1, 1), chunks=32, shards=64
-    )
+    out = write_ome_zarr(img, tmp_path / "s.ome.zarr", axes="czyx", spacing=(1, 1, 1), chunks=32, shards=64)
     meta = json.loads((out / "0" / "zarr.json").read_text())
     codec = meta["codecs"][0]
     assert codec["name"] == "sharding_indexed"
@@ -109,14 +107,8 @@ def test_labels_written_with_matching_pyramid(tmp_path):
 
 
 def test_dask_input_streams_without_compute(tmp_path):
-    src = (
-        da.random.RandomState(0)
-        .randint(0, 100, size=(40, 96, 96), chunks=(7, 50, 33))
-        .astype(np.uint8)
-    )
-    out = write_ome_zarr(
-        src, tmp_path / "d.ome.zarr", spacing=(1, 1, 1), chunks=16, memory_budget=64 * 1024
-    )
+    src = da.random.RandomState(0).randint(0, 100, size=(40, 96, 96), chunks=(7, 50, 33)).astype(np.uint8)
+    out = write_ome_zarr(src, tmp_path / "d.ome.zarr", spacing=(1, 1, 1), chunks=16, memory_budget=64 * 1024)
     np.testing.assert_array_equal(open_volume(out).data.compute(), src.compute())
 
 

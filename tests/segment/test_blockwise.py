@@ -64,9 +64,7 @@ def test_too_small_halo_leaves_seams_visible_in_qc(tmp_path, threshold_segmenter
     from local_segmenter import ThresholdSegmenter
 
     seg = ThresholdSegmenter(device="cpu", reach=0)
-    res = segment_blockwise(
-        open_volume(store), seg, block_shape=(16, 32, 32), output=tmp_path / "o.zarr"
-    )
+    res = segment_blockwise(open_volume(store), seg, block_shape=(16, 32, 32), output=tmp_path / "o.zarr")
     assert res.n_objects > n
     assert res.seam_qc["objects_touching_faces"] > 0
     assert res.seam_qc["merged_pairs"] == 0
@@ -101,9 +99,7 @@ def test_multichannel_needs_channel_and_labels_go_into_store(tmp_path, threshold
     )
     with pytest.raises(InputError, match="2 channels"):
         segment_blockwise(open_volume(store), threshold_segmenter)
-    res = segment_blockwise(
-        open_volume(store), threshold_segmenter, channel="nuc", block_shape=(24, 48, 48)
-    )
+    res = segment_blockwise(open_volume(store), threshold_segmenter, channel="nuc", block_shape=(24, 48, 48))
     assert res.n_objects == n
     assert open_volume(store).labels == ("nuclei",)
     lab = open_labels(store, "nuclei")

@@ -25,8 +25,9 @@ from dls_microscopy.segment.watershed import WatershedSegmenter
 )
 def test_blockwise_matches_whole_volume(tmp_path, spacing, diameter, block, contrast):
     s = make_synthetic_nuclei(shape=(48, 160, 160), spacing=spacing, diameter_um=diameter, seed=7)
-    store = write_ome_zarr(s.image, tmp_path / "n.ome.zarr", axes="czyx", spacing=spacing,
-                           channel_names=s.channel_names)
+    store = write_ome_zarr(
+        s.image, tmp_path / "n.ome.zarr", axes="czyx", spacing=spacing, channel_names=s.channel_names
+    )
     seg = WatershedSegmenter(diameter_um=diameter, device="cpu", seed_contrast=contrast)
     vol = open_volume(store)
     stats = seg.global_stats(vol.select(c=0).data, spacing=spacing)
@@ -53,10 +54,12 @@ def _splits_and_merges(pred, ref, fraction=0.1):
     ov = contingency(pred, ref)
     size_p = dict(zip(ov.pred_labels.tolist(), ov.pred_sizes.tolist(), strict=True))
     size_r = dict(zip(ov.gt_labels.tolist(), ov.gt_sizes.tolist(), strict=True))
-    big_for_ref = [g for p, g, c in zip(ov.pred_ids, ov.gt_ids, ov.counts, strict=True)
-                   if c >= fraction * size_r[int(g)]]
-    big_for_pred = [p for p, g, c in zip(ov.pred_ids, ov.gt_ids, ov.counts, strict=True)
-                    if c >= fraction * size_p[int(p)]]
+    big_for_ref = [
+        g for p, g, c in zip(ov.pred_ids, ov.gt_ids, ov.counts, strict=True) if c >= fraction * size_r[int(g)]
+    ]
+    big_for_pred = [
+        p for p, g, c in zip(ov.pred_ids, ov.gt_ids, ov.counts, strict=True) if c >= fraction * size_p[int(p)]
+    ]
     splits = int((np.unique(big_for_ref, return_counts=True)[1] > 1).sum())
     merges = int((np.unique(big_for_pred, return_counts=True)[1] > 1).sum())
     return splits, merges

@@ -63,8 +63,9 @@ def test_threaded_smoothing_equals_scipy(dtype):
     one = _smooth_cpu(img, (0.8, 2.5, 2.5), threads=1)
     two = _smooth_cpu(img, (0.8, 2.5, 2.5), threads=3)
     np.testing.assert_array_equal(one, two)
-    np.testing.assert_array_equal(_smooth_cpu(img, (0.0, 1.5, 0.0), threads=2),
-                                  _smooth_cpu(img, (0.0, 1.5, 0.0), threads=1))
+    np.testing.assert_array_equal(
+        _smooth_cpu(img, (0.0, 1.5, 0.0), threads=2), _smooth_cpu(img, (0.0, 1.5, 0.0), threads=1)
+    )
 
 
 def test_threads_do_not_change_labels():
@@ -98,9 +99,7 @@ def test_sparse_and_dense_drainage_give_identical_labels(monkeypatch, spacing):
 
 def test_outer_voxels_counts_halos():
     plan = plan_blocks((50, 70, 90), halo=(3, 5, 0), grid=(16, 16, 16), block_shape=(16, 32, 48))
-    total = sum(
-        int(np.prod([s.stop - s.start for s in blk.outer])) for blk in plan
-    )
+    total = sum(int(np.prod([s.stop - s.start for s in blk.outer])) for blk in plan)
     assert _outer_voxels(plan) == total
 
 

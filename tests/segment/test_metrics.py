@@ -247,8 +247,7 @@ def test_large_and_sparse_ids_all_encodings(offset):
     )
     assert got == {k: v for k, v in oracle.items() if k[0] and k[1]}
     assert dict(zip(ov.pred_labels.tolist(), ov.pred_sizes.tolist(), strict=True)) == {
-        int(i): int(n)
-        for i, n in zip(*np.unique(pred_big[pred_big > 0], return_counts=True), strict=True)
+        int(i): int(n) for i, n in zip(*np.unique(pred_big[pred_big > 0], return_counts=True), strict=True)
     }
     ref = match_objects(pred, gt, thresholds=(0.2, 0.5))
     big = match_objects(pred_big, gt, thresholds=(0.2, 0.5))
@@ -366,9 +365,7 @@ def test_sparse_solver_equals_dense_assignment(monkeypatch):
     calls = []
     real = metrics._solve_component_sparse
     monkeypatch.setattr(metrics, "DENSE_COMPONENT_LIMIT", 0)
-    monkeypatch.setattr(
-        metrics, "_solve_component_sparse", lambda *a: calls.append(a[3:]) or real(*a)
-    )
+    monkeypatch.setattr(metrics, "_solve_component_sparse", lambda *a: calls.append(a[3:]) or real(*a))
     sparse = match_overlaps(ov, thresholds=ths)
     assert len(calls) > 5  # non-trivial components went through the sparse solver
     for a, b in zip(dense.per_threshold, sparse.per_threshold, strict=True):
@@ -435,9 +432,7 @@ def test_large_sparse_volume_is_fast_and_never_dense(monkeypatch):
     assert result[0.3].tp == 20_000
     assert result[0.5].tp == n_shift[0] + n_shift[1]
     assert result[0.75].tp == n_shift[0]
-    assert result[0.3].sum_matched_iou == pytest.approx(
-        n_shift[0] + n_shift[1] * 4 / 6 + n_shift[2] * 3 / 7
-    )
+    assert result[0.3].sum_matched_iou == pytest.approx(n_shift[0] + n_shift[1] * 4 / 6 + n_shift[2] * 3 / 7)
     assert all(r * c <= metrics.DENSE_COMPONENT_LIMIT for r, c in built)
     assert elapsed < 15, f"took {elapsed:.1f} s"
 

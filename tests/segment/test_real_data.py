@@ -57,9 +57,13 @@ def _skimage_baseline(image: np.ndarray, spacing, diameter_um: float) -> np.ndar
     mask = smooth > threshold_otsu(smooth)
     dist = ndi.distance_transform_edt(mask, sampling=sp)
     radius = np.maximum(1, np.round(diameter_um / 2 / sp)).astype(int)
-    peaks = peak_local_max(dist, min_distance=int(radius.min()),
-                           footprint=np.ones(tuple(2 * radius + 1), bool),
-                           labels=ndi.label(mask)[0], exclude_border=False)
+    peaks = peak_local_max(
+        dist,
+        min_distance=int(radius.min()),
+        footprint=np.ones(tuple(2 * radius + 1), bool),
+        labels=ndi.label(mask)[0],
+        exclude_border=False,
+    )
     markers = np.zeros(mask.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     return watershed(-dist, markers, mask=mask)
@@ -79,8 +83,7 @@ def test_gold_crop_blockwise_accuracy(shared_data, tmp_path):
     assert res.seam_qc["merged_pairs"] > 0  # objects were stitched across seams
     pred = res.labels.load()
     ours = match_objects(pred, gold, thresholds=(0.5,))[0.5]
-    base = match_objects(_skimage_baseline(raw.load(), raw.spacing, diameter), gold,
-                         thresholds=(0.5,))[0.5]
+    base = match_objects(_skimage_baseline(raw.load(), raw.spacing, diameter), gold, thresholds=(0.5,))[0.5]
     # measured 2026-11-25: ours F1@0.5 = 0.722 (43 predicted, 54 gold, 35 matched,
     # mean IoU 0.726); skimage baseline F1@0.5 = 0.400
     assert ours.f1 >= 0.722 - MARGIN, ours.to_dict()
@@ -96,15 +99,17 @@ def test_idr_dapi_blockwise_accuracy_over_labelled_nuclei(shared_data, tmp_path)
 
     seg = WatershedSegmenter(diameter_um=diameter, device="cpu")
     # the shared store is read-only: the labels go to a standalone store
-    res = segment_blockwise(vol, seg, channel="Dapi", block_shape=(128, 80, 80),
-                            output=tmp_path / "labels.ome.zarr", workers=2)
+    res = segment_blockwise(
+        vol, seg, channel="Dapi", block_shape=(128, 80, 80), output=tmp_path / "labels.ome.zarr", workers=2
+    )
     assert res.plan.n_blocks == 8
     pred = res.labels.load()
     # not every nucleus is labelled: predictions overlapping no label are not counted
     ours = match_objects(pred, gold, thresholds=(0.5,), restrict_to_gt=True)[0.5]
     image = vol.select(c="Dapi").load()
-    base = match_objects(_skimage_baseline(image, vol.spacing, diameter), gold,
-                         thresholds=(0.5,), restrict_to_gt=True)[0.5]
+    base = match_objects(
+        _skimage_baseline(image, vol.spacing, diameter), gold, thresholds=(0.5,), restrict_to_gt=True
+    )[0.5]
     # measured 2026-11-25 (level 1, 8 blocks): ours precision 0.610, recall 0.410 (41 predicted
     # objects touch a label, 25 of the 61 labelled nuclei matched; misses are mostly clusters
     # of touching nuclei kept as one object: 33 labelled nuclei lie, each over half, in 10
@@ -115,4 +120,3 @@ def test_idr_dapi_blockwise_accuracy_over_labelled_nuclei(shared_data, tmp_path)
     assert ours.precision >= 0.610 - MARGIN, ours.to_dict()
     assert ours.recall >= base.recall, (ours.to_dict(), base.to_dict())
     assert ours.precision >= base.precision, (ours.to_dict(), base.to_dict())
-

@@ -43,8 +43,9 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def nuclei() -> SyntheticNuclei:
     """16×64×64 synthetic nuclei of 8 µm, spacing (1, 0.5, 0.5) µm: ~26 objects."""
-    return make_synthetic_nuclei((16, 64, 64), spacing=SAMPLE_SPACING, diameter_um=DIAMETER_UM,
-                                 seed=12)
+    return make_synthetic_nuclei(
+        (16, 64, 64), spacing=SAMPLE_SPACING, diameter_um=DIAMETER_UM, seed=12
+    )
 
 
 @pytest.fixture
@@ -55,4 +56,3 @@ def empty_model_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache.mkdir()
     monkeypatch.setenv("CELLPOSE_LOCAL_MODELS_PATH", str(cache))
     return cache
-

@@ -18,9 +18,27 @@ def two_channel_store(tmp_path, nuclei):
 
 def test_segment_with_a_model_file(two_channel_store, tmp_path, tiny_weights, nuclei, capsys):
     out = tmp_path / "labels.ome.zarr"
-    code = main(["segment", str(two_channel_store), str(out), "--method", "cellpose",
-                 "--model", str(tiny_weights), "--channel", "DAPI", "--diameter", "8",
-                 "--device", "cpu", "--workers", "1", "--no-progress", "--json"])
+    code = main(
+        [
+            "segment",
+            str(two_channel_store),
+            str(out),
+            "--method",
+            "cellpose",
+            "--model",
+            str(tiny_weights),
+            "--channel",
+            "DAPI",
+            "--diameter",
+            "8",
+            "--device",
+            "cpu",
+            "--workers",
+            "1",
+            "--no-progress",
+            "--json",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     summary = json.loads(captured.out)
@@ -33,20 +51,43 @@ def test_segment_with_a_model_file(two_channel_store, tmp_path, tiny_weights, nu
 
 def test_missing_model_file_exits_2_with_instructions(two_channel_store, tmp_path, capsys):
     missing = tmp_path / "nowhere" / "cpsam_v2"
-    code = main(["segment", str(two_channel_store), str(tmp_path / "out.ome.zarr"),
-                 "--method", "cellpose", "--model", str(missing), "--channel", "DAPI",
-                 "--device", "cpu", "--no-progress"])
+    code = main(
+        [
+            "segment",
+            str(two_channel_store),
+            str(tmp_path / "out.ome.zarr"),
+            "--method",
+            "cellpose",
+            "--model",
+            str(missing),
+            "--channel",
+            "DAPI",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     err = " ".join(capsys.readouterr().err.split())  # undo the console's line wrapping
     assert code == 2, err
     assert str(missing) in err and "huggingface.co" in err and "never downloads" in err
     assert not (tmp_path / "out.ome.zarr").exists()
 
 
-def test_no_model_and_empty_cache_exits_2(two_channel_store, tmp_path, empty_model_cache,
-                                          capsys):
-    code = main(["segment", str(two_channel_store), str(tmp_path / "out.ome.zarr"),
-                 "--method", "cellpose", "--channel", "DAPI", "--device", "cpu",
-                 "--no-progress"])
+def test_no_model_and_empty_cache_exits_2(two_channel_store, tmp_path, empty_model_cache, capsys):
+    code = main(
+        [
+            "segment",
+            str(two_channel_store),
+            str(tmp_path / "out.ome.zarr"),
+            "--method",
+            "cellpose",
+            "--channel",
+            "DAPI",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2, err
     assert str(empty_model_cache / "cpsam_v2") in err and "--model PATH" in err

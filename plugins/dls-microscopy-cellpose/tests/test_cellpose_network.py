@@ -20,8 +20,15 @@ from dls_microscopy_cellpose.network import (
 CPU = torch.device("cpu")
 #: two transformer blocks whose relative-position tables have different lengths (as in
 #: CPSAM, where windowed blocks keep 27-long tables and global ones 127-long tables)
-SMALL = NetworkGeometry(patch_size=16, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0,
-                        out_chans=16, rel_pos_lengths=((27, 27), (31, 31)))
+SMALL = NetworkGeometry(
+    patch_size=16,
+    embed_dim=32,
+    depth=2,
+    num_heads=2,
+    mlp_ratio=2.0,
+    out_chans=16,
+    rel_pos_lengths=((27, 27), (31, 31)),
+)
 
 
 def _randomised(geometry: NetworkGeometry) -> torch.nn.Module:
@@ -53,7 +60,13 @@ def test_cellpose_vit_l_geometry_is_recognised():
     state = reference.state_dict()
     g = infer_geometry(state)
     assert (g.patch_size, g.embed_dim, g.depth, g.num_heads, g.mlp_ratio, g.out_chans) == (
-        8, 1024, 24, 16, 4.0, 256)
+        8,
+        1024,
+        24,
+        16,
+        4.0,
+        256,
+    )
     global_blocks = {i for i, (n, _) in enumerate(g.rel_pos_lengths) if n == 127}
     assert global_blocks == {5, 11, 17, 23}  # SAM ViT-L; the other blocks had 14-px windows
     rebuilt = build_network(g, device="meta").state_dict()

@@ -29,8 +29,9 @@ class TestCellposeConforms(SegmenterTests):
 
     @pytest.fixture
     def segmenter(self, tiny_weights):
-        return CellposeSegmenter(device="cpu", model_path=str(tiny_weights),
-                                 diameter_um=DIAMETER_UM)
+        return CellposeSegmenter(
+            device="cpu", model_path=str(tiny_weights), diameter_um=DIAMETER_UM
+        )
 
     @pytest.fixture
     def sample(self, nuclei):
@@ -64,8 +65,9 @@ def test_halo_is_one_diameter_plus_flow_smoothing(tiny_weights):
     seg = CellposeSegmenter(device="cpu", model_path=str(tiny_weights), diameter_um=8.0)
     assert seg.halo(spacing) == (8, 16, 16)
     # σ = 2 resized voxels; the tiny network's 16 px = 8 µm, so a resized voxel is 0.5 µm
-    smooth = CellposeSegmenter(device="cpu", model_path=str(tiny_weights), diameter_um=8.0,
-                               flow3d_smooth=2.0)
+    smooth = CellposeSegmenter(
+        device="cpu", model_path=str(tiny_weights), diameter_um=8.0, flow3d_smooth=2.0
+    )
     assert smooth.halo(spacing) == (11, 22, 22)
 
 
@@ -86,8 +88,9 @@ def test_provenance_holds_the_weights_hash(segmenter, tiny_weights):
 
 
 def test_explicit_batch_size_and_precision(tiny_weights):
-    seg = CellposeSegmenter(device="cpu", model_path=str(tiny_weights), batch_size=3,
-                            precision="bfloat16")
+    seg = CellposeSegmenter(
+        device="cpu", model_path=str(tiny_weights), batch_size=3, precision="bfloat16"
+    )
     record = seg.provenance()
     assert record["batch_size"] == 3 and record["precision"] == "bfloat16"
 

@@ -52,8 +52,7 @@ def test_weights_found_in_cellpose_cache(empty_model_cache, tmp_path, tiny_weigh
     assert find_weights("mine") == home_cache / "mine"  # --model NAME: a bare name
 
 
-def test_missing_bare_model_name_lists_every_place_looked(empty_model_cache, tmp_path,
-                                                          monkeypatch):
+def test_missing_bare_model_name_lists_every_place_looked(empty_model_cache, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelNotFoundError) as info:
         find_weights("cpsam")

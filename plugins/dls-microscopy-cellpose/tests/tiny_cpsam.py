@@ -25,8 +25,9 @@ from dls_microscopy_cellpose.network import TILE, NetworkGeometry, build_network
 
 #: object diameter (pixels) the tiny network is trained for; written as ``diam_mean``
 MODEL_DIAMETER_PX = 16.0
-GEOMETRY = NetworkGeometry(patch_size=8, embed_dim=32, depth=0, num_heads=1, mlp_ratio=4.0,
-                           out_chans=32, use_rel_pos=False)
+GEOMETRY = NetworkGeometry(
+    patch_size=8, embed_dim=32, depth=0, num_heads=1, mlp_ratio=4.0, out_chans=32, use_rel_pos=False
+)
 #: the nuclei used for training and tests: 8 µm, anisotropic sampling of the test volumes
 DIAMETER_UM = 8.0
 SAMPLE_SPACING = (1.0, 0.5, 0.5)
@@ -35,8 +36,9 @@ SAMPLE_SPACING = (1.0, 0.5, 0.5)
 def _planes(seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(image, mask, flows) of every plane of a volume at the network's scale, 3 orientations."""
     pixel = DIAMETER_UM / MODEL_DIAMETER_PX
-    sample = make_synthetic_nuclei((32, 80, 80), spacing=(pixel,) * 3, diameter_um=DIAMETER_UM,
-                                   seed=seed)
+    sample = make_synthetic_nuclei(
+        (32, 80, 80), spacing=(pixel,) * 3, diameter_um=DIAMETER_UM, seed=seed
+    )
     image = sample.image[0].astype(np.float32)
     low, high = np.percentile(image, [1, 99])
     image = (image - low) / (high - low)
@@ -63,8 +65,9 @@ def _centre_flows(labels: np.ndarray) -> np.ndarray:
     return (flows * (labels > 0)).astype(np.float32)
 
 
-def _batch(planes: list, picks: np.ndarray, rng: np.random.Generator
-           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _batch(
+    planes: list, picks: np.ndarray, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Planes at random places in zero tiles: images, targets, valid-pixel mask."""
     x = np.zeros((len(picks), 3, TILE, TILE), np.float32)
     target = np.zeros((len(picks), 3, TILE, TILE), np.float32)

@@ -66,9 +66,7 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
 
 
-def _check_integer(
-    section: Mapping[str, Any], key: str, where: str, report: Report, *, minimum: int
-) -> None:
+def _check_integer(section: Mapping[str, Any], key: str, where: str, report: Report, *, minimum: int) -> None:
     """Schema: plate/well ids, counts and times are integers with a minimum; the
     models coerce ``"0"`` to 0 and accept negative times."""
     if key in section:
@@ -133,9 +131,7 @@ def _check_image_label(label: Mapping[str, Any], report: Report) -> None:
             report.error(f"image-label.{key}", "must be a non-empty list")
     for i, prop in enumerate(label.get("properties") or ()):
         if not _is_integer(value := prop.get("label-value")):
-            report.error(
-                f"image-label.properties[{i}].label-value", f"must be an integer, got {value!r}"
-            )
+            report.error(f"image-label.properties[{i}].label-value", f"must be an integer, got {value!r}")
 
 
 def _check_plate(plate: Mapping[str, Any], version: str, report: Report) -> None:
@@ -174,9 +170,7 @@ def _check_plate_wells(plate: Mapping[str, Any], version: str, report: Report) -
         if not (_is_integer(row_index) and 0 <= row_index < len(rows)):
             report.error(f"{where}.rowIndex", f"{row_index!r} is not an index into the rows")
         elif not (_is_integer(column_index) and 0 <= column_index < len(columns)):
-            report.error(
-                f"{where}.columnIndex", f"{column_index!r} is not an index into the columns"
-            )
+            report.error(f"{where}.columnIndex", f"{column_index!r} is not an index into the columns")
         else:
             row, column = rows[int(row_index)], columns[int(column_index)]
             if path == f"{row}/{column}":
@@ -197,6 +191,4 @@ def _check_well(well: Mapping[str, Any], report: Report) -> None:
         report.error("well.images", "must list at least one field of view")
     for i, image in enumerate(well["images"]):
         if "acquisition" in image and not _is_integer(image["acquisition"]):
-            report.error(
-                f"well.images[{i}].acquisition", f"must be an integer, got {image['acquisition']!r}"
-            )
+            report.error(f"well.images[{i}].acquisition", f"must be an integer, got {image['acquisition']!r}")

@@ -45,9 +45,7 @@ def _seconds(value: Any, unit: str | None) -> float | None:
         return None
 
 
-def _ome_metadata(
-    tif: tifffile.TiffFile, index: int, yx: tuple[int, int], path: Path
-) -> dict[str, Any]:
+def _ome_metadata(tif: tifffile.TiffFile, index: int, yx: tuple[int, int], path: Path) -> dict[str, Any]:
     """Spacing (µm), channel names and time step of series ``index`` from the OME-XML."""
     try:
         root = ET.fromstring(tif.ome_metadata or "")
@@ -86,9 +84,7 @@ def _ome_metadata(
     return out
 
 
-def _imagej_metadata(
-    tif: tifffile.TiffFile, keyframe: Any, n_channels: int, path: Path
-) -> dict[str, Any]:
+def _imagej_metadata(tif: tifffile.TiffFile, keyframe: Any, n_channels: int, path: Path) -> dict[str, Any]:
     """Spacing (µm) from the resolution tags and ``spacing``; channel labels; frame interval."""
     ij = tif.imagej_metadata or {}
     out: dict[str, Any] = {"spacing": {}, "calibrated": False}

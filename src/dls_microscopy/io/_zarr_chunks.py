@@ -114,9 +114,7 @@ def _open_tensorstore(array_dir: Path, zarr_format: int) -> Any:
     return ts.open(spec, read=True, open=True).result()
 
 
-def source_level(
-    arr: zarr.Array, path: Path, name: str, policy: MissingChunks
-) -> SourceLevel:
+def source_level(arr: zarr.Array, path: Path, name: str, policy: MissingChunks) -> SourceLevel:
     """One stored array as a :class:`SourceLevel` (dask chunks from :func:`read_chunks`)."""
     grid = tuple(arr.shards or arr.chunks)
     chunks = read_chunks(arr.shape, grid, arr.dtype.itemsize)

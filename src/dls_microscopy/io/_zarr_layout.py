@@ -70,9 +70,7 @@ class WriteOptions:
         """2 for NGFF 0.4, 3 for 0.5."""
         return 3 if self.version == "0.5" else 2
 
-    def array_layout(
-        self, axes: str, shape: Sequence[int]
-    ) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    def array_layout(self, axes: str, shape: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
         """Chunk and shard shapes for an array with ``axes`` and ``shape``."""
         spatial = [a for a in axes if a in "zyx"]
         default = 64 if len(spatial) == 3 else 512
@@ -104,19 +102,13 @@ class WriteOptions:
         if self.zarr_format == 3:
             from zarr.codecs import BloscCodec, BloscShuffle
 
-            return (
-                BloscCodec(
-                    cname=self.compression, clevel=self.clevel, shuffle=BloscShuffle.shuffle
-                ),
-            )
+            return (BloscCodec(cname=self.compression, clevel=self.clevel, shuffle=BloscShuffle.shuffle),)
         from numcodecs import Blosc
 
         return (Blosc(cname=self.compression, clevel=self.clevel, shuffle=Blosc.SHUFFLE),)
 
 
-def _per_axis(
-    value: int | Sequence[int] | None, n: int, default: int | None, what: str
-) -> list[Any]:
+def _per_axis(value: int | Sequence[int] | None, n: int, default: int | None, what: str) -> list[Any]:
     if value is None or isinstance(value, int | np.integer):
         return [default if value is None else int(value)] * n
     vals = [int(v) for v in value]

@@ -65,9 +65,7 @@ def write_multiscale(
             compressors=options.compressors(),
             fill_value=0,
             dimension_names=tuple(axes) if options.zarr_format == 3 else None,
-            chunk_key_encoding=(
-                {"name": "v2", "separator": "/"} if options.zarr_format == 2 else None
-            ),
+            chunk_key_encoding=({"name": "v2", "separator": "/"} if options.zarr_format == 2 else None),
             config={"write_empty_chunks": True},
         )
         grid = shards or chunks
@@ -145,9 +143,7 @@ def _downsample_writer(
         axis = next((i for i, r in enumerate(region) if r.stop - r.start > 1), 0)
         per_plane = (
             math.prod(
-                (r.stop - r.start) * s
-                for i, (r, s) in enumerate(zip(region, step, strict=True))
-                if i != axis
+                (r.stop - r.start) * s for i, (r, s) in enumerate(zip(region, step, strict=True)) if i != axis
             )
             * itemsize
             * step[axis]
@@ -162,8 +158,7 @@ def _downsample_writer(
             sub = list(region)
             sub[axis] = slice(lo, min(lo + thick, region[axis].stop))
             src_region = tuple(
-                slice(r.start * s, min(r.stop * s, n))
-                for r, s, n in zip(sub, step, prev.shape, strict=True)
+                slice(r.start * s, min(r.stop * s, n)) for r, s, n in zip(sub, step, prev.shape, strict=True)
             )
             block = downsample_block(np.asarray(prev[src_region]), step, method=method)
             dst = [slice(None)] * len(region)
@@ -175,9 +170,7 @@ def _downsample_writer(
     return work
 
 
-def _level_scales(
-    axes: str, spacing: Sequence[float], factors: Sequence[Sequence[int]]
-) -> list[list[float]]:
+def _level_scales(axes: str, spacing: Sequence[float], factors: Sequence[Sequence[int]]) -> list[list[float]]:
     out = []
     for fac in factors:
         it_sp, it_f = iter(spacing), iter(fac)
@@ -187,7 +180,4 @@ def _level_scales(
 
 def _factors_from_levels(level_shapes: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
     base = level_shapes[0]
-    return [
-        tuple(max(1, round(b / s)) for b, s in zip(base, shape, strict=True))
-        for shape in level_shapes
-    ]
+    return [tuple(max(1, round(b / s)) for b, s in zip(base, shape, strict=True)) for shape in level_shapes]

@@ -76,9 +76,7 @@ def atomic_directory(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
         trash = None
         if final.exists():
-            trash = (
-                final.parent / f"{_partial_prefix(final)}{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
-            )
+            trash = final.parent / f"{_partial_prefix(final)}{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
             os.replace(final, trash)
         os.replace(tmp, final)
         if trash is not None:

@@ -128,8 +128,7 @@ def _select(handle: Any, dataset: str | None, path: Path) -> Any:
         if len(every) == 1:
             return handle[every[0]]
         raise InputError(
-            f"the file holds {len(every)} datasets; name one as 'file.h5:/dataset' "
-            f"(datasets: {listing})",
+            f"the file holds {len(every)} datasets; name one as 'file.h5:/dataset' (datasets: {listing})",
             path=path,
         )
     name = "/" + dataset.strip("/")
@@ -138,9 +137,7 @@ def _select(handle: Any, dataset: str | None, path: Path) -> Any:
         raise InputError(f"no dataset {name!r} in the file (datasets: {listing})", path=path)
     if isinstance(obj, h5py.Group):
         inside = ", ".join(_datasets(obj)) or "none"
-        raise InputError(
-            f"{name!r} is a group, not a dataset (datasets in it: {inside})", path=path
-        )
+        raise InputError(f"{name!r} is a group, not a dataset (datasets in it: {inside})", path=path)
     if not isinstance(obj, h5py.Dataset):
         raise InputError(f"{name!r} is not a dataset", path=path)
     return obj
@@ -242,9 +239,7 @@ def open_hdf5(path: Path, dataset: str | None, *, level: int = 0, series: int = 
     """
     path = Path(path)
     if series != 0:
-        raise InputError(
-            f"series {series} does not exist: HDF5 datasets have one series", path=path
-        )
+        raise InputError(f"series {series} does not exist: HDF5 datasets have one series", path=path)
     handle = _open_file(path)
     stamp = _stamp(path)
     try:
@@ -254,9 +249,7 @@ def open_hdf5(path: Path, dataset: str | None, *, level: int = 0, series: int = 
         spacing, calibrated = _spacing(ds, file_axes, path)
         shape = tuple(int(s) for s in ds.shape)
         if any(s == 0 for s in shape):
-            raise DimensionalityError(
-                f"empty dataset: shape {shape} has a zero-size axis", path=path
-            )
+            raise DimensionalityError(f"empty dataset: shape {shape} has a zero-size axis", path=path)
         source = ChunkSource(
             _Hdf5Reader(path, stamp, ds.name),
             shape=shape,

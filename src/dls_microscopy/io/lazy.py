@@ -99,8 +99,9 @@ class ChunkSource:
             raise
         except Exception as exc:
             raise CorruptDataError(
-                f"cannot read {self.what} at {_region_text(bounds)}: "
-                f"{type(exc).__name__}: {exc}".rstrip(": "),
+                f"cannot read {self.what} at {_region_text(bounds)}: {type(exc).__name__}: {exc}".rstrip(
+                    ": "
+                ),
                 path=self.path,
             ) from exc
         # apply steps, integer and array indices axis by axis (orthogonal indexing)
@@ -183,9 +184,7 @@ def _check_axis(axis: int, ndim: int) -> int:
 class _TakeRead:
     """``read(key)`` of a view that fixes one axis of an underlying read at one index."""
 
-    def __init__(
-        self, read: Callable[[tuple[slice, ...]], np.ndarray], axis: int, index: int
-    ) -> None:
+    def __init__(self, read: Callable[[tuple[slice, ...]], np.ndarray], axis: int, index: int) -> None:
         self.read, self.axis, self.index = read, axis, index
 
     def __call__(self, key: tuple[slice, ...]) -> np.ndarray:
@@ -207,9 +206,7 @@ class _TransposeRead:
         return np.asarray(self.read(tuple(base))).transpose(self.axes)
 
 
-def _bounding_key(
-    key: tuple[Any, ...], shape: tuple[int, ...]
-) -> tuple[tuple[slice, ...], list[Any]]:
+def _bounding_key(key: tuple[Any, ...], shape: tuple[int, ...]) -> tuple[tuple[slice, ...], list[Any]]:
     """Split an index into step-1 slices to read and the indexing to apply afterwards.
 
     Readers only ever see contiguous slices; steps, integers and index arrays
@@ -247,9 +244,7 @@ def _bounding_key(
     return tuple(bounds), post
 
 
-def to_dask(
-    source: ChunkSource, chunks: tuple[int, ...] | str, *, name: str | None = None
-) -> da.Array:
+def to_dask(source: ChunkSource, chunks: tuple[int, ...] | str, *, name: str | None = None) -> da.Array:
     """Wrap a :class:`ChunkSource` as a dask array with the given chunking.
 
     ``name`` should identify the data deterministically (path, level...) so

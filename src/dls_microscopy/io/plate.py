@@ -81,9 +81,7 @@ def read_plate_layout(group: zarr.Group, path: Path) -> PlateLayout:
         try:
             wgroup = group[wpath]
         except KeyError as exc:
-            raise MetadataError(
-                f"plate lists well {wpath!r}, which does not exist", path=path
-            ) from exc
+            raise MetadataError(f"plate lists well {wpath!r}, which does not exist", path=path) from exc
         wattrs = dict(wgroup.attrs)
         validate_ngff_attrs(
             wattrs, kind="well", version=detect_ngff_version(wattrs) or version, path=path / wpath
@@ -127,8 +125,7 @@ def resolve_field(
         match = [w for w in layout.wells if _normalise_well(w.row + w.column) == wanted]
         if not match:
             raise InputError(
-                f"well {well!r} is not in the plate (wells: "
-                f"{', '.join(w.path for w in layout.wells)})",
+                f"well {well!r} is not in the plate (wells: {', '.join(w.path for w in layout.wells)})",
                 path=layout.path,
             )
         w = match[0]

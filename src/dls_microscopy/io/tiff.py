@@ -232,13 +232,9 @@ def _volume(tif: tifffile.TiffFile, path: Path, stamp: Stamp, index: int) -> Vol
             dtype.itemsize,
         )
         name = "dls-tiff-" + tokenize(str(path), stamp, index, i, mode)
-        array, axes, lazy_level = _to_our_axes(
-            SourceLevel(source, chunks, name), letters, lev.axes
-        )
+        array, axes, lazy_level = _to_our_axes(SourceLevel(source, chunks, name), letters, lev.axes)
         if shapes and axes != "".join(shapes[0]):
-            log.warning(
-                "%s: pyramid level %d has axes %r; it and smaller levels are ignored", path, i, axes
-            )
+            log.warning("%s: pyramid level %d has axes %r; it and smaller levels are ignored", path, i, axes)
             break
         levels.append(array)
         sources.append(lazy_level)
@@ -266,8 +262,7 @@ def _volume(tif: tifffile.TiffFile, path: Path, stamp: Stamp, index: int) -> Vol
         log.warning("%s: no physical size for axes %s; using 1 µm", path, "".join(missing))
     spacing = [meta["spacing"].get(a, 1.0) for a in spatial]
     level_spacings = tuple(
-        tuple(sp * shapes[0][a] / shp[a] for sp, a in zip(spacing, spatial, strict=True))
-        for shp in shapes
+        tuple(sp * shapes[0][a] / shp[a] for sp, a in zip(spacing, spatial, strict=True)) for shp in shapes
     )
     extra = {k: meta[k] for k in ("time_increment_s",) if k in meta}
     return Volume(

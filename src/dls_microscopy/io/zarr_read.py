@@ -34,7 +34,6 @@ __all__ = ["MissingChunks", "ome_attrs", "open_group", "open_labels", "open_zarr
 log = logging.getLogger(__name__)
 
 
-
 def open_group(path: Path) -> zarr.Group:
     """Open a zarr group read-only, turning zarr's errors into ours."""
     try:
@@ -44,9 +43,7 @@ def open_group(path: Path) -> zarr.Group:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MetadataError(f"zarr metadata is not valid JSON: {exc}", path=path) from exc
     except (zarr.errors.ContainsArrayError, zarr.errors.NodeTypeValidationError) as exc:
-        raise FormatError(
-            "this is a zarr array, not an OME-Zarr group (open its parent)", path=path
-        ) from exc
+        raise FormatError("this is a zarr array, not an OME-Zarr group (open its parent)", path=path) from exc
     except (ValueError, TypeError, KeyError) as exc:
         raise MetadataError(f"invalid zarr metadata: {exc}", path=path) from exc
 
@@ -140,9 +137,7 @@ def open_labels(
             )
         name = image.labels[0]
     if name not in image.labels:
-        raise InputError(
-            f"no label image {name!r} (available: {', '.join(image.labels)})", path=path
-        )
+        raise InputError(f"no label image {name!r} (available: {', '.join(image.labels)})", path=path)
     label_path = path / "labels" / name
     group = open_group(label_path)
     attrs = dict(group.attrs)
@@ -218,8 +213,7 @@ def _open_multiscale(
         arr = _open_array(group, ds["path"], path)
         if arr.ndim != len(names):
             raise MetadataError(
-                f"array {ds['path']!r} has {arr.ndim} dimensions but the metadata names "
-                f"{len(names)} axes",
+                f"array {ds['path']!r} has {arr.ndim} dimensions but the metadata names {len(names)} axes",
                 path=path,
             )
         scale = _scale_of(ds.get("coordinateTransformations"), len(names))
@@ -308,9 +302,7 @@ def _open_array(group: zarr.Group, name: str, path: Path) -> zarr.Array:
     try:
         arr = group[name]
     except KeyError as exc:
-        raise MetadataError(
-            f"the metadata lists array {name!r}, which does not exist", path=path
-        ) from exc
+        raise MetadataError(f"the metadata lists array {name!r}, which does not exist", path=path) from exc
     except (ValueError, TypeError) as exc:
         raise MetadataError(f"invalid zarr metadata for array {name!r}: {exc}", path=path) from exc
     if not isinstance(arr, zarr.Array):

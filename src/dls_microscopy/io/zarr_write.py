@@ -167,9 +167,7 @@ def write_ome_zarr(
             )
         )
         if label_sources:
-            _write_label_images(
-                root, vol, label_sources, factors, options, memory_budget, progress, workers
-            )
+            _write_label_images(root, vol, label_sources, factors, options, memory_budget, progress, workers)
         validate_written_store(tmp, options.version)
     if nonfinite:
         warn_nonfinite(
@@ -199,9 +197,7 @@ def validate_written_store(path: Path, version: NgffVersion) -> None:
             path, f"image {version}", lambda: Image.from_zarr(zarr.open_group(store=str(path), mode="r"))
         )
     except Exception as exc:
-        raise DlsError(
-            f"internal error: the written OME-Zarr failed validation ({exc})", path=path
-        ) from exc
+        raise DlsError(f"internal error: the written OME-Zarr failed validation ({exc})", path=path) from exc
 
 
 def write_labels(
@@ -313,6 +309,4 @@ def _validate_label_root(path: Path, version: NgffVersion) -> None:
             lambda: ImageLabel.from_zarr(zarr.open_group(store=str(path), mode="r")),
         )
     except Exception as exc:
-        raise DlsError(
-            f"internal error: written label image failed validation ({exc})", path=path
-        ) from exc
+        raise DlsError(f"internal error: written label image failed validation ({exc})", path=path) from exc

@@ -171,4 +171,3 @@ def _load_triton_first() -> None:
         importlib.import_module("triton")
     except Exception as exc:  # best effort: the app works without it
         log.debug("triton not preloaded: %s", exc)
-

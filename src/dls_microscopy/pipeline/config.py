@@ -49,6 +49,7 @@ from dls_microscopy.pipeline._config_models import StepsConfig as StepsConfig
 from dls_microscopy.pipeline._config_models import ClusterConfig as ClusterConfig
 from dls_microscopy.pipeline._config_models import ComputeConfig as ComputeConfig
 from dls_microscopy.pipeline._config_models import PipelineConfig as PipelineConfig
+
 # isort: on
 from dls_microscopy.pipeline._config_size import parse_size as parse_size
 from dls_microscopy.pipeline._config_yaml import _duplicate_keys, _format, _issue

@@ -84,9 +84,7 @@ def load_nuclei_1135() -> NucleiSample:
                 spacing = tuple(float(s) for s in f["raw"].attrs["element_size_um"])
         except (OSError, KeyError) as e:
             raise CorruptDataError(f"packaged sample volume is unreadable: {e}", path=path) from e
-    return NucleiSample(
-        image=raw[np.newaxis], labels=labels, spacing=spacing, channel_names=("nuclei",)
-    )
+    return NucleiSample(image=raw[np.newaxis], labels=labels, spacing=spacing, channel_names=("nuclei",))
 
 
 def write_sample_data(outdir: str | os.PathLike[str], *, seed: int = 0) -> dict[str, Path]:
@@ -121,9 +119,7 @@ def write_sample_data(outdir: str | os.PathLike[str], *, seed: int = 0) -> dict[
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputError(
-            f"cannot create the sample data folder: {e.strerror or e}", path=out
-        ) from e
+        raise OutputError(f"cannot create the sample data folder: {e.strerror or e}", path=out) from e
     sample = make_synthetic_nuclei(seed=seed)
     image_name, labels_name, real_name, readme_name = SAMPLE_FILES
     paths = {name: out / name for name in SAMPLE_FILES}
@@ -147,9 +143,7 @@ def write_sample_data(outdir: str | os.PathLike[str], *, seed: int = 0) -> dict[
         return write
 
     _replace_atomically(paths[image_name], tiff_writer(sample.image, "CZYX", "synthetic_nuclei"))
-    _replace_atomically(
-        paths[labels_name], tiff_writer(sample.labels, "ZYX", "synthetic_nuclei_labels")
-    )
+    _replace_atomically(paths[labels_name], tiff_writer(sample.labels, "ZYX", "synthetic_nuclei_labels"))
     with importlib.resources.as_file(nuclei_1135_resource()) as src:
         _replace_atomically(paths[real_name], lambda tmp: shutil.copyfile(src, tmp))
     readme = _readme_text(sample)

@@ -174,8 +174,7 @@ def make_synthetic_nuclei(
         raise InputError("channel_names and photons need exactly two entries (stain, envelope)")
     if not diameter_um > 0 or not 0 < density <= 1 or not noise >= 0:
         raise InputError(
-            f"need diameter_um > 0, 0 < density <= 1 and noise >= 0, got "
-            f"{diameter_um}, {density}, {noise}"
+            f"need diameter_um > 0, 0 < density <= 1 and noise >= 0, got {diameter_um}, {density}, {noise}"
         )
     if not 0 <= size_variation < 1 or not max_aspect >= 1 or min(photon_levels) < 0:
         raise InputError("need 0 <= size_variation < 1, max_aspect >= 1 and photons >= 0")

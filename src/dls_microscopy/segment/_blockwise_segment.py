@@ -53,17 +53,13 @@ class _BandStore:
     def _path(self, index: Sequence[int], axis: int, side: int) -> Path:
         return self.root / f"{'_'.join(map(str, index))}-{axis}{'+' if side > 0 else '-'}.lz4"
 
-    def save(
-        self, index: tuple[int, ...], axis: int, side: int, band: np.ndarray, n_halo: int
-    ) -> None:
+    def save(self, index: tuple[int, ...], axis: int, side: int, band: np.ndarray, n_halo: int) -> None:
         """Store ``band`` (uint32) with ``n_halo`` halo planes (first or last by ``side``)."""
         band = np.ascontiguousarray(band, dtype=np.uint32)
         self._path(index, axis, side).write_bytes(self._codec.encode(band))
         self._meta[(index, axis, side)] = (band.shape, n_halo, band.shape[axis] - n_halo)
 
-    def load(
-        self, index: tuple[int, ...], axis: int, side: int
-    ) -> tuple[np.ndarray, int, int] | None:
+    def load(self, index: tuple[int, ...], axis: int, side: int) -> tuple[np.ndarray, int, int] | None:
         """The band, its number of halo planes and of core planes; None if not saved."""
         meta = self._meta.get((index, axis, side))
         if meta is None:

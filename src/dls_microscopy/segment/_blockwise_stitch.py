@@ -96,9 +96,7 @@ def _stitch(
         )
         return edges, m.ious, m.touching_lower, m.touching_upper, axis
 
-    results = run_parallel(
-        faces, match, workers=workers, description="stitch faces", release_every=32
-    )
+    results = run_parallel(faces, match, workers=workers, description="stitch faces", release_every=32)
     edges = [r[0] for r in results]  # type: ignore[index]
     table, n_objects = global_relabel_table(int(offsets[-1]), edges)
     merged_per_axis = [0] * len(plan.grid)

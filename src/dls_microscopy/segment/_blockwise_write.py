@@ -57,18 +57,13 @@ def _relabelled(
     def relabel(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
         region = block_info[None]["array-location"]  # type: ignore[index]
         out = np.empty(block.shape, dtype=dtype)
-        ranges = [
-            range(lo // b, -(-hi // b))
-            for (lo, hi), b in zip(region, plan.block_shape, strict=True)
-        ]
+        ranges = [range(lo // b, -(-hi // b)) for (lo, hi), b in zip(region, plan.block_shape, strict=True)]
         for index in itertools.product(*ranges):
             sub = tuple(
                 slice(max(lo, i * b), min(hi, (i + 1) * b))
                 for (lo, hi), i, b in zip(region, index, plan.block_shape, strict=True)
             )
-            dst = tuple(
-                slice(s.start - lo, s.stop - lo) for s, (lo, _) in zip(sub, region, strict=True)
-            )
+            dst = tuple(slice(s.start - lo, s.stop - lo) for s, (lo, _) in zip(sub, region, strict=True))
             ids = local[sub]
             out[dst] = lut(int(np.ravel_multi_index(index, plan.grid)))[ids]
         return out
@@ -77,9 +72,7 @@ def _relabelled(
     return template.map_blocks(relabel, dtype=dtype, meta=np.empty((0, 0, 0), dtype))
 
 
-def _destination(
-    volume: Volume, output: Any, label_name: str, overwrite: bool
-) -> tuple[Path, bool]:
+def _destination(volume: Volume, output: Any, label_name: str, overwrite: bool) -> tuple[Path, bool]:
     """Where the labels go: ``(path, standalone)``, checked for overwriting and writability.
 
     ``output`` None (or the input store itself) means the input OME-Zarr's ``labels/``

@@ -103,9 +103,7 @@ class ThresholdMatch:
         if include_matches:
             out["matches"] = [
                 {"pred": int(p), "gt": int(g), "iou": float(s)}
-                for p, g, s in zip(
-                    self.matched_pred, self.matched_gt, self.matched_iou, strict=True
-                )
+                for p, g, s in zip(self.matched_pred, self.matched_gt, self.matched_iou, strict=True)
             ]
         return out
 
@@ -200,7 +198,5 @@ class MatchResult:
                 )
             )
         if self.restrict_to_gt:
-            rows.append(
-                f"({self.n_pred_ignored} predicted objects overlapping no gt object ignored)"
-            )
+            rows.append(f"({self.n_pred_ignored} predicted objects overlapping no gt object ignored)")
         return "\n".join(rows)

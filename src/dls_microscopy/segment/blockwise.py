@@ -251,9 +251,7 @@ def _segment_blocks(
     timings["global_stats"] = time.perf_counter() - t0
 
     scratch = Path(
-        tempfile.mkdtemp(
-            prefix=f".{label_name}.scratch-", dir=_scratch_parent(dest_store, standalone)
-        )
+        tempfile.mkdtemp(prefix=f".{label_name}.scratch-", dir=_scratch_parent(dest_store, standalone))
     )
     try:
         local = zarr.create_array(

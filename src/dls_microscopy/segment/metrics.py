@@ -98,9 +98,7 @@ def match_objects(
     >>> r[0.8].tp, round(r[0.5].f1, 4)
     (0, 0.6667)
     """
-    return match_overlaps(
-        contingency(pred, gt), thresholds=thresholds, restrict_to_gt=restrict_to_gt
-    )
+    return match_overlaps(contingency(pred, gt), thresholds=thresholds, restrict_to_gt=restrict_to_gt)
 
 
 def match_overlaps(
@@ -177,9 +175,7 @@ def match_overlaps(
                 matched_iou=iou[chosen],
             )
         )
-    return MatchResult(
-        per_threshold=tuple(results), restrict_to_gt=restrict_to_gt, n_pred_ignored=n_ignored
-    )
+    return MatchResult(per_threshold=tuple(results), restrict_to_gt=restrict_to_gt, n_pred_ignored=n_ignored)
 
 
 def _optimal_matching(
@@ -330,9 +326,7 @@ def _open_label_volume(path: str | os.PathLike[str], name: str | None) -> Volume
         if axis in vol.axes and vol.axis_size(axis) == 1:
             vol = vol.select(**{axis: 0})
         elif axis in vol.axes:
-            hint = (
-                f"; it has the label images {', '.join(vol.labels)}: name one" if vol.labels else ""
-            )
+            hint = f"; it has the label images {', '.join(vol.labels)}: name one" if vol.labels else ""
             raise InputError(
                 f"a label image must have one {'channel' if axis == 'c' else 'time point'}, "
                 f"this one has {vol.axis_size(axis)} (axes {vol.axes!r}){hint}",

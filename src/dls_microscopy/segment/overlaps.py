@@ -82,9 +82,7 @@ class Overlaps:
     def only_overlapping_pred(self) -> Overlaps:
         """The same table without the predicted objects that share no voxel with any gt object."""
         keep = np.isin(self.pred_labels, self.pred_ids)
-        return dataclasses.replace(
-            self, pred_labels=self.pred_labels[keep], pred_sizes=self.pred_sizes[keep]
-        )
+        return dataclasses.replace(self, pred_labels=self.pred_labels[keep], pred_sizes=self.pred_sizes[keep])
 
 
 # -- contingency table -------------------------------------------------------
@@ -198,9 +196,7 @@ def _pair_counts(pred: np.ndarray, gt: np.ndarray) -> _PairTable:
     p_ids, p_rank = np.unique(p, return_inverse=True)
     g_ids, g_rank = np.unique(g, return_inverse=True)
     base = np.uint64(len(g_ids))
-    keys, counts = np.unique(
-        p_rank.astype(np.uint64) * base + g_rank.astype(np.uint64), return_counts=True
-    )
+    keys, counts = np.unique(p_rank.astype(np.uint64) * base + g_rank.astype(np.uint64), return_counts=True)
     return p_ids[keys // base], g_ids[keys % base], counts.astype(np.int64)
 
 

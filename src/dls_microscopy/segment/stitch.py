@@ -93,9 +93,7 @@ def band_matches(
     touching_lower = int(_touching(face_lo).size)
     touching_upper = int(_touching(face_hi).size)
     if not both.any():
-        return FaceMatch(
-            axis, np.zeros((0, 2), np.int64), np.zeros(0), touching_lower, touching_upper
-        )
+        return FaceMatch(axis, np.zeros((0, 2), np.int64), np.zeros(0), touching_lower, touching_upper)
     size_a = np.bincount(a)
     size_b = np.bincount(b)
     pa, pb = a[both], b[both]

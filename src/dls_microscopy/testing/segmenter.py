@@ -59,9 +59,7 @@ class SegmenterTests:
             f"{segmenter.name!r} is not registered in the 'dls_microscopy.segmenters' entry points"
         )
 
-    def test_output_dtype_shape_and_consecutive_ids(
-        self, segmenter: BaseSegmenter, sample: Any
-    ) -> None:
+    def test_output_dtype_shape_and_consecutive_ids(self, segmenter: BaseSegmenter, sample: Any) -> None:
         image, spacing = sample
         labels = segmenter.segment(image, spacing=spacing)
         assert labels.shape == image.shape[-3:]
@@ -82,9 +80,7 @@ class SegmenterTests:
         halo = segmenter.halo(spacing)
         assert len(halo) == 3 and all(int(h) == h and h >= 0 for h in halo)
 
-    def test_blockwise_equals_whole(
-        self, segmenter: BaseSegmenter, sample: Any, tmp_path: Any
-    ) -> None:
+    def test_blockwise_equals_whole(self, segmenter: BaseSegmenter, sample: Any, tmp_path: Any) -> None:
         from dls_microscopy.io import open_volume, write_ome_zarr
         from dls_microscopy.segment.blockwise import segment_blockwise
         from dls_microscopy.segment.metrics import match_objects

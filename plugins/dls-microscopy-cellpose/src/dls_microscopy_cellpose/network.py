@@ -73,9 +73,15 @@ class NetworkGeometry:
 
     def describe(self) -> dict[str, Any]:
         """A short JSON-able summary (for provenance)."""
-        return {"patch_size": self.patch_size, "embed_dim": self.embed_dim, "depth": self.depth,
-                "num_heads": self.num_heads, "mlp_ratio": self.mlp_ratio,
-                "out_chans": self.out_chans, "tile": self.tile}
+        return {
+            "patch_size": self.patch_size,
+            "embed_dim": self.embed_dim,
+            "depth": self.depth,
+            "num_heads": self.num_heads,
+            "mlp_ratio": self.mlp_ratio,
+            "out_chans": self.out_chans,
+            "tile": self.tile,
+        }
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -96,15 +102,17 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     except Exception as exc:
         raise FormatError(f"cannot read the file as PyTorch weights: {exc}", path=path) from exc
     if not isinstance(state, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise FormatError("not a state dict of tensors (is it a Cellpose 4 model?)", path=path)
     if any(k.startswith("module.") for k in state):  # saved from (Distributed)DataParallel
         state = {k.removeprefix("module."): v for k, v in state.items()}
     return dict(state)
 
 
-def infer_geometry(state: Mapping[str, torch.Tensor], *,
-                   path: str | os.PathLike[str] | None = None) -> NetworkGeometry:
+def infer_geometry(
+    state: Mapping[str, torch.Tensor], *, path: str | os.PathLike[str] | None = None
+) -> NetworkGeometry:
     """Read a Cellpose-SAM network's geometry from the shapes of its state dict.
 
     Raises
@@ -113,29 +121,40 @@ def infer_geometry(state: Mapping[str, torch.Tensor], *,
         For a checkpoint that is not a Cellpose-SAM (cellpose 4, SAM backbone) model.
     """
     if "encoder.cls_token" in state:
-        raise FormatError("this is a Cellpose-DINO model (cpdino); only Cellpose-SAM models "
-                          "(cpsam, cpsam_v2 and fine-tuned ones) are supported", path=path)
+        raise FormatError(
+            "this is a Cellpose-DINO model (cpdino); only Cellpose-SAM models "
+            "(cpsam, cpsam_v2 and fine-tuned ones) are supported",
+            path=path,
+        )
     needed = ("W2", "out.weight", "encoder.patch_embed.proj.weight", "encoder.neck.0.weight")
     missing = [k for k in needed if k not in state]
     if missing:
         hint = " (a Cellpose 3 model?)" if "W2" in missing else ""
-        raise FormatError(f"not a Cellpose-SAM checkpoint{hint}: no {', '.join(missing)}",
-                          path=path)
+        raise FormatError(
+            f"not a Cellpose-SAM checkpoint{hint}: no {', '.join(missing)}", path=path
+        )
     proj = state["encoder.patch_embed.proj.weight"]
     embed_dim, in_chans, patch, patch_x = proj.shape
     if patch != patch_x:
-        raise FormatError(f"non-square patches {tuple(proj.shape[2:])} are not supported",
-                          path=path)
+        raise FormatError(
+            f"non-square patches {tuple(proj.shape[2:])} are not supported", path=path
+        )
     pos = state.get("encoder.pos_embed")
     tile = int(pos.shape[1]) * patch if pos is not None else TILE
     if tile != TILE or (pos is not None and pos.shape[1] != pos.shape[2]):
-        raise FormatError(f"the network works on {tile}-pixel tiles; cellpose runs SAM models on "
-                          f"{TILE}-pixel tiles", path=path)
+        raise FormatError(
+            f"the network works on {tile}-pixel tiles; cellpose runs SAM models on "
+            f"{TILE}-pixel tiles",
+            path=path,
+        )
     w2 = state["W2"]
     n_out = int(w2.shape[1])
     if tuple(w2.shape) != (n_out * patch * patch, n_out, patch, patch) or n_out != N_OUTPUTS:
-        raise FormatError(f"unexpected readout W2 of shape {tuple(w2.shape)} (want "
-                          f"{N_OUTPUTS} outputs: two flows and the cell probability)", path=path)
+        raise FormatError(
+            f"unexpected readout W2 of shape {tuple(w2.shape)} (want "
+            f"{N_OUTPUTS} outputs: two flows and the cell probability)",
+            path=path,
+        )
 
     depth = len({int(m.group(1)) for k in state if (m := _BLOCK.match(k))})
     rel_pos, lengths, heads, mlp_ratio, qkv_bias = False, (), 1, 4.0, True
@@ -146,20 +165,33 @@ def infer_geometry(state: Mapping[str, torch.Tensor], *,
         rel_pos = first + "attn.rel_pos_h" in state
         if rel_pos:
             head_dim = int(state[first + "attn.rel_pos_h"].shape[1])
-            lengths = tuple((int(state[f"encoder.blocks.{i}.attn.rel_pos_h"].shape[0]),
-                             int(state[f"encoder.blocks.{i}.attn.rel_pos_w"].shape[0]))
-                            for i in range(depth))
+            lengths = tuple(
+                (
+                    int(state[f"encoder.blocks.{i}.attn.rel_pos_h"].shape[0]),
+                    int(state[f"encoder.blocks.{i}.attn.rel_pos_w"].shape[0]),
+                )
+                for i in range(depth)
+            )
         else:
             head_dim = _SAM_HEAD_DIM
         if embed_dim % head_dim:
-            raise FormatError(f"cannot tell the attention heads of a {embed_dim}-wide encoder",
-                              path=path)
+            raise FormatError(
+                f"cannot tell the attention heads of a {embed_dim}-wide encoder", path=path
+            )
         heads = embed_dim // head_dim
     return NetworkGeometry(
-        patch_size=int(patch), embed_dim=int(embed_dim), depth=depth, num_heads=heads,
-        mlp_ratio=mlp_ratio, out_chans=int(state["encoder.neck.0.weight"].shape[0]),
-        in_chans=int(in_chans), qkv_bias=qkv_bias, use_rel_pos=rel_pos,
-        rel_pos_lengths=lengths, tile=tile, n_outputs=n_out,
+        patch_size=int(patch),
+        embed_dim=int(embed_dim),
+        depth=depth,
+        num_heads=heads,
+        mlp_ratio=mlp_ratio,
+        out_chans=int(state["encoder.neck.0.weight"].shape[0]),
+        in_chans=int(in_chans),
+        qkv_bias=qkv_bias,
+        use_rel_pos=rel_pos,
+        rel_pos_lengths=lengths,
+        tile=tile,
+        n_outputs=n_out,
     )
 
 
@@ -204,10 +236,17 @@ def _network_class() -> type[nn.Module]:
             self.backbone = "sam_vitl"  # what cellpose calls every SAM backbone
             self.rdrop = 0.0  # layer drop (training only)
             self.encoder = ImageEncoderViT(
-                img_size=g.tile, patch_size=g.patch_size, in_chans=g.in_chans,
-                embed_dim=g.embed_dim, depth=g.depth, num_heads=g.num_heads,
-                mlp_ratio=g.mlp_ratio, out_chans=g.out_chans, qkv_bias=g.qkv_bias,
-                norm_layer=functools.partial(nn.LayerNorm, eps=1e-6), use_rel_pos=g.use_rel_pos,
+                img_size=g.tile,
+                patch_size=g.patch_size,
+                in_chans=g.in_chans,
+                embed_dim=g.embed_dim,
+                depth=g.depth,
+                num_heads=g.num_heads,
+                mlp_ratio=g.mlp_ratio,
+                out_chans=g.out_chans,
+                qkv_bias=g.qkv_bias,
+                norm_layer=functools.partial(nn.LayerNorm, eps=1e-6),
+                use_rel_pos=g.use_rel_pos,
                 window_size=0,  # cellpose uses global attention in every block
             )
             head_dim = g.embed_dim // g.num_heads
@@ -216,8 +255,10 @@ def _network_class() -> type[nn.Module]:
                 block.attn.rel_pos_w = nn.Parameter(torch.zeros(n_w, head_dim))
             n = g.n_outputs * g.patch_size**2
             self.out = nn.Conv2d(g.out_chans, n, kernel_size=1)
-            self.W2 = nn.Parameter(torch.eye(n).reshape(n, g.n_outputs, g.patch_size,
-                                                        g.patch_size), requires_grad=False)
+            self.W2 = nn.Parameter(
+                torch.eye(n).reshape(n, g.n_outputs, g.patch_size, g.patch_size),
+                requires_grad=False,
+            )
             self.nout = g.n_outputs
             self.ps = g.patch_size
 
@@ -236,8 +277,9 @@ def _model_class() -> type:
         is skipped; ``eval`` uses only the attributes set here.
         """
 
-        def __init__(self, net: nn.Module, path: str | os.PathLike[str],
-                     device: torch.device) -> None:
+        def __init__(
+            self, net: nn.Module, path: str | os.PathLike[str], device: torch.device
+        ) -> None:
             self.net = net
             self.device = device
             self.gpu = device.type in ("cuda", "mps")
@@ -261,8 +303,9 @@ def build_network(geometry: NetworkGeometry, *, device: str | torch.device = "cp
         return _network_class()(geometry)
 
 
-def load_network(path: str | os.PathLike[str], *, device: torch.device,
-                 dtype: torch.dtype = torch.float32) -> tuple[nn.Module, NetworkGeometry]:
+def load_network(
+    path: str | os.PathLike[str], *, device: torch.device, dtype: torch.dtype = torch.float32
+) -> tuple[nn.Module, NetworkGeometry]:
     """Read ``path``, build the network its tensors describe and load them into it.
 
     Returns
@@ -282,15 +325,23 @@ def load_network(path: str | os.PathLike[str], *, device: torch.device,
     try:
         result = net.load_state_dict(state, strict=False, assign=True)
     except RuntimeError as exc:  # tensors whose shapes contradict the inferred geometry
-        raise FormatError(f"the tensors do not form one Cellpose-SAM network: {exc}",
-                          path=path) from exc
+        raise FormatError(
+            f"the tensors do not form one Cellpose-SAM network: {exc}", path=path
+        ) from exc
     missing = [k for k in result.missing_keys if k not in _OPTIONAL]
     if missing:
-        raise FormatError(f"the checkpoint lacks {len(missing)} tensors of the network it "
-                          f"describes, e.g. {', '.join(missing[:3])}", path=path)
+        raise FormatError(
+            f"the checkpoint lacks {len(missing)} tensors of the network it "
+            f"describes, e.g. {', '.join(missing[:3])}",
+            path=path,
+        )
     if result.unexpected_keys:
-        log.warning("%s: ignoring %d tensors the network does not use, e.g. %s", path,
-                    len(result.unexpected_keys), ", ".join(result.unexpected_keys[:3]))
+        log.warning(
+            "%s: ignoring %d tensors the network does not use, e.g. %s",
+            path,
+            len(result.unexpected_keys),
+            ", ".join(result.unexpected_keys[:3]),
+        )
     for name in result.missing_keys:  # only _OPTIONAL ones remain: still on "meta"
         setattr(net, name, nn.Parameter(torch.tensor([_OPTIONAL[name]]), requires_grad=False))
     net = net.to(device)
@@ -320,8 +371,9 @@ def tile_activation_bytes(geometry: NetworkGeometry, dtype: torch.dtype) -> int:
     return int(item * (block + neck) + 4 * (g.in_chans + 2 * g.n_outputs) * g.tile**2)
 
 
-def batch_size_for(geometry: NetworkGeometry, dtype: torch.dtype, budget_bytes: float, *,
-                   most: int = 64) -> int:
+def batch_size_for(
+    geometry: NetworkGeometry, dtype: torch.dtype, budget_bytes: float, *, most: int = 64
+) -> int:
     """How many tiles fit in ``budget_bytes`` at once (1 to ``most``).
 
     Examples
@@ -356,4 +408,3 @@ def free_memory_bytes(device: torch.device) -> float:
 def describe_dtype(dtype: torch.dtype) -> str:
     """``"bfloat16"``, ``"float32"``..."""
     return str(dtype).removeprefix("torch.")
-

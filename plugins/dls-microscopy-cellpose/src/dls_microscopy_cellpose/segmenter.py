@@ -139,11 +139,17 @@ class CellposeSegmenter(BaseSegmenter):
 
     params: CellposeParams
 
-    def __init__(self, params: SegmenterParams | Mapping[str, Any] | None = None, *,
-                 device: str = "auto", **overrides: Any) -> None:
+    def __init__(
+        self,
+        params: SegmenterParams | Mapping[str, Any] | None = None,
+        *,
+        device: str = "auto",
+        **overrides: Any,
+    ) -> None:
         super().__init__(params, device=device, **overrides)
-        self.weights_path: Path = find_weights(self.params.model_path,
-                                               model_name=self.params.model_name)
+        self.weights_path: Path = find_weights(
+            self.params.model_path, model_name=self.params.model_name
+        )
         self._lock = threading.Lock()
         self._loaded_model: _Loaded | None = None
         self._sha256: str | None = None
@@ -206,12 +212,26 @@ class CellposeSegmenter(BaseSegmenter):
         dtype = getattr(torch, precision)
         net, geometry = network.load_network(self.weights_path, device=device, dtype=dtype)
         batch = self.params.batch_size or network.batch_size_for(
-            geometry, dtype, network.free_memory_bytes(device),
-            most=8 if device.type == "cpu" else 64)
-        loaded = _Loaded(network.cellpose_model(net, self.weights_path, device), geometry,
-                         network.model_diameter(net), dtype, batch)
-        log.info("cellpose weights %s: %s on %s, %s, %d tiles per batch", self.weights_path,
-                 geometry.describe(), device, precision, batch)
+            geometry,
+            dtype,
+            network.free_memory_bytes(device),
+            most=8 if device.type == "cpu" else 64,
+        )
+        loaded = _Loaded(
+            network.cellpose_model(net, self.weights_path, device),
+            geometry,
+            network.model_diameter(net),
+            dtype,
+            batch,
+        )
+        log.info(
+            "cellpose weights %s: %s on %s, %s, %d tiles per batch",
+            self.weights_path,
+            geometry.describe(),
+            device,
+            precision,
+            batch,
+        )
         return loaded
 
     # -- geometry -------------------------------------------------------------------------
@@ -220,8 +240,12 @@ class CellposeSegmenter(BaseSegmenter):
         dy, dx = float(spacing[1]), float(spacing[2])
         if abs(dy - dx) > _SQUARE_TOLERANCE * max(dy, dx) and not self._warned_pixels:
             self._warned_pixels = True
-            log.warning("cellpose assumes square pixels; y and x spacing differ (%g, %g µm): "
-                        "using their geometric mean", dy, dx)
+            log.warning(
+                "cellpose assumes square pixels; y and x spacing differ (%g, %g µm): "
+                "using their geometric mean",
+                dy,
+                dx,
+            )
         return math.sqrt(dy * dx)
 
     def halo(self, spacing: Sequence[float]) -> tuple[int, ...]:
@@ -266,8 +290,9 @@ class CellposeSegmenter(BaseSegmenter):
             high = low + 1.0
         return {"low": low, "high": high}
 
-    def _segment(self, image: np.ndarray, *, spacing: tuple[float, ...],
-                 stats: Mapping[str, float]) -> np.ndarray:
+    def _segment(
+        self, image: np.ndarray, *, spacing: tuple[float, ...], stats: Mapping[str, float]
+    ) -> np.ndarray:
         import fastremap
         import torch
 
@@ -277,30 +302,50 @@ class CellposeSegmenter(BaseSegmenter):
         loaded = self._load()
         p = self.params
         diameter, anisotropy = cellpose_scale(
-            spacing, diameter_um=p.diameter_um, model_diameter_px=loaded.model_diameter_px,
-            rescale=p.rescale, in_plane_um=self._in_plane_spacing(spacing))
+            spacing,
+            diameter_um=p.diameter_um,
+            model_diameter_px=loaded.model_diameter_px,
+            rescale=p.rescale,
+            in_plane_um=self._in_plane_spacing(spacing),
+        )
         # cellpose normalises a float32 input in place: give it its own copy
         pixels = np.array(image, dtype=np.float32, copy=True)
         with torch.sparse.check_sparse_tensor_invariants(enable=False):  # as cellpose, quietly
             masks = loaded.model.eval(
-                pixels, z_axis=0, channel_axis=None, do_3D=True, anisotropy=anisotropy,
-                diameter=diameter, resample=True, batch_size=loaded.batch_size,
-                normalize={"normalize": True, "lowhigh": [float(stats["low"]),
-                                                         float(stats["high"])]},
-                cellprob_threshold=p.cellprob_threshold, niter=p.niter,
-                flow3D_smooth=p.flow3d_smooth, min_size=p.min_size_voxels,
-                max_size_fraction=1.0, augment=False, compute_masks=True,
+                pixels,
+                z_axis=0,
+                channel_axis=None,
+                do_3D=True,
+                anisotropy=anisotropy,
+                diameter=diameter,
+                resample=True,
+                batch_size=loaded.batch_size,
+                normalize={
+                    "normalize": True,
+                    "lowhigh": [float(stats["low"]), float(stats["high"])],
+                },
+                cellprob_threshold=p.cellprob_threshold,
+                niter=p.niter,
+                flow3D_smooth=p.flow3d_smooth,
+                min_size=p.min_size_voxels,
+                max_size_fraction=1.0,
+                augment=False,
+                compute_masks=True,
             )[0]
         masks = np.asarray(masks).reshape(image.shape)  # cellpose squeezes length-1 axes
         # numbered 1..N by first voxel in C order (cellpose's order follows its seeds)
-        labels, _ = fastremap.renumber(masks.astype(np.uint32), preserve_zero=True,
-                                       in_place=True)
+        labels, _ = fastremap.renumber(masks.astype(np.uint32), preserve_zero=True, in_place=True)
         return labels.astype(np.uint32, copy=False)
 
 
-def cellpose_scale(spacing: Sequence[float], *, diameter_um: float, model_diameter_px: float,
-                   rescale: bool = True, in_plane_um: float | None = None
-                   ) -> tuple[float | None, float]:
+def cellpose_scale(
+    spacing: Sequence[float],
+    *,
+    diameter_um: float,
+    model_diameter_px: float,
+    rescale: bool = True,
+    in_plane_um: float | None = None,
+) -> tuple[float | None, float]:
     """The ``diameter`` and ``anisotropy`` arguments of cellpose's ``eval``.
 
     cellpose resizes every axis by ``30 / diameter`` and z also by ``anisotropy``.  The
@@ -356,12 +401,13 @@ def _intensity_sample(image: Any, budget: int) -> np.ndarray:
     n_tiles = math.prod(tiles)
     count = max(1, min(n_tiles, budget // math.prod(edge)))
     picks = np.unique((np.arange(count) * _GOLDEN % 1.0 * n_tiles).astype(np.int64))
-    regions = [tuple(slice(i * e, (i + 1) * e) for i, e in zip(index, edge, strict=True))
-               for index in zip(*np.unravel_index(picks, tiles), strict=True)]
+    regions = [
+        tuple(slice(i * e, (i + 1) * e) for i, e in zip(index, edge, strict=True))
+        for index in zip(*np.unravel_index(picks, tiles), strict=True)
+    ]
     blocks = [image[r] for r in regions]
     if hasattr(image, "dask"):
         import dask
 
         blocks = list(dask.compute(*blocks))
     return np.concatenate([np.asarray(b, dtype=np.float32).ravel() for b in blocks])
-

@@ -68,14 +68,15 @@ def _how_to_fetch(model_name: str, destination: Path) -> str:
     url = download_url(model_name)
     return (
         f"This program never downloads weights. On a machine with internet access, fetch "
-        f"{url} (e.g. `curl -L -o {model_name} {url}`, or run `python -c \"from cellpose "
+        f'{url} (e.g. `curl -L -o {model_name} {url}`, or run `python -c "from cellpose '
         f"import models; models.CellposeModel(pretrained_model='{model_name}')\"`, which "
         f"saves it as ~/.cellpose/models/{model_name}), then copy the file to {destination}"
     )
 
 
-def find_weights(model_path: str | os.PathLike[str] | None = None, *,
-                 model_name: str = DEFAULT_MODEL) -> Path:
+def find_weights(
+    model_path: str | os.PathLike[str] | None = None, *, model_name: str = DEFAULT_MODEL
+) -> Path:
     """The weights file to load.
 
     Parameters

@@ -43,9 +43,7 @@ def _cube48(x: Any) -> list[Any]:
     import itertools
 
     return [
-        v
-        for order in itertools.permutations((2, 3, 4))
-        for v in _flips("image", x.permute(0, 1, *order))
+        v for order in itertools.permutations((2, 3, 4)) for v in _flips("image", x.permute(0, 1, *order))
     ]
 
 
