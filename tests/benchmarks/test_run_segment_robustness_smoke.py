@@ -26,3 +26,21 @@ def test_quick_run_scores_both_methods_on_every_condition(run_benchmark, tmp_pat
             assert s["n_pred"] > 0 and 0.0 <= s["f1_075"] <= s["f1_05"] <= 1.0
     # the reference volume is one our defaults segment well (0.945 at IoU 0.5 when written)
     assert data["conditions"][0]["scores"]["ours"]["f1_05"] > 0.9
+
+
+def test_seed_contrast_option_changes_only_ours(run_benchmark, tmp_path):
+    """``--seed-contrast`` judges that option as a default: ours changes, the baseline does not."""
+    runs = {}
+    for tag, extra in (("default", ()), ("contrast", ("--seed-contrast", "0.8"))):
+        out = tmp_path / tag
+        res = run_benchmark(SCRIPT, "--quick", *extra, out=out, tmp=False)
+        assert res.returncode == 0, res.stderr
+        (path,) = out.glob("segment-robustness-*.json")
+        runs[tag] = (path.name, json.loads(path.read_text()))
+    assert runs["contrast"][0].endswith("-quick-seed-contrast0.8.json")
+    assert runs["contrast"][1]["seed_contrast"] == 0.8 and runs["default"][1]["seed_contrast"] is None
+    pairs = list(zip(runs["default"][1]["conditions"], runs["contrast"][1]["conditions"], strict=True))
+    assert all(
+        a["scores"]["skimage baseline"]["f1_05"] == b["scores"]["skimage baseline"]["f1_05"] for a, b in pairs
+    )
+    assert any(a["scores"]["ours"]["f1_05"] != b["scores"]["ours"]["f1_05"] for a, b in pairs)
