@@ -26,6 +26,12 @@ def test_quick_run_scores_both_methods_on_every_condition(run_benchmark, tmp_pat
             assert s["n_pred"] > 0 and 0.0 <= s["f1_075"] <= s["f1_05"] <= 1.0
     # the reference volume is one our defaults segment well (0.945 at IoU 0.5 when written)
     assert data["conditions"][0]["scores"]["ours"]["f1_05"] > 0.9
+    # ours told the diameter it estimates, once per image (not on the "diameter said" rows)
+    assert "## Ours told the diameter it estimates" in res.stdout
+    assert ["estimated" in c for c in data["conditions"]] == [True, True, False]
+    ref = data["conditions"][0]["estimated"]
+    assert abs(ref["diameter_um"] - ref["gold_median_um"]) < 0.1 * ref["gold_median_um"]
+    assert ref["f1_05"] > 0.9 and data["mean_estimated"]["refused"] == 0
 
 
 def test_seed_contrast_option_changes_only_ours(run_benchmark, tmp_path):

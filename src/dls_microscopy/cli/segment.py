@@ -47,7 +47,13 @@ def segment(
     channel: Annotated[
         str | None, typer.Option(help="Channel index or name, for multi-channel images.")
     ] = None,
-    diameter: Annotated[float | None, typer.Option(help="Expected object diameter in µm.")] = None,
+    diameter: Annotated[
+        str | None,
+        typer.Option(
+            help="Expected object diameter in µm, or 'auto' to estimate it from the image "
+            "(watershed; see estimate-diameter)."
+        ),
+    ] = None,
     param: Annotated[
         list[str] | None, typer.Option(help="Segmenter parameter KEY=VALUE; repeatable.")
     ] = None,
@@ -77,13 +83,19 @@ def segment(
     from dls_microscopy.segment import get_segmenter, segment_blockwise
 
     params = _parse_params(param)
-    if diameter is not None:
-        params["diameter_um"] = diameter
+    vol = open_volume(source, series=series)
+    ch: int | str | None = int(channel) if channel is not None and channel.isdigit() else channel
+    estimated = None
+    if diameter is not None and diameter.strip().lower() == "auto":
+        if method != "watershed":
+            raise InputError(f"--diameter auto estimates for the watershed; give a number for {method!r}")
+        estimated = _estimate(vol, ch, time_point, params)
+        params["diameter_um"] = estimated.diameter_um
+    elif diameter is not None:
+        params["diameter_um"] = _positive_um(diameter, "--diameter")
     if model is not None:
         params["model_path"] = str(model)
     seg = get_segmenter(method, params, device=device)
-    vol = open_volume(source, series=series)
-    ch: int | str | None = int(channel) if channel is not None and channel.isdigit() else channel
     with RichProgress(enabled=progress and err.is_terminal) as bar:
         res = segment_blockwise(
             vol,
@@ -108,12 +120,85 @@ def segment(
         "seams": res.seam_qc,
         "seconds": {k: round(v, 3) for k, v in res.timings.items()},
     }
+    if estimated is not None:
+        summary["diameter_estimated"] = estimated.as_dict()
     if as_json:
         out.print_json(json.dumps(summary))
     else:
         out.print(
             f"{res.n_objects} objects → {res.path}  ({res.plan.n_blocks} blocks, "
             f"{res.seam_qc['merged_pairs']} seam merges)",
+            soft_wrap=True,
+        )
+
+
+def _positive_um(text: str, option: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{option} takes a number of µm or 'auto', got {text!r}") from None
+    if not value > 0:
+        raise InputError(f"{option} must be > 0 µm, got {text}")
+    return value
+
+
+def _estimate(vol: Any, channel: int | str | None, time_point: int | None, params: dict[str, Any]) -> Any:
+    """:func:`~dls_microscopy.segment.estimate_diameter`, logged."""
+    import logging
+
+    from dls_microscopy.segment.diameter import estimate_diameter
+
+    est = estimate_diameter(vol, channel=channel, time_point=time_point, params=params)
+    logging.getLogger(__name__).info(
+        "estimated diameter %.2f µm from %d objects", est.diameter_um, est.n_objects
+    )
+    return est
+
+
+@app.command(
+    "estimate-diameter",
+    epilog="Example: dls-microscopy estimate-diameter image.ome.zarr --channel DAPI",
+)
+def estimate_diameter_cmd(
+    source: Annotated[str, typer.Argument(help="Image (any readable format).")],
+    channel: Annotated[
+        str | None, typer.Option(help="Channel index or name, for multi-channel images.")
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="Other watershed parameter KEY=VALUE to segment with; repeatable."),
+    ] = None,
+    start: Annotated[str, typer.Option(help="First diameter tried, µm; must exceed the nuclei's.")] = "20",
+    series: Annotated[int, typer.Option(help="Series / plate field of the input.")] = 0,
+    time_point: Annotated[int | None, typer.Option(help="Time point, for time series (from 0).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Estimate the nucleus diameter (µm) that the image supports, for segment --diameter.
+
+    Segments a central region (about 4 M voxels) with a large diameter, measures the
+    median diameter of the whole objects found (of the sphere of their volume), and
+    segments again with that, until the two agree. Refuses, and asks for the diameter,
+    where the image does not settle on one (nuclei barely above the noise).
+    """
+    from dls_microscopy.io import open_volume
+    from dls_microscopy.segment.diameter import estimate_diameter
+
+    vol = open_volume(source, series=series)
+    ch: int | str | None = int(channel) if channel is not None and channel.isdigit() else channel
+    est = estimate_diameter(
+        vol,
+        channel=ch,
+        time_point=time_point,
+        params=_parse_params(param),
+        start_um=_positive_um(start, "--start"),
+    )
+    if as_json:
+        out.print_json(json.dumps(est.as_dict()))
+    else:
+        steps = " → ".join(f"{s:g}" for s in est.steps_um)
+        out.print(
+            f"diameter {est.diameter_um:g} µm (median of {est.n_objects} objects; steps {steps} µm)\n"
+            f"segment with: --diameter {est.diameter_um:g}",
             soft_wrap=True,
         )
 

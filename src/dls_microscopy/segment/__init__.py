@@ -16,13 +16,16 @@ from dls_microscopy.segment.base import (
     segmenter_names,
 )
 from dls_microscopy.segment.blockwise import BlockwiseResult, segment_blockwise, select_image
+from dls_microscopy.segment.diameter import DiameterEstimate, estimate_diameter
 
 __all__ = [
     "BaseSegmenter",
     "BlockwiseResult",
+    "DiameterEstimate",
     "EmptyResultWarning",
     "Segmenter",
     "SegmenterParams",
+    "estimate_diameter",
     "get_segmenter",
     "segment_blockwise",
     "segmenter_names",
