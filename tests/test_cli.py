@@ -254,3 +254,37 @@ def test_time_point_option_of_segment_features_and_embed(capsys, tmp_path):
     code, _, err = run(capsys, "embed", "apply", str(tif), str(tmp_path / "t1.ome.zarr"), str(model),
                        str(tmp_path / "e2.parquet"), "--device", "cpu")  # fmt: skip
     assert code == 2 and "--time-point" in err
+
+
+def test_an_output_over_an_input_is_refused_and_the_input_kept(capsys, tmp_path):
+    """--overwrite must never replace an input: output = input, holds it, or lies in its store."""
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+
+    s = make_synthetic_nuclei((16, 48, 48), seed=1)
+    d = tmp_path / "d"
+    d.mkdir()
+    tifffile.imwrite(d / "img.tif", s.image[0])
+    tifffile.imwrite(d / "lab.tif", s.labels)
+    store = write_ome_zarr(s.image[:1], tmp_path / "s.ome.zarr", axes="czyx", labels={"nuclei": s.labels})
+    before = {p: p.read_bytes() for p in d.iterdir()}
+    cases = [
+        ["features", str(d / "img.tif"), str(d / "lab.tif"), str(d / "img.tif"), "--overwrite"],
+        ["features", str(d / "img.tif"), str(d / "lab.tif"), str(d), "--overwrite"],
+        ["features", str(store), "nuclei", str(store / "features")],
+        ["mesh", str(d / "lab.tif"), str(d), "--overwrite"],
+        ["mesh", str(d / "lab.tif"), str(tmp_path / "m"), "--descriptors", str(d / "lab.tif")],
+        ["convert", str(d / "img.tif"), str(d / "img.tif"), "--overwrite"],
+        ["convert", str(store), str(store), "--overwrite"],
+        ["segment", str(d / "img.tif"), str(d / "img.tif"), "--overwrite", "--diameter", "7"],
+    ]
+    for args in cases:
+        code, _, err = run(capsys, *args, "--no-progress")
+        assert code == 2 and "inputs are never written" in err, (args, err)
+    assert {p: p.read_bytes() for p in d.iterdir()} == before
+    assert open_labels(store, "nuclei").load().max() == s.labels.max()
+    assert not (tmp_path / "m").exists() and not (store / "features").exists()
+    # a descriptors file that exists is replaced only with --overwrite
+    (tmp_path / "t.parquet").write_bytes(b"keep")
+    code, _, err = run(capsys, "mesh", str(d / "lab.tif"), str(tmp_path / "m2"), "--descriptors",
+                       str(tmp_path / "t.parquet"), "--no-progress")  # fmt: skip
+    assert code == 2 and "already exists" in err and (tmp_path / "t.parquet").read_bytes() == b"keep"

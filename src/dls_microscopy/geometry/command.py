@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dls_microscopy.blocks import ProgressCallback
-from dls_microscopy.errors import DimensionalityError, InputError
+from dls_microscopy.errors import DimensionalityError, InputError, OutputError
 from dls_microscopy.geometry.descriptors import descriptor_units, shape_descriptors
 from dls_microscopy.geometry.export import (
     FORMATS,
@@ -114,11 +114,18 @@ def export_meshes_command(
         Summary: ``n_objects``, ``n_faces``, ``n_not_watertight``, paths of the
         manifest, mesh files and table, ``seconds``.
     """
-    from dls_microscopy.io.atomic import atomic_directory
+    from dls_microscopy.io.atomic import atomic_directory, refuse_output_over_inputs
 
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise InputError(f"unknown mesh format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    refuse_output_over_inputs(outdir, [labels_path])
+    if descriptors_path is not None:
+        refuse_output_over_inputs(descriptors_path, [labels_path])
+        if Path(descriptors_path).exists() and not overwrite:
+            raise OutputError(
+                "descriptors file already exists (use overwrite / --overwrite)", path=Path(descriptors_path)
+            )
     start = time.perf_counter()
     vol = open_label_volume(labels_path, label_name)
     outdir = Path(outdir)

@@ -14,14 +14,14 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import psutil
 
-from dls_microscopy.errors import OutputError
+from dls_microscopy.errors import InputError, OutputError
 
-__all__ = ["atomic_directory"]
+__all__ = ["atomic_directory", "refuse_output_over_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,49 @@ def _remove_stale_partials(final: Path) -> None:
             continue  # another live process is writing it
         log.info("removing stale partial output %s", entry)
         shutil.rmtree(entry, ignore_errors=True)
+
+
+def refuse_output_over_inputs(
+    output: str | os.PathLike[str],
+    inputs: Iterable[str | os.PathLike[str] | None],
+    *,
+    inside_ok: bool = False,
+) -> None:
+    """Refuse an output that is an input, holds one, or lies inside one.
+
+    Writing (with overwrite) would replace the input: inputs are never written.
+    ``inside_ok`` allows an output inside an input (NGFF labels written into the
+    image's store on purpose).
+    ``inputs`` may name HDF5 datasets (``file.h5:/raw``) and things that are not
+    paths (a label image's name, None): those that do not exist are skipped.
+
+    Raises
+    ------
+    InputError
+        Naming the output and the input.
+    """
+    from dls_microscopy.io.open import split_dataset_path
+
+    out = Path(output).absolute().resolve()
+    for item in inputs:
+        if item is None:
+            continue
+        src = split_dataset_path(item)[0]
+        if not src.exists():
+            continue
+        src = src.absolute().resolve()
+        if src == out:
+            how = "is"
+        elif out in src.parents:
+            how = "contains"
+        elif src in out.parents and not inside_ok:
+            how = "lies inside"
+        else:
+            continue
+        raise InputError(
+            f"the output {how} the input {os.fspath(item)}; inputs are never written: choose another output",
+            path=Path(output),
+        )
 
 
 @contextlib.contextmanager

@@ -49,6 +49,9 @@ def convert(
         The written store. Peak memory is set by ``memory_budget``, not by the
         size of the source.
     """
+    from dls_microscopy.io.atomic import refuse_output_over_inputs
+
+    refuse_output_over_inputs(destination, [source, *(labels or {}).values()])
     image = open_volume(source, series=series)
     label_volumes = {name: open_volume(p) for name, p in (labels or {}).items()}
     log.info("converting %s (%s, %s) to %s", source, image.shape, image.dtype, destination)

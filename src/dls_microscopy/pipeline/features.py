@@ -204,7 +204,10 @@ def run_features(
     ModelNotFoundError
         An embedding model (or its ``.json`` record) is missing; raised before any work.
     """
+    from dls_microscopy.io.atomic import refuse_output_over_inputs
+
     model_paths = _model_paths(embeddings)
+    refuse_output_over_inputs(outdir, [image_path, labels_path_or_name, *model_paths])
     records = []
     if model_paths:  # read once; a missing model fails before measuring
         from dls_microscopy.features.embeddings import read_record

@@ -192,6 +192,10 @@ def segment_blockwise(
     spacing = image.spacing
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    if output is not None:
+        from dls_microscopy.io.atomic import refuse_output_over_inputs
+
+        refuse_output_over_inputs(output, [volume.source], inside_ok=True)
     dest_store, standalone = _destination(volume, output, label_name, overwrite)
     if workers is None:
         workers = 1 if segmenter.device != "cpu" else max(1, min(8, os.cpu_count() or 1))
