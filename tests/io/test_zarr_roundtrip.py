@@ -194,3 +194,33 @@ def test_we_read_ome_zarr_py_store(tmp_path, version):
     np.testing.assert_array_equal(vol.data.compute(), img)
     assert len(vol.levels) >= 2
     assert vol.metadata["ngff_version"] == version
+
+
+def test_labels_go_into_a_store_that_was_not_valid_ngff_as_it_was(tmp_path, caplog):
+    """Real stores can be invalid before we write (idr0062A's label image has one level more than
+    its image): the new label image is validated on its own, and listed."""
+    import logging
+
+    from dls_microscopy.io.zarr_write import write_labels
+
+    img = _image((1, 8, 32, 32))
+    lab = np.zeros((8, 32, 32), np.uint16)
+    lab[2:5, 4:12, 4:12] = 1
+    store = write_ome_zarr(img, tmp_path / "s.ome.zarr", axes="czyx", labels={"old": lab}, n_levels=2)
+    old = zarr.open_group(store=str(store / "labels" / "old"), mode="a")
+    ms = old.attrs["ome"]["multiscales"]
+    last = ms[0]["datasets"][-1]
+    scale = [2 * v for v in last["coordinateTransformations"][0]["scale"]]
+    shape = tuple(max(1, n // 2) for n in old[last["path"]].shape)
+    old.create_array("extra", shape=shape, dtype=old[last["path"]].dtype)
+    ms[0]["datasets"].append(
+        {"path": "extra", "coordinateTransformations": [{"type": "scale", "scale": scale}]}
+    )
+    old.attrs["ome"] = {**old.attrs["ome"], "multiscales": ms}
+    with pytest.raises(Exception, match="failed validation"):
+        validate_written_store(store, "0.5")
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        write_labels(store, "new", lab * 2)
+    assert any("not valid NGFF 0.5 as it is" in r.getMessage() for r in caplog.records)
+    assert list(open_volume(store).labels) == ["old", "new"]
+    np.testing.assert_array_equal(open_labels(store, "new").load(), lab * 2)

@@ -188,6 +188,13 @@ def validate_written_store(path: Path, version: NgffVersion) -> None:
     DlsError
         If validation fails: that is a bug in our writer, not a user error.
     """
+    problem = _store_problem(path, version)
+    if problem is not None:
+        raise DlsError(f"internal error: the written OME-Zarr failed validation ({problem})", path=path)
+
+
+def _store_problem(path: Path, version: NgffVersion) -> str | None:
+    """Why the OME-Zarr image at ``path`` (with its labels) is not valid NGFF, or None."""
     if version == "0.5":
         from ome_zarr_models.v05.image import Image
     else:
@@ -196,8 +203,10 @@ def validate_written_store(path: Path, version: NgffVersion) -> None:
         validate_once(
             path, f"image {version}", lambda: Image.from_zarr(zarr.open_group(store=str(path), mode="r"))
         )
-    except Exception as exc:
-        raise DlsError(f"internal error: the written OME-Zarr failed validation ({exc})", path=path) from exc
+    except Exception as exc:  # pydantic's message: several lines, with a link per error
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        return "; ".join(ln for ln in lines if not ln.startswith("For further information"))
+    return None
 
 
 def write_labels(
@@ -215,8 +224,12 @@ def write_labels(
     """Add (or replace) the NGFF label image ``name`` in an existing OME-Zarr image.
 
     The label pyramid gets as many levels as the image's.  The label image is
-    written under a temporary name inside ``labels/`` and renamed when
-    complete; only then is it listed in the ``labels`` group metadata.
+    written under a temporary name inside ``labels/``, validated on its own, and
+    renamed when complete; only then is it listed in the ``labels`` group
+    metadata.  The whole store is validated after that, and the listing undone
+    if it fails, unless the store was not valid NGFF before (real stores can
+    carry, e.g., a label image with more levels than the image): then a warning
+    says so, and the new label image's own validation stands.
 
     Returns
     -------
@@ -240,7 +253,14 @@ def write_labels(
     label_axes = image.axes.replace("c", "")
     labels_dir = image_path / "labels"
     zarr_format = options.zarr_format
+    before = _store_problem(image_path, version)
+    if before is not None:
+        log.warning(
+            "%s is not valid NGFF %s as it is (%s); adding labels %r, validated on their own",
+            image_path, version, before, name,
+        )  # fmt: skip
     labels_group = zarr.open_group(store=str(labels_dir), mode="a", zarr_format=zarr_format)
+    old_attrs = dict(labels_group.attrs)
     final = labels_dir / name
     with atomic_directory(final, overwrite=overwrite) as tmp:
         write_label_pyramid(
@@ -248,9 +268,14 @@ def write_labels(
             axes=label_axes, spacing=image.spacing, factors=factors, options=options, name=name,
             memory_budget=memory_budget, progress=progress, workers=workers, label=f"labels {name}",
         )  # fmt: skip
+        _validate_label_root(tmp, version)
     listed = [n for n in image.labels if n != name] + [name]
     labels_group.attrs.update(labels_group_attrs(version, listed))
-    validate_written_store(image_path, version)
+    after = _store_problem(image_path, version) if before is None else None
+    if after is not None:
+        labels_group.attrs.clear()
+        labels_group.attrs.update(old_attrs)
+        raise DlsError(f"internal error: the written OME-Zarr failed validation ({after})", path=image_path)
     log.info("wrote labels %s into %s", name, image_path)
     return final
 
