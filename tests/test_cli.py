@@ -288,3 +288,37 @@ def test_an_output_over_an_input_is_refused_and_the_input_kept(capsys, tmp_path)
     code, _, err = run(capsys, "mesh", str(d / "lab.tif"), str(tmp_path / "m2"), "--descriptors",
                        str(tmp_path / "t.parquet"), "--no-progress")  # fmt: skip
     assert code == 2 and "already exists" in err and (tmp_path / "t.parquet").read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (["convert", "{img}", "{tmp}/c.ome.zarr", "--chunks", "0"], "chunks must be at least 1"),
+        (["convert", "{img}", "{tmp}/c.ome.zarr", "--chunks", "-5"], "chunks must be at least 1"),
+        (["convert", "{img}", "{tmp}/c.ome.zarr", "--shards", "-1"], "shards must be at least 0"),
+        (["convert", "{img}", "{tmp}/c.ome.zarr", "--clevel", "99"], "compression level must be 0 to 9"),
+        (["convert", "{img}", "{tmp}/c.ome.zarr", "--levels", "0"], "pyramid levels must be at least 1"),
+        (["segment", "{img}", "{tmp}/s.ome.zarr", "--memory-budget", "0"], "memory size must be positive"),
+        (["features", "{img}", "{lab}", "{tmp}/f", "--time-point", "-1"], "time points count from 0"),
+        (["features", "{img}", "{flt}", "{tmp}/f"], "{flt}: labels must be an integer label image"),
+        (["features", "{img}", "{neg}", "{tmp}/f"], "{neg}: labels contain negative ids"),
+        (["evaluate", "{flt}", "{lab}"], "{flt}: predicted labels must be an integer label image"),
+    ],
+)
+def test_bad_options_and_labels_exit_2_with_the_reason(capsys, tmp_path, args, reason):
+    """Values no library should see (review findings): a reason, the file where there is one, no output."""
+    rng = np.random.default_rng(0)
+    names = {"img": "img.tif", "lab": "lab.tif", "flt": "float.tif", "neg": "neg.tif", "tmp": ""}
+    paths = {k: str(tmp_path / v) if v else str(tmp_path) for k, v in names.items()}
+    tifffile.imwrite(paths["img"], rng.integers(0, 999, (8, 24, 24)).astype(np.uint16))
+    lab = np.zeros((8, 24, 24), np.int32)
+    lab[2:5, 3:9, 3:9] = 1
+    tifffile.imwrite(paths["lab"], lab)
+    tifffile.imwrite(paths["flt"], lab.astype(np.float32))
+    tifffile.imwrite(paths["neg"], -lab)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = run(
+        capsys, *[a.format(**paths) for a in args], *(["--no-progress"] if args[0] != "evaluate" else [])
+    )
+    assert code == 2 and reason.format(**paths) in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -308,6 +308,8 @@ class Volume:
             Several time points and none chosen, ``t`` out of range, or (``strict``)
             a time point asked of data without a time axis.
         """
+        if t is not None and t < 0:
+            raise InputError(f"time point {t}: time points count from 0", path=self.source)
         if "t" not in self.axes:
             if strict and t:
                 raise InputError(f"time point {t} asked for; the image has no time axis", path=self.source)

@@ -66,8 +66,8 @@ def test_separate_label_file_and_bad_inputs(nuclei, nuclei_zarr, tmp_path):
         run_features(nuclei_zarr, cut, tmp_path / "x")
     floats = tmp_path / "float.tif"
     tifffile.imwrite(floats, nuclei.labels.astype(np.float32), metadata={"axes": "ZYX"})
-    with pytest.raises(UnsupportedDtypeError, match="integer"), pytest.warns(UserWarning):
-        run_features(nuclei_zarr, floats, tmp_path / "x")
+    with pytest.raises(UnsupportedDtypeError, match=r"float\.tif: labels must be an integer"):
+        run_features(nuclei_zarr, floats, tmp_path / "x")  # before any other check of the labels
     with pytest.raises(InputError, match="neither an existing path nor a label image"):
         run_features(nuclei_zarr, "cells", tmp_path / "x")
     with pytest.raises(ModelNotFoundError, match="embed train"):

@@ -42,9 +42,12 @@ def parse_size(text: str) -> int:
     from dls_microscopy.pipeline.config import parse_size as parse_config_size
 
     try:
-        return parse_config_size(text)
+        size = parse_config_size(text)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    if size <= 0:
+        raise InputError(f"a memory size must be positive, got {text!r}")
+    return size
 
 
 class RichProgress:

@@ -82,7 +82,7 @@ def features(
     plate: Annotated[str | None, typer.Option(help="Metadata_Plate (default: from an HCS plate).")] = None,
     well: Annotated[str | None, typer.Option(help="Metadata_Well (default: from an HCS plate).")] = None,
     site: Annotated[
-        int | None, typer.Option(help="Metadata_Site (default: the plate field, else 0).")
+        int | None, typer.Option(min=0, help="Metadata_Site (default: the plate field, else 0).")
     ] = None,
     series: Annotated[int, typer.Option(help="Series / plate field of the input.")] = 0,
     time_point: Annotated[

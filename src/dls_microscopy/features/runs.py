@@ -10,6 +10,7 @@ taken in scan order.  Nothing here loops over objects in Python.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -18,12 +19,16 @@ from dls_microscopy.errors import InputError, UnsupportedDtypeError
 __all__ = ["LabelRuns", "check_label_dtype", "label_runs"]
 
 
-def check_label_dtype(dtype: np.dtype, *, what: str = "labels") -> None:
-    """Raise :class:`UnsupportedDtypeError` unless ``dtype`` is an integer (or bool) type."""
+def check_label_dtype(dtype: np.dtype, *, what: str = "labels", path: Any = None) -> None:
+    """Raise :class:`UnsupportedDtypeError` unless ``dtype`` is an integer (or bool) type.
+
+    ``path``, the file the labels came from, is named in the message.
+    """
     if np.dtype(dtype).kind not in "iub":
         raise UnsupportedDtypeError(
             f"{what} must be an integer label image, got dtype {np.dtype(dtype)} "
-            "(float labels are ambiguous: convert them to integers first)"
+            "(float labels are ambiguous: convert them to integers first)",
+            path=path,
         )
 
 

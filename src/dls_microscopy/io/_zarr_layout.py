@@ -59,6 +59,12 @@ class WriteOptions:
             raise InputError(f"NGFF version {version!r} cannot be written (use 0.5 or 0.4)")
         if compression not in ("zstd", "lz4", "none"):
             raise InputError(f"unknown compression {compression!r} (zstd, lz4 or none)")
+        for what, value, least in (("chunks", chunks, 1), ("shards", shards, 0)):
+            values = [] if value is None else [value] if isinstance(value, int | np.integer) else list(value)
+            if any(int(v) < least for v in values):
+                raise InputError(f"{what} must be at least {least} voxels, got {value}")
+        if not 0 <= int(clevel) <= 9:
+            raise InputError(f"the compression level must be 0 to 9 (blosc), got {clevel}")
         self.version: NgffVersion = version
         self.chunks = chunks
         self.shards = shards

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dls_microscopy.errors import InputError
+
 __all__ = ["downsample_block", "plan_pyramid"]
 
 
@@ -45,6 +47,8 @@ def plan_pyramid(
     >>> plan_pyramid((64, 1024, 1024), (2.0, 0.5, 0.5))
     [(1, 1, 1), (1, 2, 2), (1, 4, 4), (2, 8, 8)]
     """
+    if n_levels is not None and n_levels < 1:
+        raise InputError(f"the number of pyramid levels must be at least 1, got {n_levels}")
     factors = [tuple(1 for _ in spatial_shape)]
     while len(factors) < (n_levels or max_levels):
         cur = factors[-1]

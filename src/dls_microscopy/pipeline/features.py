@@ -61,6 +61,7 @@ def open_feature_inputs(
     data : (C, Z, Y, X) dask array
         The selected channels.
     """
+    from dls_microscopy.features.runs import check_label_dtype
     from dls_microscopy.io import open_labels, open_volume, split_dataset_path
 
     image = open_volume(image_path, series=series)
@@ -76,6 +77,7 @@ def open_feature_inputs(
         )
     image = image.at_time_point(time_point)
     lab = lab.at_time_point(time_point, strict=False)  # labels of one time point serve it
+    check_label_dtype(lab.dtype, path=lab.source)
     if "c" in lab.axes:
         if lab.n_channels != 1:
             raise InputError(f"labels have {lab.n_channels} channels; expected one", path=lab.source)
@@ -224,17 +226,22 @@ def run_features(
     if image_id is None:  # a time point of a time series: its own image, as in a pipeline run
         image_id = Path(os.fspath(image_path)).name + ("" if time_point is None else f"_t{time_point}")
     t_open = time.perf_counter()
-    m = measure_objects(
-        data,
-        _labels.data,
-        spacing=image.spacing,
-        channel_names=names,
-        percentiles=percentiles,
-        radial_shells=radial_shells,
-        memory_budget=memory_budget,
-        workers=workers,
-        progress=progress,
-    )
+    try:
+        m = measure_objects(
+            data,
+            _labels.data,
+            spacing=image.spacing,
+            channel_names=names,
+            percentiles=percentiles,
+            radial_shells=radial_shells,
+            memory_budget=memory_budget,
+            workers=workers,
+            progress=progress,
+        )
+    except InputError as exc:  # found while reading the labels (negative ids): name their file
+        if exc.path is None and exc.reason.startswith("labels"):
+            exc.path = _labels.source
+        raise
     t_measure = time.perf_counter()
     objects = objects_table(
         m, compartment=compartment, plate=plate, well=well, site=site, image_id=image_id,

@@ -285,8 +285,12 @@ def evaluate_paths(
         Spatial shapes differ, or an image has several channels or time
         points.  A spacing mismatch is only logged as a warning.
     """
+    from dls_microscopy.features.runs import check_label_dtype
+
     pred = _open_label_volume(pred_path, pred_label)
     gt = _open_label_volume(gt_path, gt_label)
+    check_label_dtype(pred.dtype, what="predicted labels", path=pred_path)
+    check_label_dtype(gt.dtype, what="ground truth labels", path=gt_path)
     if pred.shape != gt.shape:
         raise InputError(
             f"label images differ in shape: prediction {pred_path} has {pred.shape} "
