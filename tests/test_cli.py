@@ -60,6 +60,12 @@ def _write(path, content):
     return path
 
 
+def _truncated_tiff(path):
+    """A 3D TIFF cut after its first planes: tifffile logs errors of its own while reading it."""
+    tifffile.imwrite(path, np.arange(31 * 61 * 57, dtype=np.uint16).reshape(31, 61, 57) % 1000)
+    return _write(path, path.read_bytes()[:20000])
+
+
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
@@ -322,3 +328,17 @@ def test_bad_options_and_labels_exit_2_with_the_reason(capsys, tmp_path, args, r
     )
     assert code == 2 and reason.format(**paths) in err and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_truncated_tiff_gives_one_line_not_tifffiles_too(tmp_path):
+    """tifffile logs its own errors while parsing a damaged file; the user sees only ours."""
+    path = _truncated_tiff(tmp_path / "cut.tif")
+    res = subprocess.run(
+        [sys.executable, "-m", "dls_microscopy.cli", "info", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()], res.stderr
+    assert "truncated or corrupt TIFF" in res.stderr and "tifffile" in res.stderr

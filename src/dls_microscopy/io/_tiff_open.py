@@ -23,6 +23,8 @@ from dls_microscopy.errors import (
     UnsupportedFormatError,
 )
 
+log = logging.getLogger("dls_microscopy.io.tiff")
+
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 #: tifffile log messages that mean the file structure is truncated or corrupt.
 _CORRUPT = re.compile(
@@ -33,28 +35,36 @@ _CORRUPT = re.compile(
 _VALUE_OFFSET = re.compile(r"invalid value offset (\d+)")
 
 
-class _ThreadErrors(logging.Handler):
-    """Collects tifffile's warnings and errors emitted by the current thread."""
+class _ThreadErrors(logging.Filter):
+    """Takes tifffile's warnings and errors emitted by the current thread out of the log.
+
+    A logger's filter runs before its handlers and before propagation, so what it
+    takes is not printed: a damaged file gets one error naming the file and the
+    reason, not tifffile's lines before it; on a file that opens, the messages are
+    logged again as our warnings.
+    """
 
     def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
+        super().__init__()
         self.thread = threading.get_ident()
         self.messages: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread == self.thread and record.levelno >= logging.WARNING:
             self.messages.append(record.getMessage())
+            return False
+        return True
 
 
 @contextmanager
 def _tifffile_errors() -> Iterator[list[str]]:
-    handler = _ThreadErrors()
+    taken = _ThreadErrors()
     logger = logging.getLogger("tifffile")
-    logger.addHandler(handler)
+    logger.addFilter(taken)
     try:
-        yield handler.messages
+        yield taken.messages
     finally:
-        logger.removeHandler(handler)
+        logger.removeFilter(taken)
 
 
 def _open_tifffile(path: Path) -> tifffile.TiffFile:
@@ -88,6 +98,8 @@ def _open_tifffile(path: Path) -> tifffile.TiffFile:
         if _CORRUPT.search(message) or (beyond and int(beyond.group(1)) >= 8):
             tif.close()
             raise CorruptDataError(f"truncated or corrupt TIFF (tifffile: {message})", path=path)
+    for message in messages:
+        log.warning("%s: tifffile: %s", path, message)
     return tif
 
 
