@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt $(addsuffix /pyproject.toml,$
 	touch $@
 
 demo: venv
-	$(CLI) sample $(DEMO_DIR)/sample_data --plate
+	$(CLI) sample $(DEMO_DIR)/sample_data --plate --overwrite
 	$(CLI) convert $(DEMO_DIR)/sample_data/synthetic_nuclei.ome.tif $(DEMO_DIR)/synthetic_nuclei.ome.zarr \
 		--labels truth=$(DEMO_DIR)/sample_data/synthetic_nuclei_labels.ome.tif --overwrite
 	$(CLI) segment $(DEMO_DIR)/synthetic_nuclei.ome.zarr --channel DAPI --diameter 7 --overwrite

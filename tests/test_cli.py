@@ -342,3 +342,16 @@ def test_a_truncated_tiff_gives_one_line_not_tifffiles_too(tmp_path):
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().splitlines() == [res.stderr.strip()], res.stderr
     assert "truncated or corrupt TIFF" in res.stderr and "tifffile" in res.stderr
+
+
+def test_sample_keeps_existing_files_unless_overwrite(capsys, tmp_path):
+    """An edited pipeline.yaml is not replaced by a second 'sample' (review finding)."""
+    out = tmp_path / "s"
+    code, _, _ = run(capsys, "sample", str(out), "--plate")
+    assert code == 0
+    (out / "pipeline.yaml").write_text("# mine\n")
+    code, _, err = run(capsys, "sample", str(out), "--plate")
+    assert code == 2 and "pipeline.yaml" in err and "--overwrite" in err
+    assert (out / "pipeline.yaml").read_text() == "# mine\n"
+    code, _, _ = run(capsys, "sample", str(out), "--plate", "--overwrite")
+    assert code == 0 and (out / "pipeline.yaml").read_text() != "# mine\n"

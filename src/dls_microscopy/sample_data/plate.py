@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["write_pipeline_samples", "write_synthetic_plate"]
+__all__ = ["PIPELINE_SAMPLE_FILES", "write_pipeline_samples", "write_synthetic_plate"]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,10 @@ def write_synthetic_plate(
     return out
 
 
+#: What :func:`write_pipeline_samples` writes into its folder.
+PIPELINE_SAMPLE_FILES = ("synthetic_plate.ome.zarr", "pipeline.yaml", "pipeline_nuclei_1135.yaml")
+
+
 def write_pipeline_samples(outdir: str | os.PathLike[str], *, seed: int = 0) -> dict[str, Path]:
     """Write the synthetic plate and two ready-to-run pipeline configurations into ``outdir``.
 
@@ -135,16 +139,17 @@ def write_pipeline_samples(outdir: str | os.PathLike[str], *, seed: int = 0) -> 
 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    plate = write_synthetic_plate(out / "synthetic_plate.ome.zarr", seed=seed, overwrite=True)
+    plate_name, example_name, real_name = PIPELINE_SAMPLE_FILES
+    plate = write_synthetic_plate(out / plate_name, seed=seed, overwrite=True)
     text = (importlib.resources.files("dls_microscopy.sample_data") / "pipeline.yaml").read_text("utf-8")
-    example = out / "pipeline.yaml"
+    example = out / example_name
     example.write_text(text, encoding="utf-8")
     real = yaml.safe_load(text)
     real["input"] = {"path": "nuclei_1135.h5:/raw"}
     real["output"]["path"] = "../pipeline_run_nuclei_1135"
     real["steps"]["segment"].update(channel=None, params={"diameter_um": 3.2})
     real["steps"]["features"]["channels"] = None
-    real_path = out / "pipeline_nuclei_1135.yaml"
+    real_path = out / real_name
     real_path.write_text(
         "# The real sample volume through the same steps (nuclei about 3.2 µm across).\n"
         + yaml.safe_dump(real, sort_keys=False),
