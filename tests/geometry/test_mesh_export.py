@@ -90,7 +90,7 @@ def test_mesh_command_writes_meshes_manifest_and_descriptors(tmp_path, labels, f
         progress=lambda *a: calls.append(a),
     )
     assert summary["n_objects"] == 3 and summary["n_not_watertight"] == 0
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "out" / "meshes.json").read_text())
     assert manifest["units"] == "micrometre" and manifest["axes"] == "xyz"
     assert {o["id"] for o in manifest["objects"]} == {3, 5, 70_000}
     for entry in manifest["objects"]:
@@ -131,3 +131,20 @@ def test_mesh_command_finds_ngff_labels_of_an_image(tmp_path, labels):
     summary = export_meshes_command(store, tmp_path / "out", fmt="obj")
     assert summary["n_objects"] == 3
     assert (tmp_path / "out" / "object_70000.obj").is_file()
+
+
+def test_mesh_folder_has_a_provenance_manifest_that_verify_checks(tmp_path, labels):
+    """``dls-microscopy mesh`` output is verified like a features folder (review finding)."""
+    from dls_microscopy.cli import main
+    from dls_microscopy.pipeline.provenance import verify_manifest
+
+    store = write_ome_zarr(labels, tmp_path / "img.ome.zarr", axes="zyx", spacing=SPACING)
+    out = tmp_path / "m"
+    assert main(["mesh", str(store), str(out), "--smooth", "5", "--no-progress"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["command"] == "mesh" and "labels" in manifest["inputs"]
+    assert {o["path"] for o in manifest["outputs"]} >= {"meshes.glb", "meshes.json"}
+    assert verify_manifest(out) == [] and verify_manifest(out, recompute=True) == []
+    assert main(["verify", str(out)]) == 0
+    (out / "meshes.glb").write_bytes(b"changed")
+    assert {m.item for m in verify_manifest(out)} == {"meshes.glb"}

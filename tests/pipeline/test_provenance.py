@@ -154,3 +154,14 @@ def test_manifests_reuse_an_input_digest_while_its_files_are_unchanged(store, tm
     os.utime(chunk, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert digest_input(store, reuse=True) == again
     assert digest_input(store)["sha256_data"] != again["sha256_data"]
+
+
+def test_verify_says_what_a_folder_is_when_it_has_no_manifest(tmp_path):
+    from dls_microscopy.errors import InputNotFoundError
+    from dls_microscopy.pipeline.provenance import read_manifest
+
+    with pytest.raises(InputNotFoundError, match="no such folder"):
+        read_manifest(tmp_path / "missing")
+    (tmp_path / "run" / "fields" / "a").mkdir(parents=True)
+    with pytest.raises(InputError, match="each field has one"):
+        read_manifest(tmp_path / "run")

@@ -20,7 +20,9 @@ def mesh(
     labels: Annotated[
         str, typer.Argument(help="Label image, or an OME-Zarr image with NGFF labels (see --label-name).")
     ],
-    outdir: Annotated[Path, typer.Argument(help="New folder for the meshes and manifest.json.")],
+    outdir: Annotated[
+        Path, typer.Argument(help="New folder for the meshes, their index meshes.json and manifest.json.")
+    ],
     fmt: Annotated[
         str,
         typer.Option(
@@ -42,10 +44,10 @@ def mesh(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result summary as JSON.")] = False,
 ) -> None:
     """Mesh every object in µm (watertight, outward normals) and export meshes and shape descriptors."""
-    from dls_microscopy.geometry.command import export_meshes_command
+    from dls_microscopy.pipeline.meshes import run_meshes
 
     with RichProgress(enabled=progress and err.is_terminal) as bar:
-        summary = export_meshes_command(
+        summary = run_meshes(
             labels,
             outdir,
             fmt=fmt,

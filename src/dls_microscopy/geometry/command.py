@@ -1,4 +1,4 @@
-"""``dls-microscopy mesh``: labels file → mesh files, manifest and descriptor table.
+"""``dls-microscopy mesh``: labels file → mesh files, their index and a descriptor table.
 
 The CLI only parses arguments and shows progress; this function does the work.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,10 @@ __all__ = ["export_meshes_command", "open_label_volume"]
 log = logging.getLogger(__name__)
 
 GLB_NAME = "meshes.glb"
-MANIFEST_NAME = "manifest.json"
+#: The index of the meshes (source, units, options, one entry per object with its file and
+#: measures).  ``manifest.json`` is the folder's provenance, written by
+#: :func:`dls_microscopy.pipeline.meshes.run_meshes` through ``finish``.
+INDEX_NAME = "meshes.json"
 
 
 def open_label_volume(path: str | os.PathLike[str], label_name: str | None = None) -> Volume:
@@ -81,6 +85,8 @@ def export_meshes_command(
     progress: ProgressCallback | None = None,
     overwrite: bool = False,
     memory_budget: int | None = None,
+    source: str | None = None,
+    finish: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
     """Mesh every object of a labels file and write the meshes (and descriptors).
 
@@ -89,8 +95,8 @@ def export_meshes_command(
     labels_path : path-like
         A label image (OME-Zarr, TIFF, HDF5...) or an OME-Zarr image with NGFF labels.
     outdir : path-like
-        New directory for the meshes and ``manifest.json``; it appears only
-        when complete.
+        New directory for the meshes and their index ``meshes.json``; it appears
+        only when complete.
     fmt : {"glb", "ply", "obj", "stl"}
         One GLB for the image (a node per object) or one file per object.
     smooth : int
@@ -107,12 +113,18 @@ def export_meshes_command(
         Replace an existing ``outdir``.
     memory_budget : int, optional
         Bytes per block of labels (default 256 MiB).
+    source : str, optional
+        What the index records as the labels' source (default ``labels_path``;
+        the pipeline gives the path the labels will have once its field is done).
+    finish : callable, optional
+        Called with the temporary folder once every file is in it, before it
+        becomes ``outdir`` (the provenance manifest is written there).
 
     Returns
     -------
     dict
         Summary: ``n_objects``, ``n_faces``, ``n_not_watertight``, paths of the
-        manifest, mesh files and table, ``seconds``.
+        index, mesh files and table, ``seconds``.
     """
     from dls_microscopy.io.atomic import atomic_directory, refuse_output_over_inputs
 
@@ -139,8 +151,8 @@ def export_meshes_command(
         with _Sinks(tmp, fmt, table_path, vol, options) as sinks:
             for mesh in meshes:
                 entries.append(sinks.add(mesh))
-        manifest = {
-            "source": str(labels_path),
+        index = {
+            "source": str(labels_path) if source is None else source,
             "label_name": vol.metadata.get("label_name", label_name),
             "format": fmt,
             "units": "micrometre",
@@ -150,7 +162,9 @@ def export_meshes_command(
             "n_objects": len(entries),
             "objects": entries,
         }
-        write_manifest(tmp / MANIFEST_NAME, manifest)
+        write_manifest(tmp / INDEX_NAME, index)
+        if finish is not None:
+            finish(tmp)
     summary = {
         "labels": str(labels_path),
         "outdir": str(outdir),
@@ -158,7 +172,7 @@ def export_meshes_command(
         "n_objects": len(entries),
         "n_faces": int(sum(e["n_faces"] for e in entries)),
         "n_not_watertight": int(sum(not e["watertight"] for e in entries)),
-        "manifest": str(outdir / MANIFEST_NAME),
+        "index": str(outdir / INDEX_NAME),
         "meshes": str(outdir / GLB_NAME) if fmt == "glb" else str(outdir),
         "descriptors": str(table_path) if table_path is not None else None,
         "seconds": round(time.perf_counter() - start, 3),

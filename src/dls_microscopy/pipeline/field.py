@@ -209,6 +209,8 @@ def run_field(
                 descriptors_path=desc,
                 label_name=label_name,
                 memory_budget=budget,
+                # the labels' path once this field's folder is in place (tmp is renamed)
+                source=str(final / LABELS_NAME) if labels_path == tmp / LABELS_NAME else None,
             )
             n_objects = int(res["n_objects"])
             if desc is not None:

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dls_microscopy.errors import InputError
+from dls_microscopy.errors import InputError, InputNotFoundError
 
 __all__ = [
     "MANIFEST_NAME",
@@ -294,7 +294,15 @@ def write_manifest(
 def read_manifest(outdir: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of ``outdir``; :class:`InputError` when absent or not a manifest."""
     path = Path(outdir) / MANIFEST_NAME
+    if not Path(outdir).is_dir():
+        raise InputNotFoundError("no such folder", path=Path(outdir))
     if not path.is_file():
+        if (Path(outdir) / "fields").is_dir():
+            raise InputError(
+                f"a run folder has no {MANIFEST_NAME} of its own; each field has one: verify "
+                f"{os.fspath(Path(outdir) / 'fields' / '<field>')}",
+                path=Path(outdir),
+            )
         raise InputError(f"no {MANIFEST_NAME} in this folder", path=Path(outdir))
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))

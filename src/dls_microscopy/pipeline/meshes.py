@@ -1,0 +1,82 @@
+"""The ``mesh`` command with provenance: meshes, their index, and ``manifest.json``.
+
+:func:`~dls_microscopy.geometry.command.export_meshes_command` does the work; this adds
+the folder's provenance manifest (the labels' digest, the parameters, versions, the
+digest of every file written), so ``dls-microscopy verify`` checks a mesh folder as it
+checks a features folder, and ``verify --recompute`` remakes it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dls_microscopy.blocks import ProgressCallback
+
+__all__ = ["ENTRY_POINT", "run_meshes"]
+
+#: Re-creates a mesh folder from its manifest's ``arguments``.
+ENTRY_POINT = "dls_microscopy.pipeline.meshes:run_meshes"
+
+
+def run_meshes(
+    labels_path: str | os.PathLike[str],
+    outdir: str | os.PathLike[str],
+    *,
+    fmt: str = "glb",
+    smooth: int = 20,
+    decimate: float | None = None,
+    label_name: str | None = None,
+    memory_budget: int | None = None,
+    descriptors_path: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Mesh every object of a labels file into ``outdir``, with a provenance manifest.
+
+    Parameters are those of :func:`~dls_microscopy.geometry.command.export_meshes_command`
+    (``smooth`` defaults to 20 here, as in the CLI).  The descriptor table, written
+    outside ``outdir``, is not part of the manifest.
+
+    Returns
+    -------
+    dict
+        The summary of ``export_meshes_command``, with ``manifest`` (its path).
+    """
+    from dls_microscopy.geometry.command import export_meshes_command
+    from dls_microscopy.pipeline.provenance import MANIFEST_NAME, write_manifest
+
+    arguments = {
+        "labels_path": str(Path(os.fspath(labels_path)).absolute()),
+        "fmt": fmt,
+        "smooth": int(smooth),
+        "decimate": decimate,
+        "label_name": label_name,
+        "memory_budget": memory_budget,
+    }
+
+    def finish(tmp: Path) -> None:
+        write_manifest(
+            tmp,
+            command="mesh",
+            inputs={"labels": labels_path},
+            parameters=arguments,
+            entry_point=ENTRY_POINT,
+            arguments=arguments,
+        )
+
+    summary = export_meshes_command(
+        labels_path,
+        outdir,
+        fmt=fmt,
+        smooth=smooth,
+        decimate=decimate,
+        descriptors_path=descriptors_path,
+        label_name=label_name,
+        progress=progress,
+        overwrite=overwrite,
+        memory_budget=memory_budget,
+        finish=finish,
+    )
+    return {**summary, "manifest": str(Path(outdir) / MANIFEST_NAME)}
