@@ -77,7 +77,7 @@ def _segment_block(
     stats: dict[str, float],
     local: zarr.Array,
     bands: _BandStore,
-) -> int:
+) -> tuple[int, int]:
     """Segment one block; write its core's local ids to ``local`` and its bands to ``bands``.
 
     Parameters
@@ -99,8 +99,12 @@ def _segment_block(
 
     Returns
     -------
-    int
-        ``m``, the number of objects in the core (local ids ``1..m``).
+    m : int
+        The number of objects in the core (local ids ``1..m``).
+    beyond : int
+        Of those, how many reach the block's outer face inside the volume: they are
+        larger than the halo covers, so their voxels may differ from a whole-volume
+        run (the halo is sized for objects up to 1.5 diameters).
     """
     pixels = np.asarray(image.data[blk.outer].compute(scheduler="synchronous"))
     labels = segmenter.segment(pixels, spacing=spacing, stats=stats)
@@ -115,6 +119,16 @@ def _segment_block(
     lut[ids] = np.arange(1, ids.size + 1, dtype=np.uint32)
     del present
     local[blk.core] = lut[labels[cio]]
+    outer_faces = []
+    for axis, (sl, n) in enumerate(zip(blk.outer, image.spatial_shape, strict=True)):
+        if sl.start > 0:
+            outer_faces.append(np.take(labels, 0, axis=axis).ravel())
+        if sl.stop < n:
+            outer_faces.append(np.take(labels, -1, axis=axis).ravel())
+    beyond = 0
+    if outer_faces:
+        reached = np.unique(np.concatenate(outer_faces))
+        beyond = int(np.count_nonzero(lut[reached]))
     # planes beside each face, in this block's local ids (other objects -> 0)
     for axis in range(labels.ndim):
         wc = min(bands.core_width[axis], cio[axis].stop - cio[axis].start)
@@ -130,4 +144,4 @@ def _segment_block(
             bands.save(blk.index, axis, side, lut[labels[tuple(sel)]], n_halo)
     del labels
     release_memory()
-    return int(ids.size)
+    return int(ids.size), beyond

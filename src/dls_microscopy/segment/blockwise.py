@@ -79,6 +79,9 @@ __all__ = ["BlockwiseResult", "block_bytes_per_voxel", "segment_blockwise", "sel
 
 log = logging.getLogger(__name__)
 
+#: Warn when more than this fraction of the blocks' objects reach past their halo.
+BEYOND_HALO_WARNING = 0.01
+
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
 
 
@@ -99,7 +102,10 @@ class BlockwiseResult:
     seam_qc : dict
         ``faces``, ``merged_pairs``, ``merged_per_axis``, ``objects_touching_faces``,
         ``unmatched_touching`` (objects touching a face that found no partner:
-        candidates for a cut), ``min_merge_iou``.
+        candidates for a cut), ``min_merge_iou``, ``objects_beyond_halo`` (objects
+        of a block that reach its outer face inside the volume: larger than the
+        halo covers, so the result may differ from a whole-volume run there;
+        logged as a warning).
     timings : dict
         Seconds per pass.
     """
@@ -269,17 +275,32 @@ def _segment_blocks(
         )
         bands = _BandStore(scratch / "bands", plan)
         t1 = time.perf_counter()
-        counts = run_parallel(
+        results = run_parallel(
             list(plan),
             lambda blk: _segment_block(blk, image, segmenter, spacing, stats, local, bands),
             workers=concurrent,
             progress=progress,
             description="segment blocks",
         )
+        counts = [m for m, _ in results]
+        beyond = sum(b for _, b in results)
         timings["segment"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         table, n_objects, qc = _stitch(plan, local, bands, offsets, iou_threshold, workers)
+        qc["objects_beyond_halo"] = beyond
+        # a few (merged pairs, elongated nuclei) are common and harmless in practice; many
+        # mean objects well past 1.5 diameters (clumps): 219 on the packed blastocyst of
+        # idr0062A in 1,224 blocks (30,787 voxels differ from its one-block run); 1-2 on
+        # synthetic nuclei of 1,263 objects in 36 blocks
+        if beyond > BEYOND_HALO_WARNING * max(1, sum(counts)):
+            log.warning(
+                "%d block objects reach past their block's halo, which covers objects up to 1.5 "
+                "diameters: near block faces the labels may differ from a whole-volume run. If "
+                "nuclei are merged into clumps, check the diameter (estimate-diameter) or try "
+                "seed_contrast; a larger memory budget gives fewer block faces",
+                beyond,
+            )
         timings["stitch"] = time.perf_counter() - t2
         t3 = time.perf_counter()
         final = _relabelled(local, plan, offsets, table, budget)
@@ -357,6 +378,7 @@ def _segment_single_block(
         "objects_touching_faces": 0,
         "unmatched_touching": 0,
         "min_merge_iou": None,
+        "objects_beyond_halo": 0,
         "objects_before_stitching": n_objects,
         "objects": n_objects,
     }
