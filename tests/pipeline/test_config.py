@@ -177,3 +177,12 @@ def test_model_assignment_is_validated():
     )
     with pytest.raises(ValueError, match="greater than or equal to 1"):
         cfg.compute.workers = 0
+
+
+def test_a_folder_given_for_the_configuration_says_what_run_takes(tmp_path):
+    from dls_microscopy.errors import InputNotFoundError
+
+    with pytest.raises(InputError, match="this is a folder; 'run' takes a pipeline configuration"):
+        load_config(tmp_path)
+    with pytest.raises(InputNotFoundError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")

@@ -113,9 +113,15 @@ def load_config(path: str | os.PathLike[str], *, resolve_paths: bool = True) -> 
         Bad YAML, unknown keys, wrong types or values; the message names the
         file and, per problem, the YAML line and the dotted key.
     """
-    from dls_microscopy.errors import InputNotFoundError
+    from dls_microscopy.errors import InputError, InputNotFoundError
 
     p = Path(path)
+    if p.is_dir():
+        raise InputError(
+            "this is a folder; 'run' takes a pipeline configuration file (YAML) whose input.path "
+            "names the images: see 'dls-microscopy sample --plate' for an example",
+            path=p,
+        )
     if not p.is_file():
         raise InputNotFoundError("configuration file does not exist", path=p)
     try:

@@ -111,6 +111,10 @@ def test_missing_model_says_how_to_train_one(wells, tmp_path):
         apply_embeddings(w.image, w.labels, tmp_path / "nope.pt", spacing=w.spacing)
     assert isinstance(info.value, FileNotFoundError)
     assert "nope.pt" in str(info.value)
+    (tmp_path / "norecord.pt").write_bytes(b"weights without their record")
+    with pytest.raises(ModelNotFoundError, match=r"--out norecord\.pt`") as info:
+        apply_embeddings(w.image, w.labels, tmp_path / "norecord.pt", spacing=w.spacing)
+    assert "norecord.json" in str(info.value)  # the file missing, named; the hint gives the weights
 
 
 def test_changed_weights_are_refused(models, tmp_path):

@@ -111,7 +111,7 @@ def _missing(path: Path, what: str) -> ModelNotFoundError:
     return ModelNotFoundError(
         f"embedding model {what} not found. Models are learned from your own data (no weights are "
         "downloaded): train one with `dls-microscopy embed train IMAGE LABELS [IMAGE LABELS...] "
-        f"--kind image|shape --out {path.name}`",
+        f"--kind image|shape --out {path.with_suffix('.pt').name}`",  # the weights, also for a record
         path=path,
     )
 
