@@ -77,6 +77,7 @@ def test_desktop_app_widgets_and_actions(qtbot, small_sample, tmp_path, monkeypa
         assert "cellpose" in [seg.method.itemText(i) for i in range(seg.method.count())]
         seg.method.setCurrentText("cellpose")
         assert "model_path" in seg.param_inputs and "diameter_um" in seg.param_inputs
+        assert not seg.estimate_button.isVisibleTo(seg)  # the estimate is the watershed's
         assert "flow3D_smooth" in seg.param_inputs["flow3d_smooth"].toolTip()  # the field's docstring
         seg.method.setCurrentText("watershed")
         contrast = seg.param_inputs["seed_contrast"]
@@ -85,6 +86,15 @@ def test_desktop_app_widgets_and_actions(qtbot, small_sample, tmp_path, monkeypa
         tip = seg.param_inputs["smoothing_um"].toolTip()  # rich text (Qt wraps it), one paragraph
         assert tip.startswith("<p>") and "``" not in tip and "\n" not in tip
         seg.image.setCurrentText("DAPI")
+        # "Estimate diameter" fills in diameter_um with what the API finds in the same image
+        assert seg.estimate_button.isVisibleTo(seg)
+        _run(qtbot, seg, seg.estimate)
+        from dls_microscopy.io import open_volume
+        from dls_microscopy.segment import estimate_diameter
+
+        expected = estimate_diameter(open_volume(small_sample), channel="DAPI").diameter_um
+        assert float(seg.param_inputs["diameter_um"].text()) == expected
+        assert seg.status.text().startswith(f"estimated diameter {expected:g} µm")
         seg.set_param("diameter_um", 6.0)
         seg.device.setCurrentText("cpu")
         seg.memory.setText("64MB")

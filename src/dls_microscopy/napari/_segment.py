@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import yaml
-from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QWidget
+from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QPushButton, QWidget
 
 from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, shown_volume
 from dls_microscopy.napari.layers import labels_layer_data
@@ -34,6 +34,14 @@ class SegmentWidget(TaskWidget):
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
         self.memory = QLineEdit("2GB")
         self.label_name = QLineEdit("nuclei")
+        self.estimate_button = QPushButton("Estimate diameter from the image")
+        self.estimate_button.setToolTip(
+            _tooltip(
+                "Segment a central region of the image with a large diameter, take the median "
+                "diameter of the whole objects found, and repeat until the two agree "
+                "(dls-microscopy estimate-diameter). Fills in diameter_um."
+            )
+        )
         self.params_box = QWidget()
         self.params_form = QFormLayout(self.params_box)
         self.param_inputs: dict[str, QWidget] = {}
@@ -46,10 +54,12 @@ class SegmentWidget(TaskWidget):
             ("labels name", self.label_name),
         ):
             self.form.addWidget(labelled(text, widget))
+        self.form.addWidget(self.estimate_button)
         self.form.addWidget(self.params_box)
         self.method.currentTextChanged.connect(self._build_params)
         self._build_params(self.method.currentText())
         self.run_button.clicked.connect(self.safely(self.run))
+        self.estimate_button.clicked.connect(self.safely(self.estimate))
 
     # -- parameters ---------------------------------------------------------------
     def _build_params(self, method: str) -> None:
@@ -57,6 +67,7 @@ class SegmentWidget(TaskWidget):
             self.params_form.removeRow(0)
         self.param_inputs.clear()
         self.param_defaults.clear()
+        self.estimate_button.setVisible(method == "watershed")  # the estimate segments with it
         if not method:
             return
         try:
@@ -116,23 +127,53 @@ class SegmentWidget(TaskWidget):
         return out
 
     # -- running ------------------------------------------------------------------
-    def run(self) -> None:
-        """Segment the chosen image layer in a worker thread."""
+    def _shown(self) -> tuple[Any, Any, dict[str, Any], str, tuple[int, ...]] | None:
+        """The chosen layer, its volume at the time point shown, metadata, channel, index."""
         layer = self.image.layer()
         if layer is None:
             self.status.setText("open an image first (File > Open, or File > Open Sample)")
-            return
-        method = self.method.currentText()
-        params = self.params()
-        device = self.device.currentText()
-        budget = self.memory.text().strip() or "2GB"
-        name = self.label_name.text().strip() or "nuclei"
+            return None
         meta = dict(layer.metadata)
         channel = meta.get("dls_channel", layer.name)
         levels, index = shown_volume(self.viewer, layer)  # a time series: the time point shown
         volume = volume_from_layer(
             levels, scale=layer.scale, channel_names=[channel], source=meta.get("dls_source")
         )
+        return layer, volume, meta, channel, tuple(index)
+
+    def estimate(self) -> None:
+        """Estimate the nucleus diameter of the image shown (worker thread); fill in ``diameter_um``."""
+        shown = self._shown()
+        if shown is None:
+            return
+        _, volume, _, _, _ = shown
+        params = {k: v for k, v in self.params().items() if k != "diameter_um"}
+
+        def work(progress: Any) -> Any:
+            from dls_microscopy.segment import estimate_diameter
+
+            return estimate_diameter(volume, params=params)
+
+        def done(est: Any) -> None:
+            self.set_param("diameter_um", est.diameter_um)
+            self.status.setText(
+                f"estimated diameter {est.diameter_um:g} µm (median of {est.n_objects} objects); "
+                "diameter_um is set: Run to segment with it"
+            )
+
+        self.start(work, done)
+
+    def run(self) -> None:
+        """Segment the chosen image layer in a worker thread."""
+        shown = self._shown()
+        if shown is None:
+            return
+        layer, volume, meta, channel, index = shown
+        method = self.method.currentText()
+        params = self.params()
+        device = self.device.currentText()
+        budget = self.memory.text().strip() or "2GB"
+        name = self.label_name.text().strip() or "nuclei"
         output = self.state.workdir / f"{name}.ome.zarr"
         scale = tuple(layer.scale)[-3:]
         where = f" at time point {index[0]}" if len(index) == 1 else (f" at {index}" if index else "")
