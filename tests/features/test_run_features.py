@@ -90,3 +90,20 @@ def test_empty_labels_write_empty_tables(nuclei, nuclei_zarr, tmp_path):
         assert agg.column("Count_Nuclei").to_pylist() == [0]
         assert agg.column("Metadata_Well").to_pylist() == ["A01"]
         assert np.isnan(agg.column("Mean_Nuclei_AreaShape_Volume").to_numpy()).all()
+
+
+def test_manifest_names_the_hdf5_dataset_of_image_and_labels(tmp_path, nuclei):
+    """Both inputs of one HDF5 file are recorded with their dataset (the labels' was dropped)."""
+    import json
+
+    import h5py
+
+    path = tmp_path / "both.h5"
+    with h5py.File(path, "w") as f:
+        f["raw"] = nuclei.image[0]
+        f["label"] = nuclei.labels
+        for name in ("raw", "label"):
+            f[name].attrs["element_size_um"] = nuclei.spacing
+    run_features(f"{path}:/raw", f"{path}:/label", tmp_path / "out")
+    inputs = json.loads((tmp_path / "out" / "manifest.json").read_text())["inputs"]
+    assert inputs["image"]["dataset"] == "/raw" and inputs["labels"]["dataset"] == "/label"

@@ -319,10 +319,13 @@ def run_features(
                 write_csv(table, tmp / f"{name}.csv")
                 files.append(f"{name}.csv")
         t_write = time.perf_counter()
+        from dls_microscopy.io import split_dataset_path
         from dls_microscopy.pipeline.provenance import write_manifest
 
         inputs = {"image": image_path}
-        if _labels.source is not None and Path(_labels.source) != Path(os.fspath(image_path)):
+        if split_dataset_path(labels_path_or_name)[0].exists():  # a file: as given (an HDF5 dataset kept)
+            inputs["labels"] = labels_path_or_name
+        elif _labels.source is not None and Path(_labels.source) != Path(os.fspath(image_path)):
             inputs["labels"] = _labels.source
         for i, path in enumerate(model_paths):  # verify then detects a replaced model
             inputs[f"embedding_model_{i}"] = path
