@@ -50,6 +50,11 @@ def parse_size(text: str) -> int:
     return size
 
 
+def channel_arg(text: str) -> int | str:
+    """A ``--channel`` value: an index when it is all digits, else a channel name."""
+    return int(text) if text.isdigit() else text
+
+
 class RichProgress:
     """A :data:`~dls_microscopy.io.zarr_write.ProgressCallback` drawing rich bars on stderr."""
 

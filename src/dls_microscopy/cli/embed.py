@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from dls_microscopy.cli._common import app, out
+from dls_microscopy.cli._common import app, channel_arg, out
 from dls_microscopy.errors import InputError
 
 embed_app = typer.Typer(
@@ -57,7 +57,7 @@ def embed_train(
         pairs,
         kind=kind,
         out=model_out,
-        channels=[int(c) if c.isdigit() else c for c in channel] if channel else None,
+        channels=[channel_arg(c) for c in channel] if channel else None,
         series=series,
         time_point=time_point,
         epochs=epochs,
@@ -107,7 +107,7 @@ def embed_apply(
         labels,
         [model, *(extra_model or [])],
         output,
-        channels=[int(c) if c.isdigit() else c for c in channel] if channel else None,
+        channels=[channel_arg(c) for c in channel] if channel else None,
         series=series,
         time_point=time_point,
         device=device,

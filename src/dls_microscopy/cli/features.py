@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from dls_microscopy.cli._common import RichProgress, app, err, out, parse_size
+from dls_microscopy.cli._common import RichProgress, app, channel_arg, err, out, parse_size
 
 # -- mesh ----------------------------------------------------------------------
 
@@ -120,7 +120,7 @@ def features(
             image,
             labels,
             outdir,
-            channels=[int(c) if c.isdigit() else c for c in channel] if channel else None,
+            channels=[channel_arg(c) for c in channel] if channel else None,
             compartment=compartment,
             plate=plate,
             well=well,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dls_microscopy.cli._common import RichProgress, app, err, out, parse_size
+from dls_microscopy.cli._common import RichProgress, app, channel_arg, err, out, parse_size
 from dls_microscopy.errors import InputError
 
 # -- segment -------------------------------------------------------------------
@@ -84,12 +84,14 @@ def segment(
 
     params = _parse_params(param)
     vol = open_volume(source, series=series)
-    ch: int | str | None = int(channel) if channel is not None and channel.isdigit() else channel
+    ch = channel_arg(channel) if channel is not None else None
     estimated = None
     if diameter is not None and diameter.strip().lower() == "auto":
         if method != "watershed":
             raise InputError(f"--diameter auto estimates for the watershed; give a number for {method!r}")
-        estimated = _estimate(vol, ch, time_point, params)
+        from dls_microscopy.segment.diameter import estimate_diameter
+
+        estimated = estimate_diameter(vol, channel=ch, time_point=time_point, params=params)
         params["diameter_um"] = estimated.diameter_um
     elif diameter is not None:
         params["diameter_um"] = _positive_um(diameter, "--diameter")
@@ -142,19 +144,6 @@ def _positive_um(text: str, option: str) -> float:
     return value
 
 
-def _estimate(vol: Any, channel: int | str | None, time_point: int | None, params: dict[str, Any]) -> Any:
-    """:func:`~dls_microscopy.segment.estimate_diameter`, logged."""
-    import logging
-
-    from dls_microscopy.segment.diameter import estimate_diameter
-
-    est = estimate_diameter(vol, channel=channel, time_point=time_point, params=params)
-    logging.getLogger(__name__).info(
-        "estimated diameter %.2f µm from %d objects", est.diameter_um, est.n_objects
-    )
-    return est
-
-
 @app.command(
     "estimate-diameter",
     epilog="Example: dls-microscopy estimate-diameter image.ome.zarr --channel DAPI",
@@ -184,7 +173,7 @@ def estimate_diameter_cmd(
     from dls_microscopy.segment.diameter import estimate_diameter
 
     vol = open_volume(source, series=series)
-    ch: int | str | None = int(channel) if channel is not None and channel.isdigit() else channel
+    ch = channel_arg(channel) if channel is not None else None
     est = estimate_diameter(
         vol,
         channel=ch,
