@@ -271,11 +271,13 @@ def write_labels(
         _validate_label_root(tmp, version)
     listed = [n for n in image.labels if n != name] + [name]
     labels_group.attrs.update(labels_group_attrs(version, listed))
-    after = _store_problem(image_path, version) if before is None else None
-    if after is not None:
-        labels_group.attrs.clear()
-        labels_group.attrs.update(old_attrs)
-        raise DlsError(f"internal error: the written OME-Zarr failed validation ({after})", path=image_path)
+    if before is None:
+        try:
+            validate_written_store(image_path, version)
+        except DlsError:
+            labels_group.attrs.clear()
+            labels_group.attrs.update(old_attrs)
+            raise
     log.info("wrote labels %s into %s", name, image_path)
     return final
 
