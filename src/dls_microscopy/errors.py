@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 __all__ = [
+    "ClusterConfigError",
     "ClusterError",
     "ConfigError",
     "CorruptDataError",
@@ -119,6 +120,12 @@ class OutputError(DlsError, OSError):
 class ClusterError(DlsError, RuntimeError):
     """The compute backend failed: workers did not start or connect, jobs refused or stuck
     in the queue, or a task's worker died too often."""
+
+
+class ClusterConfigError(InputError, ClusterError):
+    """``compute.cluster`` cannot work here: its batch system is not installed, or the
+    scheduler refuses its job (queue, account, memory, walltime).  A configuration
+    problem (exit code 2), found before any job runs."""
 
 
 class ModelNotFoundError(DlsError, FileNotFoundError):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from cluster_tasks import logged_field, square
 
-from dls_microscopy.errors import ClusterError, CorruptDataError, InputError
+from dls_microscopy.errors import ClusterConfigError, ClusterError, CorruptDataError, InputError
 from dls_microscopy.pipeline.cluster import compute_context, usable_cpus
 from dls_microscopy.pipeline.config import ClusterConfig, ComputeConfig
 
@@ -62,8 +62,27 @@ def test_bad_arguments(kwargs: dict, message: str) -> None:
 def test_batch_system_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     cfg = ComputeConfig(cluster=ClusterConfig(kind="pbs"))
-    with pytest.raises(ClusterError, match="'qsub' is not on PATH"), compute_context(cfg):
+    with pytest.raises(ClusterConfigError, match="'qsub' is not on PATH"), compute_context(cfg):
         pass
+
+
+def test_run_on_a_missing_batch_system_exits_2_before_any_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A configuration problem, like a bad key: exit 2 and one line, no output folder."""
+    import numpy as np
+    import tifffile
+
+    from dls_microscopy.cli import main
+
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((8, 16, 16), np.uint16), metadata={"axes": "ZYX"})
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(
+        "input:\n  path: img.tif\noutput:\n  path: out\nsteps:\n  segment: {params: {diameter_um: 4}}\n"
+    )
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert main(["run", str(cfg), "--cluster", "pbs", "--no-progress"]) == 2
+    assert not (tmp_path / "out").exists()
 
 
 def test_pbs_jobs_from_the_config_and_a_queued_job_times_out(

@@ -18,7 +18,7 @@ from dls_microscopy.errors import InputError, ModelNotFoundError, OutputError
 from dls_microscopy.pipeline.config import load_config
 from dls_microscopy.pipeline.fields import discover_fields
 from dls_microscopy.pipeline.progress import RunProgress
-from dls_microscopy.pipeline.run import run_pipeline
+from dls_microscopy.pipeline.run import check_inputs, run_pipeline
 
 TABLES = ("objects.parquet", "images.parquet", "wells.parquet", "plates.parquet")
 KEYS = [f"pipeline-test_A0{w}_{f}" for w in (1, 2) for f in (0, 1)]
@@ -273,7 +273,23 @@ def test_bad_inputs_before_any_field(tmp_path, small_plate):
         with pytest.raises(InputError, match=key):
             run_pipeline(cfg, progress=False)
         assert main(["run", str(cfg), "--no-progress"]) == 2
+    # a level or label image the data does not have: refused before any field, and by 'config validate'
+    for steps, input_key, key in (
+        ("segment: {channel: DAPI}\n", "level: 3", r"input.level: resolution level 3 does not exist"),
+        ("features: {}\n", "labels: cells", r"input.labels: no label image 'cells' \(available: truth\)"),
+    ):
+        cfg = write_config(tmp_path, small_plate, steps=steps)
+        cfg.write_text(cfg.read_text().replace("\noutput:", f"\n  {input_key}\noutput:"))
+        with pytest.raises(InputError, match=key):
+            run_pipeline(cfg, progress=False)
+        assert main(["run", str(cfg), "--no-progress"]) == 2
+        assert main(["config", "validate", str(cfg)]) == 2
+        assert main(["config", "validate", str(cfg), "--no-inputs"]) == 0
     assert not (tmp_path / "out").exists()
+    # the configuration that runs validates with its inputs, and says how many fields it found
+    good = write_config(tmp_path, small_plate, steps="features: {}\n", extra="")
+    good.write_text(good.read_text().replace("\noutput:", "\n  labels: truth\noutput:"))
+    assert check_inputs(load_config(good))
 
 
 def test_cli_config_commands(tmp_path, capsys):
@@ -286,7 +302,7 @@ def test_cli_config_commands(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "line 3" in err and "input.colour" in err and "unknown key" in err
     good = write_config(tmp_path, "x.ome.zarr")
-    assert main(["config", "validate", str(good), "--resolved"]) == 0
+    assert main(["config", "validate", str(good), "--resolved", "--no-inputs"]) == 0  # x.ome.zarr is absent
     assert "memory_budget: 256MB" in capsys.readouterr().out
 
 

@@ -29,12 +29,28 @@ def config_validate(
     resolved: Annotated[
         bool, typer.Option(help="Print the configuration with every default and absolute paths.")
     ] = False,
+    inputs: Annotated[
+        bool,
+        typer.Option(
+            help="Also check the data (the input's fields; the first field's level, channels and labels), "
+            "the embedding models and the batch system of compute.cluster (--no-inputs: the file alone)."
+        ),
+    ] = True,
 ) -> None:
-    """Check a pipeline.yaml; exit 2 naming the key and line of every problem."""
+    """Check a pipeline.yaml and its inputs; exit 2 naming the key (and line) of every problem."""
     from dls_microscopy.pipeline.config import load_config
 
     cfg = load_config(path)
+    found = ""
+    if inputs:
+        from dls_microscopy.pipeline.cluster import check_backend
+        from dls_microscopy.pipeline.run import check_inputs
+
+        n = len(check_inputs(cfg))
+        check_backend(cfg.compute)
+        found = f"; {n} field{'s' if n != 1 else ''} in {cfg.input.path}"
     if resolved:
         sys.stdout.write(cfg.to_yaml())
     else:
-        out.print(f"{path}: valid (steps: {', '.join(cfg.steps.names())})", highlight=False, soft_wrap=True)
+        steps = ", ".join(cfg.steps.names())
+        out.print(f"{path}: valid (steps: {steps}{found})", highlight=False, soft_wrap=True)

@@ -20,7 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from dls_microscopy.errors import ClusterError, InputError
+from dls_microscopy.errors import ClusterConfigError, ClusterError, InputError
 from dls_microscopy.pipeline.cluster import _THREAD_VARIABLES, ComputeContext, _require_distributed
 
 if TYPE_CHECKING:
@@ -35,6 +35,20 @@ log = logging.getLogger("dls_microscopy.pipeline.cluster")
 _SUBMIT_COMMAND = {"slurm": "sbatch", "pbs": "qsub"}
 
 
+def require_batch_system(kind: Literal["slurm", "pbs"]) -> None:
+    """Raise unless dask-jobqueue is installed and ``kind``'s submit command is on PATH."""
+    _require_distributed()
+    try:
+        import dask_jobqueue  # noqa: F401
+    except ImportError as exc:
+        raise ClusterError(f"--cluster {kind} needs dask-jobqueue: install dls-microscopy[cluster]") from exc
+    submit = _SUBMIT_COMMAND[kind]
+    if shutil.which(submit) is None:
+        raise ClusterConfigError(
+            f"--cluster {kind}: the batch command {submit!r} is not on PATH on this machine"
+        )
+
+
 def _batch_cluster(
     stack: ExitStack,
     kind: Literal["slurm", "pbs"],
@@ -46,18 +60,12 @@ def _batch_cluster(
     log_directory: str | os.PathLike[str] | None,
     retries: int,
 ) -> ComputeContext:
-    _require_distributed()
-    try:
-        from dask_jobqueue import PBSCluster, SLURMCluster
-    except ImportError as exc:
-        raise ClusterError(f"--cluster {kind} needs dask-jobqueue: install dls-microscopy[cluster]") from exc
+    require_batch_system(kind)
+    from dask_jobqueue import PBSCluster, SLURMCluster
     from distributed import Client
 
     from dls_microscopy.pipeline.config import parse_size
 
-    submit = _SUBMIT_COMMAND[kind]
-    if shutil.which(submit) is None:
-        raise ClusterError(f"--cluster {kind}: the batch command {submit!r} is not on PATH on this machine")
     processes = ccfg.processes
     if ccfg.cores < processes:
         raise InputError(
@@ -97,7 +105,7 @@ def _batch_cluster(
     try:
         jq = cls(**common)
     except Exception as exc:
-        raise ClusterError(f"could not set up the {kind} cluster from compute.cluster: {exc}") from exc
+        raise ClusterConfigError(f"could not set up the {kind} cluster from compute.cluster: {exc}") from exc
     stack.callback(jq.close)
     script = jq.job_script()
     log.debug("%s job script:\n%s", kind, script)
@@ -172,7 +180,7 @@ def _check_job_script(kind: str, script: str) -> None:
             raise ClusterError(f"slurm: cannot run sbatch: {exc}") from exc
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-        raise ClusterError(
+        raise ClusterConfigError(
             "slurm refuses the worker job (check queue, account, cores, memory, walltime and "
             "job_extra_directives in compute.cluster): " + "; ".join(lines)
         )

@@ -56,6 +56,7 @@ __all__ = [
     "DEFAULT_RETRIES",
     "ClusterKind",
     "ComputeContext",
+    "check_backend",
     "compute_context",
     "usable_cpus",
 ]
@@ -370,12 +371,8 @@ def compute_context(
         (the message lists the jobs' states, e.g. ``PENDING (Resources)``).
     """
     ccfg = compute.cluster
-    kind = (cluster or ccfg.kind).lower()
-    if kind not in ("local", "slurm", "pbs"):
-        raise InputError(f"unknown cluster kind {kind!r}; expected local, slurm or pbs")
+    kind = check_backend(compute, workers=workers, cluster=cluster)
     n = workers if workers is not None else compute.workers
-    if n is not None and n < 1:
-        raise InputError(f"the number of workers must be at least 1, got {n}")
     budget = int(compute.memory_budget_bytes)
     with ExitStack() as stack:
         if kind == "local" and n is None:
@@ -412,6 +409,33 @@ def compute_context(
             )
         log.info("compute backend: %s", ctx.describe())
         yield ctx
+
+
+def check_backend(compute: ComputeConfig, *, workers: int | None = None, cluster: str | None = None) -> str:
+    """Check, without starting anything, that the compute backend can start here; return its kind.
+
+    Parameters are those of :func:`compute_context`.
+
+    Raises
+    ------
+    InputError
+        Unknown cluster kind, or a worker count below 1.
+    ClusterConfigError
+        A batch kind whose submit command (``sbatch``, ``qsub``) is not on PATH.
+    ClusterError
+        dask-jobqueue (or dask.distributed) is not installed.
+    """
+    kind = (cluster or compute.cluster.kind).lower()
+    if kind not in ("local", "slurm", "pbs"):
+        raise InputError(f"unknown cluster kind {kind!r}; expected local, slurm or pbs")
+    n = workers if workers is not None else compute.workers
+    if n is not None and n < 1:
+        raise InputError(f"the number of workers must be at least 1, got {n}")
+    if kind in ("slurm", "pbs"):
+        from dls_microscopy.pipeline._batch import require_batch_system
+
+        require_batch_system(kind)  # type: ignore[arg-type]
+    return kind
 
 
 def _require_distributed() -> None:

@@ -37,7 +37,7 @@ from dls_microscopy.pipeline.config import PipelineConfig, load_config
 from dls_microscopy.pipeline.field import committed_field, config_digest, run_field
 from dls_microscopy.pipeline.fields import FieldSpec, discover_fields
 
-__all__ = ["FieldOutcome", "RunSummary", "run_pipeline"]
+__all__ = ["FieldOutcome", "RunSummary", "check_inputs", "run_pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -114,22 +114,43 @@ def _check_embeddings(cfg: PipelineConfig) -> None:
         read_record(path)  # ModelNotFoundError names the file and how to train one
 
 
-def _check_channels(cfg: PipelineConfig, fields: list[FieldSpec]) -> None:
-    """Fail before any field when a channel the config names is not in the first field.
+def check_inputs(cfg: PipelineConfig) -> list[FieldSpec]:
+    """Check a configuration against its data before any field runs; return the fields.
 
-    Only the first field's metadata is read (a plate's fields share their channels);
-    a field that cannot be opened here is left to fail on its own, with its reason.
+    What is checked: the embedding models and their records exist, ``input.path``
+    gives at least one field, and the first field has ``input.level``, every
+    channel the configuration names and, without a segment step, the label
+    image ``input.labels``.  Only the first field is opened (a plate's fields
+    share their metadata); a first field that cannot be opened at all is left
+    to fail on its own, with its reason, so that one broken field does not
+    stop a screen.
+
+    Raises
+    ------
+    InputError, ModelNotFoundError
+        What is wrong, with the dotted key of the configuration and the file.
     """
-    if not fields:
-        return
-    from dls_microscopy.channels import channel_index
-    from dls_microscopy.io import open_volume
+    _check_embeddings(cfg)
+    fields = discover_fields(cfg.input.path, series=cfg.input.series)
+    if fields:
+        _check_first_field(cfg, fields[0])
+    return fields
 
-    spec = fields[0]
+
+def _check_first_field(cfg: PipelineConfig, spec: FieldSpec) -> None:
+    from dls_microscopy.channels import channel_index
+    from dls_microscopy.io import open_labels, open_volume
+
     try:
         image = open_volume(spec.source, series=spec.series, level=cfg.input.level)
-    except DlsError:
-        return
+    except DlsError as exc:
+        if cfg.input.level == 0:
+            return
+        try:  # a field that opens at full resolution: the level is what is wrong
+            open_volume(spec.source, series=spec.series, level=0)
+        except DlsError:
+            return
+        raise InputError(f"input.level: {exc.reason}", path=exc.path) from None
     if "c" not in image.axes:
         names = list(image.channel_names)[:1] or ["channel_0"]
     else:
@@ -144,6 +165,11 @@ def _check_channels(cfg: PipelineConfig, fields: list[FieldSpec]) -> None:
             channel_index(c, names, spec.source)
         except InputError as exc:
             raise InputError(f"{key}: {exc.reason}", path=exc.path) from None
+    if cfg.steps.segment is None and cfg.input.labels is not None:
+        try:
+            open_labels(spec.source, cfg.input.labels, level=cfg.input.level)
+        except InputError as exc:
+            raise InputError(f"input.labels: {exc.reason}", path=exc.path) from None
 
 
 def _prepare_output(out: Path) -> None:
@@ -285,20 +311,20 @@ def run_pipeline(
     Raises
     ------
     ConfigError, InputError
-        Bad configuration or input (before any field runs).
+        Bad configuration or input (before any field runs), a cluster kind whose batch
+        system is not installed here (:class:`~dls_microscopy.errors.ClusterConfigError`).
     OutputError
         The output folder cannot be written.
     """
     from dls_microscopy._allocator import release_memory
-    from dls_microscopy.pipeline.cluster import compute_context
+    from dls_microscopy.pipeline.cluster import check_backend, compute_context
     from dls_microscopy.pipeline.collect import collect_tables
     from dls_microscopy.pipeline.progress import NoProgress, RunProgress
 
     t_start = time.perf_counter()
     cfg = config if isinstance(config, PipelineConfig) else load_config(config)
-    _check_embeddings(cfg)
-    fields = discover_fields(cfg.input.path, series=cfg.input.series)
-    _check_channels(cfg, fields)
+    fields = check_inputs(cfg)
+    check_backend(cfg.compute, workers=workers, cluster=cluster)  # e.g. sbatch missing: before any output
     out = Path(cfg.output.path)
     _prepare_output(out)
     fields_dir = out / FIELDS_DIR
