@@ -133,14 +133,21 @@ def test_mesh_command_finds_ngff_labels_of_an_image(tmp_path, labels):
     assert (tmp_path / "out" / "object_70000.obj").is_file()
 
 
-def test_mesh_folder_has_a_provenance_manifest_that_verify_checks(tmp_path, labels):
-    """``dls-microscopy mesh`` output is verified like a features folder (review finding)."""
+def test_mesh_folder_has_a_provenance_manifest_that_verify_checks(tmp_path, labels, monkeypatch):
+    """``dls-microscopy mesh`` output is verified like a features folder (review finding).
+
+    Paths given relative to the working folder (as in the quickstart): the index
+    records the absolute labels path, which the recompute gives too.
+    """
     from dls_microscopy.cli import main
     from dls_microscopy.pipeline.provenance import verify_manifest
 
-    store = write_ome_zarr(labels, tmp_path / "img.ome.zarr", axes="zyx", spacing=SPACING)
+    write_ome_zarr(labels, tmp_path / "img.ome.zarr", axes="zyx", spacing=SPACING)
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "m"
-    assert main(["mesh", str(store), str(out), "--smooth", "5", "--no-progress"]) == 0
+    assert main(["mesh", "img.ome.zarr", "m", "--smooth", "5", "--no-progress"]) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # verify from another folder
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["command"] == "mesh" and "labels" in manifest["inputs"]
     assert {o["path"] for o in manifest["outputs"]} >= {"meshes.glb", "meshes.json"}

@@ -47,8 +47,9 @@ def run_meshes(
     from dls_microscopy.geometry.command import export_meshes_command
     from dls_microscopy.pipeline.provenance import MANIFEST_NAME, write_manifest
 
+    labels_path = Path(os.fspath(labels_path)).absolute()  # as recompute sees it, from any folder
     arguments = {
-        "labels_path": str(Path(os.fspath(labels_path)).absolute()),
+        "labels_path": str(labels_path),
         "fmt": fmt,
         "smooth": int(smooth),
         "decimate": decimate,
