@@ -114,3 +114,8 @@ def test_run_pipeline_on_slurm_equals_local_run(slurm: Path, tmp_path: Path) -> 
     local, on_slurm = run("local"), run("slurm")
     assert set(local) >= {"objects.parquet", "images.parquet", "wells.parquet"}
     assert on_slurm == local
+    # a job Slurm refuses is a configuration error: exit 2, and no output folder left behind
+    refused = config.read_text().replace("out-slurm", "out-refused")
+    config.write_text(refused.replace("jobs: 2", "queue: nope"))
+    assert main(["run", str(config), "--cluster", "slurm", "--no-progress"]) == 2
+    assert not (tmp_path / "out-refused").exists()

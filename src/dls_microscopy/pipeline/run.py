@@ -27,12 +27,13 @@ import functools
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dls_microscopy.errors import DlsError, InputError, OutputError
+from dls_microscopy.errors import ClusterConfigError, DlsError, InputError, OutputError
 from dls_microscopy.pipeline.config import PipelineConfig, load_config
 from dls_microscopy.pipeline.field import committed_field, config_digest, run_field
 from dls_microscopy.pipeline.fields import FieldSpec, discover_fields
@@ -195,6 +196,22 @@ def _remove_stale_temporaries(out: Path) -> None:
             f.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _removed_if_refused(out: Path, created: bool) -> Iterator[None]:
+    """Remove ``out`` again, when this run made it, if the cluster refuses the configuration.
+
+    Slurm checks a worker job (``sbatch --test-only``) only once the job script exists,
+    which is after the output folder was made; a refused job is a configuration
+    error like a bad key, and leaves no folder behind either.
+    """
+    try:
+        yield
+    except ClusterConfigError:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -326,12 +343,13 @@ def run_pipeline(
     fields = check_inputs(cfg)
     check_backend(cfg.compute, workers=workers, cluster=cluster)  # e.g. sbatch missing: before any output
     out = Path(cfg.output.path)
+    created = not out.exists()
     _prepare_output(out)
     fields_dir = out / FIELDS_DIR
     digest = config_digest(cfg)
     reporter = progress if not isinstance(progress, bool) else (RunProgress() if progress else NoProgress())
     outcomes: dict[str, FieldOutcome] = {}
-    with _run_lock(out), _run_log(out / RUN_LOG):
+    with _removed_if_refused(out, created), _run_lock(out), _run_log(out / RUN_LOG):
         log.info(
             "run: %d fields from %s → %s (steps: %s)",
             len(fields),
