@@ -15,10 +15,11 @@ from rich.console import Console
 
 from dls_microscopy.cli import main
 from dls_microscopy.errors import InputError, ModelNotFoundError, OutputError
+from dls_microscopy.pipeline.checks import check_inputs
 from dls_microscopy.pipeline.config import load_config
 from dls_microscopy.pipeline.fields import discover_fields
 from dls_microscopy.pipeline.progress import RunProgress
-from dls_microscopy.pipeline.run import check_inputs, run_pipeline
+from dls_microscopy.pipeline.run import run_pipeline
 
 TABLES = ("objects.parquet", "images.parquet", "wells.parquet", "plates.parquet")
 KEYS = [f"pipeline-test_A0{w}_{f}" for w in (1, 2) for f in (0, 1)]

@@ -43,8 +43,8 @@ def config_validate(
     cfg = load_config(path)
     found = ""
     if inputs:
+        from dls_microscopy.pipeline.checks import check_inputs
         from dls_microscopy.pipeline.cluster import check_backend
-        from dls_microscopy.pipeline.run import check_inputs
 
         n = len(check_inputs(cfg))
         check_backend(cfg.compute)

@@ -172,7 +172,9 @@ def _time_points(field: FieldSpec) -> list[FieldSpec]:
     ]
 
 
-def discover_fields(path: str, *, series: int = 0) -> list[FieldSpec]:
+def discover_fields(
+    path: str, *, series: int = 0, exclude: str | os.PathLike[str] | None = None
+) -> list[FieldSpec]:
     """All fields of an input: one image, a glob of images (and plates), or an HCS plate.
 
     A time series gives one field per time point (see :func:`_time_points`).
@@ -183,6 +185,9 @@ def discover_fields(path: str, *, series: int = 0) -> list[FieldSpec]:
         The input (``input.path`` of the configuration, absolute).
     series : int
         Series of each (non-plate) image.
+    exclude : path-like, optional
+        A folder whose files a glob does not match (the run's output folder, which
+        holds label stores a pattern such as ``**/*.ome.zarr`` would pick up).
 
     Returns
     -------
@@ -198,8 +203,13 @@ def discover_fields(path: str, *, series: int = 0) -> list[FieldSpec]:
     """
     if glob.has_magic(path):
         matches = sorted(glob.glob(path, recursive=True))
+        if exclude is not None:
+            skip = Path(exclude).absolute()
+            matches = [
+                m for m in matches if skip not in Path(m).absolute().parents and Path(m).absolute() != skip
+            ]
         if not matches:
-            raise InputNotFoundError("no file matches this pattern", path=path)
+            raise InputNotFoundError("no file matches this pattern (outside the output folder)", path=path)
         fields = [f for m in matches for f in _expand(m, series)]
         keys = [f.key for f in fields]
         if len(set(keys)) != len(keys):  # same file names in different folders

@@ -33,12 +33,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dls_microscopy.errors import ClusterConfigError, DlsError, InputError, OutputError
+from dls_microscopy.errors import ClusterConfigError, DlsError, OutputError
+from dls_microscopy.pipeline.checks import check_inputs
 from dls_microscopy.pipeline.config import PipelineConfig, load_config
 from dls_microscopy.pipeline.field import committed_field, config_digest, run_field
-from dls_microscopy.pipeline.fields import FieldSpec, discover_fields
+from dls_microscopy.pipeline.fields import FieldSpec
 
-__all__ = ["FieldOutcome", "RunSummary", "check_inputs", "run_pipeline"]
+__all__ = ["FieldOutcome", "RunSummary", "run_pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -103,74 +104,6 @@ class RunSummary:
 
 
 # -- the run -------------------------------------------------------------------------------
-
-
-def _check_embeddings(cfg: PipelineConfig) -> None:
-    """Fail before any field when an embedding model or its record is missing."""
-    if cfg.steps.embeddings is None:
-        return
-    from dls_microscopy.features.embeddings import read_record
-
-    for path in cfg.steps.embeddings.model:
-        read_record(path)  # ModelNotFoundError names the file and how to train one
-
-
-def check_inputs(cfg: PipelineConfig) -> list[FieldSpec]:
-    """Check a configuration against its data before any field runs; return the fields.
-
-    What is checked: the embedding models and their records exist, ``input.path``
-    gives at least one field, and the first field has ``input.level``, every
-    channel the configuration names and, without a segment step, the label
-    image ``input.labels``.  Only the first field is opened (a plate's fields
-    share their metadata); a first field that cannot be opened at all is left
-    to fail on its own, with its reason, so that one broken field does not
-    stop a screen.
-
-    Raises
-    ------
-    InputError, ModelNotFoundError
-        What is wrong, with the dotted key of the configuration and the file.
-    """
-    _check_embeddings(cfg)
-    fields = discover_fields(cfg.input.path, series=cfg.input.series)
-    if fields:
-        _check_first_field(cfg, fields[0])
-    return fields
-
-
-def _check_first_field(cfg: PipelineConfig, spec: FieldSpec) -> None:
-    from dls_microscopy.channels import channel_index
-    from dls_microscopy.io import open_labels, open_volume
-
-    try:
-        image = open_volume(spec.source, series=spec.series, level=cfg.input.level)
-    except DlsError as exc:
-        if cfg.input.level == 0:
-            return
-        try:  # a field that opens at full resolution: the level is what is wrong
-            open_volume(spec.source, series=spec.series, level=0)
-        except DlsError:
-            return
-        raise InputError(f"input.level: {exc.reason}", path=exc.path) from None
-    if "c" not in image.axes:
-        names = list(image.channel_names)[:1] or ["channel_0"]
-    else:
-        names = list(image.channel_names)
-    wanted: list[tuple[str, Any]] = [("input.channels", c) for c in cfg.input.channels or []]
-    if cfg.steps.segment is not None and cfg.steps.segment.channel is not None:
-        wanted.append(("steps.segment.channel", cfg.steps.segment.channel))
-    if cfg.steps.features is not None:
-        wanted += [("steps.features.channels", c) for c in cfg.steps.features.channels or []]
-    for key, c in wanted:
-        try:
-            channel_index(c, names, spec.source)
-        except InputError as exc:
-            raise InputError(f"{key}: {exc.reason}", path=exc.path) from None
-    if cfg.steps.segment is None and cfg.input.labels is not None:
-        try:
-            open_labels(spec.source, cfg.input.labels, level=cfg.input.level)
-        except InputError as exc:
-            raise InputError(f"input.labels: {exc.reason}", path=exc.path) from None
 
 
 def _prepare_output(out: Path) -> None:

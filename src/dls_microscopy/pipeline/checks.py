@@ -1,0 +1,163 @@
+"""What ``run`` (and ``config validate``) check before any field runs or anything is written.
+
+A mistake that every field would meet (a level, channel, dataset or series the
+data lacks, a missing model, an output inside the input) is one line and exit
+code 2 before the output folder exists, not the same failure once per field.
+Only the first field is opened (a plate's fields share their metadata).  When
+the input has several files, a first field that cannot be opened is left to
+fail on its own, with its reason, so that one broken file does not stop a
+screen; an input of one file has no such excuse.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from dls_microscopy.errors import DlsError, InputError
+from dls_microscopy.pipeline.config import PipelineConfig
+from dls_microscopy.pipeline.fields import FieldSpec, discover_fields
+
+__all__ = ["check_inputs"]
+
+log = logging.getLogger(__name__)
+
+
+def check_inputs(cfg: PipelineConfig) -> list[FieldSpec]:
+    """Check a configuration against its data; return the fields to run.
+
+    Checked: the segmenter's and the embedding models' files exist; ``input.path``
+    gives fields (a glob's matches inside ``output.path``, the run's own outputs,
+    are left out); the output is not an input, does not hold one and does not lie
+    inside one (a plate store included); the first field opens at ``input.level``
+    as a 3D image with every channel the configuration names (once each) and,
+    without a segment step, the label image ``input.labels``.
+
+    Raises
+    ------
+    InputError, ModelNotFoundError
+        What is wrong, with the dotted key of the configuration and the file.
+    """
+    from dls_microscopy.io.atomic import refuse_output_over_inputs
+
+    _check_models(cfg)
+    out = Path(cfg.output.path).absolute()
+    fields = discover_fields(cfg.input.path, series=cfg.input.series, exclude=out)
+    if cfg.input.series and any(f.plate for f in fields):
+        raise InputError(
+            "input.series picks one series of a multi-series file; a plate's fields are its wells' images",
+            path=cfg.input.path,
+        )
+    sources = {_file(f) for f in fields}
+    try:
+        refuse_output_over_inputs(out, [*sources, *{_store_root(p) for p in sources}])
+    except InputError as exc:
+        raise InputError(f"output.path: {exc.reason}", path=exc.path) from None
+    _check_first_field(cfg, fields[0], only_source=len(sources) == 1)
+    return fields
+
+
+def _file(spec: FieldSpec) -> Path:
+    from dls_microscopy.io import split_dataset_path
+
+    return Path(split_dataset_path(spec.source)[0])
+
+
+def _store_root(path: Path) -> Path:
+    """The outermost zarr group holding ``path`` (a plate for its fields), else ``path``."""
+    root = path
+    for parent in path.absolute().parents:
+        if not ((parent / "zarr.json").is_file() or (parent / ".zgroup").is_file()):
+            break
+        root = parent
+    return root
+
+
+def _check_models(cfg: PipelineConfig) -> None:
+    """The segmenter (its weights are found when it is made) and the embedding models exist."""
+    s = cfg.steps.segment
+    if s is not None and s.model is not None:
+        from dls_microscopy.segment import get_segmenter
+
+        try:  # on the CPU: a CUDA device is the workers' business, not this machine's
+            get_segmenter(s.method, {**s.params, "model_path": s.model}, device="cpu")
+        except InputError as exc:
+            raise InputError(f"steps.segment.model: {exc.reason}", path=exc.path) from None
+    if cfg.steps.embeddings is not None:
+        from dls_microscopy.features.embeddings import read_record
+
+        for path in cfg.steps.embeddings.model:
+            read_record(path)  # ModelNotFoundError names the file and how to train one
+
+
+def _check_first_field(cfg: PipelineConfig, spec: FieldSpec, *, only_source: bool) -> None:
+    from dls_microscopy.channels import channel_data, channel_index
+    from dls_microscopy.io import open_volume
+
+    try:
+        image = open_volume(spec.source, series=spec.series, level=cfg.input.level)
+    except DlsError as exc:
+        if cfg.input.level != 0:
+            try:  # a field that opens at full resolution: the level is what is wrong
+                open_volume(spec.source, series=spec.series, level=0)
+            except DlsError:
+                pass
+            else:
+                raise InputError(f"input.level: {exc.reason}", path=exc.path) from None
+        if only_source:
+            raise
+        return
+    n_series = int(image.metadata.get("series_count", 1) or 1)
+    if n_series > 1:
+        log.warning(
+            "%s holds %d series; the run analyses series %d (input.series) of each file",
+            _file(spec),
+            n_series,
+            spec.series,
+        )
+    try:
+        image = image.at_time_point(spec.time_point)
+        image.require_spatial_ndim(3)
+    except InputError:
+        if only_source:
+            raise
+        return
+    names = list(image.channel_names) if "c" in image.axes else list(image.channel_names)[:1] or ["channel_0"]
+    wanted: list[tuple[str, Any]] = [("input.channels", c) for c in cfg.input.channels or []]
+    if cfg.steps.segment is not None and cfg.steps.segment.channel is not None:
+        wanted.append(("steps.segment.channel", cfg.steps.segment.channel))
+    if cfg.steps.features is not None:
+        wanted += [("steps.features.channels", c) for c in cfg.steps.features.channels or []]
+    for key, c in wanted:
+        try:
+            channel_index(c, names, spec.source)
+        except InputError as exc:
+            raise InputError(f"{key}: {exc.reason}", path=exc.path) from None
+    lists = [("input.channels", cfg.input.channels)]
+    if cfg.steps.features is not None:
+        lists.append(("steps.features.channels", cfg.steps.features.channels))
+    for key, channels in lists:
+        try:
+            channel_data(image, channels)  # lazy: names each channel once
+        except InputError as exc:
+            raise InputError(f"{key}: {exc.reason}", path=exc.path) from None
+    if cfg.steps.segment is None and cfg.input.labels is not None:
+        _check_labels(cfg, spec)
+
+
+def _check_labels(cfg: PipelineConfig, spec: FieldSpec) -> None:
+    from dls_microscopy.io import detect_format, open_labels
+
+    kind = detect_format(_file(spec))
+    if kind != "zarr":
+        raise InputError(
+            f"input.labels names a label image inside an OME-Zarr input, and this input is {kind.upper()}: "
+            "add a segment step, or convert the image with its labels first "
+            "(dls-microscopy convert IMAGE OUT.ome.zarr --labels NAME=LABELS)",
+            path=_file(spec),
+        )
+    try:
+        open_labels(spec.source, cfg.input.labels, level=cfg.input.level)
+    except InputError as exc:
+        raise InputError(f"input.labels: {exc.reason}", path=exc.path) from None

@@ -1,0 +1,89 @@
+"""Mistakes every field would meet are refused before the run writes anything (exit 2)."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+from pipeline_inputs import write_config
+
+from dls_microscopy.cli import main
+from dls_microscopy.errors import InputError
+from dls_microscopy.pipeline.checks import check_inputs
+from dls_microscopy.pipeline.config import load_config
+from dls_microscopy.pipeline.run import run_pipeline
+
+FEATURES = "segment: {channel: DAPI, params: {diameter_um: 7}}\nfeatures: {}\n"
+
+
+def _listing(root):
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+def _refused(cfg, match, tmp_path, out="out"):
+    with pytest.raises(InputError, match=match):
+        check_inputs(load_config(cfg))
+    assert main(["config", "validate", str(cfg)]) == 2
+    assert main(["run", str(cfg), "--no-progress"]) == 2
+    assert not (tmp_path / out).exists()
+
+
+@pytest.mark.parametrize("output", ["plate.ome.zarr", "plate.ome.zarr/results", "plate.ome.zarr/A/01/0"])
+def test_an_output_in_or_over_the_input_plate_is_refused(plate_copy, tmp_path, output):
+    before = _listing(plate_copy)
+    cfg = write_config(tmp_path, plate_copy, output=output, steps=FEATURES)
+    with pytest.raises(InputError, match=r"output.path: the output (is|contains|lies inside) the input"):
+        run_pipeline(cfg, progress=False)
+    assert main(["run", str(cfg), "--no-progress"]) == 2
+    assert _listing(plate_copy) == before  # inputs are never written
+
+
+def test_a_recursive_glob_leaves_the_runs_own_outputs_out(small_plate, tmp_path):
+    import shutil
+
+    shutil.copytree(small_plate, tmp_path / "data" / "plate.ome.zarr")
+    cfg = write_config(tmp_path, "data/**/*.ome.zarr", output="data/out", steps=FEATURES)
+    first = run_pipeline(cfg, progress=False)
+    assert first.ok and first.count("done") == 4
+    assert any((tmp_path / "data" / "out" / "fields").rglob("*.ome.zarr"))  # labels the glob matches
+    again = run_pipeline(cfg, progress=False)
+    assert again.count("skipped") == 4 and len(again.fields) == 4
+
+
+def test_one_file_inputs_that_cannot_be_read_as_configured(tmp_path):
+    with h5py.File(tmp_path / "n.h5", "w") as f:
+        f["raw"] = np.zeros((8, 16, 16), np.uint8)
+        f["label"] = np.zeros((8, 16, 16), np.uint16)
+    tifffile.imwrite(tmp_path / "flat.tif", np.zeros((16, 16), np.uint16))
+    steps = "segment: {params: {diameter_um: 4}}\n"
+    for source, match in (
+        ("n.h5:/nope", r"no dataset '/nope' in the file"),
+        ("n.h5", r"the file holds 2 datasets"),
+        ("flat.tif", r"3D data required"),
+    ):
+        _refused(write_config(tmp_path, tmp_path / source, steps=steps), match, tmp_path)
+    # labels inside the file are for OME-Zarr inputs: say so, not "no zarr group here"
+    cfg = write_config(tmp_path, tmp_path / "n.h5:/raw", steps="features: {}\n")
+    cfg.write_text(cfg.read_text().replace("\noutput:", "\n  labels: label\noutput:"))
+    only_zarr = r"input.labels names a label image inside an OME-Zarr input, and this input is HDF5"
+    _refused(cfg, only_zarr, tmp_path)
+
+
+def test_channels_named_twice_and_a_series_of_a_plate(small_plate, tmp_path):
+    cfg = write_config(tmp_path, small_plate, steps=FEATURES)
+    cfg.write_text(cfg.read_text().replace("\noutput:", "\n  channels: [DAPI, 0]\noutput:"))
+    _refused(cfg, r"input.channels: channels listed twice", tmp_path)
+    cfg = write_config(tmp_path, small_plate, steps=FEATURES)
+    cfg.write_text(cfg.read_text().replace("\noutput:", "\n  series: 2\noutput:"))
+    _refused(cfg, r"input.series picks one series of a multi-series file", tmp_path)
+
+
+def test_a_multi_series_file_says_which_series_runs(tmp_path, caplog):
+    with tifffile.TiffWriter(tmp_path / "two.ome.tif") as tw:
+        for _ in range(2):
+            tw.write(np.zeros((4, 16, 16), np.uint16), metadata={"axes": "ZYX"})
+    cfg = write_config(tmp_path, tmp_path / "two.ome.tif", steps="segment: {params: {diameter_um: 4}}\n")
+    with caplog.at_level("WARNING", logger="dls_microscopy.pipeline.checks"):
+        assert len(check_inputs(load_config(cfg))) == 1
+    assert "holds 2 series; the run analyses series 0 (input.series)" in caplog.text
