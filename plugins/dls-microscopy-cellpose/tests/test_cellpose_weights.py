@@ -24,6 +24,14 @@ def test_missing_explicit_file_says_where_and_how(tmp_path):
     assert download_url("cpsam_v2") in message and "copy the file to" in message
 
 
+def test_a_missing_model_of_ones_own_gets_no_download_address(tmp_path):
+    """Only cellpose's published models can be fetched; for a file of one's own, check the path."""
+    with pytest.raises(ModelNotFoundError) as info:
+        find_weights(tmp_path / "my_nuclei_model.pt")
+    msg = str(info.value)
+    assert "not one of cellpose's published models" in msg and "huggingface" not in msg
+
+
 def test_missing_cached_model_names_the_cache_folders(empty_model_cache, tmp_path):
     with pytest.raises(ModelNotFoundError) as info:
         CellposeSegmenter(device="cpu")  # default cpsam_v2, looked up in the caches

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from dls_microscopy.errors import InputError, OutputError
+from dls_microscopy.errors import DlsError, InputError, OutputError
 
 __all__ = ["atomic_directory", "refuse_output_over_inputs"]
 
@@ -126,7 +126,7 @@ def atomic_directory(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(trash, ignore_errors=True)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+        if isinstance(exc, OSError) and not isinstance(exc, DlsError):  # ours (e.g. a missing model) say why
             reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
             raise OutputError(f"writing failed: {reason}", path=final) from exc
         raise

@@ -64,7 +64,17 @@ def _check_name(model_name: str) -> None:
         )
 
 
+#: the models cellpose 4 publishes (``cellpose.models.MODEL_NAMES``); others are the user's own
+PUBLISHED_MODELS = ("cpsam_v2", "cpsam", "cpdino", "cpdino-vitb")
+
+
 def _how_to_fetch(model_name: str, destination: Path) -> str:
+    if model_name not in PUBLISHED_MODELS:  # a model of one's own: there is nothing to fetch
+        published = ", ".join(PUBLISHED_MODELS)
+        return (
+            f"{model_name!r} is not one of cellpose's published models ({published}): "
+            f"check the path, or copy your trained weights to {destination}"
+        )
     url = download_url(model_name)
     return (
         f"This program never downloads weights. On a machine with internet access, fetch "
