@@ -91,7 +91,13 @@ def test_yaml_round_trip(tmp_path):
             GOOD.replace("method: x\n", "").replace("  segment:\n", "  segment:\n    method: nope\n"),
             "steps.segment.method",
             9,
-            "unknown segmenter",
+            "unknown segmenter 'nope' (installed:",  # the name filled in (was "{method!r}")
+        ),
+        (
+            GOOD.replace("diameter_um: 6", "diameter_um: 6\n    model: m.pt"),
+            "steps.segment.model",
+            11,
+            "segmenter 'watershed' takes no",
         ),
         # missing required key
         (GOOD.replace("output:\n  path: out\n", ""), "output", None, "missing"),

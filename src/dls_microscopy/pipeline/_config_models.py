@@ -99,7 +99,7 @@ class SegmentStep(_Section):
         if value not in names:
             raise PydanticCustomError(
                 "unknown_segmenter",
-                "unknown segmenter {method!r} (installed: {names})",
+                "unknown segmenter '{method}' (installed: {names})",
                 {"method": value, "names": ", ".join(names)},
             )
         return value
@@ -117,7 +117,7 @@ class SegmentStep(_Section):
             if "model_path" not in params_model.model_fields:
                 raise PydanticCustomError(
                     "segmenter_params",
-                    "segmenter {method!r} takes no model file",
+                    "segmenter '{method}' takes no model file",
                     {"method": self.method, "subloc": ("model",)},
                 )
             values["model_path"] = self.model
