@@ -13,10 +13,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dask
 import pytest
 from cluster_tasks import logged_field, nap
 
 from dls_microscopy.errors import CorruptDataError
+from dls_microscopy.pipeline._local_cluster import PROCESS_BASELINE
 from dls_microscopy.pipeline.cluster import ComputeContext, compute_context
 from dls_microscopy.pipeline.config import ComputeConfig
 
@@ -42,7 +44,12 @@ def test_local_cluster_context(two_workers: ComputeContext) -> None:
     assert len(ctx.client.nthreads()) == 2
     assert ctx.memory_per_worker == 1_000_000_000
     limits = {w["memory_limit"] for w in ctx.client.scheduler_info()["workers"].values()}
-    assert limits == {1_000_000_000}
+    assert limits == {1_000_000_000 + PROCESS_BASELINE}  # the process: its share and the interpreter
+    # the field's blocks are its memory: no spilling, no pausing (a paused busy worker stalled runs)
+    memory_config = ctx.client.run(lambda: dict(dask.config.get("distributed.worker.memory")))
+    for conf in memory_config.values():
+        assert (conf["target"], conf["spill"], conf["pause"]) == (False, False, False)
+        assert conf["terminate"] == 0.95
     assert "2 workers" in ctx.describe()
 
 
