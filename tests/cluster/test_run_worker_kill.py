@@ -35,7 +35,11 @@ class _KillAWorkerAfterTheFirstField(NoProgress):
 
 @pytest.mark.slow
 def test_run_pipeline_survives_a_killed_worker(tmp_path: Path) -> None:
-    """``run --workers 2`` with a worker SIGKILLed mid-run: all fields done, tables as a local run's."""
+    """``run --workers 2`` with a worker SIGKILLed mid-run: all fields done, tables as a local run's.
+
+    The budget is small (256 MB per worker, below what the interpreter alone takes): workers
+    limited to their share restarted at once, and every field failed.
+    """
     plate = write_synthetic_plate(
         tmp_path / "plate.ome.zarr", rows=("A",), columns=("01", "02"), fields=2, shape=(12, 32, 32)
     )
@@ -47,7 +51,7 @@ def test_run_pipeline_survives_a_killed_worker(tmp_path: Path) -> None:
             f"input:\n  path: {plate}\noutput:\n  path: {out}\n"
             "steps:\n  segment:\n    channel: DAPI\n    params: {diameter_um: 7}\n"
             "  features:\n    channels: [DAPI, LaminB1]\n"
-            "compute:\n  memory_budget: 2GB\n  device: cpu\n"
+            "compute:\n  memory_budget: 512MB\n  device: cpu\n"
         )
         summary = run_pipeline(config, workers=workers, progress=progress)
         assert summary.ok and summary.count("done") == 4, summary.to_dict()
