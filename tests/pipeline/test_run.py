@@ -63,6 +63,9 @@ def test_plate_run_tables_and_files(small_plate, tmp_path):
         assert (out / "fields" / key / "manifest.json").is_file()
         assert (out / "fields" / key / "labels.ome.zarr").is_dir()
     assert not [p for p in (out / "fields").iterdir() if p.name.startswith(".")]
+    # a field folder verifies; it records no command of its own to re-run: said so, exit 2 (was a mismatch)
+    assert main(["verify", str(out / "fields" / KEYS[0])]) == 0
+    assert main(["verify", str(out / "fields" / KEYS[0]), "--recompute"]) == 2
 
 
 def test_resume_skips_committed_and_redoes_deleted(small_plate, tmp_path):
@@ -319,6 +322,7 @@ def test_changed_input_redoes_its_field(plate_copy, tmp_path):
 
 def test_input_edited_in_place_with_the_same_size_redoes_its_field(plate_copy, tmp_path):
     import os
+    import time
 
     cfg = write_config(tmp_path, plate_copy)
     run_pipeline(cfg, progress=False)
@@ -328,6 +332,14 @@ def test_input_edited_in_place_with_the_same_size_redoes_its_field(plate_copy, t
     st = chunk.stat()
     chunk.write_bytes(chunk.read_bytes())
     os.utime(chunk, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    summary = run_pipeline(cfg, progress=False)
+    assert {f.key: f.status for f in summary.fields}[KEYS[2]] == "done"
+    assert summary.count("skipped") == 3
+    # the same with the modification time put back (cp -p, rsync -t, touch -r): the change time tells
+    st = chunk.stat()
+    time.sleep(0.01)
+    chunk.write_bytes(chunk.read_bytes())
+    os.utime(chunk, ns=(st.st_atime_ns, st.st_mtime_ns))
     summary = run_pipeline(cfg, progress=False)
     assert {f.key: f.status for f in summary.fields}[KEYS[2]] == "done"
     assert summary.count("skipped") == 3

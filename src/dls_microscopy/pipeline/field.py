@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,15 +92,21 @@ def committed_field(folder: Path, digest: str) -> bool:
     return True
 
 
+def _changed_ns(st: os.stat_result) -> int:
+    # ctime too: a copy that keeps the modification time (cp -p, rsync -t, touch -r) still
+    # changes the inode's change time, which nothing but the system sets
+    return max(st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _input_stat(path: Path) -> tuple[int, int, int] | None:
-    """Bytes, files and latest ``st_mtime_ns`` of an input (a cheap change check: no file is read)."""
+    """Bytes, files and latest change time of an input (a cheap change check: no file is read)."""
     if path.is_file():
         st = path.stat()
-        return st.st_size, 1, st.st_mtime_ns
+        return st.st_size, 1, _changed_ns(st)
     if not path.is_dir():
         return None
     stats = [f.stat() for f in path.rglob("*") if f.is_file()]
-    return sum(s.st_size for s in stats), len(stats), max((s.st_mtime_ns for s in stats), default=0)
+    return sum(s.st_size for s in stats), len(stats), max((_changed_ns(s) for s in stats), default=0)
 
 
 def run_field(

@@ -332,10 +332,18 @@ def verify_manifest(outdir: str | os.PathLike[str], *, recompute: bool = False) 
     Raises
     ------
     InputError
-        No manifest, or not a manifest.
+        No manifest, not a manifest, or ``recompute`` asked of a manifest that
+        records no ``entry_point`` (pipeline field folders).
     """
     out = Path(outdir)
     manifest = read_manifest(out)
+    if recompute and not manifest.get("entry_point"):
+        raise InputError(
+            "this manifest records no command to re-run (a pipeline field is re-run by the pipeline: "
+            "run it again with --force into another output folder and compare the tables); "
+            "verify without --recompute checks its inputs and outputs",
+            path=out,
+        )
     found: list[Mismatch] = []
     recorded = manifest.get("manifest_sha256")
     actual = _self_digest(manifest)
@@ -384,9 +392,7 @@ def _check_outputs(out: Path, outputs: Sequence[Mapping[str, Any]]) -> list[Mism
 
 
 def _recompute(manifest: Mapping[str, Any]) -> list[Mismatch]:
-    entry = manifest.get("entry_point")
-    if not entry:
-        return [Mismatch("recompute", "entry_point", "available", True, False)]
+    entry = manifest["entry_point"]
     module, _, name = str(entry).partition(":")
     try:
         func = getattr(importlib.import_module(module), name)
