@@ -184,7 +184,7 @@ def estimate_diameter_cmd(
     if as_json:
         out.print_json(json.dumps(est.as_dict()))
     else:
-        steps = " → ".join(f"{s:g}" for s in est.steps_um)
+        steps = " → ".join(f"{s:.3g}" for s in est.steps_um)
         out.print(
             f"diameter {est.diameter_um:g} µm (median of {est.n_objects} objects; steps {steps} µm)\n"
             f"segment with: --diameter {est.diameter_um:g}",

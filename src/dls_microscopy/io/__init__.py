@@ -9,7 +9,7 @@ from __future__ import annotations
 from dls_microscopy.io.convert import convert
 from dls_microscopy.io.open import detect_format, open_volume, split_dataset_path
 from dls_microscopy.io.zarr_read import describe_plate, open_labels, open_zarr
-from dls_microscopy.io.zarr_write import WriteOptions, write_ome_zarr
+from dls_microscopy.io.zarr_write import WriteOptions, write_labels, write_ome_zarr
 
 __all__ = [
     "WriteOptions",
@@ -20,5 +20,6 @@ __all__ = [
     "open_volume",
     "open_zarr",
     "split_dataset_path",
+    "write_labels",
     "write_ome_zarr",
 ]
