@@ -87,3 +87,15 @@ def test_a_multi_series_file_says_which_series_runs(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="dls_microscopy.pipeline.checks"):
         assert len(check_inputs(load_config(cfg))) == 1
     assert "holds 2 series; the run analyses series 0 (input.series)" in caplog.text
+
+
+def test_a_glob_of_hdf5_files_names_the_dataset_of_each(tmp_path):
+    from dls_microscopy.pipeline.fields import discover_fields
+
+    for well in ("a", "b"):
+        (tmp_path / "g" / well).mkdir(parents=True)
+        with h5py.File(tmp_path / "g" / well / "x.h5", "w") as f:
+            f["raw"] = np.zeros((8, 16, 16), np.uint8)
+    fields = discover_fields(str(tmp_path / "g" / "*" / "x.h5:/raw"))
+    assert [f.source for f in fields] == [str(tmp_path / "g" / w / "x.h5:/raw") for w in ("a", "b")]
+    assert len({f.key for f in fields}) == 2

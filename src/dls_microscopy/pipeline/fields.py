@@ -202,14 +202,20 @@ def discover_fields(
         A plate without fields.
     """
     if glob.has_magic(path):
-        matches = sorted(glob.glob(path, recursive=True))
+        from dls_microscopy.io import split_dataset_path
+
+        pattern, dataset = split_dataset_path(path)  # "plates/*/crop.h5:/raw": the dataset of each file
+        matches = sorted(glob.glob(str(pattern), recursive=True))
         if exclude is not None:
             skip = Path(exclude).absolute()
             matches = [
                 m for m in matches if skip not in Path(m).absolute().parents and Path(m).absolute() != skip
             ]
         if not matches:
-            raise InputNotFoundError("no file matches this pattern (outside the output folder)", path=path)
+            where = " outside the output folder" if exclude is not None else ""
+            raise InputNotFoundError(f"no file matches this pattern{where}", path=path)
+        if dataset is not None:
+            matches = [f"{m}:{dataset}" for m in matches]
         fields = [f for m in matches for f in _expand(m, series)]
         keys = [f.key for f in fields]
         if len(set(keys)) != len(keys):  # same file names in different folders
