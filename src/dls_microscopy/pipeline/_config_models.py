@@ -72,7 +72,9 @@ class OutputConfig(_Section):
     path: str = Field(min_length=1)
     """the run's output folder (created; a rerun resumes in it)"""
     table_format: Literal["parquet", "csv"] = "parquet"
-    """format of the tables (per object, image, well and plate)"""
+    """format of the run's tables (per object, image, well and plate); csv holds no units, and the
+    field folders keep Parquet
+    """
 
 
 # -- steps -------------------------------------------------------------------------------
