@@ -39,6 +39,14 @@ def test_an_output_in_or_over_the_input_plate_is_refused(plate_copy, tmp_path, o
     assert _listing(plate_copy) == before  # inputs are never written
 
 
+def test_an_output_that_is_a_file_is_refused(small_plate, tmp_path):
+    (tmp_path / "results").write_text("a file")
+    cfg = write_config(tmp_path, small_plate, output="results", steps=FEATURES)
+    with pytest.raises(InputError, match=r"output\.path is a file, not a folder"):
+        check_inputs(load_config(cfg))
+    assert main(["config", "validate", str(cfg)]) == 2
+
+
 def test_a_recursive_glob_leaves_the_runs_own_outputs_out(small_plate, tmp_path):
     import shutil
 

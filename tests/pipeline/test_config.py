@@ -99,6 +99,7 @@ def test_yaml_round_trip(tmp_path):
             11,
             "segmenter 'watershed' takes no",
         ),
+        (GOOD.replace("  channels:", "  level: true\n  channels:"), "input.level", 4, "integer"),
         # missing required key
         (GOOD.replace("output:\n  path: out\n", ""), "output", None, "missing"),
     ],

@@ -48,10 +48,10 @@ class InputConfig(_Section):
     series runs one field per time point (``Metadata_TimePoint``; its folder and
     ``Metadata_ImageID`` end in ``_tN``), and wells and plates are aggregated per time point
     """
-    level: int = Field(0, ge=0)
+    level: int = Field(0, ge=0, strict=True)  # strict: YAML's `true` is not level 1
     """resolution level to analyse (0 = full resolution)"""
-    series: int = Field(0, ge=0)
-    """series of a multi-series file (ignored for plates, whose fields are all run)"""
+    series: int = Field(0, ge=0, strict=True)
+    """series of a multi-series file (a plate's fields are all run: no series there)"""
     channels: list[str | int] | None = None
     """channels, by name or index, that features measure (unless steps.features.channels says
     otherwise) and embeddings see (default: all)

@@ -43,6 +43,8 @@ def check_inputs(cfg: PipelineConfig) -> list[FieldSpec]:
 
     _check_models(cfg)
     out = Path(cfg.output.path).absolute()
+    if out.exists() and not out.is_dir():
+        raise InputError("output.path is a file, not a folder", path=out)
     fields = discover_fields(cfg.input.path, series=cfg.input.series, exclude=out)
     if cfg.input.series and any(f.plate for f in fields):
         raise InputError(
