@@ -52,6 +52,14 @@ def test_digest_separates_metadata_and_chunks(store, tmp_path):
         digest_input(tmp_path / "missing")
 
 
+def test_recompute_without_an_entry_point_says_so(store, tmp_path):
+    """A manifest without a command to re-run (fields of earlier versions): a clear error, not a mismatch."""
+    out = _output(tmp_path, store)
+    assert verify_manifest(out) == []
+    with pytest.raises(InputError, match="records no command to re-run"):
+        verify_manifest(out, recompute=True)
+
+
 def test_clean_folder_verifies(store, tmp_path):
     out = _output(tmp_path, store)
     manifest = json.loads((out / MANIFEST_NAME).read_text())

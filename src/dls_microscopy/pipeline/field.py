@@ -18,6 +18,7 @@ Layout of a field folder::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -36,14 +37,16 @@ from dls_microscopy.errors import InputError
 from dls_microscopy.pipeline.config import PipelineConfig
 from dls_microscopy.pipeline.fields import FieldSpec
 
-__all__ = ["FIELD_FILE", "committed_field", "config_digest", "run_field"]
+__all__ = ["FIELD_FILE", "committed_field", "config_digest", "recompute_field", "run_field"]
 
 log = logging.getLogger(__name__)
+
+#: What ``verify --recompute`` calls to run a field again (:func:`recompute_field`).
+ENTRY_POINT = "dls_microscopy.pipeline.field:recompute_field"
 
 FIELD_FILE = "field.json"
 LABELS_NAME = "labels.ome.zarr"
 LABEL_IMAGE = "nuclei"
-ENTRY_POINT = "dls_microscopy.pipeline.field:run_field"
 
 StepCallback = Callable[[str, str], None]
 
@@ -263,9 +266,42 @@ def run_field(
             timings=timings,
             models=models,
             seeds={"seed": cfg.seed},
+            entry_point=ENTRY_POINT,
+            # the compute settings too (block sizes, device), which the parameters leave out
+            arguments={"field": dataclasses.asdict(spec), "config": cfg.model_dump(mode="json")},
         )
     log.info("%s: committed (%d objects)", spec.key, n_objects)
     return {"key": spec.key, "n_objects": n_objects, "timings_s": timings}
+
+
+def recompute_field(
+    field: dict[str, Any], config: dict[str, Any], outdir: str | os.PathLike[str], overwrite: bool = False
+) -> dict[str, Any]:
+    """Run one field again into ``outdir``, from its manifest's ``arguments``.
+
+    The entry point of a field's ``manifest.json`` (``verify --recompute``): ``field`` is the
+    :class:`~dls_microscopy.pipeline.fields.FieldSpec` and ``config`` the run's whole
+    configuration, as recorded.  The field is committed under its own key in a scratch
+    folder beside ``outdir`` and then renamed, so ``field.json`` is what the run wrote.
+    """
+    import shutil
+
+    from dls_microscopy.errors import OutputError
+
+    out = Path(outdir)
+    if out.exists() and not overwrite:
+        raise OutputError("output already exists (use overwrite / --overwrite)", path=out)
+    spec = FieldSpec(**field)
+    cfg = PipelineConfig.model_validate(config)
+    scratch = out.parent / f".{out.name}.recompute-{os.getpid()}"
+    try:
+        result = run_field(spec, cfg, scratch)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(scratch / spec.key, out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return result
 
 
 def _segment(

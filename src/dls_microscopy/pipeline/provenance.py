@@ -333,15 +333,15 @@ def verify_manifest(outdir: str | os.PathLike[str], *, recompute: bool = False) 
     ------
     InputError
         No manifest, not a manifest, or ``recompute`` asked of a manifest that
-        records no ``entry_point`` (pipeline field folders).
+        records no ``entry_point`` (pipeline fields of earlier versions).
     """
     out = Path(outdir)
     manifest = read_manifest(out)
     if recompute and not manifest.get("entry_point"):
         raise InputError(
-            "this manifest records no command to re-run (a pipeline field is re-run by the pipeline: "
-            "run it again with --force into another output folder and compare the tables); "
-            "verify without --recompute checks its inputs and outputs",
+            "this manifest records no command to re-run (a pipeline field committed by a version "
+            "before 2026-11-27: run the pipeline again with --force into another output folder and "
+            "compare the tables); verify without --recompute checks its inputs and outputs",
             path=out,
         )
     found: list[Mismatch] = []
