@@ -495,3 +495,27 @@ def test_time_series_plate_aggregates_wells_and_plates_per_time_point(tmp_path):
     assert dict(zip(plates["Metadata_TimePoint"], plates["Count_Nuclei"], strict=True)) == {
         t: n[("A01", t)] + n[("A02", t)] for t in (0, 1)
     }
+
+
+def test_an_interrupted_run_says_so_in_its_log_and_resumes(small_plate, tmp_path, capsys, monkeypatch):
+    from dls_microscopy.pipeline.progress import NoProgress
+
+    class CtrlC(NoProgress):
+        def field_done(self, key: str, status: str) -> None:
+            raise KeyboardInterrupt
+
+    cfg = write_config(tmp_path, small_plate)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, progress=CtrlC())
+    assert "run interrupted: committed fields are kept" in (tmp_path / "out" / "run.log").read_text()
+    again = run_pipeline(cfg, progress=False)
+    assert again.ok and again.count("skipped") >= 1
+    # the command line: exit 130 and one word, not silence
+    import dls_microscopy.pipeline.run as run_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "run_pipeline", interrupted)
+    assert main(["run", str(cfg), "--no-progress"]) == 130
+    assert "interrupted" in capsys.readouterr().err

@@ -40,6 +40,8 @@ def _run(argv: list[str] | None) -> int:
     try:
         # without standalone mode, click returns the code of a typer.Exit instead of raising it
         rc = app(args=argv, standalone_mode=False)
+        if rc == 130:  # typer returns Ctrl-C as this code, silently
+            err.print("interrupted")
         if isinstance(rc, int) and rc:
             return rc
     except (InputError, OutputError, ModelNotFoundError) as exc:

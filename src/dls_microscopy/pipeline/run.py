@@ -214,6 +214,9 @@ def _run_log(path: Path) -> Iterator[None]:
         logger.setLevel(logging.INFO)
     try:
         yield
+    except KeyboardInterrupt:
+        log.warning("run interrupted: committed fields are kept; run again to resume")
+        raise
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
