@@ -128,4 +128,7 @@ def test_pbs_jobs_from_the_config_and_a_queued_job_times_out(
     assert "/opt/venv/bin/python -m distributed.cli.dask_worker" in script
     assert "--nthreads 2" in script and "--nworkers 2" in script
     assert "export OMP_NUM_THREADS=2" in script
+    # a field's memory is its blocks: the workers neither spill nor pause (a paused busy worker stalls)
+    for key in ("TARGET", "SPILL", "PAUSE"):
+        assert f"export DASK_DISTRIBUTED__WORKER__MEMORY__{key}=False" in script
     assert (scripts / "deleted").read_text().split() == ["4242"]  # the job is cancelled on the way out

@@ -35,11 +35,14 @@ def test_fields_run_in_slurm_worker_jobs(slurm: Path, tmp_path: Path) -> None:
     logs = tmp_path / "job-logs"
     with compute_context(_compute(jobs=2), min_workers=2, timeout=120, log_directory=logs) as ctx:
         assert ctx.kind == "slurm" and ctx.n_workers == 2
-        assert ctx.memory_per_worker == 1_000_000_000
+        assert ctx.memory_per_worker == 500_000_000  # half the job's 1 GB: the rest for the interpreter
         queue = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True).stdout
         assert queue.count("dls-microscopy RUNNING") == 2, queue
         script = ctx.cluster.job_script()
         assert "#SBATCH --mem=" in script and "#SBATCH -t 00:10:00" in script
+        assert "export DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE=False" in script
+        paused = ctx.client.run(lambda: __import__("dask").config.get("distributed.worker.memory.pause"))
+        assert set(paused.values()) == {False}, paused  # read by the workers in their jobs
         assert sys.executable in script
         results = dict(ctx.submit_fields(where_am_i, range(8)))
     assert sorted(results) == list(range(8))

@@ -18,8 +18,7 @@ import pytest
 from cluster_tasks import logged_field, nap
 
 from dls_microscopy.errors import CorruptDataError
-from dls_microscopy.pipeline._local_cluster import PROCESS_BASELINE
-from dls_microscopy.pipeline.cluster import ComputeContext, compute_context
+from dls_microscopy.pipeline.cluster import PROCESS_BASELINE, ComputeContext, compute_context
 from dls_microscopy.pipeline.config import ComputeConfig
 
 

@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from dls_microscopy.errors import ClusterConfigError, ClusterError, InputError
-from dls_microscopy.pipeline.cluster import _THREAD_VARIABLES, ComputeContext, _require_distributed
+from dls_microscopy.pipeline.cluster import (
+    _THREAD_VARIABLES,
+    PROCESS_BASELINE,
+    ComputeContext,
+    _require_distributed,
+)
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -74,9 +79,10 @@ def _batch_cluster(
     jobs = ccfg.jobs if n is None else math.ceil(n / processes)
     job_memory = parse_size(ccfg.memory)
     threads = ccfg.cores // processes
-    per_worker = job_memory // processes
-    if budget < per_worker:
-        per_worker = budget  # the run's budget caps what one field may use
+    share = job_memory // processes  # Dask's memory limit of each worker process
+    # a field's blocks get the share less the interpreter's own memory (at most half the share),
+    # as on a local cluster; the run's budget caps it
+    per_worker = min(budget, max(share // 2, share - PROCESS_BASELINE))
     logs = None
     if log_directory is not None:
         logs = Path(log_directory)
@@ -98,6 +104,8 @@ def _batch_cluster(
         "job_script_prologue": [
             *(f"export {v}={threads}" for v in _THREAD_VARIABLES),
             f"export DASK_NUM_WORKERS={threads}",
+            # a field's memory is its blocks: no spilling, and no pausing of a busy worker
+            *(f"export DASK_DISTRIBUTED__WORKER__MEMORY__{k}=False" for k in ("TARGET", "SPILL", "PAUSE")),
         ],
         "scheduler_options": {"dashboard_address": ":0"},
     }

@@ -15,6 +15,7 @@ from dls_microscopy.pipeline._batch import _wait_for_workers
 from dls_microscopy.pipeline.cluster import (
     _SMALL_WORKER_MEMORY,
     _THREAD_VARIABLES,
+    PROCESS_BASELINE,
     ComputeContext,
     _format_bytes,
     _require_distributed,
@@ -26,13 +27,6 @@ if TYPE_CHECKING:
 
 # records keep the name of the public module the backend belongs to
 log = logging.getLogger("dls_microscopy.pipeline.cluster")
-
-#: Memory of a worker process beyond its share of the budget: the interpreter with numpy, dask,
-#: zarr and torch imported is 330-350 MiB before any field, about 850 MiB while segmenting with
-#: a 476 MiB share (measured on Linux, torch 2.14 CPU).  Dask restarts a worker at 95 % of its
-#: limit, so a limit of only the budget's share killed every field of the sample pipeline with
-#: ``--workers 2`` at 1 GB.
-PROCESS_BASELINE = 1 << 30
 
 
 def _local_cluster(
