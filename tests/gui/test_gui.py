@@ -98,6 +98,12 @@ def test_desktop_app_widgets_and_actions(qtbot, small_sample, tmp_path, monkeypa
         seg.set_param("diameter_um", 6.0)
         seg.device.setCurrentText("cpu")
         seg.memory.setText("64MB")
+        # the labels name is a file in the session folder and a layer: no paths, no image's name
+        for bad, said in (("../elsewhere/x", "no folders"), ("DAPI", "name of an image layer")):
+            seg.label_name.setText(bad)
+            seg.run()
+            assert said in seg.status.text() and "DAPI" in viewer.layers
+        seg.label_name.setText("nuclei")
         _run(qtbot, seg, seg.run)
         labels = viewer.layers["nuclei"]
         assert type(labels).__name__ == "Labels"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from typing import Any
 
 import yaml
@@ -174,6 +175,15 @@ class SegmentWidget(TaskWidget):
         device = self.device.currentText()
         budget = self.memory.text().strip() or "2GB"
         name = self.label_name.text().strip() or "nuclei"
+        if not _LABEL_NAME.fullmatch(name) or ".." in name:
+            # the name is a file in the session folder: a path would write wherever it points
+            self.status.setText(
+                f"labels name {name!r}: use letters, digits, '_', '-' and '.', no folders (e.g. nuclei)"
+            )
+            return
+        if name in self.viewer.layers and type(self.viewer.layers[name]).__name__ != "Labels":
+            self.status.setText(f"labels name {name!r} is the name of an image layer: choose another name")
+            return
         output = self.state.workdir / f"{name}.ome.zarr"
         scale = tuple(layer.scale)[-3:]
         where = f" at time point {index[0]}" if len(index) == 1 else (f" at {index}" if index else "")
@@ -215,6 +225,10 @@ class SegmentWidget(TaskWidget):
             )
 
         self.start(work, done)
+
+
+#: A labels name: a file name in the session folder and an NGFF label image name.
+_LABEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def _plain(value: Any) -> Any:
