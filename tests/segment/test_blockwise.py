@@ -179,3 +179,16 @@ def test_objects_larger_than_the_halo_are_counted_and_warned_about(tmp_path, cap
     assert results[8.0][0] > 1 and results[8.0][1] >= 10 and results[8.0][2]
     # told the right diameter, the halo holds them (56 MiB: the smallest budget, many blocks)
     assert results[20.0][0] > 1 and results[20.0][1] == 0 and not results[20.0][2]
+
+
+def test_a_diameter_far_beyond_the_image_is_refused_at_once(tmp_path):
+    """5,000 µm on a crop of a few µm took minutes, 1e9 µm ran out of memory (GUI review)."""
+    from dls_microscopy.segment import get_segmenter
+
+    image = blob_volume()[0]
+    vol = open_volume(write_ome_zarr(image, tmp_path / "b.ome.zarr", axes="zyx", spacing=(1, 0.5, 0.5)))
+    for diameter in (5000.0, 1e9):
+        seg = get_segmenter("watershed", {"diameter_um": diameter}, device="cpu")
+        with pytest.raises(InputError, match=r"more than twice the image's diagonal"):
+            segment_blockwise(vol, seg, output=tmp_path / "o.ome.zarr")
+    assert not (tmp_path / "o.ome.zarr").exists()
