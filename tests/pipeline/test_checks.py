@@ -107,3 +107,14 @@ def test_a_glob_of_hdf5_files_names_the_dataset_of_each(tmp_path):
     fields = discover_fields(str(tmp_path / "g" / "*" / "x.h5:/raw"))
     assert [f.source for f in fields] == [str(tmp_path / "g" / w / "x.h5:/raw") for w in ("a", "b")]
     assert len({f.key for f in fields}) == 2
+
+
+def test_a_plate_field_is_named_as_a_run_names_it(small_plate, tmp_path):
+    """The desktop app names a plate's field with this, so that its tables join a run's (GUI review)."""
+    from dls_microscopy.pipeline.fields import discover_fields, plate_field
+
+    for spec in discover_fields(str(small_plate)):
+        assert plate_field(small_plate, spec.source) == spec
+        assert "/" not in spec.well and spec.image_id == spec.key  # the app had "A/01" and "0"
+    assert plate_field(small_plate, tmp_path) is None
+    assert plate_field(tmp_path, small_plate) is None  # not a plate

@@ -162,17 +162,27 @@ class FeaturesWidget(TaskWidget):
         models = [m.strip() for m in self.models.text().split(";") if m.strip()]
 
         def work(progress: Any) -> Any:
+            names_of = {"image_id": image_id, "plate": "", "well": "", "site": 0}
+            if meta.get("dls_plate") and source:  # a plate's field: named as a pipeline run names it
+                from dls_microscopy.pipeline.fields import plate_field
+
+                spec = plate_field(meta["dls_plate"], source)
+                if spec is not None:
+                    suffix = f"_t{time_point}" if time_point is not None else ""
+                    names_of = {
+                        "image_id": spec.image_id + suffix,
+                        "plate": spec.plate,
+                        "well": spec.well,
+                        "site": spec.site,
+                    }
             return measure_volumes(
                 image,
                 lab,
                 compartment=compartment,
-                image_id=image_id,
-                plate=str(Path(meta["dls_plate"]).name) if meta.get("dls_plate") else "",
-                well=str(meta.get("dls_well", "")),
-                site=int(meta.get("dls_field", 0)),
                 time_point=time_point,
                 embedding_models=models,
                 progress=progress,
+                **names_of,
             )
 
         def done(table: Any) -> None:

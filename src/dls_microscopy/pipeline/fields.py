@@ -24,7 +24,7 @@ from typing import Any
 
 from dls_microscopy.errors import InputError, InputNotFoundError
 
-__all__ = ["FieldSpec", "discover_fields"]
+__all__ = ["FieldSpec", "discover_fields", "plate_field"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -122,6 +122,29 @@ def _expand(path: str, series: int) -> list[FieldSpec]:
         return _plate_fields(Path(file_path), layout)
     name = Path(file_path).name + (f"_s{series}" if series else "")
     return [FieldSpec(key=_safe(name), source=path, series=series, image_id=_safe(name))]
+
+
+def plate_field(plate: str | os.PathLike[str], source: str | os.PathLike[str]) -> FieldSpec | None:
+    """The field of HCS plate ``plate`` whose image is ``source``, named as a pipeline run names it.
+
+    The desktop app measures one field at a time; with this its ``Metadata_Plate``,
+    ``Metadata_Well``, ``Metadata_Site`` and ``Metadata_ImageID`` are a run's, so that the
+    tables join.  ``None`` when ``source`` is not a field of ``plate``.
+    """
+    from dls_microscopy.errors import DlsError
+
+    root = Path(plate)
+    try:
+        layout = _plate_layout(root)
+    except DlsError:  # not a store at all
+        return None
+    if layout is None:
+        return None
+    wanted = Path(source).absolute()
+    for spec in _plate_fields(root, layout):
+        if Path(spec.source).absolute() == wanted:
+            return spec
+    return None
 
 
 @contextlib.contextmanager
