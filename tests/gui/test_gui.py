@@ -273,3 +273,16 @@ def test_widgets_work_on_the_time_point_shown(make_napari_viewer, qtbot, tmp_pat
     mean = {i: dapi[labels == i].mean() for i in np.unique(labels)[1:]}
     got = dict(zip(table["Metadata_ObjectID"], table["Nuclei_Intensity_MeanIntensity_DAPI"], strict=True))
     np.testing.assert_allclose([got[i] for i in mean], list(mean.values()), rtol=1e-9)
+
+
+def test_meshes_of_empty_labels_say_so(make_napari_viewer, qtbot):
+    """No objects: a plain status, no numpy error about zero-size arrays (GUI review)."""
+    from dls_microscopy.napari._meshes import MeshesWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_labels(np.zeros((8, 16, 16), np.uint16), name="empty")
+    widget = MeshesWidget(viewer)
+    widget.labels.setCurrentText("empty")
+    _run(qtbot, widget, widget.run)
+    assert widget.status.text() == "empty: no objects in the labels, nothing to mesh"
+    assert [layer.name for layer in viewer.layers] == ["empty"]

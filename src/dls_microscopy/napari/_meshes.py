@@ -69,6 +69,9 @@ class MeshesWidget(TaskWidget):
             )
 
         def done(meshes: MeshSet) -> None:
+            if not len(meshes.ids):  # a surface layer of no faces cannot be drawn
+                self.status.setText(f"{layer.name}: no objects in the labels, nothing to mesh")
+                return
             self.state.meshes = meshes
             columns = meshes.numeric_columns()
             self.colour_by.blockSignals(True)
