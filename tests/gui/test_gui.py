@@ -286,3 +286,24 @@ def test_meshes_of_empty_labels_say_so(make_napari_viewer, qtbot):
     _run(qtbot, widget, widget.run)
     assert widget.status.text() == "empty: no objects in the labels, nothing to mesh"
     assert [layer.name for layer in viewer.layers] == ["empty"]
+
+
+def test_steps_on_the_files_own_labels_are_saved_as_such(tmp_path):
+    """Meshes or features on labels read from the file: the pipeline reads them (input.labels), and an
+    earlier segmentation is not what the steps used (GUI review: 'not opened from a file')."""
+    from types import SimpleNamespace
+
+    from dls_microscopy.napari._tasks import record_labels_used
+    from dls_microscopy.pipeline.interactive import SessionRecorder
+
+    rec = SessionRecorder()
+    rec.record_segment(method="watershed", params={"diameter_um": 7.0}, channel="DAPI")
+    segmented = SimpleNamespace(metadata={"dls_source": str(tmp_path / "img.ome.zarr"), "dls_label": None})
+    record_labels_used(rec, segmented)
+    assert rec.segment is not None and rec.labels_name is None  # its own segmentation: kept
+    from_file = SimpleNamespace(metadata={"dls_source": str(tmp_path / "img.ome.zarr"), "dls_label": "0"})
+    record_labels_used(rec, from_file)
+    rec.record_features(channels=None, compartment="Nuclei")
+    cfg = rec.to_config(tmp_path / "out")
+    assert cfg.steps.segment is None and cfg.input.labels == "0"
+    assert cfg.input.path == str(tmp_path / "img.ome.zarr") and cfg.compute.cluster.python is None

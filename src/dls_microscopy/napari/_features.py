@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 
 from dls_microscopy.napari._feature_table import TableModel
 from dls_microscopy.napari._scatter_plot import _POINT, _SELECTED, ScatterPlot  # noqa: F401 - re-exported
-from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, shown_volume
+from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, record_labels_used, shown_volume
 from dls_microscopy.pipeline.interactive import (
     PROJECTION_COLUMNS,
     measure_volumes,
@@ -190,6 +190,7 @@ class FeaturesWidget(TaskWidget):
             self.state.features = table
             self.state.features_labels = labels.name
             all_channels = [n for n in (lay.metadata.get("dls_channel") for lay in images) if n]
+            record_labels_used(self.state.recorder, labels)
             self.state.recorder.record_features(
                 channels=None if len(all_channels) == _n_file_channels(images[0]) else names,
                 compartment=compartment,

@@ -7,7 +7,7 @@ from typing import Any
 
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
-from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, shown_volume
+from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, record_labels_used, shown_volume
 from dls_microscopy.pipeline.interactive import MeshSet, mesh_labels, volume_from_layer
 
 __all__ = ["MeshesWidget"]
@@ -94,6 +94,7 @@ class MeshesWidget(TaskWidget):
             )
             layer.visible = False  # the meshes show these objects now
             self.viewer.dims.ndisplay = 3
+            record_labels_used(self.state.recorder, layer)
             self.state.recorder.record_mesh(smooth=smooth, decimate=decimate, descriptors=descriptors)
             self.state.changed("meshes")
             self.status.setText(f"{len(meshes.ids)} meshes, {len(meshes.faces)} faces (µm)")

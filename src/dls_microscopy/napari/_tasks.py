@@ -264,6 +264,22 @@ class TaskWidget(QWidget):
         self.finished.emit(self.last_error)
 
 
+def record_labels_used(recorder: Any, layer: Any) -> None:
+    """Record where the labels a step worked on came from, for the saved pipeline.
+
+    Labels read from the input file (``dls_label``: an NGFF label image) make the pipeline
+    read them too: the input is that file, ``input.labels`` names them, and an earlier
+    segmentation is no longer what the steps used.  Labels of a segmentation keep it.
+    """
+    meta = layer.metadata
+    name, source = meta.get("dls_label"), meta.get("dls_plate") or meta.get("dls_source")
+    if not name or not source:
+        return
+    recorder.set_input(source, series=int(meta.get("dls_series", 0)))
+    recorder.segment = None
+    recorder.record_existing_labels(name)
+
+
 def labelled(text: str, widget: QWidget) -> QWidget:
     """``text`` and ``widget`` side by side."""
     box = QWidget()
