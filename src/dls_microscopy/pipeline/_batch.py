@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -97,7 +98,7 @@ def _batch_cluster(
         "job_extra_directives": list(ccfg.job_extra_directives),
         "interface": ccfg.interface,
         "local_directory": ccfg.local_directory,
-        "python": ccfg.python,
+        "python": ccfg.python or sys.executable,
         "job_name": "dls-microscopy",
         "log_directory": os.fspath(logs) if logs is not None else None,
         # inside a field, dask and torch use the worker's share of the job's cores

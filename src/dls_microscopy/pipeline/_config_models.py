@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob as _glob
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -216,8 +215,10 @@ class ClusterConfig(_Section):
     """network interface of the workers, e.g. ``ib0``"""
     local_directory: str | None = None
     """scratch folder on the worker nodes"""
-    python: str = Field(default_factory=lambda: sys.executable)
-    """Python interpreter of the workers (default: this one)"""
+    python: str | None = None
+    """Python interpreter of the workers (default: the one that starts the run; a saved
+    configuration stays portable)
+    """
 
     @field_validator("memory")
     @classmethod
