@@ -204,6 +204,28 @@ def _check_pipeline_matches_gui(config_path: Path, gui_table) -> None:
             np.testing.assert_array_equal(a, b, err_msg=c)
 
 
+def test_the_app_opens_our_formats_without_asking_and_a_plate_gets_its_tab(qtbot, small_plate):
+    """File > Open asked which reader every time; a plate opened later had no Plate tab (GUI review).
+
+    Before the tests that use napari's viewer fixture: a plain viewer after those registers
+    the plugin's commands twice.
+    """
+    from napari.plugins.utils import get_preferred_reader
+
+    from dls_microscopy.napari.app import make_viewer
+
+    viewer = make_viewer(None, show=False)
+    try:
+        assert get_preferred_reader(small_plate) == "dls-microscopy"
+        assert get_preferred_reader(small_plate.parent / "stack.ome.tif") == "dls-microscopy"
+        assert "Plate" not in viewer.window.dock_widgets
+        # a field of the plate opened later (as the reader tags its layers)
+        viewer.add_image(np.zeros((4, 8, 8), np.uint16), metadata={"dls_plate": str(small_plate)})
+        assert "Plate" in viewer.window.dock_widgets
+    finally:
+        viewer.close()
+
+
 def test_plate_reader_opens_one_field_and_chooser_switches(make_napari_viewer, qtbot, small_plate):
     """An HCS plate opens one field; the Plate widget switches to another field."""
     from dls_microscopy.napari._plate import PlateWidget

@@ -99,14 +99,20 @@ def make_viewer(path: str | os.PathLike[str] | None = None, show: bool = True) -
     qt_window = getattr(viewer.window, "_qt_window", None)
     if qt_window is not None:
         qt_window.setWindowIcon(icon)
+    _prefer_our_reader()
     widgets = list(WIDGETS)
     if path is not None and _is_plate(path):
         widgets.append(PLATE_WIDGET)
     docks = []
     for title, target in widgets:
-        widget = _load(target)(viewer)
-        widget.setMinimumWidth(DOCK_WIDTH - 20)
-        docks.append(viewer.window.add_dock_widget(widget, name=title, area="right", tabify=True))
+        docks.append(_add_dock(viewer, title, target))
+
+    def plate_opened(event: Any) -> None:  # File > Open of a plate later on: its Plate tab too
+        title, target = PLATE_WIDGET
+        if event.value.metadata.get("dls_plate") and title not in viewer.window.dock_widgets:
+            _add_dock(viewer, title, target)
+
+    viewer.layers.events.inserted.connect(plate_opened)
     if docks:
         from qtpy.QtCore import QTimer
 
@@ -121,6 +127,28 @@ def make_viewer(path: str | os.PathLike[str] | None = None, show: bool = True) -
         viewer.text_overlay.position = "top_left"
         viewer.layers.events.inserted.connect(lambda _: setattr(viewer.text_overlay, "visible", False))
     return viewer
+
+
+def _add_dock(viewer: Any, title: str, target: str) -> Any:
+    widget = _load(target)(viewer)
+    widget.setMinimumWidth(DOCK_WIDTH - 20)
+    return viewer.window.add_dock_widget(widget, name=title, area="right", tabify=True)
+
+
+#: File patterns the app opens with its own reader without asking (napari's preference format:
+#: a folder's path ends in "/").  Patterns the user has set already are left alone.
+READER_PATTERNS = ("*.zarr/", "*.tif", "*.tiff", "*.h5", "*.hdf5")
+
+
+def _prefer_our_reader() -> None:
+    """Make the DLS Microscopy reader napari's choice for our formats, so File > Open does not ask."""
+    from napari.settings import get_settings
+
+    plugins = get_settings().plugins
+    current = dict(plugins.extension2reader)
+    missing = {p: "dls-microscopy" for p in READER_PATTERNS if p not in current}
+    if missing:
+        plugins.extension2reader = {**current, **missing}
 
 
 def show_tab(viewer: Any, title: str) -> Any:
