@@ -126,6 +126,7 @@ def test_desktop_app_widgets_and_actions(qtbot, small_sample, tmp_path, monkeypa
             mesh.run()
             mesh.cancel()
         assert type(blocker.args[0]).__name__ == "CancelledError" and mesh.status.text() == "cancelled"
+        assert mesh.progress_bar.format() == "cancelled"  # not "failed"
         assert "nuclei meshes" not in viewer.layers and mesh.run_button.isEnabled()
         _run(qtbot, mesh, mesh.run)
         surface = viewer.layers["nuclei meshes"]

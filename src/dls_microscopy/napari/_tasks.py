@@ -260,7 +260,12 @@ class TaskWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(0 if self.last_error else 1)
-        self.progress_bar.setFormat("failed" if self.last_error else "done")
+        if self.last_error is None:
+            self.progress_bar.setFormat("done")
+        elif isinstance(self.last_error, CancelledError):
+            self.progress_bar.setFormat("cancelled")
+        else:
+            self.progress_bar.setFormat("failed")
         self.finished.emit(self.last_error)
 
 
