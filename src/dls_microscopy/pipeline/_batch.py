@@ -81,8 +81,8 @@ def _batch_cluster(
     job_memory = parse_size(ccfg.memory)
     threads = ccfg.cores // processes
     share = job_memory // processes  # Dask's memory limit of each worker process
-    # a field's blocks get the share less the interpreter's own memory (at most half the share),
-    # as on a local cluster; the run's budget caps it
+    # a field's blocks get the share less the interpreter's own memory, but at least half the
+    # share, as on a local cluster; the run's budget caps it
     per_worker = min(budget, max(share // 2, share - PROCESS_BASELINE))
     logs = None
     if log_directory is not None:
