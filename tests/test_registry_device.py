@@ -43,3 +43,12 @@ def test_device_resolution():
             resolve_device("cuda")
     with pytest.raises(InputError, match="unknown device"):
         resolve_device("tpu")
+
+
+def test_parameter_errors_list_the_parameters_only_for_an_unknown_one():
+    """A bad value names its problem; the 11 parameter names follow only an unknown name (GUI review)."""
+    with pytest.raises(InputError) as info:
+        get_segmenter("watershed", {"diameter_um": -3}, device="cpu")
+    assert "diameter_um: " in str(info.value) and "(parameters:" not in str(info.value)
+    with pytest.raises(InputError, match=r"diametre: unknown parameter \(parameters: diameter_um, "):
+        get_segmenter("watershed", {"diametre": 3}, device="cpu")

@@ -122,10 +122,9 @@ class BaseSegmenter(abc.ABC):
                 f"{'unknown parameter' if err['type'] == 'extra_forbidden' else err['msg']}"
                 for err in exc.errors()
             )
-            known = ", ".join(self.Params.model_fields)
-            raise InputError(
-                f"invalid parameters for segmenter {self.name!r}: {problems} (parameters: {known})"
-            ) from exc
+            unknown = any(err["type"] == "extra_forbidden" for err in exc.errors())
+            known = f" (parameters: {', '.join(self.Params.model_fields)})" if unknown else ""
+            raise InputError(f"invalid parameters for segmenter {self.name!r}: {problems}{known}") from exc
         self._device_request = device
 
     @property
