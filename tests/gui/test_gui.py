@@ -144,6 +144,14 @@ def test_desktop_app_widgets_and_actions(qtbot, small_sample, tmp_path, monkeypa
         table = feat.table
         assert table.num_rows == len(np.unique(_full(labels))) - 1
         assert feat.table_view.model().rowCount() == table.num_rows
+        # long column names: the end shows in the header, the whole name as its tooltip
+        from qtpy.QtCore import Qt
+
+        header = feat.table_view.horizontalHeader()
+        assert header.textElideMode() == Qt.TextElideMode.ElideLeft
+        model, across = feat.table_view.model(), Qt.Orientation.Horizontal
+        tip = model.headerData(1, across, Qt.ItemDataRole.ToolTipRole)
+        assert tip == model.headerData(1, across, Qt.ItemDataRole.DisplayRole) and tip in table.column_names
         # plot → table and viewer
         x, y = feat.plot.x, feat.plot.y
         box = (float(np.nanmin(x)), float(np.nanmedian(x)), float(np.nanmin(y)), float(np.nanmax(y)))

@@ -68,6 +68,8 @@ class FeaturesWidget(TaskWidget):
         self.table_view.setSortingEnabled(True)
         self.table_view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table_view.setMinimumHeight(180)
+        # the informative end of a long name shows: "…AreaShape_Volume" (the whole name as a tooltip)
+        self.table_view.horizontalHeader().setTextElideMode(Qt.TextElideMode.ElideLeft)
         self.x_column = QComboBox()
         self.y_column = QComboBox()
         self.plot = ScatterPlot(self._plot_selected)
@@ -76,6 +78,7 @@ class FeaturesWidget(TaskWidget):
         layout.insertWidget(layout.count() - 1, labelled("x", self.x_column))
         layout.insertWidget(layout.count() - 1, labelled("y", self.y_column))
         layout.insertWidget(layout.count() - 1, self.plot, 2)
+        layout.setStretch(layout.count() - 1, 0)  # the table and the plot take the dock's height
         self.x_column.currentTextChanged.connect(self._replot)
         self.y_column.currentTextChanged.connect(self._replot)
         self.run_button.clicked.connect(self.safely(self.run))
