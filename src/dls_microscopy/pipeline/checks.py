@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from dls_microscopy.errors import DlsError, InputError
 from dls_microscopy.pipeline.config import PipelineConfig
@@ -125,25 +124,23 @@ def _check_first_field(cfg: PipelineConfig, spec: FieldSpec, *, only_source: boo
         if only_source:
             raise
         return
-    names = list(image.channel_names) if "c" in image.axes else list(image.channel_names)[:1] or ["channel_0"]
-    wanted: list[tuple[str, Any]] = [("input.channels", c) for c in cfg.input.channels or []]
-    if cfg.steps.segment is not None and cfg.steps.segment.channel is not None:
-        wanted.append(("steps.segment.channel", cfg.steps.segment.channel))
-    if cfg.steps.features is not None:
-        wanted += [("steps.features.channels", c) for c in cfg.steps.features.channels or []]
-    for key, c in wanted:
-        try:
-            channel_index(c, names, spec.source)
-        except InputError as exc:
-            raise InputError(f"{key}: {exc.reason}", path=exc.path) from None
+    # each list as the field reads it (channel_data: every name known, none twice)
     lists = [("input.channels", cfg.input.channels)]
     if cfg.steps.features is not None:
         lists.append(("steps.features.channels", cfg.steps.features.channels))
     for key, channels in lists:
         try:
-            channel_data(image, channels)  # lazy: names each channel once
+            channel_data(image, channels)  # lazy: no data is read
         except InputError as exc:
             raise InputError(f"{key}: {exc.reason}", path=exc.path) from None
+    if cfg.steps.segment is not None and cfg.steps.segment.channel is not None:
+        names = (
+            list(image.channel_names) if "c" in image.axes else list(image.channel_names)[:1] or ["channel_0"]
+        )
+        try:
+            channel_index(cfg.steps.segment.channel, names, spec.source)
+        except InputError as exc:
+            raise InputError(f"steps.segment.channel: {exc.reason}", path=exc.path) from None
     if cfg.steps.segment is None and cfg.input.labels is not None:
         _check_labels(cfg, spec)
 
