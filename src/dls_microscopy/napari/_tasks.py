@@ -281,7 +281,6 @@ def record_labels_used(recorder: Any, layer: Any) -> None:
     if not name or not source:
         return
     recorder.set_input(source, series=int(meta.get("dls_series", 0)))
-    recorder.segment = None
     recorder.record_existing_labels(name)
 
 

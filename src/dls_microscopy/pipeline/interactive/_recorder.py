@@ -77,8 +77,11 @@ class SessionRecorder:
         self.embeddings = {"model": [os.fspath(m) for m in models]} if models else None
 
     def record_existing_labels(self, name: str | None) -> None:
-        """Labels came from the input file's NGFF labels (no segment step)."""
+        """Labels came from the input file's NGFF labels ``name``: no segment step (an earlier
+        segmentation is not what the steps after it used)."""
         self.labels_name = name
+        if name is not None:
+            self.segment = None
 
     def steps(self) -> list[str]:
         """Names of the recorded steps, in run order."""
