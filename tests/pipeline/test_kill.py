@@ -58,6 +58,9 @@ def test_sigkill_then_rerun_gives_identical_tables(small_plate, tmp_path):
 
     stale = tmp_path / "b" / "out" / ".objects.parquet.999999999.tmp"  # as a kill while writing leaves it
     stale.write_bytes(b"half a table")
+    # a field half-written by a worker of the killed run on another cluster node: its process
+    # number means nothing here, but the run's lock says that run is over
+    (fields / ".synthetic-plate_A01_0.partial-1-abcd1234@another-node" / "labels").mkdir(parents=True)
     summary = run_pipeline(killed, progress=False)
     assert not stale.exists()
     assert summary.ok

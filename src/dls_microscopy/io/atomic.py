@@ -1,9 +1,13 @@
 """Atomic creation of output directories: build under a temporary name, then rename.
 
-A store that is being written lives at ``.<name>.partial-<pid>-<token>`` beside
-its final path, so an interrupted or failed write never leaves anything that
-looks complete.  Partial directories of dead processes are removed on the next
-write to the same destination.
+A store that is being written lives at ``.<name>.partial-<pid>-<token>@<host>``
+beside its final path, so an interrupted or failed write never leaves anything
+that looks complete.  Partial directories of dead processes on this host are
+removed on the next write to the same destination.  Those of another host (a
+cluster worker writing to a shared file system) are left alone there: a process
+number says nothing about another machine, and removing a live worker's folder
+would break its write.  :func:`remove_partials` removes them all, for a caller
+that knows nobody else writes (a pipeline run holding its output's lock).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import errno
 import logging
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,7 +26,7 @@ import psutil
 
 from dls_microscopy.errors import DlsError, InputError, OutputError
 
-__all__ = ["atomic_directory", "refuse_output_over_inputs"]
+__all__ = ["atomic_directory", "refuse_output_over_inputs", "remove_partials"]
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +35,57 @@ def _partial_prefix(final: Path) -> str:
     return f".{final.name}.partial-"
 
 
+def _partial_name(final: Path, kind: str = "") -> str:
+    """``.<name>.partial-<pid>-[<kind>-]<token>@<host>``: who writes it, and where."""
+    return f"{_partial_prefix(final)}{os.getpid()}-{kind}{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+
+
+def _is_stale(rest: str) -> bool:
+    """Whether the writer of a partial directory (its name after the prefix) is gone.
+
+    Only processes of this host can be checked; names without a host come from
+    versions that wrote none, on this machine.
+    """
+    owner, at, host = rest.rpartition("@")
+    if at and host != socket.gethostname():
+        return False
+    pid_text = (owner if at else rest).split("-", 1)[0]
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+        return True
+    return not psutil.pid_exists(int(pid_text))
+
+
 def _remove_stale_partials(final: Path) -> None:
     prefix = _partial_prefix(final)
     if not final.parent.is_dir():
         return
     for entry in final.parent.iterdir():
-        if not entry.name.startswith(prefix):
-            continue
-        pid_text = entry.name[len(prefix) :].split("-", 1)[0]
-        if pid_text.isdigit() and psutil.pid_exists(int(pid_text)) and int(pid_text) != os.getpid():
-            continue  # another live process is writing it
-        log.info("removing stale partial output %s", entry)
-        shutil.rmtree(entry, ignore_errors=True)
+        if entry.name.startswith(prefix) and _is_stale(entry.name[len(prefix) :]):
+            log.info("removing stale partial output %s", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def remove_partials(directory: str | os.PathLike[str]) -> list[Path]:
+    """Remove every partial output directly in ``directory``, whichever host wrote it.
+
+    Only for a caller that holds ``directory`` alone (a pipeline run holds its
+    output's lock): the writers of these folders belong to runs that ended,
+    on this host or another.
+
+    Returns
+    -------
+    list of Path
+        The folders removed.
+    """
+    root = Path(directory)
+    removed = []
+    if root.is_dir():
+        for entry in root.iterdir():
+            if entry.name.startswith(".") and ".partial-" in entry.name and entry.is_dir():
+                log.info("removing partial output %s, left by an earlier run", entry.name)
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+    return removed
 
 
 def refuse_output_over_inputs(
@@ -111,7 +155,7 @@ def atomic_directory(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_partials(final)
-        tmp = final.parent / f"{_partial_prefix(final)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp = final.parent / _partial_name(final)
         tmp.mkdir()
     except OSError as exc:
         raise OutputError(f"cannot create output: {exc.strerror or exc}", path=final) from exc
@@ -119,7 +163,7 @@ def atomic_directory(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
         yield tmp
         trash = None
         if final.exists():
-            trash = final.parent / f"{_partial_prefix(final)}{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
+            trash = final.parent / _partial_name(final, "old-")
             os.replace(final, trash)
         os.replace(tmp, final)
         if trash is not None:

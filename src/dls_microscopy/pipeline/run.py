@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dls_microscopy.errors import ClusterConfigError, DlsError, OutputError
+from dls_microscopy.io.atomic import remove_partials
 from dls_microscopy.pipeline.checks import check_inputs
 from dls_microscopy.pipeline.config import PipelineConfig, load_config
 from dls_microscopy.pipeline.field import committed_field, config_digest, run_field
@@ -293,6 +294,7 @@ def run_pipeline(
             out,
             ", ".join(cfg.steps.names()),
         )
+        remove_partials(fields_dir)  # the lock is ours: no other run's workers write here
         _write_text(out / RESOLVED_CONFIG, cfg.to_yaml())
         todo: list[FieldSpec] = []
         for spec in fields:

@@ -1,0 +1,65 @@
+"""Partial output folders: who may remove whose (same host by process, other hosts never)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from dls_microscopy.io.atomic import atomic_directory, remove_partials
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def partials(tmp_path):
+    """Partial folders of ``out``: a dead local writer, a live local one, another host's, an old-style one."""
+    host = socket.gethostname()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    names = {
+        "dead": f".out.partial-{_dead_pid()}-aaaa1111@{host}",
+        "live": f".out.partial-{live.pid}-bbbb2222@{host}",
+        "other_host": f".out.partial-{_dead_pid()}-cccc3333@{host}-elsewhere",
+        "unnamed_host": f".out.partial-{_dead_pid()}-dddd4444",
+    }
+    for name in names.values():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "half").write_bytes(b"x")
+    yield {key: tmp_path / name for key, name in names.items()}
+    live.kill()
+    live.wait()
+
+
+def test_a_write_removes_only_what_it_can_prove_stale(tmp_path, partials):
+    with atomic_directory(tmp_path / "out") as tmp:
+        assert tmp.name.endswith("@" + socket.gethostname())
+        (tmp / "done").write_bytes(b"ok")
+    assert (tmp_path / "out" / "done").read_bytes() == b"ok"
+    assert not partials["dead"].exists()
+    assert not partials["unnamed_host"].exists()  # written before names carried the host: this host's
+    assert partials["live"].exists(), "a live process's folder was removed"
+    assert partials["other_host"].exists(), "another host's process number was checked here"
+
+
+def test_a_failed_write_leaves_nothing_and_an_overwrite_keeps_the_old_until_done(tmp_path):
+    final = tmp_path / "out"
+    with atomic_directory(final) as tmp:
+        (tmp / "v").write_text("1")
+    with pytest.raises(RuntimeError), atomic_directory(final, overwrite=True) as tmp:
+        (tmp / "v").write_text("2")
+        raise RuntimeError("killed")
+    assert (final / "v").read_text() == "1"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_remove_partials_takes_every_host(tmp_path, partials):
+    (tmp_path / "kept").mkdir()
+    removed = remove_partials(tmp_path)
+    assert sorted(removed) == sorted(partials.values())
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]
