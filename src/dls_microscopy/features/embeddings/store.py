@@ -99,7 +99,10 @@ def save_model(net: Any, record: ModelRecord, path: str | os.PathLike[str]) -> M
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     tmp = path.with_name(f".{path.name}.partial")
-    torch.save(state, tmp)
+    # through a file object: given a path, torch names the archive's folder after the file,
+    # and the same weights saved as a.pt and b.pt would differ in bytes and sha256
+    with open(tmp, "wb") as fh:
+        torch.save(state, fh)
     os.replace(tmp, path)
     record = dataclasses.replace(record, weights_sha256=sha256_file(path))
     meta = metadata_path(path)
