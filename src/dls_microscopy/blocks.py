@@ -15,6 +15,8 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
+from dask.utils import format_bytes
+
 from dls_microscopy._allocator import release_memory
 from dls_microscopy.errors import InputError
 
@@ -235,8 +237,8 @@ def plan_blocks(
     if cost(core) > per_block:
         min_needed = cost(core)
         raise InputError(
-            f"memory budget {memory_budget / 2**20:.0f} MiB is too small: one block with its halo "
-            f"needs {min_needed * workers / 2**20:.0f} MiB for {workers} worker(s); raise the budget"
+            f"memory budget {format_bytes(int(memory_budget))} is too small: one block with its halo "
+            f"needs {format_bytes(int(min_needed * workers))} for {workers} worker(s); raise the budget"
         )
     grown = True
     while grown:

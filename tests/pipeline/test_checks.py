@@ -118,3 +118,10 @@ def test_a_plate_field_is_named_as_a_run_names_it(small_plate, tmp_path):
         assert "/" not in spec.well and spec.image_id == spec.key  # the app had "A/01" and "0"
     assert plate_field(small_plate, tmp_path) is None
     assert plate_field(tmp_path, small_plate) is None  # not a plate
+
+
+def test_a_memory_budget_too_small_for_one_block_is_refused_before_any_field(small_plate, tmp_path):
+    # every field failed alone with the same reason (exit 3), and `config validate` said valid
+    cfg = write_config(tmp_path, small_plate, steps=FEATURES)
+    cfg.write_text(cfg.read_text().replace("memory_budget: 256MB", "memory_budget: 1KB"))
+    _refused(cfg, r"compute\.memory_budget: memory budget 0.98 kiB is too small: one block .* needs [\d.]+ MiB", tmp_path)

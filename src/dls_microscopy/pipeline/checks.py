@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from dls_microscopy.errors import DlsError, InputError
 from dls_microscopy.pipeline.config import PipelineConfig
@@ -40,7 +41,7 @@ def check_inputs(cfg: PipelineConfig) -> list[FieldSpec]:
     """
     from dls_microscopy.io.atomic import refuse_output_over_inputs
 
-    _check_models(cfg)
+    segmenter = _check_models(cfg)
     out = Path(cfg.output.path).absolute()
     if out.exists() and not out.is_dir():
         raise InputError("output.path is a file, not a folder", path=out)
@@ -55,7 +56,7 @@ def check_inputs(cfg: PipelineConfig) -> list[FieldSpec]:
         refuse_output_over_inputs(out, [*sources, *{_store_root(p) for p in sources}])
     except InputError as exc:
         raise InputError(f"output.path: {exc.reason}", path=exc.path) from None
-    _check_first_field(cfg, fields[0], only_source=len(sources) == 1)
+    _check_first_field(cfg, fields[0], segmenter, only_source=len(sources) == 1)
     return fields
 
 
@@ -75,24 +76,48 @@ def _store_root(path: Path) -> Path:
     return root
 
 
-def _check_models(cfg: PipelineConfig) -> None:
-    """The segmenter (its weights are found when it is made) and the embedding models exist."""
+def _check_models(cfg: PipelineConfig) -> Any:
+    """The segmenter (its weights are found when it is made) and the embedding models exist.
+
+    Returns the segmenter, made on the CPU (a CUDA device is the workers' business,
+    not this machine's), or None without a segment step.
+    """
+    segmenter = None
     s = cfg.steps.segment
-    if s is not None and s.model is not None:
+    if s is not None:
         from dls_microscopy.segment import get_segmenter
 
-        try:  # on the CPU: a CUDA device is the workers' business, not this machine's
-            get_segmenter(s.method, {**s.params, "model_path": s.model}, device="cpu")
+        params = dict(s.params) if s.model is None else {**s.params, "model_path": s.model}
+        try:
+            segmenter = get_segmenter(s.method, params, device="cpu")
         except InputError as exc:
-            raise InputError(f"steps.segment.model: {exc.reason}", path=exc.path) from None
+            key = "steps.segment.model" if s.model is not None else "steps.segment"
+            raise InputError(f"{key}: {exc.reason}", path=exc.path) from None
     if cfg.steps.embeddings is not None:
         from dls_microscopy.features.embeddings import read_record
 
         for path in cfg.steps.embeddings.model:
             read_record(path)  # ModelNotFoundError names the file and how to train one
+    return segmenter
 
 
-def _check_first_field(cfg: PipelineConfig, spec: FieldSpec, *, only_source: bool) -> None:
+def _check_budget(cfg: PipelineConfig, image: Any, segmenter: Any) -> None:
+    """One segmentation block with its halo fits ``compute.memory_budget`` (for one worker).
+
+    Field memory is planned per field, so a budget too small for one block made
+    every field fail alone.  The other steps plan down to single voxels.
+    """
+    from dls_microscopy.segment.blockwise import plan_segmentation
+
+    try:
+        plan_segmentation(
+            image.spatial_shape, image.dtype, image.spacing, segmenter, cfg.compute.memory_budget_bytes
+        )
+    except InputError as exc:
+        raise InputError(f"compute.memory_budget: {exc.reason}", path=exc.path) from None
+
+
+def _check_first_field(cfg: PipelineConfig, spec: FieldSpec, segmenter: Any, *, only_source: bool) -> None:
     from dls_microscopy.channels import channel_data, channel_index
     from dls_microscopy.io import open_volume
 
@@ -141,6 +166,8 @@ def _check_first_field(cfg: PipelineConfig, spec: FieldSpec, *, only_source: boo
             channel_index(cfg.steps.segment.channel, names, spec.source)
         except InputError as exc:
             raise InputError(f"steps.segment.channel: {exc.reason}", path=exc.path) from None
+    if segmenter is not None:
+        _check_budget(cfg, image, segmenter)
     if cfg.steps.segment is None and cfg.input.labels is not None:
         _check_labels(cfg, spec)
 

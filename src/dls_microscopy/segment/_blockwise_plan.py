@@ -63,6 +63,55 @@ def _plan(
     return best[2], best[1]
 
 
+def plan_segmentation(
+    shape: Sequence[int],
+    dtype: Any,
+    spacing: Sequence[float],
+    segmenter: BaseSegmenter,
+    memory_budget: int,
+    workers: int = 1,
+    block_shape: Sequence[int] | None = None,
+) -> tuple[BlockPlan, int]:
+    """The blocks :func:`~dls_microscopy.segment.blockwise.segment_blockwise` would run, without data.
+
+    Parameters
+    ----------
+    shape : (3,) ints
+        The image's spatial shape ``(z, y, x)``.
+    dtype
+        Its pixel type.
+    spacing : (3,) floats
+        Voxel size in µm (the segmenter's halo depends on it).
+    segmenter : BaseSegmenter
+    memory_budget : int
+        Bytes all ``workers`` may use together.
+    workers : int
+        Blocks that may run at once.
+    block_shape : (3,) ints, optional
+        An explicit core shape instead of the budget.
+
+    Returns
+    -------
+    plan : BlockPlan
+    at_once : int
+        Blocks run at once.
+
+    Raises
+    ------
+    InputError
+        When even one block with its halo does not fit ``memory_budget``.
+    """
+    halo = tuple(int(h) for h in segmenter.halo(spacing))
+    return _plan(
+        tuple(int(n) for n in shape),
+        halo,
+        int(memory_budget),
+        block_bytes_per_voxel(segmenter, dtype),
+        workers,
+        block_shape,
+    )
+
+
 def _outer_voxels(plan: BlockPlan) -> int:
     """Voxels read by all blocks, halos included (a product of per-axis sums)."""
     total = 1

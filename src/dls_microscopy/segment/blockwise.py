@@ -57,6 +57,7 @@ from dls_microscopy.segment._blockwise_plan import (  # noqa: F401 - re-exported
     _plan,
     _threads_per_block,
     block_bytes_per_voxel,
+    plan_segmentation,
 )
 from dls_microscopy.segment._blockwise_segment import (  # noqa: F401 - re-exported
     MAX_BAND,
@@ -76,7 +77,7 @@ from dls_microscopy.segment._blockwise_write import (
 from dls_microscopy.segment.base import BaseSegmenter
 from dls_microscopy.volume import Volume
 
-__all__ = ["BlockwiseResult", "block_bytes_per_voxel", "segment_blockwise", "select_image"]
+__all__ = ["BlockwiseResult", "block_bytes_per_voxel", "plan_segmentation", "segment_blockwise", "select_image"]
 
 log = logging.getLogger(__name__)
 
@@ -228,14 +229,8 @@ def segment_blockwise(
     dest_store, standalone = _destination(volume, output, label_name, overwrite)
     if workers is None:
         workers = 1 if segmenter.device != "cpu" else max(1, min(8, os.cpu_count() or 1))
-    halo = tuple(int(h) for h in segmenter.halo(spacing))
-    plan, concurrent = _plan(
-        image.spatial_shape,
-        halo,
-        budget,
-        block_bytes_per_voxel(segmenter, image.dtype),
-        workers,
-        block_shape,
+    plan, concurrent = plan_segmentation(
+        image.spatial_shape, image.dtype, spacing, segmenter, budget, workers, block_shape
     )
     log.info(
         "segmenting %s with %s: %d blocks of %s, halo %s, %d at once",
@@ -243,7 +238,7 @@ def segment_blockwise(
         segmenter.name,
         plan.n_blocks,
         plan.block_shape,
-        halo,
+        plan.halo,
         concurrent,
     )
     with _threads_per_block(segmenter, max(1, workers // concurrent)):
