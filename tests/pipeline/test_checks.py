@@ -124,4 +124,5 @@ def test_a_memory_budget_too_small_for_one_block_is_refused_before_any_field(sma
     # every field failed alone with the same reason (exit 3), and `config validate` said valid
     cfg = write_config(tmp_path, small_plate, steps=FEATURES)
     cfg.write_text(cfg.read_text().replace("memory_budget: 256MB", "memory_budget: 1KB"))
-    _refused(cfg, r"compute\.memory_budget: memory budget 0.98 kiB is too small: one block .* needs [\d.]+ MiB", tmp_path)
+    too_small = r"compute\.memory_budget: memory budget 0.98 kiB is too small: one block .* needs [\d.]+ MiB"
+    _refused(cfg, too_small, tmp_path)

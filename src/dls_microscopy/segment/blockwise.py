@@ -77,7 +77,13 @@ from dls_microscopy.segment._blockwise_write import (
 from dls_microscopy.segment.base import BaseSegmenter
 from dls_microscopy.volume import Volume
 
-__all__ = ["BlockwiseResult", "block_bytes_per_voxel", "plan_segmentation", "segment_blockwise", "select_image"]
+__all__ = [
+    "BlockwiseResult",
+    "block_bytes_per_voxel",
+    "plan_segmentation",
+    "segment_blockwise",
+    "select_image",
+]
 
 log = logging.getLogger(__name__)
 
