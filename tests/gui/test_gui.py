@@ -152,6 +152,9 @@ def test_desktop_app_widgets_and_actions(qtbot, small_sample, tmp_path, monkeypa
         model, across = feat.table_view.model(), Qt.Orientation.Horizontal
         tip = model.headerData(1, across, Qt.ItemDataRole.ToolTipRole)
         assert tip == model.headerData(1, across, Qt.ItemDataRole.DisplayRole) and tip in table.column_names
+        # the plot's axes are titled with the columns chosen
+        assert feat.plot.x_axis.axis.axis_label == feat.x_column.currentText() != ""
+        assert feat.plot.y_axis.axis.axis_label == feat.y_column.currentText() != ""
         # plot → table and viewer
         x, y = feat.plot.x, feat.plot.y
         box = (float(np.nanmin(x)), float(np.nanmedian(x)), float(np.nanmin(y)), float(np.nanmax(y)))
@@ -177,6 +180,10 @@ def test_desktop_app_widgets_and_actions(qtbot, small_sample, tmp_path, monkeypa
         }
 
         pipe = docks["Pipeline"]
+        # the preview takes the dock's height, not 160 px above empty space
+        pipe.resize(320, 1000)
+        pipe.layout().activate()
+        assert pipe.preview.height() > 600
         pipe.output.setText(str(tmp_path / "run"))
         text = pipe.save(tmp_path / "with_mesh.yaml").read_text()
         assert "watershed" in text and "diameter_um: 6.0" in text and str(small_sample) in text

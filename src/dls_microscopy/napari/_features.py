@@ -234,9 +234,9 @@ class FeaturesWidget(TaskWidget):
     def _replot(self, *_: Any) -> None:
         if self.table is None or not self.x_column.currentText() or not self.y_column.currentText():
             return
-        x = plot_values(self.table, self.x_column.currentText())
-        y = plot_values(self.table, self.y_column.currentText())
-        self.plot.set_points(self.ids, x, y)
+        x_name, y_name = self.x_column.currentText(), self.y_column.currentText()
+        x, y = plot_values(self.table, x_name), plot_values(self.table, y_name)
+        self.plot.set_points(self.ids, x, y, x_title=x_name, y_title=y_name)
         self.plot.set_selected(self.selected)
 
     # -- selection ----------------------------------------------------------------

@@ -31,10 +31,15 @@ class ScatterPlot(QWidget):
         self.on_select = on_select
         self.canvas = scene.SceneCanvas(keys=None, size=(320, 260), bgcolor="#262930", show=False)
         grid = self.canvas.central_widget.add_grid(margin=4)
-        self.y_axis = scene.AxisWidget(orientation="left", axis_font_size=7, tick_label_margin=4)
-        self.y_axis.width_max = 48
-        self.x_axis = scene.AxisWidget(orientation="bottom", axis_font_size=7, tick_label_margin=10)
-        self.x_axis.height_max = 30
+        # the axis titles name the columns: the choosers above the plot scroll out of sight
+        self.y_axis = scene.AxisWidget(
+            orientation="left", axis_font_size=7, tick_label_margin=4, axis_label_margin=44
+        )
+        self.y_axis.width_max = 60
+        self.x_axis = scene.AxisWidget(
+            orientation="bottom", axis_font_size=7, tick_label_margin=10, axis_label_margin=24
+        )
+        self.x_axis.height_max = 40
         grid.add_widget(self.y_axis, row=0, col=0)
         grid.add_widget(self.x_axis, row=1, col=1)
         self.view = grid.add_view(row=0, col=1, border_color="#888888")
@@ -64,9 +69,13 @@ class ScatterPlot(QWidget):
         layout.addWidget(self.canvas.native)
         self.setMinimumHeight(240)
 
-    def set_points(self, ids: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
-        """Show points ``(x, y)`` for object ``ids`` and fit the view."""
+    def set_points(
+        self, ids: np.ndarray, x: np.ndarray, y: np.ndarray, x_title: str = "", y_title: str = ""
+    ) -> None:
+        """Show points ``(x, y)`` for object ``ids`` (all ``(N,)``), fit the view, title the axes."""
         self.ids, self.x, self.y = np.asarray(ids, np.int64), np.asarray(x, float), np.asarray(y, float)
+        self.x_axis.axis.axis_label = x_title
+        self.y_axis.axis.axis_label = y_title
         self._draw()
         finite = np.isfinite(self.x) & np.isfinite(self.y)
         if finite.any():
