@@ -224,6 +224,30 @@ def test_reader_tiff_and_hdf5(tmp_path):
     spec = f"{h5}:/raw"
     (layer,) = napari_get_reader(spec)(spec)
     assert layer[2] == "image" and layer[1]["scale"] == pytest.approx((0.284, 0.127, 0.127), abs=1e-3)
+    # the file itself (File > Open cannot name a dataset): every 3D dataset, labels as labels
+    layers = napari_get_reader(str(h5))(str(h5))
+    assert [(kw["name"], kind, kw["metadata"]["dls_source"]) for _, kw, kind in layers] == [
+        ("raw", "image", f"{h5}:/raw"),
+        ("label", "labels", f"{h5}:/label"),
+    ]
+    assert layers[1][1]["scale"] == layers[0][1]["scale"]
+
+
+def test_reader_hdf5_without_a_volume_says_what_the_file_holds(tmp_path):
+    import h5py
+
+    from dls_microscopy.errors import InputError
+
+    path = tmp_path / "t.h5"
+    with h5py.File(path, "w") as f:
+        f["table"] = np.arange(10)
+        f["plane"] = np.zeros((8, 8), np.uint16)
+    with pytest.raises(InputError, match=r"no dataset of 3 or more dimensions .*/plane 8×8, /table 10"):
+        napari_get_reader(str(path))(str(path))
+    with h5py.File(path, "a") as f:  # one volume among them: it alone opens
+        f["stack/raw"] = np.zeros((4, 8, 8), np.uint16)
+    ((_, kw, kind),) = napari_get_reader(str(path))(str(path))
+    assert (kw["name"], kind) == ("raw", "image")
 
 
 def test_cli_gui_without_display_exits_2(monkeypatch, capsys):

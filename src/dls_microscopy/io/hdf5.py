@@ -31,7 +31,7 @@ from dls_microscopy.errors import (
 from dls_microscopy.io.lazy import ChunkSource, SourceLevel
 from dls_microscopy.volume import AXES_ORDER, SPATIAL_AXES, Volume, check_dtype, default_axes
 
-__all__ = ["open_hdf5"]
+__all__ = ["hdf5_datasets", "open_hdf5"]
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,26 @@ def _datasets(group: Any) -> list[str]:
 
     group.visititems(visit)
     return sorted(names)
+
+
+def hdf5_datasets(path: str | os.PathLike[str]) -> list[tuple[str, tuple[int, ...], np.dtype[Any]]]:
+    """Every dataset of an HDF5 file, sorted by name: ``(name, shape, dtype)`` (no pixel is read).
+
+    Raises
+    ------
+    InputNotFoundError, CorruptDataError
+        A missing file, or one h5py cannot open.
+    """
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError("no such file", path=path)
+    try:
+        with h5py.File(path, "r") as handle:
+            return [(name, tuple(handle[name].shape), handle[name].dtype) for name in _datasets(handle)]
+    except OSError as exc:
+        raise CorruptDataError(f"cannot read the HDF5 file: {exc}", path=path) from exc
 
 
 def _select(handle: Any, dataset: str | None, path: Path) -> Any:

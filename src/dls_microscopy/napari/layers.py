@@ -259,8 +259,11 @@ def read_path(
     DlsError
         Whatever :func:`~dls_microscopy.io.open_volume` raises.
     """
-    from dls_microscopy.io import open_volume, open_zarr
+    from dls_microscopy.io import detect_format, open_volume, open_zarr, split_dataset_path
 
+    file_path, dataset = split_dataset_path(path)
+    if file_path.is_file() and detect_format(file_path) == "hdf5":
+        return _hdf5_layers(file_path, dataset)
     vol = open_volume(path, series=series, well=well, field=field)
     meta: dict[str, Any] = {"dls_source": str(path), "dls_series": series}
     if "well" in vol.metadata:
@@ -282,6 +285,60 @@ def read_path(
             continue
         layers.append(labels_layer_data(lab, name=f"labels/{label}", metadata={**meta, "dls_label": label}))
     return layers
+
+
+#: Words that make an integer HDF5 dataset a labels layer (ilastik, plantseg and
+#: training-data files store segmentations beside the raw image).
+_LABEL_WORDS = ("label", "seg", "mask", "instance")
+
+
+def _hdf5_layers(file_path: Path, dataset: str | None) -> list[LayerData]:
+    """Layers of an HDF5 file: the dataset named, or every dataset of 3 dimensions or more.
+
+    A file dialog cannot name a dataset, and files often hold an image and its
+    segmentation side by side.  An integer dataset whose name says so
+    (:data:`_LABEL_WORDS`) becomes a labels layer, any other an image layer.
+    Datasets that cannot be opened as images are skipped with a warning.
+
+    Raises
+    ------
+    DlsError
+        The dataset named cannot be opened, or no dataset can.
+    """
+    from dls_microscopy.errors import InputError
+    from dls_microscopy.io import open_volume
+    from dls_microscopy.io.hdf5 import hdf5_datasets
+
+    every = hdf5_datasets(file_path)
+    if dataset is not None:
+        name = "/" + dataset.strip("/")
+        chosen = [d for d in every if d[0] == name] or [(name, (), np.dtype("u1"))]  # open_volume says why
+    else:
+        chosen = [d for d in every if len(d[1]) >= 3]
+        if not chosen:
+            listing = ", ".join(f"{n} {'×'.join(map(str, sh))}" for n, sh, _ in every) or "none"
+            raise InputError(
+                f"no dataset of 3 or more dimensions in the file (datasets: {listing})", path=file_path
+            )
+    layers: list[LayerData] = []
+    for name, _, dtype in chosen:
+        spec = f"{file_path}:{name}"
+        try:
+            vol = open_volume(spec)
+        except DlsError as exc:
+            if len(chosen) == 1:
+                raise
+            log.warning("%s: dataset %s skipped: %s", file_path, name, exc)
+            continue
+        meta = {"dls_source": spec, "dls_series": 0}
+        short = name.rsplit("/", 1)[-1]
+        if np.issubdtype(dtype, np.integer) and any(w in short.lower() for w in _LABEL_WORDS):
+            layers.append(labels_layer_data(vol, name=short, metadata=meta))
+        else:
+            layers.extend(volume_layer_data(vol, name=short, metadata=meta))
+    if not layers:
+        raise InputError("none of the file's datasets opens as an image (see the log)", path=file_path)
+    return sorted(layers, key=lambda layer: layer[2] == "labels")  # labels drawn over the images
 
 
 def _stem(name: str) -> str:
