@@ -519,3 +519,15 @@ def test_an_interrupted_run_says_so_in_its_log_and_resumes(small_plate, tmp_path
     monkeypatch.setattr(run_module, "run_pipeline", interrupted)
     assert main(["run", str(cfg), "--no-progress"]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_a_field_with_meshes_recomputes_to_the_same_bytes(small_plate, tmp_path):
+    # the mesh index recorded the field folder's absolute path, which a recompute (built in a
+    # scratch folder) can never match
+    steps = "segment: {channel: DAPI, params: {diameter_um: 7}}\nmesh: {smooth: 0}\nfeatures: {}\n"
+    cfg = write_config(tmp_path, small_plate, steps=steps)
+    assert run_pipeline(cfg, progress=False).ok
+    field = tmp_path / "out" / "fields" / KEYS[0]
+    index = json.loads((field / "meshes" / "meshes.json").read_text())
+    assert index["source"] == "../labels.ome.zarr" and (field / "meshes" / index["source"]).is_dir()
+    assert main(["verify", str(field), "--recompute"]) == 0

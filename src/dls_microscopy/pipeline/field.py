@@ -219,8 +219,9 @@ def run_field(
                 descriptors_path=desc,
                 label_name=label_name,
                 memory_budget=budget,
-                # the labels' path once this field's folder is in place (tmp is renamed)
-                source=str(final / LABELS_NAME) if labels_path == tmp / LABELS_NAME else None,
+                # the field's own labels, relative to the meshes folder: the field folder is
+                # built under another name and renamed (verify --recompute builds it elsewhere)
+                source=f"../{LABELS_NAME}" if labels_path == tmp / LABELS_NAME else None,
             )
             n_objects = int(res["n_objects"])
             if desc is not None:
