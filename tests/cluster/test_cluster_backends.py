@@ -132,3 +132,22 @@ def test_pbs_jobs_from_the_config_and_a_queued_job_times_out(
     for key in ("TARGET", "SPILL", "PAUSE"):
         assert f"export DASK_DISTRIBUTED__WORKER__MEMORY__{key}=False" in script
     assert (scripts / "deleted").read_text().split() == ["4242"]  # the job is cancelled on the way out
+
+
+@pytest.mark.parametrize("imported_first", [False, True])
+def test_ctrl_c_still_interrupts_once_dask_jobqueue_is_imported(imported_first):
+    # dask-jobqueue 0.9 sets a SIGINT handler calling sys.exit(): Ctrl-C on a Slurm run exited 0
+    import subprocess
+    import sys
+
+    pytest.importorskip("dask_jobqueue")
+    code = (
+        ("import dask_jobqueue\n" if imported_first else "")
+        + "import signal\n"
+        + "from dls_microscopy.pipeline._batch import require_batch_system\n"
+        + "try:\n    require_batch_system('slurm')\nexcept Exception:\n    pass  # no sbatch here\n"
+        + "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
+        + "signal.raise_signal(signal.SIGINT)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr, proc.stderr

@@ -41,11 +41,33 @@ log = logging.getLogger("dls_microscopy.pipeline.cluster")
 _SUBMIT_COMMAND = {"slurm": "sbatch", "pbs": "qsub"}
 
 
+def _import_dask_jobqueue() -> None:
+    """Import dask-jobqueue, keeping this process's Ctrl-C handler.
+
+    dask-jobqueue 0.9 replaces the SIGINT handler on import with one that calls
+    ``sys.exit()``: Ctrl-C then ended a run with exit code 0, in silence, as if it
+    had succeeded, instead of raising ``KeyboardInterrupt`` (exit 130, "interrupted").
+    """
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    before = signal.getsignal(signal.SIGINT) if main else None
+    import dask_jobqueue  # noqa: F401
+
+    if not main:
+        return
+    now = signal.getsignal(signal.SIGINT)
+    if getattr(now, "__module__", "").startswith("dask_jobqueue"):
+        ours = before if before is not None and before is not now else signal.default_int_handler
+        signal.signal(signal.SIGINT, ours)
+
+
 def require_batch_system(kind: Literal["slurm", "pbs"]) -> None:
     """Raise unless dask-jobqueue is installed and ``kind``'s submit command is on PATH."""
     _require_distributed()
     try:
-        import dask_jobqueue  # noqa: F401
+        _import_dask_jobqueue()
     except ImportError as exc:
         raise ClusterError(f"--cluster {kind} needs dask-jobqueue: install dls-microscopy[cluster]") from exc
     submit = _SUBMIT_COMMAND[kind]
