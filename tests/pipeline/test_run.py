@@ -68,12 +68,18 @@ def test_plate_run_tables_and_files(small_plate, tmp_path):
     assert main(["verify", str(out / "fields" / KEYS[0]), "--recompute"]) == 0
 
 
-def test_resume_skips_committed_and_redoes_deleted(small_plate, tmp_path):
+def test_resume_skips_committed_and_redoes_deleted(small_plate, tmp_path, monkeypatch):
     cfg = write_config(tmp_path, small_plate)
     out = tmp_path / "out"
     run_pipeline(cfg, progress=False)
     first = table_bytes(out)
-    again = run_pipeline(cfg, progress=False)
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("workers were started for a run with nothing to compute")
+
+    with monkeypatch.context() as m:  # nothing left: no workers (on a cluster, jobs waited for)
+        m.setattr("dls_microscopy.pipeline._local_cluster._local_cluster", no_cluster)
+        again = run_pipeline(cfg, progress=False, workers=2)
     assert again.count("skipped") == 4 and again.count("done") == 0
     assert table_bytes(out) == first
     shutil.rmtree(out / "fields" / KEYS[2])

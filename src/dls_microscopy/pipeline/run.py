@@ -306,7 +306,12 @@ def run_pipeline(
             else:
                 todo.append(spec)
         log.info("run: %d fields to do, %d already committed", len(todo), len(fields) - len(todo))
-        compute = compute_context(cfg.compute, workers=workers, cluster=cluster, log_directory=out / "logs")
+        if todo:
+            compute = compute_context(
+                cfg.compute, workers=workers, cluster=cluster, log_directory=out / "logs"
+            )
+        else:  # only the tables to collect: no worker jobs to submit and wait for
+            compute = compute_context(cfg.compute, workers=None, cluster="local")
         with compute as ctx, reporter:
             reporter.start(total=len(fields), done=len(fields) - len(todo), link=ctx.dashboard_link)
             in_process = ctx.client is None
