@@ -10,8 +10,8 @@ import pytest
 from cluster_tasks import logged_field, square
 
 from dls_microscopy.errors import ClusterConfigError, ClusterError, CorruptDataError, InputError
-from dls_microscopy.pipeline.cluster import compute_context, usable_cpus
-from dls_microscopy.pipeline.config import ClusterConfig, ComputeConfig
+from dls_microscopy.pipeline.cluster import check_backend, compute_context, usable_cpus
+from dls_microscopy.pipeline.config import ClusterConfig, ComputeConfig, load_config
 
 
 def test_local_threads_default(tmp_path: Path) -> None:
@@ -82,6 +82,35 @@ def test_run_on_a_missing_batch_system_exits_2_before_any_output(
     )
     monkeypatch.setenv("PATH", "/nonexistent")
     assert main(["run", str(cfg), "--cluster", "pbs", "--no-progress"]) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_job_shapes_no_worker_can_use_are_refused_before_any_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Too little memory per worker process (every field died 4 times), fewer cores than processes."""
+    import numpy as np
+    import tifffile
+
+    from dls_microscopy.cli import main
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((8, 16, 16), np.uint16), metadata={"axes": "ZYX"})
+    base = "input:\n  path: img.tif\noutput:\n  path: out\nsteps:\n  segment: {params: {diameter_um: 4}}\n"
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(base + "compute:\n  cluster: {kind: slurm, memory: 200MB}\n")
+    with pytest.raises(ClusterConfigError, match=r"compute\.cluster\.memory: 200MB per job gives each"):
+        check_backend(load_config(cfg).compute)
+    assert main(["config", "validate", str(cfg)]) == 2
+    assert main(["run", str(cfg), "--no-progress"]) == 2
+    cfg.write_text(base + "compute:\n  cluster: {kind: slurm, memory: 8GB, cores: 1, processes: 2}\n")
+    with pytest.raises(InputError, match=r"line 8: compute\.cluster\.cores: cores \(1\) must be at least"):
+        load_config(cfg)
+    assert main(["run", str(cfg), "--no-progress"]) == 2
     assert not (tmp_path / "out").exists()
 
 

@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from dls_microscopy.errors import ClusterConfigError, ClusterError, InputError
+from dls_microscopy.errors import ClusterConfigError, ClusterError
 from dls_microscopy.pipeline.cluster import (
     _THREAD_VARIABLES,
     PROCESS_BASELINE,
@@ -94,11 +94,7 @@ def _batch_cluster(
 
     from dls_microscopy.pipeline.config import parse_size
 
-    processes = ccfg.processes
-    if ccfg.cores < processes:
-        raise InputError(
-            f"compute.cluster.cores ({ccfg.cores}) must be at least compute.cluster.processes ({processes})"
-        )
+    processes = ccfg.processes  # at most cores: the configuration's validator sees to it
     jobs = ccfg.jobs if n is None else math.ceil(n / processes)
     job_memory = parse_size(ccfg.memory)
     threads = ccfg.cores // processes

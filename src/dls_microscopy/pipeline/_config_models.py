@@ -233,6 +233,16 @@ class ClusterConfig(_Section):
             raise ValueError(f"wall time must be HH:MM:SS or D-HH:MM:SS, got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _cores_for_processes(self) -> ClusterConfig:
+        if self.cores < self.processes:
+            raise PydanticCustomError(
+                "cores_below_processes",
+                "cores ({cores}) must be at least processes ({processes}): each worker process needs a core",
+                {"cores": self.cores, "processes": self.processes, "subloc": ("cores",)},
+            )
+        return self
+
 
 class ComputeConfig(_Section):
     """Resources for the run."""
