@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -170,7 +171,7 @@ def test_a_second_run_into_the_same_folder_is_refused(small_plate, tmp_path, cap
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "locked"
-        busy = rf"another run is writing into this folder \(process {holder.pid}\)"
+        busy = rf"another run is writing into this folder \(process {holder.pid} on {socket.gethostname()}\)"
         with pytest.raises(OutputError, match=busy):
             run_pipeline(cfg, progress=False)
         assert main(["run", str(cfg), "--no-progress"]) == 2

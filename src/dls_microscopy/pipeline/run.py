@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,7 +189,7 @@ def _run_lock(out: Path) -> Iterator[None]:
             ) from exc
         fh.seek(0)
         fh.truncate()
-        fh.write(f"{os.getpid()}\n")
+        fh.write(f"{os.getpid()} on {socket.gethostname()}\n")  # several login nodes: which one
         fh.flush()
         yield
     finally:
