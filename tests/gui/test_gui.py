@@ -345,3 +345,22 @@ def test_steps_on_the_files_own_labels_are_saved_as_such(tmp_path):
     cfg = rec.to_config(tmp_path / "out")
     assert cfg.steps.segment is None and cfg.input.labels == "0"
     assert cfg.input.path == str(tmp_path / "img.ome.zarr") and cfg.compute.cluster.python is None
+
+
+def test_a_new_labels_layer_is_what_the_label_choosers_take(make_napari_viewer):
+    # after Segment, Meshes and Features still pointed at the labels read with the file
+    from dls_microscopy.napari._tasks import LayerChooser
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 8, 8)), name="raw")
+    viewer.add_labels(np.zeros((4, 8, 8), np.uint16), name="labels/truth")
+    labels, images = LayerChooser(viewer, ("labels",)), LayerChooser(viewer, ("image",))
+    chosen = []
+    labels.currentTextChanged.connect(chosen.append)
+    viewer.add_labels(np.zeros((4, 8, 8), np.uint16), name="nuclei")
+    viewer.add_image(np.zeros((4, 8, 8)), name="other")
+    assert labels.currentText() == "nuclei" and chosen[-1] == "nuclei"
+    assert images.currentText() == "raw"  # an image chooser keeps its choice
+    labels.setCurrentText("labels/truth")
+    viewer.layers.remove("other")
+    assert labels.currentText() == "labels/truth"

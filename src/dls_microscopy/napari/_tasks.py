@@ -92,8 +92,19 @@ class LayerChooser(QComboBox):
         self.viewer = viewer
         self.layer_types = layer_types
         self.refresh()
-        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(self.refresh)
+        viewer.layers.events.inserted.connect(self._inserted)
+        viewer.layers.events.removed.connect(self.refresh)
+
+    def _inserted(self, event: Any) -> None:
+        """Re-list; a labels chooser takes a new labels layer.
+
+        The newest labels are what the next step wants: after Segment, Meshes and
+        Features measured the labels read with the file (the ground truth of a plate).
+        """
+        self.refresh()
+        new = getattr(event, "value", None)
+        if "labels" in self.layer_types and type(new).__name__.lower() in self.layer_types:
+            self.setCurrentText(new.name)
 
     def refresh(self, *_: Any) -> None:
         """Re-list the layers, keeping the current choice where it still exists."""
