@@ -6,6 +6,7 @@ import io
 import json
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -538,3 +539,30 @@ def test_a_field_with_meshes_recomputes_to_the_same_bytes(small_plate, tmp_path)
     index = json.loads((field / "meshes" / "meshes.json").read_text())
     assert index["source"] == "../labels.ome.zarr" and (field / "meshes" / index["source"]).is_dir()
     assert main(["verify", str(field), "--recompute"]) == 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX")
+def test_sigterm_ends_a_run_as_ctrl_c_does(small_plate, tmp_path):
+    # a batch system ends a driver job with SIGTERM: it ended the process in silence, with
+    # nothing in the log and queued worker jobs left behind
+    import signal
+    import subprocess
+    import time
+
+    cfg = write_config(tmp_path, small_plate)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dls_microscopy.cli", "run", str(cfg), "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log_file = tmp_path / "out" / "run.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log_file.exists() and "fields to do" in log_file.read_text():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in stderr
+    assert "run interrupted: committed fields are kept" in log_file.read_text()

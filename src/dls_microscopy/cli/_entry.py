@@ -6,6 +6,8 @@ file and the reason), 3 ``run`` finished but some fields failed, 130 interrupted
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import typer
@@ -31,9 +33,35 @@ def main(argv: list[str] | None = None) -> int:
 
     previous, warnings.showwarning = warnings.showwarning, _show_warning
     try:
-        return _run(argv)
+        with _sigterm_interrupts():
+            return _run(argv)
     finally:
         warnings.showwarning = previous
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Handle SIGTERM as Ctrl-C while a command runs.
+
+    A batch system ends a driver job at its wall time with SIGTERM, as do ``kill`` and
+    ``timeout``.  By default that ended the process at once: a run wrote no "interrupted"
+    to its log, and worker jobs still queued were never cancelled.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _run(argv: list[str] | None) -> int:
