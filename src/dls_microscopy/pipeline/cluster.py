@@ -228,13 +228,11 @@ class ComputeContext:
             field ended with: an :class:`~dls_microscopy.errors.InputError` raised by
             ``fn`` (not retried), the last exception after ``retries`` re-runs, or a
             :class:`~dls_microscopy.errors.ClusterError` when the field's worker died
-            too often.  One field's failure never stops the others.
-
-        Raises
-        ------
-        ClusterError
-            Every worker of the cluster has been gone for ``lost_workers_timeout``
-            seconds (e.g. all worker jobs ended): the remaining fields are cancelled.
+            too often.  One field's failure never stops the others.  When every worker
+            of the cluster has been gone for ``lost_workers_timeout`` seconds (all
+            worker jobs ended), the fields not finished are cancelled and each is
+            yielded with that :class:`~dls_microscopy.errors.ClusterError`, so a run
+            still writes the tables of its committed fields and its summary.
 
         Notes
         -----
@@ -290,13 +288,25 @@ class ComputeContext:
                         no_workers_since = None
                     elif no_workers_since is None:
                         no_workers_since = time.monotonic()
+                        log.warning(
+                            "all Dask workers are gone (worker jobs ended, cancelled or at their wall "
+                            "time?); %d of %d fields not finished; waiting up to %g s for workers",
+                            len(remaining),
+                            len(futures),
+                            self.lost_workers_timeout,
+                        )
                     elif time.monotonic() - no_workers_since > self.lost_workers_timeout:
-                        raise ClusterError(
+                        lost = ClusterError(
                             f"all Dask workers are gone and none came back within "
                             f"{self.lost_workers_timeout:g} s; {len(remaining)} of {len(futures)} "
                             "fields did not finish (worker jobs ended or hit their walltime? "
-                            "see the job logs)"
+                            "see the job logs; run again to resume)"
                         )
+                        client.cancel(list(remaining))
+                        for fut in sorted(remaining, key=lambda f: str(f.key)):
+                            yield futures[fut], lost
+                        remaining.clear()
+                        return
                     time.sleep(0.05)
                     continue
                 for fut in batch:
