@@ -219,6 +219,10 @@ def test_reader_tiff_and_hdf5(tmp_path):
         ("b", (2.0, 0.25, 0.25)),
     ]
     np.testing.assert_array_equal(np.asarray(layers[1][0]), data[1])
+    # a label TIFF saved beside its image opens as labels (it opened as an image layer)
+    tifffile.imwrite(tmp_path / "x_labels.tif", data[0], metadata={"axes": "ZYX"})
+    ((_, kw, kind),) = napari_get_reader(str(tmp_path / "x_labels.tif"))(str(tmp_path / "x_labels.tif"))
+    assert (kw["name"], kind) == ("x_labels", "labels")
     h5 = tmp_path / "n.h5"
     h5.write_bytes(nuclei_1135_resource().read_bytes())
     spec = f"{h5}:/raw"

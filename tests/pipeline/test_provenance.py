@@ -170,6 +170,9 @@ def test_verify_says_what_a_folder_is_when_it_has_no_manifest(tmp_path):
 
     with pytest.raises(InputNotFoundError, match="no such folder"):
         read_manifest(tmp_path / "missing")
+    (tmp_path / "objects.csv").write_text("a table")  # it said "no such folder"
+    with pytest.raises(InputError, match="a file, not an output folder"):
+        read_manifest(tmp_path / "objects.csv")
     (tmp_path / "run" / "fields" / "a").mkdir(parents=True)
     with pytest.raises(InputError, match="each field has one"):
         read_manifest(tmp_path / "run")

@@ -275,6 +275,8 @@ def read_path(
         meta["dls_source"] = str(vol.source)
         meta["dls_series"] = 0
     stem = Path(str(vol.source or path)).name
+    if _looks_like_labels(_stem(stem), vol):  # a label TIFF saved beside its image
+        return [labels_layer_data(vol, name=_stem(stem), metadata=meta)]
     layers = volume_layer_data(vol, name=_stem(stem), metadata=meta)
     for label in vol.labels:
         try:
@@ -287,9 +289,18 @@ def read_path(
     return layers
 
 
-#: Words that make an integer HDF5 dataset a labels layer (ilastik, plantseg and
-#: training-data files store segmentations beside the raw image).
+#: Words that make an integer image of one channel (an HDF5 dataset, a TIFF file) a labels
+#: layer: ilastik, plantseg and training-data files store segmentations beside the raw image.
 _LABEL_WORDS = ("label", "seg", "mask", "instance")
+
+
+def _looks_like_labels(name: str, vol: Volume) -> bool:
+    """An integer image of one channel whose name says it holds labels (:data:`_LABEL_WORDS`)."""
+    return (
+        vol.n_channels == 1
+        and np.issubdtype(vol.dtype, np.integer)
+        and any(w in name.lower() for w in _LABEL_WORDS)
+    )
 
 
 def _hdf5_layers(file_path: Path, dataset: str | None) -> list[LayerData]:
@@ -321,7 +332,7 @@ def _hdf5_layers(file_path: Path, dataset: str | None) -> list[LayerData]:
                 f"no dataset of 3 or more dimensions in the file (datasets: {listing})", path=file_path
             )
     layers: list[LayerData] = []
-    for name, _, dtype in chosen:
+    for name, _, _ in chosen:
         spec = f"{file_path}:{name}"
         try:
             vol = open_volume(spec)
@@ -332,7 +343,7 @@ def _hdf5_layers(file_path: Path, dataset: str | None) -> list[LayerData]:
             continue
         meta = {"dls_source": spec, "dls_series": 0}
         short = name.rsplit("/", 1)[-1]
-        if np.issubdtype(dtype, np.integer) and any(w in short.lower() for w in _LABEL_WORDS):
+        if _looks_like_labels(short, vol):
             layers.append(labels_layer_data(vol, name=short, metadata=meta))
         else:
             layers.extend(volume_layer_data(vol, name=short, metadata=meta))

@@ -294,6 +294,11 @@ def write_manifest(
 def read_manifest(outdir: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of ``outdir``; :class:`InputError` when absent or not a manifest."""
     path = Path(outdir) / MANIFEST_NAME
+    if Path(outdir).is_file():
+        raise InputError(
+            "a file, not an output folder: verify takes the folder that holds manifest.json",
+            path=Path(outdir),
+        )
     if not Path(outdir).is_dir():
         raise InputNotFoundError("no such folder", path=Path(outdir))
     if not path.is_file():
