@@ -566,3 +566,11 @@ def test_sigterm_ends_a_run_as_ctrl_c_does(small_plate, tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in stderr
     assert "run interrupted: committed fields are kept" in log_file.read_text()
+
+
+def test_features_on_a_plate_root_measure_its_first_field_with_its_labels(small_plate, tmp_path):
+    # the image opened was the first field, the labels were looked up at the plate root
+    out = tmp_path / "features"
+    assert main(["features", str(small_plate), "truth", str(out)]) == 0
+    objects = pq.read_table(out / "objects.parquet").to_pandas()
+    assert len(objects) > 0

@@ -68,7 +68,8 @@ def open_feature_inputs(
     if split_dataset_path(labels)[0].exists():
         lab = open_volume(labels)
     elif str(labels) in image.labels:
-        lab = open_labels(image_path, str(labels))
+        # the image's own store: for a plate, the field opened (it said "no zarr group here")
+        lab = open_labels(image.source or image_path, str(labels))
     else:
         avail = ", ".join(image.labels) or "none"
         raise InputError(
