@@ -224,9 +224,12 @@ def test_glob_of_images_and_mesh_step(tmp_path):
     assert objects["Metadata_MeshWatertight"].all()
     assert len(objects) == sum(f.n_objects for f in summary.fields)
     assert (tmp_path / "out" / "fields" / "img0.ome.zarr" / "meshes" / "meshes.glb").is_file()
-    # the mesh index names the labels where they are now, not the field's temporary folder
-    index = json.loads((tmp_path / "out" / "fields" / "img0.ome.zarr" / "meshes" / "meshes.json").read_text())
-    assert index["source"] == str(tmp_path / "out" / "fields" / "img0.ome.zarr" / "labels.ome.zarr")
+    # the mesh index names the labels where they are now, not the field's temporary folder:
+    # relative to the meshes folder, so that the field folder can be moved or recomputed
+    meshes = tmp_path / "out" / "fields" / "img0.ome.zarr" / "meshes"
+    index = json.loads((meshes / "meshes.json").read_text())
+    assert index["source"] == "../labels.ome.zarr"
+    assert (meshes / index["source"]).resolve() == (meshes.parent / "labels.ome.zarr").resolve()
 
 
 def test_csv_tables(small_plate, tmp_path):
