@@ -320,19 +320,18 @@ def _hdf5_layers(file_path: Path, dataset: str | None) -> list[LayerData]:
     from dls_microscopy.io import open_volume
     from dls_microscopy.io.hdf5 import hdf5_datasets
 
-    every = hdf5_datasets(file_path)
     if dataset is not None:
-        name = "/" + dataset.strip("/")
-        chosen = [d for d in every if d[0] == name] or [(name, (), np.dtype("u1"))]  # open_volume says why
+        chosen = ["/" + dataset.strip("/")]  # open_volume says why, if it cannot be opened
     else:
-        chosen = [d for d in every if len(d[1]) >= 3]
+        every = hdf5_datasets(file_path)
+        chosen = [name for name, shape, _ in every if len(shape) >= 3]
         if not chosen:
             listing = ", ".join(f"{n} {'×'.join(map(str, sh))}" for n, sh, _ in every) or "none"
             raise InputError(
                 f"no dataset of 3 or more dimensions in the file (datasets: {listing})", path=file_path
             )
     layers: list[LayerData] = []
-    for name, _, _ in chosen:
+    for name in chosen:
         spec = f"{file_path}:{name}"
         try:
             vol = open_volume(spec)

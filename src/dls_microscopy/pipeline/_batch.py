@@ -26,6 +26,7 @@ from dls_microscopy.pipeline.cluster import (
     _THREAD_VARIABLES,
     PROCESS_BASELINE,
     ComputeContext,
+    _format_bytes,
     _require_distributed,
 )
 
@@ -39,6 +40,11 @@ log = logging.getLogger("dls_microscopy.pipeline.cluster")
 
 
 _SUBMIT_COMMAND = {"slurm": "sbatch", "pbs": "qsub"}
+
+#: Least memory of one batch worker process.  Its blocks get half of it (:func:`_batch_cluster`),
+#: and the interpreter with torch takes about 350 MiB: below about 780 MiB the two pass Dask's
+#: limit (95 %) together, the worker is killed, and every field fails.
+MIN_WORKER_MEMORY = 768 << 20
 
 
 def _import_dask_jobqueue() -> None:
@@ -61,6 +67,24 @@ def _import_dask_jobqueue() -> None:
     if getattr(now, "__module__", "").startswith("dask_jobqueue"):
         ours = before if before is not None and before is not now else signal.default_int_handler
         signal.signal(signal.SIGINT, ours)
+
+
+def check_job_memory(ccfg: ClusterConfig) -> None:
+    """Each worker process of a job gets at least :data:`MIN_WORKER_MEMORY` of its memory.
+
+    Below that, an interpreter with torch loaded is near its Dask memory limit before
+    it reads a block: every field's worker was killed four times and every field
+    failed, with a reason that did not point at ``compute.cluster.memory``.
+    """
+    from dls_microscopy.pipeline.config import parse_size
+
+    share = parse_size(ccfg.memory) // max(1, ccfg.processes)
+    if share < MIN_WORKER_MEMORY:
+        raise ClusterConfigError(
+            f"compute.cluster.memory: {ccfg.memory} per job gives each of its {ccfg.processes} worker "
+            f"process(es) {_format_bytes(share)}; a worker needs at least {_format_bytes(MIN_WORKER_MEMORY)} "
+            "(the interpreter and torch take about 350 MiB before any block): raise memory or lower processes"
+        )
 
 
 def require_batch_system(kind: Literal["slurm", "pbs"]) -> None:

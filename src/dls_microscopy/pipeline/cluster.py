@@ -45,7 +45,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
-from dls_microscopy.errors import ClusterConfigError, ClusterError, InputError
+from dls_microscopy.errors import ClusterError, InputError
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -83,10 +83,6 @@ _SMALL_WORKER_MEMORY = 512 << 20
 #: limit, so a limit of only the budget's share killed every field of the sample pipeline with
 #: ``--workers 2`` at 1 GB.
 PROCESS_BASELINE = 1 << 30
-#: Least memory of one batch worker process.  Its blocks get half of it (see ``_batch``), and
-#: the interpreter with torch takes about 350 MiB: below about 780 MiB the two pass Dask's
-#: limit (95 %) together, the worker is killed, and every field fails.
-MIN_WORKER_MEMORY = 768 << 20
 
 
 def usable_cpus() -> int:
@@ -453,29 +449,11 @@ def check_backend(compute: ComputeConfig, *, workers: int | None = None, cluster
     if n is not None and n < 1:
         raise InputError(f"the number of workers must be at least 1, got {n}")
     if kind in ("slurm", "pbs"):
-        from dls_microscopy.pipeline._batch import require_batch_system
+        from dls_microscopy.pipeline._batch import check_job_memory, require_batch_system
 
         require_batch_system(kind)  # type: ignore[arg-type]
-        _check_job_memory(compute.cluster)
+        check_job_memory(compute.cluster)
     return kind
-
-
-def _check_job_memory(ccfg: Any) -> None:
-    """Each worker process of a job gets at least :data:`MIN_WORKER_MEMORY` of its memory.
-
-    Below that, an interpreter with torch loaded is near its Dask memory limit before
-    it reads a block: every field's worker was killed four times and every field
-    failed, with a reason that did not point at ``compute.cluster.memory``.
-    """
-    from dls_microscopy.pipeline.config import parse_size
-
-    share = parse_size(ccfg.memory) // max(1, ccfg.processes)
-    if share < MIN_WORKER_MEMORY:
-        raise ClusterConfigError(
-            f"compute.cluster.memory: {ccfg.memory} per job gives each of its {ccfg.processes} worker "
-            f"process(es) {_format_bytes(share)}; a worker needs at least {_format_bytes(MIN_WORKER_MEMORY)} "
-            "(the interpreter and torch take about 350 MiB before any block): raise memory or lower processes"
-        )
 
 
 def _require_distributed() -> None:
