@@ -50,3 +50,28 @@ def logged_field(args: tuple[int, str, float]) -> tuple[int, int]:
         raise RuntimeError("transient failure on the first attempt")
     time.sleep(seconds)
     return item * item, os.getpid()
+
+
+def chatty_field(item: int) -> int:
+    """Log as a field does: INFO in the task and in one of its Dask tasks, a WARNING, a Python warning.
+
+    Item 2 then raises :class:`RuntimeError`, item 3 :class:`CorruptDataError`.
+    """
+    import logging
+    import warnings
+
+    import dask
+
+    log = logging.getLogger("dls_microscopy.tests.chatty")
+    log.debug("field %d: debug, below the run's level", item)
+    log.info("field %d: starting", item)
+    # a record of a blockwise task: emitted in a thread of Dask's threaded scheduler
+    dask.delayed(lambda: log.info("field %d: inside a dask task", item))().compute()
+    log.warning("field %d: something odd", item)
+    warnings.warn(f"field {item}: a Python warning", UserWarning, stacklevel=1)
+    if item == 2:
+        raise RuntimeError("field 2 broke")
+    if item == 3:
+        raise CorruptDataError("truncated chunk", path=f"/plate/field{item}.zarr")
+    log.info("field %d: done", item)
+    return item * item

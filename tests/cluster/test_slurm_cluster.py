@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from cluster_tasks import nap, where_am_i
+from cluster_tasks import chatty_field, nap, where_am_i
+from field_log_checks import assert_chatty_fields_relayed, assert_run_log_has_fields
 
 import dls_microscopy
-from dls_microscopy.errors import ClusterError
+from dls_microscopy.errors import ClusterError, CorruptDataError
 from dls_microscopy.pipeline.cluster import compute_context
 from dls_microscopy.pipeline.config import ClusterConfig, ComputeConfig
 
@@ -88,6 +90,19 @@ def test_lost_worker_jobs_end_the_run_with_a_clear_error(slurm: Path, tmp_path: 
             assert re.search(r"all Dask workers are gone.*2 of 2 fields did not finish", str(error))
 
 
+def test_records_of_fields_in_worker_jobs_reach_the_driver(
+    slurm: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a field logs in a Slurm job, and its warnings, are logged by the driver (also when it fails)."""
+    caplog.set_level(logging.INFO, logger="dls_microscopy")
+    with compute_context(_compute(jobs=1), timeout=120, log_directory=tmp_path, retries=0) as ctx:
+        results = dict(ctx.submit_fields(chatty_field, range(5)))
+    assert results[0] == 0 and results[4] == 16
+    assert isinstance(results[2], RuntimeError) and isinstance(results[3], CorruptDataError)
+    lines = [f"{r.levelname} {r.name}: {r.getMessage()}" for r in caplog.records]
+    assert_chatty_fields_relayed(lines, range(5))
+
+
 def test_run_pipeline_on_slurm_equals_local_run(slurm: Path, tmp_path: Path) -> None:
     """``dls-microscopy run --cluster slurm`` writes tables byte-identical to a local run."""
     from dls_microscopy.cli import main
@@ -116,6 +131,9 @@ def test_run_pipeline_on_slurm_equals_local_run(slurm: Path, tmp_path: Path) -> 
             assert main(["run", str(config), "--cluster", kind, "--no-progress"]) == 0
         done = json.loads((out / "run_summary.json").read_text())
         assert done["backend"] == kind and done["done"] == 2, done
+        if kind == "slurm":  # the fields' own lines, logged in the worker jobs (run.log had none)
+            keys = [f["key"] for f in done["fields"]]
+            assert_run_log_has_fields((out / "run.log").read_text(), keys, mesh=False)
         return {p.name: p.read_bytes() for p in sorted(out.glob("*.parquet"))}
 
     local, on_slurm = run("local"), run("slurm")

@@ -23,6 +23,12 @@ that raised an unexpected exception is run again ``retries`` times.  Errors
 of the *input* (:class:`~dls_microscopy.errors.InputError`, e.g. a corrupt
 file) are deterministic and are reported at once without retrying.
 
+What a field logs on a Dask worker (and the Python warnings it raises) travels back
+with its result and is logged here, in the driver, as one block per field tagged
+``[KEY]``: a run's ``run.log`` has the same lines on every backend
+(:mod:`dls_microscopy.pipeline._field_log`; the task wrapper is in
+:mod:`dls_microscopy.pipeline._field_task`).
+
 The Dask backends are started by private modules, imported only when one is
 asked for: :mod:`dls_microscopy.pipeline._local_cluster` (worker processes on
 this machine) and :mod:`dls_microscopy.pipeline._batch` (SLURM/PBS jobs through
@@ -43,7 +49,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from dls_microscopy.errors import ClusterError, InputError
 
@@ -91,61 +97,6 @@ def usable_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)
-
-
-# -- what a worker runs ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _InputFailure:
-    """A field function's :class:`InputError`, returned instead of raised so it is not retried."""
-
-    error: InputError
-
-
-class _FieldTask(Generic[T, R]):
-    """Picklable wrapper run on a Dask worker: ``fn(item)``, with input errors returned as values.
-
-    ``fn`` travels as cloudpickle bytes, so that closures and functions of modules
-    the workers cannot import (registered with ``cloudpickle.register_pickle_by_value``)
-    work too; functions of installed modules are still sent by reference.
-
-    Dask computations inside the field run on the worker's own threads: a
-    ``.compute()`` in a task would otherwise go to the cluster's scheduler and
-    wait for worker threads that the field tasks themselves occupy.
-    """
-
-    def __init__(self, fn: Callable[[T], R], threads: int) -> None:
-        import cloudpickle
-
-        self.payload = cloudpickle.dumps(fn)
-        self.threads = threads
-        self._fn: Callable[[T], R] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"payload": self.payload, "threads": self.threads}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.payload = state["payload"]
-        self.threads = state["threads"]
-        self._fn = None
-
-    def __call__(self, item: T) -> R | _InputFailure:
-        import pickle
-
-        import dask
-
-        if self._fn is None:
-            self._fn = pickle.loads(self.payload)
-        try:
-            with dask.config.set(scheduler="threads", num_workers=self.threads):
-                return self._fn(item)
-        except InputError as exc:  # deterministic: running it again gives the same error
-            return _InputFailure(exc)
-
-
-def _unwrap(result: Any) -> Any:
-    return result.error if isinstance(result, _InputFailure) else result
 
 
 # -- the context -------------------------------------------------------------------------
@@ -230,6 +181,11 @@ class ComputeContext:
             yielded with that :class:`~dls_microscopy.errors.ClusterError`, so a run
             still writes the tables of its committed fields and its summary.
 
+            On a Dask cluster, the records that ``fn`` logged on the worker (at the level
+            of this process's ``dls_microscopy`` logger and above) and its warnings are
+            logged here just before the field is yielded, each message tagged with the
+            item's ``key`` attribute (else its repr), e.g. ``[A01_0] 21 objects``.
+
         Notes
         -----
         Closing the iterator early (``break``, an exception in the caller) cancels the
@@ -262,9 +218,14 @@ class ComputeContext:
 
         from distributed import as_completed
 
+        from dls_microscopy.pipeline._field_log import relay_field_log
+        from dls_microscopy.pipeline._field_task import _FieldTask, _label, _outcome
+
         assert self.client is not None
         client = self.client
-        task = _FieldTask(fn, self.threads_per_worker)
+        # the workers collect what the driver would log: INFO and above while run.log is open
+        level = logging.getLogger("dls_microscopy").getEffectiveLevel()
+        task = _FieldTask(fn, self.threads_per_worker, level)
         inner = getattr(fn, "func", fn)  # functools.partial: name the task after the function
         name = getattr(inner, "__name__", type(inner).__name__)
         token = uuid.uuid4().hex[:8]
@@ -307,33 +268,15 @@ class ComputeContext:
                     continue
                 for fut in batch:
                     remaining.discard(fut)
-                    outcome = _outcome(fut)
+                    outcome, records = _outcome(fut)
                     # forget the result on the cluster before handing it over: were its worker
                     # lost now, the scheduler would otherwise run the field a second time
                     fut.release()
+                    relay_field_log(records, _label(futures[fut]))  # before the caller logs the outcome
                     yield futures[fut], outcome
         finally:
             if remaining:
                 client.cancel(list(remaining))
-
-
-def _outcome(fut: Any) -> Any:
-    """Result of a done Dask future, or the exception it ended with (waits if it is running again)."""
-    from concurrent.futures import CancelledError
-
-    from distributed import KilledWorker
-
-    try:
-        return _unwrap(fut.result())
-    except KilledWorker as exc:
-        return ClusterError(
-            f"field task {fut.key} was running on a worker that died {exc.allowed_failures + 1} times "
-            f"(killed, or above its memory limit?); last worker {exc.last_worker.address}"
-        )
-    except CancelledError:
-        return ClusterError(f"field task {fut.key} was cancelled (the cluster shut down?)")
-    except Exception as exc:
-        return exc
 
 
 # -- making one --------------------------------------------------------------------------
