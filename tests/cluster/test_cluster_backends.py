@@ -114,11 +114,8 @@ def test_job_shapes_no_worker_can_use_are_refused_before_any_output(
     assert not (tmp_path / "out").exists()
 
 
-def test_pbs_jobs_from_the_config_and_a_queued_job_times_out(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """PBS through stand-in qsub/qstat/qdel: the job script carries the settings, a queued job
-    that never starts ends in a ClusterError naming its state."""
+def _stand_in_pbs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """qsub/qstat/qdel on PATH for a PBS whose job 4242 stays queued; returns where qsub copies it."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     scripts = tmp_path / "submitted"
@@ -132,6 +129,15 @@ def test_pbs_jobs_from_the_config_and_a_queued_job_times_out(
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return scripts
+
+
+def test_pbs_jobs_from_the_config_and_a_queued_job_times_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PBS through stand-in qsub/qstat/qdel: the job script carries the settings, a queued job
+    that never starts ends in a ClusterError naming its state."""
+    scripts = _stand_in_pbs(tmp_path, monkeypatch)
     cfg = ComputeConfig(
         memory_budget="8GB",
         cluster=ClusterConfig(
@@ -149,7 +155,7 @@ def test_pbs_jobs_from_the_config_and_a_queued_job_times_out(
     with pytest.raises(ClusterError) as info, compute_context(cfg, timeout=2):
         pass
     message = str(info.value)
-    assert "only 0 of 1 Dask worker(s) connected within 2 s" in message
+    assert "only 0 of 1 Dask worker(s) connected within 2 s (compute.cluster.start_timeout)" in message
     assert "jobs: 4242 Q (Not Running: Insufficient amount of resource: ncpus) (jobs" in message
     script = (scripts / "job.sh").read_text()
     for line in ("#PBS -q short", "#PBS -A proj42", "#PBS -l walltime=02:30:00", "#PBS -l place=scatter"):
@@ -180,3 +186,34 @@ def test_ctrl_c_still_interrupts_once_dask_jobqueue_is_imported(imported_first):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr, proc.stderr
+
+
+def test_start_timeout_ends_a_run_whose_worker_job_stays_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``compute.cluster.start_timeout: 3``: the run gives up after 3 s (not 600), exit 1, the job's
+    state and the key to raise in the one error line, the queued job deleted."""
+    import numpy as np
+    import tifffile
+
+    from dls_microscopy.cli import main
+
+    scripts = _stand_in_pbs(tmp_path, monkeypatch)
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((8, 16, 16), np.uint16), metadata={"axes": "ZYX"})
+    cfg = tmp_path / "pipeline.yaml"
+    base = "input:\n  path: img.tif\noutput:\n  path: out\nsteps:\n  segment: {params: {diameter_um: 4}}\n"
+    cfg.write_text(base + "compute:\n  cluster:\n    kind: pbs\n    start_timeout: 3\n")
+    assert load_config(cfg).compute.cluster.start_timeout == 3.0
+    capsys.readouterr()
+    t0 = time.monotonic()
+    assert main(["run", str(cfg), "--no-progress"]) == 1
+    assert time.monotonic() - t0 < 60
+    error = " ".join(capsys.readouterr().err.split())
+    assert "error: only 0 of 1 Dask worker(s) connected within 3 s (compute.cluster.start_timeout)" in error
+    assert "4242 Q (Not Running: Insufficient amount of resource: ncpus)" in error
+    assert (scripts / "deleted").read_text().split() == ["4242"]
+    # a value that is not a positive number of seconds: exit 2 naming the file, line and key
+    cfg.write_text(base + "compute:\n  cluster:\n    kind: pbs\n    start_timeout: 10 minutes\n")
+    assert main(["config", "validate", str(cfg)]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert f"{cfg}: line 10: compute.cluster.start_timeout: a number of seconds, e.g. 1800" in error

@@ -7,6 +7,7 @@ import logging
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,37 @@ def test_pending_job_times_out_with_its_state(slurm: Path, tmp_path: Path) -> No
     with pytest.raises(ClusterError, match=r"only 0 of 1 Dask worker.*PENDING \(BeginTime\)"):
         with compute_context(cfg, timeout=3, log_directory=tmp_path):
             pass
+    left = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    assert left.strip() == ""  # the pending job was cancelled
+
+
+def test_start_timeout_ends_a_run_whose_job_cannot_start(
+    slurm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``compute.cluster.start_timeout: 3`` and a job Slurm holds (``--begin``): exit 1 after seconds,
+    naming the job's state and the key; the pending job is cancelled."""
+    import numpy as np
+    import tifffile
+
+    from dls_microscopy.cli import main
+
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((8, 16, 16), np.uint16), metadata={"axes": "ZYX"})
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(
+        "input:\n  path: img.tif\noutput:\n  path: out\nsteps:\n  segment: {params: {diameter_um: 4}}\n"
+        "compute:\n  cluster: {kind: slurm, cores: 1, memory: 1GB, interface: lo, start_timeout: 3, "
+        f"job_extra_directives: ['--begin=now+1hour'], python: {sys.executable}}}\n"
+    )
+    capsys.readouterr()
+    t0 = time.monotonic()
+    assert main(["run", str(cfg), "--no-progress"]) == 1
+    assert time.monotonic() - t0 < 60
+    error = " ".join(capsys.readouterr().err.split())
+    assert re.search(
+        r"error: only 0 of 1 Dask worker\(s\) connected within 3 s \(compute\.cluster\.start_timeout\); "
+        r"jobs: \d+ PENDING \(BeginTime\)",
+        error,
+    ), error
     left = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
     assert left.strip() == ""  # the pending job was cancelled
 

@@ -85,6 +85,24 @@ def test_yaml_round_trip(tmp_path):
         (GOOD + "compute:\n  memory_budget: lots\n", "compute.memory_budget", 13, "memory size"),
         (GOOD + "compute:\n  cluster:\n    walltime: '1h'\n", "compute.cluster.walltime", 14, "HH:MM:SS"),
         (GOOD + "compute:\n  cluster:\n    kind: lsf\n", "compute.cluster.kind", 14, "slurm"),
+        (
+            GOOD + "compute:\n  cluster:\n    start_timeout: 0\n",
+            "compute.cluster.start_timeout",
+            14,
+            "greater than 0",
+        ),
+        (
+            GOOD + "compute:\n  cluster:\n    kind: slurm\n    start_timeout: 30m\n",
+            "compute.cluster.start_timeout",
+            15,
+            "a number of seconds, e.g. 1800",
+        ),
+        (
+            GOOD + "compute:\n  cluster:\n    start_timeout: .inf\n",
+            "compute.cluster.start_timeout",
+            14,
+            "finite",
+        ),
         (GOOD.replace("version: 1", "version: 2"), "version", 1, "1"),
         (GOOD.replace("  segment:", "  segmnt:"), "steps.segmnt", 8, "unknown key"),
         (

@@ -196,6 +196,7 @@ def _wait_for_workers(
         time.sleep(0.2)
     msg = f"only {have} of {n} Dask worker(s) connected within {timeout:g} s"
     if kind != "local":
+        msg += " (compute.cluster.start_timeout)"
         ids = _job_ids(cluster)
         states = _job_states(kind, ids)
         if states:

@@ -219,6 +219,19 @@ class ClusterConfig(_Section):
     """Python interpreter of the workers (default: the one that starts the run; a saved
     configuration stays portable)
     """
+    start_timeout: float = Field(600.0, gt=0, strict=True, allow_inf_nan=False)
+    """seconds to wait for the first worker job to start and connect (jobs may queue), and for
+    workers to come back when every worker job has ended mid-run (``slurm``/``pbs``)
+    """
+
+    @field_validator("start_timeout", mode="before")
+    @classmethod
+    def _seconds(cls, value: Any) -> Any:
+        if isinstance(value, str | bool):
+            raise PydanticCustomError(
+                "seconds", "a number of seconds, e.g. 1800 for 30 minutes, got {value!r}", {"value": value}
+            )
+        return value
 
     @field_validator("memory")
     @classmethod

@@ -75,8 +75,7 @@ R = TypeVar("R")
 
 #: How often a field task that raised an unexpected exception is run again on a Dask cluster.
 DEFAULT_RETRIES = 2
-#: Seconds to wait for the first batch-job worker (jobs may queue) and for local workers.
-DEFAULT_BATCH_TIMEOUT = 600.0
+#: Seconds to wait for local workers (batch jobs, which may queue: ``compute.cluster.start_timeout``).
 DEFAULT_LOCAL_TIMEOUT = 120.0
 #: Thread-count variables of OpenMP/BLAS set to a worker's share of the cores.
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -153,6 +152,11 @@ class ComputeContext:
         if self.dashboard_link:
             text += f"; dashboard {self.dashboard_link}"
         return text
+
+    def _wait_text(self) -> str:
+        """``lost_workers_timeout`` for messages, with the key that sets it for batch jobs."""
+        text = f"{self.lost_workers_timeout:g} s"
+        return text if self.kind == "local" else f"{text} (compute.cluster.start_timeout)"
 
     def submit_fields(
         self, fn: Callable[[T], R], items: Iterable[T]
@@ -247,15 +251,15 @@ class ComputeContext:
                         no_workers_since = time.monotonic()
                         log.warning(
                             "all Dask workers are gone (worker jobs ended, cancelled or at their wall "
-                            "time?); %d of %d fields not finished; waiting up to %g s for workers",
+                            "time?); %d of %d fields not finished; waiting up to %s for workers",
                             len(remaining),
                             len(futures),
-                            self.lost_workers_timeout,
+                            self._wait_text(),
                         )
                     elif time.monotonic() - no_workers_since > self.lost_workers_timeout:
                         lost = ClusterError(
                             f"all Dask workers are gone and none came back within "
-                            f"{self.lost_workers_timeout:g} s; {len(remaining)} of {len(futures)} "
+                            f"{self._wait_text()}; {len(remaining)} of {len(futures)} "
                             "fields did not finish (worker jobs ended or hit their walltime? "
                             "see the job logs; run again to resume)"
                         )
@@ -307,7 +311,9 @@ def compute_context(
     cluster : {"local", "slurm", "pbs"}, optional
         Overrides ``compute.cluster.kind``.
     timeout : float, optional
-        Seconds to wait for workers: 600 for batch jobs (which may queue), 120 locally.
+        Seconds to wait for workers to start, and to come back when all are gone mid-run:
+        ``compute.cluster.start_timeout`` (600 by default) for batch jobs, which may
+        queue; 120 for a local cluster.
     min_workers : int, optional
         Batch jobs: workers that must have connected before fields are submitted
         (default 1; the others join as their jobs start).
@@ -352,7 +358,8 @@ def compute_context(
             from dls_microscopy.pipeline._local_cluster import _local_cluster
 
             assert n is not None
-            ctx = _local_cluster(stack, n, budget, ccfg, timeout or DEFAULT_LOCAL_TIMEOUT, retries)
+            wait = timeout if timeout is not None else DEFAULT_LOCAL_TIMEOUT
+            ctx = _local_cluster(stack, n, budget, ccfg, wait, retries)
         else:
             from dls_microscopy.pipeline._batch import _batch_cluster
 
@@ -362,7 +369,7 @@ def compute_context(
                 ccfg,
                 n,
                 budget,
-                timeout or DEFAULT_BATCH_TIMEOUT,
+                timeout if timeout is not None else ccfg.start_timeout,
                 min_workers,
                 log_directory,
                 retries,
