@@ -217,3 +217,47 @@ def test_start_timeout_ends_a_run_whose_worker_job_stays_queued(
     assert main(["config", "validate", str(cfg)]) == 2
     error = " ".join(capsys.readouterr().err.split())
     assert f"{cfg}: line 10: compute.cluster.start_timeout: a number of seconds, e.g. 1800" in error
+
+
+def test_cluster_configuration_errors_name_the_file(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A job Slurm refuses, a network interface that does not exist, a job too small for a worker:
+    exit 2 with the configuration file named (as for a bad key), and no stray warning of Dask's."""
+    import numpy as np
+    import tifffile
+
+    from dls_microscopy.cli import main
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(
+        '#!/bin/sh\nif [ "$1" = --test-only ]; then\n'
+        "  echo 'sbatch: error: invalid partition specified: nope' >&2\n  exit 1\nfi\nexit 0\n"
+    )
+    (bin_dir / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((8, 16, 16), np.uint16), metadata={"axes": "ZYX"})
+    base = "input:\n  path: img.tif\noutput:\n  path: out\nsteps:\n  segment: {params: {diameter_um: 4}}\n"
+    cfg = tmp_path / "pipeline.yaml"
+    cases = {
+        "queue: nope": "slurm refuses the worker job (check queue, account, cores, memory, walltime and "
+        "job_extra_directives in compute.cluster): sbatch: error: invalid partition specified: nope",
+        "interface: nope0": "could not set up the slurm cluster from compute.cluster: Cluster failed to "
+        "start: 'nope0' is not a valid network interface",
+        "memory: 200MB": "compute.cluster.memory: 200MB per job gives each",
+    }
+    for setting, message in cases.items():
+        cfg.write_text(base + f"compute:\n  cluster: {{kind: slurm, {setting}}}\n")
+        capsys.readouterr()
+        caplog.clear()
+        assert main(["run", str(cfg), "--no-progress"]) == 2, setting
+        error = " ".join(capsys.readouterr().err.split())
+        assert f"error: {cfg}: {message}" in error, error
+        assert not (tmp_path / "out").exists()
+        assert [r.getMessage() for r in caplog.records if r.name.startswith("distributed")] == []
+    assert main(["config", "validate", str(cfg)]) == 2  # the job too small: found without a run
+    assert f"error: {cfg}: {cases['memory: 200MB']}" in " ".join(capsys.readouterr().err.split())

@@ -38,7 +38,7 @@ def config_validate(
     ] = True,
 ) -> None:
     """Check a pipeline.yaml and its inputs; exit 2 naming the key (and line) of every problem."""
-    from dls_microscopy.pipeline.config import load_config
+    from dls_microscopy.pipeline.config import load_config, naming_config_file
 
     cfg = load_config(path)
     found = ""
@@ -47,7 +47,8 @@ def config_validate(
         from dls_microscopy.pipeline.cluster import check_backend
 
         n = len(check_inputs(cfg))
-        check_backend(cfg.compute)
+        with naming_config_file(path):
+            check_backend(cfg.compute)
         found = f"; {n} field{'s' if n != 1 else ''} in {cfg.input.path}"
     if resolved:
         sys.stdout.write(cfg.to_yaml())

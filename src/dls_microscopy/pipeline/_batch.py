@@ -153,10 +153,17 @@ def _batch_cluster(
         "scheduler_options": {"dashboard_address": ":0"},
     }
     cls = SLURMCluster if kind == "slurm" else PBSCluster
+    # a scheduler that cannot start (a bad interface) also logs "Cluster closed without starting
+    # up" on the way out: a stray line before our error, which says what went wrong
+    spec_log = logging.getLogger("distributed.deploy.spec")
+    not_started = _DropMessage("Cluster closed without starting up")
+    spec_log.addFilter(not_started)
     try:
         jq = cls(**common)
     except Exception as exc:
         raise ClusterConfigError(f"could not set up the {kind} cluster from compute.cluster: {exc}") from exc
+    finally:
+        spec_log.removeFilter(not_started)
     stack.callback(jq.close)
     script = jq.job_script()
     log.debug("%s job script:\n%s", kind, script)
@@ -178,6 +185,17 @@ def _batch_cluster(
         cluster=jq,
         lost_workers_timeout=timeout,
     )
+
+
+class _DropMessage(logging.Filter):
+    """Drops the records whose message is ``message``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.message
 
 
 def _wait_for_workers(

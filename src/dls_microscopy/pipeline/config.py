@@ -27,14 +27,16 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from dls_microscopy.errors import ConfigError
+from dls_microscopy.errors import ClusterConfigError, ConfigError
 from dls_microscopy.pipeline._config_models import SCHEMA_ID as SCHEMA_ID
 
 # The models in their source order, which the API docs keep.
@@ -69,6 +71,7 @@ __all__ = [
     "config_json_schema",
     "dump_config",
     "load_config",
+    "naming_config_file",
     "parse_size",
 ]
 
@@ -130,6 +133,24 @@ def load_config(path: str | os.PathLike[str], *, resolve_paths: bool = True) -> 
         raise ConfigError(f"cannot read the configuration: {exc}", path=p) from exc
     cfg = parse_config(text, source=p)
     return cfg.with_paths_relative_to(p.absolute().parent) if resolve_paths else cfg
+
+
+@contextlib.contextmanager
+def naming_config_file(source: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Name the configuration file in a :class:`~dls_microscopy.errors.ClusterConfigError` raised inside.
+
+    The batch system refusing a worker job, a network interface that does not exist,
+    a job too small for a worker: problems of ``compute.cluster`` found when the
+    cluster is checked or started, where the file is no longer known.  With ``source``
+    (the ``pipeline.yaml``) such an error is raised again naming it, as the errors of
+    :func:`load_config` do; an error that names a path already is left as it is.
+    """
+    try:
+        yield
+    except ClusterConfigError as exc:
+        if source is None or exc.path is not None:
+            raise
+        raise ClusterConfigError(exc.reason, path=source) from exc
 
 
 def parse_config(text: str, *, source: str | os.PathLike[str] | None = None) -> PipelineConfig:

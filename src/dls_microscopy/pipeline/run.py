@@ -37,7 +37,7 @@ from typing import Any
 from dls_microscopy.errors import ClusterConfigError, DlsError, OutputError
 from dls_microscopy.io.atomic import remove_partials
 from dls_microscopy.pipeline.checks import check_inputs
-from dls_microscopy.pipeline.config import PipelineConfig, load_config
+from dls_microscopy.pipeline.config import PipelineConfig, load_config, naming_config_file
 from dls_microscopy.pipeline.field import committed_field, config_digest, run_field
 from dls_microscopy.pipeline.fields import FieldSpec
 
@@ -278,8 +278,10 @@ def run_pipeline(
 
     t_start = time.perf_counter()
     cfg = config if isinstance(config, PipelineConfig) else load_config(config)
+    source = None if isinstance(config, PipelineConfig) else Path(config)  # named in cluster config errors
     fields = check_inputs(cfg)
-    check_backend(cfg.compute, workers=workers, cluster=cluster)  # e.g. sbatch missing: before any output
+    with naming_config_file(source):  # e.g. sbatch missing: before any output
+        check_backend(cfg.compute, workers=workers, cluster=cluster)
     out = Path(cfg.output.path)
     created = not out.exists()
     _prepare_output(out)
@@ -287,7 +289,12 @@ def run_pipeline(
     digest = config_digest(cfg)
     reporter = progress if not isinstance(progress, bool) else (RunProgress() if progress else NoProgress())
     outcomes: dict[str, FieldOutcome] = {}
-    with _removed_if_refused(out, created), _run_lock(out), _run_log(out / RUN_LOG):
+    with (
+        naming_config_file(source),
+        _removed_if_refused(out, created),
+        _run_lock(out),
+        _run_log(out / RUN_LOG),
+    ):
         log.info(
             "run: %d fields from %s → %s (steps: %s)",
             len(fields),
