@@ -75,3 +75,21 @@ def chatty_field(item: int) -> int:
         raise CorruptDataError("truncated chunk", path=f"/plate/field{item}.zarr")
     log.info("field %d: done", item)
     return item * item
+
+
+def overlap_probe(args: tuple[int, str, float]) -> int:
+    """Mark ``<pid>-<item>`` as running in ``folder`` for ``seconds``.
+
+    Returns the most fields seen running at once in this process.
+    """
+    item, folder, seconds = args
+    pid = os.getpid()
+    mark = Path(folder) / f"{pid}-{item}"
+    mark.touch()
+    most = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        most = max(most, len(list(Path(folder).glob(f"{pid}-*"))))
+        time.sleep(0.02)
+    mark.unlink()
+    return most

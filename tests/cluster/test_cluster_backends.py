@@ -261,3 +261,17 @@ def test_cluster_configuration_errors_name_the_file(
         assert [r.getMessage() for r in caplog.records if r.name.startswith("distributed")] == []
     assert main(["config", "validate", str(cfg)]) == 2  # the job too small: found without a run
     assert f"error: {cfg}: {cases['memory: 200MB']}" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_worker_runs_one_field_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each field may use a worker's whole memory share: a worker with 4 threads still runs one field."""
+    from cluster_tasks import overlap_probe
+
+    import dls_microscopy.pipeline._local_cluster as local_cluster
+
+    monkeypatch.setattr(local_cluster, "usable_cpus", lambda: 4)
+    with compute_context(ComputeConfig(memory_budget="2GB"), workers=1, retries=0) as ctx:
+        assert ctx.threads_per_worker == 4
+        most = dict(ctx.submit_fields(overlap_probe, [(i, str(tmp_path), 0.5) for i in range(4)]))
+    assert all(not isinstance(m, BaseException) for m in most.values()), most
+    assert max(most.values()) == 1, most

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from dls_microscopy.errors import ClusterConfigError, ClusterError
+from dls_microscopy.pipeline._field_task import FIELD_RESOURCE_ARGS
 from dls_microscopy.pipeline.cluster import (
     _THREAD_VARIABLES,
     PROCESS_BASELINE,
@@ -151,6 +152,7 @@ def _batch_cluster(
             *(f"export DASK_DISTRIBUTED__WORKER__MEMORY__{k}=False" for k in ("TARGET", "SPILL", "PAUSE")),
         ],
         "scheduler_options": {"dashboard_address": ":0"},
+        "worker_extra_args": list(FIELD_RESOURCE_ARGS),  # one field at a time per worker
     }
     cls = SLURMCluster if kind == "slurm" else PBSCluster
     # a scheduler that cannot start (a bad interface) also logs "Cluster closed without starting

@@ -38,6 +38,14 @@ class _FieldResult:
     records: list[dict[str, Any]]
 
 
+#: Dask worker resource a field task takes, of which every worker has one: a worker runs one
+#: field at a time, whatever its threads.  A field's blocks are sized to the worker's whole memory
+#: share, and its own Dask computations use all the worker's threads; a 4-thread worker ran 4
+#: fields at once, each with the whole share.
+FIELD_RESOURCE = "dls_field"
+#: ``--resources`` argument of a worker started by dask-jobqueue.
+FIELD_RESOURCE_ARGS = ("--resources", f"{FIELD_RESOURCE}=1")
+
 #: Attribute of an exception raised by a field task that carries the field's log records.
 _RECORDS_ATTRIBUTE = "dls_field_log"
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from dls_microscopy.errors import ClusterError
 from dls_microscopy.pipeline._batch import _wait_for_workers
+from dls_microscopy.pipeline._field_task import FIELD_RESOURCE
 from dls_microscopy.pipeline.cluster import (
     _SMALL_WORKER_MEMORY,
     _THREAD_VARIABLES,
@@ -65,6 +66,7 @@ def _local_cluster(
                 # inside a field, dask and torch use the worker's share of the cores
                 config={"num_workers": threads},
                 env={v: str(threads) for v in _THREAD_VARIABLES},
+                resources={FIELD_RESOURCE: 1},  # one field at a time per worker
                 **kwargs,
             )
     except Exception as exc:

@@ -223,7 +223,7 @@ class ComputeContext:
         from distributed import as_completed
 
         from dls_microscopy.pipeline._field_log import relay_field_log
-        from dls_microscopy.pipeline._field_task import _FieldTask, _label, _outcome
+        from dls_microscopy.pipeline._field_task import FIELD_RESOURCE, _FieldTask, _label, _outcome
 
         assert self.client is not None
         client = self.client
@@ -234,7 +234,14 @@ class ComputeContext:
         name = getattr(inner, "__name__", type(inner).__name__)
         token = uuid.uuid4().hex[:8]
         futures = {
-            client.submit(task, item, key=f"{name}-{i}-{token}", retries=self.retries, pure=False): item
+            client.submit(
+                task,
+                item,
+                key=f"{name}-{i}-{token}",
+                retries=self.retries,
+                pure=False,
+                resources={FIELD_RESOURCE: 1},
+            ): item
             for i, item in enumerate(items)
         }
         remaining = set(futures)
