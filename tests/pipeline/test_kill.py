@@ -11,6 +11,7 @@ import time
 import pytest
 from pipeline_inputs import write_config
 
+from dls_microscopy.pipeline.provenance import read_manifest, verify_manifest
 from dls_microscopy.pipeline.run import run_pipeline
 
 STEPS = """\
@@ -71,3 +72,8 @@ def test_sigkill_then_rerun_gives_identical_tables(small_plate, tmp_path):
         a = (tmp_path / "a" / "out" / name).read_bytes()
         b = (tmp_path / "b" / "out" / name).read_bytes()
         assert a == b, f"{name} differs after kill + rerun"
+    # the resumed run's manifest describes its tables, as the uninterrupted run's does its own
+    assert verify_manifest(tmp_path / "b" / "out") == []
+    a, b = (read_manifest(tmp_path / x / "out") for x in "ab")
+    assert a["outputs"] == b["outputs"]
+    assert [f["key"] for f in a["fields"]] == [f["key"] for f in b["fields"]]

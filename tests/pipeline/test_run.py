@@ -21,6 +21,7 @@ from dls_microscopy.pipeline.checks import check_inputs
 from dls_microscopy.pipeline.config import load_config
 from dls_microscopy.pipeline.fields import discover_fields
 from dls_microscopy.pipeline.progress import RunProgress
+from dls_microscopy.pipeline.provenance import read_manifest, verify_manifest
 from dls_microscopy.pipeline.run import run_pipeline
 
 TABLES = ("objects.parquet", "images.parquet", "wells.parquet", "plates.parquet")
@@ -138,6 +139,10 @@ def test_corrupt_field_fails_with_reason_and_others_complete(plate_copy, tmp_pat
     assert "pipeline-test_A02_0" not in set(images["Metadata_ImageID"])
     assert len(images) == 3
     assert not (tmp_path / "out" / "fields" / "pipeline-test_A02_0").exists()
+    # the run's manifest records the fields its tables hold, and the one that failed
+    manifest = read_manifest(tmp_path / "out")
+    assert manifest["fields_failed"] == ["pipeline-test_A02_0"] and len(manifest["fields"]) == 3
+    assert verify_manifest(tmp_path / "out") == []
 
 
 def test_unwritable_output_is_a_clear_error(small_plate, tmp_path, capsys):
@@ -246,6 +251,7 @@ def test_csv_tables(small_plate, tmp_path):
         "plates.csv",
         "wells.csv",
     ]
+    assert verify_manifest(tmp_path / "out") == []  # the run's manifest covers CSV tables too
 
 
 def test_ngff_04_plate_fixture_fields(shared_data, tmp_path):

@@ -146,16 +146,29 @@ def features(
 
 @app.command(epilog="Example: dls-microscopy verify ./features --recompute")
 def verify(
-    outdir: Annotated[Path, typer.Argument(help="Output folder with a manifest.json.")],
+    outdir: Annotated[
+        Path,
+        typer.Argument(
+            help="Output folder with a manifest.json: features, mesh, a run or one of its fields."
+        ),
+    ],
     recompute: Annotated[
-        bool, typer.Option(help="Also re-run the recorded command and compare outputs byte for byte.")
+        bool,
+        typer.Option(
+            help="Also re-run the recorded command and compare outputs byte for byte (a run folder: "
+            "every field, and the run's tables rebuilt from the fields' tables)."
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print mismatches as JSON.")] = False,
 ) -> None:
-    """Check an output folder against its manifest (inputs, outputs, parameters); exit 1 on any mismatch."""
+    """Check an output folder against its manifest (inputs, outputs, parameters); exit 1 on any mismatch.
+
+    A pipeline run's folder is checked whole: its tables against its manifest, and every field
+    folder against its own (mismatches of a field start with fields/KEY).
+    """
     import dataclasses
 
-    from dls_microscopy.pipeline.provenance import verify_manifest
+    from dls_microscopy.pipeline.provenance import RUN_COMMAND, read_manifest, verify_manifest
 
     found = verify_manifest(outdir, recompute=recompute)
     if as_json:
@@ -164,6 +177,11 @@ def verify(
         for m in found:
             out.print(str(m), highlight=False, soft_wrap=True)
     else:
-        out.print(f"{outdir}: everything matches its manifest")
+        manifest = read_manifest(outdir)
+        what = "everything matches its manifest"
+        if manifest.get("command") == RUN_COMMAND:
+            n_tables, n_fields = len(manifest.get("outputs", [])), len(manifest.get("fields", []))
+            what = f"the run's {n_tables} tables and its {n_fields} fields match their manifests"
+        out.print(f"{outdir}: {what}", soft_wrap=True)
     if found:
         raise typer.Exit(1)

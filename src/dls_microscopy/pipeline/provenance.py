@@ -30,20 +30,28 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dls_microscopy.errors import InputError, InputNotFoundError
+from dls_microscopy.errors import InputError, InputNotFoundError, OutputError
 
 __all__ = [
     "MANIFEST_NAME",
+    "RUN_COMMAND",
     "Mismatch",
+    "check_outputs",
+    "check_self_digest",
     "digest_file",
     "digest_input",
+    "read_manifest",
+    "save_manifest",
     "software_versions",
+    "verify_folder",
     "verify_manifest",
     "write_manifest",
 ]
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "dls-microscopy-manifest"
+#: The ``command`` of a pipeline run folder's manifest (its run-level tables).
+RUN_COMMAND = "run-tables"
 MANIFEST_VERSION = 1
 _READ_BYTES = 8 * 2**20
 #: Files of a zarr store that are metadata; every other file is a chunk (or shard).
@@ -93,6 +101,9 @@ class Mismatch:
         What differs (``"sha256_data"``, ``"size"``, ``"exists"``...).
     expected, actual : object
         Recorded and current values.
+    folder : str
+        The folder whose manifest records ``item``, relative to the folder verified
+        (``"fields/KEY"`` for a field of a run folder); ``""`` for that folder itself.
     """
 
     kind: str
@@ -100,9 +111,11 @@ class Mismatch:
     field: str
     expected: Any
     actual: Any
+    folder: str = ""
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.item}: {self.field} was {self.expected!r}, now {self.actual!r}"
+        where = f"{self.folder}: " if self.folder else ""
+        return f"{where}{self.kind} {self.item}: {self.field} was {self.expected!r}, now {self.actual!r}"
 
 
 # -- digests -----------------------------------------------------------------------
@@ -279,12 +292,34 @@ def write_manifest(
         "timings_s": {k: round(float(v), 6) for k, v in (timings or {}).items()},
         "outputs": _digest_outputs(out),
     }
-    _canonical(manifest)  # raises TypeError early for values JSON cannot hold
-    manifest["manifest_sha256"] = _self_digest(manifest)
-    path = out / MANIFEST_NAME
-    path.write_text(
-        json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
-    )
+    return save_manifest(out, manifest)
+
+
+def save_manifest(outdir: str | os.PathLike[str], manifest: Mapping[str, Any]) -> Path:
+    """Seal ``manifest`` with its ``manifest_sha256`` and write it as ``outdir/manifest.json``.
+
+    Written under a temporary name and renamed: the manifest appears whole or not at all.
+
+    Raises
+    ------
+    TypeError
+        A value JSON cannot hold.
+    OutputError
+        The file cannot be written.
+    """
+    sealed = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    _canonical(sealed)  # raises TypeError early for values JSON cannot hold
+    sealed["manifest_sha256"] = _self_digest(sealed)
+    path = Path(outdir) / MANIFEST_NAME
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(
+            json.dumps(sealed, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write the manifest: {exc.strerror or exc}", path=path) from exc
     return path
 
 
@@ -304,8 +339,9 @@ def read_manifest(outdir: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         if (Path(outdir) / "fields").is_dir():
             raise InputError(
-                f"a run folder has no {MANIFEST_NAME} of its own; each field has one: verify "
-                f"{os.fspath(Path(outdir) / 'fields' / '<field>')}",
+                f"a run folder without {MANIFEST_NAME}: its run did not finish writing the run's "
+                "tables (run it again to resume), or a version before 2026-11-28 made it; each "
+                f"field has its own: verify {os.fspath(Path(outdir) / 'fields' / '<field>')}",
                 path=Path(outdir),
             )
         raise InputError(f"no {MANIFEST_NAME} in this folder", path=Path(outdir))
@@ -321,13 +357,18 @@ def read_manifest(outdir: str | os.PathLike[str]) -> dict[str, Any]:
 def verify_manifest(outdir: str | os.PathLike[str], *, recompute: bool = False) -> list[Mismatch]:
     """Compare an output folder and its inputs with its manifest.
 
+    A pipeline run's folder is checked as a whole
+    (:func:`~dls_microscopy.pipeline.run_manifest.verify_run`): the run's tables
+    against the run's manifest, and every field folder against its own.
+
     Parameters
     ----------
     outdir : path
         A folder with ``manifest.json``.
     recompute : bool
         Also re-run the recorded ``entry_point`` with the recorded arguments
-        into a scratch folder and compare every output file's sha256.
+        into a scratch folder and compare every output file's sha256 (for a
+        run folder: every field, and the run's tables rebuilt from the fields' tables).
 
     Returns
     -------
@@ -342,6 +383,22 @@ def verify_manifest(outdir: str | os.PathLike[str], *, recompute: bool = False) 
     """
     out = Path(outdir)
     manifest = read_manifest(out)
+    if manifest.get("command") == RUN_COMMAND:
+        from dls_microscopy.pipeline.run_manifest import verify_run
+
+        return verify_run(out, manifest, recompute=recompute)
+    return verify_folder(out, manifest, recompute=recompute, digests={})
+
+
+def verify_folder(
+    out: Path, manifest: Mapping[str, Any], *, recompute: bool, digests: dict[str, dict[str, Any]]
+) -> list[Mismatch]:
+    """:func:`verify_manifest` of one output folder whose ``manifest`` is read.
+
+    ``digests`` holds the inputs digested so far in this verification (input
+    path → :func:`digest_input`): the fields of a run that share an input (the
+    time points of one store) read it once.
+    """
     if recompute and not manifest.get("entry_point"):
         raise InputError(
             "this manifest records no command to re-run (a pipeline field committed by a version "
@@ -349,25 +406,32 @@ def verify_manifest(outdir: str | os.PathLike[str], *, recompute: bool = False) 
             "compare the tables); verify without --recompute checks its inputs and outputs",
             path=out,
         )
-    found: list[Mismatch] = []
-    recorded = manifest.get("manifest_sha256")
-    actual = _self_digest(manifest)
-    if recorded != actual:
-        found.append(Mismatch("manifest", MANIFEST_NAME, "manifest_sha256", recorded, actual))
+    found = check_self_digest(manifest)
     for role, entry in sorted(manifest.get("inputs", {}).items()):
-        found += _check_input(role, entry)
-    found += _check_outputs(out, manifest.get("outputs", []))
+        found += _check_input(role, entry, digests)
+    found += check_outputs(out, manifest.get("outputs", []))
     if recompute:
         found += _recompute(manifest)
     return found
 
 
-def _check_input(role: str, entry: Mapping[str, Any]) -> list[Mismatch]:
+def check_self_digest(manifest: Mapping[str, Any]) -> list[Mismatch]:
+    """A mismatch when the manifest's content no longer gives its recorded ``manifest_sha256``."""
+    recorded = manifest.get("manifest_sha256")
+    actual = _self_digest(manifest)
+    if recorded != actual:
+        return [Mismatch("manifest", MANIFEST_NAME, "manifest_sha256", recorded, actual)]
+    return []
+
+
+def _check_input(role: str, entry: Mapping[str, Any], digests: dict[str, dict[str, Any]]) -> list[Mismatch]:
     path = entry.get("path", "")
     item = f"{role} ({path})"
     target = f"{path}:{entry['dataset']}" if entry.get("dataset") else path
     try:
-        now = digest_input(target)  # a check reads every byte again
+        if target not in digests:
+            digests[target] = digest_input(target)  # a check reads every byte again
+        now = digests[target]
     except InputError:
         return [Mismatch("input", item, "exists", True, False)]
     return [
@@ -377,7 +441,14 @@ def _check_input(role: str, entry: Mapping[str, Any]) -> list[Mismatch]:
     ]
 
 
-def _check_outputs(out: Path, outputs: Sequence[Mapping[str, Any]]) -> list[Mismatch]:
+def check_outputs(
+    out: Path, outputs: Sequence[Mapping[str, Any]], present: Iterable[str] | None = None
+) -> list[Mismatch]:
+    """Mismatches between the files ``outputs`` records and those in ``out``.
+
+    ``present``: the files (relative paths) that the manifest should list, for an
+    unlisted one to be reported; default every file under ``out`` but the manifest.
+    """
     found = []
     listed = {o["path"] for o in outputs}
     for o in outputs:
@@ -390,9 +461,11 @@ def _check_outputs(out: Path, outputs: Sequence[Mapping[str, Any]]) -> list[Mism
         digest = digest_file(f)
         if digest != o.get("sha256"):
             found.append(Mismatch("output", o["path"], "sha256", o.get("sha256"), digest))
-    for extra in _digest_outputs(out):
-        if extra["path"] not in listed:
-            found.append(Mismatch("output", extra["path"], "exists", False, True))
+    if present is None:
+        present = [f.relative_to(out).as_posix() for f in _walk(out)]
+    for extra in present:
+        if extra not in listed and extra != MANIFEST_NAME:
+            found.append(Mismatch("output", extra, "exists", False, True))
     return found
 
 

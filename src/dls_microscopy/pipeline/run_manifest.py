@@ -1,0 +1,234 @@
+"""Provenance of a pipeline run's folder: the manifest of the run's tables, and its verification.
+
+Each field folder (``fields/KEY``) has its own ``manifest.json``
+(:mod:`~dls_microscopy.pipeline.provenance`).  The run's tables
+(``objects``, ``images``, ``wells``, ``plates``), built from the fields'
+tables by :func:`~dls_microscopy.pipeline.collect.collect_tables`, are
+recorded in the run folder's ``manifest.json``:
+
+* ``outputs``: every run table (path, size, sha256);
+* ``fields``: the fields they were built from, in row order, each with the
+  sha256 of its ``manifest.json`` (which records the field's tables);
+* ``fields_failed``: the fields of the run that are in no table;
+* ``parameters``: table format, compartment, the configuration (without its
+  compute settings, which decide no byte) and its settings digest;
+* ``software``, ``seeds``, ``timings_s`` and ``manifest_sha256``, as in a field's manifest.
+
+The run removes its manifest before it writes the tables and writes the new one
+(under a temporary name, renamed) once every table is written: a run killed in
+between leaves no manifest, so a manifest always describes the tables beside it.
+
+:func:`verify_run` checks the run's tables against the manifest, every field
+folder against its own manifest (reported as ``fields/KEY``), that each field's
+manifest is the one the tables were built from, and with ``recompute`` re-runs
+every field and rebuilds the run's tables from the fields' tables, byte for byte.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dls_microscopy.errors import InputError
+from dls_microscopy.pipeline.provenance import (
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    MANIFEST_VERSION,
+    RUN_COMMAND,
+    Mismatch,
+    check_outputs,
+    check_self_digest,
+    digest_file,
+    read_manifest,
+    save_manifest,
+    software_versions,
+    verify_folder,
+)
+
+if TYPE_CHECKING:
+    from dls_microscopy.pipeline.config import PipelineConfig
+
+__all__ = ["ENTRY_POINT", "remove_run_manifest", "verify_run", "write_run_manifest"]
+
+log = logging.getLogger(__name__)
+
+#: What rebuilds the run's tables (``verify --recompute``), with the recorded ``arguments``
+#: (field folders relative to the run folder).
+ENTRY_POINT = "dls_microscopy.pipeline.collect:collect_tables"
+
+
+def remove_run_manifest(out: Path) -> None:
+    """Remove the run folder's manifest before its tables are rewritten."""
+    (Path(out) / MANIFEST_NAME).unlink(missing_ok=True)
+
+
+def write_run_manifest(
+    out: Path,
+    *,
+    fields: Sequence[Path],
+    failed: Sequence[str],
+    tables: Mapping[str, Path],
+    cfg: PipelineConfig,
+    seconds: float | None = None,
+) -> Path:
+    """Write ``out/manifest.json`` for the run's tables, once they are all written.
+
+    Parameters
+    ----------
+    out : Path
+        The run folder.
+    fields : sequence of Path
+        The committed field folders (``out/fields/KEY``) the tables were built from, in row order.
+    failed : sequence of str
+        Keys of the run's fields that failed (in no table).
+    tables : mapping of str to Path
+        The tables written (:func:`~dls_microscopy.pipeline.collect.collect_tables`).
+    cfg : PipelineConfig
+        The run's configuration.
+    seconds : float, optional
+        Time spent writing the tables.
+
+    Returns
+    -------
+    Path
+        The manifest.
+
+    Raises
+    ------
+    OutputError
+        The manifest cannot be written.
+    """
+    from dls_microscopy.pipeline.field import config_digest
+
+    out = Path(out)
+    relative = [Path(d).relative_to(out).as_posix() for d in fields]
+    table_format = cfg.output.table_format
+    compartment = cfg.steps.features.compartment if cfg.steps.features is not None else "Nuclei"
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "command": RUN_COMMAND,
+        "fields": [
+            {"key": Path(rel).name, "path": rel, "sha256_manifest": digest_file(Path(d) / MANIFEST_NAME)}
+            for rel, d in zip(relative, fields, strict=True)
+        ],
+        "fields_failed": list(failed),
+        "parameters": {
+            "table_format": table_format,
+            "compartment": compartment,
+            "config_sha256": config_digest(cfg),
+            "config": cfg.model_dump(mode="json", exclude={"compute"}),
+        },
+        "entry_point": ENTRY_POINT,
+        "arguments": {"field_dirs": relative, "table_format": table_format, "compartment": compartment},
+        "software": software_versions(),
+        "models": [],
+        "seeds": {"seed": cfg.seed},
+        "timings_s": {"tables": round(float(seconds), 6)} if seconds is not None else {},
+        "outputs": [
+            {"path": p.name, "size": p.stat().st_size, "sha256": digest_file(p)} for p in tables.values()
+        ],
+    }
+    path = save_manifest(out, manifest)
+    log.info("run manifest: %d tables from %d fields", len(tables), len(fields))
+    return path
+
+
+def _run_tables_present(out: Path) -> list[str]:
+    from dls_microscopy.pipeline.collect import TABLE_NAMES
+
+    return [f"{n}.{ext}" for n in TABLE_NAMES for ext in ("parquet", "csv") if (out / f"{n}.{ext}").is_file()]
+
+
+def verify_run(out: Path, manifest: Mapping[str, Any], *, recompute: bool = False) -> list[Mismatch]:
+    """Compare a run folder with its manifest and every field folder with its own.
+
+    Parameters
+    ----------
+    out : Path
+        The run folder.
+    manifest : mapping
+        Its manifest (:func:`~dls_microscopy.pipeline.provenance.read_manifest`).
+    recompute : bool
+        Also re-run every field into a scratch folder and rebuild the run's
+        tables from the fields' tables, comparing every file's sha256.
+
+    Returns
+    -------
+    list of Mismatch
+        Empty when everything matches; a field's mismatches carry
+        ``folder="fields/KEY"``, those of the run's tables and of which fields
+        they were built from ``folder=""``.
+    """
+    from dls_microscopy.pipeline.run import FIELDS_DIR
+
+    out = Path(out)
+    found = check_self_digest(manifest)
+    found += check_outputs(out, manifest.get("outputs", []), present=_run_tables_present(out))
+    recorded = list(manifest.get("fields", []))
+    digests: dict[str, dict[str, Any]] = {}  # inputs shared by fields are read once
+    for entry in recorded:
+        rel = str(entry.get("path", ""))
+        found += _check_field(out, rel, entry.get("sha256_manifest"), recompute=recompute, digests=digests)
+    listed = {str(e.get("path", "")) for e in recorded}
+    fields_dir = out / FIELDS_DIR
+    if fields_dir.is_dir():
+        for d in sorted(fields_dir.iterdir()):
+            rel = f"{FIELDS_DIR}/{d.name}"
+            if d.is_dir() and not d.name.startswith(".") and rel not in listed:
+                found.append(Mismatch("field", rel, "in the run's tables", False, True))
+    if recompute:
+        found += _rebuild_tables(out, manifest)
+    log.info("verified a run folder: %d fields, %d mismatches", len(recorded), len(found))
+    return found
+
+
+def _check_field(
+    out: Path, rel: str, sha256: Any, *, recompute: bool, digests: dict[str, dict[str, Any]]
+) -> list[Mismatch]:
+    """A field folder against its manifest, and its manifest against the run's record of it."""
+    folder = out / rel
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        return [Mismatch("field", rel, "exists", True, folder.is_dir() and "without manifest.json")]
+    found = []
+    now = digest_file(path)
+    if now != sha256:  # the field changed (or was redone) since the run's tables were built
+        found.append(Mismatch("field", f"{rel}/{MANIFEST_NAME}", "sha256", sha256, now))
+    try:
+        field_manifest = read_manifest(folder)
+        mismatches = verify_folder(folder, field_manifest, recompute=recompute, digests=digests)
+    except InputError as exc:
+        return [*found, Mismatch("manifest", MANIFEST_NAME, "readable", True, exc.reason, folder=rel)]
+    return found + [Mismatch(m.kind, m.item, m.field, m.expected, m.actual, folder=rel) for m in mismatches]
+
+
+def _rebuild_tables(out: Path, manifest: Mapping[str, Any]) -> list[Mismatch]:
+    """Rebuild the run's tables from the recorded fields' tables; compare sha256 per table."""
+    from dls_microscopy.errors import DlsError
+    from dls_microscopy.pipeline.collect import collect_tables
+
+    args = dict(manifest.get("arguments", {}))
+    scratch = Path(tempfile.mkdtemp(prefix="dls-verify-"))
+    try:
+        written = collect_tables(
+            [out / rel for rel in args.get("field_dirs", [])],
+            scratch,
+            table_format=args.get("table_format", "parquet"),
+            compartment=args.get("compartment", "Nuclei"),
+        )
+        again = {p.name: digest_file(p) for p in written.values()}
+    except DlsError as exc:
+        return [Mismatch("recompute", "run tables", "built", True, str(exc))]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    recorded = {o["path"]: o.get("sha256") for o in manifest.get("outputs", [])}
+    return [
+        Mismatch("recompute", name, "sha256", recorded.get(name), again.get(name))
+        for name in sorted(set(recorded) | set(again))
+        if recorded.get(name) != again.get(name)
+    ]

@@ -1,0 +1,151 @@
+"""A run folder's manifest: the run's tables and the fields they come from, and ``verify RUN``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from pipeline_inputs import write_config
+
+from dls_microscopy.cli import main
+from dls_microscopy.errors import InputError
+from dls_microscopy.pipeline import collect
+from dls_microscopy.pipeline.provenance import (
+    MANIFEST_NAME,
+    RUN_COMMAND,
+    digest_file,
+    read_manifest,
+    save_manifest,
+    verify_manifest,
+)
+from dls_microscopy.pipeline.run import run_pipeline
+
+KEYS = [f"pipeline-test_A0{w}_{f}" for w in (1, 2) for f in (0, 1)]
+TABLES = ["objects.parquet", "images.parquet", "wells.parquet", "plates.parquet"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(small_plate, tmp_path_factory):
+    """A complete run of the small plate (segment + features), kept read-only: tests copy it."""
+    root = tmp_path_factory.mktemp("run")
+    assert run_pipeline(write_config(root, small_plate), progress=False).ok
+    return root / "out"
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(finished_run, out)
+    return out
+
+
+def _flip(path, at=100):
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_the_run_manifest_records_its_tables_and_fields(finished_run, capsys):
+    manifest = read_manifest(finished_run)
+    assert manifest["command"] == RUN_COMMAND
+    assert [o["path"] for o in manifest["outputs"]] == TABLES
+    for o in manifest["outputs"]:
+        assert o["sha256"] == digest_file(finished_run / o["path"])
+    assert [f["path"] for f in manifest["fields"]] == [f"fields/{k}" for k in KEYS]  # row order
+    for f in manifest["fields"]:
+        assert f["sha256_manifest"] == digest_file(finished_run / f["path"] / MANIFEST_NAME)
+    assert manifest["fields_failed"] == []
+    assert manifest["parameters"]["table_format"] == "parquet"
+    assert manifest["parameters"]["config"]["steps"]["segment"]["params"] == {"diameter_um": 7}
+    assert "pyarrow" in manifest["software"]["packages"]
+    assert verify_manifest(finished_run) == []
+    assert main(["verify", str(finished_run)]) == 0
+    assert "the run's 4 tables and its 4 fields match their manifests" in capsys.readouterr().out
+
+
+def test_a_changed_byte_in_a_run_table_is_reported(run_copy, capsys):
+    _flip(run_copy / "wells.parquet")
+    found = verify_manifest(run_copy)
+    assert [(m.folder, m.kind, m.item, m.field) for m in found] == [("", "output", "wells.parquet", "sha256")]
+    assert main(["verify", str(run_copy)]) == 1
+    assert "output wells.parquet: sha256 was" in capsys.readouterr().out
+    (run_copy / "objects.csv").write_text("a table no run wrote")
+    (run_copy / "images.parquet").unlink()
+    found = {(m.folder, m.item, m.field, m.actual) for m in verify_manifest(run_copy)}
+    assert ("", "objects.csv", "exists", True) in found
+    assert ("", "images.parquet", "exists", False) in found
+
+
+def test_a_changed_field_is_reported_per_field(run_copy, capsys):
+    field = run_copy / "fields" / KEYS[2]
+    _flip(field / "objects.parquet", at=200)
+    found = verify_manifest(run_copy)
+    assert [(m.folder, m.kind, m.item, m.field) for m in found] == [
+        (f"fields/{KEYS[2]}", "output", "objects.parquet", "sha256")
+    ]
+    assert main(["verify", str(run_copy), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)[0]["folder"] == f"fields/{KEYS[2]}"
+    assert main(["verify", str(run_copy)]) == 1
+    assert f"fields/{KEYS[2]}: output objects.parquet: sha256" in capsys.readouterr().out
+
+
+def test_a_field_redone_after_the_tables_is_reported(run_copy):
+    """A field whose own manifest is sound but is not the one the run's tables were built from."""
+    field = run_copy / "fields" / KEYS[1]
+    manifest = read_manifest(field)
+    manifest["timings_s"]["open"] += 1.0
+    save_manifest(field, manifest)
+    assert verify_manifest(field) == []
+    found = [(m.folder, m.kind, m.item, m.field) for m in verify_manifest(run_copy)]
+    assert found == [("", "field", f"fields/{KEYS[1]}/{MANIFEST_NAME}", "sha256")]
+    # a field folder gone, one that no table holds, an unreadable field manifest
+    shutil.rmtree(run_copy / "fields" / KEYS[3])
+    shutil.copytree(run_copy / "fields" / KEYS[0], run_copy / "fields" / "pipeline-test_B01_0")
+    (run_copy / "fields" / KEYS[0] / MANIFEST_NAME).write_text("{not json")
+    found = {(m.folder, m.kind, m.item, m.field) for m in verify_manifest(run_copy)}
+    assert ("", "field", f"fields/{KEYS[3]}", "exists") in found
+    assert ("", "field", "fields/pipeline-test_B01_0", "in the run's tables") in found
+    assert (f"fields/{KEYS[0]}", "manifest", MANIFEST_NAME, "readable") in found
+
+
+def test_recompute_rebuilds_the_run_tables_from_the_fields(run_copy, monkeypatch):
+    assert verify_manifest(run_copy, recompute=True) == []
+    # tables that the fields do not give, with a manifest that records them (edited to match)
+    _flip(run_copy / "plates.parquet")
+    manifest = read_manifest(run_copy)
+    for o in manifest["outputs"]:
+        if o["path"] == "plates.parquet":
+            o["sha256"] = digest_file(run_copy / "plates.parquet")
+    save_manifest(run_copy, manifest)
+    monkeypatch.setattr(  # the fields were checked above: rebuild only the run's tables
+        "dls_microscopy.pipeline.run_manifest.verify_folder", lambda *a, **k: []
+    )
+    assert verify_manifest(run_copy) == []
+    found = [(m.kind, m.item, m.field) for m in verify_manifest(run_copy, recompute=True)]
+    assert found == [("recompute", "plates.parquet", "sha256")]
+
+
+def test_a_run_stopped_while_writing_its_tables_leaves_no_manifest_then_resumes(
+    run_copy, small_plate, monkeypatch
+):
+    cfg = write_config(run_copy.parent, small_plate)  # the copy's own run: its fields are committed
+    before = read_manifest(run_copy)
+    real = collect.collect_tables
+
+    def killed_after_the_tables(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt  # as a kill between the last table and the manifest
+
+    monkeypatch.setattr(collect, "collect_tables", killed_after_the_tables)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, progress=False)
+    assert not (run_copy / MANIFEST_NAME).exists()
+    with pytest.raises(InputError, match="did not finish writing the run's tables"):
+        verify_manifest(run_copy)
+    monkeypatch.setattr(collect, "collect_tables", real)
+    again = run_pipeline(cfg, progress=False)
+    assert again.count("skipped") == 4
+    assert verify_manifest(run_copy) == []
+    after = read_manifest(run_copy)
+    assert after["outputs"] == before["outputs"] and after["fields"] == before["fields"]
