@@ -28,6 +28,14 @@ def test_run_writes_tables_and_manifest(nuclei, nuclei_zarr, tmp_path):
     assert "Nuclei_Intensity_MeanIntensity_LaminB1" in objects.column_names
     images = pq.read_table(out / "images.parquet")
     assert images.column("Count_Nuclei").to_pylist() == [nuclei.n_nuclei]
+    wells = pq.read_table(out / "wells.parquet")  # the one image, as a run's wells count fields
+    assert wells.column_names[:4] == [
+        "Metadata_Plate",
+        "Metadata_Well",
+        "Metadata_Site_Count",
+        "Count_Nuclei",
+    ]
+    assert wells.column("Metadata_Site_Count").to_pylist() == [1]
     # no partial folder is left beside the output
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
@@ -90,6 +98,8 @@ def test_empty_labels_write_empty_tables(nuclei, nuclei_zarr, tmp_path):
         assert agg.column("Count_Nuclei").to_pylist() == [0]
         assert agg.column("Metadata_Well").to_pylist() == ["A01"]
         assert np.isnan(agg.column("Mean_Nuclei_AreaShape_Volume").to_numpy()).all()
+    wells = pq.read_table(tmp_path / "out" / "wells.parquet")
+    assert wells.column("Metadata_Site_Count").to_pylist() == [1]  # an image without objects counts
 
 
 def test_manifest_names_the_hdf5_dataset_of_image_and_labels(tmp_path, nuclei):

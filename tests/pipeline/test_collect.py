@@ -54,8 +54,20 @@ def _reference_collect(
             for name, keys in (("wells", WELL_KEYS), ("plates", WELL_KEYS[:1])):
                 table = aggregate_table(objects, keys, compartment=compartment)
                 table = _reference_with_empty_groups(table, images, keys, compartment)
+                table = tables.with_site_count(table, keys, _reference_site_counts(images or objects, keys))
                 written[name] = write(table, outdir / f"{name}.{table_format}")
     return written
+
+
+def _reference_site_counts(images: pa.Table, keys: Sequence[str]) -> dict[tuple, int]:
+    """Distinct images (rows of the images table, by their keys) per group of ``keys``."""
+    rows = images.select(list(IMAGE_KEYS)).to_pylist()
+    distinct = {tuple(r.values()) for r in rows}
+    counts: dict[tuple, int] = {}
+    for image in distinct:
+        group = tuple(image[IMAGE_KEYS.index(k)] for k in keys)
+        counts[group] = counts.get(group, 0) + 1
+    return counts
 
 
 def _reference_with_empty_groups(
@@ -202,6 +214,12 @@ def test_same_bytes_as_in_memory_concatenation(tmp_path, monkeypatch, fmt, small
             ("P2", "B02"),
         ]
         assert wells.column("Count_Nuclei").to_pylist() == [32, 40, 8, 40, 12, 0]
+        # the fields (images) of each well, those without objects included; then of each plate
+        assert wells.column("Metadata_Site_Count").to_pylist() == [3, 2, 1, 1, 1, 1]
+        assert wells.column_names[:4] == [*WELL_KEYS, "Metadata_Site_Count", "Count_Nuclei"]
+        plates = pq.read_table(got["plates"])
+        assert plates.column("Metadata_Site_Count").to_pylist() == [6, 3]
+        assert tables.units_of(wells)["Metadata_Site_Count"] == "1"
         assert "Mean_Nuclei_Extra" in wells.column_names and "Mean_Embedding_0" in wells.column_names
         assert tables.units_of(wells)["Median_Nuclei_Volume"] == "µm³"
         objects = pq.ParquetFile(got["objects"])
@@ -343,3 +361,26 @@ def test_memory_does_not_grow_with_fields(tmp_path, measured):
         assert (tmp_path / "many" / f"{name}.parquet").read_bytes() == (
             tmp_path / "oracle" / f"{name}.parquet"
         ).read_bytes()
+
+
+def test_pycytominer_keeps_the_site_count_as_metadata(tmp_path):
+    """Real pycytominer on ``wells.parquet``: ``Metadata_Site_Count`` is inferred as metadata,
+    passed through normalize and feature_select unchanged, and never taken as a feature."""
+    pytest.importorskip("pycytominer")
+    pd = pytest.importorskip("pandas")
+    from pycytominer import feature_select, normalize
+    from pycytominer.cyto_utils import infer_cp_features
+
+    out = tmp_path / "out"
+    out.mkdir()
+    got = collect_tables(_fields(tmp_path / "fields"), out)
+    wells = pd.read_parquet(got["wells"])
+    assert "Metadata_Site_Count" in infer_cp_features(wells, metadata=True)
+    features = [c for c in wells.columns if c.startswith(("Mean_", "Median_"))]
+    normalized = normalize(wells, features=features, meta_features="infer", method="standardize")
+    pd.testing.assert_series_equal(normalized["Metadata_Site_Count"], wells["Metadata_Site_Count"])
+    selected = feature_select(
+        normalized, features=features, operation=["variance_threshold", "drop_na_columns"]
+    )
+    assert selected["Metadata_Site_Count"].tolist() == [3, 2, 1, 1, 1, 1]
+    assert "Metadata_Site_Count" not in infer_cp_features(wells, compartments=["Nuclei", "Mean_Nuclei"])

@@ -55,8 +55,10 @@ def test_plate_run_tables_and_files(small_plate, tmp_path):
     wells = pq.read_table(out / "wells.parquet").to_pandas()
     assert wells["Metadata_Well"].tolist() == ["A01", "A02"]
     assert wells["Count_Nuclei"].sum() == len(objects)
+    assert wells["Metadata_Site_Count"].tolist() == [2, 2]  # the fields each well aggregates
     plates = pq.read_table(out / "plates.parquet").to_pandas()
     assert plates["Count_Nuclei"].tolist() == [len(objects)]
+    assert plates["Metadata_Site_Count"].tolist() == [4]
     # run log, resolved config, summary, one committed folder with a manifest per field
     assert "4 done, 0 skipped, 0 failed" in (out / "run.log").read_text()
     resolved = load_config(out / "pipeline.resolved.yaml")
@@ -139,6 +141,8 @@ def test_corrupt_field_fails_with_reason_and_others_complete(plate_copy, tmp_pat
     assert "pipeline-test_A02_0" not in set(images["Metadata_ImageID"])
     assert len(images) == 3
     assert not (tmp_path / "out" / "fields" / "pipeline-test_A02_0").exists()
+    wells = pq.read_table(tmp_path / "out" / "wells.parquet").to_pandas()
+    assert wells["Metadata_Site_Count"].tolist() == [2, 1]  # A02 from its field that ran
     # the run's manifest records the fields its tables hold, and the one that failed
     manifest = read_manifest(tmp_path / "out")
     assert manifest["fields_failed"] == ["pipeline-test_A02_0"] and len(manifest["fields"]) == 3
@@ -508,10 +512,12 @@ def test_time_series_plate_aggregates_wells_and_plates_per_time_point(tmp_path):
     wells = pq.read_table(out / "wells.parquet").to_pandas()
     got = {(r.Metadata_Well, r.Metadata_TimePoint): r.Count_Nuclei for r in wells.itertuples()}
     assert got == n  # one row per well and time point, not the time points summed
+    assert wells["Metadata_Site_Count"].tolist() == [1] * 4  # one field per well and time point
     plates = pq.read_table(out / "plates.parquet").to_pandas()
     assert dict(zip(plates["Metadata_TimePoint"], plates["Count_Nuclei"], strict=True)) == {
         t: n[("A01", t)] + n[("A02", t)] for t in (0, 1)
     }
+    assert plates["Metadata_Site_Count"].tolist() == [2, 2]
 
 
 def test_an_interrupted_run_says_so_in_its_log_and_resumes(small_plate, tmp_path, capsys, monkeypatch):

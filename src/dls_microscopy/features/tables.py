@@ -35,6 +35,7 @@ __all__ = [
     "IMAGE_KEYS",
     "METADATA_KEYS",
     "ROW_GROUP_SIZE",
+    "SITE_COUNT",
     "TIME_KEY",
     "WELL_KEYS",
     "aggregate_table",
@@ -43,6 +44,7 @@ __all__ = [
     "objects_table",
     "parquet_options",
     "units_of",
+    "with_site_count",
     "write_csv",
     "write_parquet",
 ]
@@ -67,6 +69,11 @@ def group_keys(level: str, *, timed: bool = False) -> tuple[str, ...]:
         return keys
     return (*keys[:3], TIME_KEY, *keys[3:]) if level == "image" else (*keys, TIME_KEY)
 
+
+#: The images (fields) that a row of ``wells``/``plates`` aggregates: pycytominer's name for a
+#: well's number of fields (``cyto_utils.aggregate_fields_count``); ``Metadata_``, so profiling
+#: (``features="infer"``) leaves it out of the features and keeps it as metadata.
+SITE_COUNT = "Metadata_Site_Count"
 
 #: Rows per Parquet row group (pinned: part of the byte-stable output).
 ROW_GROUP_SIZE = 65536
@@ -281,6 +288,36 @@ def aggregate_table(
         meta.pop("units", None)
     meta["aggregated_by"] = list(by)
     return _build(cols, meta)
+
+
+def with_site_count(table: pa.Table, by: Sequence[str], counts: Mapping[tuple[Any, ...], int]) -> pa.Table:
+    """``table``, an aggregate by ``by``, with ``Metadata_Site_Count`` after the ``by`` columns.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        One row per group (:func:`aggregate_table`).
+    by : sequence of str
+        The group columns of ``table``.
+    counts : mapping
+        Images (fields) per group, keyed by the group's values of ``by`` as a tuple; a
+        group absent from it counts 0.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``table`` with the ``int64`` column (unit ``1``) inserted, its unit also in the
+        schema's ``dls_microscopy`` metadata.
+    """
+    groups = zip(*(table.column(b).to_pylist() for b in by), strict=True)
+    values = pa.array([int(counts.get(tuple(g), 0)) for g in groups], pa.int64())
+    out = table.add_column(len(by), pa.field(SITE_COUNT, pa.int64(), metadata={b"unit": b"1"}), values)
+    meta = dict(out.schema.metadata or {})
+    if SCHEMA_KEY in meta:
+        info = json.loads(meta[SCHEMA_KEY])
+        info.setdefault("units", {})[SITE_COUNT] = "1"
+        meta[SCHEMA_KEY] = json.dumps(info, sort_keys=True).encode()
+    return out.replace_schema_metadata(meta)
 
 
 def write_parquet(table: pa.Table, path: str | os.PathLike[str]) -> Path:

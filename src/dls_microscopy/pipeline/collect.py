@@ -4,7 +4,9 @@
 order (plate, well, site, key: never completion order, so a resumed or
 parallel run gives the same bytes); ``wells`` and ``plates`` aggregate the
 objects per ``Metadata_Well`` and per ``Metadata_Plate`` when the input is a
-plate.  Files are written under a temporary name and renamed.
+plate, each row with the number of images (fields) it holds, ``Metadata_Site_Count``: those
+of the images tables, so a field without objects counts and a failed field does not.  Files
+are written under a temporary name and renamed.
 
 Memory does not grow with the number of fields:
 
@@ -377,7 +379,7 @@ def collect_tables(
     OutputError
         A table cannot be written (nothing is left under its name then).
     """
-    from dls_microscopy.features.tables import TIME_KEY, group_keys
+    from dls_microscopy.features.tables import TIME_KEY, group_keys, with_site_count
 
     files = {
         name: [d / f"{name}.parquet" for d in field_dirs if (d / f"{name}.parquet").is_file()]
@@ -392,26 +394,39 @@ def collect_tables(
     groups = _Groups([k for k in well_keys if objects is not None and k in objects.schema.names])
     if "Metadata_Well" not in groups.keys:
         groups.keys = []
-    image_groups: dict[tuple[str, ...], set[Group]] = {}
-    image_keys = [well_keys, plate_keys]
+    # the images of each well and plate: {keys: {group: {image's keys, ...}}}
+    image_groups: dict[tuple[str, ...], dict[Group, set[Group]]] = {}
+    image_keys = group_keys("image", timed=timed)
 
     def visit_images(_: int, table: pa.Table) -> None:
-        for keys in image_keys:
+        if not all(k in table.column_names for k in image_keys):
+            return
+        ids = list(zip(*(table.column(k).to_pylist() for k in image_keys), strict=True))
+        for keys in (well_keys, plate_keys):
             if all(k in table.column_names for k in keys):
                 rows = zip(*(table.column(k).to_pylist() for k in keys), strict=True)
-                image_groups.setdefault(tuple(keys), set()).update(rows)
+                members = image_groups.setdefault(tuple(keys), {})
+                for g, image in zip(rows, ids, strict=True):
+                    members.setdefault(g, set()).add(image)
+
+    def visit_objects(i: int, table: pa.Table) -> None:
+        groups.visit(i, table)
+        if images is None:  # no images tables: the images are those that have objects
+            visit_images(i, table)
 
     if objects is not None:
         log.info("objects: %d fields, %d columns", len(objects.files), len(objects.schema))
-        written["objects"] = _stream(objects, outdir / f"objects.{ext}", table_format, groups.visit)
+        written["objects"] = _stream(objects, outdir / f"objects.{ext}", table_format, visit_objects)
     if images is not None:
         written["images"] = _stream(images, outdir / f"images.{ext}", table_format, visit_images)
     well_at = groups.keys.index("Metadata_Well") if groups.keys else 0
     if objects is not None and any(g[well_at] for counts in groups.counts for g in counts):  # a plate
         for name, keys in (("wells", well_keys), ("plates", plate_keys)):
             table = _aggregate(objects, groups, keys, compartment)
-            known = image_groups.get(tuple(keys)) if images is not None else None
+            members = image_groups.get(tuple(keys), {})
+            known = members.keys() if images is not None else None  # wells without objects too
             table = _with_empty_groups(table, known, keys, compartment)
+            table = with_site_count(table, keys, {g: len(m) for g, m in members.items()})
             written[name] = _write(table, outdir / f"{name}.{ext}", table_format)
     for name in TABLE_NAMES:  # tables of an earlier run that this run did not write are stale
         for stale_ext in ("parquet", "csv"):

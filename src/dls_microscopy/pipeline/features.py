@@ -8,6 +8,7 @@ interrupted run never leaves a folder that looks finished.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import time
@@ -28,6 +29,7 @@ from dls_microscopy.features.tables import (
     group_keys,
     join_object_columns,
     objects_table,
+    with_site_count,
     write_csv,
     write_parquet,
 )
@@ -288,9 +290,11 @@ def run_features(
         ),
     }
     if well:
-        tables["wells"] = aggregate_table(
-            objects, group_keys("well", timed=timed), compartment=compartment, empty_group=where
-        )
+        keys = group_keys("well", timed=timed)
+        wells = aggregate_table(objects, keys, compartment=compartment, empty_group=where)
+        images = tables["images"]  # one row per image: the well's images
+        counts = collections.Counter(zip(*(images.column(k).to_pylist() for k in keys), strict=True))
+        tables["wells"] = with_site_count(wells, keys, counts)
     arguments = {
         "image_path": str(Path(os.fspath(image_path)).absolute()),
         "labels_path_or_name": _labels_argument(labels_path_or_name),
