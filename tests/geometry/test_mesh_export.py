@@ -155,3 +155,27 @@ def test_mesh_folder_has_a_provenance_manifest_that_verify_checks(tmp_path, labe
     assert main(["verify", str(out)]) == 0
     (out / "meshes.glb").write_bytes(b"changed")
     assert {m.item for m in verify_manifest(out)} == {"meshes.glb"}
+
+
+def test_mesh_descriptors_file_is_recorded_in_the_manifest(tmp_path, labels):
+    """``mesh --descriptors FILE`` writes beside the folder: the manifest records it (it did not)."""
+    from dls_microscopy.cli import main
+    from dls_microscopy.pipeline.provenance import digest_file, verify_manifest
+
+    write_ome_zarr(labels, tmp_path / "img.ome.zarr", axes="zyx", spacing=SPACING)
+    out, table = tmp_path / "m", tmp_path / "shape.parquet"
+    args = ["mesh", str(tmp_path / "img.ome.zarr"), str(out), "--descriptors", str(table)]
+    assert main([*args, "--smooth", "5", "--no-progress"]) == 0
+    recorded = json.loads((out / "manifest.json").read_text())["external_outputs"]["descriptors_path"]
+    assert recorded == {"path": str(table), "size": table.stat().st_size, "sha256": digest_file(table)}
+    before = table.stat().st_mtime_ns
+    assert verify_manifest(out) == [] and verify_manifest(out, recompute=True) == []
+    assert table.stat().st_mtime_ns == before  # a recompute writes its own copy, not over this one
+    data = bytearray(table.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    table.write_bytes(bytes(data))
+    found = verify_manifest(out)
+    assert [(m.kind, m.item, m.field) for m in found] == [("output", f"descriptors_path ({table})", "sha256")]
+    assert main(["verify", str(out)]) == 1
+    table.unlink()
+    assert [(m.item, m.field) for m in verify_manifest(out)] == [(f"descriptors_path ({table})", "exists")]

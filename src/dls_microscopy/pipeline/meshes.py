@@ -37,7 +37,8 @@ def run_meshes(
 
     Parameters are those of :func:`~dls_microscopy.geometry.command.export_meshes_command`
     (``smooth`` defaults to 20 here, as in the CLI).  The descriptor table, written
-    outside ``outdir``, is not part of the manifest.
+    outside ``outdir``, is recorded in the manifest's ``external_outputs`` (path, size,
+    sha256), so verify detects a change to it, and a recompute writes it again elsewhere.
 
     Returns
     -------
@@ -48,6 +49,7 @@ def run_meshes(
     from dls_microscopy.pipeline.provenance import MANIFEST_NAME, write_manifest
 
     labels_path = Path(os.fspath(labels_path)).absolute()  # as recompute sees it, from any folder
+    table = Path(os.fspath(descriptors_path)).absolute() if descriptors_path is not None else None
     arguments = {
         "labels_path": str(labels_path),
         "fmt": fmt,
@@ -55,6 +57,7 @@ def run_meshes(
         "decimate": decimate,
         "label_name": label_name,
         "memory_budget": memory_budget,
+        "descriptors_path": str(table) if table is not None else None,
     }
 
     def finish(tmp: Path) -> None:
@@ -65,6 +68,8 @@ def run_meshes(
             parameters=arguments,
             entry_point=ENTRY_POINT,
             arguments=arguments,
+            # written beside the folder: its path, size and sha256 (the table is complete by now)
+            external_outputs={"descriptors_path": table} if table is not None else None,
         )
 
     summary = export_meshes_command(
@@ -73,7 +78,7 @@ def run_meshes(
         fmt=fmt,
         smooth=smooth,
         decimate=decimate,
-        descriptors_path=descriptors_path,
+        descriptors_path=table,
         label_name=label_name,
         progress=progress,
         overwrite=overwrite,

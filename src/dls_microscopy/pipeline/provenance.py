@@ -209,6 +209,11 @@ def _digest_outputs(outdir: Path) -> list[dict[str, Any]]:
     ]
 
 
+def _digest_external(path: Path) -> dict[str, Any]:
+    f = path.absolute()
+    return {"path": str(f), "size": f.stat().st_size, "sha256": digest_file(f)}
+
+
 def software_versions(packages: Iterable[str] = _PACKAGES) -> dict[str, Any]:
     """Python, platform and installed versions of the packages that shape the results."""
     versions = {}
@@ -244,6 +249,7 @@ def write_manifest(
     timings: Mapping[str, float] | None = None,
     models: Sequence[Mapping[str, Any]] = (),
     seeds: Mapping[str, int] | None = None,
+    external_outputs: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> Path:
     """Write ``outdir/manifest.json`` describing the files already in ``outdir``.
 
@@ -270,6 +276,11 @@ def write_manifest(
         Model name, version and sha256 of weights used, if any.
     seeds : mapping, optional
         Random seeds used, if any.
+    external_outputs : mapping, optional
+        Files the command wrote outside ``outdir`` (``mesh --descriptors FILE``): the
+        ``entry_point`` argument that names each → its path.  Recorded with size and
+        sha256 (``external_outputs``), so verify checks them; a recompute writes them
+        into its scratch folder instead (the argument is pointed there).
 
     Returns
     -------
@@ -292,6 +303,10 @@ def write_manifest(
         "timings_s": {k: round(float(v), 6) for k, v in (timings or {}).items()},
         "outputs": _digest_outputs(out),
     }
+    if external_outputs:
+        manifest["external_outputs"] = {
+            role: _digest_external(Path(os.fspath(p))) for role, p in sorted(external_outputs.items())
+        }
     return save_manifest(out, manifest)
 
 
@@ -410,6 +425,8 @@ def verify_folder(
     for role, entry in sorted(manifest.get("inputs", {}).items()):
         found += _check_input(role, entry, digests)
     found += check_outputs(out, manifest.get("outputs", []))
+    for role, entry in sorted(manifest.get("external_outputs", {}).items()):
+        found += _check_external(role, entry)
     if recompute:
         found += _recompute(manifest)
     return found
@@ -469,6 +486,20 @@ def check_outputs(
     return found
 
 
+def _check_external(role: str, entry: Mapping[str, Any]) -> list[Mismatch]:
+    """An output written outside the folder (``external_outputs``) against its record."""
+    f, item = Path(str(entry.get("path", ""))), f"{role} ({entry.get('path', '')})"
+    if not f.is_file():
+        return [Mismatch("output", item, "exists", True, False)]
+    found = []
+    if f.stat().st_size != entry.get("size"):
+        found.append(Mismatch("output", item, "size", entry.get("size"), f.stat().st_size))
+    digest = digest_file(f)
+    if digest != entry.get("sha256"):
+        found.append(Mismatch("output", item, "sha256", entry.get("sha256"), digest))
+    return found
+
+
 def _recompute(manifest: Mapping[str, Any]) -> list[Mismatch]:
     entry = manifest["entry_point"]
     module, _, name = str(entry).partition(":")
@@ -477,10 +508,18 @@ def _recompute(manifest: Mapping[str, Any]) -> list[Mismatch]:
     except (ImportError, AttributeError) as exc:
         return [Mismatch("recompute", str(entry), "importable", True, f"{type(exc).__name__}: {exc}")]
     scratch = Path(tempfile.mkdtemp(prefix="dls-verify-"))
+    externals = dict(manifest.get("external_outputs", {}))
     try:
         redo = scratch / "out"
-        func(**dict(manifest.get("arguments", {})), outdir=redo, overwrite=True)
+        arguments = dict(manifest.get("arguments", {}))
+        elsewhere = {  # files written outside the folder go to the scratch folder, never over the real ones
+            role: scratch / "external" / role / Path(str(e.get("path", role))).name
+            for role, e in externals.items()
+        }
+        arguments.update({role: str(p) for role, p in elsewhere.items()})
+        func(**arguments, outdir=redo, overwrite=True)
         again = {o["path"]: o["sha256"] for o in _digest_outputs(redo)}
+        again_external = {role: digest_file(p) if p.is_file() else None for role, p in elsewhere.items()}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     found = []
@@ -488,4 +527,8 @@ def _recompute(manifest: Mapping[str, Any]) -> list[Mismatch]:
     for path in sorted(set(recorded) | set(again)):
         if recorded.get(path) != again.get(path):
             found.append(Mismatch("recompute", path, "sha256", recorded.get(path), again.get(path)))
+    for role, e in sorted(externals.items()):
+        if e.get("sha256") != again_external[role]:
+            item = f"{role} ({e.get('path', '')})"
+            found.append(Mismatch("recompute", item, "sha256", e.get("sha256"), again_external[role]))
     return found
