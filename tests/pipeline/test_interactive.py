@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dls_microscopy.errors import InputError
+from dls_microscopy.errors import InputError, OutputError
 from dls_microscopy.pipeline.interactive import (
     CancelledError,
     CancelToken,
@@ -129,6 +129,15 @@ def test_export_table_and_meshes(tmp_path):
     assert export_table(table, tmp_path / "t.csv").read_text().startswith('"Metadata_ObjectID"')
     with pytest.raises(InputError):
         export_table(table, tmp_path / "t.xlsx")
+    for name in ("t.parquet", "t.csv"):  # pyarrow's "Failed to open local file" before
+        with pytest.raises(
+            OutputError, match=r"t\.(parquet|csv): cannot save the table: .*missing does not exist"
+        ):
+            export_table(table, tmp_path / "missing" / name)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="is not a folder"):
+        export_table(table, tmp_path / "file" / "t.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "t.csv", "t.parquet"]  # no temporaries
     meshes = mesh_labels(volume_from_layer(_cubes(), scale=(1, 1, 1)), smooth=0, descriptors=False)
     (glb,) = export_meshes(meshes, tmp_path / "m.glb")
     assert glb.read_bytes()[:4] == b"glTF"

@@ -7,23 +7,44 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dls_microscopy.errors import InputError
+from dls_microscopy.errors import InputError, OutputError
 from dls_microscopy.pipeline.interactive._meshes import MeshSet
 
 __all__ = ["descriptor_table", "export_meshes", "export_table"]
 
 
 def export_table(table: Any, path: str | os.PathLike[str]) -> Path:
-    """Write a pyarrow table as Parquet (``.parquet``) or CSV (``.csv``), by the suffix."""
+    """Write a pyarrow table as Parquet (``.parquet``) or CSV (``.csv``), by the suffix.
+
+    The file is written under a temporary name beside ``path`` and renamed: it
+    appears whole or not at all.
+
+    Raises
+    ------
+    InputError
+        Another suffix.
+    OutputError
+        The folder does not exist, or the file cannot be written (pyarrow's own
+        message said "Failed to open local file").
+    """
     from dls_microscopy.features import write_csv, write_parquet
 
     target = Path(path)
     suffix = target.suffix.lower()
-    if suffix == ".parquet":
-        return write_parquet(table, target)
-    if suffix == ".csv":
-        return write_csv(table, target)
-    raise InputError("tables are saved as .parquet or .csv", path=target)
+    if suffix not in (".parquet", ".csv"):
+        raise InputError("tables are saved as .parquet or .csv", path=target)
+    folder = target.absolute().parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise OutputError(f"cannot save the table: {folder} {what}; choose an existing folder", path=target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        (write_parquet if suffix == ".parquet" else write_csv)(table, tmp)
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot save the table: {exc.strerror or exc}", path=target) from exc
+    return target
 
 
 def descriptor_table(meshes: MeshSet) -> Any:
