@@ -193,6 +193,55 @@ def test_radial_shells_match_brute_force(nuclei):
     np.testing.assert_allclose(np.nansum(m.radial_frac_at_d, axis=2), 1.0)
 
 
+def _radial_reference(img, lab, spacing, shells):
+    """Eager radial distribution of every object, with CellProfiler's formulas.
+
+    ``FracAtD = I_shell / I`` and ``MeanFrac = FracAtD / (voxel fraction + eps)``
+    (MeasureObjectIntensityDistribution), over the ellipsoidal shells of the
+    object's own centroid and covariance (plus a voxel's ``s²/12``).
+    """
+    sp = np.asarray(spacing, float)
+    frac_at_d, mean_frac = [], []
+    for obj in np.unique(lab[lab > 0]):
+        zyx = np.argwhere(lab == obj)
+        d = zyx * sp - (zyx * sp).mean(axis=0)
+        cov = d.T @ d / len(d) + np.diag(sp**2 / 12)
+        rho = np.sqrt(np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d) / 5)
+        shell = np.minimum((rho * shells).astype(int), shells - 1)
+        values = img[tuple(zyx.T)].astype(float)
+        frac = np.bincount(shell, weights=values, minlength=shells) / values.sum()
+        vox = np.bincount(shell, minlength=shells) / len(shell)
+        frac_at_d.append(frac)
+        mean_frac.append(frac / (vox + np.finfo(float).eps))
+    return np.array(frac_at_d), np.array(mean_frac)
+
+
+@pytest.mark.parametrize("block_shape", [None, (8, 16, 16)])
+def test_empty_inner_shells_match_cellprofiler(block_shape):
+    """A hollow object has no voxel near its centroid: its inner shells' MeanFrac is 0, not NaN.
+
+    Two of the sample plate's 174 objects had ``MeanFrac_*_1of4`` NaN; a hollow sphere (all
+    voxels at ρ ≈ 0.6-0.85) leaves shells 1 and 2 of 4 empty, beside two solid objects.
+    """
+    zz, yy, xx = np.mgrid[:24, :40, :40]
+    lab = np.zeros(zz.shape, np.uint16)
+    r = np.sqrt((zz - 11.5) ** 2 + (yy - 12) ** 2 + (xx - 12) ** 2)
+    lab[(r >= 8) & (r < 10)] = 1  # hollow
+    lab[((zz - 12) / 6) ** 2 + ((yy - 30) / 7) ** 2 + ((xx - 30) / 5) ** 2 <= 1] = 2
+    lab[2:6, 28:38, 4:9] = 3
+    img = np.random.default_rng(4).integers(50, 4000, (2, *lab.shape)).astype(np.uint16)
+    shells = 4
+    m = measure_objects(img, lab, spacing=(1.0, 1.0, 1.0), radial_shells=shells, block_shape=block_shape)
+    for c in range(2):
+        frac, mean = _radial_reference(img[c], lab, (1.0, 1.0, 1.0), shells)
+        empty = mean == 0
+        assert empty[0, :2].all() and not empty[1:].any()  # the case under test, in the reference
+        np.testing.assert_allclose(m.radial_frac_at_d[:, c], frac, atol=1e-3)
+        np.testing.assert_array_equal(m.radial_mean_frac[:, c][empty], 0.0)
+        np.testing.assert_allclose(m.radial_mean_frac[:, c][~empty], mean[~empty], rtol=0.05)
+    assert not np.isnan(m.radial_mean_frac).any()
+
+
 def test_uniform_intensity_gives_mean_frac_one():
     lab = np.zeros((20, 30, 30), np.uint16)
     zz, yy, xx = np.mgrid[:20, :30, :30]
@@ -238,9 +287,10 @@ def test_morphology_only_and_single_voxel_objects():
     m1 = measure_objects(img + 1, lab, spacing=(2.0, 1.0, 0.5), radial_shells=2)
     assert m1.intensity_percentiles[0, 0].tolist() == [1.0, 1.0, 1.0]
     assert m1.radial_frac_at_d[0, 0].tolist() == [1.0, 0.0]
-    assert np.isnan(m1.radial_mean_frac[0, 0, 1])  # an empty shell
+    assert m1.radial_mean_frac[0, 0].tolist() == [1.0, 0.0]  # an empty shell: 0, as CellProfiler
     m0 = measure_objects(img, lab, spacing=(2.0, 1.0, 0.5), radial_shells=2)
     assert np.isnan(m0.radial_frac_at_d[0, 0]).all()  # no intensity at all: 0/0
+    assert np.isnan(m0.radial_mean_frac[0, 0]).all()
     assert np.isnan(m0.centroid_weighted[0, 0]).all()
 
 

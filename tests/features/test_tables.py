@@ -99,7 +99,7 @@ def test_aggregates_per_image_and_well(measured):
     np.testing.assert_allclose(wells.column("Mean_Nuclei_AreaShape_Volume").to_numpy(), vol.mean())
     np.testing.assert_allclose(wells.column("Median_Nuclei_AreaShape_Volume").to_numpy(), np.median(vol))
     assert units_of(wells)["Median_Nuclei_AreaShape_Volume"] == "µm³"
-    # NaN-aware: MeanFrac of empty shells is NaN for some objects
+    # NaN-aware (an object whose intensity sums to 0 has NaN radial fractions)
     mf = t1.column("Nuclei_RadialDistribution_MeanFrac_DAPI_1of4").to_numpy()
     got = aggregate_table(t1, IMAGE_KEYS).column("Mean_Nuclei_RadialDistribution_MeanFrac_DAPI_1of4")
     np.testing.assert_allclose(got.to_numpy(), np.nanmean(mf))

@@ -20,8 +20,12 @@ region, so the results are exact and independent of the block plan:
   ``a``).  Shell ``i`` of ``n`` holds ``i/n <= ρ < (i+1)/n``; voxels with
   ``ρ >= 1`` (non-ellipsoidal parts) go to the last shell.  ``FracAtD`` is the
   shell's fraction of the object's integrated intensity, ``MeanFrac`` that
-  fraction over the shell's fraction of the object's voxels (``NaN`` for an
-  empty shell).
+  fraction over the shell's fraction of the object's voxels.  A shell without
+  voxels (a small or thin object's inner shell) holds none of the intensity:
+  ``FracAtD`` and ``MeanFrac`` are 0 there, as CellProfiler's
+  MeasureObjectIntensityDistribution gives them (it divides by the voxel
+  fraction plus machine epsilon, so 0 / ε = 0).  ``NaN`` remains only where
+  the object's intensity sums to 0 (0 / 0 in every shell, in CellProfiler too).
 
 Memory of one batch: the union of its objects' bounding boxes, i.e. the block
 grown by at most one object extent (a single huge object is read whole).
@@ -196,7 +200,8 @@ def crop_statistics(
             total = shell_i.sum(axis=1, keepdims=True)
             with np.errstate(invalid="ignore", divide="ignore"):
                 frac[:, c, :] = shell_i / total
-                mean_frac[:, c, :] = np.where(shell_n > 0, frac[:, c, :] / vox_frac, np.nan)
+                # an empty shell: FracAtD itself (0, or NaN for an object without intensity)
+                mean_frac[:, c, :] = np.where(shell_n > 0, frac[:, c, :] / vox_frac, frac[:, c, :])
     return CropResults(pct, frac, mean_frac)
 
 

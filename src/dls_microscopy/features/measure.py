@@ -104,6 +104,9 @@ class ObjectMeasurements:
     centroid_weighted : (K, C, 3) float64 ndarray
         µm; NaN where an object's intensity sums to 0.
     radial_frac_at_d, radial_mean_frac : (K, C, S) float64 ndarray
+        Per shell (innermost first): fraction of the object's integrated intensity, and
+        that fraction over the shell's fraction of the voxels; both 0 for a shell
+        without voxels, NaN where the intensity sums to 0 (see :mod:`.crops`).
     spacing : tuple of 3 float
     channel_names : tuple of str
     percentiles : tuple of float

@@ -135,7 +135,8 @@ def objects_table(
         "definitions": {
             "moments": "regionprops moments_central (order 2) and inertia tensor in µm",
             "percentiles": "numpy.percentile, method='linear', over each object's voxels (exact)",
-            "radial": "ellipsoidal shells of rho = sqrt(d' (cov + s^2/12)^-1 d / 5); last shell open",
+            "radial": "ellipsoidal shells of rho = sqrt(d' (cov + s^2/12)^-1 d / 5); last shell open; "
+            "a shell without voxels has FracAtD 0 and MeanFrac 0 (as CellProfiler)",
             "positions": "Metadata_ columns; bounding boxes in voxels, max exclusive",
         },
     }
