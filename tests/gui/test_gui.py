@@ -180,9 +180,10 @@ def test_desktop_app_widgets_and_actions(qtbot, small_sample, tmp_path, monkeypa
         }
 
         pipe = docks["Pipeline"]
-        # the preview takes the dock's height, not 160 px above empty space
-        pipe.resize(320, 1000)
-        pipe.layout().activate()
+        # the preview takes the dock's height, not 160 px above empty space (the scroll area's
+        # content fills the dock: test_plugin_docks_stacked_fit_a_screen_and_scroll)
+        pipe.content.resize(320, 1000)
+        pipe.outer.activate()
         assert pipe.preview.height() > 600
         pipe.output.setText(str(tmp_path / "run"))
         text = pipe.save(tmp_path / "with_mesh.yaml").read_text()
@@ -240,6 +241,67 @@ def test_the_app_opens_our_formats_without_asking_and_a_plate_gets_its_tab(qtbot
         assert "Plate" in viewer.window.dock_widgets
     finally:
         viewer.close()
+
+
+#: A small laptop screen's height: the window must fit it with every dock open.
+SCREEN_HEIGHT = 768
+
+
+def test_app_docks_scroll_so_the_window_fits_a_screen(qtbot):
+    """Each dock scrolls its content: a dock's minimum height no longer adds to the window's."""
+    from qtpy.QtWidgets import QScrollArea
+
+    from dls_microscopy.napari.app import PLATE_WIDGET, make_viewer
+
+    viewer = make_viewer(None, show=False)
+    try:
+        window = viewer.window._qt_window
+        viewer.window.add_plugin_dock_widget("dls-microscopy", "Plate", tabify=True)
+        assert len(viewer.window.dock_widgets) == 6 and PLATE_WIDGET[0] not in viewer.window.dock_widgets
+        assert window.minimumSizeHint().height() < SCREEN_HEIGHT  # 852 px before
+        for widget in viewer.window.dock_widgets.values():
+            assert isinstance(widget, QScrollArea)
+            # as wide as the content needs: never a sideways scroll bar
+            assert widget.minimumSizeHint().width() > widget.content.minimumSizeHint().width()
+    finally:
+        with _keeping_window_settings(window):
+            viewer.close()
+
+
+def test_plugin_docks_stacked_fit_a_screen_and_scroll(make_napari_viewer, qtbot):
+    """The six widgets opened from napari's Plugins menu (stacked, not tabbed): 2,535 px tall before."""
+    viewer = make_napari_viewer(show=True)
+    names = ["Segment", "Meshes and shape", "Features and embeddings", "Export", "Pipeline", "Plate"]
+    for name in names:
+        viewer.window.add_plugin_dock_widget("dls-microscopy", name)
+    window = viewer.window._qt_window
+    qtbot.wait(50)  # the docks' layouts settle
+    assert window.minimumSizeHint().height() < SCREEN_HEIGHT
+    window.resize(1200, SCREEN_HEIGHT)
+    qtbot.wait(50)
+    features = viewer.window.dock_widgets["Features and embeddings (dls-microscopy)"]
+    assert features.height() < features.content.minimumSizeHint().height()
+    assert features.verticalScrollBar().maximum() > 0  # what does not fit scrolls
+    assert features.horizontalScrollBar().maximum() == 0
+    assert features.content.width() == features.viewport().width()  # the content fills the width
+    # and the height where the dock is taller than the content needs: the Pipeline preview grows
+    pipeline = viewer.window.dock_widgets["Pipeline (dls-microscopy)"]
+    pipeline.parent().setFloating(True)
+    pipeline.parent().resize(420, 1000)
+    qtbot.wait(50)
+    assert pipeline.verticalScrollBar().maximum() == 0
+    assert pipeline.content.height() == pipeline.viewport().height() and pipeline.preview.height() > 600
+    # the widgets still work inside their scroll areas
+    viewer.add_image(np.zeros((4, 8, 8), np.uint16), name="raw")
+    viewer.add_labels(np.zeros((4, 8, 8), np.uint16), name="nuclei")
+    assert features.labels.currentText() == "nuclei" and features.chosen_channels() == ["raw"]
+
+
+def _keeping_window_settings(window):
+    """Close without saving the window's size to the user's napari settings (as napari's fixture)."""
+    from unittest.mock import patch
+
+    return patch.object(window, "_save_current_window_settings")
 
 
 def test_plate_reader_opens_one_field_and_chooser_switches(make_napari_viewer, qtbot, small_plate):

@@ -73,7 +73,7 @@ class FeaturesWidget(TaskWidget):
         self.x_column = QComboBox()
         self.y_column = QComboBox()
         self.plot = ScatterPlot(self._plot_selected)
-        layout = self.layout()
+        layout = self.outer
         layout.insertWidget(layout.count() - 1, self.table_view, 2)
         layout.insertWidget(layout.count() - 1, labelled("x", self.x_column))
         layout.insertWidget(layout.count() - 1, labelled("y", self.y_column))

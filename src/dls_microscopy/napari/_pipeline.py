@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtWidgets import QFileDialog, QLineEdit, QPlainTextEdit, QPushButton, QSizePolicy
+from qtpy.QtWidgets import QFileDialog, QLineEdit, QPlainTextEdit, QPushButton
 
 from dls_microscopy.napari._tasks import TaskWidget, labelled
 
@@ -32,11 +32,10 @@ class PipelineWidget(TaskWidget):
         self.form.addWidget(self.preview, 1)
         self.form.addWidget(self.save_button)
         # the preview takes the dock's height (it showed about 10 lines above empty space): its
-        # layout gets the stretch, and an expanding widget keeps napari from adding one below
-        outer = self.layout()
+        # layout gets the stretch (the content fills the scroll area, see TaskWidget)
+        outer = self.outer
         for i in range(outer.count()):
             outer.setStretch(i, 1 if outer.itemAt(i).layout() is self.form else 0)
-        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
         self.save_button.clicked.connect(self.safely(self._ask_save))
         self.run_button.clicked.connect(self.safely(self._ask_run))
         self.output.textChanged.connect(lambda _: self._update("steps"))

@@ -17,13 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import QObject, QSize, Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -139,13 +141,19 @@ class _Bridge(QObject):
     progress = Signal(str, int, int)
 
 
-class TaskWidget(QWidget):
+class TaskWidget(QScrollArea):
     """Base of our widgets: a form, Run and Cancel buttons, a progress bar and a status line.
 
     Subclasses put their inputs into :attr:`form` (a QVBoxLayout) and call
     :meth:`start` with a function ``work(progress) -> result`` and a
     ``done(result)`` slot run on the GUI thread.  :attr:`finished` is emitted
     after every task (result or error), which tests wait on.
+
+    The widget is a scroll area around its content (:attr:`content`, laid out by
+    :attr:`outer`): napari docks widgets as they are, so without one the window had to be as
+    tall as all docks stacked (2,535 px with our six).  It scrolls vertically; its minimum
+    width is that of its content, so it never needs to scroll sideways, and the content
+    fills the dock, so widgets given a stretch take the dock's height.
     """
 
     finished = Signal(object)
@@ -157,9 +165,14 @@ class TaskWidget(QWidget):
         self.worker: Any = None
         self.token: CancelToken | None = None
         self.last_error: BaseException | None = None
-        outer = QVBoxLayout(self)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.content = QWidget()
+        self.outer = QVBoxLayout(self.content)
         self.form = QVBoxLayout()
-        outer.addLayout(self.form)
+        self.outer.addLayout(self.form)
         buttons = QHBoxLayout()
         self.run_button = QPushButton(run_text)
         self.cancel_button = QPushButton("Cancel")
@@ -167,19 +180,27 @@ class TaskWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        outer.addLayout(buttons)
+        self.outer.addLayout(buttons)
         self.progress_bar = QProgressBar()
         self.progress_bar.setTextVisible(True)
         self.progress_bar.setFormat("idle")
         self.progress_bar.setValue(0)
-        outer.addWidget(self.progress_bar)
+        self.outer.addWidget(self.progress_bar)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        outer.addWidget(self.status)
-        outer.addStretch(1)
+        self.outer.addWidget(self.status)
+        self.outer.addStretch(1)
+        self.setWidget(self.content)
         self._bridge = _Bridge()
         self._bridge.progress.connect(self._show_progress)
+
+    def minimumSizeHint(self) -> QSize:
+        """As wide as the content needs (with room for the vertical scroll bar); low."""
+        hint = super().minimumSizeHint()
+        width = self.content.minimumSizeHint().width() + 2 * self.frameWidth()
+        width += self.verticalScrollBar().sizeHint().width()
+        return QSize(max(hint.width(), width), hint.height())
 
     # -- running ----------------------------------------------------------------
     def safely(self, action: Callable[[], Any]) -> Callable[[], None]:
