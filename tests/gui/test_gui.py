@@ -319,6 +319,49 @@ def test_plate_reader_opens_one_field_and_chooser_switches(make_napari_viewer, q
     assert {lay.metadata["dls_well"] for lay in viewer.layers} == {"B/2"}
 
 
+def test_features_checks_the_image_layers_of_the_labels_field(make_napari_viewer, qtbot, small_plate):
+    """Two fields of a plate open: their same-named channels were both checked and measuring failed."""
+    from qtpy.QtCore import Qt
+
+    from dls_microscopy.napari._features import FeaturesWidget
+    from dls_microscopy.napari.layers import read_path
+
+    viewer = make_napari_viewer()
+    (first,) = viewer.open(str(small_plate), plugin="dls-microscopy")  # field A/1
+    for data, kwargs, kind in read_path(small_plate, well="B/2"):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    second = viewer.layers[-1]
+    assert second.metadata["dls_well"] == "B/2" and second.name != first.name
+    labels = np.zeros((8, 32, 32), np.uint32)
+    labels[2:5, 4:12, 4:12], labels[3:6, 18:28, 16:26] = 1, 2
+    # labels as Segment makes them of field A/1: that layer's metadata and scale
+    viewer.add_labels(
+        labels, name="nuclei", scale=first.scale, metadata={**first.metadata, "dls_label": None}
+    )
+    feat = FeaturesWidget(viewer)
+    viewer.add_image(np.ones((8, 16, 16), np.uint16), name="other", scale=first.scale)  # another grid
+    listed = [feat.channels.item(i) for i in range(feat.channels.count())]
+    assert [i.data(Qt.ItemDataRole.UserRole) for i in listed] == [first.name, second.name, "other"]
+    assert listed[1].text() == f"{second.name}  (plate.ome.zarr B/2 field 0)"  # which field each is
+    assert feat.chosen_channels() == [first.name]
+    _run(qtbot, feat, feat.run)
+    table = feat.table.to_pandas()
+    assert len(table) == 2 and set(table["Metadata_Well"]) == {"A1"}
+    # layers the user checks that cannot be measured with these labels: a plain message, no task
+    feat.set_channels([first.name, second.name])
+    feat.run()
+    assert "are both channel" in feat.status.text() and not feat.running
+    feat.set_channels([first.name, "other"])
+    feat.run()
+    assert feat.status.text().startswith("cannot measure 'other' with the labels 'nuclei'")
+    assert not feat.running and feat.table.num_rows == 2
+    # labels of field B/2: its layer is the one checked now
+    viewer.add_labels(
+        labels, name="nuclei B", scale=second.scale, metadata={**second.metadata, "dls_label": None}
+    )
+    assert feat.labels.currentText() == "nuclei B" and feat.chosen_channels() == [second.name]
+
+
 def test_widgets_work_on_the_time_point_shown(make_napari_viewer, qtbot, tmp_path):
     """A (T, C, Z, Y, X) image: Segment, Meshes and Features take the time point on screen."""
     from dls_microscopy.io import open_volume, write_ome_zarr

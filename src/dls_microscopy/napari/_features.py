@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QTableView,
 )
 
+from dls_microscopy.napari._channel_choice import channel_choices, channel_name, measurement_problem
 from dls_microscopy.napari._feature_table import TableModel
 from dls_microscopy.napari._scatter_plot import _POINT, _SELECTED, ScatterPlot  # noqa: F401 - re-exported
 from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, record_labels_used, shown_volume
@@ -60,6 +61,7 @@ class FeaturesWidget(TaskWidget):
         self.form.addWidget(labelled("channels", self.channels))
         self.form.addWidget(labelled("compartment", self.compartment))
         self.form.addWidget(labelled("embedding models", self.models))
+        self._channels_of: str | None = None  # the labels the channels were listed for
         self.labels.currentTextChanged.connect(self._list_channels)
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             event.connect(self._list_channels)
@@ -102,31 +104,49 @@ class FeaturesWidget(TaskWidget):
 
     # -- inputs -------------------------------------------------------------------
     def _list_channels(self, *_: Any) -> None:
+        """List the image layers; those of the labels' image and voxel grid checked.
+
+        With several images or plate fields open, the others are listed unchecked
+        (:func:`._channel_choice.channel_choices`).  The user's ticks are kept while
+        the labels stay the same; other labels get their own choice.
+        """
         labels = self.labels.layer()
-        unchecked = {
-            self.channels.item(i).text()
-            for i in range(self.channels.count())
-            if self.channels.item(i).checkState() != Qt.CheckState.Checked
-        }
+        name = labels.name if labels is not None else None
+        kept: dict[str, Qt.CheckState] = {}
+        if name == self._channels_of:
+            for i in range(self.channels.count()):
+                item = self.channels.item(i)
+                kept[item.data(Qt.ItemDataRole.UserRole)] = item.checkState()
+        self._channels_of = name
         self.channels.clear()
-        for layer in self.viewer.layers:
-            if type(layer).__name__ != "Image":
-                continue
-            if labels is not None and _shape(layer)[-3:] != _shape(labels)[-3:]:
-                continue
-            item = QListWidgetItem(layer.name)
+        images = [layer for layer in self.viewer.layers if type(layer).__name__ == "Image"]
+        choices = channel_choices(labels, images)
+        several = len({c.where for c in choices}) > 1  # then say which image each layer is of
+        for choice in choices:
+            shown = f"{choice.name}  ({choice.where})" if several and choice.where else choice.name
+            item = QListWidgetItem(shown)
+            item.setData(Qt.ItemDataRole.UserRole, choice.name)
+            item.setToolTip(choice.note)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            state = Qt.CheckState.Unchecked if layer.name in unchecked else Qt.CheckState.Checked
-            item.setCheckState(state)
+            default = Qt.CheckState.Checked if choice.checked else Qt.CheckState.Unchecked
+            item.setCheckState(kept.get(choice.name, default))
             self.channels.addItem(item)
 
     def chosen_channels(self) -> list[str]:
         """Names of the checked image layers."""
         return [
-            self.channels.item(i).text()
+            self.channels.item(i).data(Qt.ItemDataRole.UserRole)
             for i in range(self.channels.count())
             if self.channels.item(i).checkState() == Qt.CheckState.Checked
         ]
+
+    def set_channels(self, names: Iterable[str]) -> None:
+        """Check the image layers ``names`` and uncheck the others."""
+        chosen = set(names)
+        for i in range(self.channels.count()):
+            item = self.channels.item(i)
+            on = item.data(Qt.ItemDataRole.UserRole) in chosen
+            item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
 
     # -- running ------------------------------------------------------------------
     def run(self) -> None:
@@ -135,13 +155,17 @@ class FeaturesWidget(TaskWidget):
         if labels is None:
             self.status.setText("no labels layer: segment an image first (Segment widget)")
             return
-        images = [self.viewer.layers[n] for n in self.chosen_channels()]
+        images = [self.viewer.layers[n] for n in self.chosen_channels() if n in self.viewer.layers]
         if not images:
             self.status.setText("choose at least one image layer (channel) to measure")
             return
+        problem = measurement_problem(labels, images)
+        if problem:
+            self.status.setText(problem)
+            return
         import dask.array as da
 
-        names = [layer.metadata.get("dls_channel", layer.name) for layer in images]
+        names = [channel_name(layer) for layer in images]
         # a time series: the time point shown (of each layer; labels may be one time point's)
         shown = [shown_volume(self.viewer, layer) for layer in images]
         stack = da.stack([_lazy(levels[0]) for levels, _ in shown])
@@ -326,11 +350,6 @@ class FeaturesWidget(TaskWidget):
         self.select_objects(set() if object_id == 0 else {object_id}, source="viewer")
 
 
-def _full_res(layer: Any) -> Any:
-    """The full-resolution data of a layer as a lazy dask array."""
-    return _lazy(layer.data[0] if layer.multiscale else layer.data)
-
-
 def _lazy(data: Any) -> Any:
     """``data`` as a dask array, without reading it."""
     import dask.array as da
@@ -340,10 +359,6 @@ def _lazy(data: Any) -> Any:
     if hasattr(data, "to_dask"):
         return data.to_dask()
     return da.from_array(np.asarray(data))
-
-
-def _shape(layer: Any) -> tuple[int, ...]:
-    return tuple(int(s) for s in _full_res(layer).shape)
 
 
 def _n_file_channels(layer: Any) -> int:

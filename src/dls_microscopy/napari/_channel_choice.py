@@ -1,0 +1,158 @@
+"""Which image layers the Features widget measures with a labels layer (Qt-free, tested headless).
+
+With several images, plate fields or plates open, the image layers that belong with
+the labels are those read from the same source (file or plate field) on the same
+voxel grid; the others are offered unchecked.  :func:`channel_choices` makes that
+choice, :func:`measurement_problem` says in words why checked layers cannot be
+measured together with the labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ChannelChoice", "channel_choices", "channel_name", "measurement_problem"]
+
+
+@dataclass(frozen=True)
+class ChannelChoice:
+    """One image layer as offered to measure: its name, whether checked at first, and why.
+
+    Attributes
+    ----------
+    name : str
+        The layer's name (unique in a viewer).
+    checked : bool
+        Whether it is measured unless the user unchecks it.
+    where : str
+        Where the layer comes from, in short (``plate.ome.zarr B/2 field 0``).
+    note : str
+        Its channel, where it comes from and why it is unchecked when it is (a tooltip).
+    """
+
+    name: str
+    checked: bool
+    where: str
+    note: str
+
+
+def channel_choices(labels: Any, images: Sequence[Any]) -> list[ChannelChoice]:
+    """The image layers offered to measure with ``labels``, those that belong with them checked.
+
+    A layer belongs with the labels when it lies on their voxel grid (the same
+    ``(Z, Y, X)`` shape and voxel size) and comes from the same source: the same
+    file or plate field (``dls_source``, ``dls_series``) or the same sample.
+    Labels of no such layer (made by another plugin, or read from a file of their
+    own) take the layers on their grid when those all come from one source, and
+    none otherwise: the user checks them.
+
+    Parameters
+    ----------
+    labels : napari Labels layer or None
+        The labels to measure; None checks every image layer.
+    images : sequence of napari Image layers
+        In the viewer's order.
+
+    Returns
+    -------
+    list of ChannelChoice
+        One per image layer, in the order given.
+    """
+    if labels is None:
+        return [ChannelChoice(layer.name, True, _where(layer), _describe(layer)) for layer in images]
+    grid, origin = _grid(labels), _origin(labels)
+    on_grid = [layer for layer in images if _grid(layer) == grid]
+    belonging = [layer for layer in on_grid if origin is not None and _origin(layer) == origin]
+    if not belonging and len({_origin(layer) for layer in on_grid}) == 1:
+        belonging = on_grid
+    checked = {id(layer) for layer in belonging}
+    out = []
+    for layer in images:
+        note = _describe(layer)
+        if id(layer) in checked:
+            pass
+        elif _grid(layer) == grid:
+            note += f"; unchecked: not of the image that {labels.name!r} were made from"
+        else:
+            note += f"; unchecked: {_grid_text(layer)}, {labels.name!r} {_grid_text(labels)}"
+        out.append(ChannelChoice(layer.name, id(layer) in checked, _where(layer), note))
+    return out
+
+
+def measurement_problem(labels: Any, images: Sequence[Any]) -> str | None:
+    """Why ``images`` cannot be measured with ``labels`` (a sentence for the user), or None.
+
+    The checked layers must have the labels' ``(Z, Y, X)`` shape, and each must be
+    another channel: two layers of one channel name (the same channel of two fields)
+    would make two columns of one name.
+    """
+    shape = _grid(labels)[0]
+    for layer in images:
+        if _grid(layer)[0] != shape:
+            return (
+                f"cannot measure {layer.name!r} with the labels {labels.name!r}: the image is "
+                f"{_grid_text(layer)}, the labels {_grid_text(labels)}; check only image layers "
+                "of the image the labels were made from"
+            )
+    seen: dict[str, str] = {}
+    for layer in images:
+        channel = channel_name(layer)
+        if channel in seen:
+            return (
+                f"{seen[channel]!r} and {layer.name!r} are both channel {channel!r} (of different "
+                "images or fields?): check one layer per channel, those of the image the labels "
+                "were made from"
+            )
+        seen[channel] = layer.name
+    return None
+
+
+def channel_name(layer: Any) -> str:
+    """The channel name a layer is measured as (the file's channel name, else the layer's name)."""
+    return str(layer.metadata.get("dls_channel") or layer.name)
+
+
+def _origin(layer: Any) -> tuple[Any, ...] | None:
+    """Where a layer comes from: its file or plate field and series, or its sample; None if unknown."""
+    meta = layer.metadata
+    if meta.get("dls_source"):
+        return ("file", str(meta["dls_source"]), int(meta.get("dls_series") or 0))
+    if meta.get("dls_sample"):
+        return ("sample", str(meta["dls_sample"]))
+    return None
+
+
+def _where(layer: Any) -> str:
+    """Where a layer comes from, in short: a plate's well and field, a file's name, a sample."""
+    meta = layer.metadata
+    if meta.get("dls_plate"):
+        return f"{Path(str(meta['dls_plate'])).name} {meta.get('dls_well')} field {meta.get('dls_field')}"
+    if meta.get("dls_source"):
+        return Path(str(meta["dls_source"])).name
+    if meta.get("dls_sample"):
+        return f"sample {meta['dls_sample']}"
+    return ""
+
+
+def _describe(layer: Any) -> str:
+    meta = layer.metadata
+    where = str(meta["dls_source"]) if meta.get("dls_source") and not meta.get("dls_plate") else _where(layer)
+    return f"{layer.name}: channel {channel_name(layer)!r} of {where or 'no file'}"
+
+
+def _grid(layer: Any) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The ``(Z, Y, X)`` shape of the full-resolution data and the voxel size, rounded to compare."""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    shape = tuple(int(s) for s in data.shape[-3:])
+    spacing = tuple(round(float(s), 9) for s in np.asarray(layer.scale)[-3:])
+    return shape, spacing
+
+
+def _grid_text(layer: Any) -> str:
+    shape, spacing = _grid(layer)
+    return f"{'×'.join(map(str, shape))} voxels of {' × '.join(f'{s:g}' for s in spacing)} µm"
