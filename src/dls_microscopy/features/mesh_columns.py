@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from dls_microscopy.features.schema import check_compartment
 
-__all__ = ["MESH_SMOOTH", "mesh_descriptor_table"]
+__all__ = ["MESH_SMOOTH", "descriptor_column", "descriptor_columns", "mesh_descriptor_table"]
 
 log = logging.getLogger(__name__)
 
@@ -133,3 +133,41 @@ def mesh_descriptor_table(
         arrays.append(arr)
     log.info("mesh descriptors of %d objects", len(rows))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def descriptor_columns(descriptors: pa.Table, *, compartment: str = "Nuclei") -> pa.Table:
+    """A descriptor table as object-table columns (``{compartment}_AreaShape_Mesh*``, ``Metadata_Mesh*``).
+
+    Parameters
+    ----------
+    descriptors : pyarrow.Table
+        As :func:`~dls_microscopy.geometry.command.export_meshes_command` writes it
+        (``dls-microscopy mesh --descriptors``): ``object_id`` and the columns of
+        :func:`~dls_microscopy.geometry.shape_descriptors`, units (``um^3``...) in
+        the fields' metadata.
+    compartment : str
+        Prefix of the feature names.
+
+    Returns
+    -------
+    pyarrow.Table
+        ``Metadata_ObjectID`` (ascending) and the descriptors named and with units as
+        :func:`descriptor_column` gives them (as in a pipeline run's ``objects.parquet``).
+        Join with :func:`~dls_microscopy.features.join_object_columns`.
+    """
+    from dls_microscopy.features.tables import units_of
+
+    check_compartment(compartment)
+    units = units_of(descriptors)
+    fields, arrays = [], []
+    for f, col in zip(descriptors.schema, descriptors.columns, strict=True):
+        if f.name == "object_id":
+            fields.append(pa.field("Metadata_ObjectID", pa.uint64()))
+            arrays.append(col.cast(pa.uint64()))
+            continue
+        name, unit = descriptor_column(f.name, units.get(f.name, ""), compartment)
+        fields.append(pa.field(name, f.type, metadata={b"unit": unit.encode()} if unit else None))
+        arrays.append(col)
+    table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    order = np.argsort(table.column("Metadata_ObjectID").to_numpy(), kind="stable")
+    return table.take(pa.array(order))

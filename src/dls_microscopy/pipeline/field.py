@@ -28,13 +28,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dls_microscopy.channels import channel_data
 from dls_microscopy.errors import InputError
 from dls_microscopy.pipeline.config import PipelineConfig
+from dls_microscopy.pipeline.field_tables import object_tables
 from dls_microscopy.pipeline.fields import FieldSpec
 
 __all__ = ["FIELD_FILE", "committed_field", "config_digest", "recompute_field", "run_field"]
@@ -205,6 +205,7 @@ def run_field(
                     )
         extra: list[pa.Table] = []  # mesh descriptors, embeddings: joined to the objects
         if steps.mesh is not None:
+            from dls_microscopy.features.mesh_columns import descriptor_columns
             from dls_microscopy.geometry.command import export_meshes_command
 
             t = step("mesh")
@@ -225,7 +226,7 @@ def run_field(
             )
             n_objects = int(res["n_objects"])
             if desc is not None:
-                extra.append(_shape_columns(pq.read_table(desc), compartment))
+                extra.append(descriptor_columns(pq.read_table(desc), compartment=compartment))
                 desc.unlink()
             timings["mesh"] = time.perf_counter() - t
         objects = None
@@ -239,7 +240,7 @@ def run_field(
             extra.append(_embed(image, labels, cfg, threads, models))
             timings["embeddings"] = time.perf_counter() - t
         t = step("write")
-        tables = _field_tables(spec, objects, extra, compartment)
+        tables = object_tables(objects, extra, metadata=spec.metadata(), compartment=compartment)
         for name, table in tables.items():
             from dls_microscopy.features.tables import write_parquet
 
@@ -379,58 +380,3 @@ def _measure(
         image_id=spec.image_id,
         time_point=spec.time_point,
     )
-
-
-def _shape_columns(desc: pa.Table, compartment: str) -> pa.Table:
-    """Mesh descriptors as object-table columns (``{compartment}_AreaShape_Mesh*``, ``Metadata_Mesh*``).
-
-    Named as by :func:`~dls_microscopy.features.mesh_columns.descriptor_column`
-    (as ``dls-microscopy features --meshes`` names them), units kept, rows by
-    ascending ``Metadata_ObjectID``.
-    """
-    from dls_microscopy.features.mesh_columns import descriptor_column
-    from dls_microscopy.features.tables import units_of
-
-    units = units_of(desc)
-    fields, arrays = [], []
-    for f, col in zip(desc.schema, desc.columns, strict=True):
-        if f.name == "object_id":
-            fields.append(pa.field("Metadata_ObjectID", pa.uint64()))
-            arrays.append(col.cast(pa.uint64()))
-            continue
-        name, unit = descriptor_column(f.name, units.get(f.name, ""), compartment)
-        fields.append(pa.field(name, f.type, metadata={b"unit": unit.encode()} if unit else None))
-        arrays.append(col)
-    table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-    order = np.argsort(table.column("Metadata_ObjectID").to_numpy(), kind="stable")
-    return table.take(pa.array(order))
-
-
-def _identity(spec: FieldSpec, ids: pa.Array) -> pa.Table:
-    """The ``Metadata_*`` columns of an object table without measured features."""
-    meta, n = spec.metadata(), len(ids)
-    types = {"Metadata_Site": pa.int32(), "Metadata_TimePoint": pa.int32()}  # the others: strings
-    columns = {k: pa.array([v] * n, types.get(k, pa.string())) for k, v in meta.items()}
-    return pa.table({**columns, "Metadata_ObjectID": ids.cast(pa.uint64())})
-
-
-def _field_tables(
-    spec: FieldSpec, objects: pa.Table | None, extra: list[pa.Table], compartment: str
-) -> dict[str, pa.Table]:
-    """The field's ``objects`` table (features, then mesh and embedding columns) and its aggregate."""
-    from dls_microscopy.features.tables import TIME_KEY, aggregate_table, group_keys, join_object_columns
-
-    if objects is None and not extra:
-        return {}
-    if objects is None:
-        ids = np.unique(np.concatenate([t.column("Metadata_ObjectID").to_numpy() for t in extra]))
-        objects = _identity(spec, pa.array(ids.astype(np.uint64)))
-    for table in extra:
-        objects = join_object_columns(objects, table)
-    where = {**spec.metadata(), "Metadata_Site": np.int32(spec.site)}
-    timed = spec.time_point is not None
-    if timed:
-        where[TIME_KEY] = np.int32(spec.time_point)
-    keys = group_keys("image", timed=timed)
-    images = aggregate_table(objects, keys, compartment=compartment, empty_group=where)
-    return {"objects": objects, "images": images}
