@@ -175,7 +175,7 @@ def test_desktop_app_widgets_and_actions(qtbot, small_sample, tmp_path, monkeypa
         _run(qtbot, export, lambda: export.save("folder", tmp_path / "export"))
         assert {p.name for p in (tmp_path / "export").iterdir()} == {
             "objects.parquet",
-            "shape.parquet",
+            "images.parquet",
             "meshes.glb",
         }
 
@@ -360,6 +360,73 @@ def test_features_checks_the_image_layers_of_the_labels_field(make_napari_viewer
         labels, name="nuclei B", scale=second.scale, metadata={**second.metadata, "dls_label": None}
     )
     assert feat.labels.currentText() == "nuclei B" and feat.chosen_channels() == [second.name]
+
+
+def test_session_export_has_the_tables_of_a_pipeline_run(make_napari_viewer, qtbot, tmp_path):
+    """The sample plate, segment → mesh → features in the GUI, then the saved pipeline run: the same tables.
+
+    The GUI's objects.parquet lacked the 43 mesh columns of a run's, and its shape.parquet
+    named the descriptors otherwise (volume_um3, unit um^3; a run: Nuclei_AreaShape_MeshVolume, µm³).
+    """
+    import pyarrow.parquet as pq
+
+    from dls_microscopy import cli
+    from dls_microscopy.napari._export import ExportWidget
+    from dls_microscopy.napari._features import FeaturesWidget
+    from dls_microscopy.napari._meshes import MeshesWidget
+    from dls_microscopy.napari._pipeline import PipelineWidget
+    from dls_microscopy.napari._segment import SegmentWidget
+
+    assert cli.main(["sample", str(tmp_path / "sample"), "--plate"]) == 0
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "sample" / "synthetic_plate.ome.zarr"), plugin="dls-microscopy")
+    seg, mesh, feat = SegmentWidget(viewer), MeshesWidget(viewer), FeaturesWidget(viewer)
+    export, pipe = ExportWidget(viewer), PipelineWidget(viewer)
+    seg.image.setCurrentText("DAPI")
+    seg.set_param("diameter_um", 7.0)
+    seg.device.setCurrentText("cpu")
+    _run(qtbot, seg, seg.run)
+    assert mesh.labels.currentText() == feat.labels.currentText() == "nuclei"
+    _run(qtbot, mesh, mesh.run, timeout=120_000)
+    _run(qtbot, feat, feat.run)
+    _run(qtbot, export, lambda: export.save("folder", tmp_path / "gui"))
+    assert {p.name for p in (tmp_path / "gui").iterdir()} == {
+        "objects.parquet",
+        "images.parquet",
+        "meshes.glb",
+    }
+    pipe.output.setText(str(tmp_path / "run"))
+    assert cli.main(["run", str(pipe.save(tmp_path / "pipeline.yaml")), "--no-progress"]) == 0
+    for name in ("objects", "images"):
+        gui, ran = (
+            pq.read_table(tmp_path / "gui" / f"{name}.parquet"),
+            pq.read_table(tmp_path / "run" / f"{name}.parquet"),
+        )
+        assert gui.schema.names == ran.schema.names, name  # names and order
+        for f in ran.schema:  # types and units
+            assert gui.schema.field(f.name).type == f.type, f.name
+            assert (gui.schema.field(f.name).metadata or {}).get(b"unit") == (f.metadata or {}).get(
+                b"unit"
+            ), f.name
+    gui = pq.read_table(tmp_path / "gui" / "objects.parquet")
+    assert sum(c.startswith(("Nuclei_AreaShape_Mesh", "Metadata_Mesh")) for c in gui.column_names) == 43
+    assert gui.schema.field("Nuclei_AreaShape_MeshVolume").metadata[b"unit"] == "µm³".encode()
+    # and the field measured in the GUI has the same values in the run
+    ran = pq.read_table(tmp_path / "run" / "objects.parquet").to_pandas()
+    gui = gui.to_pandas()
+    ran = ran[ran["Metadata_ImageID"] == gui["Metadata_ImageID"][0]].reset_index(drop=True)
+    assert len(ran) == len(gui) > 5
+    for c in gui.columns:
+        if gui[c].dtype.kind == "f":
+            np.testing.assert_allclose(gui[c], ran[c], rtol=1e-9, equal_nan=True, err_msg=c)
+        else:
+            assert gui[c].tolist() == ran[c].tolist(), c
+    # the descriptors alone: the run's names and units too
+    _run(qtbot, export, lambda: export.save("descriptors", tmp_path / "shape.parquet"))
+    shape = pq.read_table(tmp_path / "shape.parquet")
+    assert shape.schema.names == ["Metadata_ObjectID"] + [
+        c for c in ran.columns if c.startswith(("Nuclei_AreaShape_Mesh", "Metadata_Mesh"))
+    ]
 
 
 def test_widgets_work_on_the_time_point_shown(make_napari_viewer, qtbot, tmp_path):

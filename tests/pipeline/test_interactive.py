@@ -19,10 +19,13 @@ from dls_microscopy.pipeline.interactive import (
     feature_projection,
     ids_in_box,
     measure_volumes,
+    mesh_columns,
     mesh_labels,
     plot_values,
     segment_volume,
     segmenter_parameters,
+    session_field,
+    session_tables,
     volume_from_layer,
 )
 from dls_microscopy.sample_data import make_synthetic_nuclei
@@ -103,6 +106,32 @@ def test_mesh_labels_in_micrometres_with_descriptors():
     assert descriptor_table(meshes).column("object_id").to_pylist() == [3, 9]
     with pytest.raises(InputError):
         meshes.vertex_values("nope")
+
+
+def test_session_tables_of_meshes_only_are_those_of_a_run_with_a_mesh_step():
+    """No features measured: the image's Metadata_* and the mesh columns, as a run's objects table."""
+    from dls_microscopy.features.mesh_columns import descriptor_column
+
+    meshes = mesh_labels(volume_from_layer(_cubes(), scale=(2.0, 0.5, 0.5)), smooth=0)
+    field = session_field(source="/data/cubes.ome.tif", name="layer")
+    assert field.metadata() == {
+        "Metadata_Plate": "",
+        "Metadata_Well": "",
+        "Metadata_Site": 0,
+        "Metadata_ImageID": "cubes.ome.tif",
+    }
+    assert session_field(source=None, name="layer", time_point=2).image_id == "layer_t2"
+    tables = session_tables(None, meshes, metadata=field.metadata())
+    objects = tables["objects"]
+    assert objects.column_names[:5] == [*field.metadata(), "Metadata_ObjectID"]
+    assert objects.column("Metadata_ObjectID").to_pylist() == [3, 9]
+    volume, unit = descriptor_column("volume_um3", "um^3", "Nuclei")
+    assert volume == "Nuclei_AreaShape_MeshVolume" and unit == "µm³"
+    assert objects.schema.field(volume).metadata[b"unit"] == unit.encode()
+    assert objects.column(volume).to_pylist() == meshes.descriptors["volume_um3"].tolist()
+    assert tables["images"].column("Count_Nuclei").to_pylist() == [2]
+    assert mesh_columns(meshes).column_names == ["Metadata_ObjectID", *objects.column_names[5:]]
+    assert session_tables(None, None, metadata=field.metadata()) == {}
 
 
 def test_measure_volumes_equals_features_command(sample, tmp_path):

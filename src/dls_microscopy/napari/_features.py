@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +35,7 @@ from dls_microscopy.pipeline.interactive import (
     measure_volumes,
     numeric_feature_columns,
     plot_values,
+    session_field,
     volume_from_layer,
 )
 
@@ -180,42 +180,39 @@ class FeaturesWidget(TaskWidget):
             )
             return
         meta = dict(images[0].metadata)
-        source = meta.get("dls_source")
-        image_id = Path(source).name if source else images[0].name
         time_point = shown[0][1][0] if len(shown[0][1]) == 1 else None  # a (T, Z, Y, X) layer
-        if time_point is not None:  # as a pipeline run names the time points of a series
-            image_id += f"_t{time_point}"
         compartment = self.compartment.text().strip() or "Nuclei"
         models = [m.strip() for m in self.models.text().split(";") if m.strip()]
 
         def work(progress: Any) -> Any:
-            names_of = {"image_id": image_id, "plate": "", "well": "", "site": 0}
-            if meta.get("dls_plate") and source:  # a plate's field: named as a pipeline run names it
-                from dls_microscopy.pipeline.fields import plate_field
-
-                spec = plate_field(meta["dls_plate"], source)
-                if spec is not None:
-                    suffix = f"_t{time_point}" if time_point is not None else ""
-                    names_of = {
-                        "image_id": spec.image_id + suffix,
-                        "plate": spec.plate,
-                        "well": spec.well,
-                        "site": spec.site,
-                    }
-            return measure_volumes(
+            # named as a pipeline run names the image (a plate's field, a time point of a series)
+            field = session_field(
+                source=meta.get("dls_source"),
+                name=images[0].name,
+                plate=meta.get("dls_plate"),
+                time_point=time_point,
+            )
+            table = measure_volumes(
                 image,
                 lab,
                 compartment=compartment,
                 time_point=time_point,
                 embedding_models=models,
                 progress=progress,
-                **names_of,
+                image_id=field.image_id,
+                plate=field.plate,
+                well=field.well,
+                site=field.site,
             )
+            return table, field
 
-        def done(table: Any) -> None:
+        def done(result: Any) -> None:
+            table, field = result
             self.set_table(table, labels)
             self.state.features = table
             self.state.features_labels = labels.name
+            self.state.features_field = field
+            self.state.compartment = compartment
             all_channels = [n for n in (lay.metadata.get("dls_channel") for lay in images) if n]
             record_labels_used(self.state.recorder, labels)
             self.state.recorder.record_features(

@@ -8,7 +8,7 @@ from typing import Any
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
 from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, record_labels_used, shown_volume
-from dls_microscopy.pipeline.interactive import MeshSet, mesh_labels, volume_from_layer
+from dls_microscopy.pipeline.interactive import MeshSet, mesh_labels, session_field, volume_from_layer
 
 __all__ = ["MeshesWidget"]
 
@@ -62,17 +62,32 @@ class MeshesWidget(TaskWidget):
         decimate = None if decimate >= 1.0 else decimate
         descriptors = self.descriptors.isChecked()
         name = f"{layer.name} meshes"
+        meta = dict(layer.metadata)
+        index = shown_volume(self.viewer, layer)[1]  # a (T, Z, Y, X) layer: the time point shown
+        segmented = meta.get("dls_time_index") or []  # labels of one time point (Segment tab)
+        time_point = index[0] if len(index) == 1 else segmented[0] if len(segmented) == 1 else None
 
-        def work(progress: Any) -> MeshSet:
-            return mesh_labels(
+        def work(progress: Any) -> tuple[MeshSet, Any]:
+            meshes = mesh_labels(
                 volume, smooth=smooth, decimate=decimate, descriptors=descriptors, progress=progress
             )
+            # the field as a run names it, for the exported tables' Metadata_* columns
+            field = session_field(
+                source=meta.get("dls_source"),
+                name=layer.name,
+                plate=meta.get("dls_plate"),
+                time_point=time_point,
+            )
+            return meshes, field
 
-        def done(meshes: MeshSet) -> None:
+        def done(result: tuple[MeshSet, Any]) -> None:
+            meshes, field = result
             if not len(meshes.ids):  # a surface layer of no faces cannot be drawn
                 self.status.setText(f"{layer.name}: no objects in the labels, nothing to mesh")
                 return
             self.state.meshes = meshes
+            self.state.meshes_labels = layer.name
+            self.state.meshes_field = field
             columns = meshes.numeric_columns()
             self.colour_by.blockSignals(True)
             self.colour_by.clear()

@@ -126,4 +126,5 @@ class PipelineWidget(TaskWidget):
             self.state.features = pacsv.read_csv(path)
         else:
             self.state.features = pq.read_table(path)
+        self.state.features_labels = self.state.features_field = None  # the run's, not a layer's
         self.state.changed("features")

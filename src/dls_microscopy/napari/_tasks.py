@@ -47,6 +47,10 @@ class AppState:
         self.meshes: Any = None  # MeshSet
         self.features: Any = None  # pyarrow.Table
         self.features_labels: str | None = None  # name of the labels layer measured
+        self.features_field: Any = None  # FieldSpec: how a run names the image measured
+        self.compartment = "Nuclei"  # of the features table
+        self.meshes_labels: str | None = None  # name of the labels layer meshed
+        self.meshes_field: Any = None  # FieldSpec of the image meshed
         self.listeners: list[Callable[[str], None]] = []
 
     @property

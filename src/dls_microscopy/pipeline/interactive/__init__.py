@@ -23,7 +23,14 @@ from __future__ import annotations
 import logging
 
 from dls_microscopy.pipeline.interactive._cancel import CancelledError, CancelToken
-from dls_microscopy.pipeline.interactive._export import descriptor_table, export_meshes, export_table
+from dls_microscopy.pipeline.interactive._export import (
+    descriptor_table,
+    export_meshes,
+    export_table,
+    mesh_columns,
+    session_field,
+    session_tables,
+)
 from dls_microscopy.pipeline.interactive._layers import volume_from_layer
 from dls_microscopy.pipeline.interactive._measure import measure_volumes
 from dls_microscopy.pipeline.interactive._meshes import MeshSet, mesh_labels
@@ -51,12 +58,15 @@ __all__ = [
     "feature_projection",
     "ids_in_box",
     "measure_volumes",
+    "mesh_columns",
     "mesh_labels",
     "numeric_feature_columns",
     "plot_values",
     "run_config_on",
     "segment_volume",
     "segmenter_parameters",
+    "session_field",
+    "session_tables",
     "volume_from_layer",
 ]
 

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from dls_microscopy.errors import InputError, OutputError
+from dls_microscopy.pipeline.fields import FieldSpec
 from dls_microscopy.pipeline.interactive._meshes import MeshSet
 
-__all__ = ["descriptor_table", "export_meshes", "export_table"]
+__all__ = [
+    "descriptor_table",
+    "export_meshes",
+    "export_table",
+    "mesh_columns",
+    "session_field",
+    "session_tables",
+]
 
 
 def export_table(table: Any, path: str | os.PathLike[str]) -> Path:
@@ -44,11 +53,18 @@ def export_table(table: Any, path: str | os.PathLike[str]) -> Path:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot save the table: {exc.strerror or exc}", path=target) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never a half-written table beside the user's files
+        raise
     return target
 
 
 def descriptor_table(meshes: MeshSet) -> Any:
-    """The shape descriptors of ``meshes`` as a pyarrow table with units in its schema."""
+    """The shape descriptors of ``meshes`` as ``dls-microscopy mesh --descriptors`` writes them.
+
+    ``object_id`` and the descriptors' own names (``volume_um3``), units (``um^3``) in
+    the schema.  :func:`mesh_columns` names them as a pipeline run's objects table does.
+    """
     import pyarrow as pa
 
     from dls_microscopy.geometry.table import descriptor_schema
@@ -80,3 +96,88 @@ def export_meshes(meshes: MeshSet | Iterable[Any], path: str | os.PathLike[str])
             fmt = candidate
     target.mkdir(parents=True, exist_ok=True)
     return [write_mesh_file(m, target / object_file_name(m.id, fmt), fmt) for m in items]
+
+
+def mesh_columns(meshes: MeshSet, *, compartment: str = "Nuclei") -> Any:
+    """The shape descriptors of ``meshes`` as the columns of a pipeline run's objects table.
+
+    ``Metadata_ObjectID``, ``Metadata_Mesh*`` and ``{compartment}_AreaShape_Mesh*``, with
+    the run's units (``µm³``) and in its order; built by the functions the run uses
+    (:func:`~dls_microscopy.features.mesh_columns.descriptor_columns`, then
+    :func:`~dls_microscopy.features.join_object_columns`, which puts ``Metadata_*`` first).
+    """
+    from dls_microscopy.features import join_object_columns
+    from dls_microscopy.features.mesh_columns import descriptor_columns
+
+    columns = descriptor_columns(descriptor_table(meshes), compartment=compartment)
+    return join_object_columns(columns.select(["Metadata_ObjectID"]), columns)
+
+
+def session_field(
+    *,
+    source: str | os.PathLike[str] | None,
+    name: str,
+    plate: str | os.PathLike[str] | None = None,
+    time_point: int | None = None,
+) -> FieldSpec:
+    """The field a GUI session works on, named as a pipeline run names it.
+
+    Parameters
+    ----------
+    source : path-like or None
+        The file (or plate field) the layers were read from.
+    name : str
+        ``Metadata_ImageID`` when there is no ``source`` (the layer's name).
+    plate : path-like, optional
+        The HCS plate ``source`` is a field of: plate, well, site and image id are then
+        those of a run on the plate (:func:`~dls_microscopy.pipeline.fields.plate_field`).
+    time_point : int, optional
+        The time point of a time series shown (image ids end in ``_tN``, as in a run).
+    """
+    suffix = f"_t{time_point}" if time_point is not None else ""
+    if plate and source:
+        from dls_microscopy.pipeline.fields import plate_field
+
+        spec = plate_field(plate, source)
+        if spec is not None:
+            return dataclasses.replace(spec, image_id=spec.image_id + suffix, time_point=time_point)
+    image_id = (Path(source).name if source else name) + suffix
+    return FieldSpec(key=image_id, source=str(source or ""), image_id=image_id, time_point=time_point)
+
+
+def session_tables(
+    features: Any,
+    meshes: MeshSet | None,
+    *,
+    metadata: Mapping[str, Any],
+    compartment: str = "Nuclei",
+) -> dict[str, Any]:
+    """The session's ``objects`` and ``images`` tables, as a pipeline run writes them for its steps.
+
+    Built by the run's own function (:func:`~dls_microscopy.pipeline.field_tables.object_tables`):
+    the features table, then the mesh descriptors as :func:`mesh_columns`, then the
+    per-image aggregate; with meshes only, the objects table holds the ``Metadata_*``
+    columns and the mesh columns, as a run with segment and mesh steps.
+
+    Parameters
+    ----------
+    features : pyarrow.Table or None
+        The Features widget's table (:func:`measure_volumes`).
+    meshes : MeshSet or None
+        Meshes of the same labels, with or without descriptors.
+    metadata : mapping
+        The field's ``Metadata_*`` values (``session_field(...).metadata()``).
+    compartment : str
+        Feature prefix of the features table.
+
+    Returns
+    -------
+    dict of str to pyarrow.Table
+        ``objects`` and ``images``; empty when there is nothing to tabulate.
+    """
+    from dls_microscopy.pipeline.field_tables import object_tables
+
+    extra = []
+    if meshes is not None and meshes.descriptors:
+        extra.append(mesh_columns(meshes, compartment=compartment))
+    return object_tables(features, extra, metadata=metadata, compartment=compartment)
