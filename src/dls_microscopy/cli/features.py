@@ -144,7 +144,9 @@ def features(
         out.print(f"{res['n_objects']} objects → {res['outdir']} ({', '.join(res['files'])})", soft_wrap=True)
 
 
-@app.command(epilog="Example: dls-microscopy verify ./features --recompute")
+@app.command(
+    epilog="Examples: dls-microscopy verify ./features --recompute; dls-microscopy verify ./pipeline_run"
+)
 def verify(
     outdir: Annotated[
         Path,
@@ -163,8 +165,7 @@ def verify(
 ) -> None:
     """Check an output folder against its manifest (inputs, outputs, parameters); exit 1 on any mismatch.
 
-    A pipeline run's folder is checked whole: its tables against its manifest, and every field
-    folder against its own (mismatches of a field start with fields/KEY).
+    A run's folder is checked whole: its tables, and each field against its own manifest (fields/KEY).
     """
     import dataclasses
 
