@@ -297,6 +297,41 @@ def test_plugin_docks_stacked_fit_a_screen_and_scroll(make_napari_viewer, qtbot)
     assert features.labels.currentText() == "nuclei" and features.chosen_channels() == ["raw"]
 
 
+def test_the_wheel_over_a_choice_scrolls_the_dock_not_the_choice(make_napari_viewer, qtbot):
+    """Scrolling down a dock over a combo box the user has not clicked must not change it."""
+    from qtpy.QtCore import QPoint, QPointF, Qt
+    from qtpy.QtGui import QWheelEvent
+    from qtpy.QtWidgets import QApplication
+
+    viewer = make_napari_viewer(show=True)
+    for name in ["Segment", "Meshes and shape", "Features and embeddings", "Export", "Pipeline", "Plate"]:
+        viewer.window.add_plugin_dock_widget("dls-microscopy", name)
+    viewer.window._qt_window.resize(1200, SCREEN_HEIGHT)
+    viewer.add_labels(np.zeros((4, 8, 8), np.uint16), name="cells")
+    viewer.add_labels(np.zeros((4, 8, 8), np.uint16), name="nuclei")
+    qtbot.wait(50)
+    features = viewer.window.dock_widgets["Features and embeddings (dls-microscopy)"]
+    combo, bar = features.labels, features.verticalScrollBar()
+    assert combo.count() == 2 and bar.maximum() > 0 and not combo.hasFocus()
+    combo.setCurrentIndex(0)  # so that the wheel down would choose the next one
+    index, start = combo.currentIndex(), bar.value()
+    for _ in range(3):
+        centre = QPointF(combo.rect().center())
+        wheel = QWheelEvent(
+            centre,
+            QPointF(combo.mapToGlobal(centre.toPoint())),
+            QPoint(0, 0),
+            QPoint(0, -120),  # down
+            Qt.MouseButton.NoButton,
+            Qt.KeyboardModifier.NoModifier,
+            Qt.ScrollPhase.NoScrollPhase,
+            False,
+        )
+        QApplication.sendEvent(combo, wheel)
+    assert combo.currentIndex() == index
+    assert bar.value() > start  # the dock scrolled down instead
+
+
 def _keeping_window_settings(window):
     """Close without saving the window's size to the user's napari settings (as napari's fixture)."""
     from unittest.mock import patch

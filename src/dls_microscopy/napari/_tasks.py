@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QObject, QSize, Qt, Signal
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, Signal
 from qtpy.QtWidgets import (
+    QAbstractSpinBox,
     QComboBox,
     QFrame,
     QHBoxLayout,
@@ -198,6 +199,30 @@ class TaskWidget(QScrollArea):
         self.setWidget(self.content)
         self._bridge = _Bridge()
         self._bridge.progress.connect(self._show_progress)
+
+    def showEvent(self, event: Any) -> None:
+        """Guard the choices in the form from the wheel when shown (see :meth:`eventFilter`)."""
+        for box in self.content.findChildren((QComboBox, QAbstractSpinBox)):
+            if not box.property("dls_wheel_guard"):
+                box.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # not focused by the wheel either
+                box.installEventFilter(self)
+                box.setProperty("dls_wheel_guard", True)
+        super().showEvent(event)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """The wheel over a choice the user has not clicked scrolls the dock, as in a web form.
+
+        Qt gives the wheel to a combo or spin box under the pointer: scrolling down a dock
+        changed the settings it passed over.  Once clicked (focused), a box takes the wheel.
+        """
+        if (
+            event.type() == QEvent.Type.Wheel
+            and isinstance(watched, (QComboBox, QAbstractSpinBox))
+            and not watched.hasFocus()
+        ):
+            self.wheelEvent(event)
+            return True
+        return super().eventFilter(watched, event)
 
     def minimumSizeHint(self) -> QSize:
         """As wide as the content needs (with room for the vertical scroll bar); low."""
