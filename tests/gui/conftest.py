@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,11 @@ def _has_display() -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # napari saves settings (window size, reader choices, docks) to the user's config file:
+    # tests get their own, before napari is imported
+    if "NAPARI_CONFIG" not in os.environ:
+        folder = Path(tempfile.mkdtemp(prefix="dls-napari-settings-"))
+        os.environ["NAPARI_CONFIG"] = str(folder / "settings.yaml")
     # Before any viewer makes a GL context: triton (imported later by torch.optim in other
     # tests of the same session) must load before Mesa's LLVM, or the process segfaults.
     from dls_microscopy.napari.app import _load_triton_first
