@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import shutil
 import socket
 import sys
@@ -542,6 +543,35 @@ def test_an_interrupted_run_says_so_in_its_log_and_resumes(small_plate, tmp_path
     monkeypatch.setattr(run_module, "run_pipeline", interrupted)
     assert main(["run", str(cfg), "--no-progress"]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_run_log_has_the_fields_python_warnings_and_why_a_run_stopped(small_plate, tmp_path, monkeypatch):
+    """On local threads too, a field's Python warning is in run.log; so is the error that ends a run."""
+    import warnings
+
+    import dls_microscopy.pipeline.run as run_module
+    from dls_microscopy.errors import ClusterError
+    from dls_microscopy.pipeline.progress import NoProgress
+
+    real_run_field = run_module.run_field
+
+    def warning_field(spec, *args, **kwargs):
+        warnings.warn(f"odd pixels in {spec.key}", UserWarning, stacklevel=1)
+        return real_run_field(spec, *args, **kwargs)
+
+    class WorkersGone(NoProgress):
+        def field_done(self, key: str, status: str) -> None:
+            raise ClusterError("all Dask workers are gone")
+
+    monkeypatch.setattr(run_module, "run_field", warning_field)
+    cfg = write_config(tmp_path, small_plate)
+    with pytest.raises(ClusterError):
+        run_pipeline(cfg, progress=WorkersGone())
+    text = (tmp_path / "out" / "run.log").read_text()
+    assert "WARNING py.warnings:" in text and "UserWarning: odd pixels in pipeline-test_A01_0" in text
+    assert "ERROR dls_microscopy.pipeline.run: run stopped: all Dask workers are gone" in text
+    assert "Traceback" not in text  # our errors say what happened; an internal one has its traceback
+    assert logging.getLogger("py.warnings").handlers == []  # the run put logging back as it was
 
 
 def test_a_field_with_meshes_recomputes_to_the_same_bytes(small_plate, tmp_path):

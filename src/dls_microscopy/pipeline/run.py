@@ -31,6 +31,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,12 +217,34 @@ def _run_log(path: Path) -> Iterator[None]:
         for h in quiet:
             h.setLevel(effective)
         logger.setLevel(logging.INFO)
+    # Python warnings of the fields run here go to run.log as well (a field on a Dask worker
+    # sends its warnings back with its records: pipeline._field_log)
+    warnings_logger = logging.getLogger("py.warnings")
+    warnings_logger.addHandler(handler)
+    captured = getattr(logging, "_warnings_showwarning", None) is not None  # by the caller already
+    logging.captureWarnings(True)
     try:
         yield
     except KeyboardInterrupt:
         log.warning("run interrupted: committed fields are kept; run again to resume")
         raise
+    except Exception as exc:
+        # the console shows the error once, from the command line; run.log says why the run stopped
+        handler.handle(
+            log.makeRecord(
+                log.name,
+                logging.ERROR,
+                __file__,
+                0,
+                "run stopped: %s",
+                (_reason(exc),),
+                None if isinstance(exc, DlsError) else sys.exc_info(),
+            )
+        )
+        raise
     finally:
+        logging.captureWarnings(captured)
+        warnings_logger.removeHandler(handler)
         logger.removeHandler(handler)
         logger.setLevel(previous)
         for h in quiet:
