@@ -34,6 +34,12 @@ def where_am_i(item: int) -> dict[str, Any]:
     }
 
 
+def where_am_i_slowly(item: int) -> dict[str, Any]:
+    """:func:`where_am_i` after 3 s of work."""
+    time.sleep(3)
+    return where_am_i(item)
+
+
 def logged_field(args: tuple[int, str, float]) -> tuple[int, int]:
     """Record each attempt as ``start-<item>-<pid>`` in a folder, work ``seconds``, return (item², pid).
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cluster_tasks import chatty_field, nap, where_am_i
+from cluster_tasks import chatty_field, nap, where_am_i, where_am_i_slowly
 from field_log_checks import assert_chatty_fields_relayed, assert_run_log_has_fields
 
 import dls_microscopy
@@ -107,15 +107,38 @@ def test_refused_job_is_a_clear_error(slurm: Path, tmp_path: Path) -> None:
             pass
 
 
+def _job_ids() -> list[str]:
+    return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+
+
+def test_a_worker_job_that_ends_is_replaced_and_its_fields_finish(slurm: Path, tmp_path: Path) -> None:
+    """A worker job cancelled mid-run (preempted, at its wall time) is replaced; no field is lost."""
+    with compute_context(_compute(jobs=1), timeout=120, log_directory=tmp_path) as ctx:
+        results = ctx.submit_fields(where_am_i_slowly, range(4))
+        _, first = next(results)  # one worker with one thread: the fields run one after the other
+        (job,) = _job_ids()
+        assert first["slurm_job_id"] == job
+        subprocess.run(["scancel", job], check=True)
+        rest = dict(results)
+    assert sorted(rest) == [i for i in range(4) if i != first["item"]]
+    assert all(isinstance(r, dict) for r in rest.values()), rest  # none failed
+    assert {r["slurm_job_id"] for r in rest.values()} - {job}  # a new job ran what was left
+
+
 def test_lost_worker_jobs_end_the_run_with_a_clear_error(slurm: Path, tmp_path: Path) -> None:
-    """Worker jobs cancelled (preempted, walltime) mid-run: each field left fails with a ClusterError."""
+    """Worker jobs cancelled mid-run and none can start again: each field left fails with a ClusterError."""
     with compute_context(_compute(jobs=1), timeout=60, log_directory=tmp_path) as ctx:
         ctx.lost_workers_timeout = 2.0
         results = ctx.submit_fields(nap, [60.0, 60.0])
-        jobs = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+        jobs = _job_ids()
         assert len(jobs) == 1
-        subprocess.run(["scancel", *jobs], check=True)
-        outcomes = list(results)
+        # the partition closes, so that the job submitted to replace the cancelled one waits
+        subprocess.run(["scontrol", "update", "PartitionName=debug", "State=DOWN"], check=True)
+        try:
+            subprocess.run(["scancel", *jobs], check=True)
+            outcomes = list(results)
+        finally:
+            subprocess.run(["scontrol", "update", "PartitionName=debug", "State=UP"], check=True)
         assert sorted(item for item, _ in outcomes) == [60.0, 60.0]
         for _, error in outcomes:
             assert isinstance(error, ClusterError)

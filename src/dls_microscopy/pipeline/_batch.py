@@ -172,7 +172,11 @@ def _batch_cluster(
     _check_job_script(kind, script)
     client = Client(jq, set_as_default=False)
     stack.callback(client.close)
-    jq.scale(jobs=jobs)
+    # A fixed number of jobs, kept: a job that ends (wall time, preemption, a node lost) is
+    # replaced by a new one, and its fields run again there.  ``scale`` submits the jobs once and
+    # never replaces them; ``adapt`` with minimum = maximum checks every second that they are all
+    # there, and never retires one.
+    jq.adapt(minimum_jobs=jobs, maximum_jobs=jobs)
     n_total = jobs * processes
     wait_for = min(n_total, min_workers if min_workers is not None else 1)
     _wait_for_workers(client, wait_for, timeout, kind=kind, cluster=jq, log_directory=logs)
