@@ -107,6 +107,7 @@ def mesh_descriptor_table(
         metadata.  Join with :func:`~dls_microscopy.features.join_object_columns`.
     """
     from dls_microscopy.geometry import compute_descriptors, descriptor_units, mesh_objects
+    from dls_microscopy.geometry.table import descriptor_schema
 
     check_compartment(compartment)
     units = descriptor_units()
@@ -115,24 +116,16 @@ def mesh_descriptor_table(
             mesh_objects(labels, spacing=spacing, smooth=smooth, index=index, progress=progress)
         )
     )
-    rows.sort(key=lambda r: int(r["object_id"]))
-    fields = [pa.field("Metadata_ObjectID", pa.uint64())]
-    arrays: list[pa.Array] = [pa.array(np.array([r["object_id"] for r in rows], np.uint64))]
-    for key, unit in units.items():
-        if key == "object_id":
-            continue
-        name, u = descriptor_column(key, unit, compartment)
-        values = [r.get(key) for r in rows]
-        if key in ("watertight", "sh_star_like"):
-            arr = pa.array([bool(v) if v is not None else None for v in values], pa.bool_())
-        elif key in ("n_vertices", "n_faces"):
-            arr = pa.array(np.asarray(values, np.int64))
-        else:
-            arr = pa.array(np.asarray([np.nan if v is None else v for v in values], np.float64))
-        fields.append(pa.field(name, arr.type, metadata={b"unit": u.encode()} if u else None))
-        arrays.append(arr)
+    schema = descriptor_schema(units)
+    columns = {}
+    for f in schema:
+        values = [r.get(f.name) for r in rows]
+        if pa.types.is_floating(f.type):
+            values = [np.nan if v is None else v for v in values]
+        columns[f.name] = pa.array(values, type=f.type)
     log.info("mesh descriptors of %d objects", len(rows))
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+    # named and ordered as ``mesh --descriptors`` tables are when a run joins them
+    return descriptor_columns(pa.table(columns, schema=schema), compartment=compartment)
 
 
 def descriptor_columns(descriptors: pa.Table, *, compartment: str = "Nuclei") -> pa.Table:
