@@ -408,6 +408,18 @@ def test_embeddings_step(small_plate, tmp_path):
     again = pq.read_table(both / "out" / "objects.parquet").to_pandas()
     assert "Nuclei_Intensity_MeanIntensity_LaminB1" in again.columns
     np.testing.assert_array_equal(again[emb].to_numpy(), objects[emb].to_numpy())
+    # a model retrained into the same file: verify names it, and a rerun redoes every field
+    # (resuming kept the committed fields: two encoders' columns in one table, and verify passed)
+    assert verify_manifest(tmp_path / "out") == []
+    train_embedding_model([sample], "image", model, seed=2, epochs=1, batch_size=8, device="cpu", threads=1)
+    found = [str(m) for m in verify_manifest(tmp_path / "out")]
+    assert found and all(f"model image.pt ({model}): sha256 was" in m for m in found), found
+    assert any(m.startswith(f"fields/{KEYS[0]}: ") for m in found)
+    redone = run_pipeline(cfg, progress=False)
+    assert redone.ok and redone.count("done") == len(KEYS), redone
+    assert verify_manifest(tmp_path / "out") == []
+    run_models = json.loads((tmp_path / "out" / "manifest.json").read_text())["models"]
+    assert [m["path"] for m in run_models] == [str(model)]
 
 
 def test_existing_labels_without_segment_step(small_plate, tmp_path):

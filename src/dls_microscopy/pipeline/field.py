@@ -18,13 +18,14 @@ Layout of a field folder::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,19 @@ LABEL_IMAGE = "nuclei"
 StepCallback = Callable[[str, str], None]
 
 
+def model_digests(cfg: PipelineConfig) -> dict[str, str]:
+    """sha256 of the embedding model files ``cfg`` names, by absolute path (missing ones left out)."""
+    from dls_microscopy.pipeline.provenance import digest_file
+
+    paths = cfg.steps.embeddings.model if cfg.steps.embeddings is not None else []
+    found = {}
+    for p in paths:
+        path = Path(p).absolute()
+        with contextlib.suppress(OSError):
+            found[str(path)] = digest_file(path)
+    return found
+
+
 def config_digest(cfg: PipelineConfig) -> str:
     """sha256 of what decides a field's outputs (input selection, steps, seed)."""
     relevant = {
@@ -61,13 +75,16 @@ def config_digest(cfg: PipelineConfig) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
-def committed_field(folder: Path, digest: str) -> bool:
+def committed_field(folder: Path, digest: str, model_sha256: Mapping[str, str] | None = None) -> bool:
     """Whether ``folder`` holds a complete field made with the same settings.
 
     Checks the settings digest, that every output listed in the manifest
-    exists with its size, and that the inputs still have the recorded size,
+    exists with its size, that the inputs still have the recorded size,
     number of files and latest modification time (no file is read: an edit
-    that also restores the modification time is not detected; ``force`` redoes).
+    that also restores the modification time is not detected; ``force`` redoes),
+    and that the models it used still have the sha256 in ``model_sha256``
+    (absolute path → sha256 of the files now): a model retrained into the same
+    file would otherwise mix two encoders' columns in one table.
     """
     from dls_microscopy.pipeline.provenance import MANIFEST_NAME
 
@@ -83,6 +100,11 @@ def committed_field(folder: Path, digest: str) -> bool:
         f = folder / entry["path"]
         if not f.is_file() or f.stat().st_size != entry.get("size"):
             log.info("%s is incomplete (%s): redoing it", folder.name, entry["path"])
+            return False
+    for entry in manifest.get("models", []):
+        now = (model_sha256 or {}).get(str(entry.get("path")))
+        if now is not None and now != entry.get("sha256"):
+            log.info("%s: its model %s changed: redoing it", folder.name, entry.get("path"))
             return False
     for name, entry in manifest.get("inputs", {}).items():
         path = str(entry.get("path", ""))

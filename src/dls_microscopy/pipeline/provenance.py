@@ -94,7 +94,7 @@ class Mismatch:
     Attributes
     ----------
     kind : str
-        ``"manifest"``, ``"input"``, ``"output"`` or ``"recompute"``.
+        ``"manifest"``, ``"input"``, ``"model"``, ``"output"`` or ``"recompute"``.
     item : str
         The input path, output file or manifest entry concerned.
     field : str
@@ -424,11 +424,39 @@ def verify_folder(
     found = check_self_digest(manifest)
     for role, entry in sorted(manifest.get("inputs", {}).items()):
         found += _check_input(role, entry, digests)
+    found += check_models(manifest, digests)
     found += check_outputs(out, manifest.get("outputs", []))
     for role, entry in sorted(manifest.get("external_outputs", {}).items()):
         found += _check_external(role, entry)
     if recompute:
         found += _recompute(manifest)
+    return found
+
+
+def check_models(manifest: Mapping[str, Any], digests: dict[str, dict[str, Any]]) -> list[Mismatch]:
+    """Mismatches between the model files a manifest's ``models`` records and those on disk now.
+
+    A model also listed as an input (``features --embeddings`` lists it as both) is
+    checked there, once.  ``digests`` caches the files' sha256 (key ``"model:PATH"``).
+    """
+    inputs = {str(e.get("path")) for e in manifest.get("inputs", {}).values()}
+    found = []
+    for entry in manifest.get("models", []):
+        path, recorded = entry.get("path"), entry.get("sha256")
+        if not path or not recorded or str(path) in inputs:
+            continue
+        item = f"{entry.get('name', Path(path).name)} ({path})"
+        key = f"model:{path}"
+        if key not in digests:
+            try:
+                digests[key] = {"sha256": digest_file(Path(path))}
+            except OSError:
+                digests[key] = {}
+        now = digests[key].get("sha256")
+        if now is None:
+            found.append(Mismatch("model", item, "exists", True, False))
+        elif now != recorded:
+            found.append(Mismatch("model", item, "sha256", recorded, now))
     return found
 
 

@@ -41,7 +41,7 @@ from dls_microscopy.errors import ClusterConfigError, DlsError, OutputError
 from dls_microscopy.io.atomic import remove_partials
 from dls_microscopy.pipeline.checks import check_inputs
 from dls_microscopy.pipeline.config import PipelineConfig, load_config, naming_config_file
-from dls_microscopy.pipeline.field import committed_field, config_digest, run_field
+from dls_microscopy.pipeline.field import committed_field, config_digest, model_digests, run_field
 from dls_microscopy.pipeline.fields import FieldSpec
 
 __all__ = ["FieldOutcome", "RunSummary", "run_pipeline"]
@@ -331,8 +331,9 @@ def run_pipeline(
         remove_partials(fields_dir)  # the lock is ours: no other run's workers write here
         _write_text(out / RESOLVED_CONFIG, cfg.to_yaml())
         todo: list[FieldSpec] = []
+        models = model_digests(cfg) if not force else {}
         for spec in fields:
-            if not force and committed_field(fields_dir / spec.key, digest):
+            if not force and committed_field(fields_dir / spec.key, digest, models):
                 info = json.loads((fields_dir / spec.key / "field.json").read_text(encoding="utf-8"))
                 outcomes[spec.key] = FieldOutcome(
                     spec.key, "skipped", "already committed", info.get("n_objects"), 0.0, spec.metadata()

@@ -66,6 +66,15 @@ def remove_run_manifest(out: Path) -> None:
     (Path(out) / MANIFEST_NAME).unlink(missing_ok=True)
 
 
+def _field_models(fields: Sequence[Path]) -> list[dict[str, Any]]:
+    """The models the fields' manifests list, each once (by path and sha256), in the order first seen."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for folder in fields:
+        for entry in read_manifest(Path(folder)).get("models", []):
+            seen.setdefault((str(entry.get("path")), str(entry.get("sha256"))), dict(entry))
+    return list(seen.values())
+
+
 def write_run_manifest(
     out: Path,
     *,
@@ -126,7 +135,7 @@ def write_run_manifest(
         "entry_point": ENTRY_POINT,
         "arguments": {"field_dirs": relative, "table_format": table_format, "compartment": compartment},
         "software": software_versions(),
-        "models": [],
+        "models": _field_models(fields),
         "seeds": {"seed": cfg.seed},
         "timings_s": {"tables": round(float(seconds), 6)} if seconds is not None else {},
         "outputs": [
