@@ -51,12 +51,6 @@ def _corrupt_chunk(tmp):
     return ["convert", str(out), str(tmp / "copy.ome.zarr"), "--no-progress"]
 
 
-def _missing_chunk(tmp):
-    out = _store(tmp)
-    (out / "0" / "c" / "0" / "1" / "1").unlink()
-    return ["convert", str(out), str(tmp / "copy.ome.zarr"), "--no-progress"]
-
-
 def _malformed_json(tmp):
     out = _store(tmp)
     (out / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {')
@@ -110,7 +104,6 @@ CASES = {
     "not an image": (_not_an_image, "not a supported image"),
     "truncated TIFF": (_truncated_tiff, ""),
     "corrupt zarr chunk": (_corrupt_chunk, "cannot read zarr array"),
-    "missing zarr chunk": (_missing_chunk, "missing"),
     "malformed NGFF JSON": (_malformed_json, "JSON"),
     "NGFF spec violation": (_spec_violation, "NGFF"),
     "unsupported dtype": (_unsupported_dtype, "complex"),

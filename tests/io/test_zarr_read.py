@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 
@@ -190,7 +191,8 @@ def test_opening_a_huge_store_reads_no_chunk(tmp_path, monkeypatch):
     assert not any((path / "0" / "c").exists() for _ in [0])
 
 
-def test_missing_chunk_is_an_error_for_images(tmp_path):
+def test_a_missing_image_chunk_reads_as_the_fill_value_with_a_warning(tmp_path, caplog):
+    """zarr-python 3 and ome-zarr-py omit chunks of zeros: such stores open (it was an error)."""
     out = write_ome_zarr(
         np.arange(16 * 32 * 32, dtype=np.uint16).reshape(16, 32, 32),
         tmp_path / "m.ome.zarr",
@@ -200,13 +202,36 @@ def test_missing_chunk_is_an_error_for_images(tmp_path):
     victim = out / "0" / "c" / "0" / "1" / "1"
     assert victim.exists()
     victim.unlink()
-    vol = open_volume(out)
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        data = open_volume(out).data.compute()
+    assert (data[:16, 16:, 16:] == 0).all() and data[0, 0, 1] == 1
+    (warning,) = [r.getMessage() for r in caplog.records if "missing from the store" in r.getMessage()]
+    assert str(out) in warning and "c/0/1/1" in warning and "fill value 0" in warning
+    # the caller can ask for an error
     with pytest.raises(CorruptDataError, match=r"missing.*c/0/1/1") as info:
-        vol.data.compute()
+        zarr_read.open_zarr(out, missing_chunks="error").data.compute()
     assert str(out) in str(info.value)
-    # the caller can accept zarr's fill value explicitly
-    filled = zarr_read.open_zarr(out, missing_chunks="fill").data.compute()
-    assert (filled[:16, 16:, 16:] == 0).all()
+
+
+def test_an_ome_zarr_py_store_with_omitted_empty_chunks_segments(tmp_path):
+    """A store written by ome-zarr-py over an image with an empty half (its chunks are not written)."""
+    from ome_zarr.writer import write_image
+
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+    from dls_microscopy.segment import get_segmenter, segment_blockwise
+
+    s = make_synthetic_nuclei((16, 64, 64), spacing=(1, 0.5, 0.5), diameter_um=7.0, seed=3)
+    image = s.image[0].copy()
+    image[:, :, 32:] = 0
+    root = zarr.open_group(str(tmp_path / "half.ome.zarr"), mode="w")
+    write_image(image, root, axes="zyx", storage_options={"chunks": (16, 32, 32)}, scaler=None)
+    assert len(list((tmp_path / "half.ome.zarr" / "0").rglob("c/*/*/*"))) < 4  # chunks omitted
+    vol = open_volume(tmp_path / "half.ome.zarr")
+    np.testing.assert_array_equal(vol.data.compute(), image)
+    res = segment_blockwise(
+        vol, get_segmenter("watershed", diameter_um=7.0), output=tmp_path / "lab.ome.zarr"
+    )
+    assert res.n_objects > 0
 
 
 def test_corrupt_chunk_gives_our_error(tmp_path):

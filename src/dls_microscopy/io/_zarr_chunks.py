@@ -80,15 +80,21 @@ class _ZarrReader:
             rel = f"{prefix}/{chunk_key}" if prefix else chunk_key
             if (self.root / rel).exists():  # type: ignore[operator]
                 continue
-            message = (
-                f"chunk {rel!r} is missing from the store; zarr would fill it with "
-                f"{self.array.fill_value!r}. If the writer omitted empty chunks on purpose, "
-                "open with missing_chunks='fill' (CLI: --missing-chunks fill)"
-            )
             if self.policy == "error":
-                raise CorruptDataError(message, path=self.path)
+                raise CorruptDataError(
+                    f"chunk {rel!r} is missing from the store (open_volume(..., "
+                    f"missing_chunks='warn') reads it as the fill value {self.array.fill_value!r})",
+                    path=self.path,
+                )
             if not self._warned:
-                log.warning("%s: %s", self.path, message)
+                log.warning(
+                    "%s: chunk %r (and maybe others) is missing from the store: read as the fill "
+                    "value %s, as zarr specifies. Writers omit chunks that hold only that value; "
+                    "an incomplete copy of the store loses data the same way",
+                    self.path,
+                    rel,
+                    self.array.fill_value,
+                )
                 self._warned = True
 
 

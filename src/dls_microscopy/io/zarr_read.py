@@ -76,10 +76,12 @@ def open_zarr(
     well, field : optional
         Plate well (``"B/3"``) and field index.
     missing_chunks : {"error", "warn", "fill"}, optional
-        What to do when a chunk (or shard) file is absent: zarr would silently
-        return the fill value. Default: ``"error"`` for images (a missing
-        chunk of a microscopy image is data loss), ``"fill"`` for labels
-        (writers legitimately omit empty label chunks).
+        What to do when a chunk (or shard) file is absent, which zarr reads as the
+        array's fill value.  Default: ``"warn"`` for images (read as the fill value,
+        with one warning per array naming the first one: zarr-python 3 and
+        ome-zarr-py omit chunks that hold only the fill value, and an incomplete
+        copy loses data the same way), ``"fill"`` for labels (empty label chunks are
+        omitted as a rule).  ``"error"`` raises :class:`CorruptDataError`.
     """
     group = open_group(path)
     attrs = dict(group.attrs)
@@ -205,7 +207,7 @@ def _open_multiscale(
     axes_meta = ms.get("axes") or [{"name": a} for a in AXES_ORDER[-5:]]
     names, units = _axis_names_units(axes_meta, path)
     global_scale = _scale_of(ms.get("coordinateTransformations"), len(names))
-    policy: MissingChunks = missing_chunks or ("fill" if is_label else "error")
+    policy: MissingChunks = missing_chunks or ("fill" if is_label else "warn")
 
     levels = []
     scales = []
