@@ -174,5 +174,5 @@ def test_verify_says_what_a_folder_is_when_it_has_no_manifest(tmp_path):
     with pytest.raises(InputError, match="a file, not an output folder"):
         read_manifest(tmp_path / "objects.csv")
     (tmp_path / "run" / "fields" / "a").mkdir(parents=True)  # a run stopped before its tables
-    with pytest.raises(InputError, match=r"did not finish writing the run's tables .* verify \S*fields"):
+    with pytest.raises(InputError, match=r"its run did not finish .* verify \S*fields"):
         read_manifest(tmp_path / "run")

@@ -141,7 +141,7 @@ def test_a_run_stopped_while_writing_its_tables_leaves_no_manifest_then_resumes(
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(cfg, progress=False)
     assert not (run_copy / MANIFEST_NAME).exists()
-    with pytest.raises(InputError, match="did not finish writing the run's tables"):
+    with pytest.raises(InputError, match="its run did not finish"):
         verify_manifest(run_copy)
     monkeypatch.setattr(collect, "collect_tables", real)
     again = run_pipeline(cfg, progress=False)
@@ -149,3 +149,21 @@ def test_a_run_stopped_while_writing_its_tables_leaves_no_manifest_then_resumes(
     assert verify_manifest(run_copy) == []
     after = read_manifest(run_copy)
     assert after["outputs"] == before["outputs"] and after["fields"] == before["fields"]
+
+
+def test_a_forced_rerun_stopped_mid_field_leaves_no_manifest_of_the_old_tables(run_copy, small_plate):
+    """``run --force`` stopped after one field: the old tables' manifest must not vouch for them."""
+    from dls_microscopy.pipeline.progress import NoProgress
+
+    class StoppedAfterOneField(NoProgress):
+        def field_done(self, key: str, status: str) -> None:
+            raise KeyboardInterrupt
+
+    cfg = write_config(run_copy.parent, small_plate)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, force=True, progress=StoppedAfterOneField())
+    assert not (run_copy / MANIFEST_NAME).exists()  # it said a redone field was tampered with
+    with pytest.raises(InputError, match="its run did not finish"):
+        verify_manifest(run_copy)
+    assert run_pipeline(cfg, progress=False).ok
+    assert verify_manifest(run_copy) == []

@@ -354,8 +354,9 @@ def read_manifest(outdir: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         if (Path(outdir) / "fields").is_dir():
             raise InputError(
-                f"a run folder without {MANIFEST_NAME}: its run did not finish writing the run's "
-                "tables (run it again to resume), or a version before 2026-11-28 made it; each "
+                f"a run folder without {MANIFEST_NAME}: its run did not finish (it was stopped "
+                "while redoing fields or writing the run's tables: run it again to resume), or a "
+                "version before 2026-11-28 made it; each "
                 f"field has its own: verify {os.fspath(Path(outdir) / 'fields' / '<field>')}",
                 path=Path(outdir),
             )

@@ -342,6 +342,10 @@ def run_pipeline(
                 todo.append(spec)
         log.info("run: %d fields to do, %d already committed", len(todo), len(fields) - len(todo))
         if todo:
+            # the run's tables no longer describe the fields from here on: without a manifest,
+            # verify says the run did not finish, rather than that its fields were tampered with
+            remove_run_manifest(out)
+        if todo:
             compute = compute_context(
                 cfg.compute, workers=workers, cluster=cluster, log_directory=out / "logs"
             )
