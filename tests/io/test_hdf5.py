@@ -153,7 +153,23 @@ def test_spacing_that_does_not_fit_is_ignored(tmp_path: Path, caplog: pytest.Log
         vol = open_hdf5(path, None)
     assert vol.spacing == (1.0, 1.0, 1.0)
     assert vol.metadata["calibrated"] is False
-    assert "does not fit" in caplog.text
+    assert "has 2 values for the 3 spatial axes 'zyx'" in caplog.text
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+def test_a_spacing_of_zero_replaces_that_axis_only_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, bad: float
+) -> None:
+    """element_size_um [0, .127, .127]: y and x keep .127 (every axis became 1 µm, blaming the axes)."""
+    path = tmp_path / "zero.h5"
+    with h5py.File(path, "w") as f:
+        f["img"] = _data((4, 8, 8))
+        f["img"].attrs["element_size_um"] = [bad, 0.127, 0.127]
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        vol = open_hdf5(path, None)
+    assert vol.spacing == (1.0, 0.127, 0.127)
+    assert vol.metadata["calibrated"] is False
+    assert f"z = {bad}" in caplog.text and "using 1 µm for z" in caplog.text
 
 
 def test_unusable_axis_labels(tmp_path: Path) -> None:

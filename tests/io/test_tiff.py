@@ -222,6 +222,19 @@ def test_imagej_without_unit_is_uncalibrated(tmp_path: Path) -> None:
     assert vol.metadata["calibrated"] is False
 
 
+def test_a_physical_size_of_zero_says_which_axis_gets_1_um(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OME-TIFF with PhysicalSizeZ="0": z became 1 µm in silence."""
+    path = tmp_path / "z0.ome.tif"
+    meta = {"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 0}
+    tifffile.imwrite(path, np.zeros((3, 16, 16), np.uint16), ome=True, metadata=meta)
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        vol = open_tiff(path)
+    assert vol.spacing == (1.0, 0.5, 0.5)
+    assert "PhysicalSizeZ='0' is not a spacing" in caplog.text and "using 1 µm for z" in caplog.text
+
+
 def _write_pyramid(path: Path, base: np.ndarray, second: np.ndarray) -> list[np.ndarray]:
     levels = [base, base[:, ::2, ::2], base[:, ::4, ::4]]
     meta = {"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 2.0}

@@ -73,6 +73,14 @@ def _ome_metadata(tif: tifffile.TiffFile, index: int, yx: tuple[int, int], path:
         if value is not None and np.isfinite(value) and value > 0:
             unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
             spacing[axis.lower()] = to_micrometres(value, unit, path=path)
+        elif value is not None:
+            log.warning(
+                "%s: PhysicalSize%s=%r is not a spacing (positive and finite); using 1 µm for %s",
+                path,
+                axis,
+                text,
+                axis.lower(),
+            )
     out: dict[str, Any] = {"spacing": spacing, "calibrated": bool(spacing)}
     if not spacing:
         _uncalibrated(path, "the OME-XML has no PhysicalSize")
@@ -104,7 +112,13 @@ def _imagej_metadata(tif: tifffile.TiffFile, keyframe: Any, n_channels: int, pat
         value = keyframe.tags.valueof(tag)  # (pixels, per unit length)
         if isinstance(value, tuple) and len(value) == 2 and value[0] > 0 and value[1] > 0:
             out["spacing"][axis] = to_micrometres(value[1] / value[0], unit, path=path)
-    if isinstance(ij.get("spacing"), int | float) and ij["spacing"] > 0:
+    if isinstance(ij.get("spacing"), int | float) and np.isfinite(ij["spacing"]) and ij["spacing"] > 0:
         out["spacing"]["z"] = to_micrometres(float(ij["spacing"]), unit, path=path)
+    elif "spacing" in ij:
+        log.warning(
+            "%s: ImageJ spacing=%r is not a spacing (positive and finite); using 1 µm for z",
+            path,
+            ij["spacing"],
+        )
     out["calibrated"] = bool(out["spacing"])
     return out

@@ -203,15 +203,26 @@ def _spacing(ds: Any, file_axes: str, path: Path) -> tuple[dict[str, float], boo
         return {}, False
     if raw.size == len(file_axes) and raw.size != len(spatial):
         raw = raw[[file_axes.index(a) for a in spatial]]
-    if raw.size != len(spatial) or not np.all(np.isfinite(raw) & (raw > 0)):
+    if raw.size != len(spatial):
         log.warning(
-            "%s: element_size_um %s does not fit spatial axes %r; using 1 µm",
+            "%s: element_size_um %s has %d values for the %d spatial axes %r; using 1 µm",
             path,
             raw.tolist(),
+            raw.size,
+            len(spatial),
             "".join(spatial),
         )
         return {}, False
-    return dict(zip(spatial, raw.tolist(), strict=True)), True
+    good = np.isfinite(raw) & (raw > 0)
+    if not good.all():  # the other axes keep their values
+        log.warning(
+            "%s: element_size_um %s: %s not a spacing (positive and finite); using 1 µm for %s",
+            path,
+            raw.tolist(),
+            ", ".join(f"{a} = {v}" for a, v, ok in zip(spatial, raw.tolist(), good, strict=True) if not ok),
+            "".join(a for a, ok in zip(spatial, good, strict=True) if not ok),
+        )
+    return {a: v for a, v, ok in zip(spatial, raw.tolist(), good, strict=True) if ok}, bool(good.all())
 
 
 def _chunks(shape: tuple[int, ...], base: tuple[int, ...] | None, itemsize: int) -> tuple[int, ...]:
