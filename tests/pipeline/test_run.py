@@ -598,6 +598,21 @@ def test_a_field_with_meshes_recomputes_to_the_same_bytes(small_plate, tmp_path)
     assert main(["verify", str(field), "--recompute"]) == 0
 
 
+def test_recompute_does_not_depend_on_the_inputs_file_times(plate_copy, tmp_path):
+    """A chmod, copy or restore of unchanged inputs: verify --recompute said field.json changed."""
+    import os
+
+    cfg = write_config(tmp_path, plate_copy)
+    assert run_pipeline(cfg, progress=False).ok
+    for f in plate_copy.rglob("*"):
+        if f.is_file():
+            os.chmod(f, f.stat().st_mode)  # same mode: only the inode's change time moves
+    field = tmp_path / "out" / "fields" / KEYS[0]
+    assert verify_manifest(field, recompute=True) == []
+    # resuming still treats the touched input as possibly edited: the field is redone
+    assert run_pipeline(cfg, progress=False).count("done") == len(KEYS)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM is POSIX")
 def test_sigterm_ends_a_run_as_ctrl_c_does(small_plate, tmp_path):
     # a batch system ends a driver job with SIGTERM: it ended the process in silence, with

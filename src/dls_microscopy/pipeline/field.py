@@ -109,7 +109,9 @@ def committed_field(folder: Path, digest: str, model_sha256: Mapping[str, str] |
     for name, entry in manifest.get("inputs", {}).items():
         path = str(entry.get("path", ""))
         stat = _input_stat(Path(path))
-        mtime = info.get("input_mtime_ns") if name == "image" else None
+        # the inputs' change time as the field began (field.json held it before 2026-11-28)
+        resume = manifest.get("parameters", {}).get("resume", {})
+        mtime = resume.get("input_changed_ns", info.get("input_mtime_ns")) if name == "image" else None
         recorded = (entry.get("size"), entry.get("n_files"), mtime if mtime is not None else stat and stat[2])
         if stat != recorded:
             log.info("%s: its input %s changed: redoing it", folder.name, path)
@@ -279,9 +281,14 @@ def run_field(
             "n_objects": n_objects,
             "config_sha256": config_digest(cfg),
         }
-        record = {**info, "input_mtime_ns": stamp[2] if stamp else None}  # as the field began
-        (tmp / FIELD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        parameters = {"field": info, "config": cfg.model_dump(mode="json", exclude={"compute"})}
+        # field.json is an output (verify --recompute compares its bytes): the inputs' change time,
+        # which a copy, a restore or a chmod changes, goes to the manifest's parameters instead
+        (tmp / FIELD_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        parameters = {
+            "field": info,
+            "config": cfg.model_dump(mode="json", exclude={"compute"}),
+            "resume": {"input_changed_ns": stamp[2] if stamp else None},  # as the field began
+        }
         write_manifest(
             tmp,
             command="run",
