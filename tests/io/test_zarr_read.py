@@ -213,6 +213,14 @@ def test_a_missing_image_chunk_reads_as_the_fill_value_with_a_warning(tmp_path, 
     assert str(out) in str(info.value)
 
 
+def test_an_image_array_without_any_chunk_is_an_error(tmp_path):
+    """Every chunk missing is a broken copy (or metadata only), not an image of zeros."""
+    out = write_ome_zarr(np.ones((16, 32, 32), np.uint16), tmp_path / "e.ome.zarr", chunks=16, shards=0)
+    shutil.rmtree(out / "0" / "c")
+    with pytest.raises(CorruptDataError, match=r"no chunk of zarr array '0' exists"):
+        open_volume(out).data.compute()
+
+
 def test_an_ome_zarr_py_store_with_omitted_empty_chunks_segments(tmp_path):
     """A store written by ome-zarr-py over an image with an empty half (its chunks are not written)."""
     from ome_zarr.writer import write_image

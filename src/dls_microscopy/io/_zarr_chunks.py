@@ -51,6 +51,7 @@ class _ZarrReader:
         self.backend = _choose_backend(self.root)
         self._ts: Any = None
         self._warned = False
+        self._has_chunks: bool | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -69,6 +70,12 @@ class _ZarrReader:
             return self._ts[key].read().result()
         return self.array[key]
 
+    def _any_chunk(self) -> bool:
+        """Whether the array has at least one chunk file (checked once)."""
+        if self._has_chunks is None:
+            self._has_chunks = _first_chunk_file(self.root / self.array.path) is not None  # type: ignore[operator]
+        return self._has_chunks
+
     def _check_chunks(self, key: tuple[slice, ...]) -> None:
         ranges = []
         for sl, size, step in zip(key, self.array.shape, self.grid, strict=True):
@@ -80,7 +87,13 @@ class _ZarrReader:
             rel = f"{prefix}/{chunk_key}" if prefix else chunk_key
             if (self.root / rel).exists():  # type: ignore[operator]
                 continue
-            if self.policy == "error":
+            if self.policy == "error" or not self._any_chunk():
+                if self.policy != "error":  # an array without a single chunk: a broken copy
+                    raise CorruptDataError(
+                        f"no chunk of zarr array {prefix!r} exists in the store (chunk {rel!r} is "
+                        "the first needed): an incomplete copy, or a store of metadata only",
+                        path=self.path,
+                    )
                 raise CorruptDataError(
                     f"chunk {rel!r} is missing from the store (open_volume(..., "
                     f"missing_chunks='warn') reads it as the fill value {self.array.fill_value!r})",
@@ -96,6 +109,25 @@ class _ZarrReader:
                     self.array.fill_value,
                 )
                 self._warned = True
+
+
+_METADATA_FILES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+
+
+def _first_chunk_file(folder: Path) -> Path | None:
+    """A chunk (or shard) file under an array's folder, found without listing them all."""
+    stack = [folder]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for e in entries:
+            if e.is_file() and e.name not in _METADATA_FILES:
+                return Path(e.path)
+            if e.is_dir():
+                stack.append(Path(e.path))
+    return None
 
 
 def _choose_backend(root: Path | None) -> str:
