@@ -145,7 +145,7 @@ def features(
 
 
 @app.command(
-    epilog="Examples: dls-microscopy verify ./features --recompute; dls-microscopy verify ./pipeline_run"
+    epilog="Example: dls-microscopy verify ./features --recompute (a run folder: dls-microscopy verify ./run)"
 )
 def verify(
     outdir: Annotated[
