@@ -91,6 +91,16 @@ def test_cli_estimate_diameter_and_segment_diameter_auto(capsys, tmp_path):
     assert main(["segment", str(store), str(out), "--diameter", "auto", "--json", "--no-progress"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["diameter_estimated"]["diameter_um"] == est["diameter_um"] and summary["objects"] > 10
+    assert (summary["diameter_um"], summary["diameter_source"]) == (est["diameter_um"], "estimated")
+    # the diameter used is said, also without --json and when it is the default (it was silent)
+    assert main(["segment", str(store), str(tmp_path / "d.ome.zarr"), "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "diameter 8 µm (default; give --diameter, or --diameter auto to estimate it)" in said
+    assert (
+        main(["segment", str(store), str(tmp_path / "a.ome.zarr"), "--diameter", "auto", "--no-progress"])
+        == 0
+    )
+    assert f"diameter {est['diameter_um']:g} µm (estimated)" in capsys.readouterr().out
     assert main(["segment", str(store), str(tmp_path / "x.ome.zarr"), "--diameter", "big"]) == 2
     assert "--diameter takes a number of µm or 'auto'" in capsys.readouterr().err
     assert not (tmp_path / "x.ome.zarr").exists()

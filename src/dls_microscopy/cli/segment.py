@@ -124,9 +124,18 @@ def segment(
     }
     if estimated is not None:
         summary["diameter_estimated"] = estimated.as_dict()
+    # every µm setting hangs on the diameter: say which one was used and where it came from
+    used = getattr(getattr(seg, "params", None), "diameter_um", None)
+    source = "estimated" if estimated is not None else ("given" if diameter is not None else "default")
+    if used is not None:
+        summary["diameter_um"] = used
+        summary["diameter_source"] = source
     if as_json:
         out.print_json(json.dumps(summary))
     else:
+        if used is not None:
+            hint = "; give --diameter, or --diameter auto to estimate it" if source == "default" else ""
+            out.print(f"diameter {used:g} µm ({source}{hint})", soft_wrap=True)
         out.print(
             f"{res.n_objects} objects → {res.path}  ({res.plan.n_blocks} blocks, "
             f"{res.seam_qc['merged_pairs']} seam merges)",
