@@ -129,6 +129,33 @@ def test_convert_ngff04(capsys, tmp_path, store):
     assert open_volume(out).metadata["ngff_version"] == "0.4"
 
 
+def test_convert_carries_the_label_images_of_an_ome_zarr_over(capsys, tmp_path):
+    """Converting an OME-Zarr with labels (0.5 → 0.4) dropped them in silence."""
+    img = np.arange(8 * 16 * 16, dtype=np.uint16).reshape(8, 16, 16)
+    gold = (img % 7 == 0).astype(np.uint16)
+    other = (img % 5 == 0).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "gold.tif", gold)
+    tifffile.imwrite(tmp_path / "other.tif", other)
+    src = write_ome_zarr(img, tmp_path / "src.ome.zarr", labels={"gold": gold, "other": other})
+    out = tmp_path / "out.ome.zarr"
+    code, _, err = run(capsys, "convert", str(src), str(out), "--ngff-version", "0.4", "--no-progress")
+    assert code == 0, err
+    assert set(open_volume(out).labels) == {"gold", "other"}
+    np.testing.assert_array_equal(open_labels(out, "gold").load(), gold)
+    # one given by name replaces the source's
+    code, _, err = run(
+        capsys,
+        "convert",
+        str(src),
+        str(tmp_path / "o2.ome.zarr"),
+        "--labels",
+        f"gold={tmp_path / 'other.tif'}",
+        "--no-progress",
+    )
+    assert code == 0, err
+    np.testing.assert_array_equal(open_labels(tmp_path / "o2.ome.zarr", "gold").load(), other)
+
+
 def test_usage_error_exit_2(capsys):
     code, _, err = run(capsys, "info")
     assert code == 2

@@ -53,7 +53,10 @@ def convert(
     destination: Annotated[Path, typer.Argument(help="Output .ome.zarr store (appears only when complete).")],
     labels: Annotated[
         list[str] | None,
-        typer.Option(help="Label image to include, NAME=PATH or PATH (name 'labels'); repeatable."),
+        typer.Option(
+            help="Label image to include, NAME=PATH or PATH (name 'labels'); repeatable. "
+            "An OME-Zarr input's own label images are carried over (NAME=PATH replaces one)."
+        ),
     ] = None,
     series: Annotated[int, typer.Option(help="Series of a multi-series input.")] = 0,
     ngff_version: Annotated[

@@ -37,7 +37,8 @@ def convert(
         Series of a multi-series source.
     labels : mapping of str to path-like, optional
         Label images to store as NGFF labels, by name; each must have the
-        image's spatial shape.
+        image's spatial shape.  The label images of an OME-Zarr source are
+        carried over too (one given here under the same name replaces it).
     **write_options
         Passed to :func:`~dls_microscopy.io.zarr_write.write_ome_zarr`
         (``version``, ``chunks``, ``shards``, ``compression``, ``clevel``,
@@ -54,5 +55,35 @@ def convert(
     refuse_output_over_inputs(destination, [source, *(labels or {}).values()])
     image = open_volume(source, series=series)
     label_volumes = {name: open_volume(p) for name, p in (labels or {}).items()}
+    label_volumes = {**_labels_of_source(source, image, skip=set(label_volumes)), **label_volumes}
     log.info("converting %s (%s, %s) to %s", source, image.shape, image.dtype, destination)
     return write_ome_zarr(image, destination, labels=label_volumes, **write_options)
+
+
+def _labels_of_source(source: str | os.PathLike[str], image: Any, *, skip: set[str]) -> dict[str, Any]:
+    """The NGFF label images of an OME-Zarr ``source`` that fit ``image``, by name (conversions dropped them).
+
+    One that cannot be read or does not fit the image's spatial shape is left out with a warning.
+    """
+    from dls_microscopy.errors import DlsError
+    from dls_microscopy.io.zarr_read import open_labels
+
+    found = {}
+    for name in getattr(image, "labels", ()) or ():
+        if name in skip:
+            continue
+        try:
+            lab = open_labels(source, name)
+        except DlsError as exc:
+            log.warning("%s: label image %r not carried over: %s", source, name, exc)
+            continue
+        spatial = tuple(s for a, s in zip(image.axes, image.shape, strict=True) if a in "zyx")
+        if tuple(s for a, s in zip(lab.axes, lab.shape, strict=True) if a in "zyx") != spatial:
+            log.warning(
+                "%s: label image %r not carried over: its shape differs from the image's", source, name
+            )
+            continue
+        found[name] = lab
+    if found:
+        log.info("carrying over the label images %s", ", ".join(found))
+    return found
