@@ -176,3 +176,37 @@ def test_verify_says_what_a_folder_is_when_it_has_no_manifest(tmp_path):
     (tmp_path / "run" / "fields" / "a").mkdir(parents=True)  # a run stopped before its tables
     with pytest.raises(InputError, match=r"its run did not finish .* verify \S*fields"):
         read_manifest(tmp_path / "run")
+
+
+def test_a_label_image_added_to_the_image_store_changes_no_verify(tmp_path, capsys):
+    """``segment`` writes labels into the image store: outputs made before still verify.
+
+    The image's digest covered ``labels/``, so features and mesh folders made from the
+    store failed verify once another label image was added; a label image used is an
+    input of its own (``store/labels/NAME``), and a change to it is still found.
+    """
+    from dls_microscopy.cli import main
+    from dls_microscopy.io import write_ome_zarr
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+
+    s = make_synthetic_nuclei((12, 48, 48), spacing=(1, 0.5, 0.5), diameter_um=6.0, seed=4)
+    img = write_ome_zarr(s.image[:1], tmp_path / "img.ome.zarr", axes="czyx", spacing=s.spacing,
+                         labels={"truth": s.labels})  # fmt: skip
+    feat, mesh = tmp_path / "feat", tmp_path / "mesh"
+    assert main(["features", str(img), "truth", str(feat), "--no-progress"]) == 0
+    assert main(["mesh", str(img), str(mesh), "--label-name", "truth", "--no-progress"]) == 0
+    assert read_manifest_inputs(feat)["image"]["excluded"] == ["labels"]
+    assert read_manifest_inputs(mesh)["labels"]["path"].endswith("labels/truth")
+    assert main(["segment", str(img), "--diameter", "6", "--no-progress"]) == 0  # adds labels/nuclei
+    capsys.readouterr()
+    assert verify_manifest(feat) == [] and verify_manifest(mesh) == []
+    # the label image measured is still checked
+    chunk = next(
+        p for p in (img / "labels" / "truth" / "0").rglob("*") if p.is_file() and p.name != "zarr.json"
+    )
+    chunk.write_bytes(chunk.read_bytes() + b"\0")
+    assert [m.item for m in verify_manifest(feat)] == [f"labels ({img / 'labels' / 'truth'})"] * 2
+
+
+def read_manifest_inputs(folder):
+    return json.loads((folder / MANIFEST_NAME).read_text())["inputs"]

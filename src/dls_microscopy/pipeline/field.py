@@ -108,7 +108,7 @@ def committed_field(folder: Path, digest: str, model_sha256: Mapping[str, str] |
             return False
     for name, entry in manifest.get("inputs", {}).items():
         path = str(entry.get("path", ""))
-        stat = _input_stat(Path(path))
+        stat = _input_stat(Path(path), tuple(entry.get("excluded", ())))
         # the inputs' change time as the field began (field.json held it before 2026-11-28)
         resume = manifest.get("parameters", {}).get("resume", {})
         mtime = resume.get("input_changed_ns", info.get("input_mtime_ns")) if name == "image" else None
@@ -125,14 +125,18 @@ def _changed_ns(st: os.stat_result) -> int:
     return max(st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _input_stat(path: Path) -> tuple[int, int, int] | None:
-    """Bytes, files and latest change time of an input (a cheap change check: no file is read)."""
+def _input_stat(path: Path, exclude: tuple[str, ...] = ()) -> tuple[int, int, int] | None:
+    """Bytes, files and latest change time of an input (a cheap change check: no file is read).
+
+    ``exclude``: subfolders left out, as the manifest's digest of the input left them out.
+    """
     if path.is_file():
         st = path.stat()
         return st.st_size, 1, _changed_ns(st)
     if not path.is_dir():
         return None
-    stats = [f.stat() for f in path.rglob("*") if f.is_file()]
+    skip = [path / name for name in exclude]
+    stats = [f.stat() for f in path.rglob("*") if f.is_file() and not any(d in f.parents for d in skip)]
     return sum(s.st_size for s in stats), len(stats), max((_changed_ns(s) for s in stats), default=0)
 
 
@@ -176,7 +180,7 @@ def run_field(
     from dls_microscopy._allocator import bound_allocator, release_memory
     from dls_microscopy.io import open_volume
     from dls_microscopy.io.atomic import atomic_directory
-    from dls_microscopy.pipeline.provenance import write_manifest
+    from dls_microscopy.pipeline.provenance import image_excludes, write_manifest
 
     steps = cfg.steps
     budget = memory_budget or cfg.compute.memory_budget_bytes
@@ -184,7 +188,8 @@ def run_field(
     final = Path(fields_dir) / spec.key
 
     bound_allocator(budget)  # blockwise temporaries are returned to the system, not kept per thread
-    stamp = _input_stat(Path(spec.source))  # before reading: an edit during the run shows on resume
+    # before reading: an edit during the run shows on resume; label images are inputs of their own
+    stamp = _input_stat(Path(spec.source), image_excludes(spec.source))
 
     def step(name: str) -> float:
         release_memory()  # what the previous step freed, before the next one allocates
@@ -284,6 +289,9 @@ def run_field(
         # field.json is an output (verify --recompute compares its bytes): the inputs' change time,
         # which a copy, a restore or a chmod changes, goes to the manifest's parameters instead
         (tmp / FIELD_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        inputs = {"image": spec.source}
+        if steps.segment is None and (Path(spec.source) / "labels" / str(cfg.input.labels)).is_dir():
+            inputs["labels"] = str(Path(spec.source) / "labels" / str(cfg.input.labels))
         parameters = {
             "field": info,
             "config": cfg.model_dump(mode="json", exclude={"compute"}),
@@ -292,7 +300,7 @@ def run_field(
         write_manifest(
             tmp,
             command="run",
-            inputs={"image": spec.source},
+            inputs=inputs,
             parameters=parameters,
             timings=timings,
             models=models,

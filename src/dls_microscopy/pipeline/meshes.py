@@ -64,7 +64,9 @@ def run_meshes(
         write_manifest(
             tmp,
             command="mesh",
-            inputs={"labels": labels_path},
+            # a label image inside an image store: that label image, not the store (whose other
+            # label images, added later, would fail verify)
+            inputs={"labels": _label_input(labels_path, label_name)},
             parameters=arguments,
             entry_point=ENTRY_POINT,
             arguments=arguments,
@@ -86,3 +88,9 @@ def run_meshes(
         finish=finish,
     )
     return {**summary, "manifest": str(Path(outdir) / MANIFEST_NAME)}
+
+
+def _label_input(labels_path: str | os.PathLike[str], label_name: str | None) -> str:
+    """The path of the label image ``label_name`` of the store at ``labels_path``, else ``labels_path``."""
+    inner = Path(os.fspath(labels_path)) / "labels" / str(label_name)
+    return str(inner) if label_name and inner.is_dir() else os.fspath(labels_path)

@@ -130,11 +130,30 @@ def digest_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _walk(root: Path) -> list[Path]:
-    return sorted((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
+def _walk(root: Path, exclude: Iterable[str] = ()) -> list[Path]:
+    """The files under ``root``, sorted by relative path; not those under its subfolders ``exclude``."""
+    skip = {root / name for name in exclude}
+    return sorted(
+        (p for p in root.rglob("*") if p.is_file() and not any(d in p.parents for d in skip)),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
 
 
-def digest_input(path: str | os.PathLike[str], *, reuse: bool = False) -> dict[str, Any]:
+#: Subfolders of an image store that an ``image`` input's digest leaves out: label images are
+#: inputs of their own (``store/labels/NAME``), and adding one (``segment`` writes into the
+#: store) must not make every earlier output of that image fail verify.
+IMAGE_EXCLUDES = ("labels",)
+
+
+def image_excludes(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """:data:`IMAGE_EXCLUDES` present in the image store ``path`` (none for a file)."""
+    p = Path(os.fspath(path))
+    return tuple(name for name in IMAGE_EXCLUDES if (p / name).is_dir())
+
+
+def digest_input(
+    path: str | os.PathLike[str], *, reuse: bool = False, exclude: Sequence[str] = ()
+) -> dict[str, Any]:
     """Size and digests of an input file or store.
 
     A directory (zarr store) gets ``sha256_metadata`` over its metadata files
@@ -142,6 +161,9 @@ def digest_input(path: str | os.PathLike[str], *, reuse: bool = False) -> dict[s
     each keyed by its relative path, so a moved, added, removed or changed
     chunk changes the digest.  A file gets ``sha256_data`` of its bytes.
     An HDF5 ``"file.h5:/dataset"`` path is digested as the file.
+
+    ``exclude`` names subfolders of a store left out (recorded as ``excluded``): an
+    image's ``labels`` (:func:`image_excludes`).
 
     With ``reuse`` (:func:`write_manifest`), an input this process has digested
     before is not read again while every file keeps its name, size and modification
@@ -154,17 +176,20 @@ def digest_input(path: str | os.PathLike[str], *, reuse: bool = False) -> dict[s
     p = Path(file_path).absolute()
     if not p.exists():
         raise InputError("input does not exist", path=p)
-    files = _walk(p) if p.is_dir() else [p]
+    excluded = tuple(exclude) if p.is_dir() else ()
+    files = _walk(p, excluded) if p.is_dir() else [p]
     stats = [f.stat() for f in files]
     fingerprint = hashlib.sha256()
     for f, st in zip(files, stats, strict=True):
         fingerprint.update(f"{f.relative_to(p).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    key = (f"{p}:{internal or ''}", fingerprint.hexdigest())
+    key = (f"{p}:{internal or ''}:{','.join(excluded)}", fingerprint.hexdigest())
     with _DIGESTS_LOCK:
         if reuse and key in _DIGESTS:
             _DIGESTS.move_to_end(key)
             return dict(_DIGESTS[key])
     entry = _digest(p, internal, files, stats)
+    if excluded:
+        entry["excluded"] = list(excluded)
     with _DIGESTS_LOCK:
         _DIGESTS[key] = dict(entry)
         while len(_DIGESTS) > _DIGESTS_MAX:
@@ -293,7 +318,10 @@ def write_manifest(
         "version": MANIFEST_VERSION,
         "command": command,
         # the fields of a run share inputs (every time point of a series reads one store)
-        "inputs": {role: digest_input(p, reuse=True) for role, p in inputs.items()},
+        "inputs": {
+            role: digest_input(p, reuse=True, exclude=image_excludes(p) if role == "image" else ())
+            for role, p in inputs.items()
+        },
         "parameters": dict(parameters),
         "entry_point": entry_point,
         "arguments": dict(arguments if arguments is not None else parameters),
@@ -475,9 +503,11 @@ def _check_input(role: str, entry: Mapping[str, Any], digests: dict[str, dict[st
     item = f"{role} ({path})"
     target = f"{path}:{entry['dataset']}" if entry.get("dataset") else path
     try:
-        if target not in digests:
-            digests[target] = digest_input(target)  # a check reads every byte again
-        now = digests[target]
+        excluded = tuple(entry.get("excluded", ()))
+        cache = f"{target}|{','.join(excluded)}"
+        if cache not in digests:
+            digests[cache] = digest_input(target, exclude=excluded)  # a check reads every byte again
+        now = digests[cache]
     except InputError:
         return [Mismatch("input", item, "exists", True, False)]
     return [
