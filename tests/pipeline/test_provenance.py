@@ -178,6 +178,18 @@ def test_verify_says_what_a_folder_is_when_it_has_no_manifest(tmp_path):
         read_manifest(tmp_path / "run")
 
 
+def test_verify_json_gives_errors_as_json_and_says_what_recompute_did(tmp_path, store, capsys):
+    from dls_microscopy.cli import main
+
+    capsys.readouterr()
+    assert main(["verify", str(tmp_path / "missing"), "--json"]) == 2
+    said = json.loads(capsys.readouterr().out)  # it printed plain text
+    assert "no such folder" in said["error"] and said["path"] == str(tmp_path / "missing")
+    out = _output(tmp_path, store)
+    assert main(["verify", str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith("everything matches its manifest")
+
+
 def test_a_label_image_added_to_the_image_store_changes_no_verify(tmp_path, capsys):
     """``segment`` writes labels into the image store: outputs made before still verify.
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from dls_microscopy.cli._common import RichProgress, app, channel_arg, err, out, parse_size
+from dls_microscopy.errors import DlsError
 
 # -- mesh ----------------------------------------------------------------------
 
@@ -171,7 +172,14 @@ def verify(
 
     from dls_microscopy.pipeline.provenance import RUN_COMMAND, read_manifest, verify_manifest
 
-    found = verify_manifest(outdir, recompute=recompute)
+    try:
+        found = verify_manifest(outdir, recompute=recompute)
+    except DlsError as exc:
+        if not as_json:
+            raise
+        # --json: a program reads stdout; the error is JSON there too (and on stderr as usual)
+        out.print_json(json.dumps({"error": str(exc), "path": str(outdir)}))
+        raise
     if as_json:
         out.print_json(json.dumps([dataclasses.asdict(m) for m in found], default=str))
     elif found:
@@ -179,10 +187,13 @@ def verify(
             out.print(str(m), highlight=False, soft_wrap=True)
     else:
         manifest = read_manifest(outdir)
-        what = "everything matches its manifest"
+        what = "everything matches its manifest" + (" and recomputes to the same bytes" if recompute else "")
         if manifest.get("command") == RUN_COMMAND:
             n_tables, n_fields = len(manifest.get("outputs", [])), len(manifest.get("fields", []))
-            what = f"the run's {n_tables} tables and its {n_fields} fields match their manifests"
+            fields = f"{n_fields} field{'s' if n_fields != 1 else ''}"
+            what = f"the run's {n_tables} tables and its {fields} match their manifests"
+            if recompute:
+                what += " and recompute to the same bytes"
         out.print(f"{outdir}: {what}", soft_wrap=True)
     if found:
         raise typer.Exit(1)
