@@ -67,6 +67,9 @@ def test_clean_folder_verifies(store, tmp_path):
         {"path": "table.csv", "size": 8, "sha256": manifest["outputs"][0]["sha256"]}
     ]
     assert {"python", "packages"} <= set(manifest["software"])
+    assert set(manifest["created"]) == {"utc", "host", "user"} and manifest["created"]["utc"].endswith(
+        "+00:00"
+    )
     assert verify_manifest(out) == []
 
 

@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -84,6 +85,13 @@ _PACKAGES = (
     "fastremap",
     "zmesh",
     "robust-laplacian",
+    # configuration, validation and the compute backends
+    "pydantic",
+    "pyyaml",
+    "ome-zarr-models",
+    "distributed",
+    "dask-jobqueue",
+    "threadpoolctl",
 )
 
 
@@ -247,7 +255,28 @@ def software_versions(packages: Iterable[str] = _PACKAGES) -> dict[str, Any]:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
-    return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions}
+    found: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    torch = sys.modules.get("torch")  # only where this process used it: importing it takes seconds
+    if torch is not None:
+        found["torch_build"] = {"cuda": torch.version.cuda, "debug": bool(torch.version.debug)}
+    return {**found, "packages": versions}
+
+
+def created_by() -> dict[str, Any]:
+    """When, where and by whom an output was made: the audit trail of a manifest (``created``)."""
+    import datetime
+    import getpass
+    import socket
+
+    try:
+        user: str | None = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (containers)
+        user = None
+    return {
+        "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "user": user,
+    }
 
 
 def _canonical(obj: Any) -> bytes:
@@ -326,6 +355,7 @@ def write_manifest(
         "entry_point": entry_point,
         "arguments": dict(arguments if arguments is not None else parameters),
         "software": software_versions(),
+        "created": created_by(),
         "models": [dict(m) for m in models],
         "seeds": dict(seeds or {}),
         "timings_s": {k: round(float(v), 6) for k, v in (timings or {}).items()},
