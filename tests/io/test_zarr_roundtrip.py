@@ -224,3 +224,33 @@ def test_labels_go_into_a_store_that_was_not_valid_ngff_as_it_was(tmp_path, capl
     assert any("not valid NGFF 0.5 as it is" in r.getMessage() for r in caplog.records)
     assert list(open_volume(store).labels) == ["old", "new"]
     np.testing.assert_array_equal(open_labels(store, "new").load(), lab * 2)
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_labels_stopped_midway_leave_the_store_valid(tmp_path, monkeypatch, version):
+    """Ctrl-C while labels are written: the labels group was made first, empty, and failed validation."""
+    from dls_microscopy.io import write_labels, zarr_write
+
+    lab = np.zeros((8, 32, 32), np.uint16)
+    lab[2:5, 4:12, 4:12] = 1
+    store = write_ome_zarr(np.ones((8, 32, 32), np.uint16), tmp_path / "s.ome.zarr", version=version)
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real = zarr_write.write_label_pyramid
+    monkeypatch.setattr(zarr_write, "write_label_pyramid", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        write_labels(store, "nuclei", lab)
+    assert not (store / "labels").exists()
+    validate_written_store(store, version)
+    assert open_volume(store).labels == ()
+    # with a label image there already: it stays listed, alone
+    monkeypatch.setattr(zarr_write, "write_label_pyramid", real)
+    write_labels(store, "truth", lab)
+    monkeypatch.setattr(zarr_write, "write_label_pyramid", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        write_labels(store, "nuclei", lab)
+    validate_written_store(store, version)
+    assert open_volume(store).labels == ("truth",)
+    assert sorted(p.name for p in (store / "labels").iterdir() if p.is_dir()) == ["truth"]

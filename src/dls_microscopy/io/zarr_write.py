@@ -15,6 +15,7 @@ image store); the public names are re-exported here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -259,16 +260,27 @@ def write_labels(
             "%s is not valid NGFF %s as it is (%s); adding labels %r, validated on their own",
             image_path, version, before, name,
         )  # fmt: skip
-    labels_group = zarr.open_group(store=str(labels_dir), mode="a", zarr_format=zarr_format)
-    old_attrs = dict(labels_group.attrs)
+    # The labels group is made (or listed in) only once the label image is committed: made first,
+    # a write stopped midway (Ctrl-C) left a store whose empty labels group failed validation.
+    had_group = labels_dir.is_dir() and any((labels_dir / f).is_file() for f in ("zarr.json", ".zgroup"))
+    old_attrs = dict(zarr.open_group(store=str(labels_dir), mode="r").attrs) if had_group else {}
+    made_dir = not labels_dir.exists()
+    labels_dir.mkdir(exist_ok=True)  # a plain folder for the partial label image: no zarr group yet
     final = labels_dir / name
-    with atomic_directory(final, overwrite=overwrite) as tmp:
-        write_label_pyramid(
-            zarr.open_group(store=str(tmp), mode="w", zarr_format=zarr_format), source,
-            axes=label_axes, spacing=image.spacing, factors=factors, options=options, name=name,
-            memory_budget=memory_budget, progress=progress, workers=workers, label=f"labels {name}",
-        )  # fmt: skip
-        _validate_label_root(tmp, version)
+    try:
+        with atomic_directory(final, overwrite=overwrite) as tmp:
+            write_label_pyramid(
+                zarr.open_group(store=str(tmp), mode="w", zarr_format=zarr_format), source,
+                axes=label_axes, spacing=image.spacing, factors=factors, options=options, name=name,
+                memory_budget=memory_budget, progress=progress, workers=workers, label=f"labels {name}",
+            )  # fmt: skip
+            _validate_label_root(tmp, version)
+    except BaseException:
+        if made_dir:
+            with contextlib.suppress(OSError):
+                labels_dir.rmdir()  # only if the partial label image went with the failure
+        raise
+    labels_group = zarr.open_group(store=str(labels_dir), mode="a", zarr_format=zarr_format)
     listed = [n for n in image.labels if n != name] + [name]
     labels_group.attrs.update(labels_group_attrs(version, listed))
     if before is None:
