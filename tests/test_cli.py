@@ -382,3 +382,9 @@ def test_sample_keeps_existing_files_unless_overwrite(capsys, tmp_path):
     assert (out / "pipeline.yaml").read_text() == "# mine\n"
     code, _, _ = run(capsys, "sample", str(out), "--plate", "--overwrite")
     assert code == 0 and (out / "pipeline.yaml").read_text() != "# mine\n"
+
+
+def test_run_refuses_zero_workers_before_anything(capsys, tmp_path):
+    """``run --workers 0`` was accepted in silence when no field was left to do."""
+    code, _, err = run(capsys, "run", str(tmp_path / "pipeline.yaml"), "--workers", "0")
+    assert code == 2 and "--workers" in err and "greater than or equal to 1" in err

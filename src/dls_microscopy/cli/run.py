@@ -25,7 +25,7 @@ EXIT_FIELDS_FAILED = 3
 def run_command(
     config: Annotated[Path, typer.Argument(help="Pipeline configuration (YAML; see 'config schema').")],
     workers: Annotated[
-        int | None, typer.Option(help="Fields in parallel (a local Dask cluster of N workers).")
+        int | None, typer.Option(min=1, help="Fields in parallel (a local Dask cluster of N workers).")
     ] = None,
     cluster: Annotated[
         str | None, typer.Option(help="Compute backend: local, slurm or pbs (overrides the config).")
