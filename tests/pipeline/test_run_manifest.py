@@ -49,7 +49,7 @@ def _flip(path, at=100):
 def test_the_run_manifest_records_its_tables_and_fields(finished_run, capsys):
     manifest = read_manifest(finished_run)
     assert manifest["command"] == RUN_COMMAND
-    assert [o["path"] for o in manifest["outputs"]] == TABLES
+    assert [o["path"] for o in manifest["outputs"]] == [*TABLES, "pipeline.resolved.yaml"]
     for o in manifest["outputs"]:
         assert o["sha256"] == digest_file(finished_run / o["path"])
     assert [f["path"] for f in manifest["fields"]] == [f"fields/{k}" for k in KEYS]  # row order
@@ -75,6 +75,20 @@ def test_a_changed_byte_in_a_run_table_is_reported(run_copy, capsys):
     found = {(m.folder, m.item, m.field, m.actual) for m in verify_manifest(run_copy)}
     assert ("", "objects.csv", "exists", True) in found
     assert ("", "images.parquet", "exists", False) in found
+
+
+def test_the_resolved_config_and_stray_files_of_a_run_folder_are_checked(run_copy):
+    """An edited pipeline.resolved.yaml and a stray file at the run's root passed verify."""
+    resolved = run_copy / "pipeline.resolved.yaml"
+    resolved.write_text(resolved.read_text() + "# seed: 42\n")
+    (run_copy / "notes.txt").write_text("added by hand")
+    (run_copy / "run_summary.json").write_text("{}")  # a report: not covered
+    found = {(m.item, m.field) for m in verify_manifest(run_copy)}
+    assert found == {
+        ("pipeline.resolved.yaml", "sha256"),
+        ("pipeline.resolved.yaml", "size"),
+        ("notes.txt", "exists"),
+    }
 
 
 def test_a_changed_field_is_reported_per_field(run_copy, capsys):
@@ -148,7 +162,11 @@ def test_a_run_stopped_while_writing_its_tables_leaves_no_manifest_then_resumes(
     assert again.count("skipped") == 4
     assert verify_manifest(run_copy) == []
     after = read_manifest(run_copy)
-    assert after["outputs"] == before["outputs"] and after["fields"] == before["fields"]
+    tables = [o for o in after["outputs"] if o["path"] in TABLES]  # the config names this copy's folder
+    assert (
+        tables == [o for o in before["outputs"] if o["path"] in TABLES]
+        and after["fields"] == before["fields"]
+    )
 
 
 def test_a_forced_rerun_stopped_mid_field_leaves_no_manifest_of_the_old_tables(run_copy, small_plate):

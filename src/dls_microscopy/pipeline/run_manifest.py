@@ -6,7 +6,8 @@ Each field folder (``fields/KEY``) has its own ``manifest.json``
 tables by :func:`~dls_microscopy.pipeline.collect.collect_tables`, are
 recorded in the run folder's ``manifest.json``:
 
-* ``outputs``: every run table (path, size, sha256);
+* ``outputs``: every run table and the resolved configuration (path, size, sha256); a
+  file in the run folder that is neither these nor a report (``RUN_REPORTS``) is reported;
 * ``fields``: the fields they were built from, in row order, each with the
   sha256 of its ``manifest.json`` (which records the field's tables);
 * ``fields_failed``: the fields of the run that are in no table;
@@ -141,7 +142,8 @@ def write_run_manifest(
         "seeds": {"seed": cfg.seed},
         "timings_s": {"tables": round(float(seconds), 6)} if seconds is not None else {},
         "outputs": [
-            {"path": p.name, "size": p.stat().st_size, "sha256": digest_file(p)} for p in tables.values()
+            {"path": p.name, "size": p.stat().st_size, "sha256": digest_file(p)}
+            for p in [*tables.values(), *_resolved_config(out)]
         ],
     }
     path = save_manifest(out, manifest)
@@ -149,10 +151,22 @@ def write_run_manifest(
     return path
 
 
-def _run_tables_present(out: Path) -> list[str]:
-    from dls_microscopy.pipeline.collect import TABLE_NAMES
+#: Files of a run folder that are reports, written after the manifest or as the run goes:
+#: not covered by it.
+RUN_REPORTS = frozenset({MANIFEST_NAME, "run.log", "run_summary.json", ".run.lock"})
 
-    return [f"{n}.{ext}" for n in TABLE_NAMES for ext in ("parquet", "csv") if (out / f"{n}.{ext}").is_file()]
+
+def _resolved_config(out: Path) -> list[Path]:
+    """The run's resolved configuration (written as it starts), where it is."""
+    from dls_microscopy.pipeline.run import RESOLVED_CONFIG
+
+    path = out / RESOLVED_CONFIG
+    return [path] if path.is_file() else []
+
+
+def _run_files_present(out: Path) -> list[str]:
+    """The files directly in the run folder the manifest should list: all but the reports."""
+    return sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in RUN_REPORTS)
 
 
 def verify_run(out: Path, manifest: Mapping[str, Any], *, recompute: bool = False) -> list[Mismatch]:
@@ -179,7 +193,12 @@ def verify_run(out: Path, manifest: Mapping[str, Any], *, recompute: bool = Fals
 
     out = Path(out)
     found = check_self_digest(manifest)
-    found += check_outputs(out, manifest.get("outputs", []), present=_run_tables_present(out))
+    from dls_microscopy.pipeline.run import RESOLVED_CONFIG
+
+    listed = {o["path"] for o in manifest.get("outputs", [])}
+    # run manifests of the first version (2026-11-27) did not list the resolved configuration
+    present = [f for f in _run_files_present(out) if f in listed or f != RESOLVED_CONFIG]
+    found += check_outputs(out, manifest.get("outputs", []), present=present)
     recorded = list(manifest.get("fields", []))
     digests: dict[str, dict[str, Any]] = {}  # inputs shared by fields are read once
     for entry in recorded:
@@ -237,7 +256,12 @@ def _rebuild_tables(out: Path, manifest: Mapping[str, Any]) -> list[Mismatch]:
         return [Mismatch("recompute", "run tables", "built", True, str(exc))]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    recorded = {o["path"]: o.get("sha256") for o in manifest.get("outputs", [])}
+    from dls_microscopy.pipeline.run import RESOLVED_CONFIG
+
+    # the tables; the resolved configuration is checked as it is, not rebuilt
+    recorded = {
+        o["path"]: o.get("sha256") for o in manifest.get("outputs", []) if o["path"] != RESOLVED_CONFIG
+    }
     return [
         Mismatch("recompute", name, "sha256", recorded.get(name), again.get(name))
         for name in sorted(set(recorded) | set(again))
