@@ -187,7 +187,16 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def _write(table: pa.Table, path: Path, fmt: str) -> Path:
+def write_table(table: pa.Table, path: Path, fmt: str) -> Path:
+    """Write ``table`` as ``fmt`` (``"parquet"`` or ``"csv"``) under a temporary name, then rename it.
+
+    The file appears whole or not at all (the run's tables, the app's export).
+
+    Raises
+    ------
+    OutputError
+        The file cannot be written.
+    """
     from dls_microscopy.features.tables import write_csv, write_parquet
 
     tmp = _tmp_name(path)
@@ -197,6 +206,9 @@ def _write(table: pa.Table, path: Path, fmt: str) -> Path:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write the table: {exc.strerror or exc}", path=path) from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never a half-written table beside the others
+        raise
     return path
 
 
@@ -427,7 +439,7 @@ def collect_tables(
             known = members.keys() if images is not None else None  # wells without objects too
             table = _with_empty_groups(table, known, keys, compartment)
             table = with_site_count(table, keys, {g: len(m) for g, m in members.items()})
-            written[name] = _write(table, outdir / f"{name}.{ext}", table_format)
+            written[name] = write_table(table, outdir / f"{name}.{ext}", table_format)
     for name in TABLE_NAMES:  # tables of an earlier run that this run did not write are stale
         for stale_ext in ("parquet", "csv"):
             stale = outdir / f"{name}.{stale_ext}"

@@ -36,7 +36,7 @@ def export_table(table: Any, path: str | os.PathLike[str]) -> Path:
         The folder does not exist, or the file cannot be written (pyarrow's own
         message said "Failed to open local file").
     """
-    from dls_microscopy.features import write_csv, write_parquet
+    from dls_microscopy.pipeline.collect import write_table
 
     target = Path(path)
     suffix = target.suffix.lower()
@@ -46,16 +46,7 @@ def export_table(table: Any, path: str | os.PathLike[str]) -> Path:
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         raise OutputError(f"cannot save the table: {folder} {what}; choose an existing folder", path=target)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        (write_parquet if suffix == ".parquet" else write_csv)(table, tmp)
-        os.replace(tmp, target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot save the table: {exc.strerror or exc}", path=target) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # never a half-written table beside the user's files
-        raise
+    write_table(table, target, suffix[1:])
     return target
 
 
