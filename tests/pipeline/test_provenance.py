@@ -145,11 +145,11 @@ def test_manifests_reuse_an_input_digest_while_its_files_are_unchanged(store, tm
     """The fields of a run share an input (a time series): it is read once, not once per field."""
     import os
 
-    from dls_microscopy.pipeline import provenance
+    from dls_microscopy.pipeline import _digests
 
     reads = []
-    real = provenance.digest_file
-    monkeypatch.setattr(provenance, "digest_file", lambda p: reads.append(p) or real(p))
+    real = _digests.digest_file
+    monkeypatch.setattr(_digests, "digest_file", lambda p: reads.append(p) or real(p))
     first = digest_input(store, reuse=True)
     n = len(reads)
     assert n == 2  # the two chunks (metadata files are read whole, not through digest_file)
