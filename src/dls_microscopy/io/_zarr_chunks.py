@@ -87,16 +87,16 @@ class _ZarrReader:
             rel = f"{prefix}/{chunk_key}" if prefix else chunk_key
             if (self.root / rel).exists():  # type: ignore[operator]
                 continue
-            if self.policy == "error" or not self._any_chunk():
-                if self.policy != "error":  # an array without a single chunk: a broken copy
-                    raise CorruptDataError(
-                        f"no chunk of zarr array {prefix!r} exists in the store (chunk {rel!r} is "
-                        "the first needed): an incomplete copy, or a store of metadata only",
-                        path=self.path,
-                    )
+            if self.policy == "error":
                 raise CorruptDataError(
                     f"chunk {rel!r} is missing from the store (open_volume(..., "
                     f"missing_chunks='warn') reads it as the fill value {self.array.fill_value!r})",
+                    path=self.path,
+                )
+            if not self._any_chunk():  # an array without a single chunk: a broken copy
+                raise CorruptDataError(
+                    f"no chunk of zarr array {prefix!r} exists in the store (chunk {rel!r} is "
+                    "the first needed): an incomplete copy, or a store of metadata only",
                     path=self.path,
                 )
             if not self._warned:
@@ -111,7 +111,8 @@ class _ZarrReader:
                 self._warned = True
 
 
-_METADATA_FILES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+#: Files of a zarr store that are metadata; every other file is a chunk (or shard).
+ZARR_METADATA_FILES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
 
 
 def _first_chunk_file(folder: Path) -> Path | None:
@@ -123,7 +124,7 @@ def _first_chunk_file(folder: Path) -> Path | None:
         except OSError:
             continue
         for e in entries:
-            if e.is_file() and e.name not in _METADATA_FILES:
+            if e.is_file() and e.name not in ZARR_METADATA_FILES:
                 return Path(e.path)
             if e.is_dir():
                 stack.append(Path(e.path))

@@ -20,8 +20,6 @@ from dls_microscopy.errors import InputError
 __all__ = ["IMAGE_EXCLUDES", "digest_file", "digest_input", "image_excludes"]
 
 _READ_BYTES = 8 * 2**20
-#: Files of a zarr store that are metadata; every other file is a chunk (or shard).
-_ZARR_METADATA = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
 #: Inputs this process has digested, by path and a fingerprint of every file's name, size and
 #: modification time (the fields of one run share inputs: every time point of a time series
 #: reads the same store, which is then read once, not once per field).  Least recently used
@@ -109,6 +107,8 @@ def digest_input(
 
 def _digest(p: Path, internal: str | None, files: list[Path], stats: list[os.stat_result]) -> dict[str, Any]:
     """:func:`digest_input` of ``p``, whose ``files`` (sorted) and their ``stats`` are listed."""
+    from dls_microscopy.io._zarr_chunks import ZARR_METADATA_FILES  # zarr is imported with it: lazily
+
     entry: dict[str, Any] = {"path": str(p)}
     if internal:
         entry["dataset"] = internal
@@ -119,7 +119,7 @@ def _digest(p: Path, internal: str | None, files: list[Path], stats: list[os.sta
             rel = f.relative_to(p).as_posix().encode()
             size += st.st_size
             n += 1
-            if f.name in _ZARR_METADATA:
+            if f.name in ZARR_METADATA_FILES:
                 content = f.read_bytes()
                 meta.update(rel + b"\0" + str(len(content)).encode() + b"\0" + content)
             else:

@@ -106,11 +106,11 @@ def committed_field(folder: Path, digest: str, model_sha256: Mapping[str, str] |
         if now is not None and now != entry.get("sha256"):
             log.info("%s: its model %s changed: redoing it", folder.name, entry.get("path"))
             return False
+    # the inputs' change time as the field began (field.json held it before 2026-11-28)
+    resume = manifest.get("parameters", {}).get("resume", {})
     for name, entry in manifest.get("inputs", {}).items():
         path = str(entry.get("path", ""))
         stat = _input_stat(Path(path), tuple(entry.get("excluded", ())))
-        # the inputs' change time as the field began (field.json held it before 2026-11-28)
-        resume = manifest.get("parameters", {}).get("resume", {})
         mtime = resume.get("input_changed_ns", info.get("input_mtime_ns")) if name == "image" else None
         recorded = (entry.get("size"), entry.get("n_files"), mtime if mtime is not None else stat and stat[2])
         if stat != recorded:
@@ -135,8 +135,9 @@ def _input_stat(path: Path, exclude: tuple[str, ...] = ()) -> tuple[int, int, in
         return st.st_size, 1, _changed_ns(st)
     if not path.is_dir():
         return None
-    skip = [path / name for name in exclude]
-    stats = [f.stat() for f in path.rglob("*") if f.is_file() and not any(d in f.parents for d in skip)]
+    from dls_microscopy.pipeline._digests import _walk
+
+    stats = [f.stat() for f in _walk(path, exclude)]
     return sum(s.st_size for s in stats), len(stats), max((_changed_ns(s) for s in stats), default=0)
 
 
