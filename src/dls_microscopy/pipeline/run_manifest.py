@@ -189,15 +189,13 @@ def verify_run(out: Path, manifest: Mapping[str, Any], *, recompute: bool = Fals
         ``folder="fields/KEY"``, those of the run's tables and of which fields
         they were built from ``folder=""``.
     """
-    from dls_microscopy.pipeline.run import FIELDS_DIR
+    from dls_microscopy.pipeline.run import FIELDS_DIR, RESOLVED_CONFIG
 
     out = Path(out)
     found = check_self_digest(manifest)
-    from dls_microscopy.pipeline.run import RESOLVED_CONFIG
-
-    listed = {o["path"] for o in manifest.get("outputs", [])}
+    outputs = {o["path"] for o in manifest.get("outputs", [])}
     # run manifests of the first version (2026-11-27) did not list the resolved configuration
-    present = [f for f in _run_files_present(out) if f in listed or f != RESOLVED_CONFIG]
+    present = [f for f in _run_files_present(out) if f in outputs or f != RESOLVED_CONFIG]
     found += check_outputs(out, manifest.get("outputs", []), present=present)
     recorded = list(manifest.get("fields", []))
     digests: dict[str, dict[str, Any]] = {}  # inputs shared by fields are read once
