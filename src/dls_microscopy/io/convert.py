@@ -10,6 +10,7 @@ from typing import Any
 
 from dls_microscopy.io.open import open_volume
 from dls_microscopy.io.zarr_write import write_ome_zarr
+from dls_microscopy.volume import Volume
 
 __all__ = ["convert"]
 
@@ -60,7 +61,7 @@ def convert(
     return write_ome_zarr(image, destination, labels=label_volumes, **write_options)
 
 
-def _labels_of_source(source: str | os.PathLike[str], image: Any, *, skip: set[str]) -> dict[str, Any]:
+def _labels_of_source(source: str | os.PathLike[str], image: Volume, *, skip: set[str]) -> dict[str, Volume]:
     """The NGFF label images of an OME-Zarr ``source`` that fit ``image``, by name (conversions dropped them).
 
     One that cannot be read or does not fit the image's spatial shape is left out with a warning.
@@ -69,7 +70,7 @@ def _labels_of_source(source: str | os.PathLike[str], image: Any, *, skip: set[s
     from dls_microscopy.io.zarr_read import open_labels
 
     found = {}
-    for name in getattr(image, "labels", ()) or ():
+    for name in image.labels:
         if name in skip:
             continue
         try:
@@ -77,8 +78,7 @@ def _labels_of_source(source: str | os.PathLike[str], image: Any, *, skip: set[s
         except DlsError as exc:
             log.warning("%s: label image %r not carried over: %s", source, name, exc)
             continue
-        spatial = tuple(s for a, s in zip(image.axes, image.shape, strict=True) if a in "zyx")
-        if tuple(s for a, s in zip(lab.axes, lab.shape, strict=True) if a in "zyx") != spatial:
+        if lab.spatial_shape != image.spatial_shape:
             log.warning(
                 "%s: label image %r not carried over: its shape differs from the image's", source, name
             )
