@@ -31,6 +31,7 @@ __all__ = [
     "LevelSource",
     "Volume",
     "check_dtype",
+    "check_spacing",
     "replace_nonfinite",
 ]
 
@@ -279,6 +280,35 @@ class Volume:
             self, data=self.levels[level], spacing=self.level_spacings[level], level=level
         )
 
+    def with_spacing(self, spacing: Sequence[float] | float) -> Volume:
+        """The same volume with the full-resolution spacing replaced (metadata only).
+
+        For files whose voxel size is missing or wrong.  Every level keeps its
+        factor to full resolution, so a level twice as coarse stays twice as
+        coarse in the new unit.
+
+        Parameters
+        ----------
+        spacing : float or sequence of float
+            Voxel size in µm at full resolution (level 0): one value per spatial
+            axis in axis order (``(dz, dy, dx)``), or one value for every axis.
+
+        Raises
+        ------
+        InputError
+            When the number of values does not match the spatial axes, or a value is
+            not positive and finite.
+        """
+        new = check_spacing(spacing, self.spatial_axes, source=self.source)
+        base = self.level_spacings[0]
+        level_spacings = tuple(
+            tuple(n * s / b for n, s, b in zip(new, sp, base, strict=True)) for sp in self.level_spacings
+        )
+        metadata = {**self.metadata, "spacing_from_file_um": list(base)}
+        return dataclasses.replace(
+            self, spacing=level_spacings[self.level], level_spacings=level_spacings, metadata=metadata
+        )
+
     def select(self, *, c: int | str | None = None, t: int | None = None) -> Volume:
         """Select one channel and/or one time point; the axis is dropped.
 
@@ -385,6 +415,47 @@ class Volume:
             "labels": list(self.labels),
             **{k: v for k, v in self.metadata.items() if _jsonable(v)},
         }
+
+
+def check_spacing(
+    spacing: Sequence[float] | float, spatial_axes: str, *, source: str | Path | None = None
+) -> tuple[float, ...]:
+    """A given voxel size as one positive, finite value per spatial axis, in µm.
+
+    Parameters
+    ----------
+    spacing : float or sequence of float
+        One value for every axis, or one per axis of ``spatial_axes`` in that order.
+    spatial_axes : str
+        The volume's spatial axes, e.g. ``"zyx"``.
+
+    Raises
+    ------
+    InputError
+        Naming the axes expected, or the axis whose value is not a spacing.
+    """
+    values = [spacing] if isinstance(spacing, int | float) else list(spacing)
+    if len(values) == 1:
+        values = values * len(spatial_axes)
+    if len(values) != len(spatial_axes):
+        raise InputError(
+            f"the voxel size needs one value per spatial axis ({', '.join(spatial_axes)}) or one "
+            f"for all, got {len(values)}: {values}",
+            path=source,
+        )
+    out: list[float] = []
+    for axis, value in zip(spatial_axes, values, strict=True):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = float("nan")
+        if not np.isfinite(v) or v <= 0:
+            raise InputError(
+                f"the voxel size of axis {axis} must be a positive number of µm, got {value!r}",
+                path=source,
+            )
+        out.append(v)
+    return tuple(out)
 
 
 def _check_index(index: int, size: int, what: str, source: Path | None) -> int:

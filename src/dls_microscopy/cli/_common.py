@@ -8,6 +8,7 @@ their own modules (see :mod:`dls_microscopy.cli`).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Annotated
 
 import typer
@@ -53,6 +54,35 @@ def parse_size(text: str) -> int:
 def channel_arg(text: str) -> int | str:
     """A ``--channel`` value: an index when it is all digits, else a channel name."""
     return int(text) if text.isdigit() else text
+
+
+SPACING_HELP = (
+    "Voxel size in µm at full resolution, in place of the file's: Z,Y,X (e.g. 2,0.65,0.65) "
+    "or one value for all axes."
+)
+SpacingOption = Annotated[str | None, typer.Option("--spacing", metavar="<z,y,x>", help=SPACING_HELP)]
+"""The ``--spacing`` option of every command that opens an image."""
+
+
+def parse_spacing(text: str | None) -> tuple[float, ...] | None:
+    """A ``--spacing`` value (``"2,0.65,0.65"`` or ``"0.5"``) as floats; None when not given.
+
+    Only the numbers are checked here; their count against the image's axes is checked
+    when the image is opened (:meth:`~dls_microscopy.volume.Volume.with_spacing`).
+    """
+    if text is None:
+        return None
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if not values or any(not math.isfinite(v) or v <= 0 for v in values):
+        raise InputError(
+            f"--spacing {text!r} is not a voxel size: give positive numbers of µm, Z,Y,X "
+            "(e.g. 2,0.65,0.65) or one for all axes"
+        )
+    return values
 
 
 class RichProgress:

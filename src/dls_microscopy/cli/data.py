@@ -9,7 +9,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dls_microscopy.cli._common import RichProgress, app, err, out, parse_size
+from dls_microscopy.cli._common import (
+    RichProgress,
+    SpacingOption,
+    app,
+    err,
+    out,
+    parse_size,
+    parse_spacing,
+)
 
 # -- info ----------------------------------------------------------------------
 
@@ -18,12 +26,13 @@ from dls_microscopy.cli._common import RichProgress, app, err, out, parse_size
 def info(
     path: Annotated[str, typer.Argument(help="Image: OME-Zarr, OME-TIFF/TIFF, or HDF5 as file.h5:/dataset.")],
     series: Annotated[int, typer.Option(help="Series (multi-series files) or n-th plate field.")] = 0,
+    spacing: SpacingOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show shape, axes, dtype, spacing (µm), resolution levels, channels, labels and plate layout."""
     from dls_microscopy.io import describe_plate, detect_format, open_volume, split_dataset_path
 
-    vol = open_volume(path, series=series)
+    vol = open_volume(path, series=series, spacing=parse_spacing(spacing))
     summary: dict[str, Any] = vol.describe()
     file_path, _ = split_dataset_path(path)
     if detect_format(file_path) == "zarr" and "well" in vol.metadata:
@@ -59,6 +68,15 @@ def convert(
         ),
     ] = None,
     series: Annotated[int, typer.Option(help="Series of a multi-series input.")] = 0,
+    spacing: Annotated[
+        str | None,
+        typer.Option(
+            "--spacing",
+            metavar="<z,y,x>",
+            help="Voxel size in µm to write in place of the input's (mends missing or wrong "
+            "metadata): Z,Y,X or one value for all axes.",
+        ),
+    ] = None,
     ngff_version: Annotated[
         str, typer.Option("--ngff-version", help="0.5 (zarr v3, sharded) or 0.4 (zarr v2).")
     ] = "0.5",
@@ -89,6 +107,7 @@ def convert(
             destination,
             series=series,
             labels=label_paths,
+            spacing=parse_spacing(spacing),
             version=ngff_version,  # type: ignore[arg-type]
             chunks=chunks,
             shards=shards,

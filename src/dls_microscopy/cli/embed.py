@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from dls_microscopy.cli._common import app, channel_arg, out
+from dls_microscopy.cli._common import SpacingOption, app, channel_arg, out, parse_spacing
 from dls_microscopy.errors import InputError
 
 embed_app = typer.Typer(
@@ -44,6 +44,7 @@ def embed_train(
     time_point: Annotated[
         int | None, typer.Option(help="Time point of the inputs, for time series (from 0).")
     ] = None,
+    spacing: SpacingOption = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: usable cores, up to 4).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the model record as JSON.")] = False,
 ) -> None:
@@ -60,6 +61,7 @@ def embed_train(
         channels=[channel_arg(c) for c in channel] if channel else None,
         series=series,
         time_point=time_point,
+        spacing=parse_spacing(spacing),
         epochs=epochs,
         seed=seed,
         device=device,
@@ -96,6 +98,7 @@ def embed_apply(
     time_point: Annotated[
         int | None, typer.Option(help="Time point of the input, for time series (from 0).")
     ] = None,
+    spacing: SpacingOption = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: usable cores, up to 4).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -110,6 +113,7 @@ def embed_apply(
         channels=[channel_arg(c) for c in channel] if channel else None,
         series=series,
         time_point=time_point,
+        spacing=parse_spacing(spacing),
         device=device,
         batch_size=batch_size,
         threads=threads,

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from dls_microscopy.cli._common import RichProgress, app, channel_arg, err, out, parse_size
+from dls_microscopy.cli._common import (
+    RichProgress,
+    SpacingOption,
+    app,
+    channel_arg,
+    err,
+    out,
+    parse_size,
+    parse_spacing,
+)
 from dls_microscopy.errors import DlsError
 
 # -- mesh ----------------------------------------------------------------------
@@ -39,6 +48,7 @@ def mesh(
         Path | None, typer.Option(help="Also write per-object shape descriptors to this .parquet.")
     ] = None,
     label_name: Annotated[str | None, typer.Option(help="NGFF label image inside an OME-Zarr image.")] = None,
+    spacing: SpacingOption = None,
     memory_budget: Annotated[str, typer.Option(help="Memory for reading label blocks, e.g. 1GB.")] = "1GB",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUTDIR.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -59,6 +69,7 @@ def mesh(
             progress=bar,
             overwrite=overwrite,
             memory_budget=parse_size(memory_budget),
+            spacing=parse_spacing(spacing),
         )
     if as_json:
         out.print_json(json.dumps(summary, default=str))
@@ -91,6 +102,7 @@ def features(
     time_point: Annotated[
         int | None, typer.Option(help="Time point to measure, for time series (from 0).")
     ] = None,
+    spacing: SpacingOption = None,
     percentile: Annotated[
         list[float] | None, typer.Option(help="Intensity percentile; repeatable (default 25, 50, 75).")
     ] = None,
@@ -128,6 +140,7 @@ def features(
             site=site,
             series=series,
             time_point=time_point,
+            spacing=parse_spacing(spacing),
             percentiles=tuple(percentile) if percentile else (25.0, 50.0, 75.0),
             radial_shells=radial_shells,
             csv=csv,

@@ -8,7 +8,16 @@ from typing import Annotated, Any
 
 import typer
 
-from dls_microscopy.cli._common import RichProgress, app, channel_arg, err, out, parse_size
+from dls_microscopy.cli._common import (
+    RichProgress,
+    SpacingOption,
+    app,
+    channel_arg,
+    err,
+    out,
+    parse_size,
+    parse_spacing,
+)
 from dls_microscopy.errors import InputError
 
 # -- segment -------------------------------------------------------------------
@@ -74,6 +83,7 @@ def segment(
     time_point: Annotated[
         int | None, typer.Option(help="Time point to segment, for time series (from 0).")
     ] = None,
+    spacing: SpacingOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing labels of that name.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result summary as JSON.")] = False,
@@ -83,7 +93,7 @@ def segment(
     from dls_microscopy.segment import get_segmenter, segment_blockwise
 
     params = _parse_params(param)
-    vol = open_volume(source, series=series)
+    vol = open_volume(source, series=series, spacing=parse_spacing(spacing))
     ch = channel_arg(channel) if channel is not None else None
     estimated = None
     if diameter is not None and diameter.strip().lower() == "auto":
@@ -169,6 +179,7 @@ def estimate_diameter_cmd(
     start: Annotated[str, typer.Option(help="First diameter tried, µm; must exceed the nuclei's.")] = "20",
     series: Annotated[int, typer.Option(help="Series / plate field of the input.")] = 0,
     time_point: Annotated[int | None, typer.Option(help="Time point, for time series (from 0).")] = None,
+    spacing: SpacingOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Estimate the nucleus diameter (µm) that the image supports, for segment --diameter.
@@ -181,7 +192,7 @@ def estimate_diameter_cmd(
     from dls_microscopy.io import open_volume
     from dls_microscopy.segment.diameter import estimate_diameter
 
-    vol = open_volume(source, series=series)
+    vol = open_volume(source, series=series, spacing=parse_spacing(spacing))
     ch = channel_arg(channel) if channel is not None else None
     est = estimate_diameter(
         vol,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,17 @@ GLB_NAME = "meshes.glb"
 INDEX_NAME = "meshes.json"
 
 
-def open_label_volume(path: str | os.PathLike[str], label_name: str | None = None) -> Volume:
+def open_label_volume(
+    path: str | os.PathLike[str],
+    label_name: str | None = None,
+    *,
+    spacing: Sequence[float] | None = None,
+) -> Volume:
     """Open a labels image: a label image itself, or an NGFF image holding label images.
 
     For an image with NGFF ``labels/``, ``label_name`` picks one (default:
-    the only one).  Length-1 ``t``/``c`` axes are dropped.
+    the only one).  Length-1 ``t``/``c`` axes are dropped.  ``spacing`` (µm at full
+    resolution, :meth:`~dls_microscopy.volume.Volume.with_spacing`) replaces the file's.
 
     Raises
     ------
@@ -53,9 +59,9 @@ def open_label_volume(path: str | os.PathLike[str], label_name: str | None = Non
     """
     from dls_microscopy.io import open_labels, open_volume
 
-    vol = open_volume(path)
+    vol = open_volume(path, spacing=spacing)
     if vol.labels:
-        vol = open_labels(path, label_name)
+        vol = open_labels(path, label_name, spacing=spacing)
     elif label_name is not None:
         raise InputError(f"no label images in this file (asked for {label_name!r})", path=path)
     for axis in "tc":
@@ -87,6 +93,7 @@ def export_meshes_command(
     memory_budget: int | None = None,
     source: str | None = None,
     finish: Callable[[Path], None] | None = None,
+    spacing: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Mesh every object of a labels file and write the meshes (and descriptors).
 
@@ -119,6 +126,9 @@ def export_meshes_command(
     finish : callable, optional
         Called with the temporary folder once every file is in it, before it
         becomes ``outdir`` (the provenance manifest is written there).
+    spacing : sequence of float, optional
+        Voxel size in µm at full resolution (``(dz, dy, dx)`` or one value), in
+        place of the file's.
 
     Returns
     -------
@@ -139,7 +149,7 @@ def export_meshes_command(
                 "descriptors file already exists (use overwrite / --overwrite)", path=Path(descriptors_path)
             )
     start = time.perf_counter()
-    vol = open_label_volume(labels_path, label_name)
+    vol = open_label_volume(labels_path, label_name, spacing=spacing)
     outdir = Path(outdir)
     budget = {"memory_budget": memory_budget} if memory_budget else {}
     index = build_object_index(vol, progress=progress, **budget)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from dls_microscopy.errors import InputNotFoundError, UnsupportedFormatError
@@ -84,6 +85,7 @@ def open_volume(
     series: int = 0,
     well: str | None = None,
     field: int | None = None,
+    spacing: Sequence[float] | float | None = None,
 ) -> Volume:
     """Open an image lazily: only metadata is read until the data is computed.
 
@@ -103,6 +105,11 @@ def open_volume(
     well, field : optional
         For HCS plates: the well (``"B/3"`` or ``"B3"``) and the field index
         within it.  ``series`` is ignored when ``well`` is given.
+    spacing : float or sequence of float, optional
+        Voxel size in µm at full resolution, one value per spatial axis
+        (``(dz, dy, dx)``) or one for all, in place of the file's
+        (:meth:`Volume.with_spacing`); for files whose metadata lacks it or has
+        it wrong.
 
     Returns
     -------
@@ -129,4 +136,6 @@ def open_volume(
         from dls_microscopy.io.hdf5 import open_hdf5
 
         vol = open_hdf5(file_path, internal, level=0, series=series)
+    if spacing is not None:
+        vol = vol.with_spacing(spacing)
     return vol.at_level(level) if level else vol

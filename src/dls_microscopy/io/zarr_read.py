@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,11 +121,13 @@ def open_labels(
     *,
     level: int = 0,
     missing_chunks: MissingChunks | None = None,
+    spacing: Sequence[float] | float | None = None,
 ) -> Volume:
     """Open the NGFF label image ``name`` stored in the image at ``path``.
 
     When ``name`` is omitted and the image has exactly one label image, that
-    one is opened.
+    one is opened.  ``spacing`` (µm at full resolution, as for
+    :func:`~dls_microscopy.io.open_volume`) replaces the file's voxel size.
     """
     path = Path(path)
     image = open_zarr(path)
@@ -148,10 +150,13 @@ def open_labels(
         label_path,
         attrs,
         _version(group, attrs),
-        level=level,
+        level=0,
         extra={"label_name": name},
         missing_chunks=missing_chunks,
     )
+    if spacing is not None:
+        vol = vol.with_spacing(spacing)
+    vol = vol.at_level(level) if level else vol
     # some writers keep a length-1 channel axis on label images: labels are per voxel
     return vol.select(c=0) if "c" in vol.axes and vol.n_channels == 1 else vol
 

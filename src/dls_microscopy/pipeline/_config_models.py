@@ -10,7 +10,7 @@ import glob as _glob
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -38,6 +38,15 @@ class _Section(BaseModel):
 # -- input / output --------------------------------------------------------------------
 
 
+#: a length in µm: positive and finite (YAML's `true` is not 1, hence strict)
+_Micrometres = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
+_SPACING_SCHEMA = [  # what ``input.spacing`` takes, a number included (its validator makes it a list)
+    {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1, "maxItems": 3},
+    {"type": "number", "exclusiveMinimum": 0},
+    {"type": "null"},
+]
+
+
 class InputConfig(_Section):
     """What to analyse."""
 
@@ -59,6 +68,19 @@ class InputConfig(_Section):
     """name of an existing NGFF label image of the input to use when there is no ``segment``
     step (for mesh, features and embeddings)
     """
+    spacing: list[_Micrometres] | None = Field(
+        None, min_length=1, max_length=3, json_schema_extra={"anyOf": _SPACING_SCHEMA}
+    )
+    """voxel size in µm at full resolution, ``[z, y, x]`` (or one number for all axes), in
+    place of the files' metadata: for files that lack it or have it wrong. Every step uses it;
+    the input files are not changed
+    """
+
+    @field_validator("spacing", mode="before")
+    @classmethod
+    def _one_for_all(cls, value: Any) -> Any:
+        # one number for every axis (the schema above says so too); YAML's `true` is no number
+        return [value] if isinstance(value, int | float) and not isinstance(value, bool) else value
 
     def is_glob(self) -> bool:
         """Whether :attr:`path` is a glob pattern rather than one path."""

@@ -134,6 +134,11 @@ def _check_first_field(cfg: PipelineConfig, spec: FieldSpec, segmenter: Any, *, 
         if only_source:
             raise
         return
+    if cfg.input.spacing is not None:
+        try:
+            image = image.with_spacing(cfg.input.spacing)
+        except InputError as exc:
+            raise InputError(f"input.spacing: {exc.reason}", path=exc.path) from None
     n_series = int(image.metadata.get("series_count", 1) or 1)
     if n_series > 1:
         log.warning(
@@ -184,6 +189,6 @@ def _check_labels(cfg: PipelineConfig, spec: FieldSpec) -> None:
             path=_file(spec),
         )
     try:
-        open_labels(spec.source, cfg.input.labels, level=cfg.input.level)
+        open_labels(spec.source, cfg.input.labels, level=cfg.input.level, spacing=cfg.input.spacing)
     except InputError as exc:
         raise InputError(f"input.labels: {exc.reason}", path=exc.path) from None

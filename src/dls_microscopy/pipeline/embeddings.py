@@ -26,12 +26,14 @@ def train_from_files(
     channels: Sequence[int | str] | None = None,
     series: int = 0,
     time_point: int | None = None,
+    spacing: Sequence[float] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Train an embedding model on ``(image, labels)`` file pairs.
 
     ``labels`` is a label-image path or the name of a label image inside an
-    OME-Zarr image.  ``options`` go to
+    OME-Zarr image.  ``spacing`` (µm at full resolution) replaces the voxel size of
+    every pair's files.  ``options`` go to
     :func:`~dls_microscopy.features.embeddings.train_embedding_model`
     (``epochs``, ``seed``, ``device``...).
 
@@ -49,7 +51,7 @@ def train_from_files(
     samples = []
     for image_path, labels in pairs:
         image, lab, (data, names) = open_feature_inputs(
-            image_path, labels, channels=channels, time_point=time_point, series=series
+            image_path, labels, channels=channels, time_point=time_point, series=series, spacing=spacing
         )
         samples.append(TrainingSample(data, lab.data, tuple(image.spacing), tuple(names)))
     record = train_embedding_model(samples, kind, out, **options)
@@ -65,6 +67,7 @@ def apply_embeddings_to_file(
     channels: Sequence[int | str] | None = None,
     series: int = 0,
     time_point: int | None = None,
+    spacing: Sequence[float] | None = None,
     device: str | None = "auto",
     batch_size: int = 64,
     threads: int | None = None,
@@ -72,7 +75,8 @@ def apply_embeddings_to_file(
     """Embed every object of an image and write ``Metadata_ObjectID`` + embeddings as Parquet.
 
     The schema metadata (``dls_microscopy``) records the models (path, kind,
-    sha256), the image and the spacing.
+    sha256), the image and the spacing (``spacing``, µm at full resolution, replaces
+    the files' voxel size).
 
     Returns
     -------
@@ -85,7 +89,7 @@ def apply_embeddings_to_file(
     if out.suffix != ".parquet":
         raise InputError("the output must be a .parquet file", path=out)
     image, lab, (data, names) = open_feature_inputs(
-        image_path, labels, channels=channels, time_point=time_point, series=series
+        image_path, labels, channels=channels, time_point=time_point, series=series, spacing=spacing
     )
     records: list[dict[str, Any]] = []
     table = apply_embeddings(

@@ -50,11 +50,14 @@ def open_feature_inputs(
     channels: Sequence[int | str] | None = None,
     time_point: int | None = None,
     series: int = 0,
+    spacing: Sequence[float] | None = None,
 ) -> tuple[Volume, Volume, Any]:
     """Open the image and its labels lazily and check that they belong together.
 
     ``labels`` is a path (any readable format, or an NGFF label group), or the
-    name of a label image stored in the OME-Zarr ``image_path``.
+    name of a label image stored in the OME-Zarr ``image_path``.  ``spacing``
+    (µm at full resolution, :meth:`~dls_microscopy.volume.Volume.with_spacing`)
+    replaces the voxel size of both files.
 
     Returns
     -------
@@ -66,12 +69,12 @@ def open_feature_inputs(
     from dls_microscopy.features.runs import check_label_dtype
     from dls_microscopy.io import open_labels, open_volume, split_dataset_path
 
-    image = open_volume(image_path, series=series)
+    image = open_volume(image_path, series=series, spacing=spacing)
     if split_dataset_path(labels)[0].exists():
-        lab = open_volume(labels)
+        lab = open_volume(labels, spacing=spacing)
     elif str(labels) in image.labels:
         # the image's own store: for a plate, the field opened (it said "no zarr group here")
-        lab = open_labels(image.source or image_path, str(labels))
+        lab = open_labels(image.source or image_path, str(labels), spacing=spacing)
     else:
         avail = ", ".join(image.labels) or "none"
         raise InputError(
@@ -140,6 +143,7 @@ def run_features(
     image_id: str | None = None,
     series: int = 0,
     time_point: int | None = None,
+    spacing: Sequence[float] | None = None,
     percentiles: Sequence[float] = (25.0, 50.0, 75.0),
     radial_shells: int = 4,
     csv: bool = False,
@@ -175,6 +179,9 @@ def run_features(
         else ``""``/0; ``image_id`` defaults to the image's file name.
     series, time_point : int, optional
         Series (or plate field) and time point to use.
+    spacing : sequence of float, optional
+        Voxel size in µm at full resolution (``(dz, dy, dx)``, or one value for
+        all axes) in place of the files'; recorded in the manifest.
     percentiles, radial_shells
         See :func:`~dls_microscopy.features.measure_objects`.
     csv : bool
@@ -220,7 +227,12 @@ def run_features(
         records = [read_record(path) for path in model_paths]
     t0 = time.perf_counter()
     image, _labels, (data, names) = open_feature_inputs(
-        image_path, labels_path_or_name, channels=channels, time_point=time_point, series=series
+        image_path,
+        labels_path_or_name,
+        channels=channels,
+        time_point=time_point,
+        series=series,
+        spacing=spacing,
     )
     meta = image.metadata
     plate = plate if plate is not None else str(meta.get("plate", ""))
@@ -306,6 +318,7 @@ def run_features(
         "image_id": image_id,
         "series": series,
         "time_point": time_point,
+        "spacing": [float(v) for v in spacing] if spacing is not None else None,
         "percentiles": [float(q) for q in percentiles],
         "radial_shells": int(radial_shells),
         "csv": bool(csv),

@@ -200,7 +200,7 @@ def run_field(
         return time.perf_counter()
 
     t0 = step("open")
-    image = open_volume(spec.source, series=spec.series, level=cfg.input.level)
+    image = open_volume(spec.source, series=spec.series, level=cfg.input.level, spacing=cfg.input.spacing)
     image = image.at_time_point(spec.time_point)  # discover_fields gives a time series one field per point
     image.require_spatial_ndim(3)
     timings["open"] = time.perf_counter() - t0
@@ -216,7 +216,9 @@ def run_field(
         else:
             from dls_microscopy.io import open_labels
 
-            labels = open_labels(spec.source, cfg.input.labels, level=cfg.input.level)
+            labels = open_labels(
+                spec.source, cfg.input.labels, level=cfg.input.level, spacing=cfg.input.spacing
+            )
             labels_path, label_name = Path(spec.source), cfg.input.labels
             if "t" in labels.axes:  # the label image of a time series: the field's time point
                 timed = labels.axis_size("t") > 1
@@ -241,6 +243,7 @@ def run_field(
             t = step("mesh")
             m = steps.mesh
             desc = tmp / ".shape.parquet" if m.descriptors else None
+            own_labels = labels_path == tmp / LABELS_NAME
             res = export_meshes_command(
                 labels_path,
                 tmp / "meshes",
@@ -252,7 +255,9 @@ def run_field(
                 memory_budget=budget,
                 # the field's own labels, relative to the meshes folder: the field folder is
                 # built under another name and renamed (verify --recompute builds it elsewhere)
-                source=f"../{LABELS_NAME}" if labels_path == tmp / LABELS_NAME else None,
+                source=f"../{LABELS_NAME}" if own_labels else None,
+                # the field's own labels were written with the given spacing, at input.level
+                spacing=None if own_labels else cfg.input.spacing,
             )
             n_objects = int(res["n_objects"])
             if desc is not None:

@@ -9,6 +9,7 @@ checks a features folder, and ``verify --recompute`` remakes it.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ def run_meshes(
     descriptors_path: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
     overwrite: bool = False,
+    spacing: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Mesh every object of a labels file into ``outdir``, with a provenance manifest.
 
@@ -58,6 +60,7 @@ def run_meshes(
         "label_name": label_name,
         "memory_budget": memory_budget,
         "descriptors_path": str(table) if table is not None else None,
+        "spacing": [float(v) for v in spacing] if spacing is not None else None,
     }
 
     def finish(tmp: Path) -> None:
@@ -86,6 +89,7 @@ def run_meshes(
         overwrite=overwrite,
         memory_budget=memory_budget,
         finish=finish,
+        spacing=spacing,
     )
     return {**summary, "manifest": str(Path(outdir) / MANIFEST_NAME)}
 
