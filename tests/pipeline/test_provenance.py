@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
 
 from dls_microscopy.errors import InputError
+from dls_microscopy.pipeline import _environment
 from dls_microscopy.pipeline.provenance import (
     MANIFEST_NAME,
     digest_input,
+    read_manifest,
     verify_manifest,
     write_manifest,
 )
@@ -225,3 +228,34 @@ def test_a_label_image_added_to_the_image_store_changes_no_verify(tmp_path, caps
 
 def read_manifest_inputs(folder):
     return json.loads((folder / MANIFEST_NAME).read_text())["inputs"]
+
+
+def test_a_field_manifest_records_the_device_used_not_auto(small_plate, tmp_path):
+    """compute.device: auto is what was asked; execution says what ran (here the CPU, by name)."""
+    from pipeline_inputs import write_config
+
+    from dls_microscopy.pipeline.run import run_pipeline
+
+    cfg = write_config(tmp_path, small_plate)
+    cfg.write_text(cfg.read_text().replace("device: cpu", "device: auto"))
+    assert run_pipeline(cfg, progress=False).ok
+    field = next((tmp_path / "out" / "fields").iterdir())
+    manifest = read_manifest(field)
+    assert manifest["arguments"]["config"]["compute"]["device"] == "auto"
+    execution = manifest["execution"]
+    assert set(execution["devices"]) == {"segment"}  # the steps that chose a device
+    used = execution["devices"]["segment"]
+    assert used["device"] == "cpu" and used.get("name") == _environment._cpu_name()
+    assert execution["cpus_usable"] >= 1 and execution["memory_budget_bytes"] > 0
+    assert verify_manifest(field) == []
+
+
+def test_describe_device_names_a_gpu(monkeypatch):
+    """On a GPU the record holds its index and name (a stand-in for torch here: no GPU in CI)."""
+    import types
+
+    cuda = types.SimpleNamespace(current_device=lambda: 1, get_device_name=lambda i: f"GPU #{i}")
+    fake = types.SimpleNamespace(device=lambda d: types.SimpleNamespace(index=None), cuda=cuda)
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    assert _environment.describe_device("cuda") == {"device": "cuda:1", "name": "GPU #1"}
+    assert _environment.describe_device("mps") == {"device": "mps"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["created_by", "software_versions"]
+__all__ = ["created_by", "describe_device", "execution_record", "software_versions"]
 
 #: Packages whose versions shape the results, recorded in every manifest (``software``).
 _PACKAGES = (
@@ -71,4 +71,63 @@ def created_by() -> dict[str, Any]:
         "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "user": user,
+    }
+
+
+def describe_device(device: str) -> dict[str, Any]:
+    """A device as it ran, for a manifest: ``{"device": "cuda:0", "name": "NVIDIA H100 ..."}``.
+
+    ``device`` is what a step resolved (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``), never
+    ``"auto"``.  The name of a GPU comes from torch, which a step on a GPU has imported;
+    a CPU's from ``/proc/cpuinfo`` where there is one.
+    """
+    found: dict[str, Any] = {"device": device}
+    torch = sys.modules.get("torch")
+    if device.startswith("cuda") and torch is not None:
+        try:
+            index = torch.device(device).index
+            index = torch.cuda.current_device() if index is None else index
+            found.update(device=f"cuda:{index}", name=torch.cuda.get_device_name(index))
+        except (RuntimeError, AssertionError, ValueError):  # no CUDA after all: keep the request
+            pass
+    elif device == "cpu":
+        name = _cpu_name()
+        if name:
+            found["name"] = name
+    return found
+
+
+def _cpu_name() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def execution_record(
+    devices: Mapping[str, str], *, threads: int | None, memory_budget: int | None
+) -> dict[str, Any]:
+    """How an output was computed: each step's device as resolved, threads and memory.
+
+    Parameters
+    ----------
+    devices : mapping
+        Step name → the device it ran on (``"cpu"``, ``"cuda:0"``...): the arguments
+        record what was asked (``"auto"``), this what was used.
+    threads : int or None
+        Threads given to the steps (None: each step's own default).
+    memory_budget : int or None
+        Bytes the steps were given.
+    """
+    from dls_microscopy.pipeline.cluster import usable_cpus
+
+    return {
+        "devices": {step: describe_device(d) for step, d in devices.items()},
+        "threads": threads,
+        "cpus_usable": usable_cpus(),
+        "memory_budget_bytes": memory_budget,
     }

@@ -337,7 +337,9 @@ def run_features(
                 write_csv(table, tmp / f"{name}.csv")
                 files.append(f"{name}.csv")
         t_write = time.perf_counter()
+        from dls_microscopy.device import resolve_device
         from dls_microscopy.io import split_dataset_path
+        from dls_microscopy.pipeline._environment import execution_record
         from dls_microscopy.pipeline.provenance import write_manifest
 
         inputs = {"image": image_path}
@@ -364,6 +366,11 @@ def run_features(
             timings=timings,
             models=models,
             seeds={m["name"]: int(m["seed"]) for m in models},
+            execution=execution_record(
+                {"embeddings": str(resolve_device(device))} if model_paths else {},
+                threads=workers,
+                memory_budget=memory_budget,
+            ),
         )
         files.append("manifest.json")
     log.info("features: %d objects → %s", m.n_objects, outdir)

@@ -179,8 +179,10 @@ def run_field(
         Unreadable or corrupt input, failed step, unwritable output.
     """
     from dls_microscopy._allocator import bound_allocator, release_memory
+    from dls_microscopy.device import resolve_device
     from dls_microscopy.io import open_volume
     from dls_microscopy.io.atomic import atomic_directory
+    from dls_microscopy.pipeline._environment import execution_record
     from dls_microscopy.pipeline.provenance import image_excludes, write_manifest
 
     steps = cfg.steps
@@ -207,10 +209,11 @@ def run_field(
     n_objects: int | None = None
     compartment = steps.features.compartment if steps.features is not None else "Nuclei"
     models: list[dict[str, Any]] = []
+    devices: dict[str, str] = {}  # the steps that chose a device: the one they used
     with atomic_directory(final, overwrite=True) as tmp:
         if steps.segment is not None:
             t = step("segment")
-            labels, n_objects = _segment(image, cfg, tmp / LABELS_NAME, threads, budget)
+            labels, n_objects, devices["segment"] = _segment(image, cfg, tmp / LABELS_NAME, threads, budget)
             labels_path, label_name = tmp / LABELS_NAME, None
             timings["segment"] = time.perf_counter() - t
         else:
@@ -273,6 +276,7 @@ def run_field(
         if steps.embeddings is not None:
             t = step("embeddings")
             extra.append(_embed(image, labels, cfg, threads, models))
+            devices["embeddings"] = str(resolve_device(cfg.compute.device))
             timings["embeddings"] = time.perf_counter() - t
         t = step("write")
         tables = object_tables(objects, extra, metadata=spec.metadata(), compartment=compartment)
@@ -314,6 +318,7 @@ def run_field(
             entry_point=ENTRY_POINT,
             # the compute settings too (block sizes, device), which the parameters leave out
             arguments={"field": dataclasses.asdict(spec), "config": cfg.model_dump(mode="json")},
+            execution=execution_record(devices, threads=threads, memory_budget=budget),
         )
     log.info("%s: committed (%d objects)", spec.key, n_objects)
     return {"key": spec.key, "n_objects": n_objects, "timings_s": timings}
@@ -351,7 +356,8 @@ def recompute_field(
 
 def _segment(
     image: Any, cfg: PipelineConfig, output: Path, threads: int | None, budget: int
-) -> tuple[Any, int]:
+) -> tuple[Any, int, str]:
+    """The field's labels, their number and the device the segmenter ran on."""
     from dls_microscopy.segment import get_segmenter, segment_blockwise
 
     s = cfg.steps.segment
@@ -372,7 +378,7 @@ def _segment(
         label_name=LABEL_IMAGE,
         workers=threads,
     )
-    return res.labels, int(res.n_objects)
+    return res.labels, int(res.n_objects), seg.device
 
 
 def _embed(image: Any, labels: Any, cfg: PipelineConfig, threads: int | None, models: list) -> pa.Table:

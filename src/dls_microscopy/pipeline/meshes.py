@@ -48,6 +48,7 @@ def run_meshes(
         The summary of ``export_meshes_command``, with ``manifest`` (its path).
     """
     from dls_microscopy.geometry.command import export_meshes_command
+    from dls_microscopy.pipeline._environment import execution_record
     from dls_microscopy.pipeline.provenance import MANIFEST_NAME, write_manifest
 
     labels_path = Path(os.fspath(labels_path)).absolute()  # as recompute sees it, from any folder
@@ -75,6 +76,7 @@ def run_meshes(
             arguments=arguments,
             # written beside the folder: its path, size and sha256 (the table is complete by now)
             external_outputs={"descriptors_path": table} if table is not None else None,
+            execution=execution_record({}, threads=None, memory_budget=memory_budget),
         )
 
     summary = export_meshes_command(

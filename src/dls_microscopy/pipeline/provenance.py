@@ -126,6 +126,7 @@ def write_manifest(
     models: Sequence[Mapping[str, Any]] = (),
     seeds: Mapping[str, int] | None = None,
     external_outputs: Mapping[str, str | os.PathLike[str]] | None = None,
+    execution: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``outdir/manifest.json`` describing the files already in ``outdir``.
 
@@ -157,6 +158,9 @@ def write_manifest(
         ``entry_point`` argument that names each → its path.  Recorded with size and
         sha256 (``external_outputs``), so verify checks them; a recompute writes them
         into its scratch folder instead (the argument is pointed there).
+    execution : mapping, optional
+        How the outputs were computed (devices as resolved, threads, memory:
+        :func:`~dls_microscopy.pipeline._environment.execution_record`).
 
     Returns
     -------
@@ -183,6 +187,8 @@ def write_manifest(
         "timings_s": {k: round(float(v), 6) for k, v in (timings or {}).items()},
         "outputs": _digest_outputs(out),
     }
+    if execution is not None:
+        manifest["execution"] = dict(execution)
     if external_outputs:
         manifest["external_outputs"] = {
             role: _digest_external(Path(os.fspath(p))) for role, p in sorted(external_outputs.items())
