@@ -76,8 +76,10 @@ def test_separate_label_file_and_bad_inputs(nuclei, nuclei_zarr, tmp_path):
     tifffile.imwrite(floats, nuclei.labels.astype(np.float32), metadata={"axes": "ZYX"})
     with pytest.raises(UnsupportedDtypeError, match=r"float\.tif: labels must be an integer"):
         run_features(nuclei_zarr, floats, tmp_path / "x")  # before any other check of the labels
-    with pytest.raises(InputError, match="neither an existing path nor a label image"):
+    with pytest.raises(InputError, match="neither an existing path nor a label image") as err:
         run_features(nuclei_zarr, "cells", tmp_path / "x")
+    assert err.value.path == nuclei_zarr  # the message names the image it looked in
+    assert str(err.value).startswith(f"{nuclei_zarr}: labels 'cells'")
     with pytest.raises(ModelNotFoundError, match="embed train"):
         run_features(nuclei_zarr, "nuclei", tmp_path / "x", embeddings="dino.pt")
     with pytest.raises(InputError, match="no channel named"):

@@ -79,7 +79,8 @@ def open_feature_inputs(
         avail = ", ".join(image.labels) or "none"
         raise InputError(
             f"labels {os.fspath(labels)!r} is neither an existing path nor a label image of the "
-            f"image (its label images: {avail})"
+            f"image (its label images: {avail})",
+            path=image.source or image_path,
         )
     image = image.at_time_point(time_point)
     lab = lab.at_time_point(time_point, strict=False)  # labels of one time point serve it
