@@ -9,7 +9,7 @@ import tifffile
 from pipeline_inputs import write_config
 
 from dls_microscopy.cli import main
-from dls_microscopy.errors import InputError
+from dls_microscopy.errors import ConfigError, InputError
 from dls_microscopy.pipeline.checks import check_inputs
 from dls_microscopy.pipeline.config import load_config
 from dls_microscopy.pipeline.run import run_pipeline
@@ -33,7 +33,9 @@ def _refused(cfg, match, tmp_path, out="out"):
 def test_an_output_in_or_over_the_input_plate_is_refused(plate_copy, tmp_path, output):
     before = _listing(plate_copy)
     cfg = write_config(tmp_path, plate_copy, output=output, steps=FEATURES)
-    with pytest.raises(InputError, match=r"output.path: the output (is|contains|lies inside) the input"):
+    with pytest.raises(
+        InputError, match=r"line 4: output.path: \S+: the output (is|contains|lies inside) the input"
+    ):
         run_pipeline(cfg, progress=False)
     assert main(["run", str(cfg), "--no-progress"]) == 2
     assert _listing(plate_copy) == before  # inputs are never written
@@ -42,7 +44,7 @@ def test_an_output_in_or_over_the_input_plate_is_refused(plate_copy, tmp_path, o
 def test_an_output_that_is_a_file_is_refused(small_plate, tmp_path):
     (tmp_path / "results").write_text("a file")
     cfg = write_config(tmp_path, small_plate, output="results", steps=FEATURES)
-    with pytest.raises(InputError, match=r"output\.path is a file, not a folder"):
+    with pytest.raises(InputError, match=r"output\.path: is a file, not a folder"):
         check_inputs(load_config(cfg))
     assert main(["config", "validate", str(cfg)]) == 2
 
@@ -74,7 +76,7 @@ def test_one_file_inputs_that_cannot_be_read_as_configured(tmp_path):
     # labels inside the file are for OME-Zarr inputs: say so, not "no zarr group here"
     cfg = write_config(tmp_path, tmp_path / "n.h5:/raw", steps="features: {}\n")
     cfg.write_text(cfg.read_text().replace("\noutput:", "\n  labels: label\noutput:"))
-    only_zarr = r"input.labels names a label image inside an OME-Zarr input, and this input is HDF5"
+    only_zarr = r"input.labels: names a label image inside an OME-Zarr input, and this input is HDF5"
     _refused(cfg, only_zarr, tmp_path)
 
 
@@ -84,7 +86,35 @@ def test_channels_named_twice_and_a_series_of_a_plate(small_plate, tmp_path):
     _refused(cfg, r"input.channels: channels listed twice", tmp_path)
     cfg = write_config(tmp_path, small_plate, steps=FEATURES)
     cfg.write_text(cfg.read_text().replace("\noutput:", "\n  series: 2\noutput:"))
-    _refused(cfg, r"input.series picks one series of a multi-series file", tmp_path)
+    _refused(cfg, r"input.series: picks one series of a multi-series file", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("key", "line", "old", "new", "name"),
+    [
+        ("input.channels", 3, "\noutput:", "\n  channels: [DAPI, GFP]\noutput:", "GFP"),
+        ("steps.features.channels", 8, "features: {}", "features:\n    channels: [Nope]", "Nope"),
+    ],
+    ids=["input", "features"],
+)
+def test_a_channel_the_image_lacks_names_the_yaml_line_and_the_image(
+    small_plate, tmp_path, capsys, key, line, old, new, name
+):
+    cfg = write_config(tmp_path, small_plate, steps=FEATURES)
+    cfg.write_text(cfg.read_text().replace(old, new, 1))
+    assert cfg.read_text().splitlines()[line - 1].strip().startswith("channels:")
+    image = small_plate / "A" / "01" / "0"
+    expected = f"{cfg}: line {line}: {key}: {image}: no channel named '{name}'"
+    with pytest.raises(ConfigError) as exc:
+        check_inputs(load_config(cfg), source=cfg)
+    assert str(exc.value).startswith(expected)
+    assert exc.value.path == cfg and [i[:2] for i in exc.value.issues] == [(key, line)]
+    with pytest.raises(InputError, match=f"^{image}: {key}: no channel named"):
+        check_inputs(load_config(cfg))  # without the file: the key and the image
+    for command in (["config", "validate", str(cfg)], ["run", str(cfg), "--no-progress"]):
+        assert main(command) == 2
+        assert capsys.readouterr().err.startswith(f"error: {expected}")
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_multi_series_file_says_which_series_runs(tmp_path, caplog):

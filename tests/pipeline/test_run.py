@@ -268,7 +268,7 @@ def test_ngff_04_plate_fixture_fields(shared_data, tmp_path):
     assert {f.well for f in fields} == {"B03"}
     assert [f.site for f in fields] == list(range(len(fields)))
     # channels the plate does not have: refused before any field
-    with pytest.raises(InputError, match=r"steps\.features\.channels: no channel named 'LaminB1'"):
+    with pytest.raises(InputError, match=r"steps\.features\.channels: \S+: no channel named 'LaminB1'"):
         run_pipeline(write_config(tmp_path, plate), progress=False)
     # metadata only (no chunks): every field fails with its reason, the run still completes
     steps = "segment: {params: {diameter_um: 7}}\nfeatures: {}\n"
@@ -289,10 +289,10 @@ def test_bad_inputs_before_any_field(tmp_path, small_plate):
     with pytest.raises(ModelNotFoundError, match=r"m\.pt"):
         run_pipeline(emb, progress=False)
     for steps, key in (
-        ("segment: {channel: DAPl}\n", "steps.segment.channel: no channel named 'DAPl'"),
+        ("segment: {channel: DAPl}\n", r"line 6: steps.segment.channel: \S+: no channel named 'DAPl'"),
         (
             "segment: {channel: DAPI}\nfeatures: {channels: [DAPI, 7]}\n",
-            r"steps.features.channels: channel 7 out of range \(0..1\)",
+            r"steps.features.channels: \S+: channel 7 out of range \(0..1\)",
         ),
     ):
         cfg = write_config(tmp_path, small_plate, steps=steps)
@@ -301,8 +301,16 @@ def test_bad_inputs_before_any_field(tmp_path, small_plate):
         assert main(["run", str(cfg), "--no-progress"]) == 2
     # a level or label image the data does not have: refused before any field, and by 'config validate'
     for steps, input_key, key in (
-        ("segment: {channel: DAPI}\n", "level: 3", r"input.level: resolution level 3 does not exist"),
-        ("features: {}\n", "labels: cells", r"input.labels: no label image 'cells' \(available: truth\)"),
+        (
+            "segment: {channel: DAPI}\n",
+            "level: 3",
+            r"line 3: input.level: \S+: resolution level 3 does not exist",
+        ),
+        (
+            "features: {}\n",
+            "labels: cells",
+            r"line 3: input.labels: \S+: no label image 'cells' \(available: truth\)",
+        ),
     ):
         cfg = write_config(tmp_path, small_plate, steps=steps)
         cfg.write_text(cfg.read_text().replace("\noutput:", f"\n  {input_key}\noutput:"))

@@ -46,7 +46,7 @@ def config_validate(
         from dls_microscopy.pipeline.checks import check_inputs
         from dls_microscopy.pipeline.cluster import check_backend
 
-        n = len(check_inputs(cfg))
+        n = len(check_inputs(cfg, source=path))
         with naming_config_file(path):
             check_backend(cfg.compute)
         found = f"; {n} field{'s' if n != 1 else ''} in {cfg.input.path}"

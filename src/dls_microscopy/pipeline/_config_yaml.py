@@ -2,7 +2,8 @@
 
 Part of :mod:`dls_microscopy.pipeline.config`: turns duplicate keys and
 pydantic validation errors into ``(dotted key, YAML line, message)`` issues
-and formats them for :class:`~dls_microscopy.errors.ConfigError`.
+and formats them for :class:`~dls_microscopy.errors.ConfigError`; finds the
+line of a dotted key (:func:`key_line`) for problems found later, in the data.
 """
 
 from __future__ import annotations
@@ -104,6 +105,21 @@ def _line_of(keys: Sequence[Any], root: yaml.Node) -> int | None:
         else:
             return line
     return line
+
+
+def key_line(text: str, key: str) -> int | None:
+    """The 1-based YAML line of the dotted ``key`` in ``text``.
+
+    A key the text does not give (a default) gets the line of its nearest parent that
+    it gives; text that is not YAML gets ``None``.
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    if root is None:
+        return None
+    return _line_of([int(k) if k.isdigit() else k for k in key.split(".")], root)
 
 
 def _duplicate_keys(node: yaml.Node, where: tuple[Any, ...]) -> list[tuple[tuple[Any, ...], int]]:

@@ -7,16 +7,24 @@ Only the first field is opened (a plate's fields share their metadata).  When
 the input has several files, a first field that cannot be opened is left to
 fail on its own, with its reason, so that one broken file does not stop a
 screen; an input of one file has no such excuse.
+
+A problem of one key (``input.channels`` naming a channel the image lacks) is a
+:class:`~dls_microscopy.errors.ConfigError` with that key; given the
+``pipeline.yaml`` it came from, it names that file and the key's line, as
+:func:`~dls_microscopy.pipeline.config.load_config` does, and the data's file::
+
+    pipeline.yaml: line 3: input.channels: plate.ome.zarr/A/01/0: no channel named 'GFP' ...
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
-from dls_microscopy.errors import DlsError, InputError
-from dls_microscopy.pipeline.config import PipelineConfig
+from dls_microscopy.errors import ConfigError, DlsError, InputError
+from dls_microscopy.pipeline.config import PipelineConfig, in_config_file
 from dls_microscopy.pipeline.fields import FieldSpec, discover_fields
 
 __all__ = ["check_inputs"]
@@ -24,7 +32,7 @@ __all__ = ["check_inputs"]
 log = logging.getLogger(__name__)
 
 
-def check_inputs(cfg: PipelineConfig) -> list[FieldSpec]:
+def check_inputs(cfg: PipelineConfig, *, source: str | os.PathLike[str] | None = None) -> list[FieldSpec]:
     """Check a configuration against its data; return the fields to run.
 
     Checked: the segmenter's and the embedding models' files exist; ``input.path``
@@ -34,28 +42,55 @@ def check_inputs(cfg: PipelineConfig) -> list[FieldSpec]:
     as a 3D image with every channel the configuration names (once each) and,
     without a segment step, the label image ``input.labels``.
 
+    Parameters
+    ----------
+    cfg : PipelineConfig
+        The configuration.
+    source : path, optional
+        The ``pipeline.yaml`` that ``cfg`` was read from: a problem of one key names
+        it and the key's line.
+
     Raises
     ------
+    ConfigError
+        A key that does not suit the data: the dotted key and the data's file (and,
+        with ``source``, that file and the key's line).
     InputError, ModelNotFoundError
-        What is wrong, with the dotted key of the configuration and the file.
+        An input that cannot be read at all, a model file missing: the file.
     """
+    try:
+        return _check_inputs(cfg)
+    except ConfigError as exc:
+        if source is None or not exc.issues:
+            raise
+        raise in_config_file(exc, source) from exc
+
+
+def _keyed(key: str, reason: str, path: str | os.PathLike[str] | None) -> ConfigError:
+    """The configuration's ``key`` does not suit the file ``path`` (an image, the output)."""
+    where = f"{os.fspath(path)}: " if path is not None else ""
+    return ConfigError(f"{key}: {reason}", path=path, issues=[(key, None, where + reason)])
+
+
+def _check_inputs(cfg: PipelineConfig) -> list[FieldSpec]:
     from dls_microscopy.io.atomic import refuse_output_over_inputs
 
     segmenter = _check_models(cfg)
     out = Path(cfg.output.path).absolute()
     if out.exists() and not out.is_dir():
-        raise InputError("output.path is a file, not a folder", path=out)
+        raise _keyed("output.path", "is a file, not a folder", out)
     fields = discover_fields(cfg.input.path, series=cfg.input.series, exclude=out)
     if cfg.input.series and any(f.plate for f in fields):
-        raise InputError(
-            "input.series picks one series of a multi-series file; a plate's fields are its wells' images",
-            path=cfg.input.path,
+        raise _keyed(
+            "input.series",
+            "picks one series of a multi-series file; a plate's fields are its wells' images",
+            cfg.input.path,
         )
     sources = {_file(f) for f in fields}
     try:
         refuse_output_over_inputs(out, [*sources, *{_store_root(p) for p in sources}])
     except InputError as exc:
-        raise InputError(f"output.path: {exc.reason}", path=exc.path) from None
+        raise _keyed("output.path", exc.reason, exc.path) from None
     _check_first_field(cfg, fields[0], segmenter, only_source=len(sources) == 1)
     return fields
 
@@ -92,7 +127,7 @@ def _check_models(cfg: PipelineConfig) -> Any:
             segmenter = get_segmenter(s.method, params, device="cpu")
         except InputError as exc:
             key = "steps.segment.model" if s.model is not None else "steps.segment"
-            raise InputError(f"{key}: {exc.reason}", path=exc.path) from None
+            raise _keyed(key, exc.reason, exc.path) from None
     if cfg.steps.embeddings is not None:
         from dls_microscopy.features.embeddings import read_record
 
@@ -114,7 +149,7 @@ def _check_budget(cfg: PipelineConfig, image: Any, segmenter: Any) -> None:
             image.spatial_shape, image.dtype, image.spacing, segmenter, cfg.compute.memory_budget_bytes
         )
     except InputError as exc:
-        raise InputError(f"compute.memory_budget: {exc.reason}", path=exc.path) from None
+        raise _keyed("compute.memory_budget", exc.reason, exc.path) from None
 
 
 def _check_first_field(cfg: PipelineConfig, spec: FieldSpec, segmenter: Any, *, only_source: bool) -> None:
@@ -130,7 +165,7 @@ def _check_first_field(cfg: PipelineConfig, spec: FieldSpec, segmenter: Any, *, 
             except DlsError:
                 pass
             else:
-                raise InputError(f"input.level: {exc.reason}", path=exc.path) from None
+                raise _keyed("input.level", exc.reason, exc.path) from None
         if only_source:
             raise
         return
@@ -162,7 +197,7 @@ def _check_first_field(cfg: PipelineConfig, spec: FieldSpec, segmenter: Any, *, 
         try:
             channel_data(image, channels)  # lazy: no data is read
         except InputError as exc:
-            raise InputError(f"{key}: {exc.reason}", path=exc.path) from None
+            raise _keyed(key, exc.reason, exc.path) from None
     if cfg.steps.segment is not None and cfg.steps.segment.channel is not None:
         names = (
             list(image.channel_names) if "c" in image.axes else list(image.channel_names)[:1] or ["channel_0"]
@@ -170,7 +205,7 @@ def _check_first_field(cfg: PipelineConfig, spec: FieldSpec, segmenter: Any, *, 
         try:
             channel_index(cfg.steps.segment.channel, names, spec.source)
         except InputError as exc:
-            raise InputError(f"steps.segment.channel: {exc.reason}", path=exc.path) from None
+            raise _keyed("steps.segment.channel", exc.reason, exc.path) from None
     if segmenter is not None:
         _check_budget(cfg, image, segmenter)
     if cfg.steps.segment is None and cfg.input.labels is not None:
@@ -182,13 +217,14 @@ def _check_labels(cfg: PipelineConfig, spec: FieldSpec) -> None:
 
     kind = detect_format(_file(spec))
     if kind != "zarr":
-        raise InputError(
-            f"input.labels names a label image inside an OME-Zarr input, and this input is {kind.upper()}: "
+        raise _keyed(
+            "input.labels",
+            f"names a label image inside an OME-Zarr input, and this input is {kind.upper()}: "
             "add a segment step, or convert the image with its labels first "
             "(dls-microscopy convert IMAGE OUT.ome.zarr --labels NAME=LABELS)",
-            path=_file(spec),
+            _file(spec),
         )
     try:
         open_labels(spec.source, cfg.input.labels, level=cfg.input.level, spacing=cfg.input.spacing)
     except InputError as exc:
-        raise InputError(f"input.labels: {exc.reason}", path=exc.path) from None
+        raise _keyed("input.labels", exc.reason, exc.path) from None

@@ -54,7 +54,7 @@ from dls_microscopy.pipeline._config_models import PipelineConfig as PipelineCon
 
 # isort: on
 from dls_microscopy.pipeline._config_size import parse_size as parse_size
-from dls_microscopy.pipeline._config_yaml import _duplicate_keys, _format, _issue
+from dls_microscopy.pipeline._config_yaml import _duplicate_keys, _format, _issue, key_line
 
 __all__ = [
     "SCHEMA_PATH",
@@ -70,6 +70,7 @@ __all__ = [
     "StepsConfig",
     "config_json_schema",
     "dump_config",
+    "in_config_file",
     "load_config",
     "naming_config_file",
     "parse_size",
@@ -151,6 +152,23 @@ def naming_config_file(source: str | os.PathLike[str] | None) -> Iterator[None]:
         if source is None or exc.path is not None:
             raise
         raise ClusterConfigError(exc.reason, path=source) from exc
+
+
+def in_config_file(error: ConfigError, source: str | os.PathLike[str]) -> ConfigError:
+    """``error``'s issues as problems of the file ``source``, each at its key's YAML line.
+
+    The checks of the data (:func:`~dls_microscopy.pipeline.checks.check_inputs`) find
+    problems of keys, such as a channel the image lacks, where the file is no longer
+    known; their issues have no line, and their messages name the data's file.  An
+    issue's line is that of its key in ``source`` (of its nearest parent when the key
+    is a default), as :func:`load_config` gives it.
+    """
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        text = ""  # gone or changed since it was read: the keys without lines
+    issues = [(key, key_line(text, key) if line is None else line, msg) for key, line, msg in error.issues]
+    return ConfigError(_format(issues), path=source, issues=issues)
 
 
 def parse_config(text: str, *, source: str | os.PathLike[str] | None = None) -> PipelineConfig:

@@ -305,7 +305,7 @@ def run_pipeline(
     t_start = time.perf_counter()
     cfg = config if isinstance(config, PipelineConfig) else load_config(config)
     source = None if isinstance(config, PipelineConfig) else Path(config)  # named in cluster config errors
-    fields = check_inputs(cfg)
+    fields = check_inputs(cfg, source=source)
     with naming_config_file(source):  # e.g. sbatch missing: before any output
         check_backend(cfg.compute, workers=workers, cluster=cluster)
     out = Path(cfg.output.path)
