@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import h5py
 import numpy as np
 import pytest
@@ -47,6 +49,46 @@ def test_an_output_that_is_a_file_is_refused(small_plate, tmp_path):
     with pytest.raises(InputError, match=r"output\.path: is a file, not a folder"):
         check_inputs(load_config(cfg))
     assert main(["config", "validate", str(cfg)]) == 2
+
+
+@pytest.mark.parametrize("output", ["blocker/out", "blocker/deeper/out"])
+def test_an_output_under_a_file_is_refused_by_config_validate(small_plate, tmp_path, capsys, output):
+    (tmp_path / "blocker").write_text("a file")
+    cfg = write_config(tmp_path, small_plate, output=output, steps=FEATURES)
+    with pytest.raises(
+        InputError, match=rf"output\.path: cannot be made: {tmp_path / 'blocker'} is not a folder"
+    ):
+        check_inputs(load_config(cfg))
+    assert main(["config", "validate", str(cfg)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {cfg}: line 4: output.path: {tmp_path / output}: ")
+
+
+def test_an_output_that_cannot_be_written_is_refused_by_config_validate(small_plate, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "existing").mkdir()
+    locked.chmod(0o555)
+    (locked / "existing").chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("file permissions do not bind this user (root)")
+        for output, reason in (
+            ("locked/new/out", f"cannot be made: {locked} is not writable"),
+            ("locked/existing", "this folder is not writable"),
+        ):
+            cfg = write_config(tmp_path, small_plate, output=output, steps=FEATURES)
+            with pytest.raises(InputError, match=rf"output\.path: {reason}"):
+                check_inputs(load_config(cfg))
+            assert main(["config", "validate", str(cfg)]) == 2
+            assert f"line 4: output.path: {tmp_path / output}: {reason}" in capsys.readouterr().err
+            assert main(["run", str(cfg), "--no-progress"]) == 2
+        # a folder that can be made: any missing parents too, as the run makes them
+        cfg = write_config(tmp_path, small_plate, output="new/deeper/out", steps=FEATURES)
+        assert main(["config", "validate", str(cfg)]) == 0
+        assert not (tmp_path / "new").exists()  # validate writes nothing
+    finally:
+        (locked / "existing").chmod(0o755)
+        locked.chmod(0o755)
 
 
 def test_a_recursive_glob_leaves_the_runs_own_outputs_out(small_plate, tmp_path):

@@ -35,10 +35,11 @@ log = logging.getLogger(__name__)
 def check_inputs(cfg: PipelineConfig, *, source: str | os.PathLike[str] | None = None) -> list[FieldSpec]:
     """Check a configuration against its data; return the fields to run.
 
-    Checked: the segmenter's and the embedding models' files exist; ``input.path``
-    gives fields (a glob's matches inside ``output.path``, the run's own outputs,
-    are left out); the output is not an input, does not hold one and does not lie
-    inside one (a plate store included); the first field opens at ``input.level``
+    Checked: the segmenter's and the embedding models' files exist; ``output.path``
+    is a folder this user can write, or can be made (its nearest existing parent is
+    one); ``input.path`` gives fields (a glob's matches inside ``output.path``, the
+    run's own outputs, are left out); the output is not an input, does not hold one
+    and does not lie inside one (a plate store included); the first field opens at ``input.level``
     as a 3D image with every channel the configuration names (once each) and,
     without a segment step, the label image ``input.labels``.
 
@@ -77,8 +78,7 @@ def _check_inputs(cfg: PipelineConfig) -> list[FieldSpec]:
 
     segmenter = _check_models(cfg)
     out = Path(cfg.output.path).absolute()
-    if out.exists() and not out.is_dir():
-        raise _keyed("output.path", "is a file, not a folder", out)
+    _check_output_writable(out)
     fields = discover_fields(cfg.input.path, series=cfg.input.series, exclude=out)
     if cfg.input.series and any(f.plate for f in fields):
         raise _keyed(
@@ -93,6 +93,28 @@ def _check_inputs(cfg: PipelineConfig) -> list[FieldSpec]:
         raise _keyed("output.path", exc.reason, exc.path) from None
     _check_first_field(cfg, fields[0], segmenter, only_source=len(sources) == 1)
     return fields
+
+
+def _check_output_writable(out: Path) -> None:
+    """``out`` is a folder this user can write, or its nearest existing parent is one.
+
+    The run makes ``out`` with any missing parents; ``os.access`` asks without writing
+    anything (``config validate`` writes nothing), so a full disk or a quota is still
+    found only by the run.
+    """
+    if os.path.lexists(out) and not out.is_dir():
+        raise _keyed("output.path", "is a file, not a folder", out)
+    if out.is_dir():
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise _keyed("output.path", "this folder is not writable (permission denied)", out)
+        return
+    parent = out.parent
+    while not os.path.lexists(parent) and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise _keyed("output.path", f"cannot be made: {parent} is not a folder", out)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise _keyed("output.path", f"cannot be made: {parent} is not writable (permission denied)", out)
 
 
 def _file(spec: FieldSpec) -> Path:
