@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -53,6 +55,26 @@ def test_info_table(capsys, store):
     code, out, _ = run(capsys, "info", str(store))
     assert code == 0
     assert "czyx" in out and "DAPI" in out and "nuclei" in out
+
+
+def test_info_table_wraps_long_values_instead_of_cutting_them(tmp_path):
+    """A long path in a narrow terminal was cut with "…" in its table cell."""
+    folder = tmp_path / ("a_rather_long_folder_name_" * 3)
+    folder.mkdir()
+    path = write_ome_zarr(np.zeros((4, 8, 8), np.uint8), folder / "s.ome.zarr", axes="zyx")
+    res = subprocess.run(
+        [sys.executable, "-m", "dls_microscopy.cli", "info", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "COLUMNS": "60"},
+    )
+    assert res.returncode == 0, res.stderr
+    rows = [line for line in res.stdout.splitlines() if line.startswith("│")]
+    assert rows and all(len(line) <= 60 for line in res.stdout.splitlines())
+    assert "…" not in res.stdout
+    body = re.sub(r"[│\s]", "", "".join(rows))  # the cells, their lines joined
+    assert f"path{path}format" in body
 
 
 def _write(path, content):

@@ -41,6 +41,8 @@ def info(
         out.print_json(json.dumps(summary))
         return
     table = Table(title=str(path), show_header=False)
+    table.add_column("key", no_wrap=True)
+    table.add_column("value", overflow="fold")  # a long path breaks across lines, never cut to "…"
     for key, value in summary.items():
         if key == "levels":
             value = "\n".join(f"{i}: {lv['shape']}  spacing {lv['spacing_um']}" for i, lv in enumerate(value))
