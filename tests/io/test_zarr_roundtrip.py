@@ -227,6 +227,47 @@ def test_labels_go_into_a_store_that_was_not_valid_ngff_as_it_was(tmp_path, capl
 
 
 @pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_labels_added_to_another_tools_labels_group_keep_its_keys(tmp_path, version):
+    """``segment IMAGE.ome.zarr`` rewrote the labels group: 0.5 lost every other key of its ``ome``,
+    and a label image written again moved to the end of the list."""
+    from dls_microscopy.io import write_labels
+
+    lab = np.zeros((8, 32, 32), np.uint16)
+    lab[2:5, 4:12, 4:12] = 1
+    store = write_ome_zarr(
+        np.ones((8, 32, 32), np.uint16), tmp_path / "s.ome.zarr", version=version, labels={"b": lab, "a": lab}
+    )
+    # the labels group as another tool wrote it: its own keys beside and inside the OME part
+    ome = {"version": "0.5", "labels": ["b", "a"], "x-viewer": {"colormap": "glasbey"}}
+    attrs = {"ome": ome} if version == "0.5" else {k: v for k, v in ome.items() if k != "version"}
+    attrs["other_tool"] = {"made_by": "hand", "run": 7}
+    meta = store / "labels" / ("zarr.json" if version == "0.5" else ".zattrs")
+    document = json.loads(meta.read_text())
+    if version == "0.5":
+        document["attributes"] = attrs
+    else:
+        document = attrs
+    meta.write_text(json.dumps(document))
+
+    def listing() -> dict:
+        written = json.loads(meta.read_text())
+        return written["attributes"] if version == "0.5" else written
+
+    def listed(names: list[str]) -> dict:
+        expected = json.loads(json.dumps(attrs))
+        (expected["ome"] if version == "0.5" else expected)["labels"] = names
+        return expected
+
+    write_labels(store, "c", lab * 2)
+    assert listing() == listed(["b", "a", "c"])
+    write_labels(store, "b", lab * 3, overwrite=True)  # replaced in place, not moved to the end
+    assert listing() == listed(["b", "a", "c"])
+    assert open_volume(store).labels == ("b", "a", "c")
+    np.testing.assert_array_equal(open_labels(store, "b").load(), lab * 3)
+    validate_written_store(store, version)
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
 def test_labels_stopped_midway_leave_the_store_valid(tmp_path, monkeypatch, version):
     """Ctrl-C while labels are written: the labels group was made first, empty, and failed validation."""
     from dls_microscopy.io import write_labels, zarr_write

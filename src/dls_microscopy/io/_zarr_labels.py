@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -12,7 +14,7 @@ from dls_microscopy.blocks import ProgressCallback
 from dls_microscopy.errors import InputError
 from dls_microscopy.io._zarr_layout import WriteOptions
 from dls_microscopy.io._zarr_pyramid import _level_scales, write_multiscale
-from dls_microscopy.io.ngff_build import label_image_attrs, labels_group_attrs
+from dls_microscopy.io.ngff_build import NgffVersion, label_image_attrs, labels_group_attrs
 from dls_microscopy.volume import Volume
 
 
@@ -36,6 +38,32 @@ def _label_source(labels: Volume | np.ndarray | da.Array, image: Volume, name: s
             f"(the image shape without channels)"
         )
     return data
+
+
+def labels_group_listing(
+    attrs: Mapping[str, Any], version: NgffVersion, names: Sequence[str]
+) -> dict[str, Any]:
+    """The attributes ``attrs`` of an existing ``labels`` group, listing ``names``.
+
+    Only the ``labels`` list changes: every other key, in the OME part (``"ome"`` in
+    0.5, the top level in 0.4) or beside it (another tool's metadata), keeps its
+    value, the NGFF ``version`` included; keys NGFF needs and ``attrs`` lacks are
+    added.  ``attrs`` is not changed.
+    """
+    new = copy.deepcopy(dict(attrs))
+    fresh = labels_group_attrs(version, names)
+    if version == "0.5":
+        ome = new.get("ome")
+        ome = ome if isinstance(ome, dict) else {}
+        for key, value in fresh["ome"].items():
+            ome.setdefault(key, value)
+        ome["labels"] = list(names)
+        new["ome"] = ome
+    else:
+        for key, value in fresh.items():
+            new.setdefault(key, value)
+        new["labels"] = list(names)
+    return new
 
 
 def write_label_pyramid(

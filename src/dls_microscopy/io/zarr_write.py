@@ -29,7 +29,12 @@ from dls_microscopy.blocks import ProgressCallback
 from dls_microscopy.errors import DlsError, InputError
 from dls_microscopy.io._validation_cache import validate_once
 from dls_microscopy.io._zarr_contrast import _contrast_limits, _dtype_range
-from dls_microscopy.io._zarr_labels import _label_source, _write_label_images, write_label_pyramid
+from dls_microscopy.io._zarr_labels import (
+    _label_source,
+    _write_label_images,
+    labels_group_listing,
+    write_label_pyramid,
+)
 from dls_microscopy.io._zarr_layout import Compression as Compression
 from dls_microscopy.io._zarr_layout import WriteOptions as WriteOptions
 from dls_microscopy.io._zarr_layout import block_shape_for as block_shape_for
@@ -37,11 +42,7 @@ from dls_microscopy.io._zarr_layout import iter_blocks as iter_blocks
 from dls_microscopy.io._zarr_pyramid import _factors_from_levels, _level_scales
 from dls_microscopy.io._zarr_pyramid import write_multiscale as write_multiscale
 from dls_microscopy.io.atomic import atomic_directory
-from dls_microscopy.io.ngff_build import (
-    NgffVersion,
-    image_attrs,
-    labels_group_attrs,
-)
+from dls_microscopy.io.ngff_build import NgffVersion, image_attrs
 from dls_microscopy.io.pyramid import plan_pyramid
 from dls_microscopy.volume import Volume, volume_from_array, warn_nonfinite
 
@@ -281,8 +282,10 @@ def write_labels(
                 labels_dir.rmdir()  # only if the partial label image went with the failure
         raise
     labels_group = zarr.open_group(store=str(labels_dir), mode="a", zarr_format=zarr_format)
-    listed = [n for n in image.labels if n != name] + [name]
-    labels_group.attrs.update(labels_group_attrs(version, listed))
+    # only the name is added: the other names keep their order, the group's other keys
+    # (another tool's, the NGFF version) their values
+    listed = list(image.labels) if name in image.labels else [*image.labels, name]
+    labels_group.attrs.update(labels_group_listing(old_attrs, version, listed))
     if before is None:
         try:
             validate_written_store(image_path, version)
