@@ -195,7 +195,7 @@ def _check_first_field(cfg: PipelineConfig, spec: FieldSpec, segmenter: Any, *, 
         try:
             image = image.with_spacing(cfg.input.spacing)
         except InputError as exc:
-            raise InputError(f"input.spacing: {exc.reason}", path=exc.path) from None
+            raise _keyed("input.spacing", exc.reason, exc.path) from None
     n_series = int(image.metadata.get("series_count", 1) or 1)
     if n_series > 1:
         log.warning(
