@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from pipeline_inputs import write_config
@@ -184,4 +185,26 @@ def test_a_forced_rerun_stopped_mid_field_leaves_no_manifest_of_the_old_tables(r
     with pytest.raises(InputError, match="its run did not finish"):
         verify_manifest(run_copy)
     assert run_pipeline(cfg, progress=False).ok
+    assert verify_manifest(run_copy) == []
+
+
+def test_a_rerun_with_nothing_to_do_leaves_tables_and_manifest_as_they_were(run_copy, small_plate):
+    """A no-op rerun rewrites nothing (the manifest's created record stays the making run's);
+    a table that is gone or changed is built again, with a new manifest."""
+    cfg = write_config(run_copy.parent, small_plate)  # the copy's own config: its first rerun rebuilds
+    assert run_pipeline(cfg, progress=False).count("skipped") == 4
+    files = [MANIFEST_NAME, *TABLES]
+
+    def state():
+        return {n: ((run_copy / n).read_bytes(), (run_copy / n).stat().st_mtime_ns) for n in files}
+
+    before = state()
+    again = run_pipeline(cfg, progress=False)
+    assert again.count("skipped") == 4 and set(again.tables) == {Path(t).stem for t in TABLES}
+    assert state() == before
+    assert "the tables and their manifest are up to date" in (run_copy / "run.log").read_text()
+    (run_copy / "wells.parquet").unlink()
+    run_pipeline(cfg, progress=False)
+    assert (run_copy / "wells.parquet").read_bytes() == before["wells.parquet"][0]
+    assert (run_copy / MANIFEST_NAME).stat().st_mtime_ns != before[MANIFEST_NAME][1]  # written again
     assert verify_manifest(run_copy) == []

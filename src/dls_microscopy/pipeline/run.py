@@ -300,7 +300,11 @@ def run_pipeline(
     from dls_microscopy.pipeline.cluster import check_backend, compute_context
     from dls_microscopy.pipeline.collect import collect_tables
     from dls_microscopy.pipeline.progress import NoProgress, RunProgress
-    from dls_microscopy.pipeline.run_manifest import remove_run_manifest, write_run_manifest
+    from dls_microscopy.pipeline.run_manifest import (
+        current_tables,
+        remove_run_manifest,
+        write_run_manifest,
+    )
 
     t_start = time.perf_counter()
     cfg = config if isinstance(config, PipelineConfig) else load_config(config)
@@ -395,18 +399,26 @@ def run_pipeline(
         committed = [fields_dir / o.key for o in ordered if o.status != "failed"]
         compartment = cfg.steps.features.compartment if cfg.steps.features is not None else "Nuclei"
         release_memory()  # the last field's tables are freed: give their pages back before collecting
-        # no manifest while the tables change: one that exists describes the tables beside it
-        remove_run_manifest(out)
-        t_tables = time.perf_counter()
-        tables = collect_tables(committed, out, table_format=cfg.output.table_format, compartment=compartment)
-        write_run_manifest(
-            out,
-            fields=committed,
-            failed=[o.key for o in ordered if o.status == "failed"],
-            tables=tables,
-            cfg=cfg,
-            seconds=time.perf_counter() - t_tables,
-        )
+        # nothing done: tables and manifest as the run that made them left them, if they still are
+        kept = None if todo else current_tables(out, committed, cfg)
+        if kept is not None:
+            tables = kept
+            log.info("run: nothing to do; the tables and their manifest are up to date")
+        else:
+            # no manifest while the tables change: one that exists describes the tables beside it
+            remove_run_manifest(out)
+            t_tables = time.perf_counter()
+            tables = collect_tables(
+                committed, out, table_format=cfg.output.table_format, compartment=compartment
+            )
+            write_run_manifest(
+                out,
+                fields=committed,
+                failed=[o.key for o in ordered if o.status == "failed"],
+                tables=tables,
+                cfg=cfg,
+                seconds=time.perf_counter() - t_tables,
+            )
         summary = RunSummary(out, ordered, tables, time.perf_counter() - t_start, backend, link)
         _write_text(out / SUMMARY_FILE, json.dumps(summary.to_dict(), indent=2) + "\n")
         log.info(

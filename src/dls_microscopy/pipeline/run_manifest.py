@@ -54,7 +54,7 @@ from dls_microscopy.pipeline.provenance import (
 if TYPE_CHECKING:
     from dls_microscopy.pipeline.config import PipelineConfig
 
-__all__ = ["ENTRY_POINT", "remove_run_manifest", "verify_run", "write_run_manifest"]
+__all__ = ["ENTRY_POINT", "current_tables", "remove_run_manifest", "verify_run", "write_run_manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,52 @@ def _field_models(fields: Sequence[Path]) -> list[dict[str, Any]]:
         for entry in read_manifest(Path(folder)).get("models", []):
             seen.setdefault((str(entry.get("path")), str(entry.get("sha256"))), dict(entry))
     return list(seen.values())
+
+
+def current_tables(out: Path, fields: Sequence[Path], cfg: PipelineConfig) -> dict[str, Path] | None:
+    """The run's tables, when its manifest describes them as they are; else None.
+
+    So a rerun that has nothing to do leaves the tables and their manifest (its
+    ``created`` record included) as the run that made them wrote them.  Current means:
+    the manifest is sealed, records the same settings (``config_sha256``, table format)
+    and the same field folders in the same order, each with its manifest's sha256 as it
+    is now, and every file it lists is there with its sha256.
+
+    Parameters
+    ----------
+    out : Path
+        The run folder.
+    fields : sequence of Path
+        The committed field folders, in row order.
+    cfg : PipelineConfig
+        The run's configuration.
+    """
+    from dls_microscopy.pipeline.field import config_digest
+    from dls_microscopy.pipeline.run import RESOLVED_CONFIG
+
+    out = Path(out)
+    try:
+        manifest = read_manifest(out)
+    except InputError:  # none (a run stopped while writing the tables), or damaged
+        return None
+    params = manifest.get("parameters") or {}
+    if (
+        check_self_digest(manifest)
+        or manifest.get("command") != RUN_COMMAND
+        or params.get("config_sha256") != config_digest(cfg)
+        or params.get("table_format") != cfg.output.table_format
+    ):
+        return None
+    recorded = [(e.get("path"), e.get("sha256_manifest")) for e in manifest.get("fields", [])]
+    now = [
+        (Path(d).relative_to(out).as_posix(), digest_file(Path(d) / MANIFEST_NAME))
+        for d in fields
+        if (Path(d) / MANIFEST_NAME).is_file()
+    ]
+    outputs = list(manifest.get("outputs", []))
+    if recorded != now or len(now) != len(fields) or check_outputs(out, outputs, present=[]):
+        return None
+    return {Path(o["path"]).stem: out / o["path"] for o in outputs if o["path"] != RESOLVED_CONFIG}
 
 
 def write_run_manifest(
