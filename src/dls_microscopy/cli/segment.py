@@ -90,6 +90,7 @@ def segment(
 ) -> None:
     """Segment a 3D image block by block and write stitched labels as NGFF labels (with pyramid)."""
     from dls_microscopy.io import open_volume
+    from dls_microscopy.pipeline._environment import label_provenance
     from dls_microscopy.segment import get_segmenter, segment_blockwise
 
     params = _parse_params(param)
@@ -120,6 +121,7 @@ def segment(
             overwrite=overwrite,
             workers=workers,
             progress=bar,
+            provenance=label_provenance("dls-microscopy segment", model),
         )
     summary = {
         "labels": str(res.path),

@@ -80,6 +80,7 @@ def write_label_pyramid(
     workers: int | None,
     label: str,
     source_image: str | None = None,
+    attributes: Mapping[str, Any] | None = None,
 ) -> None:
     """Write ``data`` and its nearest-neighbour pyramid into ``group``, with its NGFF label-image attributes.
 
@@ -98,6 +99,9 @@ def write_label_pyramid(
         As :func:`~dls_microscopy.io._zarr_pyramid.write_multiscale`.
     source_image : str, optional
         Recorded as ``image-label.source.image``.
+    attributes : mapping, optional
+        Further attributes of the group, beside NGFF's (``"ome"`` in 0.5): e.g.
+        ``{"dls_microscopy": {"segmentation": ...}}``, how the labels were made.
     """
     write_multiscale(
         group, data, axes=axes, factors=factors, options=options, method="nearest",
@@ -106,7 +110,10 @@ def write_label_pyramid(
     attrs = label_image_attrs(options.version, axes, _level_scales(axes, spacing, factors), name=name)
     if source_image is not None:
         attrs.get("ome", attrs)["image-label"]["source"] = {"image": source_image}
-    group.attrs.update(attrs)
+    clash = set(attributes or {}) & set(attrs)
+    if clash:
+        raise ValueError(f"attributes {sorted(clash)} would replace NGFF metadata")
+    group.attrs.update({**attrs, **(attributes or {})})
 
 
 def _write_label_images(

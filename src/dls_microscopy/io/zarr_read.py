@@ -247,6 +247,8 @@ def _open_multiscale(
         metadata["time_increment"] = scales[0][t_index]
     if is_label:
         metadata["label"] = True
+    if isinstance(attrs.get("dls_microscopy"), dict):  # how we made it (a segmentation's settings)
+        metadata["dls_microscopy"] = attrs["dls_microscopy"]
     dask_levels = tuple(lv.to_dask() for lv in level_sources)
     vol = Volume(
         data=dask_levels[0],

@@ -20,6 +20,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -222,6 +223,7 @@ def write_labels(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: ProgressCallback | None = None,
     workers: int | None = None,
+    attributes: Mapping[str, Any] | None = None,
 ) -> Path:
     """Add (or replace) the NGFF label image ``name`` in an existing OME-Zarr image.
 
@@ -231,7 +233,8 @@ def write_labels(
     metadata.  The whole store is validated after that, and the listing undone
     if it fails, unless the store was not valid NGFF before (real stores can
     carry, e.g., a label image with more levels than the image): then a warning
-    says so, and the new label image's own validation stands.
+    says so, and the new label image's own validation stands.  ``attributes`` go
+    into the label image's attributes beside NGFF's (how the labels were made).
 
     Returns
     -------
@@ -274,6 +277,7 @@ def write_labels(
                 zarr.open_group(store=str(tmp), mode="w", zarr_format=zarr_format), source,
                 axes=label_axes, spacing=image.spacing, factors=factors, options=options, name=name,
                 memory_budget=memory_budget, progress=progress, workers=workers, label=f"labels {name}",
+                attributes=attributes,
             )  # fmt: skip
             _validate_label_root(tmp, version)
     except BaseException:
@@ -310,10 +314,12 @@ def write_label_image(
     progress: ProgressCallback | None = None,
     workers: int | None = None,
     shards: int | Sequence[int] | None = None,
+    attributes: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write labels as a standalone OME-Zarr whose root is an NGFF label image.
 
-    ``shards`` as in :class:`WriteOptions` (``0``: unsharded chunks).
+    ``shards`` as in :class:`WriteOptions` (``0``: unsharded chunks).  ``attributes``
+    go into the root's attributes beside NGFF's (how the labels were made).
 
     Used when the labels cannot go inside the image's own store (a TIFF input,
     or a read-only store).  ``source_image`` is recorded in
@@ -333,7 +339,7 @@ def write_label_image(
             zarr.open_group(store=str(tmp), mode="w", zarr_format=options.zarr_format), data,
             axes=vol.axes, spacing=vol.spacing, factors=factors, options=options, name=final.name,
             memory_budget=memory_budget, progress=progress, workers=workers, label="labels",
-            source_image=source_image,
+            source_image=source_image, attributes=attributes,
         )  # fmt: skip
         _validate_label_root(tmp, version)
     return final

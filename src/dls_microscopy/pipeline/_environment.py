@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-__all__ = ["created_by", "describe_device", "execution_record", "software_versions"]
+__all__ = ["created_by", "describe_device", "execution_record", "label_provenance", "software_versions"]
 
 #: Packages whose versions shape the results, recorded in every manifest (``software``).
 _PACKAGES = (
@@ -131,3 +133,18 @@ def execution_record(
         "cpus_usable": usable_cpus(),
         "memory_budget_bytes": memory_budget,
     }
+
+
+def label_provenance(command: str, model: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """What a label image written by ``command`` records beside its segmentation settings.
+
+    The command, the software versions, who made it, when and where, and the sha256 of
+    the model file, if any (for :func:`~dls_microscopy.segment.segment_blockwise`'s
+    ``provenance``; a pipeline field has its manifest instead).
+    """
+    found: dict[str, Any] = {"command": command, "software": software_versions(), "created": created_by()}
+    if model is not None:
+        from dls_microscopy.pipeline._digests import digest_file
+
+        found["model"] = {"path": str(Path(os.fspath(model)).absolute()), "sha256": digest_file(Path(model))}
+    return found

@@ -119,8 +119,12 @@ def _write(
     memory_budget: int,
     progress: ProgressCallback | None,
     workers: int,
+    attributes: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``final`` (z, y, x) labels as an NGFF label image with its pyramid; its path."""
+    """Write ``final`` (z, y, x) labels as an NGFF label image with its pyramid; its path.
+
+    ``attributes`` go beside the NGFF metadata (:func:`label_record`).
+    """
     from dls_microscopy.io.zarr_write import write_label_image, write_labels
 
     if standalone:
@@ -135,6 +139,7 @@ def _write(
             progress=progress,
             workers=workers,
             shards=_label_shards(memory_budget),
+            attributes=attributes,
         )
     if "t" in volume.axes:
         # NGFF labels carry the image's non-channel axes
@@ -153,7 +158,22 @@ def _write(
         memory_budget=memory_budget,
         progress=progress,
         workers=workers,
+        attributes=attributes,
     )
+
+
+def label_record(record: dict[str, Any], n_objects: int, qc: dict[str, Any]) -> dict[str, Any]:
+    """The attributes that say how a label image was made: ``{"dls_microscopy": ...}``.
+
+    ``record`` holds what was known before segmenting (``segmentation``: method,
+    parameters, channel, spacing; ``execution``, where recorded: device, blocks...; and
+    what the caller adds, such as software versions).  The object count is added to
+    ``segmentation``, and the seam summary, which depends on the blocks, to ``execution``.
+    """
+    out = {**record, "segmentation": {**record["segmentation"], "n_objects": int(n_objects)}}
+    if "execution" in record:
+        out["execution"] = {**record["execution"], "seams": qc}
+    return {"dls_microscopy": out}
 
 
 def _open_result(path: Path, dest_store: Path, standalone: bool, label_name: str) -> Volume:

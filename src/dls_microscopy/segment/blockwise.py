@@ -34,7 +34,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ from dls_microscopy.segment._blockwise_write import (
     _scratch_parent,
     _write,
     _write_grid,
+    label_record,
 )
 from dls_microscopy.segment.base import BaseSegmenter
 from dls_microscopy.volume import Volume
@@ -182,6 +183,7 @@ def segment_blockwise(
     workers: int | None = None,
     progress: ProgressCallback | None = None,
     stats: dict[str, float] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> BlockwiseResult:
     """Segment ``volume`` block by block and write stitched labels as NGFF labels.
 
@@ -216,6 +218,11 @@ def segment_blockwise(
     stats : dict, optional
         Global statistics, if already computed; default
         ``segmenter.global_stats`` over the whole image.
+    provenance : mapping, optional
+        Recorded with the labels, beside what this function records itself: the label
+        image's attributes get ``dls_microscopy.segmentation`` (method, parameters,
+        channel, time point, device, spacing, memory budget, blocks, halo, object count,
+        seam summary) and the keys of ``provenance`` (e.g. ``software``, ``created``).
 
     Returns
     -------
@@ -238,6 +245,7 @@ def segment_blockwise(
     plan, concurrent = plan_segmentation(
         image.spatial_shape, image.dtype, spacing, segmenter, budget, workers, block_shape
     )
+    record = _segmentation_record(segmenter, image, volume, time_point, budget, plan, concurrent, provenance)
     log.info(
         "segmenting %s with %s: %d blocks of %s, halo %s, %d at once",
         image.source,
@@ -251,12 +259,52 @@ def segment_blockwise(
         if plan.n_blocks == 1:
             return _segment_single_block(
                 image, volume, segmenter, plan, stats, dest_store, standalone, label_name,
-                overwrite, budget, progress, workers, timings, t0,
+                overwrite, budget, progress, workers, timings, t0, record,
             )  # fmt: skip
         return _segment_blocks(
             image, volume, segmenter, plan, concurrent, stats, dest_store, standalone,
-            label_name, overwrite, iou_threshold, budget, progress, workers, timings, t0,
+            label_name, overwrite, iou_threshold, budget, progress, workers, timings, t0, record,
         )  # fmt: skip
+
+
+def _segmentation_record(
+    segmenter: BaseSegmenter,
+    image: Volume,
+    volume: Volume,
+    time_point: int | None,
+    budget: int,
+    plan: BlockPlan,
+    concurrent: int,
+    provenance: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What the labels' attributes say of how they were made, before the object count is known.
+
+    ``segmentation`` holds what determines the labels (the same in a recompute); with
+    ``provenance`` (a command's own record) also ``execution``: the device, memory and
+    blocks, which the resources chose, and which a pipeline field's manifest records.
+    """
+    params = segmenter.params.model_dump(mode="json") if hasattr(segmenter.params, "model_dump") else {}
+    seg = {
+        "method": segmenter.name,
+        "params": params,
+        "source": str(volume.source) if volume.source is not None else None,
+        "channel": image.channel_names[0] if image.channel_names else None,
+        "time_point": time_point,
+        "spacing_um": list(image.spacing),
+    }
+    if "spacing_from_file_um" in volume.metadata:  # given in place of the file's
+        seg["spacing_from_file_um"] = volume.metadata["spacing_from_file_um"]
+    if provenance is None:
+        return {"segmentation": seg}
+    execution = {
+        "device": segmenter.device,
+        "memory_budget_bytes": int(budget),
+        "blocks": plan.n_blocks,
+        "block_shape": list(plan.block_shape),
+        "halo": list(plan.halo),
+        "blocks_at_once": concurrent,
+    }
+    return {**dict(provenance), "segmentation": seg, "execution": execution}
 
 
 def _segment_blocks(
@@ -276,6 +324,7 @@ def _segment_blocks(
     workers: int,
     timings: dict[str, float],
     t0: float,
+    record: dict[str, Any],
 ) -> BlockwiseResult:
     """Passes 1-3 over several blocks, ``concurrent`` at a time."""
     spacing = image.spacing
@@ -339,6 +388,7 @@ def _segment_blocks(
             budget,
             progress,
             workers,
+            label_record(record, n_objects, qc),
         )
         timings["write"] = time.perf_counter() - t3
     finally:
@@ -364,6 +414,7 @@ def _segment_single_block(
     workers: int,
     timings: dict[str, float],
     t0: float,
+    record: dict[str, Any],
 ) -> BlockwiseResult:
     """The whole volume is one block: no scratch, no seams; labels written directly.
 
@@ -383,16 +434,6 @@ def _segment_single_block(
     # name=False: no hash of the labels for a dask name (~2 ms per 4 MiB); the graph is
     # computed once, right here, so the name's determinism buys nothing
     final = da.from_array(labels, chunks=_write_grid(labels.shape, budget), name=False)
-    path = _write(
-        final, image, volume, dest_store, standalone, label_name, overwrite, budget, progress,
-        workers,
-    )  # fmt: skip
-    # no release_memory() here: one block's arrays above the mmap threshold were
-    # unmapped when freed, and the heap keeps at most its trim threshold (a small
-    # fraction of the budget) free; trimming it all would only make the next call
-    # fault its pages in again (~2 µs per 4 KiB page)
-    del final, labels
-    timings["write"] = time.perf_counter() - t3
     qc: dict[str, Any] = {
         "faces": 0,
         "merged_pairs": 0,
@@ -406,6 +447,16 @@ def _segment_single_block(
         "objects_before_stitching": n_objects,
         "objects": n_objects,
     }
+    path = _write(
+        final, image, volume, dest_store, standalone, label_name, overwrite, budget, progress,
+        workers, label_record(record, n_objects, qc),
+    )  # fmt: skip
+    # no release_memory() here: one block's arrays above the mmap threshold were
+    # unmapped when freed, and the heap keeps at most its trim threshold (a small
+    # fraction of the budget) free; trimming it all would only make the next call
+    # fault its pages in again (~2 µs per 4 KiB page)
+    del final, labels
+    timings["write"] = time.perf_counter() - t3
     labels_vol = _open_result(path, dest_store, standalone, label_name)
     log.info("%d objects (one block)", n_objects)
     return BlockwiseResult(path, labels_vol, n_objects, plan, qc, timings)

@@ -69,6 +69,7 @@ def segment_volume(
     BlockwiseResult
         ``.labels`` is the lazy label :class:`Volume` with all pyramid levels.
     """
+    from dls_microscopy.pipeline._environment import label_provenance
     from dls_microscopy.pipeline.config import parse_size
     from dls_microscopy.segment import get_segmenter, segment_blockwise
 
@@ -83,4 +84,5 @@ def segment_volume(
         overwrite=True,
         workers=workers,
         progress=progress,
+        provenance=label_provenance("dls-microscopy app: Segment", dict(params or {}).get("model_path")),
     )
