@@ -224,3 +224,66 @@ def test_session_recorder_builds_a_config_that_round_trips(tmp_path):
     rec.record_segment(method="watershed", params={"no_such": 1}, channel=None)
     with pytest.raises(Exception, match=r"no_such|unknown parameter"):
         rec.to_config(tmp_path / "out")
+
+
+def test_session_recorder_gives_the_voxel_size_set_in_the_app_as_input_spacing(tmp_path):
+    rec = SessionRecorder()
+    rec.set_input(tmp_path / "stack.tif")
+    rec.record_segment(method="watershed", params={}, channel=None, spacing=(1.0, 0.5, 0.5))
+    rec.record_features(channels=None, compartment="Nuclei", spacing=[1.0, 0.5, 0.5])
+    assert rec.to_config(tmp_path / "out").input.spacing == [1.0, 0.5, 0.5]
+    # the file's voxel size: no input.spacing, so the pipeline reads each file's own
+    rec.record_segment(method="watershed", params={}, channel=None)
+    rec.record_features(channels=None, compartment="Nuclei")
+    assert rec.to_config(tmp_path / "out").input.spacing is None
+    # set between two steps: no pipeline repeats what was done
+    rec.record_features(channels=None, compartment="Nuclei", spacing=[2.0, 0.5, 0.5])
+    with pytest.raises(InputError, match=r"segment: the file's; features: 2 × 0.5 × 0.5 µm"):
+        rec.to_config(tmp_path / "out")
+    rec.record_existing_labels("truth")  # the file's labels measured: the segmentation is dropped
+    assert rec.to_config(tmp_path / "out").input.spacing == [2.0, 0.5, 0.5]
+
+
+def test_input_spacing_is_the_full_resolution_voxel_size_where_not_the_files(tmp_path):
+    from dls_microscopy.io import write_ome_zarr
+    from dls_microscopy.pipeline.interactive import input_spacing
+
+    img = np.zeros((16, 64, 64), np.uint16)
+    store = write_ome_zarr(img, tmp_path / "s.ome.zarr", spacing=(1.0, 0.5, 0.5), n_levels=2)
+    assert input_spacing((1.0, 0.5, 0.5), (16, 64, 64), source=store) is None
+    assert input_spacing((3.0, 1.0, 0.5, 0.5), (2, 16, 64, 64), source=store) is None  # t kept out
+    assert input_spacing((2.0, 0.25, 0.25), (16, 64, 64), source=store) == [2.0, 0.25, 0.25]
+    # a layer of the file's level 1 (twice as coarse in y, x): the full-resolution value
+    assert input_spacing((1.0, 1.0, 1.0), (16, 32, 32), source=store) is None
+    assert input_spacing((1.0, 0.6, 0.6), (16, 32, 32), source=store) == [1.0, 0.3, 0.3]
+    assert input_spacing((2.0, 0.25, 0.25), (16, 64, 64), source=None) is None  # not from a file
+    # a file that cannot be read cannot be compared: the layer's voxel size is given
+    assert input_spacing((1.0, 0.5, 0.5), (16, 64, 64), source=tmp_path / "gone.tif") == [1.0, 0.5, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("given", "open_image", "used"),
+    [(None, [1.0, 0.5, 0.5], [1.0, 0.5, 0.5]), ([2.0, 0.2, 0.2], [1.0, 0.5, 0.5], [2.0, 0.2, 0.2])],
+)
+def test_run_config_on_takes_the_open_images_voxel_size_unless_the_pipeline_gives_one(
+    tmp_path, monkeypatch, given, open_image, used
+):
+    from dls_microscopy.pipeline import run as run_module
+    from dls_microscopy.pipeline.config import PipelineConfig
+    from dls_microscopy.pipeline.interactive import run_config_on
+
+    ran = []
+    monkeypatch.setattr(run_module, "run_pipeline", lambda cfg, progress: ran.append(cfg) or "summary")
+    cfg = PipelineConfig.model_validate(
+        {
+            "input": {"path": str(tmp_path / "other.tif"), "spacing": given, "labels": "nuclei"},
+            "output": {"path": str(tmp_path / "out")},
+            "steps": {"features": {}},
+        }
+    )
+    assert run_config_on(cfg, tmp_path / "stack.tif", spacing=open_image) == "summary"
+    assert ran[0].input.spacing == used and ran[0].input.path == str(tmp_path / "stack.tif")
+    assert cfg.input.spacing == given  # the configuration given is not changed
+    with pytest.raises(InputError, match="axis y must be a positive number of µm"):
+        run_config_on(cfg.model_copy(update={"input": cfg.input.model_copy(update={"spacing": None})}),
+                      spacing=[1.0, 0.0, 1.0])  # fmt: skip

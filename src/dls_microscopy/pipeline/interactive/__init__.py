@@ -14,8 +14,9 @@ One private module per widget family, all re-exported here (import from
 ``dls_microscopy.pipeline.interactive``): ``_cancel`` (stopping a task),
 ``_layers`` (layer data → volume), ``_segment``, ``_meshes``, ``_measure``
 (the per-object table), ``_views`` (feature plots and selection),
-``_export``, ``_recorder`` (saving the session as a pipeline) and ``_run``
-(running a pipeline file on the open data).
+``_export``, ``_recorder`` (saving the session as a pipeline), ``_spacing`` (a
+voxel size set in the app as ``input.spacing``) and ``_run`` (running a pipeline
+file on the open data).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dls_microscopy.pipeline.interactive._meshes import MeshSet, mesh_labels
 from dls_microscopy.pipeline.interactive._recorder import SessionRecorder
 from dls_microscopy.pipeline.interactive._run import CallbackRunProgress, run_config_on
 from dls_microscopy.pipeline.interactive._segment import segment_volume, segmenter_parameters
+from dls_microscopy.pipeline.interactive._spacing import input_spacing
 from dls_microscopy.pipeline.interactive._views import (
     PROJECTION_COLUMNS,
     feature_projection,
@@ -57,6 +59,7 @@ __all__ = [
     "export_table",
     "feature_projection",
     "ids_in_box",
+    "input_spacing",
     "measure_volumes",
     "mesh_columns",
     "mesh_labels",

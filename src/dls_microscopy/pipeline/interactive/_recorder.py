@@ -20,7 +20,10 @@ class SessionRecorder:
     """The steps done in the GUI, to save as a ``pipeline.yaml``.
 
     Each ``record_*`` call replaces the previous record of that step, so the
-    file describes the latest state of the analysis.
+    file describes the latest state of the analysis.  A step records the voxel
+    size it used where that is not the file's (``spacing=``, set in the app):
+    the pipeline gives it as ``input.spacing``, so that a run measures in the
+    same µm.  Steps of one pipeline share one voxel size.
     """
 
     input_path: str | None = None
@@ -31,6 +34,8 @@ class SessionRecorder:
     embeddings: dict[str, Any] | None = None
     compute: dict[str, Any] = dataclasses.field(default_factory=dict)
     labels_name: str | None = None
+    spacing: dict[str, list[float] | None] = dataclasses.field(default_factory=dict)
+    """per step recorded: its voxel size in µm at full resolution, or None for the file's"""
 
     def set_input(self, path: str | os.PathLike[str] | None, *, series: int = 0) -> None:
         """The file the analysis runs on (a layer opened from a file)."""
@@ -45,32 +50,54 @@ class SessionRecorder:
         channel: str | int | None,
         device: str = "auto",
         memory_budget: str | int = "2GB",
+        spacing: Sequence[float] | None = None,
     ) -> None:
-        """Record a segmentation (the parameters as the segmenter's model accepts them)."""
+        """Record a segmentation (the parameters as the segmenter's model accepts them).
+
+        ``spacing``: the voxel size segmented at (µm, full resolution), where not the file's.
+        """
         values = {k: _plain(v) for k, v in params.items()}
         model = values.pop("model_path", None)
         self.segment = {"method": method, "channel": channel, "params": values}
         if model:
             self.segment["model"] = str(model)
         self.compute.update(device=device, memory_budget=memory_budget)
+        self._record_spacing("segment", spacing)
 
     def record_mesh(
-        self, *, smooth: int, decimate: float | None, descriptors: bool = True, format: str = "glb"
+        self,
+        *,
+        smooth: int,
+        decimate: float | None,
+        descriptors: bool = True,
+        format: str = "glb",
+        spacing: Sequence[float] | None = None,
     ) -> None:
-        """Record meshing options."""
+        """Record meshing options (``spacing``: of the labels meshed, where not the file's)."""
         self.mesh = {
             "format": format,
             "smooth": int(smooth),
             "decimate": decimate,
             "descriptors": descriptors,
         }
+        self._record_spacing("mesh", spacing)
 
-    def record_features(self, *, channels: Sequence[str | int] | None, compartment: str) -> None:
-        """Record the feature step."""
+    def record_features(
+        self,
+        *,
+        channels: Sequence[str | int] | None,
+        compartment: str,
+        spacing: Sequence[float] | None = None,
+    ) -> None:
+        """Record the feature step (``spacing``: of the image measured, where not the file's)."""
         self.features = {
             "channels": list(channels) if channels is not None else None,
             "compartment": compartment,
         }
+        self._record_spacing("features", spacing)
+
+    def _record_spacing(self, step: str, spacing: Sequence[float] | None) -> None:
+        self.spacing[step] = [float(v) for v in spacing] if spacing is not None else None
 
     def record_embeddings(self, models: Sequence[str | os.PathLike[str]]) -> None:
         """Record the embedding models applied with the features (none: no embeddings step)."""
@@ -87,13 +114,33 @@ class SessionRecorder:
         """Names of the recorded steps, in run order."""
         return [n for n in ("segment", "mesh", "features", "embeddings") if getattr(self, n) is not None]
 
+    def input_spacing(self) -> list[float] | None:
+        """The voxel size the recorded steps used (``input.spacing``), or None for the file's.
+
+        Raises
+        ------
+        InputError
+            The steps used different voxel sizes (it was set in the app between
+            them): no pipeline repeats that.
+        """
+        steps = [n for n in ("segment", "mesh", "features") if getattr(self, n) is not None]
+        used = {n: self.spacing.get(n) for n in steps}
+        if len({tuple(v) if v else None for v in used.values()}) > 1:
+            said = "; ".join(f"{n}: {_spacing_text(v)}" for n, v in used.items())
+            raise InputError(
+                f"the steps used different voxel sizes ({said}): run them again with one voxel "
+                "size, so that a pipeline can repeat them"
+            )
+        return next(iter(used.values()), None)
+
     def to_config(self, output: str | os.PathLike[str], *, input_path: str | None = None) -> Any:
         """A validated :class:`~dls_microscopy.pipeline.config.PipelineConfig`.
 
         Raises
         ------
         InputError
-            Nothing was recorded, or the data was not opened from a file.
+            Nothing was recorded, the data was not opened from a file, or the
+            steps used different voxel sizes.
         """
         from dls_microscopy.pipeline.config import PipelineConfig
 
@@ -112,9 +159,16 @@ class SessionRecorder:
         }
         if self.segment is None and self.labels_name is not None:
             data["input"]["labels"] = self.labels_name
+        spacing = self.input_spacing()
+        if spacing is not None:
+            data["input"]["spacing"] = spacing
         if self.compute:
             data["compute"] = dict(self.compute)
         return PipelineConfig.model_validate(data)
+
+
+def _spacing_text(spacing: Sequence[float] | None) -> str:
+    return " × ".join(f"{v:g}" for v in spacing) + " µm" if spacing else "the file's"
 
 
 def _plain(value: Any) -> Any:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from dls_microscopy.blocks import ProgressCallback
 from dls_microscopy.pipeline.interactive._cancel import CancelToken
+from dls_microscopy.volume import check_spacing
 
 __all__ = ["CallbackRunProgress", "run_config_on"]
+
+log = logging.getLogger(__name__)
 
 
 class CallbackRunProgress:
@@ -54,6 +59,7 @@ def run_config_on(
     config: Any,
     input_path: str | os.PathLike[str] | None = None,
     *,
+    spacing: Sequence[float] | None = None,
     progress: ProgressCallback | None = None,
     token: CancelToken | None = None,
 ) -> Any:
@@ -65,6 +71,10 @@ def run_config_on(
         The configuration (a path is read with ``load_config``).
     input_path : path-like, optional
         Replaces ``input.path`` (the GUI runs a config on the image it shows).
+    spacing : sequence of float, optional
+        The voxel size in µm at full resolution, ``(dz, dy, dx)``, used when the
+        configuration gives no ``input.spacing`` (one it gives wins): the GUI's
+        voxel size of the image it shows, where that is not the file's.
     progress : callable, optional
         ``progress(description, done, total)``.
     token : CancelToken, optional
@@ -78,8 +88,13 @@ def run_config_on(
     from dls_microscopy.pipeline.run import run_pipeline
 
     cfg = load_config(config) if isinstance(config, str | os.PathLike) else config
+    section = cfg.input.model_copy()  # assignments are validated (_Section)
     if input_path is not None:
-        cfg = cfg.model_copy(update={"input": cfg.input.model_copy(update={"path": os.fspath(input_path)})})
+        section.path = os.fspath(input_path)
+    if spacing is not None and cfg.input.spacing is None:
+        section.spacing = list(check_spacing(spacing, "zyx"))
+        log.info("input.spacing %s µm: the voxel size of the open image", section.spacing)
+    cfg = cfg.model_copy(update={"input": section})
     report = token.wrap(progress) if token is not None else progress
     summary = run_pipeline(cfg, progress=CallbackRunProgress(report) if report is not None else False)
     if token is not None:

@@ -1,0 +1,84 @@
+"""A layer's voxel size as a pipeline gives it: ``input.spacing`` when it is not the file's."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from dls_microscopy.errors import DlsError
+
+__all__ = ["input_spacing"]
+
+log = logging.getLogger(__name__)
+
+#: Relative difference under which a layer's voxel size is the file's (float noise of a scale).
+_SAME = 1e-9
+
+
+def input_spacing(
+    scale: Sequence[float],
+    shape: Sequence[int],
+    *,
+    source: str | os.PathLike[str] | None,
+    series: int = 0,
+) -> list[float] | None:
+    """The ``input.spacing`` a run needs to see a layer's voxel size; None where the file has it.
+
+    The app shows an image with the voxel size the user set there; a pipeline
+    reads the file, which has its own.  ``input.spacing`` is the voxel size at
+    full resolution: a layer of another level of the file (found by its shape)
+    is brought to full resolution with the file's factor between the two levels.
+
+    Parameters
+    ----------
+    scale : sequence of float
+        The layer's ``scale``; its last three values are the voxel size in µm of
+        its data (of the first level for a multiscale layer), ``(dz, dy, dx)``.
+    shape : sequence of int
+        The shape of that data; its last three values are ``(Z, Y, X)``.
+    source : path-like or None
+        The file the layer was read from (``dls_source``); None: not from a file.
+    series : int
+        The file's series (``dls_series``).
+
+    Returns
+    -------
+    list of float or None
+        ``[dz, dy, dx]`` in µm at full resolution, or None when it is the file's
+        (within float noise) or the layer is not from a file.  A file that cannot
+        be opened (moved, say) cannot be compared: the layer's voxel size is given.
+
+    Examples
+    --------
+    >>> input_spacing((1.0, 0.5, 0.5), (8, 32, 32), source=None) is None
+    True
+    """
+    if not source:
+        return None
+    from dls_microscopy.io import open_volume
+
+    n = min(3, len(scale))
+    spacing = [float(s) for s in list(scale)[-n:]]
+    try:
+        volume = open_volume(source, series=series)
+    except (DlsError, OSError) as exc:
+        log.warning("%s: cannot compare the voxel size with the file's (%s); given as set", source, exc)
+        return spacing
+    n = len(volume.spatial_axes)
+    spacing = [float(s) for s in list(scale)[-n:]]
+    spatial = [volume.axes.index(a) for a in volume.spatial_axes]
+    layer_shape = tuple(int(k) for k in list(shape)[-n:])
+    level = next(
+        (i for i, lv in enumerate(volume.levels) if tuple(lv.shape[a] for a in spatial) == layer_shape), 0
+    )
+    file_full = [float(s) for s in volume.level_spacings[0]]
+    full = spacing
+    if level:  # the factor between the file's levels; rounded off the float noise of the ratio
+        factors = zip(spacing, file_full, volume.level_spacings[level], strict=True)
+        full = [float(f"{s * f / float(lv):.12g}") for s, f, lv in factors]
+    if np.allclose(full, file_full, rtol=_SAME, atol=0.0):
+        return None
+    return full
