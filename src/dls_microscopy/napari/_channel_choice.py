@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ChannelChoice", "channel_choices", "channel_name", "measurement_problem"]
+__all__ = [
+    "ChannelChoice",
+    "channel_choices",
+    "channel_name",
+    "layer_grid",
+    "layer_origin",
+    "measurement_problem",
+]
 
 
 @dataclass(frozen=True)
@@ -65,10 +72,10 @@ def channel_choices(labels: Any, images: Sequence[Any]) -> list[ChannelChoice]:
     """
     if labels is None:
         return [ChannelChoice(layer.name, True, _where(layer), _describe(layer)) for layer in images]
-    grid, origin = _grid(labels), _origin(labels)
-    on_grid = [layer for layer in images if _grid(layer) == grid]
-    belonging = [layer for layer in on_grid if origin is not None and _origin(layer) == origin]
-    if not belonging and len({_origin(layer) for layer in on_grid}) == 1:
+    grid, origin = layer_grid(labels), layer_origin(labels)
+    on_grid = [layer for layer in images if layer_grid(layer) == grid]
+    belonging = [layer for layer in on_grid if origin is not None and layer_origin(layer) == origin]
+    if not belonging and len({layer_origin(layer) for layer in on_grid}) == 1:
         belonging = on_grid
     checked = {id(layer) for layer in belonging}
     out = []
@@ -76,7 +83,7 @@ def channel_choices(labels: Any, images: Sequence[Any]) -> list[ChannelChoice]:
         note = _describe(layer)
         if id(layer) in checked:
             pass
-        elif _grid(layer) == grid:
+        elif layer_grid(layer) == grid:
             note += f"; unchecked: not of the image that {labels.name!r} were made from"
         else:
             note += f"; unchecked: {_grid_text(layer)}, {labels.name!r} {_grid_text(labels)}"
@@ -91,9 +98,9 @@ def measurement_problem(labels: Any, images: Sequence[Any]) -> str | None:
     another channel: two layers of one channel name (the same channel of two fields)
     would make two columns of one name.
     """
-    shape = _grid(labels)[0]
+    shape = layer_grid(labels)[0]
     for layer in images:
-        if _grid(layer)[0] != shape:
+        if layer_grid(layer)[0] != shape:
             return (
                 f"cannot measure {layer.name!r} with the labels {labels.name!r}: the image is "
                 f"{_grid_text(layer)}, the labels {_grid_text(labels)}; check only image layers "
@@ -117,7 +124,7 @@ def channel_name(layer: Any) -> str:
     return str(layer.metadata.get("dls_channel") or layer.name)
 
 
-def _origin(layer: Any) -> tuple[Any, ...] | None:
+def layer_origin(layer: Any) -> tuple[Any, ...] | None:
     """Where a layer comes from: its file or plate field and series, or its sample; None if unknown."""
     meta = layer.metadata
     if meta.get("dls_source"):
@@ -145,7 +152,7 @@ def _describe(layer: Any) -> str:
     return f"{layer.name}: channel {channel_name(layer)!r} of {where or 'no file'}"
 
 
-def _grid(layer: Any) -> tuple[tuple[int, ...], tuple[float, ...]]:
+def layer_grid(layer: Any) -> tuple[tuple[int, ...], tuple[float, ...]]:
     """The ``(Z, Y, X)`` shape of the full-resolution data and the voxel size, rounded to compare."""
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     shape = tuple(int(s) for s in data.shape[-3:])
@@ -154,5 +161,5 @@ def _grid(layer: Any) -> tuple[tuple[int, ...], tuple[float, ...]]:
 
 
 def _grid_text(layer: Any) -> str:
-    shape, spacing = _grid(layer)
+    shape, spacing = layer_grid(layer)
     return f"{'×'.join(map(str, shape))} voxels of {' × '.join(f'{s:g}' for s in spacing)} µm"

@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 
 from dls_microscopy.napari._channel_choice import channel_choices, channel_name, measurement_problem
 from dls_microscopy.napari._feature_table import TableModel
+from dls_microscopy.napari._image_layers import input_spacing_of
 from dls_microscopy.napari._scatter_plot import _POINT, _SELECTED, ScatterPlot  # noqa: F401 - re-exported
 from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, record_labels_used, shown_volume
 from dls_microscopy.pipeline.interactive import (
@@ -183,6 +184,7 @@ class FeaturesWidget(TaskWidget):
         time_point = shown[0][1][0] if len(shown[0][1]) == 1 else None  # a (T, Z, Y, X) layer
         compartment = self.compartment.text().strip() or "Nuclei"
         models = [m.strip() for m in self.models.text().split(";") if m.strip()]
+        spacing_of = input_spacing_of(images[0])  # what a pipeline needs to measure in the same µm
 
         def work(progress: Any) -> Any:
             # named as a pipeline run names the image (a plate's field, a time point of a series)
@@ -204,10 +206,10 @@ class FeaturesWidget(TaskWidget):
                 well=field.well,
                 site=field.site,
             )
-            return table, field
+            return table, field, spacing_of()
 
         def done(result: Any) -> None:
-            table, field = result
+            table, field, spacing = result
             self.set_table(table, labels)
             self.state.features = table
             self.state.features_labels = labels.name
@@ -218,6 +220,7 @@ class FeaturesWidget(TaskWidget):
             self.state.recorder.record_features(
                 channels=None if len(all_channels) == _n_file_channels(images[0]) else names,
                 compartment=compartment,
+                spacing=spacing,
             )
             self.state.recorder.record_embeddings(models)
             self.state.changed("features")

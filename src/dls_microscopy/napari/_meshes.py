@@ -7,6 +7,7 @@ from typing import Any
 
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
+from dls_microscopy.napari._image_layers import input_spacing_of
 from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, record_labels_used, shown_volume
 from dls_microscopy.pipeline.interactive import MeshSet, mesh_labels, session_field, volume_from_layer
 
@@ -66,8 +67,9 @@ class MeshesWidget(TaskWidget):
         index = shown_volume(self.viewer, layer)[1]  # a (T, Z, Y, X) layer: the time point shown
         segmented = meta.get("dls_time_index") or []  # labels of one time point (Segment tab)
         time_point = index[0] if len(index) == 1 else segmented[0] if len(segmented) == 1 else None
+        spacing_of = input_spacing_of(layer)  # what a pipeline needs to mesh in the same µm
 
-        def work(progress: Any) -> tuple[MeshSet, Any]:
+        def work(progress: Any) -> tuple[MeshSet, Any, Any]:
             meshes = mesh_labels(
                 volume, smooth=smooth, decimate=decimate, descriptors=descriptors, progress=progress
             )
@@ -78,10 +80,10 @@ class MeshesWidget(TaskWidget):
                 plate=meta.get("dls_plate"),
                 time_point=time_point,
             )
-            return meshes, field
+            return meshes, field, spacing_of()
 
-        def done(result: tuple[MeshSet, Any]) -> None:
-            meshes, field = result
+        def done(result: tuple[MeshSet, Any, Any]) -> None:
+            meshes, field, spacing = result
             if not len(meshes.ids):  # a surface layer of no faces cannot be drawn
                 self.status.setText(f"{layer.name}: no objects in the labels, nothing to mesh")
                 return
@@ -110,7 +112,9 @@ class MeshesWidget(TaskWidget):
             layer.visible = False  # the meshes show these objects now
             self.viewer.dims.ndisplay = 3
             record_labels_used(self.state.recorder, layer)
-            self.state.recorder.record_mesh(smooth=smooth, decimate=decimate, descriptors=descriptors)
+            self.state.recorder.record_mesh(
+                smooth=smooth, decimate=decimate, descriptors=descriptors, spacing=spacing
+            )
             self.state.changed("meshes")
             self.status.setText(f"{len(meshes.ids)} meshes, {len(meshes.faces)} faces (µm)")
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from qtpy.QtWidgets import QFileDialog, QLineEdit, QPlainTextEdit, QPushButton
 
+from dls_microscopy.napari._image_layers import input_spacing_of
 from dls_microscopy.napari._tasks import TaskWidget, labelled
 
 __all__ = ["PipelineWidget"]
@@ -77,31 +78,42 @@ class PipelineWidget(TaskWidget):
         if path:
             self.run_config(path)
 
+    def open_image(self) -> Any:
+        """The first image layer read from a file, or None."""
+        for layer in self.viewer.layers:
+            if type(layer).__name__ == "Image" and layer.metadata.get("dls_source"):
+                return layer
+        return None
+
     def open_source(self) -> str | None:
         """The file of the open image (the first image layer read from a file)."""
-        for layer in self.viewer.layers:
-            meta = layer.metadata
-            if type(layer).__name__ == "Image" and meta.get("dls_source"):
-                return str(meta.get("dls_plate") or meta["dls_source"])
-        return None
+        layer = self.open_image()
+        if layer is None:
+            return None
+        return str(layer.metadata.get("dls_plate") or layer.metadata["dls_source"])
 
     def run_config(self, path: str | Path, *, on_open_data: bool = True) -> None:
         """Run the pipeline file ``path`` in a worker thread, on the open image when ``on_open_data``.
 
-        The run's objects table then becomes the session's table (``state.features``,
+        On the open image, a voxel size set in the app (see the Segment tab) is the run's
+        ``input.spacing`` unless the file gives one: the run then measures what the app
+        shows.  The run's objects table becomes the session's table (``state.features``,
         exportable).  Cancel stops the run at the next field.
         """
         from dls_microscopy.pipeline.config import load_config
         from dls_microscopy.pipeline.interactive import run_config_on
 
         cfg = load_config(path)
-        source = self.open_source() if on_open_data else None
-        if on_open_data and source is None:
+        image = self.open_image() if on_open_data else None
+        if on_open_data and image is None:
             self.status.setText("open an image from a file first (File > Open)")
             return
+        source = self.open_source() if on_open_data else None
+        spacing_of = input_spacing_of(image) if image is not None else None
 
         def work(progress: Any) -> Any:
-            return run_config_on(cfg, source, progress=progress, token=self.token)
+            spacing = spacing_of() if spacing_of is not None else None
+            return run_config_on(cfg, source, spacing=spacing, progress=progress, token=self.token)
 
         def done(summary: Any) -> None:
             self.summary = summary

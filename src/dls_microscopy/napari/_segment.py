@@ -10,7 +10,9 @@ from typing import Any
 import yaml
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QPushButton, QWidget
 
+from dls_microscopy.napari._image_layers import input_spacing_of
 from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, shown_volume
+from dls_microscopy.napari._voxel_size import VoxelSizeControl
 from dls_microscopy.napari.layers import labels_layer_data
 from dls_microscopy.pipeline.interactive import segment_volume, segmenter_parameters, volume_from_layer
 
@@ -27,6 +29,7 @@ class SegmentWidget(TaskWidget):
         from dls_microscopy.segment import segmenter_names
 
         self.image = LayerChooser(napari_viewer, ("image",))
+        self.voxel_size = VoxelSizeControl(napari_viewer, self.image)
         self.method = QComboBox()
         self.method.addItems(segmenter_names())
         if "watershed" in segmenter_names():
@@ -49,6 +52,7 @@ class SegmentWidget(TaskWidget):
         self.param_defaults: dict[str, Any] = {}
         for text, widget in (
             ("image", self.image),
+            ("voxel size (µm)", self.voxel_size),
             ("segmenter", self.method),
             ("device", self.device),
             ("memory budget", self.memory),
@@ -61,6 +65,8 @@ class SegmentWidget(TaskWidget):
         self._build_params(self.method.currentText())
         self.run_button.clicked.connect(self.safely(self.run))
         self.estimate_button.clicked.connect(self.safely(self.estimate))
+        self.voxel_size.apply_button.clicked.connect(self.safely(self.set_voxel_size))
+        self.voxel_size.text.returnPressed.connect(self.safely(self.set_voxel_size))
 
     # -- parameters ---------------------------------------------------------------
     def _build_params(self, method: str) -> None:
@@ -127,6 +133,17 @@ class SegmentWidget(TaskWidget):
                 out[name] = value
         return out
 
+    def set_voxel_size(self) -> None:
+        """Set the voxel size typed on the layers of the chosen image (:class:`VoxelSizeControl`)."""
+        changed = self.voxel_size.apply()
+        shown = self.voxel_size.text.text()
+        if not changed:
+            self.status.setText(f"voxel size {shown} µm: unchanged")
+            return
+        redo = self.state.recorder.steps()  # done with the voxel size before
+        note = f"; {', '.join(redo)} done before used the old one: run again" if redo else ""
+        self.status.setText(f"voxel size {shown} µm (z, y, x) set on {', '.join(changed)}{note}")
+
     # -- running ------------------------------------------------------------------
     def _shown(self) -> tuple[Any, Any, dict[str, Any], str, tuple[int, ...]] | None:
         """The chosen layer, its volume at the time point shown, metadata, channel, index."""
@@ -186,10 +203,11 @@ class SegmentWidget(TaskWidget):
             return
         output = self.state.workdir / f"{name}.ome.zarr"
         scale = tuple(layer.scale)[-3:]
+        spacing_of = input_spacing_of(layer)  # what a pipeline needs to segment in the same µm
         where = f" at time point {index[0]}" if len(index) == 1 else (f" at {index}" if index else "")
 
         def work(progress: Any) -> Any:
-            return segment_volume(
+            result = segment_volume(
                 volume,
                 method=method,
                 params=params,
@@ -199,11 +217,12 @@ class SegmentWidget(TaskWidget):
                 label_name=name,
                 progress=progress,
             )
+            return result, spacing_of()
 
-        def done(result: Any) -> None:
-            data, kwargs, _ = labels_layer_data(
-                result.labels, name=name, metadata={**meta, "dls_label": None}
-            )
+        def done(outcome: Any) -> None:
+            result, spacing = outcome
+            made_from = {"dls_label": None, "dls_image_layer": layer.name}
+            data, kwargs, _ = labels_layer_data(result.labels, name=name, metadata={**meta, **made_from})
             kwargs["scale"] = scale
             kwargs["metadata"]["dls_labels_path"] = str(result.path)
             kwargs["metadata"]["dls_time_index"] = list(index)  # a time series: the point segmented
@@ -216,7 +235,12 @@ class SegmentWidget(TaskWidget):
                     meta.get("dls_plate") or meta["dls_source"], series=int(meta.get("dls_series", 0))
                 )
             rec.record_segment(
-                method=method, params=params, channel=channel, device=device, memory_budget=budget
+                method=method,
+                params=params,
+                channel=channel,
+                device=device,
+                memory_budget=budget,
+                spacing=spacing,
             )
             self.state.changed("steps")
             note = " (temporary: keep them with File > Save Selected Layers)" if self.state.temporary else ""
