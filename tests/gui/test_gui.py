@@ -201,74 +201,6 @@ def test_desktop_app_widgets_and_actions(qtbot, small_sample, tmp_path, monkeypa
         viewer.close()
 
 
-def test_the_voxel_size_set_in_the_app_is_what_the_steps_and_the_saved_pipeline_use(
-    make_napari_viewer, qtbot, tmp_path
-):
-    """A plain TIFF has no voxel size and is read as 1 µm: set in the Segment tab, Segment, Features,
-    the saved pipeline.yaml (input.spacing) and a pipeline run on the open image all use it."""
-    import tifffile
-
-    from dls_microscopy.napari._features import FeaturesWidget
-    from dls_microscopy.napari._pipeline import PipelineWidget
-    from dls_microscopy.napari._segment import SegmentWidget
-    from dls_microscopy.pipeline.config import dump_config, load_config
-    from dls_microscopy.sample_data import make_synthetic_nuclei
-
-    sample = make_synthetic_nuclei((20, 64, 64), spacing=(1.0, 0.5, 0.5), diameter_um=6.0, seed=3)
-    tifffile.imwrite(tmp_path / "stack.tif", sample.image[0])
-    viewer = make_napari_viewer()
-    (image,) = viewer.open(str(tmp_path / "stack.tif"), plugin="dls-microscopy")
-    seg, feat, pipe = SegmentWidget(viewer), FeaturesWidget(viewer), PipelineWidget(viewer)
-    assert tuple(image.scale) == (1.0, 1.0, 1.0) and seg.voxel_size.text.text() == "1, 1, 1"
-    seg.voxel_size.text.setText("1, 0.5 0.5")
-    seg.voxel_size.apply_button.click()
-    assert tuple(image.scale) == (1.0, 0.5, 0.5)
-    assert seg.status.text() == "voxel size 1, 0.5, 0.5 µm (z, y, x) set on stack"
-    image.scale = (1.0, 0.5, 0.25)  # set elsewhere (the console): the control shows it
-    assert seg.voxel_size.text.text() == "1, 0.5, 0.25"
-    seg.voxel_size.text.setText("1, 0.5, 0")
-    seg.voxel_size.apply_button.click()
-    assert seg.status.text() == "error: the voxel size of axis x must be a positive number of µm, got 0.0"
-    seg.voxel_size.text.setText("1, 0.5, 0.5")
-    seg.set_voxel_size()
-    # Segment and Features measure in these µm
-    seg.set_param("diameter_um", 6.0)
-    seg.device.setCurrentText("cpu")
-    seg.memory.setText("64MB")
-    _run(qtbot, seg, seg.run)
-    labels = viewer.layers["nuclei"]
-    assert tuple(labels.scale) == (1.0, 0.5, 0.5)
-    feat.labels.setCurrentText("nuclei")
-    _run(qtbot, feat, feat.run)
-    table = feat.table.to_pandas()
-    ids, counts = np.unique(_full(labels), return_counts=True)
-    voxels = dict(zip(ids.tolist(), counts.tolist(), strict=True))
-    volumes = [voxels[i] * 0.25 for i in table["Metadata_ObjectID"]]
-    np.testing.assert_allclose(table["Nuclei_AreaShape_Volume"], volumes)
-    # the saved pipeline gives the voxel size, and the CLI run of it measures the same
-    pipe.output.setText(str(tmp_path / "run"))
-    written = pipe.save(tmp_path / "pipeline.yaml")
-    assert load_config(written).input.spacing == [1.0, 0.5, 0.5]
-    _check_pipeline_matches_gui(written, feat.table)
-    # a pipeline without input.spacing run on the open image: the voxel size set in the app
-    cfg = load_config(written)
-    plain = cfg.model_copy(
-        update={
-            "input": cfg.input.model_copy(update={"spacing": None}),
-            "output": cfg.output.model_copy(update={"path": str(tmp_path / "run on open")}),
-        }
-    )
-    _run(qtbot, pipe, lambda: pipe.run_config(dump_config(plain, tmp_path / "plain.yaml")))
-    np.testing.assert_allclose(pipe.state.features.column("Nuclei_AreaShape_Volume").to_numpy(), volumes)
-    # another voxel size after segmenting: no pipeline repeats steps done with two
-    seg.voxel_size.text.setText("2, 0.5, 0.5")
-    seg.set_voxel_size()
-    assert tuple(labels.scale) == (2.0, 0.5, 0.5)
-    assert seg.status.text().endswith("segment, features done before used the old one: run again")
-    _run(qtbot, feat, feat.run)
-    assert pipe.preview.toPlainText().startswith("# the steps used different voxel sizes")
-
-
 def _check_pipeline_matches_gui(config_path: Path, gui_table) -> None:
     """The saved pipeline, run with the CLI, measures the same objects with the same values."""
     import pyarrow.parquet as pq
@@ -587,6 +519,74 @@ def test_widgets_work_on_the_time_point_shown(make_napari_viewer, qtbot, tmp_pat
     mean = {i: dapi[labels == i].mean() for i in np.unique(labels)[1:]}
     got = dict(zip(table["Metadata_ObjectID"], table["Nuclei_Intensity_MeanIntensity_DAPI"], strict=True))
     np.testing.assert_allclose([got[i] for i in mean], list(mean.values()), rtol=1e-9)
+
+
+def test_the_voxel_size_set_in_the_app_is_what_the_steps_and_the_saved_pipeline_use(
+    make_napari_viewer, qtbot, tmp_path
+):
+    """A plain TIFF has no voxel size and is read as 1 µm: set in the Segment tab, Segment, Features,
+    the saved pipeline.yaml (input.spacing) and a pipeline run on the open image all use it."""
+    import tifffile
+
+    from dls_microscopy.napari._features import FeaturesWidget
+    from dls_microscopy.napari._pipeline import PipelineWidget
+    from dls_microscopy.napari._segment import SegmentWidget
+    from dls_microscopy.pipeline.config import dump_config, load_config
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+
+    sample = make_synthetic_nuclei((20, 64, 64), spacing=(1.0, 0.5, 0.5), diameter_um=6.0, seed=3)
+    tifffile.imwrite(tmp_path / "stack.tif", sample.image[0])
+    viewer = make_napari_viewer()
+    (image,) = viewer.open(str(tmp_path / "stack.tif"), plugin="dls-microscopy")
+    seg, feat, pipe = SegmentWidget(viewer), FeaturesWidget(viewer), PipelineWidget(viewer)
+    assert tuple(image.scale) == (1.0, 1.0, 1.0) and seg.voxel_size.text.text() == "1, 1, 1"
+    seg.voxel_size.text.setText("1, 0.5 0.5")
+    seg.voxel_size.apply_button.click()
+    assert tuple(image.scale) == (1.0, 0.5, 0.5)
+    assert seg.status.text() == "voxel size 1, 0.5, 0.5 µm (z, y, x) set on stack"
+    image.scale = (1.0, 0.5, 0.25)  # set elsewhere (the console): the control shows it
+    assert seg.voxel_size.text.text() == "1, 0.5, 0.25"
+    seg.voxel_size.text.setText("1, 0.5, 0")
+    seg.voxel_size.apply_button.click()
+    assert seg.status.text() == "error: the voxel size of axis x must be a positive number of µm, got 0.0"
+    seg.voxel_size.text.setText("1, 0.5, 0.5")
+    seg.set_voxel_size()
+    # Segment and Features measure in these µm
+    seg.set_param("diameter_um", 6.0)
+    seg.device.setCurrentText("cpu")
+    seg.memory.setText("64MB")
+    _run(qtbot, seg, seg.run)
+    labels = viewer.layers["nuclei"]
+    assert tuple(labels.scale) == (1.0, 0.5, 0.5)
+    feat.labels.setCurrentText("nuclei")
+    _run(qtbot, feat, feat.run)
+    table = feat.table.to_pandas()
+    ids, counts = np.unique(_full(labels), return_counts=True)
+    voxels = dict(zip(ids.tolist(), counts.tolist(), strict=True))
+    volumes = [voxels[i] * 0.25 for i in table["Metadata_ObjectID"]]
+    np.testing.assert_allclose(table["Nuclei_AreaShape_Volume"], volumes)
+    # the saved pipeline gives the voxel size, and the CLI run of it measures the same
+    pipe.output.setText(str(tmp_path / "run"))
+    written = pipe.save(tmp_path / "pipeline.yaml")
+    assert load_config(written).input.spacing == [1.0, 0.5, 0.5]
+    _check_pipeline_matches_gui(written, feat.table)
+    # a pipeline without input.spacing run on the open image: the voxel size set in the app
+    cfg = load_config(written)
+    plain = cfg.model_copy(
+        update={
+            "input": cfg.input.model_copy(update={"spacing": None}),
+            "output": cfg.output.model_copy(update={"path": str(tmp_path / "run on open")}),
+        }
+    )
+    _run(qtbot, pipe, lambda: pipe.run_config(dump_config(plain, tmp_path / "plain.yaml")))
+    np.testing.assert_allclose(pipe.state.features.column("Nuclei_AreaShape_Volume").to_numpy(), volumes)
+    # another voxel size after segmenting: no pipeline repeats steps done with two
+    seg.voxel_size.text.setText("2, 0.5, 0.5")
+    seg.set_voxel_size()
+    assert tuple(labels.scale) == (2.0, 0.5, 0.5)
+    assert seg.status.text().endswith("segment, features done before used the old one: run again")
+    _run(qtbot, feat, feat.run)
+    assert pipe.preview.toPlainText().startswith("# the steps used different voxel sizes")
 
 
 def test_meshes_of_empty_labels_say_so(make_napari_viewer, qtbot):
