@@ -2,12 +2,15 @@
 
 One place for every face (the features command, the pipeline's steps and config
 check, the GUI's measure function, embedding models taking their own channels):
-names match exactly, else ignoring case where that is unique; the selection is
+names match exactly, else ignoring case where that is unique, else as the feature
+columns spell them (``channel0`` for ``channel_0``, ``LaminB1`` for ``Lamin B1``) where
+that is unique; the selection is
 basic slicing wherever possible, so that dask fuses it with later block reads.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,14 +22,27 @@ from dls_microscopy.errors import InputError
 if TYPE_CHECKING:
     from dls_microscopy.volume import Volume
 
-__all__ = ["channel_by_name", "channel_data", "channel_index", "select_channels"]
+__all__ = ["channel_by_name", "channel_data", "channel_index", "column_token", "select_channels"]
+
+
+def column_token(name: str) -> str:
+    """A channel name as feature column names spell it: its letters and digits only.
+
+    Examples
+    --------
+    >>> column_token("Lamin B1"), column_token("channel_0")
+    ('LaminB1', 'channel0')
+    """
+    return re.sub(r"[^0-9A-Za-z]", "", name)
 
 
 def channel_by_name(name: str, names: Sequence[str], source: Path | str | None = None) -> int:
     """Index of the channel called ``name``; ignoring case when no name matches exactly.
 
     Metadata spells the same stain ``DAPI``, ``Dapi`` or ``dapi``; a case-insensitive
-    match is accepted only when it is unique.
+    match is accepted only when it is unique.  Then a name as the feature columns spell
+    it (:func:`column_token`: ``channel0`` from ``..._MeanIntensity_channel0``) is
+    accepted where one channel has that spelling.
 
     Raises
     ------
@@ -39,6 +55,10 @@ def channel_by_name(name: str, names: Sequence[str], source: Path | str | None =
     folded = [i for i, n in enumerate(names) if n.casefold() == name.casefold()]
     if len(folded) == 1:
         return folded[0]
+    token = column_token(name).casefold()
+    spelled = [i for i, n in enumerate(names) if token and column_token(n).casefold() == token]
+    if len(spelled) == 1:
+        return spelled[0]
     raise InputError(f"no channel named {name!r} (channels: {', '.join(names)})", path=source)
 
 

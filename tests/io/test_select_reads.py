@@ -230,6 +230,16 @@ def test_channel_names_match_exactly_else_uniquely_ignoring_case() -> None:
         vol.select(c="GFP")
 
 
+def test_a_channel_may_be_named_as_the_feature_columns_spell_it() -> None:
+    """``channel0`` (from ``Nuclei_Intensity_MeanIntensity_channel0``) names ``channel_0``."""
+    names = ("channel_0", "Lamin B1", "ch-2")
+    assert [channel_by_name(n, names) for n in ("channel0", "LaminB1", "laminb1", "ch2")] == [0, 1, 1, 2]
+    with pytest.raises(InputError, match="no channel named 'ab'"):
+        channel_by_name("ab", ("a_b", "a-b"))  # two channels spelled alike: ambiguous
+    with pytest.raises(InputError, match="no channel named '__'"):
+        channel_by_name("__", ("x", "y"))  # nothing left of the name: no match by spelling
+
+
 def test_channel_data_picks_by_name_or_index_once_each() -> None:
     arr, vol = _named_channels("LaminB1", "Dapi", "GFP")
     data, names = channel_data(vol, ["gfp", "0"])

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dls_microscopy.channels import column_token
 from dls_microscopy.errors import InputError
 from dls_microscopy.features.measure import ObjectMeasurements
 
@@ -64,7 +65,7 @@ def channel_tokens(names: Sequence[str]) -> tuple[str, ...]:
     """
     out = []
     for i, name in enumerate(names):
-        token = re.sub(r"[^0-9A-Za-z]", "", name) or f"channel{i}"
+        token = column_token(name) or f"channel{i}"
         out.append(token)
     if len(set(out)) != len(out):
         raise InputError(f"channel names {tuple(names)} are not distinct as column names {out}")
