@@ -259,3 +259,45 @@ def test_describe_device_names_a_gpu(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", fake)
     assert _environment.describe_device("cuda") == {"device": "cuda:1", "name": "GPU #1"}
     assert _environment.describe_device("mps") == {"device": "mps"}
+
+
+def test_verify_reads_moved_inputs_under_their_new_path(tmp_path, capsys):
+    """An archive restored elsewhere: --moved OLD=NEW finds its inputs; a moved, changed input
+    is still a mismatch; --recompute with --moved is refused (it re-runs with recorded paths)."""
+    import tifffile
+
+    from dls_microscopy.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    lab = np.zeros((6, 24, 24), np.uint16)
+    lab[1:5, 3:10, 3:10], lab[2:5, 12:20, 12:22] = 1, 2
+    tifffile.imwrite(data / "img.tif", (lab * 100 + 7).astype(np.uint16))
+    tifffile.imwrite(data / "lab.tif", lab)
+    out = tmp_path / "feat"
+    assert main(["features", str(data / "img.tif"), str(data / "lab.tif"), str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    data.rename(tmp_path / "restored")
+    assert main(["verify", str(out)]) == 1
+    assert "image (" in capsys.readouterr().out
+    moved = f"{data}={tmp_path / 'restored'}"
+    assert main(["verify", str(out), "--moved", moved]) == 0
+    capsys.readouterr()
+    tifffile.imwrite(tmp_path / "restored" / "lab.tif", lab[::-1].copy())
+    assert main(["verify", str(out), "--moved", moved, "--json"]) == 1
+    (found,) = json.loads(capsys.readouterr().out)
+    assert found["item"] == f"labels ({data / 'lab.tif'}, read at {tmp_path / 'restored' / 'lab.tif'})"
+    assert main(["verify", str(out), "--moved", moved, "--recompute"]) == 2
+    assert "--recompute re-runs the recorded command" in capsys.readouterr().err
+    assert main(["verify", str(out), "--moved", "nothing"]) == 2
+    assert "--moved takes OLD=NEW" in capsys.readouterr().err
+
+
+def test_relocate_replaces_whole_leading_components_only():
+    from dls_microscopy.pipeline.provenance import relocate
+
+    moved = [("/a/b", "/x"), ("/a", "/y/")]
+    assert relocate("/a/b/c.zarr", moved) == "/x/c.zarr"  # the first pair that holds it
+    assert relocate("/a/bc/d", moved) == "/y/bc/d"
+    assert relocate("/a", moved) == "/y"
+    assert relocate("/ab", moved) == "/ab"

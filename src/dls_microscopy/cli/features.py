@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -18,7 +19,7 @@ from dls_microscopy.cli._common import (
     parse_size,
     parse_spacing,
 )
-from dls_microscopy.errors import DlsError
+from dls_microscopy.errors import DlsError, InputError
 
 # -- mesh ----------------------------------------------------------------------
 
@@ -175,6 +176,13 @@ def verify(
             "every field, and the run's tables rebuilt from the fields' tables)."
         ),
     ] = False,
+    moved: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="OLD=NEW: read the inputs, models and external outputs recorded under OLD under NEW "
+            "(data moved since, an archive restored elsewhere); repeatable; not with --recompute."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print mismatches as JSON.")] = False,
 ) -> None:
     """Check an output folder against its manifest (inputs, outputs, parameters); exit 1 on any mismatch.
@@ -186,7 +194,7 @@ def verify(
     from dls_microscopy.pipeline.provenance import RUN_COMMAND, read_manifest, verify_manifest
 
     try:
-        found = verify_manifest(outdir, recompute=recompute)
+        found = verify_manifest(outdir, recompute=recompute, moved=_moved_pairs(moved or []))
     except DlsError as exc:
         if not as_json:
             raise
@@ -211,3 +219,14 @@ def verify(
         out.print(f"{outdir}: {what}", soft_wrap=True)
     if found:
         raise typer.Exit(1)
+
+
+def _moved_pairs(items: list[str]) -> list[tuple[str, str]]:
+    """``--moved OLD=NEW`` values as ``(OLD, NEW)``, each an absolute path."""
+    pairs = []
+    for item in items:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise InputError(f"--moved takes OLD=NEW (two paths), got {item!r}")
+        pairs.append((os.path.abspath(old), os.path.abspath(new)))
+    return pairs

@@ -40,11 +40,13 @@ __all__ = [
     "MANIFEST_NAME",
     "RUN_COMMAND",
     "Mismatch",
+    "Moved",
     "check_outputs",
     "check_self_digest",
     "digest_file",
     "digest_input",
     "read_manifest",
+    "relocate",
     "save_manifest",
     "software_versions",
     "verify_folder",
@@ -256,7 +258,30 @@ def read_manifest(outdir: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
-def verify_manifest(outdir: str | os.PathLike[str], *, recompute: bool = False) -> list[Mismatch]:
+#: Where recorded input paths are read now: ``(recorded prefix, current prefix)`` pairs.
+Moved = Sequence[tuple[str, str]]
+
+
+def relocate(path: str, moved: Moved) -> str:
+    """``path`` under its new prefix: the first pair of ``moved`` whose recorded prefix holds it.
+
+    Examples
+    --------
+    >>> relocate("/old/data/a.zarr", [("/old/data", "/mnt/archive")])
+    '/mnt/archive/a.zarr'
+    >>> relocate("/old/database/a.zarr", [("/old/data", "/mnt/archive")])  # whole components only
+    '/old/database/a.zarr'
+    """
+    for old, new in moved:
+        old = old.rstrip("/") or "/"
+        if path == old or path.startswith(old if old.endswith("/") else old + "/"):
+            return new.rstrip("/") + path[len(old.rstrip("/")) :]
+    return path
+
+
+def verify_manifest(
+    outdir: str | os.PathLike[str], *, recompute: bool = False, moved: Moved = ()
+) -> list[Mismatch]:
     """Compare an output folder and its inputs with its manifest.
 
     A pipeline run's folder is checked as a whole
@@ -271,6 +296,11 @@ def verify_manifest(outdir: str | os.PathLike[str], *, recompute: bool = False) 
         Also re-run the recorded ``entry_point`` with the recorded arguments
         into a scratch folder and compare every output file's sha256 (for a
         run folder: every field, and the run's tables rebuilt from the fields' tables).
+    moved : sequence of (str, str)
+        Inputs, models and external outputs recorded under the first path of a pair
+        are read under the second (:func:`relocate`): for data moved since, such as
+        an archive restored elsewhere.  Not with ``recompute``, which re-runs the
+        recorded command with its recorded paths.
 
     Returns
     -------
@@ -280,26 +310,37 @@ def verify_manifest(outdir: str | os.PathLike[str], *, recompute: bool = False) 
     Raises
     ------
     InputError
-        No manifest, not a manifest, or ``recompute`` asked of a manifest that
-        records no ``entry_point`` (pipeline fields of earlier versions).
+        No manifest, not a manifest, ``recompute`` asked of a manifest that records
+        no ``entry_point`` (pipeline fields of earlier versions), or with ``moved``.
     """
     out = Path(outdir)
+    if recompute and moved:
+        raise InputError(
+            "--recompute re-runs the recorded command, which reads its inputs at their recorded "
+            "paths (its outputs name them): verify the moved inputs without --recompute",
+            path=out,
+        )
     manifest = read_manifest(out)
     if manifest.get("command") == RUN_COMMAND:
         from dls_microscopy.pipeline.run_manifest import verify_run
 
-        return verify_run(out, manifest, recompute=recompute)
-    return verify_folder(out, manifest, recompute=recompute, digests={})
+        return verify_run(out, manifest, recompute=recompute, moved=moved)
+    return verify_folder(out, manifest, recompute=recompute, digests={}, moved=moved)
 
 
 def verify_folder(
-    out: Path, manifest: Mapping[str, Any], *, recompute: bool, digests: dict[str, dict[str, Any]]
+    out: Path,
+    manifest: Mapping[str, Any],
+    *,
+    recompute: bool,
+    digests: dict[str, dict[str, Any]],
+    moved: Moved = (),
 ) -> list[Mismatch]:
     """:func:`verify_manifest` of one output folder whose ``manifest`` is read.
 
     ``digests`` holds the inputs digested so far in this verification (input
     path → :func:`digest_input`): the fields of a run that share an input (the
-    time points of one store) read it once.
+    time points of one store) read it once.  ``moved`` as for :func:`verify_manifest`.
     """
     if recompute and not manifest.get("entry_point"):
         raise InputError(
@@ -310,21 +351,24 @@ def verify_folder(
         )
     found = check_self_digest(manifest)
     for role, entry in sorted(manifest.get("inputs", {}).items()):
-        found += _check_input(role, entry, digests)
-    found += check_models(manifest, digests)
+        found += _check_input(role, entry, digests, moved)
+    found += check_models(manifest, digests, moved)
     found += check_outputs(out, manifest.get("outputs", []))
     for role, entry in sorted(manifest.get("external_outputs", {}).items()):
-        found += _check_external(role, entry)
+        found += _check_external(role, entry, moved)
     if recompute:
         found += _recompute(manifest)
     return found
 
 
-def check_models(manifest: Mapping[str, Any], digests: dict[str, dict[str, Any]]) -> list[Mismatch]:
+def check_models(
+    manifest: Mapping[str, Any], digests: dict[str, dict[str, Any]], moved: Moved = ()
+) -> list[Mismatch]:
     """Mismatches between the model files a manifest's ``models`` records and those on disk now.
 
     A model also listed as an input (``features --embeddings`` lists it as both) is
-    checked there, once.  ``digests`` caches the files' sha256 (key ``"model:PATH"``).
+    checked there, once.  ``digests`` caches the files' sha256 (key ``"model:PATH"``);
+    ``moved`` as for :func:`verify_manifest`.
     """
     inputs = {str(e.get("path")) for e in manifest.get("inputs", {}).values()}
     found = []
@@ -332,7 +376,8 @@ def check_models(manifest: Mapping[str, Any], digests: dict[str, dict[str, Any]]
         path, recorded = entry.get("path"), entry.get("sha256")
         if not path or not recorded or str(path) in inputs:
             continue
-        item = f"{entry.get('name', Path(path).name)} ({path})"
+        item = f"{entry.get('name', Path(path).name)} ({_where(str(path), moved)})"
+        path = relocate(str(path), moved)
         key = f"model:{path}"
         if key not in digests:
             try:
@@ -356,9 +401,18 @@ def check_self_digest(manifest: Mapping[str, Any]) -> list[Mismatch]:
     return []
 
 
-def _check_input(role: str, entry: Mapping[str, Any], digests: dict[str, dict[str, Any]]) -> list[Mismatch]:
-    path = entry.get("path", "")
-    item = f"{role} ({path})"
+def _where(path: str, moved: Moved) -> str:
+    """A recorded path, and where it was read when that is elsewhere."""
+    now = relocate(path, moved)
+    return path if now == path else f"{path}, read at {now}"
+
+
+def _check_input(
+    role: str, entry: Mapping[str, Any], digests: dict[str, dict[str, Any]], moved: Moved = ()
+) -> list[Mismatch]:
+    recorded = str(entry.get("path", ""))
+    item = f"{role} ({_where(recorded, moved)})"
+    path = relocate(recorded, moved)
     target = f"{path}:{entry['dataset']}" if entry.get("dataset") else path
     try:
         excluded = tuple(entry.get("excluded", ()))
@@ -403,9 +457,10 @@ def check_outputs(
     return found
 
 
-def _check_external(role: str, entry: Mapping[str, Any]) -> list[Mismatch]:
+def _check_external(role: str, entry: Mapping[str, Any], moved: Moved = ()) -> list[Mismatch]:
     """An output written outside the folder (``external_outputs``) against its record."""
-    f, item = Path(str(entry.get("path", ""))), f"{role} ({entry.get('path', '')})"
+    recorded = str(entry.get("path", ""))
+    f, item = Path(relocate(recorded, moved)), f"{role} ({_where(recorded, moved)})"
     if not f.is_file():
         return [Mismatch("output", item, "exists", True, False)]
     found = []

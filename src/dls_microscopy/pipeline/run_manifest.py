@@ -41,6 +41,7 @@ from dls_microscopy.pipeline.provenance import (
     MANIFEST_VERSION,
     RUN_COMMAND,
     Mismatch,
+    Moved,
     check_outputs,
     check_self_digest,
     created_by,
@@ -215,7 +216,9 @@ def _run_files_present(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in RUN_REPORTS)
 
 
-def verify_run(out: Path, manifest: Mapping[str, Any], *, recompute: bool = False) -> list[Mismatch]:
+def verify_run(
+    out: Path, manifest: Mapping[str, Any], *, recompute: bool = False, moved: Moved = ()
+) -> list[Mismatch]:
     """Compare a run folder with its manifest and every field folder with its own.
 
     Parameters
@@ -227,6 +230,9 @@ def verify_run(out: Path, manifest: Mapping[str, Any], *, recompute: bool = Fals
     recompute : bool
         Also re-run every field into a scratch folder and rebuild the run's
         tables from the fields' tables, comparing every file's sha256.
+    moved : sequence of (str, str)
+        Where inputs recorded under a prefix are read now
+        (:func:`~dls_microscopy.pipeline.provenance.verify_manifest`).
 
     Returns
     -------
@@ -247,7 +253,9 @@ def verify_run(out: Path, manifest: Mapping[str, Any], *, recompute: bool = Fals
     digests: dict[str, dict[str, Any]] = {}  # inputs shared by fields are read once
     for entry in recorded:
         rel = str(entry.get("path", ""))
-        found += _check_field(out, rel, entry.get("sha256_manifest"), recompute=recompute, digests=digests)
+        found += _check_field(
+            out, rel, entry.get("sha256_manifest"), recompute=recompute, digests=digests, moved=moved
+        )
     listed = {str(e.get("path", "")) for e in recorded}
     fields_dir = out / FIELDS_DIR
     if fields_dir.is_dir():
@@ -262,7 +270,13 @@ def verify_run(out: Path, manifest: Mapping[str, Any], *, recompute: bool = Fals
 
 
 def _check_field(
-    out: Path, rel: str, sha256: Any, *, recompute: bool, digests: dict[str, dict[str, Any]]
+    out: Path,
+    rel: str,
+    sha256: Any,
+    *,
+    recompute: bool,
+    digests: dict[str, dict[str, Any]],
+    moved: Moved = (),
 ) -> list[Mismatch]:
     """A field folder against its manifest, and its manifest against the run's record of it."""
     folder = out / rel
@@ -275,7 +289,7 @@ def _check_field(
         found.append(Mismatch("field", f"{rel}/{MANIFEST_NAME}", "sha256", sha256, now))
     try:
         field_manifest = read_manifest(folder)
-        mismatches = verify_folder(folder, field_manifest, recompute=recompute, digests=digests)
+        mismatches = verify_folder(folder, field_manifest, recompute=recompute, digests=digests, moved=moved)
     except InputError as exc:
         return [*found, Mismatch("manifest", MANIFEST_NAME, "readable", True, exc.reason, folder=rel)]
     return found + [Mismatch(m.kind, m.item, m.field, m.expected, m.actual, folder=rel) for m in mismatches]
