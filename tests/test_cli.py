@@ -410,3 +410,31 @@ def test_run_refuses_zero_workers_before_anything(capsys, tmp_path):
     """``run --workers 0`` was accepted in silence when no field was left to do."""
     code, _, err = run(capsys, "run", str(tmp_path / "pipeline.yaml"), "--workers", "0")
     assert code == 2 and "--workers" in err and "greater than or equal to 1" in err
+
+
+def test_segment_json_gives_the_halo_overhead_and_warns_when_halos_dominate(
+    capsys, tmp_path, caplog, monkeypatch
+):
+    """A budget too small for the halo made a real volume's run 21x slower without a word."""
+    import logging
+
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+    from dls_microscopy.segment import _blockwise_plan
+
+    s = make_synthetic_nuclei((24, 96, 96), seed=4)
+    store = write_ome_zarr(s.image[:1], tmp_path / "n.ome.zarr", axes="czyx", spacing=s.spacing, n_levels=1)
+    got = {}
+    for budget in ("2GB", "12MB"):
+        monkeypatch.setattr(_blockwise_plan, "_warned", set())
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+            code, out, err = run(
+                capsys, "segment", str(store), str(tmp_path / f"{budget}.ome.zarr"), "--diameter", "6",
+                "--memory-budget", budget, "--workers", "1", "--no-progress", "--json",
+            )  # fmt: skip
+        assert code == 0, err
+        warned = [r.getMessage() for r in caplog.records if "the blocks compute" in r.getMessage()]
+        got[budget] = (json.loads(out)["halo_overhead"], warned)
+    assert got["2GB"] == (1.0, [])
+    overhead, (message,) = got["12MB"]
+    assert overhead > 3 and f"{overhead:.1f}×" in message and "--memory-budget" in message

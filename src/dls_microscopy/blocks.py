@@ -173,6 +173,23 @@ class BlockPlan:
         for index in itertools.product(*(range(g) for g in self.grid)):
             yield self.block(index)
 
+    @property
+    def outer_voxels(self) -> int:
+        """Voxels read by all blocks, halos included (a product of per-axis sums)."""
+        total = 1
+        for n, b, h, g in zip(self.shape, self.block_shape, self.halo, self.grid, strict=True):
+            total *= sum(min(n, (i + 1) * b + h) - max(0, i * b - h) for i in range(g))
+        return total
+
+    @property
+    def halo_overhead(self) -> float:
+        """Voxels read by all blocks per voxel of the volume: 1.0 for one block, more with halos.
+
+        The halo of a block is read, and computed, again as part of its neighbours' cores:
+        at 3 the blocks compute three times the volume.
+        """
+        return self.outer_voxels / max(1, math.prod(self.shape))
+
     def outer_nbytes(self, bytes_per_voxel: float) -> int:
         """Memory of the largest outer region at ``bytes_per_voxel``."""
         return int(

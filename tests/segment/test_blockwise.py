@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from dls_microscopy.errors import DimensionalityError, InputError, OutputError
 from dls_microscopy.io import open_labels, open_volume, write_ome_zarr
 from dls_microscopy.segment.blockwise import segment_blockwise
 from dls_microscopy.segment.stitch import band_matches, global_relabel_table
+from local_segmenter import ThresholdSegmenter as ThresholdSegmenterForTests
 from local_segmenter import blob_volume
 
 
@@ -192,3 +195,73 @@ def test_a_diameter_far_beyond_the_image_is_refused_at_once(tmp_path):
         with pytest.raises(InputError, match=r"more than twice the image's diagonal"):
             segment_blockwise(vol, seg, output=tmp_path / "o.ome.zarr")
     assert not (tmp_path / "o.ome.zarr").exists()
+
+
+def test_blocks_mostly_halo_are_warned_about_once_and_the_default_is_not(tmp_path, caplog, monkeypatch):
+    """A 300 MB budget made a real volume's blocks mostly halo and the run 21x slower, silently."""
+    import logging
+
+    from dls_microscopy.segment import _blockwise_plan
+
+    monkeypatch.setattr(_blockwise_plan, "_warned", set())
+    img, _ = blob_volume()
+    store = write_ome_zarr(img, tmp_path / "w.ome.zarr", spacing=(1, 1, 1))
+    seg = ThresholdSegmenterForTests(device="cpu")
+    warnings = {}
+    for name, budget in (("tiny", 4 * 2**20), ("tiny again", 4 * 2**20), ("default", None)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+            res = segment_blockwise(
+                open_volume(store), seg, memory_budget=budget, workers=1, output=tmp_path / f"{name}.zarr"
+            )
+        warnings[name] = [r.getMessage() for r in caplog.records if "the blocks compute" in r.getMessage()]
+        if name == "tiny":
+            overhead = res.plan.halo_overhead
+    assert overhead > _blockwise_plan.HALO_OVERHEAD_WARNING
+    (message,) = warnings["tiny"]
+    assert f"{overhead:.1f}×" in message
+    assert " × ".join(map(str, res.plan.halo)) in message  # the halo, and what to do
+    assert re.search(r"--memory-budget.*compute\.memory_budget.* to about \d[\d.]*[MG]B", message)
+    assert warnings["tiny again"] == []  # once per run: a pipeline's fields of one shape warn once
+    assert warnings["default"] == [] and res.plan.halo_overhead == 1.0
+
+
+def test_the_suggested_budget_brings_the_halo_overhead_down():
+    from dls_microscopy.segment._blockwise_plan import HALO_OVERHEAD_TARGET, _plan, suggested_budget
+
+    shape, halo, per_voxel = (236, 275, 271), (28, 39, 39), 60.0  # the IDR blastocyst at 8 µm
+    plan, _ = _plan(shape, halo, 300 * 10**6, per_voxel, 2, None)
+    assert plan.halo_overhead > 3
+    better = suggested_budget(plan, 300 * 10**6, per_voxel, 2)
+    assert _plan(shape, halo, better, per_voxel, 2, None)[0].halo_overhead <= HALO_OVERHEAD_TARGET
+    # the smallest such budget in steps of √2: one step less is not enough
+    assert _plan(shape, halo, int(better / 2**0.5) - 1, per_voxel, 2, None)[0].halo_overhead > 2
+
+
+@pytest.mark.parametrize(
+    ("shape", "spacing", "diameter"),
+    [
+        ((236, 275, 271), (0.5, 0.36, 0.36), 8.0),  # IDR 6001240 (mouse blastocyst), full resolution
+        ((200, 2048, 2048), (0.5, 0.36, 0.36), 8.0),  # a large confocal stack
+        ((1000, 2048, 2048), (1.0, 0.4, 0.4), 10.0),  # a light-sheet stack
+        ((512, 1024, 1024), (1.0, 1.0, 1.0), 6.0),  # isotropic 1 µm
+    ],
+)
+@pytest.mark.parametrize("workers", [2, 8])
+def test_default_settings_on_typical_data_do_not_warn(shape, spacing, diameter, workers, caplog):
+    import logging
+
+    from dls_microscopy.segment import get_segmenter
+    from dls_microscopy.segment._blockwise_plan import block_bytes_per_voxel, warn_if_halo_dominates
+    from dls_microscopy.segment.blockwise import DEFAULT_MEMORY_BUDGET, plan_segmentation
+
+    seg = get_segmenter("watershed", {"diameter_um": diameter}, device="cpu")
+    plan, _ = plan_segmentation(shape, np.uint16, spacing, seg, DEFAULT_MEMORY_BUDGET, workers)
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        warned = warn_if_halo_dominates(
+            plan,
+            budget=DEFAULT_MEMORY_BUDGET,
+            bytes_per_voxel=block_bytes_per_voxel(seg, np.uint16),
+            workers=workers,
+        )
+    assert not warned and not caplog.records

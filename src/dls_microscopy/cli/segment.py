@@ -131,6 +131,8 @@ def segment(
         "blocks": res.plan.n_blocks,
         "block_shape": list(res.plan.block_shape),
         "halo": list(res.plan.halo),
+        # voxels the blocks computed per voxel of the image: above 3, halos dominate (a warning)
+        "halo_overhead": round(res.plan.halo_overhead, 2),
         "seams": res.seam_qc,
         "seconds": {k: round(v, 3) for k, v in res.timings.items()},
     }

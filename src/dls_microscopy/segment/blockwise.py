@@ -58,6 +58,7 @@ from dls_microscopy.segment._blockwise_plan import (  # noqa: F401 - re-exported
     _threads_per_block,
     block_bytes_per_voxel,
     plan_segmentation,
+    warn_if_halo_dominates,
 )
 from dls_microscopy.segment._blockwise_segment import (  # noqa: F401 - re-exported
     MAX_BAND,
@@ -247,13 +248,21 @@ def segment_blockwise(
     )
     record = _segmentation_record(segmenter, image, volume, time_point, budget, plan, concurrent, provenance)
     log.info(
-        "segmenting %s with %s: %d blocks of %s, halo %s, %d at once",
+        "segmenting %s with %s: %d blocks of %s, halo %s (%.2fx the voxels computed), %d at once",
         image.source,
         segmenter.name,
         plan.n_blocks,
         plan.block_shape,
         plan.halo,
+        plan.halo_overhead,
         concurrent,
+    )
+    warn_if_halo_dominates(
+        plan,
+        budget=budget,
+        bytes_per_voxel=block_bytes_per_voxel(segmenter, image.dtype),
+        workers=workers,
+        explicit_blocks=block_shape is not None,
     )
     with _threads_per_block(segmenter, max(1, workers // concurrent)):
         if plan.n_blocks == 1:
