@@ -438,3 +438,21 @@ def test_segment_json_gives_the_halo_overhead_and_warns_when_halos_dominate(
     assert got["2GB"] == (1.0, [])
     overhead, (message,) = got["12MB"]
     assert overhead > 3 and f"{overhead:.1f}×" in message and "--memory-budget" in message
+
+
+@pytest.mark.parametrize(("device", "imported"), [("cpu", False), ("auto", True)])
+def test_segment_imports_torch_only_to_find_a_device(tmp_path, device, imported):
+    """What the docs' memory table rests on: torch (0.25-0.6 GB resident) only with device auto."""
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+
+    s = make_synthetic_nuclei((16, 64, 64), seed=4)
+    store = write_ome_zarr(s.image[:1], tmp_path / "n.ome.zarr", axes="czyx", spacing=s.spacing, n_levels=1)
+    code = (
+        "import sys\n"
+        "from dls_microscopy.cli import main\n"
+        f"rc = main(['segment', {str(store)!r}, {str(tmp_path / 'l.ome.zarr')!r}, '--diameter', '6',\n"
+        f"           '--device', {device!r}, '--no-progress'])\n"
+        "print(rc, 'torch' in sys.modules)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert res.stdout.split()[-2:] == ["0", str(imported)], res.stderr[-2000:]

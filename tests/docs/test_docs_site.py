@@ -132,3 +132,29 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     api = (site / "api" / "io" / "index.html").read_text(encoding="utf-8")
     assert 'id="dls_microscopy.io.open_volume"' in api
     assert (site / "images" / "segment.png").is_file()
+
+
+def test_the_memory_budget_section_names_what_it_leaves_out_with_commands_that_run() -> None:
+    """The process's own ~0.3-1 GB on top of the budget was nowhere: a job sized to the budget died."""
+    import shlex
+
+    import typer.main
+
+    from dls_microscopy.cli import app
+
+    text = (DOCS / "segmentation.md").read_text(encoding="utf-8")
+    section = text.split("## What the memory budget covers", 1)[1].split("\n## ", 1)[0]
+    assert "does not cover" in section and "torch" in section and "--device cpu" in section
+    root = typer.main.get_command(app)
+    commands = [shlex.split(c) for c in re.findall(r"`dls-microscopy ([^`]+)`", section)]
+    assert {c[0] for c in commands} >= {"features", "segment"}
+    for args in commands:
+        if args[0].startswith("-"):
+            continue  # --version
+        with root.make_context("dls-microscopy", [args[0]]) as ctx:
+            command = root.get_command(ctx, args[0])
+            command.make_context(args[0], args[1:])  # a missing argument or an unknown option raises
+    # the measured variants of the segment row are options of segment
+    segment = root.get_command(root.make_context("dls-microscopy", ["segment"]), "segment")
+    options = {o for p in segment.params for o in getattr(p, "opts", [])}
+    assert {"--memory-budget", "--device"} <= options
