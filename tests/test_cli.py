@@ -456,3 +456,24 @@ def test_segment_imports_torch_only_to_find_a_device(tmp_path, device, imported)
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert res.stdout.split()[-2:] == ["0", str(imported)], res.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["segment", "{store}", "{tmp}/s.ome.zarr", "--channel", "DAPI", "--workers", "0"],  # ran, exit 0
+        ["segment", "{store}", "{tmp}/s.ome.zarr", "--channel", "DAPI", "--workers", "-1"],  # exit 1
+        ["features", "{store}", "nuclei", "{tmp}/f", "--workers", "0"],  # ran, exit 0
+        ["features", "{store}", "nuclei", "{tmp}/f", "--workers", "-2"],  # a negative memory budget
+        ["embed", "train", "{store}", "nuclei", "--kind", "shape", "--out", "{tmp}/e.pt", "--threads", "0"],
+        ["embed", "apply", "{store}", "nuclei", "{tmp}/m.pt", "{tmp}/e.parquet", "--threads", "0"],
+        ["embed", "apply", "{store}", "nuclei", "{tmp}/m.pt", "{tmp}/e.parquet", "--batch-size", "0"],
+    ],
+)
+def test_counts_below_one_are_usage_errors_exit_2(capsys, tmp_path, store, args):
+    """As ``run --workers 0``: 0 workers or threads ran in silence (exit 0), -1 was an internal error."""
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, err = run(capsys, *[a.format(store=store, tmp=tmp_path) for a in args], "--no-progress"
+                       if args[0] in ("segment", "features") else "--json")  # fmt: skip
+    assert code == 2 and f"Invalid value for '{args[-2]}'" in err and "internal error" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

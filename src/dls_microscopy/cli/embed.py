@@ -45,7 +45,9 @@ def embed_train(
         int | None, typer.Option(help="Time point of the inputs, for time series (from 0).")
     ] = None,
     spacing: SpacingOption = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: usable cores, up to 4).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads (default: usable cores, up to 4).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the model record as JSON.")] = False,
 ) -> None:
     """Train an image or shape encoder self-supervised (SimCLR) on the objects of labelled images."""
@@ -93,13 +95,15 @@ def embed_apply(
     ] = None,
     channel: Annotated[list[str] | None, typer.Option(help="Channel name or index; repeatable.")] = None,
     device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Objects per forward pass.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Objects per forward pass.")] = 64,
     series: Annotated[int, typer.Option(help="Series / plate field of the input.")] = 0,
     time_point: Annotated[
         int | None, typer.Option(help="Time point of the input, for time series (from 0).")
     ] = None,
     spacing: SpacingOption = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: usable cores, up to 4).")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads (default: usable cores, up to 4).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Embed every labelled object with trained models and write the embeddings as Parquet."""

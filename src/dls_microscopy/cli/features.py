@@ -121,7 +121,9 @@ def features(
         str, typer.Option(help="Device of the embedding models: cpu (reproducible bytes), auto, cuda...")
     ] = "cpu",
     memory_budget: Annotated[str, typer.Option(help="Memory for all workers, e.g. 1GB.")] = "1GB",
-    workers: Annotated[int | None, typer.Option(help="Threads (default: usable cores, at most 4).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Threads (default: usable cores, at most 4).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUTDIR.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result summary as JSON.")] = False,

@@ -76,7 +76,7 @@ def segment(
     device: Annotated[str, typer.Option(help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps.")] = "auto",
     workers: Annotated[
         int | None,
-        typer.Option(help="Blocks processed in parallel (default: CPU count; 1 on GPU)."),
+        typer.Option(min=1, help="Blocks processed in parallel (default: CPU count; 1 on GPU)."),
     ] = None,
     label_name: Annotated[str, typer.Option(help="Name of the label image.")] = "nuclei",
     series: Annotated[int, typer.Option(help="Series / plate field of the input.")] = 0,
