@@ -477,3 +477,20 @@ def test_counts_below_one_are_usage_errors_exit_2(capsys, tmp_path, store, args)
                        if args[0] in ("segment", "features") else "--json")  # fmt: skip
     assert code == 2 and f"Invalid value for '{args[-2]}'" in err and "internal error" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("series", ["1", "-1"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["info", "{store}"],
+        ["segment", "{store}", "{tmp}/seg.ome.zarr", "--channel", "DAPI", "--no-progress"],
+        ["features", "{store}", "nuclei", "{tmp}/f", "--no-progress"],
+    ],
+)
+def test_a_series_an_ome_zarr_image_lacks_exits_2(capsys, tmp_path, store, args, series):
+    """A TIFF or HDF5 refused it; an OME-Zarr image gave its one series instead (exit 0, other data)."""
+    code, out, err = run(capsys, *[a.format(store=store, tmp=tmp_path) for a in args], "--series", series)
+    assert code == 2 and f"series {series} does not exist" in err and not out, err
+    assert not (tmp_path / "seg.ome.zarr").exists() and not (tmp_path / "f").exists()
+    assert run(capsys, "info", str(store), "--series", "0")[0] == 0  # its one series

@@ -143,6 +143,16 @@ def test_bioformats2raw_layout(tmp_path):
         open_volume(root, series=2)
 
 
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_an_image_has_one_series_as_a_tiff_does(tmp_path, version):
+    """``series=3`` of a single image opened series 0 in silence (a TIFF or HDF5 said so)."""
+    store = write_ome_zarr(np.ones((3, 8, 8), np.uint8), tmp_path / "i.ome.zarr", version=version)
+    assert open_volume(store, series=0).shape == (3, 8, 8)
+    for series in (3, -1):
+        with pytest.raises(InputError, match=rf"series {series} does not exist.*one series \(0\.\.0\)"):
+            open_volume(store, series=series)
+
+
 def _virtual_store(path, shape, chunks, shards=None):
     g = zarr.open_group(str(path), mode="w", zarr_format=3)
     g.create_array(

@@ -105,6 +105,12 @@ def open_zarr(
             raise InputError(f"field {idx} does not exist (the well has {len(images)})", path=path)
         sub = images[idx]["path"]
         extra["field"] = idx
+    elif series != 0:  # one image: any other series was silently this one (exit 0, wrong data)
+        raise InputError(
+            f"series {series} does not exist: an OME-Zarr image (not a plate or bioformats2raw "
+            "store) has one series (0..0)",
+            path=path,
+        )
     if sub:
         path = path / sub
         group = open_group(path)
