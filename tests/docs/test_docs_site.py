@@ -158,3 +158,17 @@ def test_the_memory_budget_section_names_what_it_leaves_out_with_commands_that_r
     segment = root.get_command(root.make_context("dls-microscopy", ["segment"]), "segment")
     options = {o for p in segment.params for o in getattr(p, "opts", [])}
     assert {"--memory-budget", "--device"} <= options
+
+
+def test_the_exit_code_table_has_every_code_the_cli_returns() -> None:
+    """130 (interrupted) was missing from the reference, and what 3 leaves behind was not said."""
+    from dls_microscopy.cli import EXIT_FIELDS_FAILED
+
+    text = (DOCS / "cli.md").read_text(encoding="utf-8")
+    section = text.split("## Exit codes", 1)[1].split("<!-- generated", 1)[0]
+    documented = {int(c) for c in re.findall(r"^\| `(\d+)` \|", section, flags=re.MULTILINE)}
+    sources = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "src/dls_microscopy/cli").glob("*.py"))
+    found = re.findall(r"\breturn (\d+)\b|typer\.Exit\((\d+)\)", sources)  # (return, Exit) pairs
+    returned = {int(a or b) for a, b in found}
+    assert returned | {0, EXIT_FIELDS_FAILED} == documented == {0, 1, 2, 3, 130}
+    assert "run_summary.json" in section and "|| [ $? -eq 3 ]" in section  # what 3 means, how to accept it

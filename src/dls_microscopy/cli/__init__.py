@@ -1,9 +1,10 @@
 """Command line interface: ``dls-microscopy COMMAND``.
 
 Parsing, progress bars and exit codes only; all work is done by the library.
-Exit codes: 0 success, 2 bad input or configuration, or unwritable output (one
-line naming the file and the reason), 3 ``run`` finished but some fields failed
-(listed with their reasons), 1 internal error.
+Exit codes: 0 success, 2 bad input or configuration, a usage error, or unwritable
+output (one line naming the file and the reason), 3 ``run`` finished but some fields
+failed (listed with their reasons), 130 interrupted, 1 ``verify`` found a mismatch, a
+cluster failed or an internal error (see :mod:`._entry`).
 
 Modules: ``_common`` (the typer :data:`app`, consoles, ``--memory-budget`` parsing, progress
 bars), ``_entry`` (:func:`main` and the exit codes), and one module per group of commands:

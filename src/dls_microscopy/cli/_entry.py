@@ -1,7 +1,9 @@
 """The entry point :func:`main`: runs the typer app and maps errors to exit codes.
 
-Exit codes: 0 success, 2 bad input or configuration, or unwritable output (one line naming the
-file and the reason), 3 ``run`` finished but some fields failed, 130 interrupted, 1 internal error.
+Exit codes: 0 success, 2 bad input or configuration, a usage error, or unwritable output (one
+line naming the file and the reason), 3 ``run`` finished but some fields failed, 130 interrupted,
+1 ``verify`` found a mismatch, a cluster failed (:class:`~dls_microscopy.errors.ClusterError`) or
+an internal error.  The table users read is in ``docs/cli.md`` (Exit codes).
 """
 
 from __future__ import annotations
