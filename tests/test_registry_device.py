@@ -52,3 +52,27 @@ def test_parameter_errors_list_the_parameters_only_for_an_unknown_one():
     assert "diameter_um: " in str(info.value) and "(parameters:" not in str(info.value)
     with pytest.raises(InputError, match=r"diametre: unknown parameter \(parameters: diameter_um, "):
         get_segmenter("watershed", {"diametre": 3}, device="cpu")
+
+
+def test_auto_on_a_machine_without_gpu_drivers_is_cpu_without_importing_torch(monkeypatch):
+    """torch's import (seconds, ~0.6 GB for a CUDA build) only where a GPU may be."""
+    import subprocess
+    import sys
+
+    from dls_microscopy import device
+
+    code = (
+        "import sys; from dls_microscopy import device; device._GPU_DEVICE_FILES = ('/nonexistent/gpu',); "
+        "from dls_microscopy.segment import get_segmenter; "
+        "seg = get_segmenter('watershed', {'diameter_um': 7}, device='auto'); "
+        "print(seg.device, 'torch' in sys.modules)"
+    )
+    if sys.platform.startswith("linux"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert out.split() == ["cpu", "False"]
+    # where a GPU driver's device file exists, torch decides
+    asked = []
+    monkeypatch.setattr(device, "_GPU_DEVICE_FILES", (__file__,))
+    monkeypatch.setattr(device, "resolve_device", lambda d: asked.append(d) or "cuda")
+    assert device.device_name("auto") == "cuda" and asked == ["auto"]
+    assert device.device_name("cpu") == "cpu" and asked == ["auto"]

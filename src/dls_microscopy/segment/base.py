@@ -130,11 +130,9 @@ class BaseSegmenter(abc.ABC):
     @property
     def device(self) -> str:
         """The torch device this segmenter computes on (resolved on first use)."""
-        if self._device_request == "cpu":  # no need to import torch to know that
-            return "cpu"
-        from dls_microscopy.device import resolve_device
+        from dls_microscopy.device import device_name
 
-        return str(resolve_device(self._device_request))
+        return device_name(self._device_request)  # imports torch only where a GPU may be
 
     def halo(self, spacing: Sequence[float]) -> tuple[int, ...]:
         """Voxels of context needed on each side of a block, per spatial axis."""
