@@ -148,6 +148,10 @@ def test_corrupt_field_fails_with_reason_and_others_complete(plate_copy, tmp_pat
     manifest = read_manifest(tmp_path / "out")
     assert manifest["fields_failed"] == ["pipeline-test_A02_0"] and len(manifest["fields"]) == 3
     assert verify_manifest(tmp_path / "out") == []
+    capsys.readouterr()
+    assert main(["verify", str(tmp_path / "out")]) == 0  # true to its manifest, which says a field failed
+    said = capsys.readouterr().out
+    assert "1 field of the run failed and is in no table: pipeline-test_A02_0" in said
 
 
 def test_unwritable_output_is_a_clear_error(small_plate, tmp_path, capsys):

@@ -218,6 +218,12 @@ def verify(
             what = f"the run's {n_tables} tables and its {fields} match their manifests"
             if recompute:
                 what += " and recompute to the same bytes"
+            failed = list(manifest.get("fields_failed", []))
+            if failed:  # true to the manifest, and still not the whole input: say so
+                what += (
+                    f"; {len(failed)} field{'s' if len(failed) != 1 else ''} of the run failed and "
+                    f"{'are' if len(failed) != 1 else 'is'} in no table: {', '.join(failed)}"
+                )
         out.print(f"{outdir}: {what}", soft_wrap=True)
     if found:
         raise typer.Exit(1)
