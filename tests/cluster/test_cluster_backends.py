@@ -275,3 +275,45 @@ def test_a_worker_runs_one_field_at_a_time(tmp_path: Path, monkeypatch: pytest.M
         most = dict(ctx.submit_fields(overlap_probe, [(i, str(tmp_path), 0.5) for i in range(4)]))
     assert all(not isinstance(m, BaseException) for m in most.values()), most
     assert max(most.values()) == 1, most
+
+
+def test_ctrl_c_on_a_local_cluster_stops_quietly(tmp_path: Path) -> None:
+    """Ctrl-C reaches every process of the terminal's group, the worker processes too: they
+    printed asyncio KeyboardInterrupt tracebacks and "ended with CancelledError" warnings."""
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("distributed")
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys, time\n"
+        "from dls_microscopy.pipeline.cluster import compute_context\n"
+        "from dls_microscopy.pipeline.config import ComputeConfig\n"
+        "def nap(seconds):\n    time.sleep(seconds)\n    return seconds\n"
+        "if __name__ == '__main__':\n"
+        "    try:\n"
+        "        with compute_context(ComputeConfig(), workers=2) as ctx:\n"
+        "            fields = ctx.submit_fields(nap, [60, 60, 60])\n"
+        "            print('started', flush=True)\n"
+        "            for _ in fields:\n                pass\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('interrupted', flush=True)\n        sys.exit(130)\n"
+    )
+
+    def own_group() -> None:  # a terminal's foreground group, with Ctrl-C's default handling
+        os.setsid()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=own_group, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(3)  # the naps are running on the workers
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in out, err
+    assert "Traceback" not in err and "CancelledError" not in err and "leaked" not in err, err
+    assert "still alive" not in err, err  # the busy workers are killed: what the run wants

@@ -172,6 +172,9 @@ def _batch_cluster(
     _check_job_script(kind, script)
     client = Client(jq, set_as_default=False)
     stack.callback(client.close)
+    from dls_microscopy.pipeline._worker_setup import RunWorkerSetup
+
+    client.register_plugin(RunWorkerSetup())  # every job's workers, also replacements
     # A fixed number of jobs, kept: a job that ends (wall time, preemption, a node lost) is
     # replaced by a new one, and its fields run again there.  ``scale`` submits the jobs once and
     # never replaces them; ``adapt`` with minimum = maximum checks every second that they are all

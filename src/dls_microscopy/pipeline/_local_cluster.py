@@ -74,9 +74,13 @@ def _local_cluster(
             f"could not start a local Dask cluster of {n} workers: {exc} (workers are new processes: "
             "a script that starts them must guard its top level with `if __name__ == '__main__':`)"
         ) from exc
+    from dls_microscopy.pipeline._worker_setup import RunWorkerSetup, quiet_nanny_kills
+
+    stack.callback(quiet_nanny_kills())  # removed after the cluster closes (callbacks run last-first)
     stack.callback(lc.close)
     client = Client(lc, set_as_default=False)
     stack.callback(client.close)
+    client.register_plugin(RunWorkerSetup())  # every worker, also those started later
     _wait_for_workers(client, n, timeout, kind="local", cluster=lc, log_directory=None)
     return ComputeContext(
         kind="local",
