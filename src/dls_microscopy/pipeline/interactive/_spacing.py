@@ -59,11 +59,13 @@ def input_spacing(
     if not source:
         return None
     from dls_microscopy.io import open_volume
+    from dls_microscopy.pipeline.fields import _quiet_readers
 
     n = min(3, len(scale))
     spacing = [float(s) for s in list(scale)[-n:]]
     try:
-        volume = open_volume(source, series=series)
+        with _quiet_readers():  # the file's warnings ("using 1 µm") were given when it opened
+            volume = open_volume(source, series=series)
     except (DlsError, OSError) as exc:
         log.warning("%s: cannot compare the voxel size with the file's (%s); given as set", source, exc)
         return spacing
