@@ -186,3 +186,37 @@ def test_pipeline_input_spacing(tmp_path, pair):
     cfg.write_text(text.replace("[2, 0.5, 0.5]", "[2, 0, 0.5]"))
     with pytest.raises(Exception, match=r"input\.spacing"):
         load_config(cfg)
+
+
+def test_a_label_image_on_a_coarser_grid_keeps_its_factor_to_the_image(tmp_path):
+    """NGFF lets a label image have its own grid: the given voxel is the image's."""
+    import shutil
+
+    import zarr
+
+    img = np.zeros((8, 64, 64), np.uint16)
+    lab = np.zeros((8, 64, 64), np.uint16)
+    lab[2:6, 4:12, 4:14] = 1
+    store = write_ome_zarr(img, tmp_path / "full.ome.zarr", spacing=(1, 1, 1), n_levels=1,
+                           labels={"cells": lab})  # fmt: skip
+    half = write_ome_zarr(img[:, ::2, ::2], tmp_path / "half.ome.zarr", spacing=(1, 2, 2), n_levels=1,
+                          labels={"half": lab[:, ::2, ::2].copy()})  # fmt: skip
+    shutil.copytree(half / "labels" / "half", store / "labels" / "half")
+    group = zarr.open_group(str(store / "labels"), mode="a")
+    attrs = dict(group.attrs)
+    attrs["ome"]["labels"] = ["cells", "half"]
+    group.attrs.update(attrs)
+    assert open_labels(store, "half", spacing=(2, 0.5, 0.5)).spacing == (2.0, 1.0, 1.0)
+    assert open_labels(store, "cells", spacing=(2, 0.5, 0.5)).spacing == (2.0, 0.5, 0.5)
+
+
+def test_a_voxel_size_outside_microscopy_is_refused(capsys, pair):
+    """Metres typed for µm (2e-06) made estimate-diameter fail deep inside, or run for minutes."""
+    image, _, _ = pair
+    for value in ("2e-6,6.5e-7,6.5e-7", "1e200", "1,,1"):
+        code, _, err = run(capsys, "estimate-diameter", str(image), "--spacing", value)
+        assert code == 2 and err.count("\n") == 1, err
+    assert "give it in µm" in run(capsys, "info", str(image), "--spacing", "2e-6")[2]
+    with pytest.raises(InputError, match="must be numbers"):
+        check_spacing("255", "zyx")
+    assert check_spacing(np.float32(0.5), "yx") == (0.5, 0.5)

@@ -417,6 +417,11 @@ class Volume:
         }
 
 
+#: Voxel sizes a given spacing may have, in µm: from electron microscopy (0.1 nm) to
+#: whole-organism scans (1 cm).  Outside, the value is in another unit (metres).
+SPACING_RANGE_UM = (1e-4, 1e4)
+
+
 def check_spacing(
     spacing: Sequence[float] | float, spatial_axes: str, *, source: str | Path | None = None
 ) -> tuple[float, ...]:
@@ -434,7 +439,9 @@ def check_spacing(
     InputError
         Naming the axes expected, or the axis whose value is not a spacing.
     """
-    values = [spacing] if isinstance(spacing, int | float) else list(spacing)
+    if isinstance(spacing, str):
+        raise InputError(f"the voxel size must be numbers, got the text {spacing!r}", path=source)
+    values = [spacing] if isinstance(spacing, int | float | np.number) else list(spacing)
     if len(values) == 1:
         values = values * len(spatial_axes)
     if len(values) != len(spatial_axes):
@@ -452,6 +459,12 @@ def check_spacing(
         if not np.isfinite(v) or v <= 0:
             raise InputError(
                 f"the voxel size of axis {axis} must be a positive number of µm, got {value!r}",
+                path=source,
+            )
+        if not SPACING_RANGE_UM[0] <= v <= SPACING_RANGE_UM[1]:
+            raise InputError(
+                f"the voxel size of axis {axis}, {v:g} µm, is outside {SPACING_RANGE_UM[0]:g} to "
+                f"{SPACING_RANGE_UM[1]:g} µm: give it in µm (2e-06 is metres: 2)",
                 path=source,
             )
         out.append(v)

@@ -301,3 +301,12 @@ def test_relocate_replaces_whole_leading_components_only():
     assert relocate("/a/bc/d", moved) == "/y/bc/d"
     assert relocate("/a", moved) == "/y"
     assert relocate("/ab", moved) == "/ab"
+
+
+def test_label_provenance_of_a_model_the_segmenter_looks_up_by_name(tmp_path, monkeypatch):
+    """cellpose's ``--model cpsam`` names no file here: recorded by name, not an internal error."""
+    monkeypatch.chdir(tmp_path)
+    assert _environment.label_provenance("segment", "cpsam")["model"] == {"name": "cpsam", "sha256": None}
+    (tmp_path / "w.pt").write_bytes(b"weights")
+    model = _environment.label_provenance("segment", "w.pt")["model"]
+    assert model["path"] == str(tmp_path / "w.pt") and len(model["sha256"]) == 64

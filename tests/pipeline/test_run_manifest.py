@@ -208,3 +208,29 @@ def test_a_rerun_with_nothing_to_do_leaves_tables_and_manifest_as_they_were(run_
     assert (run_copy / "wells.parquet").read_bytes() == before["wells.parquet"][0]
     assert (run_copy / MANIFEST_NAME).stat().st_mtime_ns != before[MANIFEST_NAME][1]  # written again
     assert verify_manifest(run_copy) == []
+
+
+def test_a_rerun_after_a_failed_field_left_the_input_rewrites_the_manifest(tmp_path):
+    """The failed field's file is removed: nothing to do, but the manifest must not name it."""
+    import numpy as np
+    import tifffile
+
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+
+    img = tmp_path / "img"
+    img.mkdir()
+    tifffile.imwrite(img / "a.tif", np.asarray(make_synthetic_nuclei((12, 40, 40), seed=1).image[0]))
+    (img / "b.tif").write_text("not a tiff")
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(
+        f"input:\n  path: {img}/*.tif\noutput:\n  path: {tmp_path / 'out'}\nsteps:\n"
+        "  segment: {params: {diameter_um: 7.0}}\n  features: {}\n"
+        "compute: {device: cpu, memory_budget: 256MB}\n"
+    )
+    assert run_pipeline(cfg, progress=False).count("failed") == 1
+    assert read_manifest(tmp_path / "out")["fields_failed"] == ["b.tif"]
+    (img / "b.tif").unlink()
+    again = run_pipeline(cfg, progress=False)
+    assert again.count("skipped") == 1 and again.count("failed") == 0
+    assert read_manifest(tmp_path / "out")["fields_failed"] == []
+    assert verify_manifest(tmp_path / "out") == []

@@ -63,3 +63,13 @@ def test_a_call_without_provenance_records_only_what_determines_the_labels(tmp_p
     # the same labels from other blocks: the same record, byte for byte
     meta = [json.loads((tmp_path / f"{x}.ome.zarr" / "zarr.json").read_text()) for x in "ab"]
     assert meta[0]["attributes"]["dls_microscopy"] == meta[1]["attributes"]["dls_microscopy"]
+
+
+def test_a_selected_time_point_is_recorded(tmp_path):
+    """A pipeline field of a time series segments its time point's volume: the record says which."""
+    s = make_synthetic_nuclei((16, 48, 48), seed=5)
+    tif = tmp_path / "n.tif"
+    tifffile.imwrite(tif, np.asarray(s.image[0]))
+    seg = get_segmenter("watershed", {"diameter_um": 6}, device="cpu")
+    segment_blockwise(open_volume(tif), seg, output=tmp_path / "t.ome.zarr", source_time_point=3)
+    assert open_volume(tmp_path / "t.ome.zarr").metadata["dls_microscopy"]["segmentation"]["time_point"] == 3

@@ -72,7 +72,7 @@ def parse_spacing(text: str | None) -> tuple[float, ...] | None:
     """
     if text is None:
         return None
-    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    parts = text.strip().replace(" ", ",").split(",")
     try:
         values = tuple(float(p) for p in parts)
     except ValueError:

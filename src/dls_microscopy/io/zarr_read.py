@@ -27,7 +27,7 @@ from dls_microscopy.io._zarr_chunks import MissingChunks, source_level
 from dls_microscopy.io.ngff_metadata import detect_ngff_version, validate_ngff_attrs
 from dls_microscopy.io.plate import PlateLayout, read_plate_layout, resolve_field
 from dls_microscopy.io.units import to_micrometres
-from dls_microscopy.volume import AXES_ORDER, Volume
+from dls_microscopy.volume import AXES_ORDER, Volume, check_spacing
 
 __all__ = ["MissingChunks", "ome_attrs", "open_group", "open_labels", "open_zarr"]
 
@@ -161,7 +161,14 @@ def open_labels(
         missing_chunks=missing_chunks,
     )
     if spacing is not None:
-        vol = vol.with_spacing(spacing)
+        # ``spacing`` is the image's voxel: a label image on another grid (NGFF allows one)
+        # keeps its factor to the image's
+        given = check_spacing(spacing, image.spatial_axes, source=path)
+        own = dict(zip(vol.spatial_axes, vol.level_spacings[0], strict=True))
+        img = dict(zip(image.spatial_axes, image.level_spacings[0], strict=True))
+        vol = vol.with_spacing(
+            [g * own[a] / img[a] for a, g in zip(image.spatial_axes, given, strict=True) if a in own]
+        )
     vol = vol.at_level(level) if level else vol
     # some writers keep a length-1 channel axis on label images: labels are per voxel
     return vol.select(c=0) if "c" in vol.axes and vol.n_channels == 1 else vol

@@ -146,5 +146,9 @@ def label_provenance(command: str, model: str | os.PathLike[str] | None = None) 
     if model is not None:
         from dls_microscopy.pipeline._digests import digest_file
 
-        found["model"] = {"path": str(Path(os.fspath(model)).absolute()), "sha256": digest_file(Path(model))}
+        path = Path(os.fspath(model)).expanduser()
+        try:
+            found["model"] = {"path": str(path.absolute()), "sha256": digest_file(path)}
+        except OSError:  # a name the segmenter looks up itself (cellpose's ``cpsam``)
+            found["model"] = {"name": os.fspath(model), "sha256": None}
     return found

@@ -213,7 +213,9 @@ def run_field(
     with atomic_directory(final, overwrite=True) as tmp:
         if steps.segment is not None:
             t = step("segment")
-            labels, n_objects, devices["segment"] = _segment(image, cfg, tmp / LABELS_NAME, threads, budget)
+            labels, n_objects, devices["segment"] = _segment(
+                image, cfg, tmp / LABELS_NAME, threads, budget, spec.time_point
+            )
             labels_path, label_name = tmp / LABELS_NAME, None
             timings["segment"] = time.perf_counter() - t
         else:
@@ -355,7 +357,7 @@ def recompute_field(
 
 
 def _segment(
-    image: Any, cfg: PipelineConfig, output: Path, threads: int | None, budget: int
+    image: Any, cfg: PipelineConfig, output: Path, threads: int | None, budget: int, time_point: int | None
 ) -> tuple[Any, int, str]:
     """The field's labels, their number and the device the segmenter ran on."""
     from dls_microscopy.segment import get_segmenter, segment_blockwise
@@ -377,6 +379,7 @@ def _segment(
         output=output,
         label_name=LABEL_IMAGE,
         workers=threads,
+        source_time_point=time_point,
     )
     return res.labels, int(res.n_objects), seg.device
 

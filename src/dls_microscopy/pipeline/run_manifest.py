@@ -110,6 +110,7 @@ def current_tables(out: Path, fields: Sequence[Path], cfg: PipelineConfig) -> di
         or manifest.get("command") != RUN_COMMAND
         or params.get("config_sha256") != config_digest(cfg)
         or params.get("table_format") != cfg.output.table_format
+        or manifest.get("fields_failed")  # a rerun with nothing to do had no failure
     ):
         return None
     recorded = [(e.get("path"), e.get("sha256_manifest")) for e in manifest.get("fields", [])]

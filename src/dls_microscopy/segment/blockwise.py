@@ -185,6 +185,7 @@ def segment_blockwise(
     progress: ProgressCallback | None = None,
     stats: dict[str, float] | None = None,
     provenance: Mapping[str, Any] | None = None,
+    source_time_point: int | None = None,
 ) -> BlockwiseResult:
     """Segment ``volume`` block by block and write stitched labels as NGFF labels.
 
@@ -224,6 +225,9 @@ def segment_blockwise(
         image's attributes get ``dls_microscopy.segmentation`` (method, parameters,
         channel, time point, device, spacing, memory budget, blocks, halo, object count,
         seam summary) and the keys of ``provenance`` (e.g. ``software``, ``created``).
+    source_time_point : int, optional
+        For that record: the time point of the source that ``volume`` is, when the
+        caller selected it (``time_point`` is then None).
 
     Returns
     -------
@@ -246,7 +250,8 @@ def segment_blockwise(
     plan, concurrent = plan_segmentation(
         image.spatial_shape, image.dtype, spacing, segmenter, budget, workers, block_shape
     )
-    record = _segmentation_record(segmenter, image, volume, time_point, budget, plan, concurrent, provenance)
+    t_record = time_point if time_point is not None else source_time_point
+    record = _segmentation_record(segmenter, image, volume, t_record, budget, plan, concurrent, provenance)
     log.info(
         "segmenting %s with %s: %d blocks of %s, halo %s (%.2fx the voxels computed), %d at once",
         image.source,
