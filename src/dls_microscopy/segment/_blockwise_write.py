@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -21,6 +21,9 @@ import zarr
 from dls_microscopy.blocks import BlockPlan, ProgressCallback
 from dls_microscopy.errors import InputError, OutputError
 from dls_microscopy.volume import Volume
+
+if TYPE_CHECKING:
+    from dls_microscopy.segment.base import BaseSegmenter
 
 
 def _label_shards(budget: int) -> int | None:
@@ -160,6 +163,46 @@ def _write(
         workers=workers,
         attributes=attributes,
     )
+
+
+def segmentation_record(
+    segmenter: BaseSegmenter,
+    image: Volume,
+    volume: Volume,
+    time_point: int | None,
+    budget: int,
+    plan: BlockPlan,
+    concurrent: int,
+    provenance: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """What the labels' attributes say of how they were made, before the object count is known.
+
+    ``segmentation`` holds what determines the labels (the same in a recompute); with
+    ``provenance`` (a command's own record) also ``execution``: the device, memory and
+    blocks, which the resources chose, and which a pipeline field's manifest records.
+    """
+    params = segmenter.params.model_dump(mode="json") if hasattr(segmenter.params, "model_dump") else {}
+    seg = {
+        "method": segmenter.name,
+        "params": params,
+        "source": str(volume.source) if volume.source is not None else None,
+        "channel": image.channel_names[0] if image.channel_names else None,
+        "time_point": time_point,
+        "spacing_um": list(image.spacing),
+    }
+    if "spacing_from_file_um" in volume.metadata:  # given in place of the file's
+        seg["spacing_from_file_um"] = volume.metadata["spacing_from_file_um"]
+    if provenance is None:
+        return {"segmentation": seg}
+    execution = {
+        "device": segmenter.device,
+        "memory_budget_bytes": int(budget),
+        "blocks": plan.n_blocks,
+        "block_shape": list(plan.block_shape),
+        "halo": list(plan.halo),
+        "blocks_at_once": concurrent,
+    }
+    return {**dict(provenance), "segmentation": seg, "execution": execution}
 
 
 def label_record(record: dict[str, Any], n_objects: int, qc: dict[str, Any]) -> dict[str, Any]:

@@ -75,6 +75,7 @@ from dls_microscopy.segment._blockwise_write import (
     _write,
     _write_grid,
     label_record,
+    segmentation_record,
 )
 from dls_microscopy.segment.base import BaseSegmenter
 from dls_microscopy.volume import Volume
@@ -251,7 +252,7 @@ def segment_blockwise(
         image.spatial_shape, image.dtype, spacing, segmenter, budget, workers, block_shape
     )
     t_record = time_point if time_point is not None else source_time_point
-    record = _segmentation_record(segmenter, image, volume, t_record, budget, plan, concurrent, provenance)
+    record = segmentation_record(segmenter, image, volume, t_record, budget, plan, concurrent, provenance)
     log.info(
         "segmenting %s with %s: %d blocks of %s, halo %s (%.2fx the voxels computed), %d at once",
         image.source,
@@ -279,46 +280,6 @@ def segment_blockwise(
             image, volume, segmenter, plan, concurrent, stats, dest_store, standalone,
             label_name, overwrite, iou_threshold, budget, progress, workers, timings, t0, record,
         )  # fmt: skip
-
-
-def _segmentation_record(
-    segmenter: BaseSegmenter,
-    image: Volume,
-    volume: Volume,
-    time_point: int | None,
-    budget: int,
-    plan: BlockPlan,
-    concurrent: int,
-    provenance: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """What the labels' attributes say of how they were made, before the object count is known.
-
-    ``segmentation`` holds what determines the labels (the same in a recompute); with
-    ``provenance`` (a command's own record) also ``execution``: the device, memory and
-    blocks, which the resources chose, and which a pipeline field's manifest records.
-    """
-    params = segmenter.params.model_dump(mode="json") if hasattr(segmenter.params, "model_dump") else {}
-    seg = {
-        "method": segmenter.name,
-        "params": params,
-        "source": str(volume.source) if volume.source is not None else None,
-        "channel": image.channel_names[0] if image.channel_names else None,
-        "time_point": time_point,
-        "spacing_um": list(image.spacing),
-    }
-    if "spacing_from_file_um" in volume.metadata:  # given in place of the file's
-        seg["spacing_from_file_um"] = volume.metadata["spacing_from_file_um"]
-    if provenance is None:
-        return {"segmentation": seg}
-    execution = {
-        "device": segmenter.device,
-        "memory_budget_bytes": int(budget),
-        "blocks": plan.n_blocks,
-        "block_shape": list(plan.block_shape),
-        "halo": list(plan.halo),
-        "blocks_at_once": concurrent,
-    }
-    return {**dict(provenance), "segmentation": seg, "execution": execution}
 
 
 def _segment_blocks(
