@@ -220,3 +220,40 @@ def test_a_voxel_size_outside_microscopy_is_refused(capsys, pair):
     with pytest.raises(InputError, match="must be numbers"):
         check_spacing("255", "zyx")
     assert check_spacing(np.float32(0.5), "yx") == (0.5, 0.5)
+
+
+def test_the_files_missing_voxel_size_is_not_warned_when_one_is_given(caplog, pair):
+    """The "using 1 µm" warning is moot once the caller gives the voxel size."""
+    import logging
+
+    image, _, _ = pair
+    with caplog.at_level(logging.DEBUG, logger="dls_microscopy"):
+        open_volume(image)
+        warned = [r for r in caplog.records if "1 µm" in r.getMessage()]
+        assert warned and all(r.levelno == logging.WARNING for r in warned)
+        caplog.clear()
+        vol = open_volume(image, spacing=(2, 0.5, 0.5))
+        moot = [r for r in caplog.records if "1 µm" in r.getMessage()]
+        assert moot and all(r.levelno == logging.DEBUG for r in moot)  # still in a debug log
+        assert vol.spacing == (2.0, 0.5, 0.5)
+        caplog.clear()
+        open_volume(image)  # the next open without one warns again
+        assert any(r.levelno == logging.WARNING and "1 µm" in r.getMessage() for r in caplog.records)
+
+
+def test_three_values_for_a_2d_image_say_it_is_2d(tmp_path):
+    from dls_microscopy.pipeline.checks import check_inputs
+    from dls_microscopy.pipeline.config import load_config
+
+    with pytest.raises(InputError, match=r"3 values, and the image has 2 spatial axes \(y, x\): a 2D image"):
+        check_spacing([2, 0.5, 0.5], "yx")
+    flat = tmp_path / "flat.tif"
+    tifffile.imwrite(flat, np.zeros((32, 32), np.uint16))
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(
+        f"input:\n  path: {flat}\n  spacing: [2, 0.5, 0.5]\noutput:\n  path: {tmp_path / 'out'}\n"
+        "steps:\n  segment: {method: watershed}\n  features: {}\ncompute:\n  device: cpu\n"
+    )
+    with pytest.raises(InputError) as info:  # the image's dimensions are the reason, not the spacing
+        check_inputs(load_config(cfg))
+    assert "3D" in str(info.value) and "input.spacing" not in str(info.value)

@@ -16,6 +16,7 @@ import numpy as np
 import tifffile
 
 from dls_microscopy.io.units import to_micrometres
+from dls_microscopy.spacing import warn_spacing_fallback
 
 #: the reader's logger (these messages are the reader's)
 log = logging.getLogger("dls_microscopy.io.tiff")
@@ -34,7 +35,7 @@ _SECONDS = {
 
 
 def _uncalibrated(path: Path, why: str) -> dict[str, Any]:
-    log.warning("%s: %s; using a spacing of 1 µm", path, why)
+    warn_spacing_fallback(log, "%s: %s; using a spacing of 1 µm", path, why)
     return {"spacing": {}, "calibrated": False}
 
 
@@ -74,7 +75,8 @@ def _ome_metadata(tif: tifffile.TiffFile, index: int, yx: tuple[int, int], path:
             unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
             spacing[axis.lower()] = to_micrometres(value, unit, path=path)
         elif value is not None:
-            log.warning(
+            warn_spacing_fallback(
+                log,
                 "%s: PhysicalSize%s=%r is not a spacing (positive and finite); using 1 µm for %s",
                 path,
                 axis,
@@ -115,7 +117,8 @@ def _imagej_metadata(tif: tifffile.TiffFile, keyframe: Any, n_channels: int, pat
     if isinstance(ij.get("spacing"), int | float) and np.isfinite(ij["spacing"]) and ij["spacing"] > 0:
         out["spacing"]["z"] = to_micrometres(float(ij["spacing"]), unit, path=path)
     elif "spacing" in ij:
-        log.warning(
+        warn_spacing_fallback(
+            log,
             "%s: ImageJ spacing=%r is not a spacing (positive and finite); using 1 µm for z",
             path,
             ij["spacing"],

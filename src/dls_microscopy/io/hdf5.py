@@ -29,6 +29,7 @@ from dls_microscopy.errors import (
     UnsupportedFormatError,
 )
 from dls_microscopy.io.lazy import ChunkSource, SourceLevel
+from dls_microscopy.spacing import warn_spacing_fallback
 from dls_microscopy.volume import AXES_ORDER, SPATIAL_AXES, Volume, check_dtype, default_axes
 
 __all__ = ["hdf5_datasets", "open_hdf5"]
@@ -199,12 +200,13 @@ def _spacing(ds: Any, file_axes: str, path: Path) -> tuple[dict[str, float], boo
             raw = np.atleast_1d(np.asarray(obj.attrs["element_size_um"], dtype=float))
             break
     if raw is None:
-        log.warning("%s: no element_size_um attribute; using a spacing of 1 µm", path)
+        warn_spacing_fallback(log, "%s: no element_size_um attribute; using a spacing of 1 µm", path)
         return {}, False
     if raw.size == len(file_axes) and raw.size != len(spatial):
         raw = raw[[file_axes.index(a) for a in spatial]]
     if raw.size != len(spatial):
-        log.warning(
+        warn_spacing_fallback(
+            log,
             "%s: element_size_um %s has %d values for the %d spatial axes %r; using 1 µm",
             path,
             raw.tolist(),
@@ -215,7 +217,8 @@ def _spacing(ds: Any, file_axes: str, path: Path) -> tuple[dict[str, float], boo
         return {}, False
     good = np.isfinite(raw) & (raw > 0)
     if not good.all():  # the other axes keep their values
-        log.warning(
+        warn_spacing_fallback(
+            log,
             "%s: element_size_um %s: %s not a spacing (positive and finite); using 1 µm for %s",
             path,
             raw.tolist(),

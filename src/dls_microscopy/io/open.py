@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dls_microscopy.errors import InputNotFoundError, UnsupportedFormatError
+from dls_microscopy.spacing import spacing_given
 from dls_microscopy.volume import Volume
 
 __all__ = ["detect_format", "open_volume", "split_dataset_path"]
@@ -124,18 +125,19 @@ def open_volume(
     file_path, internal = split_dataset_path(path)
     fmt = detect_format(file_path)
     log.debug("opening %s as %s", file_path, fmt)
-    if fmt == "zarr":
-        from dls_microscopy.io.zarr_read import open_zarr
+    with spacing_given(spacing is not None):  # then "no voxel size; using 1 µm" is moot
+        if fmt == "zarr":
+            from dls_microscopy.io.zarr_read import open_zarr
 
-        vol = open_zarr(file_path, level=0, series=series, well=well, field=field)
-    elif fmt == "tiff":
-        from dls_microscopy.io.tiff import open_tiff
+            vol = open_zarr(file_path, level=0, series=series, well=well, field=field)
+        elif fmt == "tiff":
+            from dls_microscopy.io.tiff import open_tiff
 
-        vol = open_tiff(file_path, level=0, series=series)
-    else:
-        from dls_microscopy.io.hdf5 import open_hdf5
+            vol = open_tiff(file_path, level=0, series=series)
+        else:
+            from dls_microscopy.io.hdf5 import open_hdf5
 
-        vol = open_hdf5(file_path, internal, level=0, series=series)
+            vol = open_hdf5(file_path, internal, level=0, series=series)
     if spacing is not None:
         vol = vol.with_spacing(spacing)
     return vol.at_level(level) if level else vol

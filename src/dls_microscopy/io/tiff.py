@@ -40,6 +40,7 @@ from dls_microscopy.io._tiff_axes import _map_axes, _to_our_axes
 from dls_microscopy.io._tiff_metadata import _imagej_metadata, _ome_metadata, _uncalibrated
 from dls_microscopy.io._tiff_open import _check_extent, _open_tifffile
 from dls_microscopy.io.lazy import ChunkSource, SourceLevel
+from dls_microscopy.spacing import warn_spacing_fallback
 from dls_microscopy.volume import AXES_ORDER, SPATIAL_AXES, Volume, check_dtype
 
 __all__ = ["open_tiff"]
@@ -259,7 +260,7 @@ def _volume(tif: tifffile.TiffFile, path: Path, stamp: Stamp, index: int) -> Vol
     spatial = [a for a in axes if a in SPATIAL_AXES]
     missing = [a for a in spatial if a not in meta["spacing"]]
     if meta["calibrated"] and missing:
-        log.warning("%s: no physical size for axes %s; using 1 µm", path, "".join(missing))
+        warn_spacing_fallback(log, "%s: no physical size for axes %s; using 1 µm", path, "".join(missing))
     spacing = [meta["spacing"].get(a, 1.0) for a in spatial]
     level_spacings = tuple(
         tuple(sp * shapes[0][a] / shp[a] for sp, a in zip(spacing, spatial, strict=True)) for shp in shapes

@@ -177,9 +177,11 @@ def _check_budget(cfg: PipelineConfig, image: Any, segmenter: Any) -> None:
 def _check_first_field(cfg: PipelineConfig, spec: FieldSpec, segmenter: Any, *, only_source: bool) -> None:
     from dls_microscopy.channels import channel_data, channel_index
     from dls_microscopy.io import open_volume
+    from dls_microscopy.spacing import spacing_given
 
     try:
-        image = open_volume(spec.source, series=spec.series, level=cfg.input.level)
+        with spacing_given(cfg.input.spacing is not None):  # no "using 1 µm" when it is given
+            image = open_volume(spec.source, series=spec.series, level=cfg.input.level)
     except DlsError as exc:
         if cfg.input.level != 0:
             try:  # a field that opens at full resolution: the level is what is wrong
@@ -191,11 +193,6 @@ def _check_first_field(cfg: PipelineConfig, spec: FieldSpec, segmenter: Any, *, 
         if only_source:
             raise
         return
-    if cfg.input.spacing is not None:
-        try:
-            image = image.with_spacing(cfg.input.spacing)
-        except InputError as exc:
-            raise _keyed("input.spacing", exc.reason, exc.path) from None
     n_series = int(image.metadata.get("series_count", 1) or 1)
     if n_series > 1:
         log.warning(
@@ -211,6 +208,11 @@ def _check_first_field(cfg: PipelineConfig, spec: FieldSpec, segmenter: Any, *, 
         if only_source:
             raise
         return
+    if cfg.input.spacing is not None:  # after the 3D check: a 2D image's reason is its dimensions
+        try:
+            image = image.with_spacing(cfg.input.spacing)
+        except InputError as exc:
+            raise _keyed("input.spacing", exc.reason, exc.path) from None
     # each list as the field reads it (channel_data: every name known, none twice)
     lists = [("input.channels", cfg.input.channels)]
     if cfg.steps.features is not None:
