@@ -57,6 +57,24 @@ def test_info_table(capsys, store):
     assert "czyx" in out and "DAPI" in out and "nuclei" in out
 
 
+def test_info_of_segmented_labels_says_how_they_were_made(capsys, tmp_path):
+    """The label record was printed as one Python repr of every package's version."""
+    img = np.zeros((12, 48, 48), np.uint16)
+    zz, yy, xx = np.mgrid[:12, :48, :48]
+    img[(zz - 6) ** 2 / 9 + ((yy - 24) ** 2 + (xx - 24) ** 2) / 64 < 1] = 1000
+    store = write_ome_zarr(img, tmp_path / "s.ome.zarr", axes="zyx", spacing=(1, 0.5, 0.5))
+    code, _, err = run(capsys, "segment", str(store), "--method", "watershed", "--diameter", "8")
+    assert code == 0, err
+    code, out, _ = run(capsys, "info", f"{store}/labels/nuclei")
+    assert code == 0
+    assert "watershed" in out and "1 objects" in out and "voxel 1 × 0.5 × 0.5 µm" in out
+    assert "diameter_um=8.0" in out and "by dls-microscopy segment" in out
+    assert "'packages'" not in out and "numpy" not in out  # versions are in --json
+    code, out, _ = run(capsys, "info", f"{store}/labels/nuclei", "--json")
+    record = json.loads(out)["dls_microscopy"]
+    assert record["segmentation"]["n_objects"] == 1 and "numpy" in record["software"]["packages"]
+
+
 def test_info_table_wraps_long_values_instead_of_cutting_them(tmp_path):
     """A long path in a narrow terminal was cut with "…" in its table cell."""
     folder = tmp_path / ("a_rather_long_folder_name_" * 3)

@@ -46,6 +46,8 @@ def info(
     for key, value in summary.items():
         if key == "levels":
             value = "\n".join(f"{i}: {lv['shape']}  spacing {lv['spacing_um']}" for i, lv in enumerate(value))
+        elif key == "dls_microscopy" and isinstance(value, dict):
+            value = _made_by(value)
         elif key == "plate_layout":
             value = (
                 f"{len(value['wells'])} wells, {value['n_fields']} fields; rows {''.join(value['rows'])}, "
@@ -53,6 +55,61 @@ def info(
             )
         table.add_row(key, str(value))
     out.print(table)
+
+
+def _made_by(record: dict[str, Any]) -> str:
+    """A label image's record of how it was made, in a few lines (``--json`` has all of it).
+
+    Tolerant of records of other versions: a part that is missing or of another shape
+    is left out, never an error.
+    """
+    lines: list[str] = []
+    seg = record.get("segmentation")
+    if isinstance(seg, dict):
+        what = str(seg.get("method", "?"))
+        if seg.get("channel") is not None:
+            what += f" of channel {seg['channel']}"
+        if seg.get("time_point") is not None:
+            what += f", time point {seg['time_point']}"
+        if seg.get("source"):
+            what += f" in {seg['source']}"
+        lines.append(what)
+        if seg.get("n_objects") is not None:
+            lines.append(f"{seg['n_objects']} objects")
+        if isinstance(seg.get("spacing_um"), list):
+            voxel = f"voxel {' × '.join(f'{v:g}' for v in seg['spacing_um'])} µm"
+            if isinstance(seg.get("spacing_from_file_um"), list):
+                voxel += f" (given; the file's: {' × '.join(f'{v:g}' for v in seg['spacing_from_file_um'])})"
+            lines.append(voxel)
+        params = seg.get("params")
+        if isinstance(params, dict) and params:
+            set_ = ", ".join(f"{k}={v}" for k, v in params.items() if v is not None)
+            lines.append(f"parameters: {set_}")
+    model = record.get("model")
+    if isinstance(model, dict) and (model.get("path") or model.get("name")):
+        digest = f" (sha256 {str(model['sha256'])[:12]}…)" if model.get("sha256") else ""
+        lines.append(f"model: {model.get('path') or model.get('name')}{digest}")
+    ex = record.get("execution")
+    if isinstance(ex, dict):
+        run = str(ex.get("device", "?"))
+        if ex.get("blocks") is not None:
+            run += f", {ex['blocks']} block(s)"
+        seams = ex.get("seams")
+        if isinstance(seams, dict) and seams.get("merged_pairs") is not None:
+            run += f", {seams['merged_pairs']} seam merges"
+        lines.append(f"ran on {run}")
+    made = [str(record["command"])] if record.get("command") else []
+    created = record.get("created")
+    if isinstance(created, dict) and created.get("utc"):
+        made.append(str(created["utc"]))
+    software = record.get("software")
+    if isinstance(software, dict) and isinstance(software.get("packages"), dict):
+        version = software["packages"].get("dls-microscopy")
+        if version:
+            made.append(f"dls-microscopy {version}")
+    if made:
+        lines.append("by " + ", ".join(made))
+    return "\n".join([*lines, "(all of it: --json)"]) if lines else str(record)
 
 
 # -- convert -------------------------------------------------------------------
