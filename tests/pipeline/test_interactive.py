@@ -74,6 +74,11 @@ def test_segment_volume_and_cancel(sample, tmp_path):
     )
     assert res.n_objects > 5 and res.labels.spatial_shape == image.spatial_shape
     assert res.labels.spacing == image.spacing
+    record = res.labels.metadata["dls_microscopy"]
+    assert record["command"] == "dls-microscopy app: Segment"
+    seg = record["segmentation"]
+    assert seg["time_point"] is None and seg["spacing_um"] == [1.0, 0.5, 0.5]
+    assert "spacing_from_file_um" not in seg  # none given: the voxel size is the file's
 
     token = CancelToken()
     token.cancel()
@@ -87,6 +92,27 @@ def test_segment_volume_and_cancel(sample, tmp_path):
             progress=token.wrap(),
         )
     assert not (tmp_path / "cancelled.ome.zarr").exists()
+
+
+def test_segment_volume_records_the_time_point_and_the_files_voxel_size(sample, tmp_path):
+    """The app's labels say what the segment command's say: which time point of a series, and
+    the file's voxel size where the app's is another (as ``--spacing`` records it)."""
+    image = sample.as_volume().select(c=0)
+    res = segment_volume(
+        image,
+        method="watershed",
+        params={"diameter_um": 6.0},
+        device="cpu",
+        memory_budget="64MB",
+        output=tmp_path / "t2.ome.zarr",
+        source_time_point=2,
+        spacing_from_file=(2, 1, 1),
+    )
+    seg = res.labels.metadata["dls_microscopy"]["segmentation"]
+    assert seg["time_point"] == 2 and seg["n_objects"] == res.n_objects
+    assert seg["spacing_um"] == [1.0, 0.5, 0.5] and seg["spacing_from_file_um"] == [2.0, 1.0, 1.0]
+    assert res.labels.spacing == image.spacing  # recorded, not used
+    assert "spacing_from_file_um" not in image.metadata  # the caller's volume is unchanged
 
 
 def test_mesh_labels_in_micrometres_with_descriptors():
@@ -259,6 +285,27 @@ def test_input_spacing_is_the_full_resolution_voxel_size_where_not_the_files(tmp
     assert input_spacing((2.0, 0.25, 0.25), (16, 64, 64), source=None) is None  # not from a file
     # a file that cannot be read cannot be compared: the layer's voxel size is given
     assert input_spacing((1.0, 0.5, 0.5), (16, 64, 64), source=tmp_path / "gone.tif") == [1.0, 0.5, 0.5]
+
+
+def test_spacing_against_file_gives_the_files_voxel_size_where_the_layers_differs(tmp_path):
+    from dls_microscopy.io import write_ome_zarr
+    from dls_microscopy.pipeline.interactive import spacing_against_file
+
+    img = np.zeros((16, 64, 64), np.uint16)
+    store = write_ome_zarr(img, tmp_path / "s.ome.zarr", spacing=(1.0, 0.5, 0.5), n_levels=2)
+    same = spacing_against_file((3.0, 1.0, 0.5, 0.5), (2, 16, 64, 64), source=store)
+    assert same == (None, None)
+    assert spacing_against_file((2.0, 0.25, 0.25), (16, 64, 64), source=store) == (
+        [2.0, 0.25, 0.25],
+        [1.0, 0.5, 0.5],
+    )
+    # a layer of the file's level 1: both at full resolution, as --spacing records them
+    coarse = spacing_against_file((1.0, 0.6, 0.6), (16, 32, 32), source=store)
+    assert coarse.input_spacing == [1.0, 0.3, 0.3] and coarse.file_spacing == [1.0, 0.5, 0.5]
+    assert spacing_against_file((2.0, 0.25, 0.25), (16, 64, 64), source=None) == (None, None)
+    # a file that cannot be read: the layer's voxel size is given, the file's is not known
+    gone = spacing_against_file((1.0, 0.5, 0.5), (16, 64, 64), source=tmp_path / "gone.tif")
+    assert gone.input_spacing == [1.0, 0.5, 0.5] and gone.file_spacing is None
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ One private module per widget family, all re-exported here (import from
 ``_layers`` (layer data → volume), ``_segment``, ``_meshes``, ``_measure``
 (the per-object table), ``_views`` (feature plots and selection),
 ``_export``, ``_recorder`` (saving the session as a pipeline), ``_spacing`` (a
-voxel size set in the app as ``input.spacing``) and ``_run`` (running a pipeline
+voxel size set in the app against the file's) and ``_run`` (running a pipeline
 file on the open data).
 """
 
@@ -38,7 +38,11 @@ from dls_microscopy.pipeline.interactive._meshes import MeshSet, mesh_labels
 from dls_microscopy.pipeline.interactive._recorder import SessionRecorder
 from dls_microscopy.pipeline.interactive._run import CallbackRunProgress, run_config_on
 from dls_microscopy.pipeline.interactive._segment import segment_volume, segmenter_parameters
-from dls_microscopy.pipeline.interactive._spacing import input_spacing
+from dls_microscopy.pipeline.interactive._spacing import (
+    SpacingAgainstFile,
+    input_spacing,
+    spacing_against_file,
+)
 from dls_microscopy.pipeline.interactive._views import (
     PROJECTION_COLUMNS,
     feature_projection,
@@ -54,6 +58,7 @@ __all__ = [
     "CancelledError",
     "MeshSet",
     "SessionRecorder",
+    "SpacingAgainstFile",
     "descriptor_table",
     "export_meshes",
     "export_table",
@@ -70,6 +75,7 @@ __all__ = [
     "segmenter_parameters",
     "session_field",
     "session_tables",
+    "spacing_against_file",
     "volume_from_layer",
 ]
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dls_microscopy.blocks import ProgressCallback
@@ -48,8 +49,15 @@ def segment_volume(
     channel: int | str | None = None,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    source_time_point: int | None = None,
+    spacing_from_file: Sequence[float] | None = None,
 ) -> Any:
     """Segment ``image`` blockwise and write the labels as a standalone NGFF label image.
+
+    The labels record how they were made (``dls_microscopy.segmentation`` in their
+    attributes, as the ``segment`` command's do); ``source_time_point`` and
+    ``spacing_from_file`` complete that record for a volume cut out of a layer,
+    which no longer knows its time point or its file's voxel size.
 
     Parameters
     ----------
@@ -63,6 +71,12 @@ def segment_volume(
         The ``.ome.zarr`` label image to (over)write.
     progress : callable, optional
         ``progress(description, done, total)``.
+    source_time_point : int, optional
+        The time point of the time series that ``image`` is (the one shown); recorded.
+    spacing_from_file : sequence of float, optional
+        The file's voxel size ``(dz, dy, dx)`` in µm at full resolution, where the
+        app's (``image.spacing``) is another; recorded as ``spacing_from_file_um``,
+        as with ``--spacing``.
 
     Returns
     -------
@@ -74,6 +88,9 @@ def segment_volume(
     from dls_microscopy.segment import get_segmenter, segment_blockwise
 
     seg = get_segmenter(method, dict(params or {}), device=device)
+    if spacing_from_file is not None:  # as Volume.with_spacing notes it; the record takes it from there
+        from_file = [float(s) for s in spacing_from_file]
+        image = dataclasses.replace(image, metadata={**image.metadata, "spacing_from_file_um": from_file})
     return segment_blockwise(
         image,
         seg,
@@ -84,5 +101,6 @@ def segment_volume(
         overwrite=True,
         workers=workers,
         progress=progress,
+        source_time_point=source_time_point,
         provenance=label_provenance("dls-microscopy app: Segment", dict(params or {}).get("model_path")),
     )
