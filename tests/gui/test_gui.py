@@ -494,6 +494,10 @@ def test_widgets_work_on_the_time_point_shown(make_napari_viewer, qtbot, tmp_pat
     seg.memory.setText("64MB")
     _run(qtbot, seg, seg.run)
     assert "at time point 2" in seg.status.text()
+    # the labels record it, as those of `segment --time-point 2` do
+    record = open_volume(viewer.layers["nuclei"].metadata["dls_labels_path"]).metadata["dls_microscopy"]
+    assert record["segmentation"]["time_point"] == 2
+    assert "spacing_from_file_um" not in record["segmentation"]  # the file's voxel size
     labels = _full(viewer.layers["nuclei"])
     alone = segment_blockwise(
         open_volume(path), get_segmenter("watershed", {"diameter_um": 6.0}, device="cpu"),
@@ -528,6 +532,7 @@ def test_the_voxel_size_set_in_the_app_is_what_the_steps_and_the_saved_pipeline_
     the saved pipeline.yaml (input.spacing) and a pipeline run on the open image all use it."""
     import tifffile
 
+    from dls_microscopy.io import open_volume
     from dls_microscopy.napari._features import FeaturesWidget
     from dls_microscopy.napari._pipeline import PipelineWidget
     from dls_microscopy.napari._segment import SegmentWidget
@@ -558,6 +563,10 @@ def test_the_voxel_size_set_in_the_app_is_what_the_steps_and_the_saved_pipeline_
     _run(qtbot, seg, seg.run)
     labels = viewer.layers["nuclei"]
     assert tuple(labels.scale) == (1.0, 0.5, 0.5)
+    # the labels record the voxel size used and the file's, as those of `segment --spacing` do
+    record = open_volume(labels.metadata["dls_labels_path"]).metadata["dls_microscopy"]["segmentation"]
+    assert record["spacing_um"] == [1.0, 0.5, 0.5] and record["spacing_from_file_um"] == [1.0, 1.0, 1.0]
+    assert record["time_point"] is None  # no time series
     feat.labels.setCurrentText("nuclei")
     _run(qtbot, feat, feat.run)
     table = feat.table.to_pandas()

@@ -7,7 +7,8 @@ labels carry the metadata of the image layer segmented, and its name
 sets the ``scale`` of all those layers, as ``--spacing`` and ``input.spacing`` give
 one voxel size to the image and its labels.  The widgets read their µm from
 ``layer.scale``, so everything after uses it; :func:`input_spacing_of` turns it
-back into the ``input.spacing`` a pipeline needs.
+back into the ``input.spacing`` a pipeline needs, and :func:`spacing_against_file_of`
+gives the file's voxel size too, which labels segmented in the app record.
 """
 
 from __future__ import annotations
@@ -20,10 +21,17 @@ from typing import Any
 
 from dls_microscopy.errors import InputError
 from dls_microscopy.napari._channel_choice import layer_grid, layer_origin
-from dls_microscopy.pipeline.interactive import input_spacing
+from dls_microscopy.pipeline.interactive import SpacingAgainstFile, input_spacing, spacing_against_file
 from dls_microscopy.volume import check_spacing
 
-__all__ = ["image_layers", "input_spacing_of", "parse_voxel_size", "set_voxel_size", "voxel_size_text"]
+__all__ = [
+    "image_layers",
+    "input_spacing_of",
+    "parse_voxel_size",
+    "set_voxel_size",
+    "spacing_against_file_of",
+    "voxel_size_text",
+]
 
 
 def parse_voxel_size(text: str) -> tuple[float, ...]:
@@ -148,15 +156,27 @@ def input_spacing_of(layer: Any) -> Callable[[], list[float] | None]:
     Read from the layer now, on the GUI thread; the call opens the file (its
     metadata), so a widget makes it in its worker thread.
     """
+    return functools.partial(input_spacing, **_spacing_args(layer))
+
+
+def spacing_against_file_of(layer: Any) -> Callable[[], SpacingAgainstFile]:
+    """:func:`~dls_microscopy.pipeline.interactive.spacing_against_file` of ``layer``, to call later.
+
+    Like :func:`input_spacing_of`: read from the layer now, called in a worker thread.
+    """
+    return functools.partial(spacing_against_file, **_spacing_args(layer))
+
+
+def _spacing_args(layer: Any) -> dict[str, Any]:
+    """What comparing ``layer``'s voxel size with its file's needs: its scale, shape and file."""
     data = layer.data[0] if layer.multiscale else layer.data
     meta = layer.metadata
-    return functools.partial(
-        input_spacing,
-        tuple(float(s) for s in layer.scale),
-        tuple(int(n) for n in data.shape),
-        source=meta.get("dls_source"),
-        series=int(meta.get("dls_series") or 0),
-    )
+    return {
+        "scale": tuple(float(s) for s in layer.scale),
+        "shape": tuple(int(n) for n in data.shape),
+        "source": meta.get("dls_source"),
+        "series": int(meta.get("dls_series") or 0),
+    }
 
 
 def _kind(layer: Any) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QPushButton, QWidget
 
-from dls_microscopy.napari._image_layers import input_spacing_of
+from dls_microscopy.napari._image_layers import spacing_against_file_of
 from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, shown_volume
 from dls_microscopy.napari._voxel_size import VoxelSizeControl
 from dls_microscopy.napari.layers import labels_layer_data
@@ -203,10 +203,14 @@ class SegmentWidget(TaskWidget):
             return
         output = self.state.workdir / f"{name}.ome.zarr"
         scale = tuple(layer.scale)[-3:]
-        spacing_of = input_spacing_of(layer)  # what a pipeline needs to segment in the same µm
+        # the voxel size against the file's: what a pipeline needs to segment in the same µm,
+        # and what the labels record beside the app's, as with --spacing
+        against_file = spacing_against_file_of(layer)
+        time_point = index[0] if len(index) == 1 else None  # a (T, Z, Y, X) layer: the point shown
         where = f" at time point {index[0]}" if len(index) == 1 else (f" at {index}" if index else "")
 
         def work(progress: Any) -> Any:
+            spacing = against_file()  # opens the file: in the worker thread
             result = segment_volume(
                 volume,
                 method=method,
@@ -216,8 +220,10 @@ class SegmentWidget(TaskWidget):
                 output=output,
                 label_name=name,
                 progress=progress,
+                source_time_point=time_point,
+                spacing_from_file=spacing.file_spacing,
             )
-            return result, spacing_of()
+            return result, spacing.input_spacing
 
         def done(outcome: Any) -> None:
             result, spacing = outcome
