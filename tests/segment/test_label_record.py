@@ -73,3 +73,20 @@ def test_a_selected_time_point_is_recorded(tmp_path):
     seg = get_segmenter("watershed", {"diameter_um": 6}, device="cpu")
     segment_blockwise(open_volume(tif), seg, output=tmp_path / "t.ome.zarr", source_time_point=3)
     assert open_volume(tmp_path / "t.ome.zarr").metadata["dls_microscopy"]["segmentation"]["time_point"] == 3
+
+
+def test_a_coarser_level_records_both_voxel_sizes_at_that_level(tmp_path):
+    """With input.level 1, spacing_um was level 1's and spacing_from_file_um level 0's."""
+    s = make_synthetic_nuclei((16, 64, 64), seed=4)
+    store = write_ome_zarr(
+        np.asarray(s.image[0]), tmp_path / "p.ome.zarr", axes="zyx", spacing=(1, 0.5, 0.5), n_levels=2
+    )
+    vol = open_volume(store, level=1, spacing=(2, 0.25, 0.25))
+    factor = np.array(vol.spacing) / np.array(vol.level_spacings[0])
+    assert vol.level == 1 and factor[1] == 2  # the writer halves y and x
+    seg = get_segmenter("watershed", {"diameter_um": 6}, device="cpu")
+    segment_blockwise(vol, seg, output=tmp_path / "l1.ome.zarr")
+    rec = open_volume(tmp_path / "l1.ome.zarr").metadata["dls_microscopy"]["segmentation"]
+    assert rec["level"] == 1
+    np.testing.assert_allclose(rec["spacing_um"], np.array([2, 0.25, 0.25]) * factor)
+    np.testing.assert_allclose(rec["spacing_from_file_um"], np.array([1, 0.5, 0.5]) * factor)

@@ -188,10 +188,16 @@ def segmentation_record(
         "source": str(volume.source) if volume.source is not None else None,
         "channel": image.channel_names[0] if image.channel_names else None,
         "time_point": time_point,
+        "level": int(image.level),
         "spacing_um": list(image.spacing),
     }
-    if "spacing_from_file_um" in volume.metadata:  # given in place of the file's
-        seg["spacing_from_file_um"] = volume.metadata["spacing_from_file_um"]
+    if "spacing_from_file_um" in volume.metadata:  # given in place of the file's (full resolution)
+        # at the level segmented, like spacing_um: each level keeps its factor to level 0
+        full = image.level_spacings[0]
+        seg["spacing_from_file_um"] = [
+            float(f * s / b)
+            for f, s, b in zip(volume.metadata["spacing_from_file_um"], image.spacing, full, strict=True)
+        ]
     if provenance is None:
         return {"segmentation": seg}
     execution = {
