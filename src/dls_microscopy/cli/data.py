@@ -78,6 +78,8 @@ def _made_by(record: dict[str, Any]) -> str:
             lines.append(f"{seg['n_objects']} objects")
         if isinstance(seg.get("spacing_um"), list):
             voxel = f"voxel {' × '.join(f'{v:g}' for v in seg['spacing_um'])} µm"
+            if seg.get("level"):
+                voxel += f" at resolution level {seg['level']}"
             if isinstance(seg.get("spacing_from_file_um"), list):
                 voxel += f" (given; the file's: {' × '.join(f'{v:g}' for v in seg['spacing_from_file_um'])})"
             lines.append(voxel)
