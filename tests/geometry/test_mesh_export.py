@@ -140,7 +140,7 @@ def test_mesh_folder_has_a_provenance_manifest_that_verify_checks(tmp_path, labe
     records the absolute labels path, which the recompute gives too.
     """
     from dls_microscopy.cli import main
-    from dls_microscopy.pipeline.provenance import verify_manifest
+    from dls_microscopy.pipeline.verify import verify_manifest
 
     write_ome_zarr(labels, tmp_path / "img.ome.zarr", axes="zyx", spacing=SPACING)
     monkeypatch.chdir(tmp_path)
@@ -160,7 +160,8 @@ def test_mesh_folder_has_a_provenance_manifest_that_verify_checks(tmp_path, labe
 def test_mesh_descriptors_file_is_recorded_in_the_manifest(tmp_path, labels):
     """``mesh --descriptors FILE`` writes beside the folder: the manifest records it (it did not)."""
     from dls_microscopy.cli import main
-    from dls_microscopy.pipeline.provenance import digest_file, verify_manifest
+    from dls_microscopy.pipeline.provenance import digest_file
+    from dls_microscopy.pipeline.verify import verify_manifest
 
     write_ome_zarr(labels, tmp_path / "img.ome.zarr", axes="zyx", spacing=SPACING)
     out, table = tmp_path / "m", tmp_path / "shape.parquet"

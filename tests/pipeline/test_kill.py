@@ -11,8 +11,9 @@ import time
 import pytest
 from pipeline_inputs import write_config
 
-from dls_microscopy.pipeline.provenance import read_manifest, verify_manifest
+from dls_microscopy.pipeline.provenance import read_manifest
 from dls_microscopy.pipeline.run import run_pipeline
+from dls_microscopy.pipeline.verify import verify_manifest
 
 STEPS = """\
     segment:

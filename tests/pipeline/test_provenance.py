@@ -11,13 +11,8 @@ import pytest
 
 from dls_microscopy.errors import InputError
 from dls_microscopy.pipeline import _environment
-from dls_microscopy.pipeline.provenance import (
-    MANIFEST_NAME,
-    digest_input,
-    read_manifest,
-    verify_manifest,
-    write_manifest,
-)
+from dls_microscopy.pipeline.provenance import MANIFEST_NAME, digest_input, read_manifest, write_manifest
+from dls_microscopy.pipeline.verify import verify_manifest
 
 
 @pytest.fixture
@@ -294,7 +289,7 @@ def test_verify_reads_moved_inputs_under_their_new_path(tmp_path, capsys):
 
 
 def test_relocate_replaces_whole_leading_components_only():
-    from dls_microscopy.pipeline.provenance import relocate
+    from dls_microscopy.pipeline.verify import relocate
 
     moved = [("/a/b", "/x"), ("/a", "/y/")]
     assert relocate("/a/b/c.zarr", moved) == "/x/c.zarr"  # the first pair that holds it

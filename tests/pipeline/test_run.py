@@ -22,8 +22,9 @@ from dls_microscopy.pipeline.checks import check_inputs
 from dls_microscopy.pipeline.config import load_config
 from dls_microscopy.pipeline.fields import discover_fields
 from dls_microscopy.pipeline.progress import RunProgress
-from dls_microscopy.pipeline.provenance import read_manifest, verify_manifest
+from dls_microscopy.pipeline.provenance import read_manifest
 from dls_microscopy.pipeline.run import run_pipeline
+from dls_microscopy.pipeline.verify import verify_manifest
 
 TABLES = ("objects.parquet", "images.parquet", "wells.parquet", "plates.parquet")
 KEYS = [f"pipeline-test_A0{w}_{f}" for w in (1, 2) for f in (0, 1)]

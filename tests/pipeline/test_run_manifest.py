@@ -18,9 +18,9 @@ from dls_microscopy.pipeline.provenance import (
     digest_file,
     read_manifest,
     save_manifest,
-    verify_manifest,
 )
 from dls_microscopy.pipeline.run import run_pipeline
+from dls_microscopy.pipeline.verify import verify_manifest
 
 KEYS = [f"pipeline-test_A0{w}_{f}" for w in (1, 2) for f in (0, 1)]
 TABLES = ["objects.parquet", "images.parquet", "wells.parquet", "plates.parquet"]

@@ -193,7 +193,8 @@ def verify(
     """
     import dataclasses
 
-    from dls_microscopy.pipeline.provenance import RUN_COMMAND, read_manifest, verify_manifest
+    from dls_microscopy.pipeline.provenance import RUN_COMMAND, read_manifest
+    from dls_microscopy.pipeline.verify import verify_manifest
 
     try:
         found = verify_manifest(outdir, recompute=recompute, moved=_moved_pairs(moved or []))

@@ -40,17 +40,13 @@ from dls_microscopy.pipeline.provenance import (
     MANIFEST_NAME,
     MANIFEST_VERSION,
     RUN_COMMAND,
-    Mismatch,
-    Moved,
-    check_outputs,
-    check_self_digest,
     created_by,
     digest_file,
     read_manifest,
     save_manifest,
     software_versions,
-    verify_folder,
 )
+from dls_microscopy.pipeline.verify import Mismatch, Moved, check_outputs, check_self_digest, verify_folder
 
 if TYPE_CHECKING:
     from dls_microscopy.pipeline.config import PipelineConfig
@@ -233,7 +229,7 @@ def verify_run(
         tables from the fields' tables, comparing every file's sha256.
     moved : sequence of (str, str)
         Where inputs recorded under a prefix are read now
-        (:func:`~dls_microscopy.pipeline.provenance.verify_manifest`).
+        (:func:`~dls_microscopy.pipeline.verify.verify_manifest`).
 
     Returns
     -------

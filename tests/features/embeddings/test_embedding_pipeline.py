@@ -14,7 +14,7 @@ from dls_microscopy.errors import ModelNotFoundError
 from dls_microscopy.features import units_of
 from dls_microscopy.features.embeddings import sha256_file
 from dls_microscopy.pipeline.features import run_features
-from dls_microscopy.pipeline.provenance import verify_manifest
+from dls_microscopy.pipeline.verify import verify_manifest
 
 
 def _well(plate, i=0):
