@@ -180,3 +180,21 @@ def test_mesh_descriptors_file_is_recorded_in_the_manifest(tmp_path, labels):
     assert main(["verify", str(out)]) == 1
     table.unlink()
     assert [(m.item, m.field) for m in verify_manifest(out)] == [(f"descriptors_path ({table})", "exists")]
+
+
+def test_mesh_command_meshes_the_level_asked_for(tmp_path, labels):
+    from dls_microscopy.io import open_volume
+
+    store = tmp_path / "lab.ome.zarr"
+    write_ome_zarr(labels, store, axes="zyx", spacing=SPACING, n_levels=2)
+    level1 = open_volume(store, level=1)
+    assert level1.spacing != SPACING
+    summary = export_meshes_command(store, tmp_path / "out", level=1)
+    index = json.loads((tmp_path / "out" / "meshes.json").read_text())
+    assert index["level"] == 1 and index["spacing_um"] == dict(zip("zyx", level1.spacing, strict=True))
+    expected = {m.id: m for m in mesh_objects(level1)}
+    assert summary["n_objects"] == len(expected)
+    assert {o["id"]: o["n_faces"] for o in index["objects"]} == {i: m.n_faces for i, m in expected.items()}
+    with pytest.raises(InputError, match="level 2 does not exist"):
+        export_meshes_command(store, tmp_path / "o2", level=2)
+    assert not (tmp_path / "o2").exists()

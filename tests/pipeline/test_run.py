@@ -453,6 +453,43 @@ def test_existing_labels_without_segment_step(small_plate, tmp_path):
     assert not (tmp_path / "out" / "fields" / KEYS[0] / "labels.ome.zarr").exists()
 
 
+def test_existing_labels_are_meshed_at_the_level_the_features_measure(tmp_path):
+    """input.labels with input.level 1: the mesh step meshed level 0 while the features measured level 1."""
+    from dls_microscopy.geometry import mesh_objects
+    from dls_microscopy.io import open_labels, write_ome_zarr
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+
+    s = make_synthetic_nuclei((16, 48, 48), seed=3)
+    source = write_ome_zarr(
+        s.image, tmp_path / "img.ome.zarr", spacing=s.spacing, channel_names=s.channel_names,
+        labels={"truth": s.labels}, n_levels=2,
+    )  # fmt: skip
+    level1 = open_labels(source, "truth", level=1)
+    assert level1.spacing != open_labels(source, "truth").spacing  # a coarser level in the store
+    steps = "mesh: {smooth: 0, descriptors: true}\nfeatures: {compartment: Truth}\n"
+    cfg = write_config(tmp_path, source, steps=steps)
+    cfg.write_text(cfg.read_text().replace("input:\n", "input:\n  labels: truth\n  level: 1\n"))
+    summary = run_pipeline(cfg, progress=False)
+    assert summary.ok, summary
+    field = tmp_path / "out" / "fields" / "img.ome.zarr"
+    index = json.loads((field / "meshes" / "meshes.json").read_text())
+    # meshed at level 1's voxel size, and the index records the level meshed
+    assert index["spacing_um"] == dict(zip("zyx", level1.spacing, strict=True))
+    assert index["level"] == 1 and index["label_name"] == "truth"
+    # the meshes are those of level 1, in µm at its voxel size: the objects the features measured
+    expected = {m.id: m for m in mesh_objects(level1)}
+    objects = pq.read_table(tmp_path / "out" / "objects.parquet").to_pandas()
+    assert sorted(objects["Metadata_ObjectID"]) == sorted(expected)
+    for _, row in objects.iterrows():
+        mesh = expected[row["Metadata_ObjectID"]]
+        assert row["Metadata_MeshNFaces"] == mesh.n_faces
+        assert row["Truth_AreaShape_MeshVolume"] == pytest.approx(mesh.volume_um3, rel=1e-9)
+    # the field's manifest records the level its features and meshes used
+    manifest = read_manifest(field)
+    assert manifest["parameters"]["config"]["input"]["level"] == 1
+    assert verify_manifest(field) == []
+
+
 def test_time_series_runs_one_field_per_time_point(tmp_path):
     """A TCZYX image: every time point is a field of its own, equal to segmenting that point alone."""
     from dls_microscopy.io import open_volume, write_ome_zarr

@@ -43,17 +43,20 @@ def open_label_volume(
     label_name: str | None = None,
     *,
     spacing: Sequence[float] | None = None,
+    level: int = 0,
 ) -> Volume:
     """Open a labels image: a label image itself, or an NGFF image holding label images.
 
     For an image with NGFF ``labels/``, ``label_name`` picks one (default:
     the only one).  Length-1 ``t``/``c`` axes are dropped.  ``spacing`` (µm at full
     resolution, :meth:`~dls_microscopy.volume.Volume.with_spacing`) replaces the file's.
+    ``level`` is the resolution level of the labels' pyramid to open (0: full resolution),
+    with that level's voxel size.
 
     Raises
     ------
     InputError
-        Missing or ambiguous label image, non-integer data.
+        Missing or ambiguous label image, non-integer data, a level the labels lack.
     DimensionalityError
         Not 3D.
     """
@@ -61,7 +64,9 @@ def open_label_volume(
 
     vol = open_volume(path, spacing=spacing)
     if vol.labels:
-        vol = open_labels(path, label_name, spacing=spacing)
+        vol = open_labels(path, label_name, spacing=spacing, level=level)
+    elif level:
+        vol = vol.at_level(level)
     elif label_name is not None:
         raise InputError(f"no label images in this file (asked for {label_name!r})", path=path)
     for axis in "tc":
@@ -94,6 +99,7 @@ def export_meshes_command(
     source: str | None = None,
     finish: Callable[[Path], None] | None = None,
     spacing: Sequence[float] | None = None,
+    level: int = 0,
 ) -> dict[str, Any]:
     """Mesh every object of a labels file and write the meshes (and descriptors).
 
@@ -129,6 +135,9 @@ def export_meshes_command(
     spacing : sequence of float, optional
         Voxel size in µm at full resolution (``(dz, dy, dx)`` or one value), in
         place of the file's.
+    level : int
+        Resolution level of the labels to mesh (0: full resolution); the meshes are in
+        µm at that level's voxel size, and the index records the level.
 
     Returns
     -------
@@ -149,7 +158,7 @@ def export_meshes_command(
                 "descriptors file already exists (use overwrite / --overwrite)", path=Path(descriptors_path)
             )
     start = time.perf_counter()
-    vol = open_label_volume(labels_path, label_name, spacing=spacing)
+    vol = open_label_volume(labels_path, label_name, spacing=spacing, level=level)
     outdir = Path(outdir)
     budget = {"memory_budget": memory_budget} if memory_budget else {}
     index = build_object_index(vol, progress=progress, **budget)
@@ -164,6 +173,7 @@ def export_meshes_command(
         index = {
             "source": str(labels_path) if source is None else source,
             "label_name": vol.metadata.get("label_name", label_name),
+            "level": int(vol.level),
             "format": fmt,
             "units": "micrometre",
             "axes": "xyz",

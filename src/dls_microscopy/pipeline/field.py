@@ -261,8 +261,10 @@ def run_field(
                 # the field's own labels, relative to the meshes folder: the field folder is
                 # built under another name and renamed (verify --recompute builds it elsewhere)
                 source=f"../{LABELS_NAME}" if own_labels else None,
-                # the field's own labels were written with the given spacing, at input.level
+                # the field's own labels were written with the given spacing, at input.level (their
+                # level 0); labels from the input are meshed at input.level, as the features measure them
                 spacing=None if own_labels else cfg.input.spacing,
+                level=0 if own_labels else cfg.input.level,
             )
             n_objects = int(res["n_objects"])
             if desc is not None:
