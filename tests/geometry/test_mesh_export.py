@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -12,6 +16,8 @@ import trimesh
 from dls_microscopy.errors import InputError, OutputError
 from dls_microscopy.geometry import GlbWriter, export_meshes_command, mesh_objects, write_mesh_file
 from dls_microscopy.io import write_ome_zarr
+from dls_microscopy.pipeline.meshes import run_meshes
+from dls_microscopy.pipeline.provenance import verify_manifest
 
 SPACING = (2.0, 0.5, 0.25)
 
@@ -198,3 +204,99 @@ def test_mesh_command_meshes_the_level_asked_for(tmp_path, labels):
     with pytest.raises(InputError, match="level 2 does not exist"):
         export_meshes_command(store, tmp_path / "o2", level=2)
     assert not (tmp_path / "o2").exists()
+
+
+# -- the descriptor table appears only after the meshes' folder -------------------------------
+
+#: Run in a child process: ``mesh --descriptors`` killed (``os._exit``, no cleanup) as it renames
+#: the meshes' folder (``folder``) or the descriptor table (``table``) into place.
+KILLED_MESH = """
+import os, sys
+from pathlib import Path
+from dls_microscopy.pipeline.meshes import run_meshes
+
+labels, out, table, stage = sys.argv[1:]
+rename = os.replace
+
+def killed(src, dst, *args, **kwargs):
+    src, dst = Path(src), Path(dst)
+    if (stage == "folder" and dst == Path(out).absolute() and ".partial-" in src.name) or (
+        stage == "table" and dst == Path(table).absolute()
+    ):
+        os._exit(9)
+    return rename(src, dst, *args, **kwargs)
+
+os.replace = killed
+run_meshes(labels, out, smooth=0, descriptors_path=table)
+raise SystemExit("not killed")
+"""
+
+
+@pytest.fixture
+def label_store(tmp_path, labels):
+    """The labels as an OME-Zarr store in ``tmp_path/in`` (outputs go beside it)."""
+    return write_ome_zarr(labels, tmp_path / "in" / "lab.ome.zarr", axes="zyx", spacing=SPACING)
+
+
+def test_a_failed_folder_commit_leaves_no_descriptor_table(tmp_path, label_store, monkeypatch):
+    """The table was renamed into place before the meshes' folder: a failure between left a table only."""
+    out, table = tmp_path / "out", tmp_path / "shape.parquet"
+    rename = os.replace
+
+    def failing(src, dst, *args, **kwargs):
+        if Path(dst) == out.absolute():
+            raise OSError(5, "I/O error")
+        return rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OutputError, match="I/O error"):
+        export_meshes_command(label_store, out, descriptors_path=table)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no table, no folder, no partial
+    monkeypatch.undo()
+    summary = export_meshes_command(label_store, out, descriptors_path=table)  # reruns cleanly
+    assert pq.read_table(table).num_rows == summary["n_objects"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out", "shape.parquet"]
+
+
+def test_a_failed_overwrite_leaves_no_table_beside_other_meshes(tmp_path, label_store, monkeypatch):
+    """A table that stays is always the table of the meshes in place: the old one goes first."""
+    out, table = tmp_path / "out", tmp_path / "shape.parquet"
+    export_meshes_command(label_store, out, descriptors_path=table, smooth=0)
+    before = (out / "meshes.json").read_bytes()
+    rename = os.replace
+
+    def failing(src, dst, *args, **kwargs):
+        if Path(src) == out.absolute():  # moving the old folder aside, to put the new one there
+            raise OSError(5, "I/O error")
+        return rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", failing)
+    with pytest.raises(OutputError, match="I/O error"):
+        export_meshes_command(label_store, out, descriptors_path=table, smooth=3, overwrite=True)
+    # the old meshes stay; the old table went just before they were to be replaced, the new never came
+    assert (out / "meshes.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
+@pytest.mark.parametrize("stage", ["folder", "table"])
+def test_mesh_killed_while_committing_leaves_no_table_without_meshes_and_reruns(tmp_path, label_store, stage):
+    out, table = tmp_path / "out", tmp_path / "shape.parquet"
+    args = [str(label_store), str(out), str(table), stage]
+    res = subprocess.run(
+        [sys.executable, "-c", KILLED_MESH, *args], capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 9, res.stderr
+    assert not table.exists()  # never a table whose meshes are not in place
+    # killed before the folder was in place: nothing; after: the meshes, whose table is missing
+    assert out.is_dir() == (stage == "table")
+    run_meshes(label_store, out, smooth=0, descriptors_path=table, overwrite=stage == "table")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out", "shape.parquet"]  # no partials
+    assert pq.read_table(table).num_rows == 3
+    # the table recorded (read under its temporary name) is the table in place, and a recompute
+    # (its table written into a scratch folder) gives the same bytes
+    assert verify_manifest(out, recompute=True) == []
+    table.write_bytes(table.read_bytes() + b"\0")
+    assert [(m.item, m.field) for m in verify_manifest(out)] == [
+        (f"descriptors_path ({table.absolute()})", "size"),
+        (f"descriptors_path ({table.absolute()})", "sha256"),
+    ]

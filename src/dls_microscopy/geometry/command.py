@@ -97,7 +97,7 @@ def export_meshes_command(
     overwrite: bool = False,
     memory_budget: int | None = None,
     source: str | None = None,
-    finish: Callable[[Path], None] | None = None,
+    finish: Callable[[Path, Path | None], None] | None = None,
     spacing: Sequence[float] | None = None,
     level: int = 0,
 ) -> dict[str, Any]:
@@ -117,7 +117,10 @@ def export_meshes_command(
     decimate : float, optional
         Fraction of faces to keep, in ``(0, 1]``.
     descriptors_path : path-like, optional
-        Write shape descriptors of the written meshes to this Parquet file.
+        Write shape descriptors of the written meshes to this Parquet file.  It
+        appears only after ``outdir`` (a run stopped between the two leaves the
+        meshes without it, never a table without its meshes); with ``overwrite``,
+        a table already there is removed just before ``outdir`` is replaced.
     label_name : str, optional
         Which NGFF label image of an image to use.
     progress : callable, optional
@@ -130,8 +133,10 @@ def export_meshes_command(
         What the index records as the labels' source (default ``labels_path``;
         the pipeline gives the path the labels will have once its field is done).
     finish : callable, optional
-        Called with the temporary folder once every file is in it, before it
-        becomes ``outdir`` (the provenance manifest is written there).
+        ``finish(tmp, table)``: called with the temporary folder once every file is
+        in it, before it becomes ``outdir`` (the provenance manifest is written
+        there), and with the complete descriptor table under its temporary name
+        (None without ``descriptors_path``); it becomes ``descriptors_path`` after ``outdir``.
     spacing : sequence of float, optional
         Voxel size in µm at full resolution (``(dz, dy, dx)`` or one value), in
         place of the file's.
@@ -166,25 +171,40 @@ def export_meshes_command(
     meshes = mesh_objects(vol, index=index, progress=progress, **budget, **options)
     entries: list[dict[str, Any]] = []
     table_path = Path(descriptors_path) if descriptors_path is not None else None
-    with atomic_directory(outdir, overwrite=overwrite) as tmp:
-        with _Sinks(tmp, fmt, table_path, vol, options) as sinks:
-            for mesh in meshes:
-                entries.append(sinks.add(mesh))
-        index = {
-            "source": str(labels_path) if source is None else source,
-            "label_name": vol.metadata.get("label_name", label_name),
-            "level": int(vol.level),
-            "format": fmt,
-            "units": "micrometre",
-            "axes": "xyz",
-            "spacing_um": dict(zip("zyx", vol.spacing, strict=True)),
-            "options": options,
-            "n_objects": len(entries),
-            "objects": entries,
-        }
-        write_manifest(tmp / INDEX_NAME, index)
-        if finish is not None:
-            finish(tmp)
+    table: DescriptorTableWriter | None = None  # closed complete under a temporary name, renamed last
+    try:
+        with atomic_directory(outdir, overwrite=overwrite) as tmp:
+            sinks = _Sinks(tmp, fmt, table_path, vol, options)
+            table = sinks.table
+            with sinks:
+                for mesh in meshes:
+                    entries.append(sinks.add(mesh))
+            index = {
+                "source": str(labels_path) if source is None else source,
+                "label_name": vol.metadata.get("label_name", label_name),
+                "level": int(vol.level),
+                "format": fmt,
+                "units": "micrometre",
+                "axes": "xyz",
+                "spacing_um": dict(zip("zyx", vol.spacing, strict=True)),
+                "options": options,
+                "n_objects": len(entries),
+                "objects": entries,
+            }
+            write_manifest(tmp / INDEX_NAME, index)
+            if finish is not None:
+                finish(tmp, table.pending if table is not None else None)
+            if table_path is not None:
+                # a table already there describes the meshes being replaced: it goes before
+                # them, so that no table ever stands beside meshes it was not made from
+                table_path.unlink(missing_ok=True)
+        # the meshes are in place: now their table (a run stopped in between leaves none)
+        if table is not None:
+            table.commit()
+    except BaseException:
+        if table is not None:
+            table.discard()
+        raise
     summary = {
         "labels": str(labels_path),
         "outdir": str(outdir),
@@ -217,7 +237,8 @@ class _Sinks:
                 "spacing_um": list(vol.spacing),
                 "mesh_options": options,
             }
-            self.table = DescriptorTableWriter(table_path, descriptor_units(), meta)
+            # renamed into place by the caller, after the meshes' folder
+            self.table = DescriptorTableWriter(table_path, descriptor_units(), meta, commit_on_close=False)
 
     def __enter__(self) -> _Sinks:
         if self.glb is not None:

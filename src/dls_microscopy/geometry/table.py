@@ -62,6 +62,10 @@ class DescriptorTableWriter:
         Columns in order, with units.
     metadata : mapping, optional
         Extra schema metadata (values JSON-encoded).
+    commit_on_close : bool
+        Rename the table into place as the writer closes.  ``False`` leaves the
+        complete table under its temporary name (:attr:`pending`) for the caller
+        to :meth:`commit` (or :meth:`discard`) once what it describes is in place.
     """
 
     def __init__(
@@ -69,10 +73,13 @@ class DescriptorTableWriter:
         path: str | os.PathLike[str],
         units: Mapping[str, str],
         metadata: Mapping[str, Any] | None = None,
+        *,
+        commit_on_close: bool = True,
     ) -> None:
         self.path = Path(path)
         self.schema = descriptor_schema(units, metadata)
         self._tmp = self.path.with_name(f".{self.path.name}.partial")
+        self._commit_on_close = commit_on_close
         self._rows: list[dict[str, Any]] = []
         self._writer: Any = None
         self.n_rows = 0
@@ -108,7 +115,29 @@ class DescriptorTableWriter:
                 self._flush()
         finally:
             self._writer.close()
-        if exc_type is None:
+        if exc_type is not None:
+            self.discard()
+        elif self._commit_on_close:
+            self.commit()
+
+    @property
+    def pending(self) -> Path:
+        """The table under its temporary name: complete once the writer closed, until :meth:`commit`."""
+        return self._tmp
+
+    def commit(self) -> None:
+        """Rename the closed, complete table to :attr:`path` (replacing a file there).
+
+        Raises
+        ------
+        OutputError
+            The rename failed (permissions, a folder at :attr:`path`).
+        """
+        try:
             os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot write table: {exc.strerror or exc}", path=self.path) from exc
+
+    def discard(self) -> None:
+        """Remove the table under its temporary name (nothing at :attr:`path` is touched)."""
+        self._tmp.unlink(missing_ok=True)

@@ -136,6 +136,11 @@ def _digest(p: Path, internal: str | None, files: list[Path], stats: list[os.sta
     return entry
 
 
-def _digest_external(path: Path) -> dict[str, Any]:
+def _digest_external(path: Path, content: Path | None = None) -> dict[str, Any]:
+    """The record of an output outside the folder: its path, and the size and sha256 of ``content``.
+
+    ``content`` is where the file is now when it is renamed to ``path`` later (default ``path``).
+    """
     f = path.absolute()
-    return {"path": str(f), "size": f.stat().st_size, "sha256": digest_file(f)}
+    read = content if content is not None else f
+    return {"path": str(f), "size": read.stat().st_size, "sha256": digest_file(read)}

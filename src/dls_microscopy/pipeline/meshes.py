@@ -41,6 +41,7 @@ def run_meshes(
     (``smooth`` defaults to 20 here, as in the CLI).  The descriptor table, written
     outside ``outdir``, is recorded in the manifest's ``external_outputs`` (path, size,
     sha256), so verify detects a change to it, and a recompute writes it again elsewhere.
+    It is renamed into place after ``outdir``: its digest is read under its temporary name.
 
     Returns
     -------
@@ -64,7 +65,7 @@ def run_meshes(
         "spacing": [float(v) for v in spacing] if spacing is not None else None,
     }
 
-    def finish(tmp: Path) -> None:
+    def finish(tmp: Path, pending_table: Path | None) -> None:
         write_manifest(
             tmp,
             command="mesh",
@@ -74,8 +75,10 @@ def run_meshes(
             parameters=arguments,
             entry_point=ENTRY_POINT,
             arguments=arguments,
-            # written beside the folder: its path, size and sha256 (the table is complete by now)
+            # written beside the folder: its path, size and sha256 (the table is complete by now,
+            # under its temporary name: it is renamed to its path once the folder is in place)
             external_outputs={"descriptors_path": table} if table is not None else None,
+            external_pending={"descriptors_path": pending_table} if pending_table is not None else None,
             execution=execution_record({}, threads=None, memory_budget=memory_budget),
         )
 

@@ -85,6 +85,7 @@ def write_manifest(
     seeds: Mapping[str, int] | None = None,
     external_outputs: Mapping[str, str | os.PathLike[str]] | None = None,
     execution: Mapping[str, Any] | None = None,
+    external_pending: Mapping[str, str | os.PathLike[str]] | None = None,
 ) -> Path:
     """Write ``outdir/manifest.json`` describing the files already in ``outdir``.
 
@@ -119,6 +120,10 @@ def write_manifest(
     execution : mapping, optional
         How the outputs were computed (devices as resolved, threads, memory:
         :func:`~dls_microscopy.pipeline._environment.execution_record`).
+    external_pending : mapping, optional
+        Role → where an external output is now, complete, when it is renamed to its
+        path in ``external_outputs`` only after ``outdir`` is in place: its size and
+        sha256 are read there, its final path is recorded.
 
     Returns
     -------
@@ -148,8 +153,10 @@ def write_manifest(
     if execution is not None:
         manifest["execution"] = dict(execution)
     if external_outputs:
+        pending = {role: Path(os.fspath(p)) for role, p in (external_pending or {}).items()}
         manifest["external_outputs"] = {
-            role: _digest_external(Path(os.fspath(p))) for role, p in sorted(external_outputs.items())
+            role: _digest_external(Path(os.fspath(p)), pending.get(role))
+            for role, p in sorted(external_outputs.items())
         }
     return save_manifest(out, manifest)
 
