@@ -17,7 +17,7 @@ from dls_microscopy.errors import InputError, OutputError
 from dls_microscopy.geometry import GlbWriter, export_meshes_command, mesh_objects, write_mesh_file
 from dls_microscopy.io import write_ome_zarr
 from dls_microscopy.pipeline.meshes import run_meshes
-from dls_microscopy.pipeline.provenance import verify_manifest
+from dls_microscopy.pipeline.verify import verify_manifest
 
 SPACING = (2.0, 0.5, 0.25)
 
@@ -146,7 +146,6 @@ def test_mesh_folder_has_a_provenance_manifest_that_verify_checks(tmp_path, labe
     records the absolute labels path, which the recompute gives too.
     """
     from dls_microscopy.cli import main
-    from dls_microscopy.pipeline.verify import verify_manifest
 
     write_ome_zarr(labels, tmp_path / "img.ome.zarr", axes="zyx", spacing=SPACING)
     monkeypatch.chdir(tmp_path)
@@ -167,7 +166,6 @@ def test_mesh_descriptors_file_is_recorded_in_the_manifest(tmp_path, labels):
     """``mesh --descriptors FILE`` writes beside the folder: the manifest records it (it did not)."""
     from dls_microscopy.cli import main
     from dls_microscopy.pipeline.provenance import digest_file
-    from dls_microscopy.pipeline.verify import verify_manifest
 
     write_ome_zarr(labels, tmp_path / "img.ome.zarr", axes="zyx", spacing=SPACING)
     out, table = tmp_path / "m", tmp_path / "shape.parquet"
