@@ -63,3 +63,27 @@ def test_remove_partials_takes_every_host(tmp_path, partials):
     removed = remove_partials(tmp_path)
     assert sorted(removed) == sorted(partials.values())
     assert [p.name for p in tmp_path.iterdir()] == ["kept"]
+
+
+def test_an_overwrite_whose_final_rename_fails_puts_the_old_output_back(tmp_path, monkeypatch):
+    """The old folder stayed under its hidden 'old-' name, where the next write removed it."""
+    import os
+
+    from dls_microscopy.errors import OutputError
+
+    final = tmp_path / "out"
+    with atomic_directory(final) as tmp:
+        (tmp / "v").write_text("1")
+    real = os.replace
+
+    def replace(src, dst):
+        new = ".partial-" in os.fspath(src) and "old-" not in os.fspath(src)
+        if new and os.fspath(dst) == os.fspath(final):
+            raise OSError(28, "No space left on device")  # the new folder cannot take the name
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OutputError, match="disk full"), atomic_directory(final, overwrite=True) as tmp:
+        (tmp / "v").write_text("2")
+    assert (final / "v").read_text() == "1"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -165,7 +165,12 @@ def atomic_directory(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
         if final.exists():
             trash = final.parent / _partial_name(final, "old-")
             os.replace(final, trash)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            if trash is not None and not final.exists():  # the old output goes back, not lost
+                os.replace(trash, final)
+            raise
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
     except BaseException as exc:
