@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from dls_microscopy.io.atomic import atomic_directory, remove_partials
+from dls_microscopy.io.atomic import atomic_directory, partial_file, remove_partials
 
 
 def _dead_pid() -> int:
@@ -87,3 +87,13 @@ def test_an_overwrite_whose_final_rename_fails_puts_the_old_output_back(tmp_path
         (tmp / "v").write_text("2")
     assert (final / "v").read_text() == "1"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_partial_files_are_each_writers_own_and_a_gone_writers_are_removed(tmp_path):
+
+    final = tmp_path / "table.parquet"
+    stale = tmp_path / f".table.parquet.partial-{_dead_pid()}-aaaa1111@{socket.gethostname()}"
+    stale.write_bytes(b"half a table")
+    a, b = partial_file(final), partial_file(final)
+    assert a != b and a.parent == b.parent == tmp_path  # beside the file: the rename stays on its disk
+    assert a.name.startswith(".table.parquet.partial-") and not stale.exists()

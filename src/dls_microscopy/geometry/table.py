@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dls_microscopy.errors import OutputError
+from dls_microscopy.io.atomic import partial_file
 
 __all__ = ["DescriptorTableWriter", "descriptor_schema"]
 
@@ -78,7 +79,7 @@ class DescriptorTableWriter:
     ) -> None:
         self.path = Path(path)
         self.schema = descriptor_schema(units, metadata)
-        self._tmp = self.path.with_name(f".{self.path.name}.partial")
+        self._tmp = partial_file(self.path)  # this writer's own name: two writers never share it
         self._commit_on_close = commit_on_close
         self._rows: list[dict[str, Any]] = []
         self._writer: Any = None

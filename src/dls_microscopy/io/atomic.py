@@ -26,7 +26,7 @@ import psutil
 
 from dls_microscopy.errors import DlsError, InputError, OutputError
 
-__all__ = ["atomic_directory", "refuse_output_over_inputs", "remove_partials"]
+__all__ = ["atomic_directory", "partial_file", "refuse_output_over_inputs", "remove_partials"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,28 @@ def _remove_stale_partials(final: Path) -> None:
     for entry in final.parent.iterdir():
         if entry.name.startswith(prefix) and _is_stale(entry.name[len(prefix) :]):
             log.info("removing stale partial output %s", entry)
-            shutil.rmtree(entry, ignore_errors=True)
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def partial_file(final: str | os.PathLike[str]) -> Path:
+    """Where to write a file that is renamed onto ``final`` (``os.replace``) once complete.
+
+    The name is this process's own (``.<name>.partial-<pid>-<token>@<host>``), so two
+    writers of one output never write into each other's file; partial files of
+    ``final`` left by writers that are gone (killed) are removed first.  The caller
+    creates the file, renames it, and removes it when writing fails.
+
+    Parameters
+    ----------
+    final : path-like
+        The file's final path; its folder must exist.
+    """
+    final = Path(final)
+    _remove_stale_partials(final)
+    return final.parent / _partial_name(final)
 
 
 def remove_partials(directory: str | os.PathLike[str]) -> list[Path]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from dls_microscopy.errors import InputError
 from dls_microscopy.features.tables import write_parquet
+from dls_microscopy.io.atomic import partial_file
 from dls_microscopy.pipeline.features import open_feature_inputs
 
 __all__ = ["apply_embeddings_to_file", "train_from_files"]
@@ -107,9 +108,12 @@ def apply_embeddings_to_file(
     meta.update(image=str(Path(os.fspath(image_path)).absolute()), spacing_um=list(image.spacing))
     table = table.replace_schema_metadata({b"dls_microscopy": json.dumps(meta, sort_keys=True).encode()})
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    write_parquet(table, tmp)
-    os.replace(tmp, out)
+    tmp = partial_file(out)
+    try:
+        write_parquet(table, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; a failed write leaves nothing
     return {
         "out": str(out.absolute()),
         "n_objects": table.num_rows,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dls_microscopy.errors import CorruptDataError, InputError, ModelNotFoundError
+from dls_microscopy.io.atomic import partial_file
 
 __all__ = ["MODEL_FORMAT", "ModelRecord", "load_model", "metadata_path", "save_model", "sha256_file"]
 
@@ -98,12 +99,15 @@ def save_model(net: Any, record: ModelRecord, path: str | os.PathLike[str]) -> M
         raise InputError("give the weights file name (e.g. model.pt); the .json record goes beside it")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = partial_file(path)
     # through a file object: given a path, torch names the archive's folder after the file,
     # and the same weights saved as a.pt and b.pt would differ in bytes and sha256
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; a failed write leaves nothing
     record = dataclasses.replace(record, weights_sha256=sha256_file(path))
     meta = metadata_path(path)
     meta.write_text(json.dumps(dataclasses.asdict(record), indent=1, sort_keys=True) + "\n", encoding="utf-8")
