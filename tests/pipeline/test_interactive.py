@@ -62,16 +62,17 @@ def test_segmenter_parameters_come_from_the_params_model():
     assert params["seed_contrast"]["unset"] == "off" and params["smoothing_um"]["unset"] == "automatic"
 
 
+def _watershed(image, output, **kwargs):
+    """The sample's nuclei segmented as the app does (diameter 6 µm, CPU, 64 MB blocks)."""
+    return segment_volume(
+        image, method="watershed", params={"diameter_um": 6.0}, device="cpu", memory_budget="64MB",
+        output=output, **kwargs,
+    )  # fmt: skip
+
+
 def test_segment_volume_and_cancel(sample, tmp_path):
     image = sample.as_volume().select(c=0)
-    res = segment_volume(
-        image,
-        method="watershed",
-        params={"diameter_um": 6.0},
-        device="cpu",
-        memory_budget="64MB",
-        output=tmp_path / "nuclei.ome.zarr",
-    )
+    res = _watershed(image, tmp_path / "nuclei.ome.zarr")
     assert res.n_objects > 5 and res.labels.spatial_shape == image.spatial_shape
     assert res.labels.spacing == image.spacing
     record = res.labels.metadata["dls_microscopy"]
@@ -98,16 +99,7 @@ def test_segment_volume_records_the_time_point_and_the_files_voxel_size(sample, 
     """The app's labels say what the segment command's say: which time point of a series, and
     the file's voxel size where the app's is another (as ``--spacing`` records it)."""
     image = sample.as_volume().select(c=0)
-    res = segment_volume(
-        image,
-        method="watershed",
-        params={"diameter_um": 6.0},
-        device="cpu",
-        memory_budget="64MB",
-        output=tmp_path / "t2.ome.zarr",
-        source_time_point=2,
-        spacing_from_file=(2, 1, 1),
-    )
+    res = _watershed(image, tmp_path / "t2.ome.zarr", source_time_point=2, spacing_from_file=(2, 1, 1))
     seg = res.labels.metadata["dls_microscopy"]["segmentation"]
     assert seg["time_point"] == 2 and seg["n_objects"] == res.n_objects
     assert seg["spacing_um"] == [1.0, 0.5, 0.5] and seg["spacing_from_file_um"] == [2.0, 1.0, 1.0]
