@@ -256,11 +256,12 @@ def test_a_failed_folder_commit_leaves_no_descriptor_table(tmp_path, label_store
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out", "shape.parquet"]
 
 
-def test_a_failed_overwrite_leaves_no_table_beside_other_meshes(tmp_path, label_store, monkeypatch):
-    """A table that stays is always the table of the meshes in place: the old one goes first."""
+def test_a_failed_overwrite_keeps_the_old_meshes_with_their_table(tmp_path, label_store, monkeypatch):
+    """A table that stays is always the table of the meshes in place: the old one goes aside first,
+    and comes back with its meshes when the new ones cannot take their place."""
     out, table = tmp_path / "out", tmp_path / "shape.parquet"
     export_meshes_command(label_store, out, descriptors_path=table, smooth=0)
-    before = (out / "meshes.json").read_bytes()
+    before, old_table = (out / "meshes.json").read_bytes(), table.read_bytes()
     rename = os.replace
 
     def failing(src, dst, *args, **kwargs):
@@ -271,9 +272,25 @@ def test_a_failed_overwrite_leaves_no_table_beside_other_meshes(tmp_path, label_
     monkeypatch.setattr(os, "replace", failing)
     with pytest.raises(OutputError, match="I/O error"):
         export_meshes_command(label_store, out, descriptors_path=table, smooth=3, overwrite=True)
-    # the old meshes stay; the old table went just before they were to be replaced, the new never came
-    assert (out / "meshes.json").read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+    # the old meshes stay, with their table; the new table never came
+    assert (out / "meshes.json").read_bytes() == before and table.read_bytes() == old_table
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out", "shape.parquet"]
+
+
+def test_a_descriptor_table_inside_the_mesh_folder_is_refused(tmp_path, label_store):
+    """The folder is replaced as a whole: a table in it was lost after the meshes were committed."""
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="outside the mesh folder"):
+        export_meshes_command(label_store, out, descriptors_path=out / "shape.parquet", smooth=0)
+    assert not out.exists()
+
+
+def test_a_label_name_in_an_image_without_labels_is_refused_at_any_level(tmp_path):
+    """With a level, the image itself was opened and meshed as if it were labels."""
+    img = write_ome_zarr(np.zeros((8, 32, 32), np.uint16), tmp_path / "img.ome.zarr", axes="zyx", n_levels=2)
+    for level in (0, 1):
+        with pytest.raises(InputError, match="no label images in this file"):
+            export_meshes_command(img, tmp_path / f"m{level}", label_name="nuclei", level=level)
 
 
 @pytest.mark.parametrize("stage", ["folder", "table"])

@@ -65,10 +65,10 @@ def open_label_volume(
     vol = open_volume(path, spacing=spacing)
     if vol.labels:
         vol = open_labels(path, label_name, spacing=spacing, level=level)
-    elif level:
-        vol = vol.at_level(level)
     elif label_name is not None:
         raise InputError(f"no label images in this file (asked for {label_name!r})", path=path)
+    elif level:
+        vol = vol.at_level(level)
     for axis in "tc":
         if axis in vol.axes:
             if vol.axis_size(axis) != 1:
@@ -150,7 +150,7 @@ def export_meshes_command(
         Summary: ``n_objects``, ``n_faces``, ``n_not_watertight``, paths of the
         index, mesh files and table, ``seconds``.
     """
-    from dls_microscopy.io.atomic import atomic_directory, refuse_output_over_inputs
+    from dls_microscopy.io.atomic import atomic_directory, partial_file, refuse_output_over_inputs
 
     fmt = fmt.lower()
     if fmt not in FORMATS:
@@ -158,6 +158,12 @@ def export_meshes_command(
     refuse_output_over_inputs(outdir, [labels_path])
     if descriptors_path is not None:
         refuse_output_over_inputs(descriptors_path, [labels_path])
+        if Path(descriptors_path).absolute().is_relative_to(Path(outdir).absolute()):
+            raise InputError(
+                "the descriptor table goes outside the mesh folder, which is replaced as a whole "
+                "(it holds the meshes, meshes.json and manifest.json): give another path",
+                path=Path(descriptors_path),
+            )
         if Path(descriptors_path).exists() and not overwrite:
             raise OutputError(
                 "descriptors file already exists (use overwrite / --overwrite)", path=Path(descriptors_path)
@@ -172,6 +178,8 @@ def export_meshes_command(
     entries: list[dict[str, Any]] = []
     table_path = Path(descriptors_path) if descriptors_path is not None else None
     table: DescriptorTableWriter | None = None  # closed complete under a temporary name, renamed last
+    aside: Path | None = None  # the table of the meshes being replaced, until the new ones are in place
+    committed = False
     try:
         with atomic_directory(outdir, overwrite=overwrite) as tmp:
             sinks = _Sinks(tmp, fmt, table_path, vol, options)
@@ -194,17 +202,25 @@ def export_meshes_command(
             write_manifest(tmp / INDEX_NAME, index)
             if finish is not None:
                 finish(tmp, table.pending if table is not None else None)
-            if table_path is not None:
-                # a table already there describes the meshes being replaced: it goes before
-                # them, so that no table ever stands beside meshes it was not made from
-                table_path.unlink(missing_ok=True)
+            if table_path is not None and table_path.exists():
+                # a table already there describes the meshes being replaced: it goes aside before
+                # them, so that no table ever stands beside meshes it was not made from, and comes
+                # back if they stay
+                aside = partial_file(table_path)
+                os.replace(table_path, aside)
+        committed = True
         # the meshes are in place: now their table (a run stopped in between leaves none)
         if table is not None:
             table.commit()
     except BaseException:
         if table is not None:
             table.discard()
+        if aside is not None and not committed and table_path is not None and not table_path.exists():
+            os.replace(aside, table_path)  # the old meshes stayed: so does their table
         raise
+    finally:
+        if aside is not None:
+            aside.unlink(missing_ok=True)
     summary = {
         "labels": str(labels_path),
         "outdir": str(outdir),
