@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from dls_microscopy.errors import OutputError
 from dls_microscopy.io.atomic import atomic_directory, partial_file, remove_partials
 
 
@@ -97,3 +98,23 @@ def test_partial_files_are_each_writers_own_and_a_gone_writers_are_removed(tmp_p
     a, b = partial_file(final), partial_file(final)
     assert a != b and a.parent == b.parent == tmp_path  # beside the file: the rename stays on its disk
     assert a.name.startswith(".table.parquet.partial-") and not stale.exists()
+
+
+def test_a_second_writer_in_this_process_leaves_the_first_ones_partials_alone(tmp_path):
+    """Another thread writing the same output took the first writer's partial for a leftover."""
+    final = tmp_path / "table.parquet"
+    a = partial_file(final)
+    a.write_bytes(b"being written")
+    b = partial_file(final)
+    assert a.exists() and a != b
+    with atomic_directory(tmp_path / "out") as first:
+        (first / "x").write_text("1")
+        with pytest.raises(OutputError), atomic_directory(tmp_path / "out") as second:
+            (second / "y").write_text("2")
+            raise OSError(5, "I/O error")
+        assert (first / "x").exists()
+    assert (tmp_path / "out" / "x").read_text() == "1"
+    # a failed write of this process, no longer live, is a leftover for the next write
+    with pytest.raises(RuntimeError), atomic_directory(tmp_path / "gone") as left:
+        raise RuntimeError("stop")
+    assert not left.exists()

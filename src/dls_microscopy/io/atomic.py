@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -40,18 +41,27 @@ def _partial_name(final: Path, kind: str = "") -> str:
     return f"{_partial_prefix(final)}{os.getpid()}-{kind}{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
 
 
-def _is_stale(rest: str) -> bool:
-    """Whether the writer of a partial directory (its name after the prefix) is gone.
+#: Partial directories this process is writing now (their names): another write of the same
+#: output in this process (another thread) must not take them for leftovers
+_LIVE: set[str] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def _is_stale(rest: str, *, own: bool = True) -> bool:
+    """Whether the writer of a partial output (its name after the prefix) is gone.
 
     Only processes of this host can be checked; names without a host come from
-    versions that wrote none, on this machine.
+    versions that wrote none, on this machine.  ``own``: what a name of this very
+    process is (a leftover of an earlier failed write, unless it is live).
     """
     owner, at, host = rest.rpartition("@")
     if at and host != socket.gethostname():
         return False
     pid_text = (owner if at else rest).split("-", 1)[0]
-    if not pid_text.isdigit() or int(pid_text) == os.getpid():
+    if not pid_text.isdigit():
         return True
+    if int(pid_text) == os.getpid():
+        return own
     return not psutil.pid_exists(int(pid_text))
 
 
@@ -59,22 +69,29 @@ def _remove_stale_partials(final: Path) -> None:
     prefix = _partial_prefix(final)
     if not final.parent.is_dir():
         return
+    with _LIVE_LOCK:
+        live = set(_LIVE)
     for entry in final.parent.iterdir():
-        if entry.name.startswith(prefix) and _is_stale(entry.name[len(prefix) :]):
+        if not entry.name.startswith(prefix) or entry.name in live:
+            continue
+        rest = entry.name[len(prefix) :]
+        if entry.is_dir() and _is_stale(rest):
             log.info("removing stale partial output %s", entry)
-            if entry.is_dir():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
+            shutil.rmtree(entry, ignore_errors=True)
+        # a partial file of this process is its writer's, who removes it when the write fails
+        elif not entry.is_dir() and _is_stale(rest, own=False):
+            log.info("removing stale partial output %s", entry)
+            entry.unlink(missing_ok=True)
 
 
 def partial_file(final: str | os.PathLike[str]) -> Path:
     """Where to write a file that is renamed onto ``final`` (``os.replace``) once complete.
 
-    The name is this process's own (``.<name>.partial-<pid>-<token>@<host>``), so two
+    The name is this writer's own (``.<name>.partial-<pid>-<token>@<host>``), so two
     writers of one output never write into each other's file; partial files of
-    ``final`` left by writers that are gone (killed) are removed first.  The caller
-    creates the file, renames it, and removes it when writing fails.
+    ``final`` left by processes that are gone (killed) are removed first, never those
+    of this process or of a live one.  The caller creates the file, renames it, and
+    removes it when writing fails.
 
     Parameters
     ----------
@@ -180,6 +197,8 @@ def atomic_directory(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
         tmp.mkdir()
     except OSError as exc:
         raise OutputError(f"cannot create output: {exc.strerror or exc}", path=final) from exc
+    with _LIVE_LOCK:
+        _LIVE.add(tmp.name)
     try:
         yield tmp
         trash = None
@@ -200,3 +219,6 @@ def atomic_directory(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
             reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
             raise OutputError(f"writing failed: {reason}", path=final) from exc
         raise
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(tmp.name)
