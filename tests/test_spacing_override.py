@@ -257,3 +257,28 @@ def test_three_values_for_a_2d_image_say_it_is_2d(tmp_path):
     with pytest.raises(InputError) as info:  # the image's dimensions are the reason, not the spacing
         check_inputs(load_config(cfg))
     assert "3D" in str(info.value) and "input.spacing" not in str(info.value)
+
+
+def test_a_wrong_level_with_a_given_voxel_size_warns_nothing_of_1_um(tmp_path, pair, caplog):
+    """The check's retry at full resolution opened the file outside the given voxel size."""
+    import logging
+
+    from dls_microscopy.pipeline.checks import check_inputs
+    from dls_microscopy.pipeline.config import load_config
+
+    image, _, _ = pair
+    cfg = tmp_path / "pipeline.yaml"
+    cfg.write_text(
+        f"input:\n  path: {image}\n  level: 2\n  spacing: [2, 0.5, 0.5]\noutput:\n  path: {tmp_path / 'o'}\n"
+        "steps:\n  segment: {method: watershed}\n  features: {}\ncompute:\n  device: cpu\n"
+    )
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        with pytest.raises(InputError, match=r"input\.level"):
+            check_inputs(load_config(cfg))
+    assert not [r for r in caplog.records if "1 µm" in r.getMessage()]
+
+
+def test_the_checks_that_moved_to_verify_still_import_from_provenance():
+    from dls_microscopy.pipeline import provenance, verify
+
+    assert provenance.verify_manifest is verify.verify_manifest and provenance.Mismatch is verify.Mismatch

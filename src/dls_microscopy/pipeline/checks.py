@@ -179,20 +179,20 @@ def _check_first_field(cfg: PipelineConfig, spec: FieldSpec, segmenter: Any, *, 
     from dls_microscopy.io import open_volume
     from dls_microscopy.spacing import spacing_given
 
-    try:
-        with spacing_given(cfg.input.spacing is not None):  # no "using 1 µm" when it is given
+    with spacing_given(cfg.input.spacing is not None):  # no "using 1 µm" when it is given
+        try:
             image = open_volume(spec.source, series=spec.series, level=cfg.input.level)
-    except DlsError as exc:
-        if cfg.input.level != 0:
-            try:  # a field that opens at full resolution: the level is what is wrong
-                open_volume(spec.source, series=spec.series, level=0)
-            except DlsError:
-                pass
-            else:
-                raise _keyed("input.level", exc.reason, exc.path) from None
-        if only_source:
-            raise
-        return
+        except DlsError as exc:
+            if cfg.input.level != 0:
+                try:  # a field that opens at full resolution: the level is what is wrong
+                    open_volume(spec.source, series=spec.series, level=0)
+                except DlsError:
+                    pass
+                else:
+                    raise _keyed("input.level", exc.reason, exc.path) from None
+            if only_source:
+                raise
+            return
     n_series = int(image.metadata.get("series_count", 1) or 1)
     if n_series > 1:
         log.warning(

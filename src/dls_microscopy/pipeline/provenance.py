@@ -30,6 +30,23 @@ from dls_microscopy.pipeline._digests import (
 )
 from dls_microscopy.pipeline._environment import created_by, software_versions
 
+#: Names that moved to :mod:`dls_microscopy.pipeline.verify` (2026-11-28), still importable here
+_MOVED_TO_VERIFY = frozenset(
+    {"Mismatch", "Moved", "check_models", "check_outputs", "check_self_digest", "relocate",
+     "verify_folder", "verify_manifest"}
+)  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    """``provenance.verify_manifest`` and the other checks, as before they moved (lazily: verify
+    imports this module)."""
+    if name in _MOVED_TO_VERIFY:
+        from dls_microscopy.pipeline import verify
+
+        return getattr(verify, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "MANIFEST_NAME",
     "RUN_COMMAND",
