@@ -75,6 +75,24 @@ def test_info_of_segmented_labels_says_how_they_were_made(capsys, tmp_path):
     assert record["segmentation"]["n_objects"] == 1 and "numpy" in record["software"]["packages"]
 
 
+def test_paths_with_brackets_print_as_they_are(capsys, tmp_path):
+    """rich read "[a]" in a path as a style tag (dropped) and "[/a]" as a closing one (a traceback)."""
+    for folder in ("run[a]", "run[/a]"):
+        code, _, err = run(capsys, "info", str(tmp_path / folder / "missing.zarr"))
+        assert code == 2 and f"{folder}/missing.zarr" in err and "Traceback" not in err
+    path = write_ome_zarr(np.zeros((4, 8, 8), np.uint8), tmp_path / "run[/a]" / "s.ome.zarr", axes="zyx")
+    code, out, _ = run(capsys, "info", str(path))
+    assert code == 0 and str(path) in out.replace("\n", "").replace("│", "").replace(" ", "")
+
+
+def test_the_label_record_summary_takes_records_of_other_shapes():
+    from dls_microscopy.cli.data import _made_by
+
+    text = _made_by({"segmentation": {"method": "x", "spacing_um": [1, None, "a"], "params": {"a": None}}})
+    assert "voxel 1 × None × a µm" in text and "parameters" not in text
+    assert _made_by({"other": 1}) == "{'other': 1}"
+
+
 def test_info_table_wraps_long_values_instead_of_cutting_them(tmp_path):
     """A long path in a narrow terminal was cut with "…" in its table cell."""
     folder = tmp_path / ("a_rather_long_folder_name_" * 3)

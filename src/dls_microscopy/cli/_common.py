@@ -33,8 +33,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-out = Console()
-err = Console(stderr=True)
+# no markup in what is printed: paths and names may hold brackets ("plate[1]"), which rich read
+# as style tags (dropped, or a MarkupError for "[/x]"); the few styled words pass markup=True
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 log = logging.getLogger("dls_microscopy")
 
 
@@ -90,7 +92,7 @@ class RichProgress:
 
     def __init__(self, enabled: bool = True) -> None:
         self.progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # may name a file or label image
             BarColumn(),
             TextColumn("{task.completed}/{task.total}"),
             TimeElapsedColumn(),

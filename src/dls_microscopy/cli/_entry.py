@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from dls_microscopy.cli._common import app, err, log
 from dls_microscopy.errors import DlsError, InputError, ModelNotFoundError, OutputError
@@ -26,7 +27,9 @@ def _show_warning(
     file: Any = None,
     line: str | None = None,
 ) -> None:
-    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+    err.print(
+        f"[yellow]warning:[/yellow] {escape(str(message))}", markup=True, highlight=False, soft_wrap=True
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,10 +78,10 @@ def _run(argv: list[str] | None) -> int:
         if isinstance(rc, int) and rc:
             return rc
     except (InputError, OutputError, ModelNotFoundError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         return 2
     except DlsError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
         return 1
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
@@ -94,7 +97,8 @@ def _run(argv: list[str] | None) -> int:
             return int(exc.exit_code)
         log.debug("internal error", exc_info=True)
         err.print(
-            f"[red]internal error:[/red] {type(exc).__name__}: {exc} (run with -vv for details)",
+            f"[red]internal error:[/red] {escape(f'{type(exc).__name__}: {exc}')} (run with -vv for details)",
+            markup=True,
             highlight=False,
             soft_wrap=True,
         )

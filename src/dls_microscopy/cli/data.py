@@ -77,15 +77,15 @@ def _made_by(record: dict[str, Any]) -> str:
         if seg.get("n_objects") is not None:
             lines.append(f"{seg['n_objects']} objects")
         if isinstance(seg.get("spacing_um"), list):
-            voxel = f"voxel {' × '.join(f'{v:g}' for v in seg['spacing_um'])} µm"
+            voxel = f"voxel {_by(seg['spacing_um'])} µm"
             if seg.get("level"):
                 voxel += f" at resolution level {seg['level']}"
             if isinstance(seg.get("spacing_from_file_um"), list):
-                voxel += f" (given; the file's: {' × '.join(f'{v:g}' for v in seg['spacing_from_file_um'])})"
+                voxel += f" (given; the file's: {_by(seg['spacing_from_file_um'])})"
             lines.append(voxel)
-        params = seg.get("params")
-        if isinstance(params, dict) and params:
-            set_ = ", ".join(f"{k}={v}" for k, v in params.items() if v is not None)
+        params = seg.get("params") if isinstance(seg.get("params"), dict) else {}
+        set_ = ", ".join(f"{k}={v}" for k, v in params.items() if v is not None)
+        if set_:
             lines.append(f"parameters: {set_}")
     model = record.get("model")
     if isinstance(model, dict) and (model.get("path") or model.get("name")):
@@ -112,6 +112,11 @@ def _made_by(record: dict[str, Any]) -> str:
     if made:
         lines.append("by " + ", ".join(made))
     return "\n".join([*lines, "(all of it: --json)"]) if lines else str(record)
+
+
+def _by(values: list[Any]) -> str:
+    """``[1, 0.3, 0.3]`` as ``1 × 0.3 × 0.3`` (an entry that is not a number as it is)."""
+    return " × ".join(f"{v:.6g}" if isinstance(v, int | float) else str(v) for v in values)
 
 
 # -- convert -------------------------------------------------------------------

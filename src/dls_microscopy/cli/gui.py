@@ -39,6 +39,7 @@ def gui(
                 f"the desktop app needs the 'gui' extra (missing: {', '.join(missing)}); "
                 "install it with: pip install 'dls-microscopy[gui]'"
             ),
+            markup=True,
             highlight=False,
             soft_wrap=True,
         )
@@ -53,6 +54,7 @@ def gui(
         err.print(
             "[red]error:[/red] no display: the desktop app needs a graphical session "
             "(or run it under xvfb-run)",
+            markup=True,
             highlight=False,
             soft_wrap=True,
         )

@@ -69,5 +69,5 @@ def run_command(
             f"outputs, run.log and pipeline.resolved.yaml: {summary.output}", highlight=False, soft_wrap=True
         )
     if not summary.ok:
-        err.print(f"[red]{summary.count('failed')} field(s) failed[/red] (see run_summary.json)")
+        err.print(f"[red]{summary.count('failed')} field(s) failed[/red] (see run_summary.json)", markup=True)
         raise typer.Exit(EXIT_FIELDS_FAILED)

@@ -47,7 +47,7 @@ class RunProgress(NoProgress):
     """
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, markup=False)
         self.progress = Progress(
             TextColumn("[bold]fields"),
             BarColumn(),
@@ -56,7 +56,7 @@ class RunProgress(NoProgress):
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[current]}"),
+            TextColumn("{task.fields[current]}", markup=False),  # field keys come from file names
             console=self.console,
             transient=False,
         )
