@@ -79,8 +79,7 @@ def check_spacing(
     if len(values) > len(spatial_axes):  # most often a 2D image where 3D was expected
         raise InputError(
             f"the voxel size has {len(values)} values, and the image has {len(spatial_axes)} spatial "
-            f"axes ({', '.join(spatial_axes)}): a {len(spatial_axes)}D image; give "
-            f"{len(spatial_axes)} values or one",
+            f"axes ({', '.join(spatial_axes)}): a {len(spatial_axes)}D image",
             path=source,
         )
     if len(values) != len(spatial_axes):

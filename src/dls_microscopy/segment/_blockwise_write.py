@@ -195,7 +195,7 @@ def segmentation_record(
         # at the level segmented, like spacing_um: each level keeps its factor to level 0
         full = image.level_spacings[0]
         seg["spacing_from_file_um"] = [
-            float(f * s / b)
+            float(f"{f * s / b:.12g}")  # 0.3 * 0.2 / 0.1 is 0.6, not 0.6000000000000001
             for f, s, b in zip(volume.metadata["spacing_from_file_um"], image.spacing, full, strict=True)
         ]
     if provenance is None:
