@@ -193,9 +193,12 @@ def test_mesh_command_meshes_the_level_asked_for(tmp_path, labels):
     write_ome_zarr(labels, store, axes="zyx", spacing=SPACING, n_levels=2)
     level1 = open_volume(store, level=1)
     assert level1.spacing != SPACING
-    summary = export_meshes_command(store, tmp_path / "out", level=1)
+    table = tmp_path / "shape.parquet"
+    summary = export_meshes_command(store, tmp_path / "out", level=1, descriptors_path=table)
     index = json.loads((tmp_path / "out" / "meshes.json").read_text())
     assert index["level"] == 1 and index["spacing_um"] == dict(zip("zyx", level1.spacing, strict=True))
+    meta = pq.read_schema(table).metadata
+    assert json.loads(meta[b"level"]) == 1 and json.loads(meta[b"spacing_um"]) == list(level1.spacing)
     expected = {m.id: m for m in mesh_objects(level1)}
     assert summary["n_objects"] == len(expected)
     assert {o["id"]: o["n_faces"] for o in index["objects"]} == {i: m.n_faces for i, m in expected.items()}
