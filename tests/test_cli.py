@@ -287,6 +287,22 @@ def test_mesh_command_writes_meshes_and_descriptors(capsys, store, tmp_path):
     assert table.num_rows == 1
 
 
+def test_mesh_level_option_meshes_that_level_and_verifies(capsys, tmp_path):
+    lab = np.zeros((8, 48, 48), np.uint16)
+    lab[2:6, 8:24, 8:24] = 1
+    lab[2:7, 28:44, 26:46] = 2
+    store = write_ome_zarr(lab, tmp_path / "lab.ome.zarr", axes="zyx", spacing=(1, 0.5, 0.5), n_levels=2)
+    out = tmp_path / "m1"
+    code, stdout, err = run(capsys, "mesh", str(store), str(out), "--level", "1", "--json", "--no-progress")
+    assert code == 0, err
+    assert json.loads(stdout)["n_objects"] == 2
+    index = json.loads((out / "meshes.json").read_text())
+    assert index["level"] == 1 and index["spacing_um"] == {"z": 1.0, "y": 1.0, "x": 1.0}
+    assert run(capsys, "verify", str(out), "--recompute")[0] == 0  # the level is recorded
+    code, _, err = run(capsys, "mesh", str(store), str(tmp_path / "m5"), "--level", "5")
+    assert code == 2 and "level 5 does not exist" in err and not (tmp_path / "m5").exists()
+
+
 def test_time_point_option_of_segment_features_and_embed(capsys, tmp_path):
     """A time series: without --time-point a one-line error naming the option; with it, that point."""
     from dls_microscopy.sample_data import make_synthetic_nuclei

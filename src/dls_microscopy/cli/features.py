@@ -50,6 +50,9 @@ def mesh(
     ] = None,
     label_name: Annotated[str | None, typer.Option(help="NGFF label image inside an OME-Zarr image.")] = None,
     spacing: SpacingOption = None,
+    level: Annotated[
+        int, typer.Option(min=0, help="Resolution level of the labels' pyramid to mesh (0: full resolution).")
+    ] = 0,
     memory_budget: Annotated[str, typer.Option(help="Memory for reading label blocks, e.g. 1GB.")] = "1GB",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing OUTDIR.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -71,6 +74,7 @@ def mesh(
             overwrite=overwrite,
             memory_budget=parse_size(memory_budget),
             spacing=parse_spacing(spacing),
+            level=level,
         )
     if as_json:
         out.print_json(json.dumps(summary, default=str))

@@ -34,6 +34,7 @@ def run_meshes(
     progress: ProgressCallback | None = None,
     overwrite: bool = False,
     spacing: Sequence[float] | None = None,
+    level: int = 0,
 ) -> dict[str, Any]:
     """Mesh every object of a labels file into ``outdir``, with a provenance manifest.
 
@@ -63,6 +64,7 @@ def run_meshes(
         "memory_budget": memory_budget,
         "descriptors_path": str(table) if table is not None else None,
         "spacing": [float(v) for v in spacing] if spacing is not None else None,
+        "level": int(level),
     }
 
     def finish(tmp: Path, pending_table: Path | None) -> None:
@@ -95,6 +97,7 @@ def run_meshes(
         memory_budget=memory_budget,
         finish=finish,
         spacing=spacing,
+        level=level,
     )
     return {**summary, "manifest": str(Path(outdir) / MANIFEST_NAME)}
 
