@@ -303,6 +303,36 @@ def test_mesh_level_option_meshes_that_level_and_verifies(capsys, tmp_path):
     assert code == 2 and "level 5 does not exist" in err and not (tmp_path / "m5").exists()
 
 
+def test_features_level_option_measures_that_level_and_verifies(capsys, tmp_path):
+    import pyarrow.parquet as pq
+
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+
+    s = make_synthetic_nuclei((16, 64, 64), seed=8)
+    img, lab = np.asarray(s.image[0]), np.asarray(s.labels)
+    store = write_ome_zarr(
+        img, tmp_path / "s.ome.zarr", axes="zyx", spacing=(1, 0.5, 0.5), n_levels=2, labels={"nuclei": lab}
+    )
+    out = tmp_path / "f1"
+    code, _, err = run(capsys, "features", str(store), "nuclei", str(out), "--level", "1", "--no-progress")
+    assert code == 0, err
+    objects = pq.read_table(out / "objects.parquet").to_pandas()
+    coarse = np.asarray(open_labels(store, "nuclei", level=1).data)
+    ids, counts = np.unique(coarse[coarse > 0], return_counts=True)
+    assert list(objects["Metadata_ObjectID"]) == list(ids)
+    np.testing.assert_allclose(objects["Nuclei_AreaShape_Volume"], counts * 1.0 * 1.0 * 1.0)  # 1 µm voxels
+    assert run(capsys, "verify", str(out), "--recompute")[0] == 0
+    # a label file made on that level's grid serves; one of full resolution is refused, saying why
+    tifffile.imwrite(tmp_path / "coarse.tif", coarse)
+    code, _, err = run(capsys, "features", str(store), str(tmp_path / "coarse.tif"), str(tmp_path / "f2"),
+                       "--level", "1", "--no-progress")  # fmt: skip
+    assert code == 0, err
+    tifffile.imwrite(tmp_path / "full.tif", lab)
+    code, _, err = run(capsys, "features", str(store), str(tmp_path / "full.tif"), str(tmp_path / "f3"),
+                       "--level", "1")  # fmt: skip
+    assert code == 2 and "resolution level 1" in err and not (tmp_path / "f3").exists()
+
+
 def test_time_point_option_of_segment_features_and_embed(capsys, tmp_path):
     """A time series: without --time-point a one-line error naming the option; with it, that point."""
     from dls_microscopy.sample_data import make_synthetic_nuclei

@@ -108,6 +108,12 @@ def features(
         int | None, typer.Option(help="Time point to measure, for time series (from 0).")
     ] = None,
     spacing: SpacingOption = None,
+    level: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Resolution level to measure, of the image and its labels (0: full resolution)."
+        ),
+    ] = 0,
     percentile: Annotated[
         list[float] | None, typer.Option(help="Intensity percentile; repeatable (default 25, 50, 75).")
     ] = None,
@@ -148,6 +154,7 @@ def features(
             series=series,
             time_point=time_point,
             spacing=parse_spacing(spacing),
+            level=level,
             percentiles=tuple(percentile) if percentile else (25.0, 50.0, 75.0),
             radial_shells=radial_shells,
             csv=csv,

@@ -51,13 +51,16 @@ def open_feature_inputs(
     time_point: int | None = None,
     series: int = 0,
     spacing: Sequence[float] | None = None,
+    level: int = 0,
 ) -> tuple[Volume, Volume, Any]:
     """Open the image and its labels lazily and check that they belong together.
 
     ``labels`` is a path (any readable format, or an NGFF label group), or the
     name of a label image stored in the OME-Zarr ``image_path``.  ``spacing``
     (µm at full resolution, :meth:`~dls_microscopy.volume.Volume.with_spacing`)
-    replaces the voxel size of both files.
+    replaces the voxel size of both files.  ``level``: the image's resolution
+    level to measure, and the labels' level of it (a label file of one level
+    serves when it has that level's shape).
 
     Returns
     -------
@@ -69,12 +72,12 @@ def open_feature_inputs(
     from dls_microscopy.features.runs import check_label_dtype
     from dls_microscopy.io import open_labels, open_volume, split_dataset_path
 
-    image = open_volume(image_path, series=series, spacing=spacing)
+    image = open_volume(image_path, series=series, spacing=spacing, level=level)
     if split_dataset_path(labels)[0].exists():
-        lab = open_volume(labels, spacing=spacing)
+        lab = _labels_at_level(open_volume(labels, spacing=spacing), image, level)
     elif str(labels) in image.labels:
         # the image's own store: for a plate, the field opened (it said "no zarr group here")
-        lab = open_labels(image.source or image_path, str(labels), spacing=spacing)
+        lab = open_labels(image.source or image_path, str(labels), spacing=spacing, level=level)
     else:
         avail = ", ".join(image.labels) or "none"
         raise InputError(
@@ -104,6 +107,22 @@ def open_feature_inputs(
             stacklevel=3,
         )
     return image, lab, channel_data(image, channels)
+
+
+def _labels_at_level(lab: Volume, image: Volume, level: int) -> Volume:
+    """A label file's level ``level``; its only level where that has the image level's shape."""
+    if not level:
+        return lab
+    if level < len(lab.levels):
+        return lab.at_level(level)
+    if lab.spatial_shape == image.spatial_shape:  # labels made on that level's grid
+        return lab
+    raise InputError(
+        f"the image is measured at resolution level {level}, shape {image.spatial_shape} (zyx), "
+        f"and these labels have {len(lab.levels)} level(s), of shape {lab.spatial_shape}: give "
+        "labels of that level's shape, or a label image with a pyramid",
+        path=lab.source,
+    )
 
 
 def embedding_input(
@@ -145,6 +164,7 @@ def run_features(
     series: int = 0,
     time_point: int | None = None,
     spacing: Sequence[float] | None = None,
+    level: int = 0,
     percentiles: Sequence[float] = (25.0, 50.0, 75.0),
     radial_shells: int = 4,
     csv: bool = False,
@@ -183,6 +203,9 @@ def run_features(
     spacing : sequence of float, optional
         Voxel size in µm at full resolution (``(dz, dy, dx)``, or one value for
         all axes) in place of the files'; recorded in the manifest.
+    level : int
+        Resolution level of the image (and of its labels) to measure; 0 is full
+        resolution.  Volumes and µm values are in that level's voxels.
     percentiles, radial_shells
         See :func:`~dls_microscopy.features.measure_objects`.
     csv : bool
@@ -234,6 +257,7 @@ def run_features(
         time_point=time_point,
         series=series,
         spacing=spacing,
+        level=level,
     )
     meta = image.metadata
     plate = plate if plate is not None else str(meta.get("plate", ""))
@@ -320,6 +344,7 @@ def run_features(
         "series": series,
         "time_point": time_point,
         "spacing": [float(v) for v in spacing] if spacing is not None else None,
+        "level": int(level),
         "percentiles": [float(q) for q in percentiles],
         "radial_shells": int(radial_shells),
         "csv": bool(csv),
