@@ -110,13 +110,18 @@ def open_feature_inputs(
 
 
 def _labels_at_level(lab: Volume, image: Volume, level: int) -> Volume:
-    """A label file's level ``level``; its only level where that has the image level's shape."""
+    """The level of a label file on the grid of the image's level ``level``.
+
+    Its own level ``level`` (a pyramid like the image's), else the level with the
+    image level's shape (labels segmented at that level: their level 0).
+    """
     if not level:
         return lab
-    if level < len(lab.levels):
-        return lab.at_level(level)
-    if lab.spatial_shape == image.spatial_shape:  # labels made on that level's grid
-        return lab
+    candidates = [level] if level < len(lab.levels) else []
+    candidates += [i for i in range(len(lab.levels)) if i != level]
+    for i in candidates:
+        if lab.at_level(i).spatial_shape == image.spatial_shape:
+            return lab.at_level(i)
     raise InputError(
         f"the image is measured at resolution level {level}, shape {image.spatial_shape} (zyx), "
         f"and these labels have {len(lab.levels)} level(s), of shape {lab.spatial_shape}: give "
