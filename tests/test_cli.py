@@ -333,6 +333,30 @@ def test_features_level_option_measures_that_level_and_verifies(capsys, tmp_path
     assert code == 2 and "resolution level 1" in err and not (tmp_path / "f3").exists()
 
 
+def test_segment_level_option_then_features_at_that_level(capsys, tmp_path):
+    """A quick look at a large image: segment a coarser level, measure the same level."""
+    import pyarrow.parquet as pq
+
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+
+    s = make_synthetic_nuclei((16, 96, 96), seed=9)
+    image = np.asarray(s.image[0])
+    store = write_ome_zarr(image, tmp_path / "s.ome.zarr", axes="zyx", spacing=(1, 0.25, 0.25), n_levels=2)
+    code, _, err = run(capsys, "segment", str(store), "--level", "1", "--diameter", "6")
+    assert code == 2 and "give an output path" in err and not (store / "labels").exists()
+    out = tmp_path / "l1.ome.zarr"
+    code, stdout, err = run(capsys, "segment", str(store), str(out), "--level", "1", "--diameter=6", "--json")
+    assert code == 0, err
+    labels = open_volume(out)
+    level1 = open_volume(store, level=1)
+    assert labels.spatial_shape == level1.spatial_shape and labels.spacing == level1.spacing
+    assert labels.metadata["dls_microscopy"]["segmentation"]["level"] == 1
+    table = tmp_path / "f"
+    code, _, err = run(capsys, "features", str(store), str(out), str(table), "--level=1", "--no-progress")
+    assert code == 0, err
+    assert pq.read_table(table / "objects.parquet").num_rows == json.loads(stdout)["objects"] > 0
+
+
 def test_time_point_option_of_segment_features_and_embed(capsys, tmp_path):
     """A time series: without --time-point a one-line error naming the option; with it, that point."""
     from dls_microscopy.sample_data import make_synthetic_nuclei

@@ -84,6 +84,14 @@ def segment(
         int | None, typer.Option(help="Time point to segment, for time series (from 0).")
     ] = None,
     spacing: SpacingOption = None,
+    level: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Resolution level of the image to segment (0: full resolution); above 0 the labels "
+            "need an OUTPUT of their own.",
+        ),
+    ] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace existing labels of that name.")] = False,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result summary as JSON.")] = False,
@@ -94,7 +102,7 @@ def segment(
     from dls_microscopy.segment import get_segmenter, segment_blockwise
 
     params = _parse_params(param)
-    vol = open_volume(source, series=series, spacing=parse_spacing(spacing))
+    vol = open_volume(source, series=series, spacing=parse_spacing(spacing), level=level)
     ch = channel_arg(channel) if channel is not None else None
     estimated = None
     if diameter is not None and diameter.strip().lower() == "auto":

@@ -94,6 +94,12 @@ def _destination(volume: Volume, output: Any, label_name: str, overwrite: bool) 
             "labels can only be written inside an OME-Zarr image; give an output path",
             path=volume.source,
         )
+    if volume.level:  # a store's label images are on its full-resolution grid
+        raise InputError(
+            f"labels of resolution level {volume.level} go to a label image of their own, not into "
+            "the store beside its full-resolution image: give an output path",
+            path=volume.source,
+        )
     store = Path(volume.source)
     if not os.access(store, os.W_OK):
         raise OutputError("the OME-Zarr store is not writable; give an output path", path=store)
