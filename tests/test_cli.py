@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -355,6 +356,21 @@ def test_segment_level_option_then_features_at_that_level(capsys, tmp_path):
     code, _, err = run(capsys, "features", str(store), str(out), str(table), "--level=1", "--no-progress")
     assert code == 0, err
     assert pq.read_table(table / "objects.parquet").num_rows == json.loads(stdout)["objects"] > 0
+    assert json.loads(pq.read_schema(table / "objects.parquet").metadata[b"dls_microscopy"])["level"] == 1
+    # without --level, the shapes differ: the labels' record says which level to give
+    code, _, err = run(capsys, "features", str(store), str(out), str(tmp_path / "f0"))
+    assert code == 2 and "give --level 1" in err
+    # with a voxel size given, the label file's level takes the image's voxel there: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code, _, err = run(capsys, "segment", str(store), str(tmp_path / "g.ome.zarr"), "--level=1",
+                           "--diameter=6", "--spacing", "2,0.5,0.5")  # fmt: skip
+        assert code == 0, err
+        code, _, err = run(capsys, "features", str(store), str(tmp_path / "g.ome.zarr"), str(tmp_path / "fg"),
+                           "--level=1", "--spacing", "2,0.5,0.5", "--no-progress")  # fmt: skip
+        assert code == 0, err
+    voxel = json.loads(pq.read_schema(tmp_path / "fg" / "objects.parquet").metadata[b"dls_microscopy"])
+    assert voxel["spacing_um"] == [2.0, 1.0, 1.0]
 
 
 def test_time_point_option_of_segment_features_and_embed(capsys, tmp_path):

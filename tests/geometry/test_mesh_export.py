@@ -199,6 +199,8 @@ def test_mesh_command_meshes_the_level_asked_for(tmp_path, labels):
     assert index["level"] == 1 and index["spacing_um"] == dict(zip("zyx", level1.spacing, strict=True))
     meta = pq.read_schema(table).metadata
     assert json.loads(meta[b"level"]) == 1 and json.loads(meta[b"spacing_um"]) == list(level1.spacing)
+    export_meshes_command(store, tmp_path / "out0", descriptors_path=tmp_path / "t0.parquet")
+    assert b"level" not in pq.read_schema(tmp_path / "t0.parquet").metadata  # level 0: as tables were before
     expected = {m.id: m for m in mesh_objects(level1)}
     assert summary["n_objects"] == len(expected)
     assert {o["id"]: o["n_faces"] for o in index["objects"]} == {i: m.n_faces for i, m in expected.items()}

@@ -90,6 +90,7 @@ def objects_table(
     site: int = 0,
     image_id: str = "",
     time_point: int | None = None,
+    level: int = 0,
 ) -> pa.Table:
     """One row per object: metadata, positions and features.
 
@@ -104,6 +105,9 @@ def objects_table(
     time_point : int, optional
         The image's time point in a time series: adds ``Metadata_TimePoint``
         (:data:`TIME_KEY`) after ``Metadata_Site``.
+    level : int
+        The resolution level measured, recorded in the schema metadata when not 0
+        (bounding boxes are in its voxels).
 
     Returns
     -------
@@ -129,6 +133,7 @@ def objects_table(
         "schema_version": SCHEMA_VERSION,
         "compartment": compartment,
         "spacing_um": list(measurements.spacing),
+        **({"level": int(level)} if level else {}),  # absent at 0: earlier tables stay byte-identical
         "channels": list(measurements.channel_names),
         "percentiles": list(measurements.percentiles),
         "radial_shells": measurements.radial_shells,

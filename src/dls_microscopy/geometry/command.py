@@ -250,7 +250,7 @@ class _Sinks:
         if table_path is not None:
             meta = {
                 "source": str(vol.source) if vol.source else None,
-                "level": int(vol.level),
+                **({"level": int(vol.level)} if vol.level else {}),  # absent at 0: as before levels
                 "spacing_um": list(vol.spacing),
                 "mesh_options": options,
             }

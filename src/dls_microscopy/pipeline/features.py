@@ -71,10 +71,21 @@ def open_feature_inputs(
     """
     from dls_microscopy.features.runs import check_label_dtype
     from dls_microscopy.io import open_labels, open_volume, split_dataset_path
+    from dls_microscopy.spacing import spacing_given
 
     image = open_volume(image_path, series=series, spacing=spacing, level=level)
     if split_dataset_path(labels)[0].exists():
-        lab = _labels_at_level(open_volume(labels, spacing=spacing), image, level)
+        with spacing_given(spacing is not None):  # no "using 1 µm" for a label TIFF
+            lab = _labels_at_level(open_volume(labels), image, level)
+        if spacing is not None:
+            # the given voxel size is the image's; the label level on its grid takes the image's
+            # voxel there, whichever level of the label file that is
+            lab = lab.with_spacing(
+                [
+                    s * b0 / b
+                    for s, b0, b in zip(image.spacing, lab.level_spacings[0], lab.spacing, strict=True)
+                ]
+            )
     elif str(labels) in image.labels:
         # the image's own store: for a plate, the field opened (it said "no zarr group here")
         lab = open_labels(image.source or image_path, str(labels), spacing=spacing, level=level)
@@ -95,9 +106,16 @@ def open_feature_inputs(
     image.require_spatial_ndim(3)
     lab.require_spatial_ndim(3)
     if image.spatial_shape != lab.spatial_shape:
+        made = lab.metadata.get("dls_microscopy", {})
+        made_at = made.get("segmentation", {}).get("level") if isinstance(made, dict) else None
+        hint = (
+            f" (the labels were segmented at resolution level {made_at}: give --level {made_at})"
+            if isinstance(made_at, int) and made_at != level
+            else ""
+        )
         raise InputError(
             f"image and labels differ in shape: image {image.spatial_shape} (zyx) vs labels "
-            f"{lab.spatial_shape} (zyx)",
+            f"{lab.spatial_shape} (zyx){hint}",
             path=lab.source,
         )
     if not np.allclose(image.spacing, lab.spacing, rtol=1e-4):
@@ -290,7 +308,7 @@ def run_features(
     t_measure = time.perf_counter()
     objects = objects_table(
         m, compartment=compartment, plate=plate, well=well, site=site, image_id=image_id,
-        time_point=time_point,
+        time_point=time_point, level=level,
     )  # fmt: skip
     models: list[dict[str, Any]] = []
     if meshes:

@@ -433,4 +433,5 @@ def _measure(
         site=spec.site,
         image_id=spec.image_id,
         time_point=spec.time_point,
+        level=cfg.input.level,
     )

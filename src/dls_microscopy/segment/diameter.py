@@ -58,7 +58,8 @@ class DiameterEstimate:
     steps_um : list of float
         The diameter told at each step, the start first, the estimate last.
     region : list of [int, int]
-        ``[start, stop)`` of the region read, per axis (z, y, x), in voxels of level 0.
+        ``[start, stop)`` of the region read, per axis (z, y, x), in voxels of the level read
+        (the volume's ``level``).
     """
 
     diameter_um: float
