@@ -106,3 +106,31 @@ def test_cli_estimate_diameter_and_segment_diameter_auto(capsys, tmp_path):
     assert not (tmp_path / "x.ome.zarr").exists()
     assert main(["estimate-diameter", str(store), "--start", "-3"]) == 2
     assert "--start must be > 0" in capsys.readouterr().err
+
+
+def test_an_estimate_alternating_between_two_close_diameters_settles_between_them(monkeypatch):
+    """Told 6.97 µm a small image gave 5.91, told 5.91 it gave 6.97, until it gave up."""
+    from dls_microscopy.segment import base, diameter
+
+    told: list[float] = []
+
+    class Fake:
+        def __init__(self, d: float) -> None:
+            self.d = d
+
+        def segment(self, data, spacing):
+            told.append(self.d)
+            return np.zeros((4, 4, 4), np.uint32)
+
+    answers = {20.0: 12.0, 12.0: 7.0, 7.0: 6.0, 6.0: 7.0}  # 7 and 6 alternate
+    monkeypatch.setattr(base, "get_segmenter", lambda name, params, device=None: Fake(params["diameter_um"]))
+    monkeypatch.setattr(diameter, "median_object_diameter", lambda labels, spacing: (answers[told[-1]], 9))
+    est = estimate_diameter(np.zeros((8, 8, 8)), spacing=(0.1, 0.1, 0.1))
+    assert est.diameter_um == pytest.approx(np.sqrt(42), abs=0.01)
+    assert est.steps_um[-1] == pytest.approx(6.481)
+    assert told == [20.0, 12.0, 7.0, 6.0]  # one segmentation per diameter told
+    # two values too far apart: the image does not hold one
+    answers.update({7.0: 5.0, 5.0: 7.0})
+    told.clear()
+    with pytest.raises(InputError, match="did not settle"):
+        estimate_diameter(np.zeros((8, 8, 8)), spacing=(0.1, 0.1, 0.1))

@@ -198,6 +198,9 @@ def estimate_diameter_cmd(
     series: Annotated[int, typer.Option(help="Series / plate field of the input.")] = 0,
     time_point: Annotated[int | None, typer.Option(help="Time point, for time series (from 0).")] = None,
     spacing: SpacingOption = None,
+    level: Annotated[
+        int, typer.Option(min=0, help="Resolution level of the image to read (0: full resolution).")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Estimate the nucleus diameter (µm) that the image supports, for segment --diameter.
@@ -210,7 +213,7 @@ def estimate_diameter_cmd(
     from dls_microscopy.io import open_volume
     from dls_microscopy.segment.diameter import estimate_diameter
 
-    vol = open_volume(source, series=series, spacing=parse_spacing(spacing))
+    vol = open_volume(source, series=series, spacing=parse_spacing(spacing), level=level)
     ch = channel_arg(channel) if channel is not None else None
     est = estimate_diameter(
         vol,

@@ -139,6 +139,8 @@ def _labels_at_level(lab: Volume, image: Volume, level: int) -> Volume:
     candidates += [i for i in range(len(lab.levels)) if i != level]
     for i in candidates:
         if lab.at_level(i).spatial_shape == image.spatial_shape:
+            if i != level:
+                log.info("%s: using its level %d, on the grid of the image's level %d", lab.source, i, level)
             return lab.at_level(i)
     raise InputError(
         f"the image is measured at resolution level {level}, shape {image.spatial_shape} (zyx), "

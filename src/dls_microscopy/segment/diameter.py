@@ -16,6 +16,9 @@ segment again with that, until the two agree.
 * Where the image does not hold the estimate (it keeps shrinking, e.g. nuclei barely
   above the noise, or it reaches the scale of the voxels, e.g. pure noise), it says
   so and asks for the diameter instead of guessing.
+* Where it alternates between two diameters within 25 % of each other (told one, the
+  image gives the other, and back: a seed more or less in some nuclei), the fixed
+  point lies between them: their geometric mean is the estimate.
 
 Only a region of the image is read (``max_voxels``, a box of equal extent in µm on
 every axis as far as the image allows, centred), so the estimate is cheap on images
@@ -226,13 +229,19 @@ def estimate_diameter(
                 "noise or empty in the region read; give the diameter (--diameter)",
                 path=source,
             )
-        if abs(found - told) <= tolerance * told:
+        settled = abs(found - told) <= tolerance * told
+        cycle = None if settled else _two_cycle(steps, tolerance)
+        if settled or cycle is not None:
             if n < MIN_OBJECTS:
                 raise InputError(
                     f"too few objects to estimate a diameter: {n} in the region {_describe(region)} "
                     "read; give the diameter (--diameter)",
                     path=source,
                 )
+            if cycle is not None:
+                found = cycle
+                steps.append(round(found, 3))
+                log.info("the estimate alternates: %s µm; taking the geometric mean", _steps(steps[-4:-1]))
             return DiameterEstimate(round(found, 2), n, steps, [[s.start, s.stop] for s in region])
         told = found
     raise InputError(
@@ -240,6 +249,28 @@ def estimate_diameter(
         "(nuclei too dim or too noisy?); give the diameter (--diameter)",
         path=source,
     )
+
+
+#: Widest ratio of two diameters an estimate alternating between them may settle between.
+CYCLE_RATIO = 1.25
+
+
+def _two_cycle(steps: Sequence[float], tolerance: float) -> float | None:
+    """The geometric mean of two diameters the steps alternate between, if they do.
+
+    Told ``a`` the image gives ``b``, told ``b`` it gives ``a`` again: a seed more or less
+    in some nuclei flips with the diameter, and the fixed point lies between them.  Both
+    are within :data:`CYCLE_RATIO` of each other (a rough diameter is enough: a diameter
+    25 % off costs little), so their geometric mean is the estimate; farther apart, the
+    image does not hold one.
+    """
+    if len(steps) < 3:
+        return None
+    a, b, a2 = steps[-3:]  # told a, found b; told b, found a again
+    if abs(a2 - a) > tolerance * a:
+        return None
+    lo, hi = sorted((a2, b))
+    return math.sqrt(lo * hi) if hi <= CYCLE_RATIO * lo else None
 
 
 def _steps(steps: Sequence[float]) -> str:
