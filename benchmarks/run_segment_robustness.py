@@ -55,6 +55,8 @@ CONDITIONS: dict[str, tuple[dict[str, Any], float]] = {
     "noise × 6": ({"noise": 6.0}, 1.0),
     "dim (20 photons)": ({"photons": (20.0, 15.0)}, 1.0),
     "very dim (5 photons)": ({"photons": (5.0, 4.0)}, 1.0),
+    # thick samples: the signal of the deepest nuclei is a quarter of the top ones' (48 µm stack)
+    "dims with depth, to 1/4": ({"attenuation_length_um": 35.0}, 1.0),
     "z 2 µm, axial blur 1.2 µm": (
         {"shape": (24, 160, 160), "spacing": (2.0, 0.3, 0.3), "psf_sigma_um": (1.2, 0.15, 0.15)},
         1.0,

@@ -253,3 +253,21 @@ def test_write_sample_data_replaces_existing_files(tmp_path):
     with tifffile.TiffFile(paths["synthetic_nuclei.ome.tif"]) as tf:
         assert tf.series[0].shape == (2, 48, 160, 160)
     assert "seed=1" in paths["README.md"].read_text(encoding="utf-8")
+
+
+def test_attenuation_length_dims_deep_nuclei_and_is_checked():
+    """Thick samples: the signal falls with depth; the default (200 µm) keeps the image as before."""
+    clear = make_synthetic_nuclei((24, 64, 64), seed=3)
+    thick = make_synthetic_nuclei((24, 64, 64), seed=3, attenuation_length_um=12.0)
+    np.testing.assert_array_equal(clear.labels, thick.labels)
+    inside = clear.labels > 0
+
+    def ratio(s):  # mean nucleus signal of the deepest quarter over the top quarter
+        img = s.image[0].astype(float) - np.percentile(s.image[0], 5)
+        top, deep = inside.copy(), inside.copy()
+        top[6:], deep[:18] = False, False
+        return img[deep].mean() / img[top].mean()
+
+    assert ratio(thick) < 0.5 * ratio(clear)
+    with pytest.raises(InputError, match="attenuation_length_um"):
+        make_synthetic_nuclei((8, 16, 16), attenuation_length_um=0)

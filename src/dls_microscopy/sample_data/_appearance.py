@@ -51,10 +51,12 @@ def render(
     psf_sigma_um: tuple,
     photons: tuple,
     noise: float,
+    attenuation_length_um: float = _ATTENUATION_LENGTH_UM,
 ) -> np.ndarray:
     """The recorded ``(2, Z, Y, X)`` uint16 image of the labelled nuclei.
 
-    ``ellipsoids`` holds the centres, semi-axes and rotations of nuclei ``1..N``.
+    ``ellipsoids`` holds the centres, semi-axes and rotations of nuclei ``1..N``; the
+    signal falls by ``e`` every ``attenuation_length_um`` of depth (z).
     """
     shape = labels.shape
     n = int(labels.max(initial=0))
@@ -83,7 +85,7 @@ def render(
     rim = envelope[labels] * (0.12 + 0.88 * shell * np.clip(1 + 0.35 * lamina, 0.2, None))
     del chromatin, lamina, d1, r, to_surface, to_face, shell, face_dip
 
-    depth = np.exp(-np.arange(shape[0]) * sp[0] / _ATTENUATION_LENGTH_UM).astype(np.float32)
+    depth = np.exp(-np.arange(shape[0]) * sp[0] / attenuation_length_um).astype(np.float32)
     sigma_vox = np.asarray(psf_sigma_um) / sp
     background = _background_field(rng, shape)
     expected = np.empty((2, *shape), dtype=np.float32)

@@ -114,6 +114,7 @@ def make_synthetic_nuclei(
     psf_sigma_um: Sequence[float] = (0.7, 0.15, 0.15),
     photons: Sequence[float] = (150.0, 100.0),
     channel_names: Sequence[str] = ("DAPI", "LaminB1"),
+    attenuation_length_um: float = 200.0,
 ) -> SyntheticNuclei:
     """Generate a synthetic two-channel 3D image of densely packed nuclei with ground truth.
 
@@ -145,6 +146,9 @@ def make_synthetic_nuclei(
         Mean photon count of a nucleus in channel 0 and of the envelope in channel 1.
     channel_names : tuple of 2 str
         Names of the nuclear stain and the envelope channels.
+    attenuation_length_um : float
+        Depth over which the signal falls by a factor ``e`` (scattering and absorption in
+        the sample): 200 µm is a thin, clear sample; 35 µm dims a 48 µm stack to a quarter.
 
     Returns
     -------
@@ -178,6 +182,8 @@ def make_synthetic_nuclei(
         )
     if not 0 <= size_variation < 1 or not max_aspect >= 1 or min(photon_levels) < 0:
         raise InputError("need 0 <= size_variation < 1, max_aspect >= 1 and photons >= 0")
+    if not attenuation_length_um > 0:
+        raise InputError(f"attenuation_length_um must be > 0, got {attenuation_length_um}")
 
     rng = np.random.Generator(np.random.PCG64(seed))
     sp = np.asarray(spacing_zyx)
@@ -193,7 +199,9 @@ def make_synthetic_nuclei(
     labels, best, second = _rasterise(centres, semi, rot, shape_zyx, sp)
     labels, kept = _relabel_consecutive(labels)
     ellipsoids = (centres[kept], semi[kept], rot[kept])
-    image = render(rng, labels, best, second, ellipsoids, sp, psf, photon_levels, noise)
+    image = render(
+        rng, labels, best, second, ellipsoids, sp, psf, photon_levels, noise, float(attenuation_length_um)
+    )
     logger.debug(
         "synthetic nuclei: %d placed (target %d), %d in the volume, shape %s",
         len(centres),
