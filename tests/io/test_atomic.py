@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from dls_microscopy.errors import OutputError
-from dls_microscopy.io.atomic import atomic_directory, partial_file, remove_partials
+from dls_microscopy.io.atomic import atomic_directory, partial_file, release_partial, remove_partials
 
 
 def _dead_pid() -> int:
@@ -100,13 +102,17 @@ def test_partial_files_are_each_writers_own_and_a_gone_writers_are_removed(tmp_p
     assert a.name.startswith(".table.parquet.partial-") and not stale.exists()
 
 
-def test_a_second_writer_in_this_process_leaves_the_first_ones_partials_alone(tmp_path):
+def test_a_second_writer_in_this_process_leaves_the_first_ones_partials_alone(tmp_path, monkeypatch):
     """Another thread writing the same output took the first writer's partial for a leftover."""
+    import dls_microscopy.io.atomic as atomic
+
     final = tmp_path / "table.parquet"
     a = partial_file(final)
     a.write_bytes(b"being written")
     b = partial_file(final)
     assert a.exists() and a != b
+    release_partial(a)
+    assert not a.exists()
     with atomic_directory(tmp_path / "out") as first:
         (first / "x").write_text("1")
         with pytest.raises(OutputError), atomic_directory(tmp_path / "out") as second:
@@ -114,7 +120,55 @@ def test_a_second_writer_in_this_process_leaves_the_first_ones_partials_alone(tm
             raise OSError(5, "I/O error")
         assert (first / "x").exists()
     assert (tmp_path / "out" / "x").read_text() == "1"
-    # a failed write of this process, no longer live, is a leftover for the next write
-    with pytest.raises(RuntimeError), atomic_directory(tmp_path / "gone") as left:
-        raise RuntimeError("stop")
-    assert not left.exists()
+    # a scan between another writer's mkdir and its registration removed the folder: the name
+    # is now registered before the folder exists
+    scan, real_mkdir = atomic._remove_stale_partials, Path.mkdir
+
+    def mkdir_then_scan(self, *args, **kwargs):
+        real_mkdir(self, *args, **kwargs)
+        if ".partial-" in self.name:
+            scan(tmp_path / "raced")  # another thread's write of the same output looks now
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_then_scan)
+    with atomic_directory(tmp_path / "raced") as tmp:
+        assert tmp.is_dir()
+        (tmp / "x").write_text("1")
+    monkeypatch.undo()
+    assert (tmp_path / "raced" / "x").read_text() == "1"
+
+
+def test_a_leftover_of_this_process_number_is_removed(tmp_path):
+    """A killed run whose process number this one has again (a container's pid 1) left these."""
+    host = socket.gethostname()
+    left_dir = tmp_path / f".out.partial-{os.getpid()}-aaaa1111@{host}"
+    left_file = tmp_path / f".t.csv.partial-{os.getpid()}-bbbb2222@{host}"
+    left_dir.mkdir()
+    left_file.write_text("half")
+    with atomic_directory(tmp_path / "out") as tmp:
+        (tmp / "x").write_text("1")
+    partial_file(tmp_path / "t.csv")
+    assert not left_dir.exists() and not left_file.exists()
+
+
+def test_the_old_output_set_aside_is_not_a_leftover_while_it_waits(tmp_path, monkeypatch):
+    """Another thread's scan removed it; a failed commit then could not put it back."""
+    import dls_microscopy.io.atomic as atomic
+
+    final = tmp_path / "out"
+    with atomic_directory(final) as tmp:
+        (tmp / "v").write_text("1")
+    real = os.replace
+
+    def replace(src, dst):
+        if "old-" in os.fspath(dst):  # the old output is now aside: another writer scans
+            real(src, dst)
+            atomic._remove_stale_partials(final)
+            return None
+        if os.fspath(dst) == os.fspath(final) and "old-" not in os.fspath(src):
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OutputError, match="disk full"), atomic_directory(final, overwrite=True) as tmp:
+        (tmp / "v").write_text("2")
+    assert (final / "v").read_text() == "1"

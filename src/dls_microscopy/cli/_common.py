@@ -34,9 +34,10 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 # no markup in what is printed: paths and names may hold brackets ("plate[1]"), which rich read
-# as style tags (dropped, or a MarkupError for "[/x]"); the few styled words pass markup=True
-out = Console(markup=False)
-err = Console(stderr=True, markup=False)
+# as style tags (dropped, or a MarkupError for "[/x]"), and colons (":ok:"), which it read as
+# emoji codes; the few styled words pass markup=True
+out = Console(markup=False, emoji=False)
+err = Console(stderr=True, markup=False, emoji=False)
 log = logging.getLogger("dls_microscopy")
 
 

@@ -150,7 +150,12 @@ def export_meshes_command(
         Summary: ``n_objects``, ``n_faces``, ``n_not_watertight``, paths of the
         index, mesh files and table, ``seconds``.
     """
-    from dls_microscopy.io.atomic import atomic_directory, partial_file, refuse_output_over_inputs
+    from dls_microscopy.io.atomic import (
+        atomic_directory,
+        partial_file,
+        refuse_output_over_inputs,
+        release_partial,
+    )
 
     fmt = fmt.lower()
     if fmt not in FORMATS:
@@ -220,7 +225,7 @@ def export_meshes_command(
         raise
     finally:
         if aside is not None:
-            aside.unlink(missing_ok=True)
+            release_partial(aside)
     summary = {
         "labels": str(labels_path),
         "outdir": str(outdir),

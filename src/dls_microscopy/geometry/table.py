@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dls_microscopy.errors import OutputError
-from dls_microscopy.io.atomic import partial_file
+from dls_microscopy.io.atomic import partial_file, release_partial
 
 __all__ = ["DescriptorTableWriter", "descriptor_schema"]
 
@@ -138,7 +138,9 @@ class DescriptorTableWriter:
             os.replace(self._tmp, self.path)
         except OSError as exc:
             raise OutputError(f"cannot write table: {exc.strerror or exc}", path=self.path) from exc
+        finally:
+            release_partial(self._tmp)  # renamed, or (failed) removed
 
     def discard(self) -> None:
         """Remove the table under its temporary name (nothing at :attr:`path` is touched)."""
-        self._tmp.unlink(missing_ok=True)
+        release_partial(self._tmp)

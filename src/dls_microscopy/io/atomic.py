@@ -27,7 +27,13 @@ import psutil
 
 from dls_microscopy.errors import DlsError, InputError, OutputError
 
-__all__ = ["atomic_directory", "partial_file", "refuse_output_over_inputs", "remove_partials"]
+__all__ = [
+    "atomic_directory",
+    "partial_file",
+    "refuse_output_over_inputs",
+    "release_partial",
+    "remove_partials",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +47,20 @@ def _partial_name(final: Path, kind: str = "") -> str:
     return f"{_partial_prefix(final)}{os.getpid()}-{kind}{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
 
 
-#: Partial directories this process is writing now (their names): another write of the same
-#: output in this process (another thread) must not take them for leftovers
+#: Partial outputs this process is writing now (their names), registered before they are
+#: created: another write of the same output in this process (another thread) must not take
+#: them for leftovers
 _LIVE: set[str] = set()
 _LIVE_LOCK = threading.Lock()
 
 
-def _is_stale(rest: str, *, own: bool = True) -> bool:
+def _is_stale(rest: str) -> bool:
     """Whether the writer of a partial output (its name after the prefix) is gone.
 
     Only processes of this host can be checked; names without a host come from
-    versions that wrote none, on this machine.  ``own``: what a name of this very
-    process is (a leftover of an earlier failed write, unless it is live).
+    versions that wrote none, on this machine.  A name of this very process is a
+    leftover (the caller has checked it is not live): an earlier write that ended,
+    or a killed run whose process number this one has again (a container's).
     """
     owner, at, host = rest.rpartition("@")
     if at and host != socket.gethostname():
@@ -61,7 +69,7 @@ def _is_stale(rest: str, *, own: bool = True) -> bool:
     if not pid_text.isdigit():
         return True
     if int(pid_text) == os.getpid():
-        return own
+        return True
     return not psutil.pid_exists(int(pid_text))
 
 
@@ -69,29 +77,49 @@ def _remove_stale_partials(final: Path) -> None:
     prefix = _partial_prefix(final)
     if not final.parent.is_dir():
         return
-    with _LIVE_LOCK:
-        live = set(_LIVE)
     for entry in final.parent.iterdir():
-        if not entry.name.startswith(prefix) or entry.name in live:
+        if not entry.name.startswith(prefix):
             continue
-        rest = entry.name[len(prefix) :]
-        if entry.is_dir() and _is_stale(rest):
+        with _LIVE_LOCK:  # asked now, not of a copy: a writer registers its name before creating it
+            if entry.name in _LIVE:
+                continue
+        if _is_stale(entry.name[len(prefix) :]):
             log.info("removing stale partial output %s", entry)
-            shutil.rmtree(entry, ignore_errors=True)
-        # a partial file of this process is its writer's, who removes it when the write fails
-        elif not entry.is_dir() and _is_stale(rest, own=False):
-            log.info("removing stale partial output %s", entry)
-            entry.unlink(missing_ok=True)
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def _hold(path: Path) -> Path:
+    """Register ``path`` (a partial name of this process) as live, before it is created."""
+    with _LIVE_LOCK:
+        _LIVE.add(path.name)
+    return path
+
+
+def release_partial(path: str | os.PathLike[str]) -> None:
+    """The partial output ``path`` is no longer written: removed if still there, and unregistered."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(path.name)
 
 
 def partial_file(final: str | os.PathLike[str]) -> Path:
     """Where to write a file that is renamed onto ``final`` (``os.replace``) once complete.
 
     The name is this writer's own (``.<name>.partial-<pid>-<token>@<host>``), so two
-    writers of one output never write into each other's file; partial files of
-    ``final`` left by processes that are gone (killed) are removed first, never those
-    of this process or of a live one.  The caller creates the file, renames it, and
-    removes it when writing fails.
+    writers of one output never write into each other's file, and it is registered as
+    live until :func:`release_partial`; partial files of ``final`` left by writers that
+    are gone (killed processes, or this process's writes that ended) are removed first.
+    The caller creates the file, renames it, then calls :func:`release_partial` (also
+    when writing fails: it removes what is left).
 
     Parameters
     ----------
@@ -100,7 +128,7 @@ def partial_file(final: str | os.PathLike[str]) -> Path:
     """
     final = Path(final)
     _remove_stale_partials(final)
-    return final.parent / _partial_name(final)
+    return _hold(final.parent / _partial_name(final))
 
 
 def remove_partials(directory: str | os.PathLike[str]) -> list[Path]:
@@ -190,29 +218,29 @@ def atomic_directory(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
     final = Path(final).absolute()
     if final.exists() and not overwrite:
         raise OutputError("output already exists (use overwrite / --overwrite)", path=final)
+    tmp = final.parent / _partial_name(final)
+    trash = final.parent / _partial_name(final, "old-")  # where an old output waits, if any
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_partials(final)
-        tmp = final.parent / _partial_name(final)
-        tmp.mkdir()
+        _hold(tmp).mkdir()
     except OSError as exc:
+        release_partial(tmp)
         raise OutputError(f"cannot create output: {exc.strerror or exc}", path=final) from exc
-    with _LIVE_LOCK:
-        _LIVE.add(tmp.name)
+    committed = False
     try:
         yield tmp
-        trash = None
+        moved = False
         if final.exists():
-            trash = final.parent / _partial_name(final, "old-")
-            os.replace(final, trash)
+            os.replace(final, _hold(trash))
+            moved = True
         try:
             os.replace(tmp, final)
+            committed = True
         except BaseException:
-            if trash is not None and not final.exists():  # the old output goes back, not lost
+            if moved and not final.exists():  # the old output goes back, not lost
                 os.replace(trash, final)
             raise
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError) and not isinstance(exc, DlsError):  # ours (e.g. a missing model) say why
@@ -220,5 +248,9 @@ def atomic_directory(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
             raise OutputError(f"writing failed: {reason}", path=final) from exc
         raise
     finally:
-        with _LIVE_LOCK:
-            _LIVE.discard(tmp.name)
+        if committed:
+            release_partial(trash)  # the replaced output, if there was one
+        else:  # nothing there, or (its return failed) the old output: never removed here
+            with _LIVE_LOCK:
+                _LIVE.discard(trash.name)
+        release_partial(tmp)  # renamed (nothing left) or failed

@@ -40,6 +40,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from dls_microscopy.errors import DlsError, FormatError, OutputError
+from dls_microscopy.io.atomic import partial_file, release_partial
 
 __all__ = ["TABLE_NAMES", "collect_tables"]
 
@@ -184,7 +185,8 @@ class _CsvSink:
 
 
 def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """This writer's own temporary name beside ``path`` (:func:`~dls_microscopy.io.atomic.partial_file`)."""
+    return partial_file(path)
 
 
 def write_table(table: pa.Table, path: Path, fmt: str) -> Path:
@@ -204,11 +206,9 @@ def write_table(table: pa.Table, path: Path, fmt: str) -> Path:
         (write_csv if fmt == "csv" else write_parquet)(table, tmp)
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write the table: {exc.strerror or exc}", path=path) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # never a half-written table beside the others
-        raise
+    finally:
+        release_partial(tmp)  # never a half-written table beside the others
     return path
 
 
@@ -233,10 +233,11 @@ def _stream(parts: _Parts, path: Path, fmt: str, visit: Callable[[int, pa.Table]
                 sink.abort()
             except Exception:  # the first error is the one to report
                 log.debug("closing %s after an error failed", tmp, exc_info=True)
-        tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and not isinstance(exc, DlsError):
             raise OutputError(f"cannot write the table: {exc.strerror or exc}", path=path) from exc
         raise
+    finally:
+        release_partial(tmp)
     return path
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from dls_microscopy.errors import InputError
 from dls_microscopy.features.tables import write_parquet
-from dls_microscopy.io.atomic import partial_file
+from dls_microscopy.io.atomic import partial_file, release_partial
 from dls_microscopy.pipeline.features import open_feature_inputs
 
 __all__ = ["apply_embeddings_to_file", "train_from_files"]
@@ -113,7 +113,7 @@ def apply_embeddings_to_file(
         write_parquet(table, tmp)
         os.replace(tmp, out)
     finally:
-        tmp.unlink(missing_ok=True)  # gone after the rename; a failed write leaves nothing
+        release_partial(tmp)  # gone after the rename; a failed write leaves nothing
     return {
         "out": str(out.absolute()),
         "n_objects": table.num_rows,

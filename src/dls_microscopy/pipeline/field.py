@@ -341,20 +341,21 @@ def recompute_field(
     import shutil
 
     from dls_microscopy.errors import OutputError
+    from dls_microscopy.io.atomic import partial_file, release_partial
 
     out = Path(outdir)
     if out.exists() and not overwrite:
         raise OutputError("output already exists (use overwrite / --overwrite)", path=out)
     spec = FieldSpec(**field)
     cfg = PipelineConfig.model_validate(config)
-    scratch = out.parent / f".{out.name}.recompute-{os.getpid()}"
+    scratch = partial_file(out)  # this recompute's own folder beside ``out``
     try:
         result = run_field(spec, cfg, scratch)
         if out.exists():
             shutil.rmtree(out)
         os.replace(scratch / spec.key, out)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        release_partial(scratch)
     return result
 
 

@@ -47,7 +47,7 @@ class RunProgress(NoProgress):
     """
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True, markup=False)
+        self.console = console or Console(stderr=True, markup=False, emoji=False)
         self.progress = Progress(
             TextColumn("[bold]fields"),
             BarColumn(),

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dls_microscopy.errors import InputError, InputNotFoundError, OutputError
+from dls_microscopy.io.atomic import partial_file, release_partial
 from dls_microscopy.pipeline._digests import (
     _digest_external,
     _walk,
@@ -194,14 +195,16 @@ def save_manifest(outdir: str | os.PathLike[str], manifest: Mapping[str, Any]) -
     _canonical(sealed)  # raises TypeError early for values JSON cannot hold
     sealed["manifest_sha256"] = _self_digest(sealed)
     path = Path(outdir) / MANIFEST_NAME
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(
-            json.dumps(sealed, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        os.replace(tmp, path)
+        tmp = partial_file(path)  # this writer's own name
+        try:
+            tmp.write_text(
+                json.dumps(sealed, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
+            os.replace(tmp, path)
+        finally:
+            release_partial(tmp)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write the manifest: {exc.strerror or exc}", path=path) from exc
     return path
 

@@ -163,16 +163,16 @@ def _ome_physical_sizes(spacing: tuple[float, ...]) -> dict[str, float | str]:
 
 def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write`` on a temporary name next to ``path``, then rename it to ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    from dls_microscopy.io.atomic import partial_file, release_partial
+
+    tmp = partial_file(path)  # this writer's own name
     try:
         write(tmp)
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write sample data: {e.strerror or e}", path=path) from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    finally:
+        release_partial(tmp)
 
 
 def _readme_text(sample: SyntheticNuclei) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dls_microscopy.errors import CorruptDataError, InputError, ModelNotFoundError
-from dls_microscopy.io.atomic import partial_file
+from dls_microscopy.io.atomic import partial_file, release_partial
 
 __all__ = ["MODEL_FORMAT", "ModelRecord", "load_model", "metadata_path", "save_model", "sha256_file"]
 
@@ -107,7 +107,7 @@ def save_model(net: Any, record: ModelRecord, path: str | os.PathLike[str]) -> M
             torch.save(state, fh)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)  # gone after the rename; a failed write leaves nothing
+        release_partial(tmp)  # gone after the rename; a failed write leaves nothing
     record = dataclasses.replace(record, weights_sha256=sha256_file(path))
     meta = metadata_path(path)
     meta.write_text(json.dumps(dataclasses.asdict(record), indent=1, sort_keys=True) + "\n", encoding="utf-8")
