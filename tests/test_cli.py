@@ -373,6 +373,25 @@ def test_segment_level_option_then_features_at_that_level(capsys, tmp_path):
     assert voxel["spacing_um"] == [2.0, 1.0, 1.0]
 
 
+def test_features_label_mismatches_with_spacing_or_odd_records_are_one_line_errors(capsys, tmp_path):
+    """A 2D label file with --spacing, or a label record of another shape, ended in internal errors."""
+    import zarr
+
+    img = np.zeros((8, 32, 32), np.uint16)
+    store = write_ome_zarr(img, tmp_path / "s.ome.zarr", axes="zyx", n_levels=2, labels={"nuclei": img})
+    tifffile.imwrite(tmp_path / "flat.tif", np.zeros((32, 32), np.uint16))
+    code, _, err = run(capsys, "features", str(store), str(tmp_path / "flat.tif"), str(tmp_path / "a"),
+                       "--spacing", "1,0.5,0.5")  # fmt: skip
+    assert code == 2 and "3D" in err and "internal error" not in err
+    small = write_ome_zarr(np.zeros((8, 16, 16), np.uint16), tmp_path / "l.ome.zarr", axes="zyx")
+    for record in ({"segmentation": None}, {"segmentation": {"level": 2}}):
+        zarr.open_group(str(small), mode="a").attrs["dls_microscopy"] = record
+        for level in ("0", "1"):
+            code, _, err = run(capsys, "features", str(store), str(small), str(tmp_path / "b"), "--level", level)
+            assert code == 2 and "internal error" not in err, err
+            assert ("give --level 2" in err) == (record["segmentation"] is not None), err
+
+
 def test_time_point_option_of_segment_features_and_embed(capsys, tmp_path):
     """A time series: without --time-point a one-line error naming the option; with it, that point."""
     from dls_microscopy.sample_data import make_synthetic_nuclei

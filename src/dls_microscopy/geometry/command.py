@@ -195,7 +195,7 @@ def export_meshes_command(
             index = {
                 "source": str(labels_path) if source is None else source,
                 "label_name": vol.metadata.get("label_name", label_name),
-                "level": int(vol.level),
+                **({"level": int(vol.level)} if vol.level else {}),  # absent at 0: as before levels
                 "format": fmt,
                 "units": "micrometre",
                 "axes": "xyz",

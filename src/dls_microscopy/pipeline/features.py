@@ -77,18 +77,11 @@ def open_feature_inputs(
     if split_dataset_path(labels)[0].exists():
         with spacing_given(spacing is not None):  # no "using 1 µm" for a label TIFF
             lab = _labels_at_level(open_volume(labels), image, level)
-        if spacing is not None:
-            # the given voxel size is the image's; the label level on its grid takes the image's
-            # voxel there, whichever level of the label file that is
-            lab = lab.with_spacing(
-                [
-                    s * b0 / b
-                    for s, b0, b in zip(image.spacing, lab.level_spacings[0], lab.spacing, strict=True)
-                ]
-            )
+        given_to_file = spacing is not None  # given below, once the labels are known to be 3D
     elif str(labels) in image.labels:
         # the image's own store: for a plate, the field opened (it said "no zarr group here")
         lab = open_labels(image.source or image_path, str(labels), spacing=spacing, level=level)
+        given_to_file = False
     else:
         avail = ", ".join(image.labels) or "none"
         raise InputError(
@@ -105,17 +98,15 @@ def open_feature_inputs(
         lab = lab.select(c=0)
     image.require_spatial_ndim(3)
     lab.require_spatial_ndim(3)
+    if given_to_file:
+        # the given voxel size is the image's; the label level on its grid takes the image's
+        # voxel there, whichever level of the label file that is
+        ratios = zip(image.spacing, lab.level_spacings[0], lab.spacing, strict=True)
+        lab = lab.with_spacing([s * b0 / b for s, b0, b in ratios])
     if image.spatial_shape != lab.spatial_shape:
-        made = lab.metadata.get("dls_microscopy", {})
-        made_at = made.get("segmentation", {}).get("level") if isinstance(made, dict) else None
-        hint = (
-            f" (the labels were segmented at resolution level {made_at}: give --level {made_at})"
-            if isinstance(made_at, int) and made_at != level
-            else ""
-        )
         raise InputError(
             f"image and labels differ in shape: image {image.spatial_shape} (zyx) vs labels "
-            f"{lab.spatial_shape} (zyx){hint}",
+            f"{lab.spatial_shape} (zyx){_level_hint(lab, level)}",
             path=lab.source,
         )
     if not np.allclose(image.spacing, lab.spacing, rtol=1e-4):
@@ -145,9 +136,19 @@ def _labels_at_level(lab: Volume, image: Volume, level: int) -> Volume:
     raise InputError(
         f"the image is measured at resolution level {level}, shape {image.spatial_shape} (zyx), "
         f"and these labels have {len(lab.levels)} level(s), of shape {lab.spatial_shape}: give "
-        "labels of that level's shape, or a label image with a pyramid",
+        f"labels of that level's shape, or a label image with a pyramid{_level_hint(lab, level)}",
         path=lab.source,
     )
+
+
+def _level_hint(lab: Volume, level: int) -> str:
+    """`` (the labels were segmented at resolution level N: give --level N)``, where their record says so."""
+    made = lab.metadata.get("dls_microscopy")
+    seg = made.get("segmentation") if isinstance(made, dict) else None
+    made_at = seg.get("level") if isinstance(seg, dict) else None
+    if isinstance(made_at, int) and not isinstance(made_at, bool) and made_at != level:
+        return f" (the labels were segmented at resolution level {made_at}: give --level {made_at})"
+    return ""
 
 
 def embedding_input(

@@ -59,7 +59,8 @@ class DiameterEstimate:
     n_objects : int
         Objects it was measured on (see :func:`median_object_diameter`).
     steps_um : list of float
-        The diameter told at each step, the start first, the estimate last.
+        The start, then the median diameter found at each step (the next one told); after
+        an alternation between two values, their geometric mean last.
     region : list of [int, int]
         ``[start, stop)`` of the region read, per axis (z, y, x), in voxels of the level read
         (the volume's ``level``).
