@@ -387,7 +387,8 @@ def test_features_label_mismatches_with_spacing_or_odd_records_are_one_line_erro
     for record in ({"segmentation": None}, {"segmentation": {"level": 2}}):
         zarr.open_group(str(small), mode="a").attrs["dls_microscopy"] = record
         for level in ("0", "1"):
-            code, _, err = run(capsys, "features", str(store), str(small), str(tmp_path / "b"), "--level", level)
+            out = str(tmp_path / "b")
+            code, _, err = run(capsys, "features", str(store), str(small), out, f"--level={level}")
             assert code == 2 and "internal error" not in err, err
             assert ("give --level 2" in err) == (record["segmentation"] is not None), err
 
