@@ -66,6 +66,14 @@ SPACING_HELP = (
 SpacingOption = Annotated[str | None, typer.Option("--spacing", metavar="<z,y,x>", help=SPACING_HELP)]
 """The ``--spacing`` option of every command that opens an image."""
 
+LevelOption = Annotated[
+    int,
+    typer.Option(
+        min=0, help="Resolution level to read, of the images and their labels (0: full resolution)."
+    ),
+]
+"""The ``--level`` option of the commands that read an image with its labels."""
+
 
 def parse_spacing(text: str | None) -> tuple[float, ...] | None:
     """A ``--spacing`` value (``"2,0.65,0.65"`` or ``"0.5"``) as floats; None when not given.

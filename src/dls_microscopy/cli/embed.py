@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from dls_microscopy.cli._common import SpacingOption, app, channel_arg, out, parse_spacing
+from dls_microscopy.cli._common import LevelOption, SpacingOption, app, channel_arg, out, parse_spacing
 from dls_microscopy.errors import InputError
 
 embed_app = typer.Typer(
@@ -45,6 +45,7 @@ def embed_train(
         int | None, typer.Option(help="Time point of the inputs, for time series (from 0).")
     ] = None,
     spacing: SpacingOption = None,
+    level: LevelOption = 0,
     threads: Annotated[
         int | None, typer.Option(min=1, help="CPU threads (default: usable cores, up to 4).")
     ] = None,
@@ -64,6 +65,7 @@ def embed_train(
         series=series,
         time_point=time_point,
         spacing=parse_spacing(spacing),
+        level=level,
         epochs=epochs,
         seed=seed,
         device=device,
@@ -101,6 +103,7 @@ def embed_apply(
         int | None, typer.Option(help="Time point of the input, for time series (from 0).")
     ] = None,
     spacing: SpacingOption = None,
+    level: LevelOption = 0,
     threads: Annotated[
         int | None, typer.Option(min=1, help="CPU threads (default: usable cores, up to 4).")
     ] = None,
@@ -118,6 +121,7 @@ def embed_apply(
         series=series,
         time_point=time_point,
         spacing=parse_spacing(spacing),
+        level=level,
         device=device,
         batch_size=batch_size,
         threads=threads,

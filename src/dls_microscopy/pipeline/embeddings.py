@@ -28,13 +28,15 @@ def train_from_files(
     series: int = 0,
     time_point: int | None = None,
     spacing: Sequence[float] | None = None,
+    level: int = 0,
     **options: Any,
 ) -> dict[str, Any]:
     """Train an embedding model on ``(image, labels)`` file pairs.
 
     ``labels`` is a label-image path or the name of a label image inside an
     OME-Zarr image.  ``spacing`` (µm at full resolution) replaces the voxel size of
-    every pair's files.  ``options`` go to
+    every pair's files; ``level`` is the resolution level read of each (and of its labels,
+    as :func:`~dls_microscopy.pipeline.features.open_feature_inputs` finds it).  ``options`` go to
     :func:`~dls_microscopy.features.embeddings.train_embedding_model`
     (``epochs``, ``seed``, ``device``...).
 
@@ -52,8 +54,9 @@ def train_from_files(
     samples = []
     for image_path, labels in pairs:
         image, lab, (data, names) = open_feature_inputs(
-            image_path, labels, channels=channels, time_point=time_point, series=series, spacing=spacing
-        )
+            image_path, labels, channels=channels, time_point=time_point, series=series, spacing=spacing,
+            level=level,
+        )  # fmt: skip
         samples.append(TrainingSample(data, lab.data, tuple(image.spacing), tuple(names)))
     record = train_embedding_model(samples, kind, out, **options)
     return {"model": str(Path(out).absolute()), "record": dataclasses.asdict(record)}
@@ -69,6 +72,7 @@ def apply_embeddings_to_file(
     series: int = 0,
     time_point: int | None = None,
     spacing: Sequence[float] | None = None,
+    level: int = 0,
     device: str | None = "auto",
     batch_size: int = 64,
     threads: int | None = None,
@@ -77,7 +81,7 @@ def apply_embeddings_to_file(
 
     The schema metadata (``dls_microscopy``) records the models (path, kind,
     sha256), the image and the spacing (``spacing``, µm at full resolution, replaces
-    the files' voxel size).
+    the files' voxel size), and a ``level`` above 0, the resolution level read.
 
     Returns
     -------
@@ -90,8 +94,9 @@ def apply_embeddings_to_file(
     if out.suffix != ".parquet":
         raise InputError("the output must be a .parquet file", path=out)
     image, lab, (data, names) = open_feature_inputs(
-        image_path, labels, channels=channels, time_point=time_point, series=series, spacing=spacing
-    )
+        image_path, labels, channels=channels, time_point=time_point, series=series, spacing=spacing,
+        level=level,
+    )  # fmt: skip
     records: list[dict[str, Any]] = []
     table = apply_embeddings(
         data,
@@ -106,6 +111,8 @@ def apply_embeddings_to_file(
     )
     meta = json.loads(table.schema.metadata[b"dls_microscopy"])
     meta.update(image=str(Path(os.fspath(image_path)).absolute()), spacing_um=list(image.spacing))
+    if level:
+        meta["level"] = int(level)
     table = table.replace_schema_metadata({b"dls_microscopy": json.dumps(meta, sort_keys=True).encode()})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_file(out)

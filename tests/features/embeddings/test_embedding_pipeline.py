@@ -154,3 +154,24 @@ def test_image_model_embeds_its_own_channel_whatever_is_measured(plate, models, 
     for name in emb:
         np.testing.assert_array_equal(got.column(name).to_numpy(), ref.column(name).to_numpy())
         np.testing.assert_array_equal(gui.column(name).to_numpy(), ref.column(name).to_numpy())
+
+
+def test_embed_apply_at_a_coarser_level(plate, models, capsys, tmp_path):
+    """``embed apply --level 1`` embeds the objects of level 1 of the image and of its labels."""
+    from dls_microscopy.io import open_labels, open_volume, write_ome_zarr
+
+    well = _well(plate, 0)
+    image, labels = open_volume(well), open_labels(well, "nuclei")
+    store = write_ome_zarr(
+        np.asarray(image.data), tmp_path / "p.ome.zarr", axes=image.axes, spacing=image.spacing,
+        channel_names=image.channel_names, n_levels=2, labels={"nuclei": np.asarray(labels.data)},
+    )  # fmt: skip
+    out = tmp_path / "l1.parquet"
+    code = main(["embed", "apply", str(store), "nuclei", str(models["image"][0]), str(out), "--level", "1",
+                 "--device", "cpu"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    coarse = np.asarray(open_labels(store, "nuclei", level=1).data)
+    table = pq.read_table(out)
+    assert table.column("Metadata_ObjectID").to_pylist() == [int(i) for i in np.unique(coarse) if i]
+    meta = json.loads(table.schema.metadata[b"dls_microscopy"])
+    assert meta["level"] == 1 and meta["spacing_um"] == list(open_volume(store, level=1).spacing)
