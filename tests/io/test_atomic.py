@@ -68,30 +68,6 @@ def test_remove_partials_takes_every_host(tmp_path, partials):
     assert [p.name for p in tmp_path.iterdir()] == ["kept"]
 
 
-def test_an_overwrite_whose_final_rename_fails_puts_the_old_output_back(tmp_path, monkeypatch):
-    """The old folder stayed under its hidden 'old-' name, where the next write removed it."""
-    import os
-
-    from dls_microscopy.errors import OutputError
-
-    final = tmp_path / "out"
-    with atomic_directory(final) as tmp:
-        (tmp / "v").write_text("1")
-    real = os.replace
-
-    def replace(src, dst):
-        new = ".partial-" in os.fspath(src) and "old-" not in os.fspath(src)
-        if new and os.fspath(dst) == os.fspath(final):
-            raise OSError(28, "No space left on device")  # the new folder cannot take the name
-        return real(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
-    with pytest.raises(OutputError, match="disk full"), atomic_directory(final, overwrite=True) as tmp:
-        (tmp / "v").write_text("2")
-    assert (final / "v").read_text() == "1"
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]
-
-
 def test_partial_files_are_each_writers_own_and_a_gone_writers_are_removed(tmp_path):
 
     final = tmp_path / "table.parquet"
@@ -150,8 +126,12 @@ def test_a_leftover_of_this_process_number_is_removed(tmp_path):
     assert not left_dir.exists() and not left_file.exists()
 
 
-def test_the_old_output_set_aside_is_not_a_leftover_while_it_waits(tmp_path, monkeypatch):
-    """Another thread's scan removed it; a failed commit then could not put it back."""
+@pytest.mark.parametrize("scan_while_aside", [False, True])
+def test_an_overwrite_whose_final_rename_fails_puts_the_old_output_back(
+    tmp_path, monkeypatch, scan_while_aside
+):
+    """The old folder stayed under its hidden 'old-' name, where the next write removed it; and
+    another thread's scan removed it while it waited there, so it could not come back."""
     import dls_microscopy.io.atomic as atomic
 
     final = tmp_path / "out"
@@ -160,15 +140,18 @@ def test_the_old_output_set_aside_is_not_a_leftover_while_it_waits(tmp_path, mon
     real = os.replace
 
     def replace(src, dst):
-        if "old-" in os.fspath(dst):  # the old output is now aside: another writer scans
+        src, dst = os.fspath(src), os.fspath(dst)
+        if "old-" in dst:  # the old output goes aside
             real(src, dst)
-            atomic._remove_stale_partials(final)
+            if scan_while_aside:
+                atomic._remove_stale_partials(final)  # another writer of the same output looks
             return None
-        if os.fspath(dst) == os.fspath(final) and "old-" not in os.fspath(src):
-            raise OSError(28, "No space left on device")
+        if dst == os.fspath(final) and "old-" not in src:
+            raise OSError(28, "No space left on device")  # the new folder cannot take the name
         return real(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(OutputError, match="disk full"), atomic_directory(final, overwrite=True) as tmp:
         (tmp / "v").write_text("2")
     assert (final / "v").read_text() == "1"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
