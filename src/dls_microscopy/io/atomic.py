@@ -66,9 +66,7 @@ def _is_stale(rest: str) -> bool:
     if at and host != socket.gethostname():
         return False
     pid_text = (owner if at else rest).split("-", 1)[0]
-    if not pid_text.isdigit():
-        return True
-    if int(pid_text) == os.getpid():
+    if not pid_text.isdigit() or int(pid_text) == os.getpid():
         return True
     return not psutil.pid_exists(int(pid_text))
 
