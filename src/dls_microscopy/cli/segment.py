@@ -103,11 +103,9 @@ def segment(
 
     params = _parse_params(param)
     if level and output is None:  # before any work (--diameter auto): it cannot go there
-        raise InputError(
-            f"labels of resolution level {level} go to a label image of their own, not into the "
-            "store beside its full-resolution image: give an output path",
-            path=source,
-        )
+        from dls_microscopy.segment._blockwise_write import level_into_store_error
+
+        raise level_into_store_error(level, source)
     vol = open_volume(source, series=series, spacing=parse_spacing(spacing), level=level)
     ch = channel_arg(channel) if channel is not None else None
     estimated = None

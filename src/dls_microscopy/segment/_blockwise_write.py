@@ -95,11 +95,7 @@ def _destination(volume: Volume, output: Any, label_name: str, overwrite: bool) 
             path=volume.source,
         )
     if volume.level:  # a store's label images are on its full-resolution grid
-        raise InputError(
-            f"labels of resolution level {volume.level} go to a label image of their own, not into "
-            "the store beside its full-resolution image: give an output path",
-            path=volume.source,
-        )
+        raise level_into_store_error(volume.level, volume.source)
     store = Path(volume.source)
     if not os.access(store, os.W_OK):
         raise OutputError("the OME-Zarr store is not writable; give an output path", path=store)
@@ -108,6 +104,15 @@ def _destination(volume: Volume, output: Any, label_name: str, overwrite: bool) 
             f"label image {label_name!r} already exists (use overwrite / --overwrite)", path=store
         )
     return store, False
+
+
+def level_into_store_error(level: int, path: Any) -> InputError:
+    """Labels of a coarser level cannot go into the image's store (its labels are full resolution)."""
+    return InputError(
+        f"labels of resolution level {level} go to a label image of their own, not into the "
+        "store beside its full-resolution image: give an output path",
+        path=path,
+    )
 
 
 def _scratch_parent(dest: Path, standalone: bool) -> Path:
