@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/run_embeddings.py [--quick] [--out DIR] [--tmp DIR]
         [--replicates N] [--train-replicates N] [--epochs-image N] [--epochs-shape N] [--threads N]
-        [--strength S] [--model-seed N]
+        [--strength S] [--model-seed N] [--tables DIR]
 
 Data: the seeded synthetic phenotype set (:mod:`dls_microscopy.sample_data.phenotypes`): five
 treatments (control, enlarged, elongated, lobed, granular) × ``replicates`` wells (the training
@@ -234,10 +234,31 @@ def size_dependence(
 PAIRS = (("image+shape", "handcrafted"), ("all", "handcrafted"), ("all", "image+shape"))
 
 
-def evaluate(table: Any, treatments: dict[str, str]) -> dict[str, dict[str, Any]]:
+#: pycytominer's usual feature selection before profiling (:func:`selected_columns`).
+SELECT_OPERATIONS = ["variance_threshold", "correlation_threshold", "drop_na_columns"]
+
+
+def selected_columns(table: Any, columns: list[str]) -> list[str]:
+    """The ``columns`` that pycytominer's ``feature_select`` keeps (:data:`SELECT_OPERATIONS`).
+
+    Its defaults: among features correlated above 0.9 (Pearson, over the objects), one is
+    kept; near-constant and mostly missing features are dropped.  Profiling pipelines do
+    this before comparing profiles, so a feature set that measures one property many
+    times (size: volume, surface area, axis lengths, integrated intensity...) no longer
+    weighs it many times.
+    """
+    from pycytominer import feature_select
+
+    kept = feature_select(table[columns], features=list(columns), operation=SELECT_OPERATIONS)
+    return [c for c in columns if c in kept.columns]
+
+
+def evaluate(table: Any, treatments: dict[str, str], *, select: bool = False) -> dict[str, dict[str, Any]]:
     """All metrics for all feature sets of an object table (pandas DataFrame).
 
-    ``out["paired"]`` compares the object k-NN of the feature sets in :data:`PAIRS`.
+    ``out["paired"]`` compares the object k-NN of the feature sets in :data:`PAIRS`.  With
+    ``select``, each set is first reduced to the columns pycytominer's feature selection
+    keeps (:func:`selected_columns`, over the set's own columns).
     """
     cols = {
         "handcrafted": [c for c in table.columns if c.startswith("Nuclei_")],
@@ -261,7 +282,11 @@ def evaluate(table: Any, treatments: dict[str, str]) -> dict[str, dict[str, Any]
     if "Nuclei_AreaShape_Volume" in table:
         volume = table["Nuclei_AreaShape_Volume"].to_numpy(np.float64)
     for name, parts in sets.items():
-        blocks = [table[cols[p]].to_numpy(np.float64) for p in parts]
+        chosen = {p: cols[p] for p in parts}
+        if select:
+            kept = set(selected_columns(table, [c for p in parts for c in cols[p]]))
+            chosen = {p: [c for c in cols[p] if c in kept] for p in parts}
+        blocks = [table[chosen[p]].to_numpy(np.float64) for p in parts if chosen[p]]
         per_object = combine(blocks)
         profile_blocks = [np.stack([np.nanmedian(b[wells == w], axis=0) for w in well_names]) for b in blocks]
         profiles = combine(profile_blocks)
@@ -303,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strength", type=float, default=1.0, help="treatment effect size (0.5: half dose)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--tmp", type=Path, default=None)
+    parser.add_argument(
+        "--tables", type=Path, default=None,
+        help="also keep each evaluated plate's object table here (<plate>-objects.parquet, with treatments)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -386,11 +415,16 @@ def main(argv: list[str] | None = None) -> int:
             n_obj = len(objects)
             log(f"{plate}: {n_obj} objects evaluated")
             treatments = {well: w["treatment"] for well, w in layout.items()}
+            if args.tables is not None:  # to evaluate other ways later, without training again
+                args.tables.mkdir(parents=True, exist_ok=True)
+                kept = objects.assign(Metadata_Treatment=objects["Metadata_Well"].map(treatments))
+                kept.to_parquet(args.tables / f"{plate}-objects.parquet")
             results["plates"][plate] = {
                 "seed": EVAL_PLATES[plate],
                 "n_objects": n_obj,
                 "n_wells": len(layout),
                 "metrics": evaluate(objects, treatments),
+                "metrics_selected": evaluate(objects, treatments, select=True),
             }
         results["speed"] = _speed(work / "test", layouts["test"], models, stage_s, n_obj, args.threads)
     finally:
@@ -427,6 +461,38 @@ def _speed(
     return {k: {"objects_per_s": v, "ratio_to_baseline": v / base} for k, v in rows.items()}
 
 
+def _quality_lines(metrics: dict[str, Any]) -> list[str]:
+    """Markdown tables of one plate's metrics (:func:`evaluate`)."""
+    lines = [
+        "| features | n features | replicate mAP | well 1-NN acc. | object k-NN acc. (k=10, LOWO) "
+        "| size: share of profile | size: R² (LOWO) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in metrics.items():
+        if name == "paired":
+            continue
+        size = "| | |"
+        if "size_share" in r:
+            size = f"| {r['size_share']:.3f} | {r['size_r2']:.3f} |"
+        lines.append(
+            f"| {name} | {r['n_features']} | {r['mAP']:.3f} | {r['well_1nn_accuracy']:.3f} | "
+            f"{r['object_knn_accuracy']:.3f} {size}"
+        )
+    lines += [
+        "",
+        "| object k-NN, A vs B | only A right | only B right | McNemar p (exact) "
+        "| A − B [95 % interval, wells resampled] |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for pair, c in metrics["paired"].items():
+        p_text = "< 0.001" if c["p_mcnemar"] < 0.001 else f"{c['p_mcnemar']:.3f}"
+        ci = ""
+        if "difference" in c:
+            ci = f"{c['difference']:+.3f} [{c['ci95_low']:+.3f}, {c['ci95_high']:+.3f}]"
+        lines.append(f"| {pair} | {c['only_a']} | {c['only_b']} | {p_text} | {ci} |")
+    return lines
+
+
 def _report(results: dict[str, Any], outdir: Path) -> None:
     lines = [
         f"# Embeddings benchmark ({results['date']})",
@@ -445,32 +511,17 @@ def _report(results: dict[str, Any], outdir: Path) -> None:
             f"## Quality, {plate} plate (seed {p['seed']}, {p['n_objects']} objects, {p['n_wells']} wells; "
             f"{role})",
             "",
-            "| features | n features | replicate mAP | well 1-NN acc. | object k-NN acc. (k=10, LOWO) "
-            "| size: share of profile | size: R² (LOWO) |",
-            "|---|---:|---:|---:|---:|---:|---:|",
         ]
-        for name, r in p["metrics"].items():
-            if name == "paired":
-                continue
-            size = "| | |"
-            if "size_share" in r:
-                size = f"| {r['size_share']:.3f} | {r['size_r2']:.3f} |"
-            lines.append(
-                f"| {name} | {r['n_features']} | {r['mAP']:.3f} | {r['well_1nn_accuracy']:.3f} | "
-                f"{r['object_knn_accuracy']:.3f} {size}"
-            )
-        lines += [
-            "",
-            "| object k-NN, A vs B | only A right | only B right | McNemar p (exact) "
-            "| A − B [95 % interval, wells resampled] |",
-            "|---|---:|---:|---:|---|",
-        ]
-        for pair, c in p["metrics"]["paired"].items():
-            p_text = "< 0.001" if c["p_mcnemar"] < 0.001 else f"{c['p_mcnemar']:.3f}"
-            ci = ""
-            if "difference" in c:
-                ci = f"{c['difference']:+.3f} [{c['ci95_low']:+.3f}, {c['ci95_high']:+.3f}]"
-            lines.append(f"| {pair} | {c['only_a']} | {c['only_b']} | {p_text} | {ci} |")
+        lines += _quality_lines(p["metrics"])
+        if "metrics_selected" in p:
+            lines += [
+                "",
+                "After pycytominer's feature selection (`feature_select`: "
+                + ", ".join(SELECT_OPERATIONS)
+                + ", over each set's columns):",
+                "",
+            ]
+            lines += _quality_lines(p["metrics_selected"])
     lines += [
         "",
         "## Training",

@@ -69,6 +69,7 @@ def test_quick_half_dose_run_reports_every_feature_set(run_benchmark, tmp_path):
     res = run_benchmark(SCRIPT, "--quick", "--strength", "0.5", out=out, timeout=600)
     assert res.returncode == 0, res.stderr
     assert "strength 0.5" in res.stdout and "McNemar" in res.stdout
+    assert "After pycytominer's feature selection" in res.stdout
     (path,) = out.glob("embeddings-*-quick-strength0.5.json")
     data = json.loads(path.read_text())
     assert data["strength"] == 0.5
@@ -78,6 +79,10 @@ def test_quick_half_dose_run_reports_every_feature_set(run_benchmark, tmp_path):
             assert all(math.isfinite(metrics[name][k]) for k in ("mAP", "object_knn_accuracy")), name
         pairs = {"image+shape vs handcrafted", "all vs handcrafted", "all vs image+shape"}
         assert set(metrics["paired"]) == pairs
+        selected = data["plates"][plate]["metrics_selected"]
+        assert set(selected["paired"]) == pairs
+        for name in ("handcrafted", "all"):  # the handcrafted set repeats size: some columns go
+            assert 0 < selected[name]["n_features"] < metrics[name]["n_features"], name
         for c in metrics["paired"].values():  # a percentile interval need not hold the estimate
             assert -1 <= c["ci95_low"] <= c["ci95_high"] <= 1 and -1 <= c["difference"] <= 1
     assert all(r["objects_per_s"] > 0 for r in data["speed"].values())
@@ -105,3 +110,23 @@ def test_size_dependence_separates_knowing_size_from_weighing_it(bench):
     noise = rng.normal(0, 1, (180, 60))
     none = bench.size_dependence(noise, size, wells)
     assert none["size_r2"] < 0.0 and none["size_share"] < 0.05
+
+
+def test_selected_columns_keep_one_of_each_correlated_group(bench):
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    size, texture = rng.normal(0, 1, 300), rng.normal(0, 1, 300)
+    table = pd.DataFrame(
+        {
+            "Nuclei_Volume": np.exp(size),
+            "Nuclei_Radius": np.exp(size / 3) + rng.normal(0, 1e-3, 300),  # same order as volume
+            "Nuclei_Texture": texture,
+            "Nuclei_Constant": np.ones(300),
+            "Embedding_Image_000": rng.normal(0, 1, 300),
+        }
+    )
+    kept = bench.selected_columns(table, list(table.columns))
+    assert "Nuclei_Texture" in kept and "Embedding_Image_000" in kept
+    assert "Nuclei_Constant" not in kept
+    assert len({"Nuclei_Volume", "Nuclei_Radius"} & set(kept)) == 1
