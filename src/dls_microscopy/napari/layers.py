@@ -158,15 +158,33 @@ def _axis_labels(volume: Volume) -> tuple[str, ...]:
     return tuple(a for a in volume.axes if a != "c")
 
 
+def _kept_levels(levels: Sequence[Any]) -> list[int]:
+    """Indices of the levels napari takes: each strictly smaller than the one before."""
+    kept = [0]
+    for i, lv in enumerate(levels[1:], start=1):
+        if np.prod(lv.shape) < np.prod(levels[kept[-1]].shape):
+            kept.append(i)
+    return kept
+
+
 def _multiscale(levels: Sequence[Any]) -> tuple[list[Any] | Any, bool]:
     """A list of levels for napari (``multiscale=True``), or the one array when there is one."""
-    levels = list(levels)
     # napari needs strictly shrinking levels; drop any that are not smaller than the previous
-    kept = [levels[0]]
-    for lv in levels[1:]:
-        if np.prod(lv.shape) < np.prod(kept[-1].shape):
-            kept.append(lv)
+    kept = [levels[i] for i in _kept_levels(levels)]
     return (kept, True) if len(kept) > 1 else (kept[0], False)
+
+
+def _level_spacings(volume: Volume) -> list[list[float]]:
+    """The voxel size of each level napari shows (:func:`_kept_levels`), as the file gives it.
+
+    Kept in the layers' metadata (``dls_level_spacings``): the factor between two levels
+    is the file's, as a pipeline run at ``input.level`` uses it, not the ratio of their
+    shapes (64 planes halved are 32, 65 are 33).
+    """
+    spacings = volume.level_spacings or (volume.spacing,)
+    if len(spacings) != len(volume.levels):
+        return [[float(s) for s in volume.spacing]]
+    return [[float(s) for s in spacings[i]] for i in _kept_levels(volume.levels)]
 
 
 def volume_layer_data(
@@ -213,7 +231,12 @@ def volume_layer_data(
             "multiscale": multiscale,
             "axis_labels": _axis_labels(volume),
             "units": tuple("micrometer" if a in "zyx" else "pixel" for a in _axis_labels(volume)),
-            "metadata": {**base_meta, "dls_channel": channel, "dls_channel_index": i},
+            "metadata": {
+                **base_meta,
+                "dls_channel": channel,
+                "dls_channel_index": i,
+                "dls_level_spacings": _level_spacings(volume),
+            },
         }
         out.append((data, kwargs, "image"))
     return out
@@ -230,6 +253,7 @@ def labels_layer_data(
     data, multiscale = _multiscale([LevelView(lv) for lv in vol.levels])
     meta = dict(metadata or {})
     meta.setdefault("dls_source", str(vol.source) if vol.source else None)
+    meta["dls_level_spacings"] = _level_spacings(vol)  # its own, not those of an image's metadata
     kwargs = {
         "name": name,
         "scale": layer_scale(vol),

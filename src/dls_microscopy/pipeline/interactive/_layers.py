@@ -22,6 +22,7 @@ def volume_from_layer(
     scale: Sequence[float],
     channel_names: Sequence[str] = (),
     source: str | os.PathLike[str] | None = None,
+    level_spacings: Sequence[Sequence[float]] | None = None,
 ) -> Volume:
     """A :class:`Volume` over a napari layer's data (no copy, nothing read).
 
@@ -36,6 +37,9 @@ def volume_from_layer(
         Names of the channels.
     source : path-like, optional
         Where the data comes from (for messages and provenance).
+    level_spacings : sequence of sequence of float, optional
+        The voxel size ``(dz, dy, dx)`` of each level, full resolution first (the file's
+        factors between levels); default: ``scale`` times the ratio of the level shapes.
     """
     levels = list(data) if isinstance(data, list | tuple) else [data]
     arrays = [_as_dask(lv) for lv in levels]
@@ -46,17 +50,20 @@ def volume_from_layer(
             path=source,
         )
     spacing = tuple(float(s) for s in list(scale)[-3:])
-    level_spacings = tuple(
-        tuple(sp * b / max(1, s) for sp, b, s in zip(spacing, base.shape[-3:], lv.shape[-3:], strict=True))
-        for lv in arrays
-    )
+    if level_spacings is None:
+        level_spacings = [
+            [sp * b / max(1, s) for sp, b, s in zip(spacing, base.shape[-3:], lv.shape[-3:], strict=True)]
+            for lv in arrays
+        ]
+    if len(level_spacings) != len(arrays):
+        raise InputError(f"{len(level_spacings)} level voxel sizes for {len(arrays)} levels", path=source)
     return Volume(
         data=base,
         axes="zyx" if base.ndim == 3 else "czyx",
         spacing=spacing,
         channel_names=tuple(channel_names),
         levels=tuple(arrays),
-        level_spacings=level_spacings,
+        level_spacings=tuple(tuple(float(v) for v in sp) for sp in level_spacings),
         source=Path(source) if source else None,
         format="napari-layer",
     )
