@@ -23,7 +23,9 @@ class SessionRecorder:
     file describes the latest state of the analysis.  A step records the voxel
     size it used where that is not the file's (``spacing=``, set in the app):
     the pipeline gives it as ``input.spacing``, so that a run measures in the
-    same µm.  Steps of one pipeline share one voxel size.
+    same µm.  Steps of one pipeline share one voxel size.  Likewise a step records
+    the resolution level it ran at (``level=``), which the pipeline gives as
+    ``input.level``: steps of one pipeline share one level.
     """
 
     input_path: str | None = None
@@ -36,6 +38,8 @@ class SessionRecorder:
     labels_name: str | None = None
     spacing: dict[str, list[float] | None] = dataclasses.field(default_factory=dict)
     """per step recorded: its voxel size in µm at full resolution, or None for the file's"""
+    level: dict[str, int] = dataclasses.field(default_factory=dict)
+    """per step recorded: the resolution level of the image it ran at (0: full resolution)"""
 
     def set_input(self, path: str | os.PathLike[str] | None, *, series: int = 0) -> None:
         """The file the analysis runs on (a layer opened from a file)."""
@@ -51,10 +55,12 @@ class SessionRecorder:
         device: str = "auto",
         memory_budget: str | int = "2GB",
         spacing: Sequence[float] | None = None,
+        level: int = 0,
     ) -> None:
         """Record a segmentation (the parameters as the segmenter's model accepts them).
 
-        ``spacing``: the voxel size segmented at (µm, full resolution), where not the file's.
+        ``spacing``: the voxel size segmented at (µm, full resolution), where not the file's;
+        ``level``: the resolution level of the image segmented.
         """
         values = {k: _plain(v) for k, v in params.items()}
         model = values.pop("model_path", None)
@@ -63,6 +69,7 @@ class SessionRecorder:
             self.segment["model"] = str(model)
         self.compute.update(device=device, memory_budget=memory_budget)
         self._record_spacing("segment", spacing)
+        self.level["segment"] = int(level)
 
     def record_mesh(
         self,
@@ -72,8 +79,10 @@ class SessionRecorder:
         descriptors: bool = True,
         format: str = "glb",
         spacing: Sequence[float] | None = None,
+        level: int = 0,
     ) -> None:
-        """Record meshing options (``spacing``: of the labels meshed, where not the file's)."""
+        """Record meshing options (``spacing``: of the labels meshed, where not the file's;
+        ``level``: the image level the labels are of)."""
         self.mesh = {
             "format": format,
             "smooth": int(smooth),
@@ -81,6 +90,7 @@ class SessionRecorder:
             "descriptors": descriptors,
         }
         self._record_spacing("mesh", spacing)
+        self.level["mesh"] = int(level)
 
     def record_features(
         self,
@@ -88,13 +98,16 @@ class SessionRecorder:
         channels: Sequence[str | int] | None,
         compartment: str,
         spacing: Sequence[float] | None = None,
+        level: int = 0,
     ) -> None:
-        """Record the feature step (``spacing``: of the image measured, where not the file's)."""
+        """Record the feature step (``spacing``: of the image measured, where not the file's;
+        ``level``: the resolution level measured)."""
         self.features = {
             "channels": list(channels) if channels is not None else None,
             "compartment": compartment,
         }
         self._record_spacing("features", spacing)
+        self.level["features"] = int(level)
 
     def _record_spacing(self, step: str, spacing: Sequence[float] | None) -> None:
         self.spacing[step] = [float(v) for v in spacing] if spacing is not None else None
@@ -133,6 +146,25 @@ class SessionRecorder:
             )
         return next(iter(used.values()), None)
 
+    def input_level(self) -> int:
+        """The resolution level the recorded steps ran at (``input.level``).
+
+        Raises
+        ------
+        InputError
+            The steps ran at different levels (segment at 1, features at 0): a pipeline
+            runs every step at one.
+        """
+        steps = [n for n in ("segment", "mesh", "features") if getattr(self, n) is not None]
+        used = {n: self.level.get(n, 0) for n in steps}
+        if len(set(used.values())) > 1:
+            said = ", ".join(f"{n} at {v}" for n, v in used.items())
+            raise InputError(
+                f"the steps ran at different resolution levels ({said}): a pipeline runs every "
+                "step at one level (input.level); run them again at one level"
+            )
+        return next(iter(used.values()), 0)
+
     def to_config(self, output: str | os.PathLike[str], *, input_path: str | None = None) -> Any:
         """A validated :class:`~dls_microscopy.pipeline.config.PipelineConfig`.
 
@@ -140,7 +172,7 @@ class SessionRecorder:
         ------
         InputError
             Nothing was recorded, the data was not opened from a file, or the
-            steps used different voxel sizes.
+            steps used different voxel sizes or resolution levels.
         """
         from dls_microscopy.pipeline.config import PipelineConfig
 
@@ -162,6 +194,9 @@ class SessionRecorder:
         spacing = self.input_spacing()
         if spacing is not None:
             data["input"]["spacing"] = spacing
+        level = self.input_level()
+        if level:
+            data["input"]["level"] = level
         if self.compute:
             data["compute"] = dict(self.compute)
         return PipelineConfig.model_validate(data)
