@@ -11,6 +11,7 @@ import yaml
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QPushButton, QWidget
 
 from dls_microscopy.napari._image_layers import spacing_against_file_of
+from dls_microscopy.napari._levels import labels_placement, layer_level_spacings, level_choices
 from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, shown_volume
 from dls_microscopy.napari._voxel_size import VoxelSizeControl
 from dls_microscopy.napari.layers import labels_layer_data
@@ -30,6 +31,15 @@ class SegmentWidget(TaskWidget):
 
         self.image = LayerChooser(napari_viewer, ("image",))
         self.voxel_size = VoxelSizeControl(napari_viewer, self.image)
+        self.level = QComboBox()
+        self.level.setToolTip(
+            _tooltip(
+                "Resolution level of a multiscale image to segment: 0 is full resolution, each "
+                "level after it coarser (its shape z×y×x and voxel size in µm). The labels are "
+                "of that level; Meshes and Features measure them with the image at the same "
+                "level, and the saved pipeline.yaml gives it as input.level."
+            )
+        )
         self.method = QComboBox()
         self.method.addItems(segmenter_names())
         if "watershed" in segmenter_names():
@@ -53,6 +63,7 @@ class SegmentWidget(TaskWidget):
         for text, widget in (
             ("image", self.image),
             ("voxel size (µm)", self.voxel_size),
+            ("resolution level", self.level),
             ("segmenter", self.method),
             ("device", self.device),
             ("memory budget", self.memory),
@@ -67,6 +78,9 @@ class SegmentWidget(TaskWidget):
         self.estimate_button.clicked.connect(self.safely(self.estimate))
         self.voxel_size.apply_button.clicked.connect(self.safely(self.set_voxel_size))
         self.voxel_size.text.returnPressed.connect(self.safely(self.set_voxel_size))
+        self._levels_of: Any = None  # the layer whose levels are listed: its scale is followed
+        self.image.currentTextChanged.connect(self.list_levels)
+        self.list_levels()
 
     # -- parameters ---------------------------------------------------------------
     def _build_params(self, method: str) -> None:
@@ -144,9 +158,36 @@ class SegmentWidget(TaskWidget):
         note = f"; {', '.join(redo)} done before used the old one: run again" if redo else ""
         self.status.setText(f"voxel size {shown} µm (z, y, x) set on {', '.join(changed)}{note}")
 
+    def list_levels(self, *_: Any) -> None:
+        """List the chosen image's resolution levels (one, and the choice disabled, if single-scale).
+
+        The level chosen is kept when the new image has it.
+        """
+        layer = self.image.layer()
+        if layer is not self._levels_of:  # a voxel size set on it changes those of its levels
+            if self._levels_of is not None:
+                self._levels_of.events.scale.disconnect(self.list_levels)
+            if layer is not None:
+                layer.events.scale.connect(self.list_levels)
+            self._levels_of = layer
+        usable = layer is not None and layer.ndim >= 3
+        choices = level_choices(layer) if usable else []
+        current = max(self.level.currentIndex(), 0)
+        self.level.blockSignals(True)
+        self.level.clear()
+        self.level.addItems(choices)
+        self.level.setCurrentIndex(current if current < len(choices) else 0)
+        self.level.blockSignals(False)
+        self.level.setEnabled(len(choices) > 1)
+
+    def chosen_level(self) -> int:
+        """The resolution level chosen (0: full resolution)."""
+        return max(self.level.currentIndex(), 0)
+
     # -- running ------------------------------------------------------------------
     def _shown(self) -> tuple[Any, Any, dict[str, Any], str, tuple[int, ...]] | None:
-        """The chosen layer, its volume at the time point shown, metadata, channel, index."""
+        """The chosen layer, its volume (at the level chosen, the time point shown), metadata,
+        channel, index."""
         layer = self.image.layer()
         if layer is None:
             self.status.setText("open an image first (File > Open, or File > Open Sample)")
@@ -155,9 +196,18 @@ class SegmentWidget(TaskWidget):
         channel = meta.get("dls_channel", layer.name)
         levels, index = shown_volume(self.viewer, layer)  # a time series: the time point shown
         volume = volume_from_layer(
-            levels, scale=layer.scale, channel_names=[channel], source=meta.get("dls_source")
+            levels,
+            scale=layer.scale,
+            channel_names=[channel],
+            source=meta.get("dls_source"),
+            level_spacings=layer_level_spacings(layer),
         )
-        return layer, volume, meta, channel, tuple(index)
+        level = self.chosen_level()
+        if level >= len(volume.levels):  # the list is of another layer's levels (not expected)
+            self.list_levels()
+            self.status.setText(f"{layer.name!r} has no resolution level {level}: choose another")
+            return None
+        return layer, volume.at_level(level), meta, channel, tuple(index)
 
     def estimate(self) -> None:
         """Estimate the nucleus diameter of the image shown (worker thread); fill in ``diameter_um``."""
@@ -202,7 +252,8 @@ class SegmentWidget(TaskWidget):
             self.status.setText(f"labels name {name!r} is the name of an image layer: choose another name")
             return
         output = self.state.workdir / f"{name}.ome.zarr"
-        scale = tuple(layer.scale)[-3:]
+        level = volume.level
+        scale, translate = labels_placement(layer, level)  # over the image, at the level segmented
         # the voxel size against the file's: what a pipeline needs to segment in the same µm,
         # and what the labels record beside the app's, as with --spacing
         against_file = spacing_against_file_of(layer)
@@ -229,7 +280,8 @@ class SegmentWidget(TaskWidget):
             result, spacing = outcome
             made_from = {"dls_label": None, "dls_image_layer": layer.name}
             data, kwargs, _ = labels_layer_data(result.labels, name=name, metadata={**meta, **made_from})
-            kwargs["scale"] = scale
+            kwargs["scale"], kwargs["translate"] = scale, translate
+            kwargs["metadata"]["dls_level"] = level  # Meshes and Features pair them with this level
             kwargs["metadata"]["dls_labels_path"] = str(result.path)
             kwargs["metadata"]["dls_time_index"] = list(index)  # a time series: the point segmented
             if name in self.viewer.layers:
@@ -247,11 +299,14 @@ class SegmentWidget(TaskWidget):
                 device=device,
                 memory_budget=budget,
                 spacing=spacing,
+                level=level,
             )
             self.state.changed("steps")
             note = " (temporary: keep them with File > Save Selected Layers)" if self.state.temporary else ""
+            at = f" at resolution level {level}" if level else ""
             self.status.setText(
-                f"{result.n_objects} objects{where} in {result.plan.n_blocks} block(s) → {result.path}{note}"
+                f"{result.n_objects} objects{where}{at} in {result.plan.n_blocks} block(s) → "
+                f"{result.path}{note}"
             )
 
         self.start(work, done)
