@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from dls_microscopy.napari._levels import layer_level_spacings, level_shape, made_at_level
+
 __all__ = [
     "ChannelChoice",
     "channel_choices",
@@ -52,7 +54,8 @@ def channel_choices(labels: Any, images: Sequence[Any]) -> list[ChannelChoice]:
     """The image layers offered to measure with ``labels``, those that belong with them checked.
 
     A layer belongs with the labels when it lies on their voxel grid (the same
-    ``(Z, Y, X)`` shape and voxel size) and comes from the same source: the same
+    ``(Z, Y, X)`` shape and voxel size; for labels segmented at a coarser resolution
+    level, the layer's grid at that level) and comes from the same source: the same
     file or plate field (``dls_source``, ``dls_series``) or the same sample.
     Labels of no such layer (made by another plugin, or read from a file of their
     own) take the layers on their grid when those all come from one source, and
@@ -72,8 +75,8 @@ def channel_choices(labels: Any, images: Sequence[Any]) -> list[ChannelChoice]:
     """
     if labels is None:
         return [ChannelChoice(layer.name, True, _where(layer), _describe(layer)) for layer in images]
-    grid, origin = layer_grid(labels), layer_origin(labels)
-    on_grid = [layer for layer in images if layer_grid(layer) == grid]
+    grid, origin, level = layer_grid(labels), layer_origin(labels), made_at_level(labels)
+    on_grid = [layer for layer in images if layer_grid(layer, level) == grid]
     belonging = [layer for layer in on_grid if origin is not None and layer_origin(layer) == origin]
     if not belonging and len({layer_origin(layer) for layer in on_grid}) == 1:
         belonging = on_grid
@@ -83,10 +86,10 @@ def channel_choices(labels: Any, images: Sequence[Any]) -> list[ChannelChoice]:
         note = _describe(layer)
         if id(layer) in checked:
             pass
-        elif layer_grid(layer) == grid:
+        elif layer_grid(layer, level) == grid:
             note += f"; unchecked: not of the image that {labels.name!r} were made from"
         else:
-            note += f"; unchecked: {_grid_text(layer)}, {labels.name!r} {_grid_text(labels)}"
+            note += f"; unchecked: {_grid_text(layer, level)}, {labels.name!r} {_grid_text(labels)}"
         out.append(ChannelChoice(layer.name, id(layer) in checked, _where(layer), note))
     return out
 
@@ -94,17 +97,23 @@ def channel_choices(labels: Any, images: Sequence[Any]) -> list[ChannelChoice]:
 def measurement_problem(labels: Any, images: Sequence[Any]) -> str | None:
     """Why ``images`` cannot be measured with ``labels`` (a sentence for the user), or None.
 
-    The checked layers must have the labels' ``(Z, Y, X)`` shape, and each must be
-    another channel: two layers of one channel name (the same channel of two fields)
-    would make two columns of one name.
+    The checked layers must have the labels' ``(Z, Y, X)`` shape (at the resolution
+    level the labels were segmented at), and each must be another channel: two layers
+    of one channel name (the same channel of two fields) would make two columns of one name.
     """
-    shape = layer_grid(labels)[0]
+    shape, level = layer_grid(labels)[0], made_at_level(labels)
     for layer in images:
-        if layer_grid(layer)[0] != shape:
+        if level and level_shape(layer, level) is None:
+            return (
+                f"cannot measure {layer.name!r} with the labels {labels.name!r}: the labels were "
+                f"segmented at resolution level {level} and the image has no level {level}; check "
+                "only image layers of the image the labels were made from"
+            )
+        if layer_grid(layer, level)[0] != shape:
             return (
                 f"cannot measure {layer.name!r} with the labels {labels.name!r}: the image is "
-                f"{_grid_text(layer)}, the labels {_grid_text(labels)}; check only image layers "
-                "of the image the labels were made from"
+                f"{_grid_text(layer, level)}, the labels {_grid_text(labels)}; check only image "
+                "layers of the image the labels were made from"
             )
     seen: dict[str, str] = {}
     for layer in images:
@@ -152,14 +161,17 @@ def _describe(layer: Any) -> str:
     return f"{layer.name}: channel {channel_name(layer)!r} of {where or 'no file'}"
 
 
-def layer_grid(layer: Any) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """The ``(Z, Y, X)`` shape of the full-resolution data and the voxel size, rounded to compare."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    shape = tuple(int(s) for s in data.shape[-3:])
-    spacing = tuple(round(float(s), 9) for s in np.asarray(layer.scale)[-3:])
-    return shape, spacing
+def layer_grid(layer: Any, level: int = 0) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The ``(Z, Y, X)`` shape of a level's data (the full resolution's by default) and its
+    voxel size, rounded to compare; empty for a level the layer does not have."""
+    shape = level_shape(layer, level)
+    if shape is None:
+        return (), ()
+    spacing = np.asarray(layer.scale)[-3:] if level == 0 else layer_level_spacings(layer)[level]
+    return shape, tuple(round(float(s), 9) for s in spacing)
 
 
-def _grid_text(layer: Any) -> str:
-    shape, spacing = layer_grid(layer)
-    return f"{'×'.join(map(str, shape))} voxels of {' × '.join(f'{s:g}' for s in spacing)} µm"
+def _grid_text(layer: Any, level: int = 0) -> str:
+    shape, spacing = layer_grid(layer, level)
+    at = f" at level {level}" if level else ""
+    return f"{'×'.join(map(str, shape))} voxels of {' × '.join(f'{s:g}' for s in spacing)} µm{at}"

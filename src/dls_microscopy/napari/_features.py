@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 from dls_microscopy.napari._channel_choice import channel_choices, channel_name, measurement_problem
 from dls_microscopy.napari._feature_table import TableModel
 from dls_microscopy.napari._image_layers import input_spacing_of
+from dls_microscopy.napari._levels import layer_level_spacings, made_at_level
 from dls_microscopy.napari._scatter_plot import _POINT, _SELECTED, ScatterPlot  # noqa: F401 - re-exported
 from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, record_labels_used, shown_volume
 from dls_microscopy.pipeline.interactive import (
@@ -167,10 +168,13 @@ class FeaturesWidget(TaskWidget):
         import dask.array as da
 
         names = [channel_name(layer) for layer in images]
+        # labels segmented at a coarser level are measured with the images at that level
+        level = made_at_level(labels)  # measurement_problem: every image has it, on the labels' grid
         # a time series: the time point shown (of each layer; labels may be one time point's)
         shown = [shown_volume(self.viewer, layer) for layer in images]
-        stack = da.stack([_lazy(levels[0]) for levels, _ in shown])
-        image = volume_from_layer(stack, scale=images[0].scale, channel_names=names)
+        stack = da.stack([_lazy(levels[level]) for levels, _ in shown])
+        level_spacing = layer_level_spacings(images[0])[level]
+        image = volume_from_layer(stack, scale=level_spacing, channel_names=names)
         lab = volume_from_layer(_lazy(shown_volume(self.viewer, labels)[0][0]), scale=labels.scale)
         segmented = labels.metadata.get("dls_time_index")  # labels of one time point (Segment tab)
         if labels.ndim == 3 and segmented and list(shown[0][1]) != list(segmented):
@@ -221,10 +225,12 @@ class FeaturesWidget(TaskWidget):
                 channels=None if len(all_channels) == _n_file_channels(images[0]) else names,
                 compartment=compartment,
                 spacing=spacing,
+                level=level,
             )
             self.state.recorder.record_embeddings(models)
             self.state.changed("features")
-            self.status.setText(f"{table.num_rows} objects, {table.num_columns} columns")
+            at = f" (resolution level {level})" if level else ""
+            self.status.setText(f"{table.num_rows} objects, {table.num_columns} columns{at}")
 
         self.start(work, done)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from dls_microscopy.errors import InputError
 from dls_microscopy.napari._channel_choice import layer_grid, layer_origin
+from dls_microscopy.napari._levels import made_at_level
 from dls_microscopy.pipeline.interactive import SpacingAgainstFile, input_spacing, spacing_against_file
 from dls_microscopy.volume import check_spacing
 
@@ -112,7 +113,8 @@ def set_voxel_size(layers: Sequence[Any], chosen: Any, spacing: Sequence[float])
     The last three values of each layer's ``scale`` (z, y, x) change; the others
     (time) are kept.  A layer on another grid than ``chosen`` (labels at another
     resolution) keeps its factor to it, as every pyramid level keeps its factor to
-    full resolution with ``--spacing``.
+    full resolution with ``--spacing``; labels segmented at a coarser level keep their place
+    over the image too (their ``translate``, half a coarse voxel in, scales with it).
 
     Parameters
     ----------
@@ -145,9 +147,19 @@ def set_voxel_size(layers: Sequence[Any], chosen: Any, spacing: Sequence[float])
             for s, r, n in zip(scale[-3:], reference, new, strict=True)
         ]
         if spatial != scale[-3:]:
+            if made_at_level(layer):
+                _keep_place(layer, chosen, [n / s for s, n in zip(scale[-3:], spatial, strict=True)])
             layer.scale = [*scale[:-3], *spatial]
             changed.append(layer)
     return changed
+
+
+def _keep_place(layer: Any, image: Any, factors: Sequence[float]) -> None:
+    """Scale ``layer``'s offset from ``image`` (z, y, x) by ``factors``, as its voxel size."""
+    origin = [float(t) for t in image.translate[-3:]]
+    translate = [float(t) for t in layer.translate]
+    offsets = [o + (t - o) * f for t, o, f in zip(translate[-3:], origin, factors, strict=True)]
+    layer.translate = [*translate[:-3], *offsets]
 
 
 def input_spacing_of(layer: Any) -> Callable[[], list[float] | None]:

@@ -8,6 +8,7 @@ from typing import Any
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
 from dls_microscopy.napari._image_layers import input_spacing_of
+from dls_microscopy.napari._levels import made_at_level
 from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, record_labels_used, shown_volume
 from dls_microscopy.pipeline.interactive import MeshSet, mesh_labels, session_field, volume_from_layer
 
@@ -107,13 +108,19 @@ class MeshesWidget(TaskWidget):
                 name=name,
                 colormap="viridis",
                 units=("micrometer",) * 3,
+                # over the labels: those of a coarser level lie half a coarse voxel in
+                translate=tuple(float(t) for t in layer.translate[-3:]),
                 metadata={"dls_meshes_of": layer.name},
             )
             layer.visible = False  # the meshes show these objects now
             self.viewer.dims.ndisplay = 3
             record_labels_used(self.state.recorder, layer)
             self.state.recorder.record_mesh(
-                smooth=smooth, decimate=decimate, descriptors=descriptors, spacing=spacing
+                smooth=smooth,
+                decimate=decimate,
+                descriptors=descriptors,
+                spacing=spacing,
+                level=made_at_level(layer),  # labels of a coarser level: a run meshes that level
             )
             self.state.changed("meshes")
             self.status.setText(f"{len(meshes.ids)} meshes, {len(meshes.faces)} faces (µm)")
