@@ -106,6 +106,15 @@ def pyramid(tmp_path: Path) -> Path:
     return write_ome_zarr(sample.as_volume(), tmp_path / "pyramid.ome.zarr", n_levels=3)
 
 
+def test_labels_of_a_level_are_not_saved_into_the_images_store(pyramid):
+    from dls_microscopy.napari._writer import write_labels_layer
+
+    meta = {"name": "coarse", "scale": (1.0, 1.0, 1.0), "metadata": {"dls_level": 1}}
+    with pytest.raises(InputError, match="labels of resolution level 1 go to a label image of their own"):
+        write_labels_layer(str(pyramid / "labels" / "coarse"), np.ones((21, 50, 50), np.uint16), meta)
+    assert not (pyramid / "labels").exists()
+
+
 @pytest.mark.gui
 def test_segment_a_coarser_level_and_the_saved_pipeline_repeats_it(
     make_napari_viewer, qtbot, pyramid, tmp_path

@@ -20,7 +20,7 @@ def write_labels_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 
     * ``path`` inside an OME-Zarr image (``image.ome.zarr/labels/NAME``, a
       trailing ``.zarr`` is dropped): the label image ``NAME`` is added to that
-      image (``write_labels``);
+      image (``write_labels``); labels segmented at a coarser level are refused there;
     * any other ``*.zarr`` path: a standalone OME-Zarr label image
       (``write_label_image``) with the layer's scale as spacing (µm).
 
@@ -41,6 +41,11 @@ def write_labels_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     scale = tuple(float(s) for s in (meta.get("scale") if meta.get("scale") is not None else (1.0,) * ndim))
     spacing = scale[-3:] if ndim >= 3 else scale
     if target.parent.name == "labels" and _is_ngff_image(target.parent.parent):
+        level = (meta.get("metadata") or {}).get("dls_level")
+        if level:  # segmented at a coarser level (Segment tab): not on the image's grid
+            from dls_microscopy.segment._blockwise_write import level_into_store_error
+
+            raise level_into_store_error(int(level), target.parent.parent)
         # napari appends the writer's extension to the name typed in the save dialog
         name = target.name.removesuffix(".zarr").removesuffix(".ome")
         written = write_labels(target.parent.parent, name, data, overwrite=True)
