@@ -217,6 +217,50 @@ def size_dependence(
     var = features.var(axis=0)
     corr = (features - features.mean(axis=0)).T @ y / len(y) / np.sqrt(np.maximum(var, 1e-300))
     share = float(np.sum(var * corr**2) / np.sum(var))
+    return {"size_share": share, "size_r2": readout_r2(features, log_volume, wells, ridge)}
+
+
+def coverage(table: Any, n: int = 12) -> list[dict[str, Any]]:
+    """What the embeddings hold of the handcrafted features that tell treatments apart best.
+
+    For the ``n`` handcrafted features with the largest one-way ANOVA F over treatments
+    (per object, ``table["Metadata_Treatment"]``), the leave-one-well-out R² of a linear
+    read-out of the feature from image + shape (:func:`readout_r2`).  A
+    low R² for a discriminating feature is a property the encoders do not carry linearly.
+    """
+    from scipy.stats import f_oneway
+
+    emb = [c for c in table.columns if c.startswith("Embedding_")]
+    if not emb:
+        return []
+    wells = table["Metadata_Well"].to_numpy()
+    treatment = table["Metadata_Treatment"].to_numpy()
+    x = _zscore(table[emb].to_numpy(np.float64))
+    rows = []
+    for col in (c for c in table.columns if c.startswith("Nuclei_")):
+        y = table[col].to_numpy(np.float64)
+        if not np.isfinite(y).all() or y.std() == 0:
+            continue
+        f = float(f_oneway(*[y[treatment == t] for t in np.unique(treatment)]).statistic)
+        rows.append({"feature": col, "anova_f": f})
+    rows = sorted(rows, key=lambda r: -r["anova_f"])[:n]
+    for r in rows:
+        r["r2_from_embeddings"] = readout_r2(x, table[r["feature"]].to_numpy(np.float64), wells)
+    return rows
+
+
+#: Object k-NN comparisons reported with paired counts: (a, b).
+PAIRS = (("image+shape", "handcrafted"), ("all", "handcrafted"), ("all", "image+shape"))
+
+
+def readout_r2(features: np.ndarray, values: np.ndarray, wells: np.ndarray, ridge: float = 1.0) -> float:
+    """R² of ``values`` ``(n_objects,)`` read linearly from ``features``, leave one well out.
+
+    Ridge regression (penalty ``ridge``, intercept not shrunk) on standardised features,
+    fitted without the objects of the well predicted.
+    """
+    y = (values - values.mean()) / values.std()
+    var = features.var(axis=0)
     x = (features - features.mean(axis=0)) / np.sqrt(np.maximum(var, 1e-300))
     pred = np.empty_like(y)
     for w in np.unique(wells):
@@ -226,12 +270,7 @@ def size_dependence(
         penalty[-1, -1] = 0.0  # the intercept is not shrunk
         beta = np.linalg.solve(a.T @ a + penalty, a.T @ y[train])
         pred[~train] = np.c_[x[~train], np.ones(int((~train).sum()))] @ beta
-    r2 = float(1.0 - np.sum((y - pred) ** 2) / np.sum(y**2))
-    return {"size_share": share, "size_r2": r2}
-
-
-#: Object k-NN comparisons reported with paired counts: (a, b).
-PAIRS = (("image+shape", "handcrafted"), ("all", "handcrafted"), ("all", "image+shape"))
+    return float(1.0 - np.sum((y - pred) ** 2) / np.sum(y**2))
 
 
 #: pycytominer's usual feature selection before profiling (:func:`selected_columns`).
@@ -425,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
                 "n_wells": len(layout),
                 "metrics": evaluate(objects, treatments),
                 "metrics_selected": evaluate(objects, treatments, select=True),
+                "coverage": coverage(
+                    objects.assign(Metadata_Treatment=objects["Metadata_Well"].map(treatments))
+                ),
             }
         results["speed"] = _speed(work / "test", layouts["test"], models, stage_s, n_obj, args.threads)
     finally:
@@ -522,6 +564,19 @@ def _report(results: dict[str, Any], outdir: Path) -> None:
                 "",
             ]
             lines += _quality_lines(p["metrics_selected"])
+        if p.get("coverage"):
+            lines += [
+                "",
+                "The handcrafted features that tell treatments apart best (one-way ANOVA F over objects), "
+                "and the R² of their linear read-out from image + shape (wells left out):",
+                "",
+                "| feature | F | R² from embeddings |",
+                "|---|---:|---:|",
+            ]
+            lines += [
+                f"| {r['feature']} | {r['anova_f']:.0f} | {r['r2_from_embeddings']:.3f} |"
+                for r in p["coverage"]
+            ]
     lines += [
         "",
         "## Training",

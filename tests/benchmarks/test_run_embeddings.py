@@ -81,6 +81,7 @@ def test_quick_half_dose_run_reports_every_feature_set(run_benchmark, tmp_path):
         assert set(metrics["paired"]) == pairs
         selected = data["plates"][plate]["metrics_selected"]
         assert set(selected["paired"]) == pairs
+        assert data["plates"][plate]["coverage"], "no coverage rows"
         for name in ("handcrafted", "all"):  # the handcrafted set repeats size: some columns go
             assert 0 < selected[name]["n_features"] < metrics[name]["n_features"], name
         for c in metrics["paired"].values():  # a percentile interval need not hold the estimate
@@ -130,3 +131,28 @@ def test_selected_columns_keep_one_of_each_correlated_group(bench):
     assert "Nuclei_Texture" in kept and "Embedding_Image_000" in kept
     assert "Nuclei_Constant" not in kept
     assert len({"Nuclei_Volume", "Nuclei_Radius"} & set(kept)) == 1
+
+
+def test_coverage_ranks_discriminating_features_and_reads_them_from_embeddings(bench):
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    treatment = np.repeat(["a", "b"], 120)
+    wells = np.array([f"{t}{i // 20}" for i, t in enumerate(treatment)])  # 6 wells per treatment
+    carried = (treatment == "b") * 2.0 + rng.normal(0, 1, 240)  # in the embeddings
+    missed = (treatment == "b") * 3.0 + rng.normal(0, 1, 240)  # not in them, and more telling
+    table = pd.DataFrame(
+        {
+            "Metadata_Well": wells,
+            "Metadata_Treatment": treatment,
+            "Nuclei_Carried": carried,
+            "Nuclei_Missed": missed,
+            "Nuclei_Noise": rng.normal(0, 1, 240),
+            "Embedding_Image_000": carried + rng.normal(0, 0.05, 240),
+            "Embedding_Image_001": rng.normal(0, 1, 240),
+        }
+    )
+    rows = bench.coverage(table, n=2)
+    assert [r["feature"] for r in rows] == ["Nuclei_Missed", "Nuclei_Carried"]
+    assert rows[1]["r2_from_embeddings"] > 0.99
+    assert rows[0]["r2_from_embeddings"] < 0.6  # only what it shares with the treatment
