@@ -65,6 +65,18 @@ def test_a_call_without_provenance_records_only_what_determines_the_labels(tmp_p
     assert meta[0]["attributes"]["dls_microscopy"] == meta[1]["attributes"]["dls_microscopy"]
 
 
+def test_full_resolution_labels_record_no_level(tmp_path):
+    """Level 0 records no 'level' (as meshes.json and the tables do): a pipeline field segmented
+    before levels were recorded recomputes to the same labels, byte for byte."""
+    s = make_synthetic_nuclei((16, 48, 48), seed=3)
+    tif = tmp_path / "n.tif"
+    tifffile.imwrite(tif, np.asarray(s.image[0]))
+    seg = get_segmenter("watershed", {"diameter_um": 6}, device="cpu")
+    segment_blockwise(open_volume(tif), seg, output=tmp_path / "a.ome.zarr")
+    record = open_volume(tmp_path / "a.ome.zarr").metadata["dls_microscopy"]["segmentation"]
+    assert "level" not in record
+
+
 def test_a_selected_time_point_is_recorded(tmp_path):
     """A pipeline field of a time series segments its time point's volume: the record says which."""
     s = make_synthetic_nuclei((16, 48, 48), seed=5)

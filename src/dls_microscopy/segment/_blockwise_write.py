@@ -199,7 +199,8 @@ def segmentation_record(
         "source": str(volume.source) if volume.source is not None else None,
         "channel": image.channel_names[0] if image.channel_names else None,
         "time_point": time_point,
-        "level": int(image.level),
+        # absent at 0: a pipeline field's labels made before levels recompute byte for byte
+        **({"level": int(image.level)} if image.level else {}),
         "spacing_um": list(image.spacing),
     }
     if "spacing_from_file_um" in volume.metadata:  # given in place of the file's (full resolution)
