@@ -102,3 +102,19 @@ def test_a_coarser_level_records_both_voxel_sizes_at_that_level(tmp_path):
     assert rec["level"] == 1
     np.testing.assert_allclose(rec["spacing_um"], np.array([2, 0.25, 0.25]) * factor)
     np.testing.assert_allclose(rec["spacing_from_file_um"], np.array([1, 0.5, 0.5]) * factor)
+
+
+def test_full_resolution_labels_record_the_files_voxel_size_as_it_is(tmp_path):
+    """At level 0 the file's voxel size given over was rounded to 12 digits: a pipeline field
+    with input.spacing, of a file whose voxel size has more, no longer recomputed byte for byte."""
+    s = make_synthetic_nuclei((16, 48, 48), seed=3)
+    tif = tmp_path / "n.ome.tif"
+    fine = 0.10834236186348862  # 1 / 9.23 px per µm
+    meta = {"axes": "ZYX", "PhysicalSizeX": fine, "PhysicalSizeY": fine, "PhysicalSizeZ": 1.0}
+    tifffile.imwrite(tif, np.asarray(s.image[0]), metadata=meta)
+    vol = open_volume(tif, spacing=(1.0, 0.3, 0.3))
+    seg = get_segmenter("watershed", {"diameter_um": 6}, device="cpu")
+    segment_blockwise(vol, seg, output=tmp_path / "a.ome.zarr")
+    record = open_volume(tmp_path / "a.ome.zarr").metadata["dls_microscopy"]["segmentation"]
+    assert record["spacing_from_file_um"] == vol.metadata["spacing_from_file_um"]
+    assert record["spacing_from_file_um"][2] == open_volume(tif).spacing[2]

@@ -204,12 +204,14 @@ def segmentation_record(
         "spacing_um": list(image.spacing),
     }
     if "spacing_from_file_um" in volume.metadata:  # given in place of the file's (full resolution)
-        # at the level segmented, like spacing_um: each level keeps its factor to level 0
-        full = image.level_spacings[0]
-        seg["spacing_from_file_um"] = [
-            float(f"{f * s / b:.12g}")  # 0.3 * 0.2 / 0.1 is 0.6, not 0.6000000000000001
-            for f, s, b in zip(volume.metadata["spacing_from_file_um"], image.spacing, full, strict=True)
-        ]
+        from_file = volume.metadata["spacing_from_file_um"]  # level 0: as it is, never rounded
+        if image.level:  # at the level segmented, like spacing_um: each level keeps its factor to level 0
+            full = image.level_spacings[0]
+            from_file = [
+                float(f"{f * s / b:.12g}")  # 0.3 * 0.2 / 0.1 is 0.6, not 0.6000000000000001
+                for f, s, b in zip(from_file, image.spacing, full, strict=True)
+            ]
+        seg["spacing_from_file_um"] = from_file
     if provenance is None:
         return {"segmentation": seg}
     execution = {
