@@ -288,6 +288,15 @@ def test_a_descriptor_table_inside_the_mesh_folder_is_refused(tmp_path, label_st
     with pytest.raises(InputError, match="outside the mesh folder"):
         export_meshes_command(label_store, out, descriptors_path=out / "shape.parquet", smooth=0)
     assert not out.exists()
+    # however the path is spelled: through '..' or a link to the folder
+    (tmp_path / "link").symlink_to(out, target_is_directory=True)
+    for spelled in (
+        tmp_path / "elsewhere" / ".." / "out" / "shape.parquet",
+        tmp_path / "link" / "shape.parquet",
+    ):
+        with pytest.raises(InputError, match="outside the mesh folder"):
+            export_meshes_command(label_store, out, descriptors_path=spelled, smooth=0)
+        assert not out.exists() and not (tmp_path / "elsewhere").exists()
 
 
 def test_a_label_name_in_an_image_without_labels_is_refused_at_any_level(tmp_path):

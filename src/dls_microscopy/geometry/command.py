@@ -163,7 +163,7 @@ def export_meshes_command(
     refuse_output_over_inputs(outdir, [labels_path])
     if descriptors_path is not None:
         refuse_output_over_inputs(descriptors_path, [labels_path])
-        if Path(descriptors_path).absolute().is_relative_to(Path(outdir).absolute()):
+        if Path(descriptors_path).resolve().is_relative_to(Path(outdir).resolve()):  # '..', links
             raise InputError(
                 "the descriptor table goes outside the mesh folder, which is replaced as a whole "
                 "(it holds the meshes, meshes.json and manifest.json): give another path",
