@@ -155,3 +155,23 @@ def test_an_overwrite_whose_final_rename_fails_puts_the_old_output_back(
         (tmp / "v").write_text("2")
     assert (final / "v").read_text() == "1"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_leftover_that_cannot_be_removed_does_not_stop_the_write(tmp_path, monkeypatch):
+    """Another user's partial file in a shared (sticky) folder: its removal raised PermissionError
+    out of every later write of that output (an internal error) instead of being left alone."""
+    stale = tmp_path / f".t.csv.partial-{_dead_pid()}-aaaa1111@{socket.gethostname()}"
+    stale.write_text("half")
+    real = Path.unlink
+
+    def unlink(self, *args, **kwargs):
+        if self.name == stale.name:
+            raise PermissionError(1, "Operation not permitted")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    tmp = partial_file(tmp_path / "t.csv")
+    tmp.write_text("whole")
+    os.replace(tmp, tmp_path / "t.csv")
+    release_partial(tmp)
+    assert (tmp_path / "t.csv").read_text() == "whole" and stale.exists()

@@ -86,7 +86,10 @@ def _remove_stale_partials(final: Path) -> None:
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
-                entry.unlink(missing_ok=True)
+                try:  # best effort, as for a folder: another user's, in a shared (sticky) folder, stays
+                    entry.unlink(missing_ok=True)
+                except OSError as exc:
+                    log.debug("cannot remove stale partial output %s: %s", entry, exc)
 
 
 def _hold(path: Path) -> Path:
