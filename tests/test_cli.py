@@ -391,6 +391,10 @@ def test_features_label_mismatches_with_spacing_or_odd_records_are_one_line_erro
             code, _, err = run(capsys, "features", str(store), str(small), out, f"--level={level}")
             assert code == 2 and "internal error" not in err, err
             assert ("give --level 2" in err) == (record["segmentation"] is not None), err
+    # a record without a level is of full resolution (written only above 0)
+    zarr.open_group(str(small), mode="a").attrs["dls_microscopy"] = {"segmentation": {"method": "threshold"}}
+    code, _, err = run(capsys, "features", str(store), str(small), str(tmp_path / "b"), "--level=1")
+    assert code == 2 and "give --level 0" in err, err
 
 
 def test_time_point_option_of_segment_features_and_embed(capsys, tmp_path):

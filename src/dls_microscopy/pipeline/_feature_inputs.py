@@ -125,7 +125,8 @@ def _level_hint(lab: Volume, level: int) -> str:
     """`` (the labels were segmented at resolution level N: give --level N)``, where their record says so."""
     made = lab.metadata.get("dls_microscopy")
     seg = made.get("segmentation") if isinstance(made, dict) else None
-    made_at = seg.get("level") if isinstance(seg, dict) else None
+    # a record without ``level`` is of full resolution (it is written only above 0)
+    made_at = seg.get("level", 0) if isinstance(seg, dict) else None
     if isinstance(made_at, int) and not isinstance(made_at, bool) and made_at != level:
         return f" (the labels were segmented at resolution level {made_at}: give --level {made_at})"
     return ""
