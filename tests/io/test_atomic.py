@@ -157,6 +157,30 @@ def test_an_overwrite_whose_final_rename_fails_puts_the_old_output_back(
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+def test_an_old_output_that_cannot_be_put_back_is_named_in_the_error(tmp_path, monkeypatch):
+    """Both renames failing left the old output under its hidden name, unsaid, where a later
+    write would remove it as a leftover; the error now says where it is."""
+    final = tmp_path / "out"
+    with atomic_directory(final) as tmp:
+        (tmp / "v").write_text("1")
+    real = os.replace
+
+    def replace(src, dst):
+        src, dst = os.fspath(src), os.fspath(dst)
+        if "old-" in dst:  # the old output goes aside
+            return real(src, dst)
+        if dst == os.fspath(final):  # neither the new output nor the old one can take the name
+            raise OSError(13, "Permission denied")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OutputError, match="could not be put back") as err:
+        with atomic_directory(final, overwrite=True) as tmp:
+            (tmp / "v").write_text("2")
+    (aside,) = [p for p in tmp_path.iterdir() if "old-" in p.name]
+    assert str(aside) in str(err.value) and (aside / "v").read_text() == "1"
+
+
 def test_a_leftover_that_cannot_be_removed_does_not_stop_the_write(tmp_path, monkeypatch):
     """Another user's partial file in a shared (sticky) folder: its removal raised PermissionError
     out of every later write of that output (an internal error) instead of being left alone."""

@@ -238,9 +238,16 @@ def atomic_directory(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
         try:
             os.replace(tmp, final)
             committed = True
-        except BaseException:
+        except BaseException as exc:
             if moved and not final.exists():  # the old output goes back, not lost
-                os.replace(trash, final)
+                try:
+                    os.replace(trash, final)
+                except OSError as back:  # say where it is: a later write would take it for a leftover
+                    raise OutputError(
+                        f"writing failed ({exc}), and the old output could not be put back "
+                        f"({back.strerror or back}): it is at {trash}; move it back before writing again",
+                        path=final,
+                    ) from exc
             raise
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
