@@ -126,14 +126,10 @@ def test_a_leftover_of_this_process_number_is_removed(tmp_path):
     assert not left_dir.exists() and not left_file.exists()
 
 
-@pytest.mark.parametrize("scan_while_aside", [False, True])
-def test_an_overwrite_whose_final_rename_fails_puts_the_old_output_back(
-    tmp_path, monkeypatch, scan_while_aside
-):
-    """The old folder stayed under its hidden 'old-' name, where the next write removed it; and
-    another thread's scan removed it while it waited there, so it could not come back."""
-    import dls_microscopy.io.atomic as atomic
-
+def _failing_overwrite(tmp_path, monkeypatch, error, *, restore_fails=False, on_aside=None):
+    """An output ``out`` holding ``v`` = "1", and ``os.replace`` failing with ``error`` to give
+    it the new folder (and, with ``restore_fails``, the old one back); ``on_aside(final)`` runs
+    once the old output is set aside."""
     final = tmp_path / "out"
     with atomic_directory(final) as tmp:
         (tmp / "v").write_text("1")
@@ -143,14 +139,28 @@ def test_an_overwrite_whose_final_rename_fails_puts_the_old_output_back(
         src, dst = os.fspath(src), os.fspath(dst)
         if "old-" in dst:  # the old output goes aside
             real(src, dst)
-            if scan_while_aside:
-                atomic._remove_stale_partials(final)  # another writer of the same output looks
+            if on_aside is not None:
+                on_aside(final)
             return None
-        if dst == os.fspath(final) and "old-" not in src:
-            raise OSError(28, "No space left on device")  # the new folder cannot take the name
+        if dst == os.fspath(final) and (restore_fails or "old-" not in src):
+            raise error
         return real(src, dst)
 
     monkeypatch.setattr(os, "replace", replace)
+    return final
+
+
+@pytest.mark.parametrize("scan_while_aside", [False, True])
+def test_an_overwrite_whose_final_rename_fails_puts_the_old_output_back(
+    tmp_path, monkeypatch, scan_while_aside
+):
+    """The old folder stayed under its hidden 'old-' name, where the next write removed it; and
+    another thread's scan removed it while it waited there, so it could not come back."""
+    import dls_microscopy.io.atomic as atomic
+
+    # another writer of the same output looks while the old one waits aside
+    scan = atomic._remove_stale_partials if scan_while_aside else None
+    final = _failing_overwrite(tmp_path, monkeypatch, OSError(28, "No space left on device"), on_aside=scan)
     with pytest.raises(OutputError, match="disk full"), atomic_directory(final, overwrite=True) as tmp:
         (tmp / "v").write_text("2")
     assert (final / "v").read_text() == "1"
@@ -160,20 +170,8 @@ def test_an_overwrite_whose_final_rename_fails_puts_the_old_output_back(
 def test_an_old_output_that_cannot_be_put_back_is_named_in_the_error(tmp_path, monkeypatch):
     """Both renames failing left the old output under its hidden name, unsaid, where a later
     write would remove it as a leftover; the error now says where it is."""
-    final = tmp_path / "out"
-    with atomic_directory(final) as tmp:
-        (tmp / "v").write_text("1")
-    real = os.replace
-
-    def replace(src, dst):
-        src, dst = os.fspath(src), os.fspath(dst)
-        if "old-" in dst:  # the old output goes aside
-            return real(src, dst)
-        if dst == os.fspath(final):  # neither the new output nor the old one can take the name
-            raise OSError(13, "Permission denied")
-        return real(src, dst)
-
-    monkeypatch.setattr(os, "replace", replace)
+    error = OSError(13, "Permission denied")
+    final = _failing_overwrite(tmp_path, monkeypatch, error, restore_fails=True)
     with pytest.raises(OutputError, match="could not be put back") as err:
         with atomic_directory(final, overwrite=True) as tmp:
             (tmp / "v").write_text("2")
