@@ -69,7 +69,11 @@ def test_labels_of_a_level_are_measured_with_the_images_at_that_level():
         "level 1 and the image has no level 1; check only image layers of the image the labels "
         "were made from"
     )
-    assert [c.checked for c in channel_choices(labels, [single])] == [False]
+    (choice,) = channel_choices(labels, [single])
+    assert not choice.checked
+    # said plainly (it was "unchecked:  voxels of  µm at level 1")
+    said = "unchecked: of no resolution level 1, 'nuclei' 8×16×16 voxels of 1 × 1 × 1 µm"
+    assert choice.note.endswith(said)
     # full-resolution labels with the image: level 0 as before
     full = _layer([np.zeros((8, 32, 32), np.uint16)], (1.0, 0.5, 0.5), metadata=meta)
     full.name = "truth"

@@ -173,5 +173,7 @@ def layer_grid(layer: Any, level: int = 0) -> tuple[tuple[int, ...], tuple[float
 
 def _grid_text(layer: Any, level: int = 0) -> str:
     shape, spacing = layer_grid(layer, level)
+    if not shape:  # a single-scale image, or a shallower pyramid
+        return f"of no resolution level {level}"
     at = f" at level {level}" if level else ""
     return f"{'×'.join(map(str, shape))} voxels of {' × '.join(f'{s:g}' for s in spacing)} µm{at}"
