@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -50,6 +51,37 @@ def test_level_voxel_sizes_are_the_files_and_follow_a_voxel_size_set_in_the_app(
     plain = _layer(levels[:2], (1.0, 0.5, 0.5))
     assert layer_level_spacings(plain) == [(1.0, 0.5, 0.5), (1.0, 1.0, 1.0)]
     assert level_choices(_layer(levels[:1], (1.0, 0.5, 0.5))) == ["0: 21×100×100 (1, 0.5, 0.5 µm)"]
+
+
+def test_only_levels_that_napari_numbers_as_the_file_does_are_offered(tmp_path):
+    """A file level no smaller than the one before it is not shown (napari needs shrinking levels):
+    the levels after it moved up, and the app's level 1 was the file's level 2 while the saved
+    pipeline's input.level and the labels' record said 1 (the file's full-resolution copy)."""
+    import zarr
+    from ome_zarr.writer import write_multiscale
+
+    from dls_microscopy.io import open_volume
+    from dls_microscopy.napari._levels import level_choices
+    from dls_microscopy.napari.layers import volume_layer_data
+
+    a = np.zeros((4, 16, 16), np.float32)
+    root = zarr.open_group(str(tmp_path / "odd.ome.zarr"), mode="w", zarr_format=2)
+    scales = ([1.0, 0.5, 0.5], [1.0, 0.5, 0.5], [1.0, 1.0, 1.0])
+    transforms = [[{"type": "scale", "scale": sc}] for sc in scales]
+    write_multiscale(
+        [a, a.copy(), a[:, ::2, ::2].copy()], root, axes="zyx", coordinate_transformations=transforms
+    )
+    volume = open_volume(tmp_path / "odd.ome.zarr")
+    assert [lv.shape for lv in volume.levels] == [(4, 16, 16), (4, 16, 16), (4, 8, 8)]
+    ((data, kwargs, _),) = volume_layer_data(volume)
+    layer = _layer(data, kwargs["scale"], metadata=kwargs["metadata"])
+    assert len(data) == 2  # napari shows the file's levels 0 and 2
+    assert level_choices(layer) == ["0: 4×16×16 (1, 0.5, 0.5 µm)"]
+    # a pyramid napari shows whole: every level
+    ((data, kwargs, _),) = volume_layer_data(
+        dataclasses.replace(volume, levels=volume.levels[1:], level_spacings=volume.level_spacings[1:])
+    )
+    assert len(level_choices(_layer(data, kwargs["scale"], metadata=kwargs["metadata"]))) == 2
 
 
 def test_labels_of_a_level_are_measured_with_the_images_at_that_level():

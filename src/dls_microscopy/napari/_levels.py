@@ -72,9 +72,17 @@ def layer_level_spacings(layer: Any) -> list[tuple[float, ...]]:
 
 
 def level_choices(layer: Any) -> list[str]:
-    """One line per level of ``layer``: ``"1: 20×32×32 (1, 1, 1 µm)"`` (shape z×y×x, voxel size)."""
+    """One line per level of ``layer``: ``"1: 20×32×32 (1, 1, 1 µm)"`` (shape z×y×x, voxel size).
+
+    Only the levels before the first one that napari's index does not give as the file
+    does (``dls_file_levels``: a file level no smaller than the one before it is not shown,
+    and those after it move up): ``input.level`` and the labels' record name the file's.
+    """
     out = []
+    file_levels = layer.metadata.get("dls_file_levels")
     for i, (lv, spacing) in enumerate(zip(layer_levels(layer), layer_level_spacings(layer), strict=True)):
+        if isinstance(file_levels, list | tuple) and i < len(file_levels) and file_levels[i] != i:
+            break
         shape = "×".join(str(int(n)) for n in lv.shape[-3:])
         out.append(f"{i}: {shape} ({', '.join(f'{s:.4g}' for s in spacing)} µm)")
     return out

@@ -236,6 +236,8 @@ def volume_layer_data(
                 "dls_channel": channel,
                 "dls_channel_index": i,
                 "dls_level_spacings": _level_spacings(volume),
+                # the file's index of each level shown: input.level and the labels' record use it
+                "dls_file_levels": _kept_levels(volume.levels),
             },
         }
         out.append((data, kwargs, "image"))
