@@ -132,6 +132,38 @@ def test_the_recorder_gives_the_level_and_refuses_steps_at_two(tmp_path):
     assert rec.to_config(tmp_path / "out").input.level == 0
 
 
+def test_meshes_of_a_level_and_the_image_share_one_voxel_size_set_in_the_app(tmp_path):
+    """Meshes of labels of level 1 give their voxel size through the file's factor, rounded to 12
+    digits; Segment gives the image's as set: a file voxel size of more digits (1 / 9.23 px per µm)
+    with z set in the app made 'the steps used different voxel sizes', and no pipeline was saved."""
+    import dask.array as da
+
+    from dls_microscopy.io import open_volume, write_ome_zarr
+    from dls_microscopy.napari._levels import labels_placement
+    from dls_microscopy.pipeline.interactive import SessionRecorder, spacing_against_file
+    from dls_microscopy.volume import Volume
+
+    fine = 0.10834236186348862
+    data = da.zeros((8, 32, 32), np.float32)
+    path = write_ome_zarr(
+        Volume(data=data, axes="zyx", spacing=(1.0, fine, fine)), tmp_path / "a.ome.zarr", n_levels=2
+    )
+    file = open_volume(path)
+    set_in_app = np.array([1.5, *file.spacing[1:]])  # the voxel size row: z changed
+    image = _layer(list(file.levels), set_in_app, metadata={"dls_level_spacings": file.level_spacings})
+    labels_scale, _ = labels_placement(image, 1)
+    segment = spacing_against_file(set_in_app, file.levels[0].shape, source=path).input_spacing
+    mesh = spacing_against_file(labels_scale, file.levels[1].shape, source=path).input_spacing
+    rec = SessionRecorder()
+    rec.set_input(path)
+    rec.record_segment(method="watershed", params={}, channel=None, spacing=segment, level=1)
+    rec.record_mesh(smooth=5, decimate=None, spacing=mesh, level=1)
+    assert rec.to_config(tmp_path / "out").input.spacing == segment  # as set, not rounded
+    rec.record_features(channels=None, compartment="Nuclei", spacing=[1.5, 0.1, 0.1], level=1)
+    with pytest.raises(InputError, match="the steps used different voxel sizes"):
+        rec.to_config(tmp_path / "out")
+
+
 @pytest.fixture
 def pyramid(tmp_path: Path) -> Path:
     """A 2-channel synthetic image with a 3-level pyramid (z of 21 planes: 11 at level 2)."""

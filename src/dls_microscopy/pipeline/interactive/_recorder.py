@@ -138,13 +138,16 @@ class SessionRecorder:
         """
         steps = [n for n in ("segment", "mesh", "features") if getattr(self, n) is not None]
         used = {n: self.spacing.get(n) for n in steps}
-        if len({tuple(v) if v else None for v in used.values()}) > 1:
+        first = next(iter(used.values()), None)
+        if not all(_same_spacing(first, v) for v in used.values()):
             said = "; ".join(f"{n}: {_spacing_text(v)}" for n, v in used.items())
             raise InputError(
                 f"the steps used different voxel sizes ({said}): run them again with one voxel "
                 "size, so that a pipeline can repeat them"
             )
-        return next(iter(used.values()), None)
+        # meshes of labels of a coarser level give theirs through the file's factor, rounded
+        # (12 digits): the image's, of segment or features, is the voxel size as it was set
+        return next((used[n] for n in ("segment", "features") if n in used), first)
 
     def input_level(self) -> int:
         """The resolution level the recorded steps ran at (``input.level``).
@@ -200,6 +203,13 @@ class SessionRecorder:
         if self.compute:
             data["compute"] = dict(self.compute)
         return PipelineConfig.model_validate(data)
+
+
+def _same_spacing(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
+    """One voxel size, within the float noise of a level's factor (or both the file's: None)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return len(a) == len(b) and bool(np.allclose(a, b, rtol=1e-9, atol=0.0))
 
 
 def _spacing_text(spacing: Sequence[float] | None) -> str:
