@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from dls_microscopy.errors import InputError
+from dls_microscopy.pipeline.interactive._spacing import _SAME
 
 __all__ = ["SessionRecorder"]
 
@@ -109,6 +110,10 @@ class SessionRecorder:
         self._record_spacing("features", spacing)
         self.level["features"] = int(level)
 
+    def _steps(self) -> list[str]:
+        """The steps recorded, of those that read the image or its labels."""
+        return [n for n in ("segment", "mesh", "features") if getattr(self, n) is not None]
+
     def _record_spacing(self, step: str, spacing: Sequence[float] | None) -> None:
         self.spacing[step] = [float(v) for v in spacing] if spacing is not None else None
 
@@ -136,8 +141,7 @@ class SessionRecorder:
             The steps used different voxel sizes (it was set in the app between
             them): no pipeline repeats that.
         """
-        steps = [n for n in ("segment", "mesh", "features") if getattr(self, n) is not None]
-        used = {n: self.spacing.get(n) for n in steps}
+        used = {n: self.spacing.get(n) for n in self._steps()}
         first = next(iter(used.values()), None)
         if not all(_same_spacing(first, v) for v in used.values()):
             said = "; ".join(f"{n}: {_spacing_text(v)}" for n, v in used.items())
@@ -158,8 +162,7 @@ class SessionRecorder:
             The steps ran at different levels (segment at 1, features at 0): a pipeline
             runs every step at one.
         """
-        steps = [n for n in ("segment", "mesh", "features") if getattr(self, n) is not None]
-        used = {n: self.level.get(n, 0) for n in steps}
+        used = {n: self.level.get(n, 0) for n in self._steps()}
         if len(set(used.values())) > 1:
             said = ", ".join(f"{n} at {v}" for n, v in used.items())
             raise InputError(
@@ -209,7 +212,7 @@ def _same_spacing(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
     """One voxel size, within the float noise of a level's factor (or both the file's: None)."""
     if a is None or b is None:
         return a is None and b is None
-    return len(a) == len(b) and bool(np.allclose(a, b, rtol=1e-9, atol=0.0))
+    return len(a) == len(b) and bool(np.allclose(a, b, rtol=_SAME, atol=0.0))
 
 
 def _spacing_text(spacing: Sequence[float] | None) -> str:
