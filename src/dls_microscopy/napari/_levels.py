@@ -15,6 +15,9 @@ from typing import Any
 
 import numpy as np
 
+# the relative difference under which a layer's voxel size is the file's
+from dls_microscopy.pipeline.interactive._spacing import _SAME
+
 __all__ = [
     "labels_placement",
     "layer_level_spacings",
@@ -23,9 +26,6 @@ __all__ = [
     "level_shape",
     "made_at_level",
 ]
-
-#: Relative difference under which a layer's voxel size is the file's (as in ``_spacing``).
-_SAME = 1e-9
 
 
 def layer_levels(layer: Any) -> list[Any]:
