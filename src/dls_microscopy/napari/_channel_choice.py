@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from dls_microscopy.napari._levels import layer_level_spacings, level_shape, made_at_level
 
 __all__ = [
@@ -167,7 +165,7 @@ def layer_grid(layer: Any, level: int = 0) -> tuple[tuple[int, ...], tuple[float
     shape = level_shape(layer, level)
     if shape is None:
         return (), ()
-    spacing = np.asarray(layer.scale)[-3:] if level == 0 else layer_level_spacings(layer)[level]
+    spacing = layer_level_spacings(layer)[level]  # level 0's is the layer's scale
     return shape, tuple(round(float(s), 9) for s in spacing)
 
 

@@ -375,7 +375,9 @@ def shown_volume(viewer: Any, layer: Any) -> tuple[list[Any], tuple[int, ...]]:
     """
     import numpy as np
 
-    levels = list(layer.data) if layer.multiscale else [layer.data]
+    from dls_microscopy.napari._levels import layer_levels
+
+    levels = layer_levels(layer)
     lead = int(layer.ndim) - 3
     if lead <= 0:
         return levels, ()
