@@ -380,6 +380,19 @@ def test_input_edited_in_place_with_the_same_size_redoes_its_field(plate_copy, t
     assert summary.count("skipped") == 3
 
 
+def test_another_input_with_the_same_fields_redoes_them(small_plate, plate_copy, tmp_path):
+    # plate_copy: another plate of the same name and layout, so its fields have the same keys;
+    # input.path is not in the settings digest, and every field of the old plate was kept
+    cfg = write_config(tmp_path, small_plate)
+    run_pipeline(cfg, progress=False)
+    cfg = write_config(tmp_path, plate_copy)
+    summary = run_pipeline(cfg, progress=False)
+    assert summary.count("done") == 4 and summary.count("skipped") == 0
+    manifest = read_manifest(tmp_path / "out" / "fields" / KEYS[0])
+    assert manifest["inputs"]["image"]["path"] == str(plate_copy / "A" / "01" / "0")
+    assert run_pipeline(cfg, progress=False).count("skipped") == 4  # and kept from then on
+
+
 def test_embeddings_step(small_plate, tmp_path):
     from dls_microscopy.features.embeddings import TrainingSample, train_embedding_model
     from dls_microscopy.sample_data import make_synthetic_nuclei

@@ -75,16 +75,24 @@ def config_digest(cfg: PipelineConfig) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
-def committed_field(folder: Path, digest: str, model_sha256: Mapping[str, str] | None = None) -> bool:
+def committed_field(
+    folder: Path,
+    digest: str,
+    model_sha256: Mapping[str, str] | None = None,
+    spec: FieldSpec | None = None,
+) -> bool:
     """Whether ``folder`` holds a complete field made with the same settings.
 
-    Checks the settings digest, that every output listed in the manifest
-    exists with its size, that the inputs still have the recorded size,
-    number of files and latest modification time (no file is read: an edit
-    that also restores the modification time is not detected; ``force`` redoes),
-    and that the models it used still have the sha256 in ``model_sha256``
-    (absolute path → sha256 of the files now): a model retrained into the same
-    file would otherwise mix two encoders' columns in one table.
+    Checks the settings digest, that the field was made from ``spec`` (the
+    same image, series and time point: the settings digest leaves
+    ``input.path`` out, and another plate's field has the same key), that every
+    output listed in the manifest exists with its size, that the inputs still
+    have the recorded size, number of files and latest modification time (no
+    file is read: an edit that also restores the modification time is not
+    detected; ``force`` redoes), and that the models it used still have the
+    sha256 in ``model_sha256`` (absolute path → sha256 of the files now): a
+    model retrained into the same file would otherwise mix two encoders'
+    columns in one table.
     """
     from dls_microscopy.pipeline.provenance import MANIFEST_NAME
 
@@ -95,6 +103,9 @@ def committed_field(folder: Path, digest: str, model_sha256: Mapping[str, str] |
         return False
     if info.get("config_sha256") != digest:
         log.info("%s was made with other settings: redoing it", folder.name)
+        return False
+    if spec is not None and not _same_field(spec, info, manifest):
+        log.info("%s was made from another input (%s): redoing it", folder.name, info.get("source"))
         return False
     for entry in manifest.get("outputs", []):
         f = folder / entry["path"]
@@ -117,6 +128,18 @@ def committed_field(folder: Path, digest: str, model_sha256: Mapping[str, str] |
             log.info("%s: its input %s changed: redoing it", folder.name, path)
             return False
     return True
+
+
+def _same_field(spec: FieldSpec, info: Mapping[str, Any], manifest: Mapping[str, Any]) -> bool:
+    """Whether a committed field (its ``field.json`` and manifest) was made from ``spec``.
+
+    The manifest's ``arguments.field`` is the spec the field ran with; without it, the
+    image path of ``field.json`` (``source``) is compared.
+    """
+    recorded = (manifest.get("arguments") or {}).get("field")
+    if isinstance(recorded, Mapping):
+        return bool(recorded == json.loads(json.dumps(dataclasses.asdict(spec))))
+    return Path(str(info.get("source", ""))).absolute() == Path(spec.source).absolute()
 
 
 def _changed_ns(st: os.stat_result) -> int:

@@ -337,7 +337,7 @@ def run_pipeline(
         todo: list[FieldSpec] = []
         models = model_digests(cfg) if not force else {}
         for spec in fields:
-            if not force and committed_field(fields_dir / spec.key, digest, models):
+            if not force and committed_field(fields_dir / spec.key, digest, models, spec):
                 info = json.loads((fields_dir / spec.key / "field.json").read_text(encoding="utf-8"))
                 outcomes[spec.key] = FieldOutcome(
                     spec.key, "skipped", "already committed", info.get("n_objects"), 0.0, spec.metadata()
