@@ -380,6 +380,24 @@ def test_input_edited_in_place_with_the_same_size_redoes_its_field(plate_copy, t
     assert summary.count("skipped") == 3
 
 
+def test_a_label_image_edited_in_place_with_the_same_size_redoes_its_field(plate_copy, tmp_path):
+    import os
+
+    cfg = write_config(tmp_path, plate_copy, steps="features: {compartment: Truth}\n")
+    cfg.write_text(cfg.read_text().replace("input:\n", "input:\n  labels: truth\n"))
+    run_pipeline(cfg, progress=False)
+    truth = plate_copy / "A" / "02" / "0" / "labels" / "truth" / "0"
+    chunk = next(f for f in sorted(truth.rglob("*")) if f.is_file() and f.name != "zarr.json")
+    # relabelled in place (here with its own bytes): same size, same file count; the label
+    # image's change time was not recorded, and the field kept the old labels' features
+    st = chunk.stat()
+    chunk.write_bytes(chunk.read_bytes())
+    os.utime(chunk, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    summary = run_pipeline(cfg, progress=False)
+    assert {f.key: f.status for f in summary.fields}[KEYS[2]] == "done"
+    assert summary.count("skipped") == 3
+
+
 def test_another_input_with_the_same_fields_redoes_them(small_plate, plate_copy, tmp_path):
     # plate_copy: another plate of the same name and layout, so its fields have the same keys;
     # input.path is not in the settings digest, and every field of the old plate was kept

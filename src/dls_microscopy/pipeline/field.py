@@ -86,13 +86,13 @@ def committed_field(
     Checks the settings digest, that the field was made from ``spec`` (the
     same image, series and time point: the settings digest leaves
     ``input.path`` out, and another plate's field has the same key), that every
-    output listed in the manifest exists with its size, that the inputs still
-    have the recorded size, number of files and latest modification time (no
-    file is read: an edit that also restores the modification time is not
-    detected; ``force`` redoes), and that the models it used still have the
-    sha256 in ``model_sha256`` (absolute path → sha256 of the files now): a
-    model retrained into the same file would otherwise mix two encoders'
-    columns in one table.
+    output listed in the manifest exists with its size, that the inputs (the
+    image, and a label image read from it) still have the recorded size,
+    number of files and latest change time (no file is read: an edit that also
+    restores the change time is not detected; ``force`` redoes), and that the
+    models it used still have the sha256 in ``model_sha256`` (absolute path →
+    sha256 of the files now): a model retrained into the same file would
+    otherwise mix two encoders' columns in one table.
     """
     from dls_microscopy.pipeline.provenance import MANIFEST_NAME
 
@@ -117,12 +117,17 @@ def committed_field(
         if now is not None and now != entry.get("sha256"):
             log.info("%s: its model %s changed: redoing it", folder.name, entry.get("path"))
             return False
-    # the inputs' change time as the field began (field.json held it before 2026-11-28)
+    # the inputs' change time as the field began (field.json held the image's before 2026-11-28;
+    # a label image's was not recorded before 2026-11-29: only its size and files are compared)
     resume = manifest.get("parameters", {}).get("resume", {})
+    changed = {
+        "image": resume.get("input_changed_ns", info.get("input_mtime_ns")),
+        **(resume.get("inputs_changed_ns") or {}),
+    }
     for name, entry in manifest.get("inputs", {}).items():
         path = str(entry.get("path", ""))
         stat = _input_stat(Path(path), tuple(entry.get("excluded", ())))
-        mtime = resume.get("input_changed_ns", info.get("input_mtime_ns")) if name == "image" else None
+        mtime = changed.get(name)
         recorded = (entry.get("size"), entry.get("n_files"), mtime if mtime is not None else stat and stat[2])
         if stat != recorded:
             log.info("%s: its input %s changed: redoing it", folder.name, path)
@@ -216,6 +221,9 @@ def run_field(
     bound_allocator(budget)  # blockwise temporaries are returned to the system, not kept per thread
     # before reading: an edit during the run shows on resume; label images are inputs of their own
     stamp = _input_stat(Path(spec.source), image_excludes(spec.source))
+    label_dir = Path(spec.source) / "labels" / str(cfg.input.labels)
+    read_labels = steps.segment is None and label_dir.is_dir()
+    label_stamp = _input_stat(label_dir) if read_labels else None
 
     def step(name: str) -> float:
         release_memory()  # what the previous step freed, before the next one allocates
@@ -327,12 +335,15 @@ def run_field(
         # which a copy, a restore or a chmod changes, goes to the manifest's parameters instead
         (tmp / FIELD_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         inputs = {"image": spec.source}
-        if steps.segment is None and (Path(spec.source) / "labels" / str(cfg.input.labels)).is_dir():
-            inputs["labels"] = str(Path(spec.source) / "labels" / str(cfg.input.labels))
+        resume: dict[str, Any] = {"input_changed_ns": stamp[2] if stamp else None}  # as the field began
+        if read_labels:
+            inputs["labels"] = str(label_dir)
+            # a label image edited in place keeps its size: its change time tells (committed_field)
+            resume["inputs_changed_ns"] = {"labels": label_stamp[2] if label_stamp else None}
         parameters = {
             "field": info,
             "config": cfg.model_dump(mode="json", exclude={"compute"}),
-            "resume": {"input_changed_ns": stamp[2] if stamp else None},  # as the field began
+            "resume": resume,
         }
         write_manifest(
             tmp,
