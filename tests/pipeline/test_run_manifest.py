@@ -92,6 +92,30 @@ def test_the_resolved_config_and_stray_files_of_a_run_folder_are_checked(run_cop
     }
 
 
+def test_a_run_killed_while_writing_its_summary_still_verifies(run_copy, small_plate, monkeypatch):
+    """Killed after its manifest, while writing run_summary.json: the tables and manifest are
+    complete, but verify reported the summary's temporary file (``exists was False, now True``)."""
+    from dls_microscopy.pipeline import run
+
+    cfg = write_config(run_copy.parent, small_plate)
+    real = run._write_text
+
+    def killed_writing_the_summary(path, text):
+        if path.name == run.SUMMARY_FILE:  # as SIGKILL leaves it: written, never renamed
+            path.with_name(f".{path.name}.999999999.tmp").write_text(text[:10], encoding="utf-8")
+            raise KeyboardInterrupt
+        real(path, text)
+
+    monkeypatch.setattr(run, "_write_text", killed_writing_the_summary)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, force=True, progress=False)
+    assert (run_copy / ".run_summary.json.999999999.tmp").is_file()
+    (run_copy / ".objects.parquet.partial-1-abcd1234@another-node").write_bytes(b"PAR1")  # a table's
+    assert verify_manifest(run_copy) == []
+    (run_copy / ".notes").write_text("a hidden file that is not a run's temporary")
+    assert [(m.item, m.field) for m in verify_manifest(run_copy)] == [(".notes", "exists")]
+
+
 def test_a_changed_field_is_reported_per_field(run_copy, capsys):
     field = run_copy / "fields" / KEYS[2]
     _flip(field / "objects.parquet", at=200)

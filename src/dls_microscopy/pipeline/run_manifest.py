@@ -7,7 +7,8 @@ tables by :func:`~dls_microscopy.pipeline.collect.collect_tables`, are
 recorded in the run folder's ``manifest.json``:
 
 * ``outputs``: every run table and the resolved configuration (path, size, sha256); a
-  file in the run folder that is neither these nor a report (``RUN_REPORTS``) is reported;
+  file in the run folder that is neither these, a report (``RUN_REPORTS``) nor the temporary
+  file of a killed write is reported;
 * ``fields``: the fields they were built from, in row order, each with the
   sha256 of its ``manifest.json`` (which records the field's tables);
 * ``fields_failed``: the fields of the run that are in no table;
@@ -208,9 +209,25 @@ def _resolved_config(out: Path) -> list[Path]:
     return [path] if path.is_file() else []
 
 
+def _is_temporary(name: str) -> bool:
+    """Whether ``name`` is a file being written, or left by a writer that was killed.
+
+    A run writes its files under a temporary name and renames them: ``.NAME.PID.tmp``
+    (``run_summary.json``, ``pipeline.resolved.yaml``) and ``.NAME.partial-...``
+    (:func:`~dls_microscopy.io.atomic.partial_file`: tables, manifest).  A run killed
+    while writing its summary, after its manifest, leaves one beside complete tables:
+    it is no output, and the next run removes it.
+    """
+    return name.startswith(".") and (name.endswith(".tmp") or ".partial-" in name)
+
+
 def _run_files_present(out: Path) -> list[str]:
-    """The files directly in the run folder the manifest should list: all but the reports."""
-    return sorted(p.name for p in out.iterdir() if p.is_file() and p.name not in RUN_REPORTS)
+    """The files directly in the run folder the manifest should list: all but reports and temporaries."""
+    return sorted(
+        p.name
+        for p in out.iterdir()
+        if p.is_file() and p.name not in RUN_REPORTS and not _is_temporary(p.name)
+    )
 
 
 def verify_run(
