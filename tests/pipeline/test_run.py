@@ -411,6 +411,27 @@ def test_another_input_with_the_same_fields_redoes_them(small_plate, plate_copy,
     assert run_pipeline(cfg, progress=False).count("skipped") == 4  # and kept from then on
 
 
+def test_a_run_into_a_folder_with_another_inputs_fields_warns(small_plate, tmp_path, caplog):
+    """The old plate's fields stayed beside the new input's, in no table: the run said nothing
+    (exit 0), and only verify, afterwards, reported every one of them."""
+    from dls_microscopy.io import write_ome_zarr
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+
+    run_pipeline(write_config(tmp_path, small_plate), progress=False)
+    s = make_synthetic_nuclei((16, 40, 40), seed=3)
+    image = write_ome_zarr(
+        s.image, tmp_path / "one.ome.zarr", axes="czyx", spacing=s.spacing, channel_names=s.channel_names
+    )
+    cfg = write_config(tmp_path, image)
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        summary = run_pipeline(cfg, progress=False)
+    assert summary.ok and summary.count("done") == 1
+    warned = [r.getMessage() for r in caplog.records if "not fields of this run" in r.getMessage()]
+    assert len(warned) == 1 and "4 field folder(s)" in warned[0] and KEYS[0] in warned[0]
+    assert all((tmp_path / "out" / "fields" / k).is_dir() for k in KEYS)  # nothing removed
+    assert "not fields of this run" in (tmp_path / "out" / "run.log").read_text()
+
+
 def test_embeddings_step(small_plate, tmp_path):
     from dls_microscopy.features.embeddings import TrainingSample, train_embedding_model
     from dls_microscopy.sample_data import make_synthetic_nuclei

@@ -252,6 +252,33 @@ def _run_log(path: Path) -> Iterator[None]:
         handler.close()
 
 
+def _warn_foreign_fields(fields_dir: Path, keys: set[str]) -> list[str]:
+    """Warn about field folders in ``fields_dir`` that are none of this run's fields.
+
+    An earlier run into the folder with another input (or other wells) left them: they
+    are in none of this run's tables, and ``verify`` reports each.  They are not removed
+    (nothing is lost); the warning says what to do.
+
+    Returns
+    -------
+    list of str
+        Their names, sorted.
+    """
+    folders = [d.name for d in fields_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    others = sorted(name for name in folders if name not in keys)
+    if others:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        log.warning(
+            "%d field folder(s) in %s are not fields of this run (an earlier run's, with another "
+            "input?): they are in none of its tables, and verify reports them; move them away, or "
+            "use another output folder: %s",
+            len(others),
+            fields_dir,
+            shown,
+        )
+    return others
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, DlsError):
         return str(exc)
@@ -345,6 +372,7 @@ def run_pipeline(
             else:
                 todo.append(spec)
         log.info("run: %d fields to do, %d already committed", len(todo), len(fields) - len(todo))
+        _warn_foreign_fields(fields_dir, {spec.key for spec in fields})
         if todo:
             # the run's tables no longer describe the fields from here on: without a manifest,
             # verify says the run did not finish, rather than that its fields were tampered with
