@@ -487,6 +487,48 @@ def test_embeddings_step(small_plate, tmp_path):
     assert [m["path"] for m in run_models] == [str(model)]
 
 
+def test_a_segmentation_model_retrained_into_the_same_file_redoes_the_fields(small_plate, tmp_path):
+    """steps.segment.model: the file was in no manifest, so a rerun kept every field segmented
+    with the old weights, and verify passed."""
+    from dls_microscopy.segment.base import segmenters
+    from local_segmenter import ThresholdParams, ThresholdSegmenter
+
+    class FileParams(ThresholdParams):
+        model_path: str | None = None
+
+    class FileSegmenter(ThresholdSegmenter):
+        """The threshold segmenter, its threshold read from a "weights" file."""
+
+        name = "test-threshold-file"
+        Params = FileParams
+
+        def global_stats(self, image, *, spacing):
+            return {"threshold": float(Path(self.params.model_path).read_text())}
+
+    segmenters().register(FileSegmenter.name, lambda: FileSegmenter)
+    model = tmp_path / "weights.txt"
+    model.write_text("1000")
+    cfg = write_config(
+        tmp_path,
+        small_plate,
+        steps=f"""\
+        segment:
+          method: {FileSegmenter.name}
+          model: {model}
+        features: {{}}
+    """,
+    )
+    assert run_pipeline(cfg, progress=False).count("done") == 4
+    entry = read_manifest(tmp_path / "out" / "fields" / KEYS[0])["models"][0]
+    assert entry["path"] == str(model) and entry["step"] == "segment"
+    assert run_pipeline(cfg, progress=False).count("skipped") == 4
+    model.write_text("2000")  # retrained into the same file
+    found = [str(m) for m in verify_manifest(tmp_path / "out")]
+    assert found and all(f"model weights.txt ({model}): sha256 was" in m for m in found), found
+    assert run_pipeline(cfg, progress=False).count("done") == 4
+    assert verify_manifest(tmp_path / "out") == []
+
+
 def test_existing_labels_without_segment_step(small_plate, tmp_path):
     from dls_microscopy.io import open_labels
 

@@ -53,16 +53,42 @@ StepCallback = Callable[[str, str], None]
 
 
 def model_digests(cfg: PipelineConfig) -> dict[str, str]:
-    """sha256 of the embedding model files ``cfg`` names, by absolute path (missing ones left out)."""
+    """sha256 of the model files ``cfg`` names, by absolute path (missing ones left out).
+
+    The embedding models, and the segment step's ``model`` where it is a file (not a
+    name the segmenter looks up itself, such as cellpose's ``cpsam``).
+    """
     from dls_microscopy.pipeline.provenance import digest_file
 
-    paths = cfg.steps.embeddings.model if cfg.steps.embeddings is not None else []
+    paths = list(cfg.steps.embeddings.model) if cfg.steps.embeddings is not None else []
+    if cfg.steps.segment is not None and cfg.steps.segment.model is not None:
+        paths.append(cfg.steps.segment.model)
     found = {}
     for p in paths:
         path = Path(p).absolute()
         with contextlib.suppress(OSError):
             found[str(path)] = digest_file(path)
     return found
+
+
+def _segment_model(cfg: PipelineConfig) -> dict[str, Any] | None:
+    """The ``models`` entry of the segment step's model file, read as the field begins.
+
+    None without one, or for a model name the segmenter looks up itself.  Recorded so that
+    a model retrained into the same file redoes the field (:func:`committed_field`) and
+    ``verify`` names it, as for the embedding models.
+    """
+    from dls_microscopy.pipeline.provenance import digest_file
+
+    s = cfg.steps.segment
+    if s is None or s.model is None:
+        return None
+    path = Path(s.model).absolute()
+    try:
+        sha256 = digest_file(path)
+    except OSError:  # a name (cellpose's "cpsam"), or a folder: the segmenter resolves it
+        return None
+    return {"name": path.name, "path": str(path), "step": "segment", "sha256": sha256}
 
 
 def config_digest(cfg: PipelineConfig) -> str:
@@ -244,6 +270,9 @@ def run_field(
     with atomic_directory(final, overwrite=True) as tmp:
         if steps.segment is not None:
             t = step("segment")
+            seg_model = _segment_model(cfg)
+            if seg_model is not None:
+                models.append(seg_model)
             labels, n_objects, devices["segment"] = _segment(
                 image, cfg, tmp / LABELS_NAME, threads, budget, spec.time_point
             )
