@@ -185,19 +185,26 @@ def test_a_second_run_into_the_same_folder_is_refused(small_plate, tmp_path, cap
         ), str(out)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+    # the holder's files being written, as a run on another login node names them: its process
+    # number means nothing here (a refused run removed them, and the holder's rename failed)
+    writing = [out / ".run_summary.json.999999999.tmp", out / ".objects.parquet.partial-1-ab12@node2"]
     try:
         assert holder.stdout.readline().strip() == "locked"
+        for f in writing:
+            f.write_text("being written")
         busy = rf"another run is writing into this folder \(process {holder.pid} on {socket.gethostname()}\)"
         with pytest.raises(OutputError, match=busy):
             run_pipeline(cfg, progress=False)
         assert main(["run", str(cfg), "--no-progress"]) == 2
         assert "another run is writing" in capsys.readouterr().err
         assert not any((out / "fields").glob("*")) and not (out / "objects.parquet").exists()
+        assert all(f.exists() for f in writing)
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     summary = run_pipeline(cfg, progress=False)  # the killed holder's lock went with it
     assert summary.ok and summary.count("done") == len(KEYS)
+    assert not any(f.exists() for f in writing)  # left by a killed run: removed under the lock
     with open(out / ".run.lock") as fh:  # released at the end of the run
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
 

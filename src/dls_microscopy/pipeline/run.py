@@ -120,17 +120,22 @@ def _prepare_output(out: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise OutputError(f"cannot write the output folder: {exc.strerror or exc}", path=out) from exc
-    _remove_stale_temporaries(out)
 
 
 def _remove_stale_temporaries(out: Path) -> None:
-    """Remove ``.NAME.PID.tmp`` files left by a killed run (tables, summary, resolved config)."""
-    import psutil
+    """Remove the temporary files of a killed run directly in ``out``.
 
-    for f in out.glob(".*.tmp"):
-        pid = f.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
-            log.info("removing %s, left by a run that was killed", f.name)
+    ``.NAME.PID.tmp`` (summary, resolved config) and ``.NAME.partial-...`` (tables,
+    manifest).  Only under the run's lock (:func:`_run_lock`): another run holding it
+    writes its own temporaries here, and its process number says nothing about it when
+    it runs on another login node; a second run refused by the lock removed them.
+    """
+    for f in out.iterdir():
+        name = f.name
+        pid = name.rsplit(".", 2)[-2] if name.endswith(".tmp") and name.count(".") >= 3 else ""
+        ours = pid == str(os.getpid())
+        if name.startswith(".") and f.is_file() and ((pid.isdigit() and not ours) or ".partial-" in name):
+            log.info("removing %s, left by a run that was killed", name)
             f.unlink(missing_ok=True)
 
 
@@ -359,7 +364,9 @@ def run_pipeline(
             out,
             ", ".join(cfg.steps.names()),
         )
-        remove_partials(fields_dir)  # the lock is ours: no other run's workers write here
+        # the lock is ours: no other run (nor its workers) writes here
+        _remove_stale_temporaries(out)
+        remove_partials(fields_dir)
         _write_text(out / RESOLVED_CONFIG, cfg.to_yaml())
         todo: list[FieldSpec] = []
         models = model_digests(cfg) if not force else {}
