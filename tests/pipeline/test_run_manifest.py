@@ -194,6 +194,33 @@ def test_a_run_stopped_while_writing_its_tables_leaves_no_manifest_then_resumes(
     )
 
 
+def test_a_run_with_other_settings_stopped_after_its_resolved_config_leaves_no_manifest(
+    run_copy, small_plate, monkeypatch
+):
+    """Stopped once it had written its pipeline.resolved.yaml: the old manifest stayed, and verify
+    said the resolved configuration had been changed (``sha256 was ..., now ...``)."""
+    from dls_microscopy.pipeline import run
+
+    steps = "segment:\n  channel: DAPI\n  params: {diameter_um: 6}\nfeatures: {}\n"
+    cfg = write_config(run_copy.parent, small_plate, steps=steps)
+    real = run._write_text
+
+    def stopped_after_the_resolved_config(path, text):
+        real(path, text)
+        if path.name == run.RESOLVED_CONFIG:
+            raise KeyboardInterrupt  # as a kill before the first field
+
+    monkeypatch.setattr(run, "_write_text", stopped_after_the_resolved_config)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, progress=False)
+    assert not (run_copy / MANIFEST_NAME).exists()
+    with pytest.raises(InputError, match="its run did not finish"):
+        verify_manifest(run_copy)
+    monkeypatch.setattr(run, "_write_text", real)
+    assert run_pipeline(cfg, progress=False).count("done") == 4
+    assert verify_manifest(run_copy) == []
+
+
 def test_a_forced_rerun_stopped_mid_field_leaves_no_manifest_of_the_old_tables(run_copy, small_plate):
     """``run --force`` stopped after one field: the old tables' manifest must not vouch for them."""
     from dls_microscopy.pipeline.progress import NoProgress

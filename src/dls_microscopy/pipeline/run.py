@@ -367,7 +367,13 @@ def run_pipeline(
         # the lock is ours: no other run (nor its workers) writes here
         _remove_stale_temporaries(out)
         remove_partials(fields_dir)
-        _write_text(out / RESOLVED_CONFIG, cfg.to_yaml())
+        resolved = cfg.to_yaml()
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if (out / RESOLVED_CONFIG).read_text(encoding="utf-8") != resolved:
+                # the run manifest records the configuration it replaces: without a manifest, a run
+                # stopped from here says it did not finish, not that the configuration was tampered with
+                remove_run_manifest(out)
+        _write_text(out / RESOLVED_CONFIG, resolved)
         todo: list[FieldSpec] = []
         models = model_digests(cfg) if not force else {}
         for spec in fields:
