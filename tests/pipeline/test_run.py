@@ -418,6 +418,15 @@ def test_another_input_with_the_same_fields_redoes_them(small_plate, plate_copy,
     assert run_pipeline(cfg, progress=False).count("skipped") == 4  # and kept from then on
 
 
+def test_the_same_input_through_a_symbolic_link_keeps_its_fields(plate_copy, tmp_path):
+    # the check that a field was made from the run's input compares paths with links resolved
+    cfg = write_config(tmp_path, plate_copy)
+    run_pipeline(cfg, progress=False)
+    link = tmp_path / "link.ome.zarr"
+    link.symlink_to(plate_copy, target_is_directory=True)
+    assert run_pipeline(write_config(tmp_path, link), progress=False).count("skipped") == 4
+
+
 def test_a_run_into_a_folder_with_another_inputs_fields_warns(small_plate, tmp_path, caplog):
     """The old plate's fields stayed beside the new input's, in no table: the run said nothing
     (exit 0), and only verify, afterwards, reported every one of them."""

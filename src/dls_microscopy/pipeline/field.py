@@ -165,12 +165,22 @@ def _same_field(spec: FieldSpec, info: Mapping[str, Any], manifest: Mapping[str,
     """Whether a committed field (its ``field.json`` and manifest) was made from ``spec``.
 
     The manifest's ``arguments.field`` is the spec the field ran with; without it, the
-    image path of ``field.json`` (``source``) is compared.
+    image path of ``field.json`` (``source``) is compared.  Paths are compared with
+    symbolic links resolved: one input reached through another spelling is the same.
     """
+    want = json.loads(json.dumps(dataclasses.asdict(spec)))
     recorded = (manifest.get("arguments") or {}).get("field")
     if isinstance(recorded, Mapping):
-        return bool(recorded == json.loads(json.dumps(dataclasses.asdict(spec))))
-    return Path(str(info.get("source", ""))).absolute() == Path(spec.source).absolute()
+        rest = {k: v for k, v in recorded.items() if k != "source"}
+        if rest != {k: v for k, v in want.items() if k != "source"}:
+            return False
+        return _same_source(str(recorded.get("source", "")), spec.source)
+    return _same_source(str(info.get("source", "")), spec.source)
+
+
+def _same_source(a: str, b: str) -> bool:
+    """Whether two field sources (paths, ``file.h5:/dataset`` allowed) name one input."""
+    return a == b or os.path.realpath(a) == os.path.realpath(b)
 
 
 def _changed_ns(st: os.stat_result) -> int:
