@@ -111,6 +111,7 @@ def test_a_run_killed_while_writing_its_summary_still_verifies(run_copy, small_p
         run_pipeline(cfg, force=True, progress=False)
     assert (run_copy / ".run_summary.json.999999999.tmp").is_file()
     (run_copy / ".objects.parquet.partial-1-abcd1234@another-node").write_bytes(b"PAR1")  # a table's
+    (run_copy / run.WRITE_TEST.format(pid=999999999)).write_bytes(b"ok")  # the write test's, killed
     assert verify_manifest(run_copy) == []
     (run_copy / ".notes").write_text("a hidden file that is not a run's temporary")
     assert [(m.item, m.field) for m in verify_manifest(run_copy)] == [(".notes", "exists")]

@@ -111,9 +111,14 @@ class RunSummary:
 # -- the run -------------------------------------------------------------------------------
 
 
+#: The output folder's write test, named as the run's temporaries (``.NAME.PID.tmp``): one
+#: left by a kill is removed by the next run and is no output to verify.
+WRITE_TEST = ".write-test.{pid}.tmp"
+
+
 def _prepare_output(out: Path) -> None:
     """Create ``out`` and prove it writable, or raise :class:`OutputError` (nothing committed)."""
-    probe = out / f".write-test-{os.getpid()}"
+    probe = out / WRITE_TEST.format(pid=os.getpid())
     try:
         (out / FIELDS_DIR).mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"ok")
