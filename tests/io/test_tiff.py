@@ -463,6 +463,19 @@ def test_truncated_bioformats_file(shared_data: Path, tmp_path: Path, fraction: 
     assert str(path) in str(info.value)
 
 
+def test_ome_xml_declaring_more_planes_than_pages(tmp_path: Path) -> None:
+    """tifffile reads planes the file lacks as zeros: refused, naming both counts."""
+    full = tmp_path / "full.ome.tif"
+    tifffile.imwrite(full, _rng_data((4, 16, 16), "uint8"), ome=True, metadata={"axes": "ZYX"})
+    content = full.read_bytes()
+    assert content.count(b'SizeZ="4"') == 1
+    path = tmp_path / "more.ome.tif"
+    path.write_bytes(content.replace(b'SizeZ="4"', b'SizeZ="9"'))
+    with pytest.raises(CorruptDataError, match=r"declares 9 planes.*has 4 pages") as info:
+        open_volume(path)
+    assert str(path) in str(info.value)
+
+
 def test_truncated_header(tmp_path: Path) -> None:
     path = tmp_path / "header.tif"
     path.write_bytes(b"II*\x00\x08\x00")

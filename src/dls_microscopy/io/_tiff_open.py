@@ -31,6 +31,9 @@ _CORRUPT = re.compile(
     r"invalid page offset|invalid offset to page|corrupted tag list|circular reference"
     r"|missing data offset|missing (data )?ByteCounts|incorrect Strip(ByteCounts|Offsets)"
 )
+#: tifffile's warning for an OME series whose OME-XML names pages the file lacks: raised by
+#: :func:`_check_planes` when that series is opened, so not repeated as a warning
+_MISSING_FRAMES = re.compile(r"OME series is missing \d+ frames")
 #: "invalid value offset N": a tag value beyond the end of the file (N < 8: writer bug).
 _VALUE_OFFSET = re.compile(r"invalid value offset (\d+)")
 
@@ -99,7 +102,8 @@ def _open_tifffile(path: Path) -> tifffile.TiffFile:
             tif.close()
             raise CorruptDataError(f"truncated or corrupt TIFF (tifffile: {message})", path=path)
     for message in messages:
-        log.warning("%s: tifffile: %s", path, message)
+        if not _MISSING_FRAMES.search(message):
+            log.warning("%s: tifffile: %s", path, message)
     return tif
 
 
@@ -127,3 +131,20 @@ def _check_extent(series: tifffile.TiffPageSeries, path: Path) -> None:
                     f"file is truncated: pixel data extends to byte {end}, the file has {size}",
                     path=path,
                 )
+
+
+def _check_planes(series: tifffile.TiffPageSeries, index: int, path: Path) -> None:
+    """Raise when the OME-XML of ``series`` declares more planes than the file has pages.
+
+    tifffile reads the missing planes as zeros: an image that was never written.
+    """
+    for level in series.levels:
+        declared = len(level.pages)
+        present = sum(page is not None for page in level.pages)
+        if present < declared:
+            raise CorruptDataError(
+                f"the OME-XML declares {declared} planes (SizeZ×SizeC×SizeT) for series {index}, "
+                f"but the file has {present} pages for them; the file is incomplete or its "
+                "OME-XML is wrong",
+                path=path,
+            )

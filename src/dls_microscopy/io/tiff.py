@@ -38,7 +38,7 @@ from dls_microscopy.errors import (
 )
 from dls_microscopy.io._tiff_axes import _map_axes, _to_our_axes
 from dls_microscopy.io._tiff_metadata import _imagej_metadata, _ome_metadata, _uncalibrated
-from dls_microscopy.io._tiff_open import _check_extent, _open_tifffile
+from dls_microscopy.io._tiff_open import _check_extent, _check_planes, _open_tifffile
 from dls_microscopy.io.lazy import ChunkSource, SourceLevel
 from dls_microscopy.spacing import warn_spacing_fallback
 from dls_microscopy.volume import AXES_ORDER, SPATIAL_AXES, Volume, check_dtype
@@ -183,8 +183,9 @@ def open_tiff(path: Path, *, level: int = 0, series: int = 0) -> Volume:
     UnsupportedFormatError
         The file is empty or not a TIFF.
     CorruptDataError
-        The structure cannot be parsed or the file is truncated (at open), or
-        pixel data cannot be decoded (at compute).
+        The structure cannot be parsed, the file is truncated or its OME-XML
+        declares more planes than it has pages (at open), or pixel data cannot
+        be decoded (at compute).
     MetadataError
         Axes without a ``tczyx`` equivalent, or an unknown length unit.
     InputError
@@ -211,6 +212,8 @@ def _volume(tif: tifffile.TiffFile, path: Path, stamp: Stamp, index: int) -> Vol
     if 0 in ser.shape:
         raise DimensionalityError(f"empty image: shape {ser.shape} has a zero-size axis", path=path)
     _check_extent(ser, path)
+    if ser.kind == "ome":
+        _check_planes(ser, index, path)
 
     levels: list[da.Array] = []
     sources: list[SourceLevel | None] = []
