@@ -99,6 +99,22 @@ def _hdf5_missing_dataset(tmp):
     return [str(tmp / "x.h5") + ":/labels"]
 
 
+def _labels_of_another_shape(tmp):
+    import h5py
+
+    tifffile.imwrite(tmp / "t.ome.tif", np.ones((8, 16, 16), np.uint16), ome=True, metadata={"axes": "ZYX"})
+    with h5py.File(tmp / "x.h5", "w") as f:
+        f["raw"] = np.zeros((8, 16, 16), np.uint16)
+        f["big"] = np.zeros((9, 16, 16), np.uint16)
+    return [
+        "convert",
+        str(tmp / "t.ome.tif"),
+        str(tmp / "copy.ome.zarr"),
+        "--labels",
+        f"a={tmp / 'x.h5'}:/big",
+    ]
+
+
 CASES = {
     "missing path": (_missing, "no such file"),
     "not an image": (_not_an_image, "not a supported image"),
@@ -111,6 +127,7 @@ CASES = {
     "2D where 3D is required": (_two_d_for_segment, "3D data required"),
     "wrong channel": (_wrong_channel, "GFP"),
     "HDF5 dataset missing": (_hdf5_missing_dataset, "labels"),
+    "labels of another shape": (_labels_of_another_shape, "x.h5:/big: labels 'a' have shape (9, 16, 16)"),
 }
 
 

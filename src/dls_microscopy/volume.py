@@ -436,6 +436,14 @@ def default_axes(ndim: int) -> str:
     return AXES_ORDER[-ndim:]
 
 
+def volume_where(volume: Volume) -> str | None:
+    """What names ``volume``'s data in a message: its file, with the dataset for HDF5 (``file.h5:/raw``)."""
+    if volume.source is None:
+        return None
+    dataset = volume.metadata.get("dataset") if volume.format == "hdf5" else None
+    return f"{volume.source}:{dataset}" if dataset else str(volume.source)
+
+
 def volume_from_array(
     array: np.ndarray | da.Array,
     *,

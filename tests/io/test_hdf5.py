@@ -240,6 +240,32 @@ def test_unsupported_dtype(tmp_path: Path, dtype: np.dtype, match: str) -> None:
         open_volume(path)
 
 
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda f: f.create_dataset("img", shape=(2, 4, 4), dtype=np.complex64), UnsupportedDtypeError),
+        (lambda f: f.create_dataset("img", shape=(0, 4, 4), dtype="u1"), DimensionalityError),
+        (lambda f: f.create_dataset("img", data=np.float32(3)), DimensionalityError),
+        (
+            lambda f: f.create_dataset("img", shape=(4, 8, 8), dtype="u1").attrs.create(
+                "axes", ["q", "y", "x"]
+            ),
+            MetadataError,
+        ),
+    ],
+    ids=["dtype", "zero-size", "scalar", "axes"],
+)
+def test_dataset_problems_name_file_and_dataset(tmp_path: Path, make, error: type) -> None:
+    """Beside other datasets in the file, the message says which one: ``file.h5:/group/img``."""
+    path = tmp_path / "several.h5"
+    with h5py.File(path, "w") as f:
+        f["raw"] = _data((4, 8, 8))
+        make(f.create_group("group"))
+    with pytest.raises(error) as info:
+        open_volume(f"{path}:/group/img")
+    assert str(info.value).startswith(f"{path}:/group/img: ")
+
+
 def test_zero_size_dataset(tmp_path: Path) -> None:
     path = tmp_path / "zero.h5"
     with h5py.File(path, "w") as f:

@@ -15,7 +15,7 @@ from dls_microscopy.errors import InputError
 from dls_microscopy.io._zarr_layout import WriteOptions
 from dls_microscopy.io._zarr_pyramid import _level_scales, write_multiscale
 from dls_microscopy.io.ngff_build import NgffVersion, label_image_attrs, labels_group_attrs
-from dls_microscopy.volume import Volume
+from dls_microscopy.volume import Volume, volume_where
 
 
 def _label_source(labels: Volume | np.ndarray | da.Array, image: Volume, name: str) -> da.Array:
@@ -29,13 +29,15 @@ def _label_source(labels: Volume | np.ndarray | da.Array, image: Volume, name: s
         data = vol.select(c=0).data
     if data.dtype.kind == "b":
         data = data.astype(np.uint8)
+    where = volume_where(vol) if vol is not None else None
     if data.dtype.kind not in "iu":
-        raise InputError(f"labels {name!r} must be integers, got {data.dtype}")
+        raise InputError(f"labels {name!r} must be integers, got {data.dtype}", path=where)
     want = tuple(s for a, s in zip(image.axes, image.shape, strict=True) if a != "c")
     if tuple(data.shape) != want:
         raise InputError(
             f"labels {name!r} have shape {tuple(data.shape)}, expected {want} "
-            f"(the image shape without channels)"
+            f"(the image shape without channels)",
+            path=where,
         )
     return data
 

@@ -278,12 +278,13 @@ def open_hdf5(path: Path, dataset: str | None, *, level: int = 0, series: int = 
     stamp = _stamp(path)
     try:
         ds = _select(handle, dataset, path)
-        dtype = check_dtype(ds.dtype, path=path).newbyteorder("=")
-        file_axes, labelled = _axes(ds, path)
-        spacing, calibrated = _spacing(ds, file_axes, path)
+        where = Path(f"{path}:{ds.name}")  # what the dataset's own problems name: file.h5:/raw
+        dtype = check_dtype(ds.dtype, path=where).newbyteorder("=")
+        file_axes, labelled = _axes(ds, where)
+        spacing, calibrated = _spacing(ds, file_axes, where)
         shape = tuple(int(s) for s in ds.shape)
         if any(s == 0 for s in shape):
-            raise DimensionalityError(f"empty dataset: shape {shape} has a zero-size axis", path=path)
+            raise DimensionalityError(f"empty dataset: shape {shape} has a zero-size axis", path=where)
         source = ChunkSource(
             _Hdf5Reader(path, stamp, ds.name),
             shape=shape,

@@ -45,7 +45,7 @@ from dls_microscopy.io._zarr_pyramid import write_multiscale as write_multiscale
 from dls_microscopy.io.atomic import atomic_directory
 from dls_microscopy.io.ngff_build import NgffVersion, image_attrs
 from dls_microscopy.io.pyramid import plan_pyramid
-from dls_microscopy.volume import Volume, volume_from_array, warn_nonfinite
+from dls_microscopy.volume import Volume, volume_from_array, volume_where, warn_nonfinite
 
 __all__ = ["ProgressCallback", "WriteOptions", "write_ome_zarr"]
 
@@ -249,7 +249,7 @@ def write_labels(
     if version not in ("0.4", "0.5"):
         raise InputError(f"cannot add labels to an NGFF {version} store", path=image_path)
     if not name or "/" in name or name.startswith("."):
-        raise InputError(f"invalid label name {name!r}")
+        raise InputError(f"invalid label name {name!r}", path=image_path)
     source = _label_source(labels, image, name)
     spatial_idx = [i for i, a in enumerate(image.axes) if a in "zyx"]
     level_shapes = [[int(lv.shape[i]) for i in spatial_idx] for lv in image.levels]
@@ -329,7 +329,8 @@ def write_label_image(
     if spacing is not None and isinstance(labels, Volume):
         vol = volume_from_array(labels.data, axes=labels.axes, spacing=spacing)
     if vol.dtype.kind not in "iub":
-        raise InputError(f"labels must be integers, got {vol.dtype}")
+        where = volume_where(labels) if isinstance(labels, Volume) else None
+        raise InputError(f"labels must be integers, got {vol.dtype}", path=where)
     data = vol.data.astype(np.uint8) if vol.dtype.kind == "b" else vol.data
     options = WriteOptions(version=version, shards=shards)
     factors = plan_pyramid(vol.spatial_shape, vol.spacing, n_levels=n_levels)
