@@ -492,7 +492,9 @@ def test_embeddings_step(small_plate, tmp_path):
     # a model retrained into the same file: verify names it, and a rerun redoes every field
     # (resuming kept the committed fields: two encoders' columns in one table, and verify passed)
     assert verify_manifest(tmp_path / "out") == []
-    train_embedding_model([sample], "image", model, seed=2, epochs=1, batch_size=8, device="cpu", threads=1)
+    train_embedding_model(
+        [sample], "image", model, seed=2, epochs=1, batch_size=8, device="cpu", threads=1, overwrite=True
+    )
     found = [str(m) for m in verify_manifest(tmp_path / "out")]
     assert found and all(f"model image.pt ({model}): sha256 was" in m for m in found), found
     assert any(m.startswith(f"fields/{KEYS[0]}: ") for m in found)

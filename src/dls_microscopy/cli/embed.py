@@ -49,6 +49,9 @@ def embed_train(
     threads: Annotated[
         int | None, typer.Option(min=1, help="CPU threads (default: usable cores, up to 4).")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing model at --out (weights and .json record).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the model record as JSON.")] = False,
 ) -> None:
     """Train an image or shape encoder self-supervised (SimCLR) on the objects of labelled images."""
@@ -71,6 +74,7 @@ def embed_train(
         device=device,
         batch_size=batch_size,
         threads=threads,
+        overwrite=overwrite,
     )
     rec = res["record"]
     if as_json:

@@ -29,6 +29,7 @@ from dls_microscopy.errors import DlsError, InputError, OutputError
 
 __all__ = [
     "atomic_directory",
+    "check_output_file",
     "partial_file",
     "refuse_output_over_inputs",
     "release_partial",
@@ -196,6 +197,45 @@ def refuse_output_over_inputs(
             f"the output {how} the input {os.fspath(item)}; inputs are never written: choose another output",
             path=Path(output),
         )
+
+
+def check_output_file(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Refuse, before any work, a file output that cannot or must not be written.
+
+    Asks the file system only (nothing is written): a full disk or a quota is still found
+    by the write itself.
+
+    Parameters
+    ----------
+    path : path-like
+        The file to write; missing parent folders are made by the writer.
+    overwrite : bool
+        Allow replacing an existing file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OutputError
+        ``path`` exists (without ``overwrite``) or is a folder; or its folder (the nearest
+        existing one) is a file or cannot be written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError("is a folder, not a file", path=path)
+    if os.path.lexists(path) and not overwrite:
+        raise OutputError("output already exists (use overwrite / --overwrite)", path=path)
+    parent = path.absolute().parent
+    while not os.path.lexists(parent) and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot be made: {parent} is not a folder", path=path)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot be made: {parent} is not writable (permission denied)", path=path)
+    return path
 
 
 @contextlib.contextmanager

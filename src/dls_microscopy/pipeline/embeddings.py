@@ -29,6 +29,7 @@ def train_from_files(
     time_point: int | None = None,
     spacing: Sequence[float] | None = None,
     level: int = 0,
+    overwrite: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """Train an embedding model on ``(image, labels)`` file pairs.
@@ -38,7 +39,8 @@ def train_from_files(
     every pair's files; ``level`` is the resolution level read of each (and of its labels,
     as :func:`~dls_microscopy.pipeline.features.open_feature_inputs` finds it).  ``options`` go to
     :func:`~dls_microscopy.features.embeddings.train_embedding_model`
-    (``epochs``, ``seed``, ``device``...).
+    (``epochs``, ``seed``, ``device``...).  An existing model at ``out`` is refused (before
+    anything is read) unless ``overwrite``.
 
     Returns
     -------
@@ -48,9 +50,11 @@ def train_from_files(
     import dataclasses
 
     from dls_microscopy.features.embeddings import TrainingSample, train_embedding_model
+    from dls_microscopy.features.embeddings.store import check_model_output
 
     if not pairs:
         raise InputError("give at least one IMAGE LABELS pair")
+    check_model_output(out, overwrite=overwrite)
     samples = []
     for image_path, labels in pairs:
         image, lab, (data, names) = open_feature_inputs(
@@ -58,7 +62,7 @@ def train_from_files(
             level=level,
         )  # fmt: skip
         samples.append(TrainingSample(data, lab.data, tuple(image.spacing), tuple(names)))
-    record = train_embedding_model(samples, kind, out, **options)
+    record = train_embedding_model(samples, kind, out, overwrite=overwrite, **options)
     return {"model": str(Path(out).absolute()), "record": dataclasses.asdict(record)}
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 
-from dls_microscopy.errors import CorruptDataError, InputError, ModelNotFoundError
+from dls_microscopy.errors import CorruptDataError, InputError, ModelNotFoundError, OutputError
 from dls_microscopy.features.embeddings import (
     TrainingSample,
     apply_embeddings,
@@ -165,6 +166,54 @@ def test_bad_training_requests(samples, tmp_path):
         train_embedding_model(samples, "texture", tmp_path / "m.pt")
     with pytest.raises(InputError, match="no training images"):
         train_embedding_model([], "image", tmp_path / "m.pt")
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Any work on the training data fails the test: a refused output is refused before it."""
+    from dls_microscopy.features.embeddings import training
+
+    def fail(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(training, "image_data", fail)
+    monkeypatch.setattr(training, "shape_data", fail)
+
+
+@pytest.mark.parametrize("existing", ["m.pt", "m.json"])
+def test_an_existing_model_is_refused_before_training(samples, tmp_path, no_training, existing):
+    (tmp_path / existing).write_text("mine")
+    with pytest.raises(OutputError, match=r"already exists.*--overwrite") as info:
+        train_embedding_model(samples, "shape", tmp_path / "m.pt")
+    assert str(tmp_path / existing) in str(info.value)
+    assert (tmp_path / existing).read_text() == "mine"
+
+
+def test_overwrite_replaces_an_existing_model(samples, fast, tmp_path):
+    model = tmp_path / "m.pt"
+    model.write_text("old")
+    model.with_suffix(".json").write_text("old")
+    record = train_embedding_model(samples, "shape", model, seed=5, overwrite=True, **{**fast, "epochs": 1})
+    assert sha256_file(model) == record.weights_sha256
+    assert json.loads(model.with_suffix(".json").read_text())["weights_sha256"] == record.weights_sha256
+
+
+def test_a_model_under_a_file_is_refused_before_training(samples, tmp_path, no_training):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="is not a folder"):
+        train_embedding_model(samples, "shape", tmp_path / "notes.txt" / "m.pt")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
+def test_a_model_in_an_unwritable_folder_is_refused_before_training(samples, tmp_path, no_training):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        with pytest.raises(OutputError, match="not writable"):
+            train_embedding_model(samples, "shape", locked / "m.pt")
+    finally:
+        locked.chmod(0o755)
 
 
 def test_training_takes_each_images_channels_by_name(wells, fast, tmp_path):

@@ -98,6 +98,16 @@ def test_cli_embed_train_apply_and_features(plate, capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and "embed train" in err
     assert main(["embed", "train", w0, "--kind", "shape", "--out", str(model)]) == 2
+    capsys.readouterr()
+    # an existing model is refused before anything is read or trained, unless --overwrite
+    before = model.read_bytes()
+    train = ["embed", "train", w0, "nuclei", "--kind", "shape", "--out", str(model), *args[:-1]]
+    assert main(train) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(model) in err and "--overwrite" in err
+    assert model.read_bytes() == before
+    assert main([*train, "--overwrite", "--seed", "1"]) == 0, capsys.readouterr().err
+    assert model.read_bytes() != before
 
 
 def test_gui_measure_with_embeddings_equals_features_command(plate, models, tmp_path):

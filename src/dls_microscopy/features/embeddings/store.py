@@ -17,9 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from dls_microscopy.errors import CorruptDataError, InputError, ModelNotFoundError
-from dls_microscopy.io.atomic import partial_file, release_partial
+from dls_microscopy.io.atomic import check_output_file, partial_file, release_partial
 
-__all__ = ["MODEL_FORMAT", "ModelRecord", "load_model", "metadata_path", "save_model", "sha256_file"]
+__all__ = [
+    "MODEL_FORMAT",
+    "ModelRecord",
+    "check_model_output",
+    "load_model",
+    "metadata_path",
+    "save_model",
+    "sha256_file",
+]
 
 MODEL_FORMAT = "dls-microscopy-embedding/1"
 KINDS = ("image", "shape")
@@ -88,6 +96,29 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 def metadata_path(path: str | os.PathLike[str]) -> Path:
     """The JSON record beside a weights file (``model.pt`` → ``model.json``)."""
     return Path(path).with_suffix(".json")
+
+
+def check_model_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Refuse a model output before training (which takes minutes), not after.
+
+    Both the weights file and its record beside it (``.json``) must be writable and,
+    without ``overwrite``, new: an existing model is never replaced unasked.
+
+    Raises
+    ------
+    InputError
+        ``path`` names the record (``.json``), not the weights.
+    OutputError
+        Either file exists (without ``overwrite``), or their folder cannot be written.
+    """
+    path = Path(path)
+    if path.suffix == ".json":
+        raise InputError(
+            "give the weights file name (e.g. model.pt); the .json record goes beside it", path=path
+        )
+    for file in (path, metadata_path(path)):
+        check_output_file(file, overwrite=overwrite)
+    return path
 
 
 def save_model(net: Any, record: ModelRecord, path: str | os.PathLike[str]) -> ModelRecord:

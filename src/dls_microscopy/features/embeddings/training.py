@@ -39,7 +39,7 @@ from dls_microscopy.features.embeddings._training_data import (
     shape_data,
     subset_indexes,
 )
-from dls_microscopy.features.embeddings.store import KINDS, ModelRecord, save_model
+from dls_microscopy.features.embeddings.store import KINDS, ModelRecord, check_model_output, save_model
 
 __all__ = [
     "TrainingSample",
@@ -175,6 +175,7 @@ def train_embedding_model(
     max_objects: int = 4096,
     threads: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> ModelRecord:
     """Learn an image or shape encoder from objects of the user's own data and save it.
 
@@ -222,6 +223,9 @@ def train_embedding_model(
         CPU threads (default :func:`default_threads`).
     progress : callable, optional
         ``progress("train", epoch, epochs)``.
+    overwrite : bool
+        Replace an existing model at ``out`` (weights and record); without it an existing
+        one is refused before any training.
 
     Returns
     -------
@@ -240,6 +244,7 @@ def train_embedding_model(
         raise InputError("no training images given")
     if (epochs is not None and epochs < 1) or batch_size < 2:
         raise InputError(f"need epochs >= 1 and batch_size >= 2 (got {epochs}, {batch_size})")
+    check_model_output(out, overwrite=overwrite)  # now, not after minutes of training
     dev = resolve_device(device)
     t0 = time.perf_counter()
     indexes = subset_indexes(samples, max_objects, seed)
