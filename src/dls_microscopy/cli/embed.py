@@ -111,6 +111,7 @@ def embed_apply(
     threads: Annotated[
         int | None, typer.Option(min=1, help="CPU threads (default: usable cores, up to 4).")
     ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing OUTPUT.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Embed every labelled object with trained models and write the embeddings as Parquet."""
@@ -129,6 +130,7 @@ def embed_apply(
         device=device,
         batch_size=batch_size,
         threads=threads,
+        overwrite=overwrite,
     )
     if as_json:
         out.print_json(json.dumps(res, default=str))

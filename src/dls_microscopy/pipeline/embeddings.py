@@ -11,7 +11,7 @@ from typing import Any
 
 from dls_microscopy.errors import InputError
 from dls_microscopy.features.tables import write_parquet
-from dls_microscopy.io.atomic import partial_file, release_partial
+from dls_microscopy.io.atomic import check_output_file, partial_file, release_partial
 from dls_microscopy.pipeline.features import open_feature_inputs
 
 __all__ = ["apply_embeddings_to_file", "train_from_files"]
@@ -80,12 +80,14 @@ def apply_embeddings_to_file(
     device: str | None = "auto",
     batch_size: int = 64,
     threads: int | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Embed every object of an image and write ``Metadata_ObjectID`` + embeddings as Parquet.
 
     The schema metadata (``dls_microscopy``) records the models (path, kind,
     sha256), the image and the spacing (``spacing``, µm at full resolution, replaces
     the files' voxel size), and a ``level`` above 0, the resolution level read.
+    An existing ``out`` is refused (before anything is read) unless ``overwrite``.
 
     Returns
     -------
@@ -97,6 +99,7 @@ def apply_embeddings_to_file(
     out = Path(out)
     if out.suffix != ".parquet":
         raise InputError("the output must be a .parquet file", path=out)
+    check_output_file(out, overwrite=overwrite)
     image, lab, (data, names) = open_feature_inputs(
         image_path, labels, channels=channels, time_point=time_point, series=series, spacing=spacing,
         level=level,

@@ -91,6 +91,15 @@ def test_cli_embed_train_apply_and_features(plate, capsys, tmp_path):
     table = pq.read_table(out)
     assert table.column_names[0] == "Metadata_ObjectID" and table.num_columns == 33
     assert json.loads(captured.out)["n_objects"] == table.num_rows > 0
+    # an existing output is refused before anything is read, unless --overwrite
+    apply = ["embed", "apply", w1, "nuclei", str(model), str(out), "--device", "cpu"]
+    before = out.read_bytes()
+    assert main(apply) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(out) in err and "--overwrite" in err
+    assert out.read_bytes() == before
+    assert main([*apply, "--overwrite"]) == 0, capsys.readouterr().err
+    assert pq.read_table(out).equals(table)
     code = main(["features", w1, "nuclei", str(tmp_path / "f"), "--embeddings", str(model), "--no-progress"])
     assert code == 0, capsys.readouterr().err
     assert "Embedding_Shape_031" in pq.read_schema(tmp_path / "f" / "objects.parquet").names
