@@ -91,3 +91,39 @@ def test_no_model_and_empty_cache_exits_2(two_channel_store, tmp_path, empty_mod
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2, err
     assert str(empty_model_cache / "cpsam_v2") in err and "--model PATH" in err
+
+
+@pytest.mark.parametrize("kind", ["folder", "text file"])
+def test_a_model_that_is_not_a_weights_file_exits_2_in_one_line(
+    two_channel_store, tmp_path, kind, capsys
+):
+    model = tmp_path / "model"
+    if kind == "folder":
+        model.mkdir()
+    else:
+        model.write_text("not weights\n")
+    out = tmp_path / "out.ome.zarr"
+    args = [str(two_channel_store), str(out), "--method", "cellpose", "--model", str(model)]
+    code = main(["segment", *args, "--channel", "DAPI", "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"error: {model}: ") and err.count("\n") == 1, err
+    assert ("is a folder" if kind == "folder" else "not what torch.save writes") in err
+    assert not out.exists()
+
+
+def test_a_pipeline_with_a_text_file_as_model_is_refused_before_any_field(
+    two_channel_store, tmp_path, capsys
+):
+    model = tmp_path / "notes.txt"
+    model.write_text("not weights\n")
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        f"version: 1\ninput: {{path: {two_channel_store}}}\noutput: {{path: {tmp_path / 'run'}}}\n"
+        f"steps:\n  segment:\n    method: cellpose\n    model: {model}\n    channel: DAPI\n"
+    )
+    code = main(["run", str(config)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "steps.segment.model" in err and str(model) in err and "PyTorch weights" in err
+    assert not (tmp_path / "run" / "fields").exists()

@@ -78,6 +78,37 @@ def test_a_folder_is_not_a_weights_file(tmp_path):
         CellposeSegmenter(device="cpu", model_path=str(tmp_path))
 
 
+def test_a_folder_given_by_its_bare_name_is_not_a_weights_file(
+    empty_model_cache, tmp_path, monkeypatch
+):
+    """--model mine, with ./mine a folder: it was said "not found" in the cache instead."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ModelNotFoundError, match="is a folder, not a weights file") as info:
+        find_weights("mine")
+    assert str(info.value).startswith("mine: ")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"these are my notes\n", b"\x89PNG\r\n\x1a\n\x00\x00", b""],
+    ids=["text", "png", "empty"],
+)
+def test_a_file_that_is_not_weights_is_refused_when_the_segmenter_is_made(tmp_path, content):
+    """Not at the first block (a pipeline's every field failed, each with "101")."""
+    path = tmp_path / "notes.pt"
+    path.write_bytes(content)
+    with pytest.raises(FormatError, match="cannot read the file as PyTorch weights") as info:
+        CellposeSegmenter(device="cpu", model_path=str(path))
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+
+
+def test_a_cached_file_that_is_not_weights_is_refused(empty_model_cache):
+    (empty_model_cache / "cpsam_v2").write_bytes(b"<html>rate limited</html>")
+    with pytest.raises(FormatError, match=r"not what torch\.save writes.*holds text"):
+        find_weights()
+
+
 def test_sha256_file(tmp_path):
     path = tmp_path / "w"
     path.write_bytes(b"x" * 10_000_000)

@@ -100,7 +100,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
                 raise
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise FormatError(f"cannot read the file as PyTorch weights: {exc}", path=path) from exc
+        raise FormatError(
+            f"cannot read the file as PyTorch weights: {type(exc).__name__}: {exc}", path=path
+        ) from exc
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):

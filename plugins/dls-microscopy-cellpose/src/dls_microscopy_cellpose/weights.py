@@ -15,12 +15,13 @@ import hashlib
 import os
 from pathlib import Path
 
-from dls_microscopy.errors import InputError, ModelNotFoundError
+from dls_microscopy.errors import FormatError, InputError, ModelNotFoundError
 
 __all__ = [
     "CACHE_ENV",
     "DEFAULT_MODEL",
     "cache_dirs",
+    "check_weights_file",
     "download_url",
     "find_weights",
     "sha256_file",
@@ -84,6 +85,40 @@ def _how_to_fetch(model_name: str, destination: Path) -> str:
     )
 
 
+#: how the files ``torch.save`` writes begin: a zip archive, or (the legacy format) a pickle
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def check_weights_file(path: Path) -> Path:
+    """Refuse a file that cannot be PyTorch weights, from its first bytes (nothing is loaded).
+
+    A text file, an HTML page left by a failed download or an image given as the model is
+    refused here, when the segmenter is made, not when the first block is segmented.
+
+    Raises
+    ------
+    FormatError
+        The file is empty, or does not begin as ``torch.save`` writes.
+    InputError
+        The file cannot be read.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        raise InputError(f"cannot read the weights file: {exc.strerror or exc}", path=path) from exc
+    if not head:
+        raise FormatError("cannot read the file as PyTorch weights: the file is empty", path=path)
+    if not head.startswith(_TORCH_MAGIC):
+        text = all(32 <= b < 127 or b in b"\t\r\n" for b in head)
+        raise FormatError(
+            "cannot read the file as PyTorch weights: it is not what torch.save writes "
+            f"(a zip archive or a pickle){'; it holds text' if text else ''}",
+            path=path,
+        )
+    return path
+
+
 def find_weights(
     model_path: str | os.PathLike[str] | None = None, *, model_name: str = DEFAULT_MODEL
 ) -> Path:
@@ -100,29 +135,43 @@ def find_weights(
     Returns
     -------
     Path
-        An existing file.
+        An existing file that begins as PyTorch weights do (:func:`check_weights_file`).
 
     Raises
     ------
     ModelNotFoundError
-        When the file is missing; the message says where to put it and how to fetch it.
+        When the file is missing or is a folder; the message says where to put it and how
+        to fetch it.
+    FormatError
+        The file is not PyTorch weights (a text file, an HTML page).
     InputError
         For a ``model_name`` that is not a plain file name.
     """
     if model_path is not None:
         path = Path(model_path).expanduser()
         if path.is_file():
-            return path
+            return check_weights_file(path)
         if os.fspath(model_path) == path.name and path.name not in ("", ".", ".."):
             # a bare name such as "cpsam": also look in cellpose's model folders
-            return _find_in_cache(path.name, also_looked=[path.resolve()])
-        what = "is a folder, not a weights file" if path.is_dir() else "not found"
+            try:
+                found = _find_in_cache(path.name, also_looked=[path.resolve()])
+            except ModelNotFoundError:
+                if not path.is_dir():
+                    raise
+            else:
+                return check_weights_file(found)
+        if path.is_dir():
+            raise ModelNotFoundError(
+                "Cellpose weights: this is a folder, not a weights file; give the weights file "
+                f"itself (e.g. {path / DEFAULT_MODEL})",
+                path=path,
+            )
         raise ModelNotFoundError(
-            f"Cellpose weights file {what}. {_how_to_fetch(path.name or DEFAULT_MODEL, path)}.",
+            f"Cellpose weights file not found. {_how_to_fetch(path.name or DEFAULT_MODEL, path)}.",
             path=path,
         )
     _check_name(model_name)
-    return _find_in_cache(model_name)
+    return check_weights_file(_find_in_cache(model_name))
 
 
 def _find_in_cache(model_name: str, *, also_looked: list[Path] | None = None) -> Path:
