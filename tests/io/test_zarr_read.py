@@ -267,6 +267,32 @@ def test_malformed_json_metadata(tmp_path):
         open_volume(out)
 
 
+@pytest.mark.parametrize(("version", "meta"), [("0.5", "zarr.json"), ("0.4", ".zattrs")])
+def test_unreadable_labels_metadata_leaves_the_image_readable(tmp_path, caplog, version, meta):
+    """A corrupt labels/zarr.json (or .zattrs) failed the whole image with a JSONDecodeError."""
+    from dls_microscopy.io import write_labels
+
+    image = np.arange(4 * 8 * 8, dtype=np.uint16).reshape(4, 8, 8)
+    out = write_ome_zarr(
+        image, tmp_path / "l.ome.zarr", version=version, labels={"a": np.ones((4, 8, 8), np.uint8)}
+    )
+    broken = out / "labels" / meta
+    broken.write_text('{"zarr_format": 3, "attributes": {')
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        vol = open_volume(out)
+    assert vol.labels == ()
+    np.testing.assert_array_equal(vol.data.compute(), image)
+    assert f"labels/{meta}" in caplog.text and "unreadable" in caplog.text and str(out) in caplog.text
+    # labels are not added to it: the listing could be neither read nor replaced unasked
+    with pytest.raises(MetadataError, match="labels metadata is unreadable") as info:
+        write_labels(out, "b", np.ones((4, 8, 8), np.uint8))
+    assert str(out) in str(info.value)
+    assert broken.read_text() == '{"zarr_format": 3, "attributes": {'
+    assert sorted(p.name for p in (out / "labels").iterdir()) == sorted(
+        ["a", meta, *([".zgroup"] if version == "0.4" else [])]
+    )
+
+
 def test_metadata_violating_spec(tmp_path):
     out = write_ome_zarr(np.ones((4, 8, 8), np.uint8), tmp_path / "v.ome.zarr")
     meta = json.loads((out / "zarr.json").read_text())

@@ -252,7 +252,7 @@ def _open_multiscale(
         str(ch.get("label", f"channel_{i}"))
         for i, ch in enumerate((ome.get("omero") or {}).get("channels", []))
     )
-    labels = _label_names(group) if not is_label else ()
+    labels = _label_names(group, path) if not is_label else ()
     t_index = names.index("t") if "t" in names else None
     metadata = {"ngff_version": version, "zarr_format": group.metadata.zarr_format, **extra}
     if t_index is not None and units[t_index]:
@@ -311,12 +311,26 @@ def _scale_of(transforms: list[dict[str, Any]] | None, ndim: int) -> list[float]
     return scale
 
 
-def _label_names(group: zarr.Group) -> tuple[str, ...]:
+def _label_names(group: zarr.Group, path: Path) -> tuple[str, ...]:
+    """The names the image's ``labels`` group lists; none, with a warning, when it is unreadable.
+
+    The image itself is fine: a corrupt labels group costs its label images, not the image.
+    """
     try:
         labels_group = group["labels"]
+        attrs = dict(labels_group.attrs)
     except (KeyError, FileNotFoundError):
         return ()
-    listed = ome_attrs(dict(labels_group.attrs)).get("labels", [])
+    except (ValueError, TypeError, UnicodeDecodeError, zarr.errors.BaseZarrError) as exc:
+        # JSONDecodeError is a ValueError
+        meta = "labels/zarr.json" if group.metadata.zarr_format == 3 else "labels/.zattrs or labels/.zgroup"
+        log.warning(
+            "%s: the labels metadata (%s) is unreadable, so no label image is listed (%s: %s); "
+            "the image itself is read",
+            path, meta, type(exc).__name__, exc,
+        )  # fmt: skip
+        return ()
+    listed = ome_attrs(attrs).get("labels", [])
     return tuple(str(n) for n in listed) if isinstance(listed, list) else ()
 
 

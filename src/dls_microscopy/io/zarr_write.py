@@ -25,9 +25,10 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import zarr
+import zarr.errors
 
 from dls_microscopy.blocks import ProgressCallback
-from dls_microscopy.errors import DlsError, InputError
+from dls_microscopy.errors import DlsError, InputError, MetadataError
 from dls_microscopy.io._validation_cache import validate_once
 from dls_microscopy.io._zarr_contrast import _contrast_limits, _dtype_range
 from dls_microscopy.io._zarr_labels import (
@@ -267,7 +268,16 @@ def write_labels(
     # The labels group is made (or listed in) only once the label image is committed: made first,
     # a write stopped midway (Ctrl-C) left a store whose empty labels group failed validation.
     had_group = labels_dir.is_dir() and any((labels_dir / f).is_file() for f in ("zarr.json", ".zgroup"))
-    old_attrs = dict(zarr.open_group(store=str(labels_dir), mode="r").attrs) if had_group else {}
+    try:
+        old_attrs = dict(zarr.open_group(store=str(labels_dir), mode="r").attrs) if had_group else {}
+    except (ValueError, TypeError, UnicodeDecodeError, zarr.errors.BaseZarrError) as exc:
+        # JSONDecodeError is a ValueError; the listing cannot be added to, nor replaced unasked
+        raise MetadataError(
+            f"cannot add labels {name!r}: the labels metadata is unreadable ({type(exc).__name__}: "
+            f"{exc}); repair or remove {labels_dir.name}/{'zarr.json' if zarr_format == 3 else '.zattrs'}, "
+            "or give an output path",
+            path=image_path,
+        ) from exc
     made_dir = not labels_dir.exists()
     labels_dir.mkdir(exist_ok=True)  # a plain folder for the partial label image: no zarr group yet
     final = labels_dir / name
