@@ -103,6 +103,62 @@ def test_edited_parameter_is_reported(store, tmp_path):
     assert [(m.kind, m.field) for m in found] == [("manifest", "manifest_sha256")]
 
 
+def _resigned(out, **changes):
+    """The manifest of ``out`` with ``changes``, and a matching manifest_sha256 (a tidy hand edit)."""
+    from dls_microscopy.pipeline.provenance import _self_digest
+
+    path = out / MANIFEST_NAME
+    manifest = {**json.loads(path.read_text()), **changes}
+    manifest["manifest_sha256"] = _self_digest(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("changes", "item", "want"),
+    [
+        ({"inputs": "in.zarr"}, '"inputs"', ("object", "string")),
+        ({"inputs": {"image": "in.zarr"}}, "\"inputs\"['image']", ("object", "string")),
+        (
+            {"inputs": {"image": {"path": "in.zarr", "excluded": 3}}},
+            "\"inputs\"['image']",
+            ("an array", "number"),
+        ),
+        ({"outputs": {"table.csv": 8}}, '"outputs"', ("array", "object")),
+        ({"outputs": ["table.csv"]}, '"outputs"[0]', ("object", "string")),
+        ({"outputs": [{"size": 8}]}, '"outputs"[0]', ("a string", "null")),
+        ({"models": "m.pt"}, '"models"', ("array", "string")),
+        ({"models": [None]}, '"models"[0]', ("object", "null")),
+        ({"external_outputs": ["x"]}, '"external_outputs"', ("object", "array")),
+        ({"arguments": "x"}, '"arguments"', ("object", "string")),
+    ],
+)
+def test_a_manifest_section_of_the_wrong_json_type_is_a_mismatch(
+    store, tmp_path, capsys, changes, item, want
+):
+    """Not a TypeError or AttributeError from deep inside verify."""
+    from dls_microscopy.cli import main
+
+    out = _output(tmp_path, store)
+    _resigned(out, **changes)
+    found = [m for m in verify_manifest(out) if m.kind == "manifest"]
+    assert [(m.item, (m.expected, m.actual)) for m in found] == [(f"{MANIFEST_NAME} {item}", want)]
+    assert main(["verify", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "internal error" not in captured.err and f"{MANIFEST_NAME} {item}" in captured.out
+
+
+def test_a_run_manifest_with_fields_of_the_wrong_json_type_is_a_mismatch(tmp_path):
+    from dls_microscopy.pipeline.provenance import MANIFEST_FORMAT, RUN_COMMAND, _self_digest
+
+    manifest = {"format": MANIFEST_FORMAT, "command": RUN_COMMAND, "fields": "fields/A_1_0", "outputs": []}
+    manifest["manifest_sha256"] = _self_digest(manifest)
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(manifest))
+    found = verify_manifest(tmp_path)
+    assert [(m.kind, m.item, m.actual) for m in found] == [
+        ("manifest", f'{MANIFEST_NAME} "fields"', "string")
+    ]
+
+
 def test_missing_or_foreign_manifest(tmp_path):
     with pytest.raises(InputError, match=r"no manifest\.json"):
         verify_manifest(tmp_path)

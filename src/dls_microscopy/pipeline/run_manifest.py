@@ -47,7 +47,14 @@ from dls_microscopy.pipeline.provenance import (
     save_manifest,
     software_versions,
 )
-from dls_microscopy.pipeline.verify import Mismatch, Moved, check_outputs, check_self_digest, verify_folder
+from dls_microscopy.pipeline.verify import (
+    Mismatch,
+    Moved,
+    check_outputs,
+    check_self_digest,
+    verify_folder,
+    well_formed,
+)
 
 if TYPE_CHECKING:
     from dls_microscopy.pipeline.config import PipelineConfig
@@ -104,6 +111,7 @@ def current_tables(out: Path, fields: Sequence[Path], cfg: PipelineConfig) -> di
     params = manifest.get("parameters") or {}
     if (
         check_self_digest(manifest)
+        or well_formed(manifest)[1]
         or manifest.get("command") != RUN_COMMAND
         or params.get("config_sha256") != config_digest(cfg)
         or params.get("table_format") != cfg.output.table_format
@@ -259,6 +267,8 @@ def verify_run(
 
     out = Path(out)
     found = check_self_digest(manifest)
+    manifest, malformed = well_formed(manifest)
+    found += malformed
     outputs = {o["path"] for o in manifest.get("outputs", [])}
     # run manifests of the first version (2026-11-27) did not list the resolved configuration
     present = [f for f in _run_files_present(out) if f in outputs or f != RESOLVED_CONFIG]
@@ -277,7 +287,7 @@ def verify_run(
             rel = f"{FIELDS_DIR}/{d.name}"
             if d.is_dir() and not d.name.startswith(".") and rel not in listed:
                 found.append(Mismatch("field", rel, "in the run's tables", False, True))
-    if recompute:
+    if recompute and not malformed:
         found += _rebuild_tables(out, manifest)
     log.info("verified a run folder: %d fields, %d mismatches", len(recorded), len(found))
     return found

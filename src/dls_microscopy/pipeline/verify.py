@@ -38,6 +38,7 @@ __all__ = [
     "relocate",
     "verify_folder",
     "verify_manifest",
+    "well_formed",
 ]
 
 
@@ -164,15 +165,73 @@ def verify_folder(
             path=out,
         )
     found = check_self_digest(manifest)
+    manifest, malformed = well_formed(manifest)
+    found += malformed
     for role, entry in sorted(manifest.get("inputs", {}).items()):
         found += _check_input(role, entry, digests, moved)
     found += check_models(manifest, digests, moved)
     found += check_outputs(out, manifest.get("outputs", []))
     for role, entry in sorted(manifest.get("external_outputs", {}).items()):
         found += _check_external(role, entry, moved)
-    if recompute:
+    if recompute and not malformed:  # what it would re-run is not what was recorded
         found += _recompute(manifest)
     return found
+
+
+#: JSON names of the types a manifest holds
+_JSON_NAMES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+#: The sections verify reads: the JSON type of each, and of each of its entries (None: any)
+_SECTIONS: dict[str, tuple[type, type | None]] = {
+    "inputs": (dict, dict),
+    "models": (list, dict),
+    "outputs": (list, dict),
+    "external_outputs": (dict, dict),
+    "fields": (list, dict),
+    "arguments": (dict, None),
+}
+
+
+def _json_name(value: Any) -> str:
+    return "null" if value is None else _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def well_formed(manifest: Mapping[str, Any]) -> tuple[dict[str, Any], list[Mismatch]]:
+    """The manifest without the sections and entries of the wrong JSON type, and a mismatch for each.
+
+    A hand-edited or damaged manifest (``"inputs": "x"``, an output without a path) is a
+    verification failure that says where, not an error deep inside the checks.
+    """
+    clean = dict(manifest)
+    found = []
+    for key, (kind, entry_kind) in _SECTIONS.items():
+        if key not in manifest:
+            continue
+        value = manifest[key]
+        where = f'{MANIFEST_NAME} "{key}"'
+        if not isinstance(value, kind):
+            found.append(Mismatch("manifest", where, "JSON type", _JSON_NAMES[kind], _json_name(value)))
+            del clean[key]
+            continue
+        if entry_kind is None:
+            continue
+        entries = value.items() if isinstance(value, dict) else enumerate(value)
+        kept: dict[Any, Any] = {}
+        for name, entry in entries:
+            item = f"{where}[{name!r}]" if isinstance(value, dict) else f"{where}[{name}]"
+            if not isinstance(entry, entry_kind):
+                found.append(
+                    Mismatch("manifest", item, "JSON type", _JSON_NAMES[entry_kind], _json_name(entry))
+                )
+            elif key == "outputs" and not isinstance(entry.get("path"), str):
+                found.append(Mismatch("manifest", item, "path", "a string", _json_name(entry.get("path"))))
+            elif key == "inputs" and not isinstance(entry.get("excluded", []), list):
+                found.append(
+                    Mismatch("manifest", item, "excluded", "an array", _json_name(entry.get("excluded")))
+                )
+            else:
+                kept[name] = entry
+        clean[key] = kept if isinstance(value, dict) else list(kept.values())
+    return clean, found
 
 
 def check_models(

@@ -119,6 +119,31 @@ def test_missing_model_says_how_to_train_one(wells, tmp_path):
     assert "norecord.json" in str(info.value)  # the file missing, named; the hint gives the weights
 
 
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"arch": "small"}, "'arch' must be an object"),
+        ({"preprocessing": None}, "'preprocessing' must be an object"),
+        ({"training": [1]}, "'training' must be an object"),
+        ({"seed": "5"}, "'seed' must be an integer"),
+        ({"preprocessing": {"channels": "DAPI"}}, "'preprocessing.channels' must be a list"),
+        (["not", "a", "record"], "not a JSON object"),
+    ],
+)
+def test_a_record_with_values_of_the_wrong_json_type_is_refused(models, tmp_path, change, match):
+    """They were TypeErrors (or channels 'D', 'A', 'P', 'I') when the model was used."""
+    path, _ = models["image"]
+    copy = tmp_path / "image.pt"
+    copy.write_bytes(path.read_bytes())
+    record = json.loads(path.with_suffix(".json").read_text())
+    copy.with_suffix(".json").write_text(
+        json.dumps({**record, **change} if isinstance(change, dict) else change)
+    )
+    with pytest.raises(CorruptDataError, match=match) as info:
+        read_record(copy)
+    assert str(copy.with_suffix(".json")) in str(info.value)
+
+
 def test_changed_weights_are_refused(models, tmp_path):
     path, _ = models["shape"]
     copy = tmp_path / "shape.pt"

@@ -154,6 +154,44 @@ def _missing(path: Path, what: str) -> ModelNotFoundError:
     )
 
 
+#: JSON type of each field of a record, and its name in messages
+_RECORD_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "kind": (str, "a string"),
+    "arch": (dict, "an object"),
+    "preprocessing": (dict, "an object"),
+    "training": (dict, "an object"),
+    "seed": (int, "an integer"),
+    "data_sha256": (str, "a string"),
+    "weights_sha256": (str, "a string"),
+    "format": (str, "a string"),
+}
+
+
+def _record_problem(data: Any) -> str | None:
+    """What makes ``data`` (a parsed record) unusable, or None: each field's JSON type is checked."""
+    if not isinstance(data, dict):
+        return f"the record is not a JSON object: {json.dumps(data)[:40]}"
+    fields = {f.name for f in dataclasses.fields(ModelRecord)}
+    required = {f.name for f in dataclasses.fields(ModelRecord) if f.default is dataclasses.MISSING}
+    unknown, missing = sorted(set(data) - fields), sorted(required - set(data))
+    if unknown or missing:
+        return "; ".join(
+            [
+                *([f"unknown keys {unknown}"] if unknown else []),
+                *([f"missing keys {missing}"] if missing else []),
+            ]
+        )
+    for key, (kind, name) in _RECORD_TYPES.items():
+        if key in data and (not isinstance(data[key], kind) or isinstance(data[key], bool)):
+            return f"{key!r} must be {name}, got {json.dumps(data[key])[:40]}"
+    channels = data["preprocessing"].get("channels")
+    if channels is not None and not (
+        isinstance(channels, list) and all(isinstance(c, str) for c in channels)
+    ):
+        return f"'preprocessing.channels' must be a list of channel names, got {json.dumps(channels)[:40]}"
+    return None
+
+
 def read_record(path: str | os.PathLike[str]) -> ModelRecord:
     """Read the JSON record of a weights file (no weights are loaded)."""
     path = Path(path)
@@ -164,9 +202,12 @@ def read_record(path: str | os.PathLike[str]) -> ModelRecord:
         raise _missing(meta, "record")
     try:
         data = json.loads(meta.read_text(encoding="utf-8"))
-        record = ModelRecord(**data)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise CorruptDataError(f"unreadable model record: {exc}", path=meta) from exc
+    problem = _record_problem(data)
+    if problem:
+        raise CorruptDataError(f"unreadable model record: {problem}", path=meta)
+    record = ModelRecord(**data)
     if record.format != MODEL_FORMAT or record.kind not in KINDS:
         raise CorruptDataError(
             f"not a {MODEL_FORMAT} record (format {record.format!r}, kind {record.kind!r})", path=meta
