@@ -175,3 +175,31 @@ def test_nonfinite_warning_is_one_cli_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 0
     assert err.startswith("warning: ") and "6 NaN/inf" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["convert", "{image}", "{out}", "--no-progress"],
+        ["segment", "{image}", "{out}", "--diameter", "6", "--no-progress"],
+        ["features", "{image}", "nuclei", "{out}", "--no-progress"],
+        ["mesh", "{image}", "{out}", "--no-progress"],
+        ["mesh", "{image}", "{tmp}/meshes", "--descriptors", "{out}.parquet", "--no-progress"],
+    ],
+    ids=["convert", "segment", "features", "mesh", "mesh-descriptors"],
+)
+def test_an_output_under_a_regular_file_exits_2(tmp_path, capsys, command):
+    """OUT = notes.txt/out was an internal error (NotADirectoryError) after the work was done."""
+    lab = np.zeros((8, 32, 32), np.uint16)
+    lab[2:6, 4:12, 4:12] = 1
+    pixels = 100 + 900 * lab  # one bright object: segment finds it, with no warning
+    image = write_ome_zarr(pixels, tmp_path / "i.ome.zarr", labels={"nuclei": lab})
+    (tmp_path / "notes.txt").write_text("mine")
+    out = tmp_path / "notes.txt" / "out"
+    fill = {"image": str(image), "out": str(out), "tmp": str(tmp_path)}
+    code = main([arg.format(**fill) for arg in command])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "notes.txt is not a folder" in err, err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "meshes").exists()

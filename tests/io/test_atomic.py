@@ -197,3 +197,16 @@ def test_a_leftover_that_cannot_be_removed_does_not_stop_the_write(tmp_path, mon
     os.replace(tmp, tmp_path / "t.csv")
     release_partial(tmp)
     assert (tmp_path / "t.csv").read_text() == "whole" and stale.exists()
+
+
+@pytest.mark.parametrize("depth", ["out", "new/out"])
+def test_an_output_under_a_regular_file_is_refused(tmp_path, depth):
+    """``notes.txt/out``: a NotADirectoryError from removing the partial folder never made."""
+    (tmp_path / "notes.txt").write_text("mine")
+    final = tmp_path / "notes.txt" / depth
+    with pytest.raises(OutputError, match=r"notes\.txt is not a folder") as info:
+        with atomic_directory(final):
+            pass
+    assert str(final) in str(info.value)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    release_partial(tmp_path / "notes.txt" / ".x.partial-1-a@h")  # never made: nothing to remove

@@ -152,6 +152,7 @@ def export_meshes_command(
     """
     from dls_microscopy.io.atomic import (
         atomic_directory,
+        check_output_file,
         partial_file,
         refuse_output_over_inputs,
         release_partial,
@@ -173,6 +174,7 @@ def export_meshes_command(
             raise OutputError(
                 "descriptors file already exists (use overwrite / --overwrite)", path=Path(descriptors_path)
             )
+        check_output_file(descriptors_path, overwrite=True)  # a folder, or under a file: before meshing
     start = time.perf_counter()
     vol = open_label_volume(labels_path, label_name, spacing=spacing, level=level)
     outdir = Path(outdir)

@@ -107,7 +107,8 @@ def release_partial(path: str | os.PathLike[str]) -> None:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # never made
+                path.unlink()
     finally:
         with _LIVE_LOCK:
             _LIVE.discard(path.name)
@@ -228,14 +229,26 @@ def check_output_file(path: str | os.PathLike[str], *, overwrite: bool = False) 
         raise OutputError("is a folder, not a file", path=path)
     if os.path.lexists(path) and not overwrite:
         raise OutputError("output already exists (use overwrite / --overwrite)", path=path)
+    problem = _folder_problem(path)
+    if problem:
+        raise OutputError(problem, path=path)
+    return path
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be made in its folder (the nearest existing one), or None.
+
+    Asked with ``os.access``, nothing written: a folder that is a file (``notes.txt/out``)
+    or one this user cannot write.
+    """
     parent = path.absolute().parent
     while not os.path.lexists(parent) and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise OutputError(f"cannot be made: {parent} is not a folder", path=path)
+        return f"cannot be made: {parent} is not a folder"
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot be made: {parent} is not writable (permission denied)", path=path)
-    return path
+        return f"cannot be made: {parent} is not writable (permission denied)"
+    return None
 
 
 @contextlib.contextmanager
@@ -259,6 +272,9 @@ def atomic_directory(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
     final = Path(final).absolute()
     if final.exists() and not overwrite:
         raise OutputError("output already exists (use overwrite / --overwrite)", path=final)
+    problem = _folder_problem(final)
+    if problem:
+        raise OutputError(problem, path=final)
     tmp = final.parent / _partial_name(final)
     trash = final.parent / _partial_name(final, "old-")  # where an old output waits, if any
     try:
