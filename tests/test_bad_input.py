@@ -115,6 +115,21 @@ def _labels_of_another_shape(tmp):
     ]
 
 
+def _negative_label_ids(tmp):
+    lab = np.zeros((8, 16, 16), np.int32)
+    lab[1:3, 1:4, 1:4] = -5
+    lab[5:7, 5:9, 5:9] = 3
+    tifffile.imwrite(tmp / "t.ome.tif", np.ones((8, 16, 16), np.uint16), ome=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp / "l.ome.tif", lab, ome=True, metadata={"axes": "ZYX"})
+    return [
+        "convert",
+        str(tmp / "t.ome.tif"),
+        str(tmp / "copy.ome.zarr"),
+        "--labels",
+        f"n={tmp / 'l.ome.tif'}",
+    ]
+
+
 CASES = {
     "missing path": (_missing, "no such file"),
     "not an image": (_not_an_image, "not a supported image"),
@@ -127,6 +142,7 @@ CASES = {
     "2D where 3D is required": (_two_d_for_segment, "3D data required"),
     "wrong channel": (_wrong_channel, "GFP"),
     "HDF5 dataset missing": (_hdf5_missing_dataset, "labels"),
+    "negative label ids": (_negative_label_ids, "l.ome.tif: labels 'n' hold negative ids (as low as -5)"),
     "labels of another shape": (_labels_of_another_shape, "x.h5:/big: labels 'a' have shape (9, 16, 16)"),
 }
 

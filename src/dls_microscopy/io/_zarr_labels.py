@@ -39,7 +39,20 @@ def _label_source(labels: Volume | np.ndarray | da.Array, image: Volume, name: s
             f"(the image shape without channels)",
             path=where,
         )
+    if data.dtype.kind == "i":  # checked as each block is written: a refused write leaves nothing
+        data = data.map_blocks(_refuse_negative, dtype=data.dtype, name_=name, where=where)
     return data
+
+
+def _refuse_negative(block: np.ndarray, *, name_: str, where: str | None) -> np.ndarray:
+    """``block`` unchanged; :class:`InputError` when it holds a negative label id."""
+    if block.size and (low := block.min()) < 0:
+        raise InputError(
+            f"labels {name_!r} hold negative ids (as low as {low}): label ids must be non-negative "
+            "integers (0 is the background)",
+            path=where,
+        )
+    return block
 
 
 def labels_group_listing(
