@@ -239,6 +239,20 @@ def test_console_script_version():
     assert res.stdout.startswith("dls-microscopy ")
 
 
+@pytest.mark.parametrize("module", ["dls_microscopy", "dls_microscopy.cli"])
+def test_python_m_runs_the_cli_with_its_exit_codes(module, tmp_path):
+    """``python -m dls_microscopy`` is the console script too (it said the package cannot be executed)."""
+    version = subprocess.run(
+        [sys.executable, "-m", module, "--version"], capture_output=True, text=True, check=False
+    )
+    assert version.returncode == 0 and version.stdout.startswith("dls-microscopy "), version.stderr
+    missing = tmp_path / "nope.ome.zarr"
+    res = subprocess.run(
+        [sys.executable, "-m", module, "info", str(missing)], capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 2 and res.stderr.startswith(f"error: {missing}"), res.stderr
+
+
 @pytest.mark.parametrize(
     ("text", "value"),
     [("2GB", 2 * 10**9), ("512MiB", 512 * 2**20), ("1e6", 10**6), ("64 kib", 65536)],
