@@ -54,6 +54,12 @@ def test_parameter_errors_list_the_parameters_only_for_an_unknown_one():
         get_segmenter("watershed", {"diametre": 3}, device="cpu")
 
 
+def test_a_model_file_for_a_segmenter_without_weights_is_named_as_such():
+    """``segment --model X`` with the default watershed: not 'unknown parameter model_path'."""
+    with pytest.raises(InputError, match=r"segmenter 'watershed' takes no model file"):
+        get_segmenter("watershed", {"model_path": "weights.pt"}, device="cpu")
+
+
 def test_auto_on_a_machine_without_gpu_drivers_is_cpu_without_importing_torch(monkeypatch):
     """torch's import (seconds, ~0.6 GB for a CUDA build) only where a GPU may be."""
     import subprocess

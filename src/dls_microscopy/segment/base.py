@@ -122,8 +122,13 @@ class BaseSegmenter(abc.ABC):
                 f"{'unknown parameter' if err['type'] == 'extra_forbidden' else err['msg']}"
                 for err in exc.errors()
             )
-            unknown = any(err["type"] == "extra_forbidden" for err in exc.errors())
+            unknown = {str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden" and e["loc"]}
             known = f" (parameters: {', '.join(self.Params.model_fields)})" if unknown else ""
+            if unknown == {"model_path"}:  # --model given to a segmenter without one: say so plainly
+                raise InputError(
+                    f"segmenter {self.name!r} takes no model file; give --model / model_path only to "
+                    f"segmenters that load weights (e.g. cellpose){known}"
+                ) from exc
             raise InputError(f"invalid parameters for segmenter {self.name!r}: {problems}{known}") from exc
         self._device_request = device
 
