@@ -178,6 +178,12 @@ def test_convert_tiff_with_labels(capsys, tmp_path):
     # second run without --overwrite: clear refusal
     code, _, err = run(capsys, "convert", str(tmp_path / "in.ome.tif"), str(out), "--no-progress")
     assert code == 2 and "already exists" in err
+    # a label name holding '/' is named as such, not read as a file called 'a/b=...'
+    code, _, err = run(
+        capsys, "convert", str(tmp_path / "in.ome.tif"), str(tmp_path / "o2.ome.zarr"),
+        "--labels", f"a/b={tmp_path / 'lab.tif'}", "--no-progress",
+    )  # fmt: skip
+    assert code == 2 and "invalid label name 'a/b'" in err and not (tmp_path / "o2.ome.zarr").exists()
 
 
 def test_convert_ngff04(capsys, tmp_path, store):

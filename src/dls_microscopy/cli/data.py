@@ -18,6 +18,7 @@ from dls_microscopy.cli._common import (
     parse_size,
     parse_spacing,
 )
+from dls_microscopy.errors import InputError
 
 # -- info ----------------------------------------------------------------------
 
@@ -164,6 +165,8 @@ def convert(
     label_paths: dict[str, str] = {}
     for item in labels or []:
         name, sep, p = item.partition("=")
+        if sep and name and "/" in name and not Path(item).exists():  # not a path holding '='
+            raise InputError(f"invalid label name {name!r} in --labels {item}: a name cannot hold '/'")
         if not sep or "/" in name or not name:
             name, p = "labels", item
         label_paths[name] = p
