@@ -41,7 +41,8 @@ from dls_microscopy.errors import ClusterConfigError, DlsError, OutputError
 from dls_microscopy.io.atomic import remove_partials
 from dls_microscopy.pipeline.checks import check_inputs
 from dls_microscopy.pipeline.config import PipelineConfig, load_config, naming_config_file
-from dls_microscopy.pipeline.field import committed_field, config_digest, model_digests, run_field
+from dls_microscopy.pipeline.field import run_field
+from dls_microscopy.pipeline.field_resume import committed_field, config_digest, model_digests
 from dls_microscopy.pipeline.fields import FieldSpec
 
 __all__ = ["FieldOutcome", "RunSummary", "run_pipeline"]

@@ -100,7 +100,7 @@ def current_tables(out: Path, fields: Sequence[Path], cfg: PipelineConfig) -> di
     cfg : PipelineConfig
         The run's configuration.
     """
-    from dls_microscopy.pipeline.field import config_digest
+    from dls_microscopy.pipeline.field_resume import config_digest
     from dls_microscopy.pipeline.run import RESOLVED_CONFIG
 
     out = Path(out)
@@ -166,7 +166,7 @@ def write_run_manifest(
     OutputError
         The manifest cannot be written.
     """
-    from dls_microscopy.pipeline.field import config_digest
+    from dls_microscopy.pipeline.field_resume import config_digest
 
     out = Path(out)
     relative = [Path(d).relative_to(out).as_posix() for d in fields]
