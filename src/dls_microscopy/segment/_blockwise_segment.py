@@ -9,7 +9,7 @@ halo planes) are kept, lz4-compressed on disk, in a :class:`_BandStore`: stitchi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,11 @@ def _segment_block(
         run (the halo is sized for objects up to 1.5 diameters).
     """
     pixels = np.asarray(image.data[blk.outer].compute(scheduler="synchronous"))
-    labels = segmenter.segment(pixels, spacing=spacing, stats=stats)
+    here: Mapping[str, float] = stats
+    block_stats = getattr(segmenter, "block_stats", None)  # a protocol-only segmenter may lack it
+    if block_stats is not None:
+        here = block_stats(stats, tuple(sl.start for sl in blk.outer))
+    labels = segmenter.segment(pixels, spacing=spacing, stats=here)
     del pixels
     cio = blk.core_in_outer
     # local ids 1..m of the objects present in the core, in order of their ids

@@ -70,20 +70,26 @@ _PLASTIC = 1.2207440846057596
 _R3 = np.array([1 / _PLASTIC, 1 / _PLASTIC**2, 1 / _PLASTIC**3])
 
 
-def _smoothed_sample(image: Any, sigma_vox: Sequence[float], budget: int) -> np.ndarray:
-    """Smoothed voxels of the whole volume or of sub-blocks spread over it, 1D float32.
+def _smoothed_sample(image: Any, sigma_vox: Sequence[float], budget: int) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed voxels of the whole volume or of sub-blocks spread over it, and their planes.
 
     Of the ``n`` voxels smoothed (at most ``budget``), every ``n // 2**18``-th (in
     the order of the sub-blocks) is kept for the histogram; sub-blocks are read and
     smoothed one at a time, so memory stays at the kept voxels plus one sub-block.
+
+    Returns
+    -------
+    values : (N,) float32 ndarray
+        The kept smoothed voxels.
+    z : (N,) int64 ndarray
+        The plane (z index in ``image``) of each.
     """
     from dls_microscopy.segment._watershed_cpu import _smooth_cpu
 
     shape = tuple(int(s) for s in image.shape)
     if math.prod(shape) <= budget:
         whole = image.compute(scheduler="synchronous") if hasattr(image, "compute") else image
-        sample = _smooth_cpu(np.asarray(whole), sigma_vox).ravel()
-        return sample[:: max(1, sample.size // _HISTOGRAM_VOXELS)]
+        return _subsample(_smooth_cpu(np.asarray(whole), sigma_vox))
     margin = [int(_TRUNCATE * float(s) + 0.5) if s > 1e-15 else 0 for s in sigma_vox]
     core = [min(n, max(16, 4 * m)) for n, m in zip(shape, margin, strict=True)]
     tiles = np.array([max(1, n // c) for n, c in zip(shape, core, strict=True)])
@@ -104,16 +110,122 @@ def _smoothed_sample(image: Any, sigma_vox: Sequence[float], budget: int) -> np.
     step = max(1, sum(sizes) // _HISTOGRAM_VOXELS)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
 
-    def smoothed_core(i: int) -> np.ndarray:
+    def smoothed_core(i: int) -> tuple[np.ndarray, np.ndarray]:
         # one region at a time, read on its own: a single dask compute of all the
         # regions materialised whole dask chunks (measured 80-110 MiB for a 4 MiB sample)
         block = image[reads[i]]
         if hasattr(block, "compute"):
             block = block.compute(scheduler="synchronous")
-        core = _smooth_cpu(np.asarray(block), sigma_vox)[cores[i]].ravel()
-        return core[(-int(starts[i])) % step :: step].copy()
+        core = _smooth_cpu(np.asarray(block), sigma_vox)[cores[i]]
+        keep = np.arange((-int(starts[i])) % step, core.size, step)
+        plane = core.shape[1] * core.shape[2]
+        return core.ravel()[keep].copy(), keep // plane + (reads[i][0].start + cores[i][0].start)
 
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return np.concatenate(list(pool.map(smoothed_core, range(len(reads)))))
+        parts = list(pool.map(smoothed_core, range(len(reads))))
+    return np.concatenate([v for v, _ in parts]), np.concatenate([z for _, z in parts])
+
+
+def _subsample(smooth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A regular subsample of a smoothed ``(Z, Y, X)`` volume (plenty for a histogram), with planes."""
+    step = max(1, smooth.size // _HISTOGRAM_VOXELS)
+    keep = np.arange(0, smooth.size, step)
+    return smooth.ravel()[keep], keep // (smooth.shape[1] * smooth.shape[2])
+
+
+#: Depth correction (``WatershedParams.depth_correction``): a fitted fall of brightness
+#: whose largest gain is below this is left alone.  The global threshold, halfway from
+#: the background to Otsu's, already finds nuclei that are a fifth dimmer (robustness
+#: benchmark: F1 0.945 uncorrected on its reference stack, which dims by 22 %).
+_DEPTH_MIN_GAIN = 1.2
+#: The gain never exceeds this: deeper than that, noise would be amplified into objects.
+_DEPTH_MAX_GAIN = 8.0
+#: Sample voxels a depth bin needs, in its foreground and in its background, to enter the fit.
+_DEPTH_MIN_VOXELS = 32
+#: Fits made (each picks the foreground with the gain of the one before, so that the
+#: dim deep nuclei enter it).  Robustness benchmark, F1 after one / two / three fits:
+#: stack dimming to 1/4, 0.924 / 0.936 / 0.940; to 1/11, 0.813 / 0.854 / 0.849; IDR
+#: 6001240 (real, dims 4x), 0.458 / 0.474 / 0.392 (0.490 uncorrected).
+_DEPTH_ROUNDS = 2
+
+
+def _depth_fit(
+    values: np.ndarray,
+    z_um: np.ndarray,
+    *,
+    threshold: float,
+    background: float,
+    bin_um: float,
+    gain: np.ndarray | None = None,
+) -> dict[str, float] | None:
+    """How the objects' brightness above the background falls with depth: an exponential fit.
+
+    The sample is binned by depth in bins of ``bin_um`` (about one object thick).  In
+    each bin, the foreground (smoothed value above ``threshold`` once the current
+    ``gain`` is applied) gives the objects' median brightness, and the rest the bin's
+    own background (its median), since the background often dims too.  The log of
+    their difference is fitted by a line in z (Beer-Lambert attenuation), weighted by
+    the square root of the bin's foreground count.  Bins with fewer than
+    ``_DEPTH_MIN_VOXELS`` voxels of either kind are left out, and the fit is held
+    constant beyond the first and last bin that entered it, so that empty planes are
+    never scaled up by an extrapolation.
+
+    Parameters
+    ----------
+    values : (N,) float32 ndarray
+        Smoothed voxels (the statistics' sample).
+    z_um : (N,) float ndarray
+        Depth of each, µm from the first plane.
+    threshold, background : float
+        Detection threshold and background level (image units; the threshold after
+        ``gain``, which scales from ``background``).
+    bin_um : float
+        Depth bin width, µm.
+    gain : (N,) float32 ndarray, optional
+        Gain of each voxel from an earlier fit.
+
+    Returns
+    -------
+    dict or None
+        ``depth_c0``, ``depth_c1`` (log brightness = c0 + c1 z, z in µm),
+        ``depth_peak`` (its highest value in the fitted range), ``depth_z0_um`` and
+        ``depth_z1_um`` (that range); None when fewer than three bins can be fitted or
+        the largest gain is below ``_DEPTH_MIN_GAIN``.
+    """
+    above = values.astype(np.float64) - background
+    fg = (above * gain if gain is not None else above) > threshold - background
+    if not np.any(fg) or not bin_um > 0:
+        return None
+    z_lo = float(z_um.min())
+    n_bins = math.floor((float(z_um.max()) - z_lo) / bin_um) + 1
+    idx = np.minimum(((z_um - z_lo) / bin_um).astype(np.int64), n_bins - 1)
+    centres, levels, weights = [], [], []
+    for b in range(n_bins):
+        inside = idx == b
+        front, back = inside & fg, inside & ~fg
+        n = int(np.count_nonzero(front))
+        if n < _DEPTH_MIN_VOXELS or np.count_nonzero(back) < _DEPTH_MIN_VOXELS:
+            continue
+        level = float(np.median(values[front])) - float(np.median(values[back]))
+        if level <= 0:
+            continue
+        centres.append(float(np.mean(z_um[front])))
+        levels.append(math.log(level))
+        weights.append(math.sqrt(n))
+    if len(levels) < 3:
+        return None
+    c1, c0 = (float(c) for c in np.polyfit(centres, levels, 1, w=weights))
+    z0, z1 = min(centres), max(centres)
+    peak = max(c0 + c1 * z0, c0 + c1 * z1)
+    if math.exp(abs(c1) * (z1 - z0)) < _DEPTH_MIN_GAIN:
+        return None
+    return {"depth_c0": c0, "depth_c1": c1, "depth_peak": peak, "depth_z0_um": z0, "depth_z1_um": z1}
+
+
+def _depth_gain(stats: dict[str, float] | Any, z_um: np.ndarray) -> np.ndarray:
+    """The gain that brings depth ``z_um`` (µm) to the brightest depth, float32, ≤ the cap."""
+    z = np.clip(np.asarray(z_um, np.float64), stats["depth_z0_um"], stats["depth_z1_um"])
+    fit = stats["depth_c0"] + stats["depth_c1"] * z
+    return np.minimum(np.exp(stats["depth_peak"] - fit), _DEPTH_MAX_GAIN).astype(np.float32)

@@ -11,7 +11,11 @@ A segmenter is a class registered in the entry-point group
 
 Results of a block must depend only on the block's pixels and ``stats``
 (no randomness, no dependence on block position), which is what makes the
-blockwise result equal to the whole-volume one.
+blockwise result equal to the whole-volume one.  A segmenter whose statistics
+vary over the volume (e.g. a brightness that falls with depth) adds the
+block's position to them in ``block_stats(stats, origin)``, which the engine
+calls for every block; the whole volume has origin ``(0, 0, 0)``, the default
+when ``segment`` gets no position.
 """
 
 from __future__ import annotations
@@ -146,6 +150,13 @@ class BaseSegmenter(abc.ABC):
     def global_stats(self, image: Any, *, spacing: Sequence[float]) -> dict[str, float]:
         """Statistics computed once over the whole volume and passed to every block."""
         return {}
+
+    def block_stats(self, stats: Mapping[str, float], origin: Sequence[int]) -> Mapping[str, float]:
+        """The statistics for the block whose first voxel is at ``origin`` (z, y, x) in the volume.
+
+        ``stats`` unchanged, unless a segmenter's statistics depend on position.
+        """
+        return stats
 
     def segment(
         self,

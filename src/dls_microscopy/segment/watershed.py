@@ -7,7 +7,11 @@ Everything derives from the expected object diameter ``diameter_um`` and the vox
 2. *Detection*: smoothed intensity > a global threshold, computed once per volume by
    :meth:`WatershedSegmenter.global_stats` from smoothed voxels (Otsu, then moved
    towards the background class mean by ``threshold_scale`` so that dim objects are
-   found), so that every block of a large volume uses the same one.
+   found), so that every block of a large volume uses the same one.  Where the
+   nuclei dim with depth (``depth_correction``), the same statistics fit an
+   exponential fall of the brightness above the background, and each plane is
+   brought to the brightest depth's level first; a block learns its first plane
+   from :meth:`WatershedSegmenter.block_stats`.
 3. *Flooding image* ``f`` (dimensionless): the anisotropic Euclidean distance to the
    background in units of the expected radius (``seed_method="distance"``), the
    normalised smoothed intensity (``"intensity"``) or their sum (``"combined"``).
@@ -74,11 +78,14 @@ from dls_microscopy.segment._watershed_shared import (  # F401: re-exported, the
     _unique_edges,  # noqa: F401
 )
 from dls_microscopy.segment._watershed_stats import (
-    _HISTOGRAM_VOXELS,
+    _DEPTH_ROUNDS,
     _SAMPLE_VOXELS,
+    _depth_fit,
+    _depth_gain,
     _otsu,
     _sample_levels,
     _smoothed_sample,
+    _subsample,
 )
 from dls_microscopy.segment.base import BaseSegmenter, EmptyResultWarning, SegmenterParams
 
@@ -128,6 +135,14 @@ class WatershedParams(SegmenterParams):
     """
     min_size_um3: float | None = Field(None, ge=0)
     """smaller objects are removed, µm³ (default 10 % of a sphere of ``diameter_um``)"""
+    depth_correction: bool = False
+    """brighten deeper planes to the brightest depth's level before detection, by an exponential
+    fit of how the nuclei's brightness falls with z (thick samples, where one threshold for the
+    whole volume misses the dim deep nuclei). Off by default: it finds dim, separate nuclei
+    (synthetic stack dimming to 1/4: F1 0.785 -> 0.936) but can merge packed ones (real tissue
+    dimming 4x: 0.490 -> 0.474). Nothing changes where the fit says less than 20 % or the stack
+    is under three diameters deep
+    """
     backend: Literal["auto", "torch", "cpu"] = "auto"
     """``"auto"``: torch on CUDA/MPS, numpy/scipy on CPU; ``"torch"``/``"cpu"`` force one"""
 
@@ -236,7 +251,9 @@ class WatershedSegmenter(BaseSegmenter):
         dict of str to float
             ``threshold`` (detection: smoothed > threshold), ``otsu``, ``background``
             and ``foreground`` (Otsu's class means), ``high`` (99.5th percentile),
-            all in image units.
+            all in image units; with a depth correction, these are of the corrected
+            sample, and ``depth_*`` hold the fit (:func:`._watershed_stats._depth_fit`)
+            and ``depth_background`` the level the gain scales from.
         """
         from dls_microscopy.segment._watershed_cpu import _smooth_cpu
 
@@ -251,10 +268,16 @@ class WatershedSegmenter(BaseSegmenter):
             and image.size <= _SAMPLE_VOXELS
         ):
             cache["image"], cache["smooth"] = image, _smooth_cpu(image, sigma, threads=self._cpu_threads())
-            sample = cache["smooth"].ravel()
-            sample = sample[:: max(1, sample.size // _HISTOGRAM_VOXELS)]  # plenty for a histogram
+            sample, planes = _subsample(cache["smooth"])
         else:
-            sample = _smoothed_sample(image, sigma, _SAMPLE_VOXELS)
+            sample, planes = _smoothed_sample(image, sigma, _SAMPLE_VOXELS)
+        stats = self._levels(sample)
+        if self.params.depth_correction:
+            stats.update(self._depth_stats(sample, planes * float(spacing[0]), stats, float(spacing[0])))
+        return stats
+
+    def _levels(self, sample: np.ndarray) -> dict[str, float]:
+        """Threshold and intensity levels of a sample of smoothed voxels."""
         lo, high, hi, sample = _sample_levels(sample)
         otsu, background, foreground = _otsu(sample, value_range=(lo, hi))
         if self.params.threshold is not None:
@@ -269,6 +292,51 @@ class WatershedSegmenter(BaseSegmenter):
             "high": high,
         }
 
+    def _depth_stats(
+        self, sample: np.ndarray, z_um: np.ndarray, levels: dict[str, float], spacing_z: float
+    ) -> dict[str, float]:
+        """The depth fit (:func:`._watershed_stats._depth_fit`) and the levels once it is applied.
+
+        The fit is refined ``_DEPTH_ROUNDS`` times: each round picks the foreground
+        with the previous round's gain and threshold, so that dim deep nuclei enter it.
+        Empty when no correction is needed.
+        """
+        # the gain scales from the uncorrected background: Otsu's lower class holds the
+        # dim deep nuclei too and sits above the true background, so the faintest voxels
+        # are scaled less (updating it each round made the fit unstable: each error in
+        # the background is multiplied by the gain)
+        background = levels["background"]
+        out: dict[str, float] = {}
+        gain = None
+        for _ in range(_DEPTH_ROUNDS):
+            fit = _depth_fit(
+                sample,
+                z_um,
+                threshold=levels["threshold"],
+                background=background,
+                bin_um=max(self.params.diameter_um, spacing_z),
+                gain=gain,
+            )
+            if fit is None:
+                break
+            gain = _depth_gain(fit, z_um)
+            levels = self._levels((sample - np.float32(background)) * gain + np.float32(background))
+            out = {**levels, **fit, "depth_background": background}
+        if out:
+            log.info(
+                "depth correction: gain up to %.2f over %.1f-%.1f µm",
+                float(_depth_gain(out, np.linspace(out["depth_z0_um"], out["depth_z1_um"], 65)).max()),
+                out["depth_z0_um"],
+                out["depth_z1_um"],
+            )
+        return out
+
+    def block_stats(self, stats: Mapping[str, float], origin: Sequence[int]) -> Mapping[str, float]:
+        """``stats`` with the block's first plane, where a depth correction needs it."""
+        if "depth_c0" not in stats:
+            return stats
+        return {**stats, "z_origin": float(origin[0])}
+
     def _segment(
         self, image: np.ndarray, *, spacing: tuple[float, ...], stats: Mapping[str, float]
     ) -> np.ndarray:
@@ -277,6 +345,12 @@ class WatershedSegmenter(BaseSegmenter):
             raise InputError(f"stats lack {sorted(missing)}; compute them with global_stats()")
         p = self.params
         shape = image.shape[-3:]
+        if "depth_c0" in stats:
+            z = (float(stats.get("z_origin", 0.0)) + np.arange(shape[0])) * spacing[0]
+            gain = _depth_gain(stats, z)[:, None, None]
+            bg = np.float32(stats["depth_background"])
+            image = (image.astype(np.float32) - bg) * gain + bg
+            (getattr(_REUSE, "cache", None) or {}).pop("smooth", None)  # of the uncorrected image: freed
         threshold = float(np.float32(stats["threshold"]))
         radius = p.diameter_um / 2.0
         config = _FloodConfig(
