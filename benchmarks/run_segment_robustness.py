@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """How the default watershed holds up across acquisition conditions, beside the scikit-image baseline.
 
-    .venv/bin/python benchmarks/run_segment_robustness.py [--quick] [--seed-contrast F] [--out DIR]
+    .venv/bin/python benchmarks/run_segment_robustness.py [--quick] [--seed-contrast F] [--depth-correction]
+                                                          [--out DIR]
 
 What it answers: the segmentation's defaults are judged on images we never see: other
 microscopes (noise, brightness, axial sampling and blur), other nuclei (size, spread of sizes,
@@ -10,8 +11,8 @@ parameter of ``make_synthetic_nuclei`` from a reference volume (48 × 160 × 160
 1 × 0.3 × 0.3 µm, nuclei of 7 µm at density 0.5, seed 0), and both methods segment it with
 nothing but the diameter:
 
-* **ours**: ``WatershedSegmenter`` with its defaults, CPU path, in memory (``--seed-contrast``:
-  the defaults but that option, to judge it as a default);
+* **ours**: ``WatershedSegmenter`` with its defaults, CPU path, in memory (``--seed-contrast``,
+  ``--depth-correction``: the defaults but that option, to judge it as a default);
 * **scikit-image baseline**: :func:`run_segment.skimage_baseline` (Gaussian, Otsu, distance
   transform watershed, every size from the same diameter).
 
@@ -57,6 +58,7 @@ CONDITIONS: dict[str, tuple[dict[str, Any], float]] = {
     "very dim (5 photons)": ({"photons": (5.0, 4.0)}, 1.0),
     # thick samples: the signal of the deepest nuclei is a quarter of the top ones' (48 µm stack)
     "dims with depth, to 1/4": ({"attenuation_length_um": 35.0}, 1.0),
+    "dims with depth, to 1/11": ({"attenuation_length_um": 20.0}, 1.0),
     "z 2 µm, axial blur 1.2 µm": (
         {"shape": (24, 160, 160), "spacing": (2.0, 0.3, 0.3), "psf_sigma_um": (1.2, 0.15, 0.15)},
         1.0,
@@ -98,9 +100,7 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_condition(
-    name: str, overrides: dict[str, Any], told: float, seed_contrast: float | None = None
-) -> dict[str, Any]:
+def run_condition(name: str, overrides: dict[str, Any], told: float, ours: dict[str, Any]) -> dict[str, Any]:
     """Both methods on one condition's volume: scores and seconds per method."""
     from dls_microscopy.sample_data import make_synthetic_nuclei
     from dls_microscopy.segment.watershed import WatershedSegmenter
@@ -118,9 +118,9 @@ def run_condition(
         "scores": {},
     }
     runs = {
-        "ours": lambda: WatershedSegmenter(
-            diameter_um=diameter, device="cpu", backend="cpu", seed_contrast=seed_contrast
-        ).segment(case.image, spacing=case.spacing),
+        "ours": lambda: WatershedSegmenter(diameter_um=diameter, device="cpu", backend="cpu", **ours).segment(
+            case.image, spacing=case.spacing
+        ),
         "skimage baseline": lambda: skimage_baseline(case.image, spacing=case.spacing, diameter_um=diameter),
     }
     for method, fn in runs.items():
@@ -128,11 +128,11 @@ def run_condition(
         labels = fn()
         row["scores"][method] = {**scores(labels, case), "seconds": round(time.perf_counter() - t, 3)}
     if told == 1.0:  # the "diameter said" rows repeat an image: estimated once, on its own row
-        row["estimated"] = estimated_diameter_row(case, s.labels, seed_contrast)
+        row["estimated"] = estimated_diameter_row(case, s.labels, ours)
     return row
 
 
-def estimated_diameter_row(case: Case, gold: np.ndarray, seed_contrast: float | None) -> dict[str, Any]:
+def estimated_diameter_row(case: Case, gold: np.ndarray, ours: dict[str, Any]) -> dict[str, Any]:
     """Ours told the diameter :func:`~dls_microscopy.segment.estimate_diameter` finds.
 
     Beside it: the gold nuclei's median equivalent-sphere diameter (what the estimate
@@ -146,14 +146,14 @@ def estimated_diameter_row(case: Case, gold: np.ndarray, seed_contrast: float | 
     out: dict[str, Any] = {"gold_median_um": round(median_object_diameter(gold, case.spacing)[0], 2)}
     t = time.perf_counter()
     try:
-        est = estimate_diameter(case.image, spacing=case.spacing, params={"seed_contrast": seed_contrast})
+        est = estimate_diameter(case.image, spacing=case.spacing, params=ours)
     except InputError as exc:
         return {**out, "error": str(exc), "f1_05": 0.0, "f1_075": 0.0}
     out.update(diameter_um=est.diameter_um, steps=len(est.steps_um) - 1)
     out["seconds"] = round(time.perf_counter() - t, 3)
-    labels = WatershedSegmenter(
-        diameter_um=est.diameter_um, device="cpu", backend="cpu", seed_contrast=seed_contrast
-    ).segment(case.image, spacing=case.spacing)
+    labels = WatershedSegmenter(diameter_um=est.diameter_um, device="cpu", backend="cpu", **ours).segment(
+        case.image, spacing=case.spacing
+    )
     sc = scores(labels, case)
     return {**out, "f1_05": sc["f1_05"], "f1_075": sc["f1_075"]}
 
@@ -166,8 +166,9 @@ def markdown(results: dict[str, Any]) -> str:
         "F1 at IoU 0.5 / 0.75 per condition; each condition changes the reference synthetic volume "
         "(48 × 160 × 160 voxels of 1 × 0.3 × 0.3 µm, 7 µm nuclei, density 0.5) in one way; both "
         "methods are told only the diameter (the true one unless the row says otherwise)."
-        + (
-            f" Ours with `seed_contrast: {results['seed_contrast']}`." if results.get("seed_contrast") else ""
+        + "".join(
+            f" Ours with `{k}: {str(v).lower() if isinstance(v, bool) else v}`."
+            for k, v in results.get("ours", {}).items()
         ),
         "",
         "| condition | nuclei | ours | scikit-image baseline | ratio at 0.5 | ratio at 0.75 |",
@@ -221,18 +222,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="three conditions")
     parser.add_argument("--seed-contrast", type=float, default=None, help="ours with this seed_contrast")
+    parser.add_argument("--depth-correction", action="store_true", help="ours with depth_correction")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     names = QUICK if args.quick else tuple(CONDITIONS)
+    ours: dict[str, Any] = {}
+    if args.seed_contrast is not None:
+        ours["seed_contrast"] = args.seed_contrast
+    if args.depth_correction:
+        ours["depth_correction"] = True
     results: dict[str, Any] = {
         "date": dt.date.today().isoformat(),
         "quick": args.quick,
         "seed_contrast": args.seed_contrast,
+        "ours": ours,
         "conditions": [],
     }
     for name in names:
         overrides, told = CONDITIONS[name]
-        row = run_condition(name, overrides, told, args.seed_contrast)
+        row = run_condition(name, overrides, told, ours)
         log(f"{name}: " + ", ".join(f"{m} {s['f1_05']:.3f}" for m, s in row["scores"].items()))
         results["conditions"].append(row)
     rows = results["conditions"]
@@ -253,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"segment-robustness-{results['date']}" + ("-quick" if args.quick else "")
     if args.seed_contrast is not None:
         stem += f"-seed-contrast{args.seed_contrast:g}"
+    if args.depth_correction:
+        stem += "-depth-correction"
     (args.out / f"{stem}.md").write_text(text, encoding="utf-8")
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     return 0

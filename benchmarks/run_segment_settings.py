@@ -4,14 +4,16 @@
     .venv/bin/python benchmarks/run_segment_settings.py [--quick] [--out DIR] [--tmp DIR]
 
 What it answers: how each way of finding one seed per nucleus (``seed_contrast`` on or off,
-``seed_method`` distance / intensity / combined) does on volumes of different kinds, so that
-settings are chosen across them rather than for one.  The baseline is the default setting
+``seed_method`` distance / intensity / combined), and the ``depth_correction`` of the
+threshold, do on volumes of different kinds, so that settings are chosen across them rather
+than for one.  The baseline is the default setting
 (``seed_method: distance``, ``seed_contrast: null``).
 
 Volumes (each segmented in memory with ``diameter_um`` = its nuclei's diameter):
 
-* four from ``make_synthetic_nuclei`` (touching nuclei, no dim line between them): dense
-  near-isotropic, anisotropic (2 µm z), denser (``density=0.7``) and sparse;
+* five from ``make_synthetic_nuclei`` (touching nuclei, no dim line between them): dense
+  near-isotropic, anisotropic (2 µm z), denser (``density=0.7``), dimming with depth (the
+  deepest nuclei of the 48 µm stack at a quarter of the top ones') and sparse;
 * ``load_nuclei_1135()``: real confocal nuclei of a plant ovule, 54 gold labels;
 * from ``../shared/data`` when present: StarDist's synthetic 3D nuclei (their authors flag
   them synthetic; 1 µm voxels assumed) and the IDR image 6001240, a mouse blastocyst whose
@@ -53,16 +55,20 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "intensity": {"seed_method": "intensity"},
     "combined": {"seed_method": "combined"},
     "combined, seed_contrast 0.7": {"seed_method": "combined", "seed_contrast": 0.7},
+    "distance, depth_correction": {"depth_correction": True},
+    "distance, seed_contrast 0.7, depth_correction": {"seed_contrast": 0.7, "depth_correction": True},
 }
 
 #: The settings of ``--quick``.
 QUICK = ("distance (default, baseline)", "distance, seed_contrast 0.7")
-#: (name, shape, spacing µm, diameter µm, seed, density) of the synthetic volumes.
+#: (name, shape, spacing µm, diameter µm, seed, density, attenuation length µm) of the
+#: synthetic volumes (200 µm: the generator's default, a 48 µm stack dims by a fifth).
 SYNTHETIC = (
-    ("dense", (48, 192, 192), (1.0, 0.3, 0.3), 7.0, 0, 0.5),
-    ("anisotropic", (24, 128, 128), (2.0, 0.4, 0.4), 10.0, 0, 0.5),
-    ("denser", (48, 160, 160), (1.0, 0.3, 0.3), 7.0, 1, 0.7),
-    ("sparse", (32, 128, 128), (0.5, 0.25, 0.25), 6.0, 2, 0.3),
+    ("dense", (48, 192, 192), (1.0, 0.3, 0.3), 7.0, 0, 0.5, 200.0),
+    ("anisotropic", (24, 128, 128), (2.0, 0.4, 0.4), 10.0, 0, 0.5, 200.0),
+    ("denser", (48, 160, 160), (1.0, 0.3, 0.3), 7.0, 1, 0.7, 200.0),
+    ("dimming with depth", (48, 160, 160), (1.0, 0.3, 0.3), 7.0, 3, 0.5, 35.0),
+    ("sparse", (32, 128, 128), (0.5, 0.25, 0.25), 6.0, 2, 0.3, 200.0),
 )
 
 
@@ -76,8 +82,15 @@ def cases(tmp: Path, quick: bool) -> list[Case]:
     from dls_microscopy.sample_data import make_synthetic_nuclei
 
     out = []
-    for name, shape, spacing, diameter, seed, density in SYNTHETIC[-1:] if quick else SYNTHETIC:
-        s = make_synthetic_nuclei(shape, spacing=spacing, diameter_um=diameter, seed=seed, density=density)
+    for name, shape, spacing, diameter, seed, density, attenuation in SYNTHETIC[-1:] if quick else SYNTHETIC:
+        s = make_synthetic_nuclei(
+            shape,
+            spacing=spacing,
+            diameter_um=diameter,
+            seed=seed,
+            density=density,
+            attenuation_length_um=attenuation,
+        )
         out.append(Case(f"synthetic {name}", s.image[0], s.labels, s.spacing, diameter, tmp, 0))
     out.append(real_crop_case(tmp))
     if quick:
