@@ -129,7 +129,7 @@ class SegmentStep(_Section):
 
     @model_validator(mode="after")
     def _check_params(self) -> SegmentStep:
-        from dls_microscopy.segment.base import segmenters
+        from dls_microscopy.segment.base import no_model_file, segmenters
 
         try:
             params_model = segmenters().get(self.method).Params
@@ -139,9 +139,7 @@ class SegmentStep(_Section):
         if self.model is not None:
             if "model_path" not in params_model.model_fields:
                 raise PydanticCustomError(
-                    "segmenter_params",
-                    "segmenter '{method}' takes no model file",
-                    {"method": self.method, "subloc": ("model",)},
+                    "segmenter_params", "{msg}", {"msg": no_model_file(self.method), "subloc": ("model",)}
                 )
             values["model_path"] = self.model
         try:

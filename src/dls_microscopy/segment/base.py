@@ -45,6 +45,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+def no_model_file(name: str) -> str:
+    """What is said when a model file is given to segmenter ``name``, which loads none.
+
+    One wording for the command line (:class:`BaseSegmenter`) and the pipeline
+    configuration (``steps.segment.model``), which each add where it was given.
+    """
+    return f"segmenter {name!r} takes no model file"
+
+
 class EmptyResultWarning(UserWarning):
     """A segmentation found no object (empty or constant image)."""
 
@@ -130,7 +139,7 @@ class BaseSegmenter(abc.ABC):
             known = f" (parameters: {', '.join(self.Params.model_fields)})" if unknown else ""
             if unknown == {"model_path"}:  # --model given to a segmenter without one: say so plainly
                 raise InputError(
-                    f"segmenter {self.name!r} takes no model file; give --model / model_path only to "
+                    f"{no_model_file(self.name)}; give --model / model_path only to "
                     f"segmenters that load weights (e.g. cellpose){known}"
                 ) from exc
             raise InputError(f"invalid parameters for segmenter {self.name!r}: {problems}{known}") from exc
