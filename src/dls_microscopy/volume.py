@@ -430,8 +430,13 @@ def _jsonable(value: Any) -> bool:
 
 
 def default_axes(ndim: int) -> str:
-    """Axis names assumed for an array without metadata: the last ``ndim`` of ``tczyx``."""
-    if not 1 <= ndim <= 5:
+    """Axis names assumed for an array without metadata: the last ``ndim`` of ``tczyx``.
+
+    An image has at least y and x: a 1-D array is refused, as is one of 0 or over 5 dimensions.
+    """
+    if ndim == 1:
+        raise DimensionalityError("cannot interpret a 1-D array as an image (it needs at least y and x)")
+    if not 2 <= ndim <= 5:
         raise DimensionalityError(f"cannot interpret an array with {ndim} dimensions as an image")
     return AXES_ORDER[-ndim:]
 

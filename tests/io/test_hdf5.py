@@ -246,6 +246,7 @@ def test_unsupported_dtype(tmp_path: Path, dtype: np.dtype, match: str) -> None:
         (lambda f: f.create_dataset("img", shape=(2, 4, 4), dtype=np.complex64), UnsupportedDtypeError),
         (lambda f: f.create_dataset("img", shape=(0, 4, 4), dtype="u1"), DimensionalityError),
         (lambda f: f.create_dataset("img", data=np.float32(3)), DimensionalityError),
+        (lambda f: f.create_dataset("img", data=np.arange(10, dtype="u2")), DimensionalityError),
         (
             lambda f: f.create_dataset("img", shape=(4, 8, 8), dtype="u1").attrs.create(
                 "axes", ["q", "y", "x"]
@@ -253,7 +254,7 @@ def test_unsupported_dtype(tmp_path: Path, dtype: np.dtype, match: str) -> None:
             MetadataError,
         ),
     ],
-    ids=["dtype", "zero-size", "scalar", "axes"],
+    ids=["dtype", "zero-size", "scalar", "1-D", "axes"],
 )
 def test_dataset_problems_name_file_and_dataset(tmp_path: Path, make, error: type) -> None:
     """Beside other datasets in the file, the message says which one: ``file.h5:/group/img``."""
