@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -474,6 +475,27 @@ def test_ome_xml_declaring_more_planes_than_pages(tmp_path: Path) -> None:
     with pytest.raises(CorruptDataError, match=r"declares 9 planes.*has 4 pages") as info:
         open_volume(path)
     assert str(path) in str(info.value)
+
+
+def test_imagej_metadata_declaring_fewer_images_than_pages(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tifffile reads only the ``images=`` planes: the pages after them are named in a warning."""
+    full = tmp_path / "full.tif"
+    tifffile.imwrite(full, _rng_data((6, 16, 16), "uint8"), imagej=True, metadata={"axes": "ZYX"})
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        assert open_volume(full).shape == (6, 16, 16)
+    assert "declares" not in caplog.text
+    content = full.read_bytes()
+    assert content.count(b"images=6") == 1 and content.count(b"slices=6") == 1
+    path = tmp_path / "fewer.tif"
+    path.write_bytes(content.replace(b"images=6", b"images=3").replace(b"slices=6", b"slices=3"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        vol = open_volume(path)
+    assert vol.shape == (3, 16, 16)
+    said = r"fewer\.tif: the ImageJ metadata declares 3 images, but the file has 6 pages"
+    assert re.search(said, caplog.text), caplog.text
 
 
 def test_truncated_header(tmp_path: Path) -> None:

@@ -148,3 +148,33 @@ def _check_planes(series: tifffile.TiffPageSeries, index: int, path: Path) -> No
                 "OME-XML is wrong",
                 path=path,
             )
+
+
+def _check_imagej_images(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Path) -> None:
+    """Warn when an ImageJ file has more pages than its metadata's ``images=`` count.
+
+    tifffile reads the ``images`` planes the metadata declares and nothing after them,
+    so the extra pages would be dropped without a word.  (A file with *fewer* pages is
+    normal: ImageJ writes the planes of files over 4 GiB after a single page.)
+    """
+    meta = tif.imagej_metadata or {}
+    try:
+        declared = int(meta.get("images", 0))
+    except (TypeError, ValueError):
+        return
+    if series.kind != "imagej" or declared < 1:
+        return
+    try:
+        tif.pages[declared]  # one page past the declared ones: the IFDs before it are read anyway
+    except Exception:  # no such page (or a damaged one, reported when it matters)
+        return
+    pages = len(tif.pages)  # counted only in this rare case: it reads every IFD
+    if declared < pages:
+        log.warning(
+            "%s: the ImageJ metadata declares %d images, but the file has %d pages; only the first %d "
+            "are read (the metadata is wrong, or the file was appended to)",
+            path,
+            declared,
+            pages,
+            declared,
+        )

@@ -38,7 +38,7 @@ from dls_microscopy.errors import (
 )
 from dls_microscopy.io._tiff_axes import _map_axes, _to_our_axes
 from dls_microscopy.io._tiff_metadata import _imagej_metadata, _ome_metadata, _uncalibrated
-from dls_microscopy.io._tiff_open import _check_extent, _check_planes, _open_tifffile
+from dls_microscopy.io._tiff_open import _check_extent, _check_imagej_images, _check_planes, _open_tifffile
 from dls_microscopy.io.lazy import ChunkSource, SourceLevel
 from dls_microscopy.spacing import warn_spacing_fallback
 from dls_microscopy.volume import AXES_ORDER, SPATIAL_AXES, Volume, check_dtype
@@ -214,6 +214,8 @@ def _volume(tif: tifffile.TiffFile, path: Path, stamp: Stamp, index: int) -> Vol
     _check_extent(ser, path)
     if ser.kind == "ome":
         _check_planes(ser, index, path)
+    elif ser.kind == "imagej":
+        _check_imagej_images(tif, ser, path)
 
     levels: list[da.Array] = []
     sources: list[SourceLevel | None] = []
