@@ -42,7 +42,11 @@ def mesh(
     ] = "glb",
     smooth: Annotated[
         int,
-        typer.Option(help="Taubin smoothing iterations (0: exact voxel surface; 20 gives areas within ~2%)."),
+        typer.Option(
+            help="Taubin smoothing iterations (0: exact voxel surface; 20 gives areas within ~2% "
+            "where z steps are at most about 3 lateral voxels; raise it for coarser z: at 2 µm z "
+            "and 0.3 µm pixels, 20 leaves areas ~9% too large, 100 about 4%)."
+        ),
     ] = 20,
     decimate: Annotated[float | None, typer.Option(help="Fraction of faces to keep, in (0, 1].")] = None,
     descriptors: Annotated[

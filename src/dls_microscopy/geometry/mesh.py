@@ -127,7 +127,13 @@ class MeshOptions:
     smooth : int
         Taubin λ|μ iterations (0: the exact voxel surface, whose area is 9–20 %
         too large for smooth shapes; 20 brings it within 2 % at ≥ 10 voxels
-        per radius).
+        per radius).  Coarse z sampling needs more: the smoothing works in voxel
+        units, and a nucleus a few planes tall is a flat-topped disc there.
+        Area error of a 7 µm sphere and a 10 × 7 × 5 µm ellipsoid at a random
+        orientation (lateral voxels 0.3 µm; mean of 6 placements), for 20 / 100 /
+        200 iterations: z 1 µm, +2.3 / +0.5 / +0.2 %; z 2 µm, +8.9 / +3.6 /
+        +2.2 %; z 3 µm, +12.1 / +7.1 / +5.5 %; isotropic 0.3 µm, +0.3 / −0.1 /
+        −0.1 %.  Volumes are kept (within 3 %) at any count.
     decimate : float, optional
         Keep about this fraction of the faces, in ``(0, 1]``.
     max_faces : int, optional

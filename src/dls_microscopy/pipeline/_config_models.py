@@ -166,7 +166,9 @@ class MeshStep(_Section):
     object
     """
     smooth: int = Field(20, ge=0)
-    """Taubin smoothing iterations (0: exact voxel surface)"""
+    """Taubin smoothing iterations (0: exact voxel surface); raise it where z is sampled much
+    more coarsely than x and y (2 µm z at 0.3 µm pixels: areas ~9 % too large at 20, ~4 % at 100)
+    """
     decimate: float | None = Field(None, gt=0, le=1)
     """fraction of faces to keep, in (0, 1] (default: all)"""
     descriptors: bool = True
