@@ -22,6 +22,7 @@ import pytest
 from dls_microscopy.errors import FormatError, OutputError
 from dls_microscopy.features import tables
 from dls_microscopy.features.tables import IMAGE_KEYS, WELL_KEYS, aggregate_table, write_csv, write_parquet
+from dls_microscopy.pipeline import _collect_aggregate as collect_aggregate
 from dls_microscopy.pipeline import collect
 from dls_microscopy.pipeline.collect import TABLE_NAMES, collect_tables
 
@@ -200,7 +201,7 @@ def test_same_bytes_as_in_memory_concatenation(tmp_path, monkeypatch, fmt, small
     dirs = _fields(tmp_path / "fields")
     if small_blocks:  # row groups that end inside fields; aggregates 2-3 columns at a time
         monkeypatch.setattr(tables, "ROW_GROUP_SIZE", 10)
-        monkeypatch.setattr(collect, "_BLOCK_BYTES", 1)
+        monkeypatch.setattr(collect_aggregate, "_BLOCK_BYTES", 1)
     got = _compare(dirs, tmp_path, fmt)
     assert set(got) == set(TABLE_NAMES)
     if fmt == "parquet":
@@ -229,7 +230,7 @@ def test_same_bytes_as_in_memory_concatenation(tmp_path, monkeypatch, fmt, small
 
 def test_one_feature_and_plate_without_wells(tmp_path, monkeypatch):
     """One feature column (numpy then sums pairwise); fields outside plates: no aggregates."""
-    monkeypatch.setattr(collect, "_BLOCK_BYTES", 1)
+    monkeypatch.setattr(collect_aggregate, "_BLOCK_BYTES", 1)
     rng = np.random.default_rng(1)
     dirs = []
     for i, n in enumerate((5, 0, 8)):
