@@ -101,3 +101,12 @@ def test_blockwise_equals_whole_volume_with_the_correction(tmp_path, dimming):
     assert res.plan.n_blocks >= 4 and res.plan.grid[0] >= 2  # blocks at several depths
     m = match_objects(res.labels.load(), whole, thresholds=(0.5,))[0.5]
     assert m.f1 >= 0.99, (m.to_dict(), res.seam_qc)
+
+
+def test_torch_path_applies_the_same_correction(dimming):
+    img = dimming.image[0]
+    cpu = WatershedSegmenter(diameter_um=7.0, device="cpu", backend="cpu", depth_correction=True)
+    torch_path = WatershedSegmenter(diameter_um=7.0, device="cpu", backend="torch", depth_correction=True)
+    a, b = cpu.segment(img, spacing=SPACING), torch_path.segment(img, spacing=SPACING)
+    assert abs(int(a.max()) - int(b.max())) <= max(1, 0.03 * int(a.max()))
+    assert match_objects(b, a, thresholds=(0.5,))[0.5].f1 >= 0.95
