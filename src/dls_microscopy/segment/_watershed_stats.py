@@ -8,7 +8,7 @@ whole volume, or sub-blocks spread over it by a low-discrepancy sequence
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -224,7 +224,7 @@ def _depth_fit(
     return {"depth_c0": c0, "depth_c1": c1, "depth_peak": peak, "depth_z0_um": z0, "depth_z1_um": z1}
 
 
-def _depth_gain(stats: dict[str, float] | Any, z_um: np.ndarray) -> np.ndarray:
+def _depth_gain(stats: Mapping[str, float], z_um: np.ndarray) -> np.ndarray:
     """The gain that brings depth ``z_um`` (µm) to the brightest depth, float32, ≤ the cap."""
     z = np.clip(np.asarray(z_um, np.float64), stats["depth_z0_um"], stats["depth_z1_um"])
     fit = stats["depth_c0"] + stats["depth_c1"] * z
