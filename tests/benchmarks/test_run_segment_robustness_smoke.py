@@ -50,3 +50,15 @@ def test_seed_contrast_option_changes_only_ours(run_benchmark, tmp_path):
         a["scores"]["skimage baseline"]["f1_05"] == b["scores"]["skimage baseline"]["f1_05"] for a, b in pairs
     )
     assert any(a["scores"]["ours"]["f1_05"] != b["scores"]["ours"]["f1_05"] for a, b in pairs)
+
+
+def test_depth_correction_option_is_recorded_and_named(run_benchmark, tmp_path):
+    """``--depth-correction`` runs ours with that option, says so, and names the results after it."""
+    out = tmp_path / "depth"
+    res = run_benchmark(SCRIPT, "--quick", "--depth-correction", out=out, tmp=False)
+    assert res.returncode == 0, res.stderr
+    (path,) = out.glob("segment-robustness-*.json")
+    assert path.name.endswith("-quick-depth-correction.json")
+    data = json.loads(path.read_text())
+    assert data["ours"] == {"depth_correction": True} and data["seed_contrast"] is None
+    assert "Ours with `depth_correction: true`." in res.stdout

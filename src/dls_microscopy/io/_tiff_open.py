@@ -150,8 +150,8 @@ def _check_planes(series: tifffile.TiffPageSeries, index: int, path: Path) -> No
             )
 
 
-def _check_imagej_images(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Path) -> None:
-    """Warn when an ImageJ file has more pages than its metadata's ``images=`` count.
+def _check_imagej_images(tif: tifffile.TiffFile, path: Path) -> None:
+    """Warn when an ImageJ file (an ``imagej`` series) has more pages than its ``images=`` count.
 
     tifffile reads the ``images`` planes the metadata declares and nothing after them,
     so the extra pages would be dropped without a word.  (A file with *fewer* pages is
@@ -162,7 +162,7 @@ def _check_imagej_images(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries
         declared = int(meta.get("images", 0))
     except (TypeError, ValueError):
         return
-    if series.kind != "imagej" or declared < 1:
+    if declared < 1:
         return
     try:
         tif.pages[declared]  # one page past the declared ones: the IFDs before it are read anyway

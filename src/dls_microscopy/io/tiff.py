@@ -215,7 +215,7 @@ def _volume(tif: tifffile.TiffFile, path: Path, stamp: Stamp, index: int) -> Vol
     if ser.kind == "ome":
         _check_planes(ser, index, path)
     elif ser.kind == "imagej":
-        _check_imagej_images(tif, ser, path)
+        _check_imagej_images(tif, path)
 
     levels: list[da.Array] = []
     sources: list[SourceLevel | None] = []

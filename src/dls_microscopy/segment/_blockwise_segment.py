@@ -108,7 +108,8 @@ def _segment_block(
     """
     pixels = np.asarray(image.data[blk.outer].compute(scheduler="synchronous"))
     here: Mapping[str, float] = stats
-    block_stats = getattr(segmenter, "block_stats", None)  # a protocol-only segmenter may lack it
+    # a segmenter written before block_stats joined the contract may lack it
+    block_stats = getattr(segmenter, "block_stats", None)
     if block_stats is not None:
         here = block_stats(stats, tuple(sl.start for sl in blk.outer))
     labels = segmenter.segment(pixels, spacing=spacing, stats=here)

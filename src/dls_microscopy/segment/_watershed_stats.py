@@ -201,12 +201,17 @@ def _depth_fit(
     z_lo = float(z_um.min())
     n_bins = math.floor((float(z_um.max()) - z_lo) / bin_um) + 1
     idx = np.minimum(((z_um - z_lo) / bin_um).astype(np.int64), n_bins - 1)
+    # one sort, then a slice per bin (a mask over the whole sample per bin was bins × N work);
+    # stable, so each bin keeps the sample's order
+    order = np.argsort(idx, kind="stable")
+    bounds = np.searchsorted(idx[order], np.arange(n_bins + 1))
     centres, levels, weights = [], [], []
     for b in range(n_bins):
-        inside = idx == b
-        front, back = inside & fg, inside & ~fg
-        n = int(np.count_nonzero(front))
-        if n < _DEPTH_MIN_VOXELS or np.count_nonzero(back) < _DEPTH_MIN_VOXELS:
+        members = order[bounds[b] : bounds[b + 1]]
+        is_fg = fg[members]
+        front, back = members[is_fg], members[~is_fg]
+        n = front.size
+        if n < _DEPTH_MIN_VOXELS or back.size < _DEPTH_MIN_VOXELS:
             continue
         level = float(np.median(values[front])) - float(np.median(values[back]))
         if level <= 0:

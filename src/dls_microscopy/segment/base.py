@@ -85,6 +85,8 @@ class Segmenter(Protocol):
 
     def global_stats(self, image: Any, *, spacing: Sequence[float]) -> dict[str, float]: ...
 
+    def block_stats(self, stats: Mapping[str, float], origin: Sequence[int]) -> Mapping[str, float]: ...
+
     def segment(
         self,
         image: np.ndarray,

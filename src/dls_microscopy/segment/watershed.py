@@ -323,11 +323,12 @@ class WatershedSegmenter(BaseSegmenter):
             levels = self._levels((sample - np.float32(background)) * gain + np.float32(background))
             out = {**levels, **fit, "depth_background": background}
         if out:
+            z0, z1 = out["depth_z0_um"], out["depth_z1_um"]
             log.info(
                 "depth correction: gain up to %.2f over %.1f-%.1f µm",
-                float(_depth_gain(out, np.linspace(out["depth_z0_um"], out["depth_z1_um"], 65)).max()),
-                out["depth_z0_um"],
-                out["depth_z1_um"],
+                _depth_gain(out, [z0, z1]).max(),
+                z0,
+                z1,
             )
         return out
 
