@@ -67,6 +67,41 @@ def test_pyramid_is_block_mean(tmp_path):
     np.testing.assert_array_equal(lvl1, np.floor(expect + 0.5).astype(np.uint16))
 
 
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_mean_levels_carry_the_translation_of_their_voxel_centres(tmp_path, version):
+    # a ramp along x: each coarse voxel's value is the position (in level-0 voxels) of
+    # its box's centre, which the metadata must place it at; labels keep each box's
+    # first voxel, so they sit where level 0's do
+    img = np.broadcast_to(np.arange(64, dtype=np.float32) * 4, (8, 64, 64)).copy()
+    out = write_ome_zarr(
+        img,
+        tmp_path / "t.ome.zarr",
+        spacing=(3.0, 0.5, 0.5),
+        n_levels=3,
+        version=version,
+        labels={"cells": np.ones(img.shape, np.uint8)},
+    )
+
+    def transforms(path):
+        attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
+        return [
+            ds["coordinateTransformations"] for ds in attrs.get("ome", attrs)["multiscales"][0]["datasets"]
+        ]
+
+    image_levels = transforms(out)
+    assert len(image_levels[0]) == 1  # level 0: scale only
+    for k, level in enumerate(image_levels[1:], start=1):
+        by_type = {t["type"]: t[t["type"]] for t in level}
+        scale, translation = by_type["scale"], by_type["translation"]
+        full = (3.0, 0.5, 0.5)
+        assert translation == pytest.approx([(s - s0) / 2 for s, s0 in zip(scale, full, strict=True)])
+        ramp = open_volume(out, level=k).data[0, 0].compute()  # along x
+        centre_um = np.arange(ramp.size) * scale[2] + translation[2]
+        np.testing.assert_allclose(ramp / 4 * 0.5, centre_um)
+    assert all(len(level) == 1 for level in transforms(out / "labels" / "cells"))
+    validate_written_store(out, version)
+
+
 def test_sharded_layout_and_codec(tmp_path):
     img = _image((1, 64, 128, 128))
     out = write_ome_zarr(img, tmp_path / "s.ome.zarr", axes="czyx", spacing=(1, 1, 1), chunks=32, shards=64)

@@ -45,7 +45,9 @@ def _multiscale(
         unit = "micrometer" if a in "zyx" else (time_unit if a == "t" else None)
         axis_objs.append(axes_mod.Axis(name=a, type=_AXIS_TYPES[a], unit=unit))
     datasets = tuple(
-        ms_mod.Dataset.build(path=str(i), scale=[float(s) for s in sc], translation=None)
+        ms_mod.Dataset.build(
+            path=str(i), scale=[float(s) for s in sc], translation=_offset(sc, level_scales[0], method)
+        )
         for i, sc in enumerate(level_scales)
     )
     kwargs: dict[str, Any] = {
@@ -58,6 +60,20 @@ def _multiscale(
     if version == "0.4":
         kwargs["version"] = "0.4"
     return ms_mod.Multiscale(**kwargs)
+
+
+def _offset(scale: Sequence[float], scale0: Sequence[float], method: str) -> list[float] | None:
+    """The NGFF ``translation`` of a level: where its first voxel's centre lies, in level-0 units.
+
+    A ``"mean"`` level averages boxes of ``f`` voxels, so its first voxel's centre lies
+    ``(f - 1) / 2`` voxels of level 0 in: half a coarse voxel less half a fine one,
+    ``(scale - scale0) / 2`` per axis.  A ``"nearest"`` level keeps each box's first
+    voxel, whose centre is level 0's: no translation (nor for level 0 itself).
+    """
+    if method != "mean":
+        return None
+    offset = [(float(s) - float(s0)) / 2 for s, s0 in zip(scale, scale0, strict=True)]
+    return offset if any(offset) else None
 
 
 def _dump(model: Any) -> dict[str, Any]:
