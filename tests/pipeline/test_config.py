@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import pytest
@@ -95,7 +96,7 @@ def test_yaml_round_trip(tmp_path):
             GOOD + "compute:\n  cluster:\n    kind: slurm\n    start_timeout: 30m\n",
             "compute.cluster.start_timeout",
             15,
-            "a number of seconds, e.g. 1800",
+            "a number of seconds, e.g. 1800 for 30 minutes, got '30m'",  # filled in (was "{value!r}")
         ),
         (
             GOOD + "compute:\n  cluster:\n    start_timeout: .inf\n",
@@ -135,6 +136,7 @@ def test_bad_config_names_key_and_line(tmp_path, text, key, line, words):
         assert keys[key][0] == line
         assert f"line {line}: {key}:" in str(err)
     assert words in keys[key][1]
+    assert not re.search(r"\{\w+(!r)?\}", str(err)), "a message template left unfilled"
 
 
 def test_yaml_syntax_and_duplicate_keys(tmp_path):

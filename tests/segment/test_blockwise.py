@@ -112,6 +112,26 @@ def test_multichannel_needs_channel_and_labels_go_into_store(tmp_path, threshold
         segment_blockwise(open_volume(store), threshold_segmenter, channel=1)
 
 
+@pytest.mark.parametrize("channel", [0, -1, "0", "channel_0", "Channel_0", "channel0"])
+def test_single_channel_answers_to_every_spelling_a_channel_axis_takes(tmp_path, channel):
+    from dls_microscopy.segment.blockwise import select_image
+
+    img, _ = blob_volume()
+    vol = open_volume(write_ome_zarr(img, tmp_path / "one.ome.zarr", spacing=(1, 1, 1)))
+    assert "c" not in vol.axes and vol.channel_names == ("channel_0",)
+    assert select_image(vol, channel=channel).axes == "zyx"
+
+
+@pytest.mark.parametrize("channel", [1, "DAPI", "channel_1"])
+def test_single_channel_refuses_another_channel(tmp_path, channel):
+    from dls_microscopy.segment.blockwise import select_image
+
+    img, _ = blob_volume()
+    vol = open_volume(write_ome_zarr(img, tmp_path / "one.ome.zarr", spacing=(1, 1, 1)))
+    with pytest.raises(InputError, match=r"single channel \(channel_0\); channel .* does not exist"):
+        select_image(vol, channel=channel)
+
+
 def test_tiff_input_needs_output(tmp_path, threshold_segmenter):
     import tifffile
 

@@ -251,7 +251,9 @@ class ClusterConfig(_Section):
     def _seconds(cls, value: Any) -> Any:
         if isinstance(value, str | bool):
             raise PydanticCustomError(
-                "seconds", "a number of seconds, e.g. 1800 for 30 minutes, got {value!r}", {"value": value}
+                "seconds",
+                "a number of seconds, e.g. 1800 for 30 minutes, got {value}",
+                {"value": repr(value)},
             )
         return value
 

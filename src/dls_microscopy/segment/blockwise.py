@@ -44,6 +44,7 @@ import zarr
 
 from dls_microscopy._allocator import bound_allocator, release_memory
 from dls_microscopy.blocks import BlockPlan, ProgressCallback, run_parallel
+from dls_microscopy.channels import channel_index
 from dls_microscopy.errors import InputError
 
 # Planning and the passes live in their own modules.  The orchestrator calls them through
@@ -142,10 +143,17 @@ def select_image(
                 path=vol.source,
             )
         vol = vol.select(c=channel if channel is not None else 0)
-    elif channel not in (None, 0, vol.channel_names[0]):
-        raise InputError(
-            f"the image has a single channel; channel {channel!r} does not exist", path=vol.source
-        )
+    elif channel is not None:
+        # the one channel answers to what it would in a channel axis: 0, -1, "0", its
+        # name in any case, its column spelling (channel0 for channel_0)
+        names = vol.channel_names[:1] or ("channel_0",)
+        try:
+            channel_index(channel, names, vol.source)
+        except InputError:
+            raise InputError(
+                f"the image has a single channel ({names[0]}); channel {channel!r} does not exist",
+                path=vol.source,
+            ) from None
     return vol.require_spatial_ndim(3)
 
 
