@@ -285,3 +285,21 @@ def test_default_settings_on_typical_data_do_not_warn(shape, spacing, diameter, 
             workers=workers,
         )
     assert not warned and not caplog.records
+
+
+def test_a_diameter_below_one_voxel_is_refused_and_a_few_voxels_warned(tmp_path, caplog):
+    """0.01 µm on 0.2 µm voxels (or a file in parsecs) made hundreds of noise objects, exit 0."""
+    import logging
+
+    from dls_microscopy.segment import get_segmenter
+
+    image = blob_volume()[0]
+    vol = open_volume(write_ome_zarr(image, tmp_path / "b.ome.zarr", axes="zyx", spacing=(1, 0.5, 0.5)))
+    seg = get_segmenter("watershed", {"diameter_um": 0.4}, device="cpu")
+    with pytest.raises(InputError, match=r"diameter_um 0.4 µm is less than one voxel \(0.5 µm in y and x\)"):
+        segment_blockwise(vol, seg, output=tmp_path / "o.ome.zarr")
+    assert not (tmp_path / "o.ome.zarr").exists()
+    with caplog.at_level(logging.WARNING):
+        seg = get_segmenter("watershed", {"diameter_um": 1.2}, device="cpu")
+        segment_blockwise(vol, seg, output=tmp_path / "few.ome.zarr")
+    assert any("2.4 voxels across" in r.getMessage() for r in caplog.records)

@@ -96,6 +96,10 @@ BEYOND_HALO_WARNING = 0.01
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
 
+#: A diameter of fewer lateral voxels than this is warned about (the watershed's smoothing,
+#: seeds and surface level need a few voxels per nucleus).
+_FEW_VOXELS = 3
+
 
 @dataclasses.dataclass
 class BlockwiseResult:
@@ -157,12 +161,15 @@ def select_image(
     return vol.require_spatial_ndim(3)
 
 
-def _refuse_objects_larger_than_the_image(segmenter: Any, image: Any) -> None:
-    """A diameter of more than twice the image's diagonal is a mistake (units, a typo).
+def _check_diameter_against_the_image(segmenter: Any, image: Any) -> None:
+    """Refuse a diameter that cannot be one nucleus of this image; warn at a few voxels.
 
-    Everything the watershed sizes derives from it: 5,000 µm on a 13 µm crop took minutes,
-    1e9 µm exhausted the memory.  Twice the diagonal leaves room for objects cut by the
-    image's faces and for :func:`~dls_microscopy.segment.estimate_diameter`'s large start.
+    Everything the watershed sizes derives from it.  More than twice the image's
+    diagonal is a mistake (units, a typo): 5,000 µm on a 13 µm crop took minutes, 1e9 µm
+    exhausted the memory.  Twice the diagonal leaves room for objects cut by the image's
+    faces and for :func:`~dls_microscopy.segment.estimate_diameter`'s large start.  Less
+    than one voxel across (y, x: the finer axes) is a mistake too, or a wrong voxel size
+    (a file in other units): 0.01 µm on 0.2 µm voxels made 837 objects of noise.
     """
     diameter = getattr(getattr(segmenter, "params", None), "diameter_um", None)
     if not isinstance(diameter, (int, float)):
@@ -175,6 +182,23 @@ def _refuse_objects_larger_than_the_image(segmenter: Any, image: Any) -> None:
             f"diameter_um {diameter:g} µm is more than twice the image's diagonal ({shown} µm): "
             "give the diameter of one nucleus, in µm",
             path=image.source,
+        )
+    voxel = min(image.spacing[-2:])
+    if diameter < voxel:
+        raise InputError(
+            f"diameter_um {diameter:g} µm is less than one voxel ({voxel:.4g} µm in y and x): give "
+            "the diameter of one nucleus, in µm, and check the voxel size (`dls-microscopy info`; "
+            "--spacing replaces it)",
+            path=image.source,
+        )
+    if diameter < _FEW_VOXELS * voxel:
+        log.warning(
+            "%s: diameter %g µm is %.1f voxels across (%.4g µm each): nuclei this small are not "
+            "segmented reliably; use a finer level, or check the voxel size",
+            image.source,
+            diameter,
+            diameter / voxel,
+            voxel,
         )
 
 
@@ -246,7 +270,7 @@ def segment_blockwise(
     bound_allocator(budget)
     image = select_image(volume, channel=channel, time_point=time_point)
     spacing = image.spacing
-    _refuse_objects_larger_than_the_image(segmenter, image)
+    _check_diameter_against_the_image(segmenter, image)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if output is not None:
