@@ -51,7 +51,14 @@ def channel_by_name(name: str, names: Sequence[str], source: Path | str | None =
     """
     names = list(names)
     if name in names:
-        return names.index(name)
+        same = [i for i, n in enumerate(names) if n == name]
+        if len(same) > 1:  # the first would be a guess
+            raise InputError(
+                f"{len(same)} channels are named {name!r} (channels {', '.join(map(str, same))}): "
+                f"choose one by its index, e.g. {same[0]}",
+                path=source,
+            )
+        return same[0]
     folded = [i for i, n in enumerate(names) if n.casefold() == name.casefold()]
     if len(folded) == 1:
         return folded[0]
@@ -97,12 +104,24 @@ def channel_data(vol: Volume, channels: Sequence[int | str] | None = None) -> tu
     """
     data = vol.data if "c" in vol.axes else vol.data[None]
     names = list(vol.channel_names)
-    if channels is None:
-        return data, tuple(names)
-    index = [channel_index(c, names, vol.source) for c in channels]
+    index = (
+        list(range(len(names)))
+        if channels is None
+        else [channel_index(c, names, vol.source) for c in channels]
+    )
     if len(set(index)) != len(index):
-        raise InputError(f"channels listed twice: {list(channels)}", path=vol.source)
-    return select_channels(data, index), tuple(names[i] for i in index)
+        raise InputError(f"channels listed twice: {list(channels or [])}", path=vol.source)
+    chosen = [names[i] for i in index]
+    same = sorted({n for n in chosen if chosen.count(n) > 1})
+    if same:  # feature columns are named by channel
+        raise InputError(
+            f"channels {', '.join(str(i) for i in index if names[i] in same)} have the same name "
+            f"({', '.join(map(repr, same))}), and the feature columns are named by channel: "
+            "choose among them by index (--channel 0, input.channels: [0])",
+            path=vol.source,
+        )
+    data = data if channels is None else select_channels(data, index)
+    return data, tuple(chosen)
 
 
 def select_channels(data: Any, index: Sequence[int]) -> Any:

@@ -9,6 +9,7 @@ readers are asked for (keys and voxels) and compare values with numpy.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 from pathlib import Path
@@ -253,6 +254,20 @@ def test_channel_data_picks_by_name_or_index_once_each() -> None:
         channel_data(vol, [3])
     single = Volume(data=da.from_array(arr[0], chunks=2), axes="zyx", spacing=(1, 1, 1))
     assert channel_data(single)[0].shape == (1, 2, 2, 2)
+
+
+def test_channels_of_the_same_name_are_chosen_by_index_never_guessed() -> None:
+    """Two channels named DAPI: segment took the first silently; features named no file."""
+    arr, vol = _named_channels("DAPI", "DAPI", "GFP")
+    vol = dataclasses.replace(vol, source=Path("dup.ome.tif"))
+    with pytest.raises(InputError, match=r"dup.ome.tif: 2 channels are named 'DAPI' \(channels 0, 1\)"):
+        vol.select(c="DAPI")
+    np.testing.assert_array_equal(vol.select(c=1).data.compute(), arr[1])
+    with pytest.raises(
+        InputError, match=r"dup.ome.tif: channels 0, 1 have the same name \('DAPI'\).*by index"
+    ):
+        channel_data(vol)
+    assert channel_data(vol, [1, "GFP"])[1] == ("DAPI", "GFP")
 
 
 def test_select_takes_a_channel_as_channel_data_does() -> None:
