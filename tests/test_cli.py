@@ -524,12 +524,24 @@ def test_an_output_over_an_input_is_refused_and_the_input_kept(capsys, tmp_path)
         (["features", "{img}", "{flt}", "{tmp}/f"], "{flt}: labels must be an integer label image"),
         (["features", "{img}", "{neg}", "{tmp}/f"], "{neg}: labels contain negative ids"),
         (["evaluate", "{flt}", "{lab}"], "{flt}: predicted labels must be an integer label image"),
+        # found while reading the data: the file is still named (QA, 2026-11-29)
+        (["mesh", "{neg}", "{tmp}/m"], "{neg}: labels must be non-negative integers"),
+        (["evaluate", "{lab}", "{neg}"], "{neg}: gt labels contain negative ids"),
+        (["evaluate", "{neg}", "{lab}"], "{neg}: pred labels contain negative ids"),
+        (["features", "{nan}", "{lab}", "{tmp}/f"], "{nan}: channel 0 has 1 NaN/inf value(s) inside objects"),
     ],
 )
 def test_bad_options_and_labels_exit_2_with_the_reason(capsys, tmp_path, args, reason):
     """Values no library should see (review findings): a reason, the file where there is one, no output."""
     rng = np.random.default_rng(0)
-    names = {"img": "img.tif", "lab": "lab.tif", "flt": "float.tif", "neg": "neg.tif", "tmp": ""}
+    names = {
+        "img": "img.tif",
+        "lab": "lab.tif",
+        "flt": "float.tif",
+        "neg": "neg.tif",
+        "nan": "nan.tif",
+        "tmp": "",
+    }
     paths = {k: str(tmp_path / v) if v else str(tmp_path) for k, v in names.items()}
     tifffile.imwrite(paths["img"], rng.integers(0, 999, (8, 24, 24)).astype(np.uint16))
     lab = np.zeros((8, 24, 24), np.int32)
@@ -537,6 +549,9 @@ def test_bad_options_and_labels_exit_2_with_the_reason(capsys, tmp_path, args, r
     tifffile.imwrite(paths["lab"], lab)
     tifffile.imwrite(paths["flt"], lab.astype(np.float32))
     tifffile.imwrite(paths["neg"], -lab)
+    nan = rng.random((8, 24, 24)).astype(np.float32)
+    nan[3, 5, 5] = np.nan  # inside object 1
+    tifffile.imwrite(paths["nan"], nan)
     before = sorted(p.name for p in tmp_path.iterdir())
     code, _, err = run(
         capsys, *[a.format(**paths) for a in args], *(["--no-progress"] if args[0] != "evaluate" else [])

@@ -119,3 +119,22 @@ def test_manifest_names_the_hdf5_dataset_of_image_and_labels(tmp_path, nuclei):
     run_features(f"{path}:/raw", f"{path}:/label", tmp_path / "out")
     inputs = json.loads((tmp_path / "out" / "manifest.json").read_text())["inputs"]
     assert inputs["image"]["dataset"] == "/raw" and inputs["labels"]["dataset"] == "/label"
+
+
+def test_a_label_name_means_the_label_image_even_beside_a_folder_of_that_name(
+    nuclei, nuclei_zarr, tmp_path, monkeypatch, caplog
+):
+    """``features IMAGE nuclei OUT`` failed ("not a zarr store") where ./nuclei was a folder."""
+    import json
+    import logging
+
+    (tmp_path / "nuclei").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        res = run_features(nuclei_zarr, "nuclei", tmp_path / "out")
+    assert res["n_objects"] == nuclei.n_nuclei
+    assert any("write ./nuclei for the path" in r.getMessage() for r in caplog.records)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["parameters"]["labels_path_or_name"] == "nuclei"
+    with pytest.raises(InputError):  # the folder, when asked for as a path
+        run_features(nuclei_zarr, "./nuclei", tmp_path / "out2")

@@ -179,7 +179,12 @@ def export_meshes_command(
     vol = open_label_volume(labels_path, label_name, spacing=spacing, level=level)
     outdir = Path(outdir)
     budget = {"memory_budget": memory_budget} if memory_budget else {}
-    index = build_object_index(vol, progress=progress, **budget)
+    try:
+        index = build_object_index(vol, progress=progress, **budget)
+    except InputError as exc:  # found while reading (negative ids): name the file
+        if exc.path is None:
+            exc.path = Path(os.fspath(labels_path))
+        raise
     options = {"smooth": smooth, "decimate": decimate}
     meshes = mesh_objects(vol, index=index, progress=progress, **budget, **options)
     entries: list[dict[str, Any]] = []

@@ -18,9 +18,18 @@ from dls_microscopy.channels import channel_data
 from dls_microscopy.errors import InputError
 from dls_microscopy.volume import Volume
 
-__all__ = ["open_feature_inputs"]
+__all__ = ["names_label_image", "open_feature_inputs"]
 
 log = logging.getLogger(__name__)
+
+
+def names_label_image(labels: str | os.PathLike[str], image: Volume) -> bool:
+    """Whether ``labels`` is the name of one of ``image``'s label images, written bare.
+
+    A bare name of a label image means that label image, even where a file or folder of
+    that name lies in the working directory (``./nuclei`` or an absolute path means the path).
+    """
+    return isinstance(labels, str) and labels in image.labels
 
 
 def open_feature_inputs(
@@ -54,14 +63,22 @@ def open_feature_inputs(
     from dls_microscopy.spacing import spacing_given
 
     image = open_volume(image_path, series=series, spacing=spacing, level=level)
-    if split_dataset_path(labels)[0].exists():
-        with spacing_given(spacing is not None):  # no "using 1 µm" for a label TIFF
-            lab = _labels_at_level(open_volume(labels), image, level)
-        given_to_file = spacing is not None  # given below, once the labels are known to be 3D
-    elif str(labels) in image.labels:
+    if names_label_image(labels, image):
+        if split_dataset_path(labels)[0].exists():
+            log.warning(
+                "%r is a label image of %s and a path in %s: using the label image (write ./%s for the path)",
+                str(labels),
+                image.source or image_path,
+                os.getcwd(),
+                labels,
+            )
         # the image's own store: for a plate, the field opened (it said "no zarr group here")
         lab = open_labels(image.source or image_path, str(labels), spacing=spacing, level=level)
         given_to_file = False
+    elif split_dataset_path(labels)[0].exists():
+        with spacing_given(spacing is not None):  # no "using 1 µm" for a label TIFF
+            lab = _labels_at_level(open_volume(labels), image, level)
+        given_to_file = spacing is not None  # given below, once the labels are known to be 3D
     else:
         avail = ", ".join(image.labels) or "none"
         raise InputError(

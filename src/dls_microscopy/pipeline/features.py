@@ -33,7 +33,7 @@ from dls_microscopy.features.tables import (
     write_parquet,
 )
 from dls_microscopy.io.atomic import atomic_directory
-from dls_microscopy.pipeline._feature_inputs import open_feature_inputs
+from dls_microscopy.pipeline._feature_inputs import names_label_image, open_feature_inputs
 from dls_microscopy.volume import Volume
 
 __all__ = ["embedding_input", "open_feature_inputs", "run_features", "select_channels"]
@@ -196,9 +196,9 @@ def run_features(
             workers=workers,
             progress=progress,
         )
-    except InputError as exc:  # found while reading the labels (negative ids): name their file
-        if exc.path is None and exc.reason.startswith("labels"):
-            exc.path = _labels.source
+    except InputError as exc:  # found while reading: name the file (negative ids, NaN in objects)
+        if exc.path is None:
+            exc.path = _labels.source if exc.reason.startswith("labels") else image.source
         raise
     t_measure = time.perf_counter()
     objects = objects_table(
@@ -252,7 +252,7 @@ def run_features(
         tables["wells"] = with_site_count(wells, keys, counts)
     arguments = {
         "image_path": str(Path(os.fspath(image_path)).absolute()),
-        "labels_path_or_name": _labels_argument(labels_path_or_name),
+        "labels_path_or_name": _labels_argument(labels_path_or_name, image),
         "channels": list(channels) if channels is not None else None,
         "compartment": compartment,
         "plate": plate,
@@ -287,7 +287,11 @@ def run_features(
         from dls_microscopy.pipeline.provenance import write_manifest
 
         inputs = {"image": image_path}
-        if split_dataset_path(labels_path_or_name)[0].exists():  # a file: as given (an HDF5 dataset kept)
+        if (
+            not names_label_image(labels_path_or_name, image)
+            and split_dataset_path(labels_path_or_name)[0].exists()
+        ):
+            # a file: as given (an HDF5 dataset kept)
             inputs["labels"] = labels_path_or_name
         elif _labels.source is not None and Path(_labels.source) != Path(os.fspath(image_path)):
             inputs["labels"] = _labels.source
@@ -335,10 +339,10 @@ def _model_paths(embeddings: Any) -> list[str]:
     return [os.fspath(p) for p in embeddings]
 
 
-def _labels_argument(labels: str | os.PathLike[str]) -> str:
+def _labels_argument(labels: str | os.PathLike[str], image: Volume) -> str:
     from dls_microscopy.io import split_dataset_path
 
     file_path, internal = split_dataset_path(labels)
-    if not file_path.exists():
+    if names_label_image(labels, image) or not file_path.exists():
         return os.fspath(labels)  # a label name inside the image
     return str(file_path.absolute()) + (f":{internal}" if internal else "")

@@ -305,9 +305,13 @@ def evaluate_paths(
             pred.spacing,
             gt.spacing,
         )
-    result = match_overlaps(
-        contingency(pred.data, gt.data), thresholds=thresholds, restrict_to_gt=restrict_to_gt
-    )
+    try:
+        table = contingency(pred.data, gt.data)
+    except InputError as exc:  # found while reading (negative ids): name the file
+        if exc.path is None:
+            exc.path = Path(os.fspath(pred_path if exc.reason.startswith("pred") else gt_path))
+        raise
+    result = match_overlaps(table, thresholds=thresholds, restrict_to_gt=restrict_to_gt)
     info = {
         "pred": os.fspath(pred_path),
         "gt": os.fspath(gt_path),
