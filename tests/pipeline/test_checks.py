@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 import tifffile
+import zarr
 from pipeline_inputs import write_config
 
 from dls_microscopy.cli import main
@@ -120,6 +121,25 @@ def test_one_file_inputs_that_cannot_be_read_as_configured(tmp_path):
     cfg.write_text(cfg.read_text().replace("\noutput:", "\n  labels: label\noutput:"))
     only_zarr = r"input.labels: names a label image inside an OME-Zarr input, and this input is HDF5"
     _refused(cfg, only_zarr, tmp_path)
+
+
+def test_a_missing_input_and_float_labels_name_the_yaml_line(tmp_path, capsys):
+    """Both named the file only; float labels passed `config validate` and failed every field."""
+    from dls_microscopy.io import write_ome_zarr
+
+    cfg = write_config(tmp_path, tmp_path / "nothere.tif")
+    _refused(cfg, r"nothere.tif: input.path: input does not exist", tmp_path)
+    assert main(["config", "validate", str(cfg)]) == 2
+    assert "line 2: input.path: " in capsys.readouterr().err
+    image = np.zeros((8, 16, 16), np.uint16)
+    store = write_ome_zarr(image, tmp_path / "f.ome.zarr", spacing=(1, 1, 1), labels={"nuclei": image})
+    group = zarr.open_group(str(store / "labels" / "nuclei"), mode="r+")  # another tool's float labels
+    group.create_array("0", shape=image.shape, dtype=np.float32, overwrite=True)[...] = 1.5
+    cfg = write_config(tmp_path, store, steps="features: {}\n")
+    cfg.write_text(cfg.read_text().replace("\noutput:", "\n  labels: nuclei\noutput:"))
+    _refused(cfg, r"input.labels: labels must be an integer label image, got dtype float32", tmp_path)
+    assert main(["config", "validate", str(cfg)]) == 2
+    assert "line 3: input.labels: " in capsys.readouterr().err
 
 
 def test_channels_named_twice_and_a_series_of_a_plate(small_plate, tmp_path):

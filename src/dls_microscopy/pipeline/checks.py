@@ -79,7 +79,10 @@ def _check_inputs(cfg: PipelineConfig) -> list[FieldSpec]:
     segmenter = _check_models(cfg)
     out = Path(cfg.output.path).absolute()
     _check_output_writable(out)
-    fields = discover_fields(cfg.input.path, series=cfg.input.series, exclude=out)
+    try:
+        fields = discover_fields(cfg.input.path, series=cfg.input.series, exclude=out)
+    except InputError as exc:  # no such input, no image in a folder...: the YAML line too
+        raise _keyed("input.path", exc.reason, exc.path) from None
     if cfg.input.series and any(f.plate for f in fields):
         raise _keyed(
             "input.series",
@@ -248,7 +251,10 @@ def _check_labels(cfg: PipelineConfig, spec: FieldSpec) -> None:
             "(dls-microscopy convert IMAGE OUT.ome.zarr --labels NAME=LABELS)",
             _file(spec),
         )
+    from dls_microscopy.features.runs import check_label_dtype
+
     try:
-        open_labels(spec.source, cfg.input.labels, level=cfg.input.level, spacing=cfg.input.spacing)
+        labels = open_labels(spec.source, cfg.input.labels, level=cfg.input.level, spacing=cfg.input.spacing)
+        check_label_dtype(labels.dtype, path=labels.source)  # float labels: refused here, not by the run
     except InputError as exc:
         raise _keyed("input.labels", exc.reason, exc.path) from None
