@@ -213,3 +213,12 @@ def test_a_folder_given_for_the_configuration_says_what_run_takes(tmp_path):
         load_config(tmp_path)
     with pytest.raises(InputNotFoundError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_an_image_given_for_the_configuration_says_what_run_takes(tmp_path):
+    """It printed "'utf-8' codec can't decode byte 0xb6 in position 78" (QA)."""
+    image = tmp_path / "stack.tif"
+    image.write_bytes(b"II*\x00\x08\x00\x00\x00\xb6\xff\x00\x10")
+    with pytest.raises(ConfigError, match=r"stack.tif: not a pipeline configuration: a YAML text file") as err:
+        load_config(image)
+    assert "codec" not in str(err.value)

@@ -130,7 +130,13 @@ def load_config(path: str | os.PathLike[str], *, resolve_paths: bool = True) -> 
         raise InputNotFoundError("configuration file does not exist", path=p)
     try:
         text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:  # an image given in place of the YAML, most often
+        raise ConfigError(
+            "not a pipeline configuration: a YAML text file is expected, and this is not text "
+            "(UTF-8); 'run' takes the configuration, whose input.path names the images",
+            path=p,
+        ) from None
+    except OSError as exc:
         raise ConfigError(f"cannot read the configuration: {exc}", path=p) from exc
     cfg = parse_config(text, source=p)
     return cfg.with_paths_relative_to(p.absolute().parent) if resolve_paths else cfg
