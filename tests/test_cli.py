@@ -520,6 +520,10 @@ def test_an_output_over_an_input_is_refused_and_the_input_kept(capsys, tmp_path)
         (["convert", "{img}", "{tmp}/c.ome.zarr", "--clevel", "99"], "compression level must be 0 to 9"),
         (["convert", "{img}", "{tmp}/c.ome.zarr", "--levels", "0"], "pyramid levels must be at least 1"),
         (["segment", "{img}", "{tmp}/s.ome.zarr", "--memory-budget", "0"], "memory size must be positive"),
+        (
+            ["segment", "{img}", "{tmp}/s.ome.zarr", "--param", "diameter_um=5", "--diameter", "9"],
+            "--diameter and --param diameter_um=... both give diameter_um",  # 9 won silently (QA)
+        ),
         (["features", "{img}", "{lab}", "{tmp}/f", "--time-point", "-1"], "time points count from 0"),
         (["features", "{img}", "{flt}", "{tmp}/f"], "{flt}: labels must be an integer label image"),
         (["features", "{img}", "{neg}", "{tmp}/f"], "{neg}: labels contain negative ids"),
