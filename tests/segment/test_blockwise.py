@@ -303,3 +303,23 @@ def test_a_diameter_below_one_voxel_is_refused_and_a_few_voxels_warned(tmp_path,
         seg = get_segmenter("watershed", {"diameter_um": 1.2}, device="cpu")
         segment_blockwise(vol, seg, output=tmp_path / "few.ome.zarr")
     assert any("2.4 voxels across" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("block", [None, (16, 32, 32)])
+def test_nan_pixels_are_segmented_as_background_with_a_warning_once(tmp_path, threshold_segmenter, block):
+    """convert warned and features refused; segment said nothing (QA)."""
+    from dls_microscopy.errors import NonFiniteDataWarning
+
+    img, n = blob_volume()
+    img = img.astype(np.float32)
+    img[0, :2, :3] = np.nan  # 6 values, in one block's core
+    with pytest.warns(NonFiniteDataWarning, match="written unchanged"):
+        store = write_ome_zarr(img, tmp_path / "n.ome.zarr", spacing=(1, 1, 1))
+    with pytest.warns(
+        NonFiniteDataWarning, match=r"n.ome.zarr: 6 NaN/inf value\(s\) in float data; segmented as background"
+    ) as caught:
+        res = segment_blockwise(
+            open_volume(store), threshold_segmenter, block_shape=block, output=tmp_path / "o.ome.zarr"
+        )
+    assert sum(issubclass(w.category, NonFiniteDataWarning) for w in caught) == 1
+    assert res.n_objects == n and (res.plan.n_blocks > 1) == (block is not None)

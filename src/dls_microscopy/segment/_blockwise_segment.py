@@ -18,6 +18,7 @@ import zarr
 
 from dls_microscopy._allocator import release_memory
 from dls_microscopy.blocks import Block, BlockPlan
+from dls_microscopy.pixels import warn_nonfinite
 from dls_microscopy.segment.base import BaseSegmenter
 from dls_microscopy.volume import Volume
 
@@ -69,6 +70,17 @@ class _BandStore:
         return np.frombuffer(raw, dtype=np.uint32).reshape(shape), n_halo, n_core
 
 
+def count_nonfinite(pixels: np.ndarray) -> int:
+    """The number of NaN/inf values of ``pixels`` (0 for integer data)."""
+    return 0 if pixels.dtype.kind != "f" else int(pixels.size - np.count_nonzero(np.isfinite(pixels)))
+
+
+def warn_nonfinite_pixels(count: int, image: Volume) -> None:
+    """Say, once per run, that ``count`` NaN/inf values were segmented as background."""
+    if count:
+        warn_nonfinite(count, path=image.source, handling="segmented as background (NaN as the lowest value)")
+
+
 def _segment_block(
     blk: Block,
     image: Volume,
@@ -77,7 +89,7 @@ def _segment_block(
     stats: dict[str, float],
     local: zarr.Array,
     bands: _BandStore,
-) -> tuple[int, int]:
+) -> tuple[int, int, int]:
     """Segment one block; write its core's local ids to ``local`` and its bands to ``bands``.
 
     Parameters
@@ -105,6 +117,8 @@ def _segment_block(
         Of those, how many reach the block's outer face inside the volume: they are
         larger than the halo covers, so their voxels may differ from a whole-volume
         run (the halo is sized for objects up to 1.5 diameters).
+    nonfinite : int
+        NaN/inf values in the core, which the segmenter takes as background.
     """
     pixels = np.asarray(image.data[blk.outer].compute(scheduler="synchronous"))
     here: Mapping[str, float] = stats
@@ -112,9 +126,10 @@ def _segment_block(
     block_stats = getattr(segmenter, "block_stats", None)
     if block_stats is not None:
         here = block_stats(stats, tuple(sl.start for sl in blk.outer))
+    cio = blk.core_in_outer
+    nonfinite = count_nonfinite(pixels[cio])  # the core's: halos overlap
     labels = segmenter.segment(pixels, spacing=spacing, stats=here)
     del pixels
-    cio = blk.core_in_outer
     # local ids 1..m of the objects present in the core, in order of their ids
     present = np.zeros(int(labels.max()) + 1, dtype=bool)
     present[labels[cio]] = True
@@ -149,4 +164,4 @@ def _segment_block(
             bands.save(blk.index, axis, side, lut[labels[tuple(sel)]], n_halo)
     del labels
     release_memory()
-    return int(ids.size), beyond
+    return int(ids.size), beyond, nonfinite

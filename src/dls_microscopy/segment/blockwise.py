@@ -66,6 +66,8 @@ from dls_microscopy.segment._blockwise_segment import (  # noqa: F401 - re-expor
     _BandStore,
     _fast_compressor,
     _segment_block,
+    count_nonfinite,
+    warn_nonfinite_pixels,
 )
 from dls_microscopy.segment._blockwise_stitch import _stitch
 from dls_microscopy.segment._blockwise_write import (
@@ -362,8 +364,9 @@ def _segment_blocks(
             progress=progress,
             description="segment blocks",
         )
-        counts = [m for m, _ in results]
-        beyond = sum(b for _, b in results)
+        counts = [m for m, _, _ in results]
+        beyond = sum(b for _, b, _ in results)
+        warn_nonfinite_pixels(sum(n for _, _, n in results), image)
         timings["segment"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -432,6 +435,7 @@ def _segment_single_block(
     timings["global_stats"] = 0.0
     t1 = time.perf_counter()
     pixels = np.asarray(image.data.compute(scheduler="synchronous"))
+    warn_nonfinite_pixels(count_nonfinite(pixels), image)
     labels = segmenter.segment(pixels, spacing=image.spacing, stats=stats)
     del pixels
     n_objects = int(labels.max()) if labels.size else 0
