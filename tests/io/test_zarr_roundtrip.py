@@ -166,6 +166,20 @@ def test_64_bit_integer_tiffs_convert_with_their_labels(tmp_path, version):
         np.testing.assert_array_equal(lv.data.compute(), lab.astype(dtype))
 
 
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_bool_image_is_written_with_a_0_1_window(tmp_path, version):
+    # the display window's percentiles cannot subtract booleans
+    img = RNG.random((8, 40, 40)) > 0.7
+    out = write_ome_zarr(img, tmp_path / "b.ome.zarr", version=version, n_levels=2, chunks=16)
+    vol = open_volume(out)
+    assert vol.dtype == np.bool_
+    np.testing.assert_array_equal(vol.data.compute(), img)
+    attrs = dict(zarr.open_group(str(out), mode="r").attrs)
+    window = (attrs["ome"] if version == "0.5" else attrs)["omero"]["channels"][0]["window"]
+    assert (window["min"], window["max"]) == (0.0, 1.0)
+    validate_written_store(out, version)
+
+
 def test_dask_input_streams_without_compute(tmp_path):
     src = da.random.RandomState(0).randint(0, 100, size=(40, 96, 96), chunks=(7, 50, 33)).astype(np.uint8)
     out = write_ome_zarr(src, tmp_path / "d.ome.zarr", spacing=(1, 1, 1), chunks=16, memory_budget=64 * 1024)
