@@ -1,7 +1,8 @@
 """Physical calibration, channel names and time step of a TIFF series.
 
-Part of :mod:`dls_microscopy.io.tiff`: reads the OME-XML of an OME-TIFF or
-the ImageJ description and resolution tags of an ImageJ hyperstack.
+Part of :mod:`dls_microscopy.io.tiff`: reads the OME-XML of an OME-TIFF, the
+ImageJ description and resolution tags of an ImageJ hyperstack, or the
+resolution tags of a plain TIFF.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import tifffile
 
 from dls_microscopy.io.units import to_micrometres
-from dls_microscopy.spacing import warn_spacing_fallback
+from dls_microscopy.spacing import SPACING_RANGE_UM, warn_spacing_fallback
 
 #: the reader's logger (these messages are the reader's)
 log = logging.getLogger("dls_microscopy.io.tiff")
@@ -32,6 +33,12 @@ _SECONDS = {
     "h": 3600.0,
     "hr": 3600.0,
 }
+
+#: the TIFF ResolutionUnit tag's lengths and their µm: 2 inch and 3 centimetre (baseline
+#: TIFF), 4 millimetre and 5 micrometre (tifffile's RESUNIT); 1 (none) or no tag is uncalibrated
+_RESOLUTION_UNITS = {2: ("inch", 25400.0), 3: ("centimetre", 1e4), 4: ("millimetre", 1e3), 5: ("µm", 1.0)}
+#: dots per inch that image writers record when they know no size (screens' 72 and 96 dpi)
+_DEFAULT_DPI = {72.0, 96.0}
 
 
 def _uncalibrated(path: Path, why: str) -> dict[str, Any]:
@@ -125,3 +132,42 @@ def _imagej_metadata(tif: tifffile.TiffFile, keyframe: Any, n_channels: int, pat
         )
     out["calibrated"] = bool(out["spacing"])
     return out
+
+
+def _resolution_metadata(keyframe: Any, path: Path, ignored: str = "") -> dict[str, Any]:
+    """Spacing (µm) of y and x from a plain TIFF's XResolution, YResolution and ResolutionUnit.
+
+    These tags hold no z step: a stack's z stays unknown (1 µm, with the caller's
+    warning). ``ignored`` starts the message of an uncalibrated file (what else was
+    not used).
+    """
+    unit = keyframe.tags.valueof("ResolutionUnit")
+    try:
+        name, factor = _RESOLUTION_UNITS[int(unit)]
+    except (KeyError, TypeError, ValueError):
+        return _uncalibrated(path, ignored + "no physical calibration in the file")
+    per_unit: dict[str, float] = {}
+    for axis, tag in (("x", "XResolution"), ("y", "YResolution")):
+        value = keyframe.tags.valueof(tag)  # (pixels, per unit length)
+        if isinstance(value, tuple) and len(value) == 2 and value[0] > 0 and value[1] > 0:
+            per_unit[axis] = value[0] / value[1]
+    if not per_unit:
+        return _uncalibrated(path, ignored + f"a ResolutionUnit ({name}) without resolution")
+    if name == "inch" and set(per_unit.values()) <= _DEFAULT_DPI:
+        dpi = ", ".join(f"{v:g}" for v in sorted(set(per_unit.values())))
+        return _uncalibrated(
+            path, ignored + f"the resolution, {dpi} dpi, is a screen default, not a calibration"
+        )
+    spacing = {axis: factor / v for axis, v in per_unit.items()}
+    lo, hi = SPACING_RANGE_UM
+    if not all(lo <= v <= hi for v in spacing.values()):
+        return _uncalibrated(
+            path,
+            ignored
+            + f"the resolution tags give pixels of {', '.join(f'{v:g}' for v in spacing.values())} µm, "
+            f"outside {lo:g} to {hi:g} µm",
+        )
+    if ignored:
+        log.warning("%s: %s", path, ignored.removesuffix(" and "))
+    log.info("%s: y/x spacing from the TIFF resolution tags (per %s)", path, name)
+    return {"spacing": spacing, "calibrated": True}
