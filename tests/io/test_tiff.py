@@ -285,6 +285,35 @@ def test_a_physical_size_of_zero_says_which_axis_gets_1_um(
     assert "PhysicalSizeZ='0' is not a spacing" in caplog.text and "using 1 µm for z" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("units", "spacing", "calibrated", "why"),
+    [
+        ({}, (1.0, 1.0, 1.0), False, "unit 'pixel' (z, y, x) is not a length; using a spacing of 1 µm"),
+        ({"X": "µm", "Y": "µm"}, (1.0, 0.5, 0.5), True, "unit 'pixel' (z) is not a length; using 1 µm for z"),
+    ],
+)
+def test_an_ome_size_in_pixels_is_no_calibration(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    units: dict[str, str],
+    spacing: tuple[float, ...],
+    calibrated: bool,
+    why: str,
+) -> None:
+    """PhysicalSizeXUnit="pixel" was read as µm, calibrated (ImageJ's unit=pixel is not)."""
+    path = tmp_path / "px.ome.tif"
+    meta: dict[str, object] = {"axes": "ZYX"}
+    for axis in "ZYX":
+        meta[f"PhysicalSize{axis}"] = 0.5
+        meta[f"PhysicalSize{axis}Unit"] = units.get(axis, "pixel")
+    tifffile.imwrite(path, np.zeros((3, 16, 16), np.uint16), ome=True, metadata=meta)
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        vol = open_tiff(path)
+    assert vol.spacing == spacing
+    assert vol.metadata["calibrated"] is calibrated
+    assert why in caplog.text
+
+
 def _write_pyramid(path: Path, base: np.ndarray, second: np.ndarray) -> list[np.ndarray]:
     levels = [base, base[:, ::2, ::2], base[:, ::4, ::4]]
     meta = {"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 2.0}

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from dls_microscopy.io.units import to_micrometres
+from dls_microscopy.io.units import is_length_unit, to_micrometres
 from dls_microscopy.spacing import SPACING_RANGE_UM, warn_spacing_fallback
 
 #: the reader's logger (these messages are the reader's)
@@ -71,6 +71,7 @@ def _ome_metadata(tif: tifffile.TiffFile, index: int, yx: tuple[int, int], path:
     if pixels is None or (pixels.get("SizeY"), pixels.get("SizeX")) != tuple(map(str, yx)):
         return _uncalibrated(path, f"no OME Pixels element of size {yx} for series {index}")
     spacing: dict[str, float] = {}
+    not_lengths: dict[str, str] = {}  # axis: its unit ("pixel", "reference frame")
     for axis in "ZYX":
         text = pixels.get(f"PhysicalSize{axis}")
         try:
@@ -78,8 +79,10 @@ def _ome_metadata(tif: tifffile.TiffFile, index: int, yx: tuple[int, int], path:
         except ValueError:
             log.warning("%s: invalid PhysicalSize%s %r ignored", path, axis, text)
             continue
-        if value is not None and np.isfinite(value) and value > 0:
-            unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
+        unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
+        if value is not None and not is_length_unit(unit):  # a size in pixels is no calibration
+            not_lengths[axis.lower()] = unit
+        elif value is not None and np.isfinite(value) and value > 0:
             spacing[axis.lower()] = to_micrometres(value, unit, path=path)
         elif value is not None:
             warn_spacing_fallback(
@@ -90,8 +93,18 @@ def _ome_metadata(tif: tifffile.TiffFile, index: int, yx: tuple[int, int], path:
                 text,
                 axis.lower(),
             )
+    if not_lengths:
+        units = ", ".join(
+            f"{u!r} ({', '.join(a for a in not_lengths if not_lengths[a] == u)})"
+            for u in dict.fromkeys(not_lengths.values())
+        )
+        why = f"the OME-XML's PhysicalSize unit {units} is not a length"
+        if spacing:
+            warn_spacing_fallback(log, "%s: %s; using 1 µm for %s", path, why, "".join(not_lengths))
+        else:
+            _uncalibrated(path, why)
     out: dict[str, Any] = {"spacing": spacing, "calibrated": bool(spacing)}
-    if not spacing:
+    if not spacing and not not_lengths:
         _uncalibrated(path, "the OME-XML has no PhysicalSize")
     channels = pixels.findall("{*}Channel")
     out["channel_names"] = tuple(ch.get("Name") or f"channel_{i}" for i, ch in enumerate(channels))
