@@ -172,6 +172,24 @@ def test_a_spacing_of_zero_replaces_that_axis_only_and_says_so(
     assert f"z = {bad}" in caplog.text and "using 1 µm for z" in caplog.text
 
 
+@pytest.mark.parametrize(
+    "bad", ["abc", ["0.5", "x", "1"], np.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")])]
+)
+def test_a_spacing_that_is_not_numbers_is_uncalibrated_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, bad: object
+) -> None:
+    """element_size_um 'abc': 1 µm and a warning, as for zeros (it raised numpy's ValueError)."""
+    path = tmp_path / "text.h5"
+    with h5py.File(path, "w") as f:
+        f["img"] = _data((4, 8, 8))
+        f["img"].attrs["element_size_um"] = bad
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        vol = open_hdf5(path, None)
+    assert vol.spacing == (1.0, 1.0, 1.0)
+    assert vol.metadata["calibrated"] is False
+    assert "element_size_um is not numbers" in caplog.text and "tmp" in caplog.text
+
+
 def test_unusable_axis_labels(tmp_path: Path) -> None:
     path = tmp_path / "labels.h5"
     with h5py.File(path, "w") as f:

@@ -215,6 +215,55 @@ def test_imagej_hyperstack(tmp_path: Path, unit: str, factor: float) -> None:
     np.testing.assert_array_equal(vol.data.compute(), data.transpose(0, 2, 1, 3, 4))
 
 
+@pytest.mark.parametrize(
+    ("unit", "per_unit", "expected_yx"),
+    [
+        ("CENTIMETER", (50000, 25000), (0.4, 0.2)),
+        ("INCH", (127000, 127000), (0.2, 0.2)),
+        ("MICROMETER", (4, 4), (0.25, 0.25)),
+    ],
+)
+def test_plain_tiff_resolution_tags_give_y_and_x(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    unit: str,
+    per_unit: tuple[int, int],
+    expected_yx: tuple[float, float],
+) -> None:
+    """ResolutionUnit centimetre, XResolution 50000: 0.2 µm pixels (they were 1 µm, "no calibration")."""
+    path = tmp_path / "res.tif"
+    tifffile.imwrite(
+        path, _rng_data((4, 8, 8)), resolution=per_unit, resolutionunit=unit, metadata={"axes": "ZYX"}
+    )
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        vol = open_tiff(path)
+    assert vol.format == "tiff"
+    assert vol.spacing == pytest.approx((1.0, *expected_yx), rel=1e-12)
+    assert vol.metadata["calibrated"] is True
+    assert "no physical size for axes z; using 1 µm" in caplog.text  # the tags hold no z step
+    assert "no physical calibration" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("unit", "per_unit", "why"),
+    [
+        ("NONE", (5, 5), "no physical calibration in the file"),
+        ("INCH", (72, 72), "72 dpi, is a screen default"),
+        ("CENTIMETER", (0.5, 0.5), "pixels of 20000, 20000 µm, outside 0.0001 to 10000 µm"),
+    ],
+)
+def test_plain_tiff_resolution_without_a_length_is_uncalibrated(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, unit: str, per_unit: tuple[float, float], why: str
+) -> None:
+    path = tmp_path / "res.tif"
+    tifffile.imwrite(path, _rng_data((8, 8)), resolution=per_unit, resolutionunit=unit)
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        vol = open_tiff(path)
+    assert vol.spacing == (1.0, 1.0)
+    assert vol.metadata["calibrated"] is False
+    assert why in caplog.text and "using a spacing of 1 µm" in caplog.text
+
+
 def test_imagej_without_unit_is_uncalibrated(tmp_path: Path) -> None:
     path = tmp_path / "nounit.tif"
     tifffile.imwrite(path, _rng_data((4, 8, 8)), imagej=True, resolution=(2.0, 2.0), metadata={"axes": "ZYX"})
@@ -234,6 +283,35 @@ def test_a_physical_size_of_zero_says_which_axis_gets_1_um(
         vol = open_tiff(path)
     assert vol.spacing == (1.0, 0.5, 0.5)
     assert "PhysicalSizeZ='0' is not a spacing" in caplog.text and "using 1 µm for z" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("units", "spacing", "calibrated", "why"),
+    [
+        ({}, (1.0, 1.0, 1.0), False, "unit 'pixel' (z, y, x) is not a length; using a spacing of 1 µm"),
+        ({"X": "µm", "Y": "µm"}, (1.0, 0.5, 0.5), True, "unit 'pixel' (z) is not a length; using 1 µm for z"),
+    ],
+)
+def test_an_ome_size_in_pixels_is_no_calibration(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    units: dict[str, str],
+    spacing: tuple[float, ...],
+    calibrated: bool,
+    why: str,
+) -> None:
+    """PhysicalSizeXUnit="pixel" was read as µm, calibrated (ImageJ's unit=pixel is not)."""
+    path = tmp_path / "px.ome.tif"
+    meta: dict[str, object] = {"axes": "ZYX"}
+    for axis in "ZYX":
+        meta[f"PhysicalSize{axis}"] = 0.5
+        meta[f"PhysicalSize{axis}Unit"] = units.get(axis, "pixel")
+    tifffile.imwrite(path, np.zeros((3, 16, 16), np.uint16), ome=True, metadata=meta)
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        vol = open_tiff(path)
+    assert vol.spacing == spacing
+    assert vol.metadata["calibrated"] is calibrated
+    assert why in caplog.text
 
 
 def _write_pyramid(path: Path, base: np.ndarray, second: np.ndarray) -> list[np.ndarray]:

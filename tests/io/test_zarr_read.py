@@ -302,6 +302,25 @@ def test_metadata_violating_spec(tmp_path):
         open_volume(out)
 
 
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_space_axes_without_a_unit_are_read_as_um_with_a_warning(tmp_path, caplog, version):
+    """NGFF says a unit SHOULD be given: its absence was read as µm in silence."""
+    out = write_ome_zarr(
+        np.ones((4, 8, 8), np.uint8), tmp_path / "u.ome.zarr", spacing=(2, 0.5, 0.5), version=version
+    )
+    meta_file = out / ("zarr.json" if version == "0.5" else ".zattrs")
+    meta = json.loads(meta_file.read_text())
+    ome = meta["attributes"]["ome"] if version == "0.5" else meta
+    for axis in ome["multiscales"][0]["axes"]:
+        axis.pop("unit")
+    meta_file.write_text(json.dumps(meta))
+    with caplog.at_level(logging.WARNING, logger="dls_microscopy"):
+        vol = open_volume(out)
+    assert vol.spacing == (2.0, 0.5, 0.5)
+    assert "no length unit for axes z, y, x" in caplog.text and "read as µm" in caplog.text
+    assert len(caplog.records) == 1
+
+
 def test_missing_level_array(tmp_path):
     out = write_ome_zarr(np.ones((4, 8, 8), np.uint8), tmp_path / "n.ome.zarr")
     shutil.rmtree(out / "0")

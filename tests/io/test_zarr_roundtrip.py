@@ -7,10 +7,11 @@ import json
 import dask.array as da
 import numpy as np
 import pytest
+import tifffile
 import zarr
 
 from dls_microscopy.errors import InputError, OutputError
-from dls_microscopy.io import open_labels, open_volume, write_ome_zarr
+from dls_microscopy.io import convert, open_labels, open_volume, write_ome_zarr
 from dls_microscopy.io.zarr_write import validate_written_store
 
 RNG = np.random.default_rng(42)
@@ -139,6 +140,44 @@ def test_labels_written_with_matching_pyramid(tmp_path):
     low = lv.levels[2].compute()
     assert set(np.unique(low)) <= set(np.unique(lab))
     validate_written_store(out, "0.5")
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_64_bit_integer_tiffs_convert_with_their_labels(tmp_path, version):
+    # tifffile reads 64-bit integers as longlong ('q'/'Q'), a numpy class zarr did not match
+    img = RNG.integers(-5, 4000, (6, 16, 16)).astype(np.int64)
+    lab = np.zeros((6, 16, 16), np.uint64)
+    lab[1:4, 2:9, 3:12] = 2**40 + 1
+    tifffile.imwrite(tmp_path / "img.tif", img)
+    tifffile.imwrite(tmp_path / "lab.tif", lab)
+    tifffile.imwrite(tmp_path / "lab_i.tif", lab.astype(np.int64))
+    out = convert(
+        tmp_path / "img.tif",
+        tmp_path / "a.ome.zarr",
+        labels={"u": tmp_path / "lab.tif", "i": tmp_path / "lab_i.tif"},
+        version=version,
+    )
+    vol = open_volume(out)
+    assert vol.dtype == np.int64
+    np.testing.assert_array_equal(vol.data.compute(), img)
+    for name, dtype in (("u", np.uint64), ("i", np.int64)):
+        lv = open_labels(out, name)
+        assert lv.dtype == dtype
+        np.testing.assert_array_equal(lv.data.compute(), lab.astype(dtype))
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_bool_image_is_written_with_a_0_1_window(tmp_path, version):
+    # the display window's percentiles cannot subtract booleans
+    img = RNG.random((8, 40, 40)) > 0.7
+    out = write_ome_zarr(img, tmp_path / "b.ome.zarr", version=version, n_levels=2, chunks=16)
+    vol = open_volume(out)
+    assert vol.dtype == np.bool_
+    np.testing.assert_array_equal(vol.data.compute(), img)
+    attrs = dict(zarr.open_group(str(out), mode="r").attrs)
+    window = (attrs["ome"] if version == "0.5" else attrs)["omero"]["channels"][0]["window"]
+    assert (window["min"], window["max"]) == (0.0, 1.0)
+    validate_written_store(out, version)
 
 
 def test_dask_input_streams_without_compute(tmp_path):

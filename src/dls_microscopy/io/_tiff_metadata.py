@@ -1,7 +1,8 @@
 """Physical calibration, channel names and time step of a TIFF series.
 
-Part of :mod:`dls_microscopy.io.tiff`: reads the OME-XML of an OME-TIFF or
-the ImageJ description and resolution tags of an ImageJ hyperstack.
+Part of :mod:`dls_microscopy.io.tiff`: reads the OME-XML of an OME-TIFF, the
+ImageJ description and resolution tags of an ImageJ hyperstack, or the
+resolution tags of a plain TIFF.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from dls_microscopy.io.units import to_micrometres
-from dls_microscopy.spacing import warn_spacing_fallback
+from dls_microscopy.io.units import is_length_unit, to_micrometres
+from dls_microscopy.spacing import SPACING_RANGE_UM, warn_spacing_fallback
 
 #: the reader's logger (these messages are the reader's)
 log = logging.getLogger("dls_microscopy.io.tiff")
@@ -32,6 +33,12 @@ _SECONDS = {
     "h": 3600.0,
     "hr": 3600.0,
 }
+
+#: the TIFF ResolutionUnit tag's lengths and their µm: 2 inch and 3 centimetre (baseline
+#: TIFF), 4 millimetre and 5 micrometre (tifffile's RESUNIT); 1 (none) or no tag is uncalibrated
+_RESOLUTION_UNITS = {2: ("inch", 25400.0), 3: ("centimetre", 1e4), 4: ("millimetre", 1e3), 5: ("µm", 1.0)}
+#: dots per inch that image writers record when they know no size (screens' 72 and 96 dpi)
+_DEFAULT_DPI = {72.0, 96.0}
 
 
 def _uncalibrated(path: Path, why: str) -> dict[str, Any]:
@@ -64,6 +71,7 @@ def _ome_metadata(tif: tifffile.TiffFile, index: int, yx: tuple[int, int], path:
     if pixels is None or (pixels.get("SizeY"), pixels.get("SizeX")) != tuple(map(str, yx)):
         return _uncalibrated(path, f"no OME Pixels element of size {yx} for series {index}")
     spacing: dict[str, float] = {}
+    not_lengths: dict[str, str] = {}  # axis: its unit ("pixel", "reference frame")
     for axis in "ZYX":
         text = pixels.get(f"PhysicalSize{axis}")
         try:
@@ -71,8 +79,10 @@ def _ome_metadata(tif: tifffile.TiffFile, index: int, yx: tuple[int, int], path:
         except ValueError:
             log.warning("%s: invalid PhysicalSize%s %r ignored", path, axis, text)
             continue
-        if value is not None and np.isfinite(value) and value > 0:
-            unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
+        unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")
+        if value is not None and not is_length_unit(unit):  # a size in pixels is no calibration
+            not_lengths[axis.lower()] = unit
+        elif value is not None and np.isfinite(value) and value > 0:
             spacing[axis.lower()] = to_micrometres(value, unit, path=path)
         elif value is not None:
             warn_spacing_fallback(
@@ -83,8 +93,18 @@ def _ome_metadata(tif: tifffile.TiffFile, index: int, yx: tuple[int, int], path:
                 text,
                 axis.lower(),
             )
+    if not_lengths:
+        units = ", ".join(
+            f"{u!r} ({', '.join(a for a in not_lengths if not_lengths[a] == u)})"
+            for u in dict.fromkeys(not_lengths.values())
+        )
+        why = f"the OME-XML's PhysicalSize unit {units} is not a length"
+        if spacing:
+            warn_spacing_fallback(log, "%s: %s; using 1 µm for %s", path, why, "".join(not_lengths))
+        else:
+            _uncalibrated(path, why)
     out: dict[str, Any] = {"spacing": spacing, "calibrated": bool(spacing)}
-    if not spacing:
+    if not spacing and not not_lengths:
         _uncalibrated(path, "the OME-XML has no PhysicalSize")
     channels = pixels.findall("{*}Channel")
     out["channel_names"] = tuple(ch.get("Name") or f"channel_{i}" for i, ch in enumerate(channels))
@@ -125,3 +145,42 @@ def _imagej_metadata(tif: tifffile.TiffFile, keyframe: Any, n_channels: int, pat
         )
     out["calibrated"] = bool(out["spacing"])
     return out
+
+
+def _resolution_metadata(keyframe: Any, path: Path, ignored: str = "") -> dict[str, Any]:
+    """Spacing (µm) of y and x from a plain TIFF's XResolution, YResolution and ResolutionUnit.
+
+    These tags hold no z step: a stack's z stays unknown (1 µm, with the caller's
+    warning). ``ignored`` starts the message of an uncalibrated file (what else was
+    not used).
+    """
+    unit = keyframe.tags.valueof("ResolutionUnit")
+    try:
+        name, factor = _RESOLUTION_UNITS[int(unit)]
+    except (KeyError, TypeError, ValueError):
+        return _uncalibrated(path, ignored + "no physical calibration in the file")
+    per_unit: dict[str, float] = {}
+    for axis, tag in (("x", "XResolution"), ("y", "YResolution")):
+        value = keyframe.tags.valueof(tag)  # (pixels, per unit length)
+        if isinstance(value, tuple) and len(value) == 2 and value[0] > 0 and value[1] > 0:
+            per_unit[axis] = value[0] / value[1]
+    if not per_unit:
+        return _uncalibrated(path, ignored + f"a ResolutionUnit ({name}) without resolution")
+    if name == "inch" and set(per_unit.values()) <= _DEFAULT_DPI:
+        dpi = ", ".join(f"{v:g}" for v in sorted(set(per_unit.values())))
+        return _uncalibrated(
+            path, ignored + f"the resolution, {dpi} dpi, is a screen default, not a calibration"
+        )
+    spacing = {axis: factor / v for axis, v in per_unit.items()}
+    lo, hi = SPACING_RANGE_UM
+    if not all(lo <= v <= hi for v in spacing.values()):
+        return _uncalibrated(
+            path,
+            ignored
+            + f"the resolution tags give pixels of {', '.join(f'{v:g}' for v in spacing.values())} µm, "
+            f"outside {lo:g} to {hi:g} µm",
+        )
+    if ignored:
+        log.warning("%s: %s", path, ignored.removesuffix(" and "))
+    log.info("%s: y/x spacing from the TIFF resolution tags (per %s)", path, name)
+    return {"spacing": spacing, "calibrated": True}

@@ -34,6 +34,8 @@ def _contrast_limits(
     values_all = np.concatenate(samples, axis=1)
     limits = []
     for ch in values_all:
+        if ch.dtype.kind == "b":  # numpy's percentile cannot subtract booleans
+            ch = ch.view(np.uint8)
         values = ch[np.isfinite(ch)] if ch.dtype.kind == "f" else ch
         if values.size == 0:
             limits.append((0.0, 1.0))
@@ -47,4 +49,6 @@ def _dtype_range(dtype: np.dtype[Any], limits: list[tuple[float, float]]) -> tup
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         return float(info.min), float(info.max)
+    if dtype.kind == "b":
+        return 0.0, 1.0
     return min(lo for lo, _ in limits), max(hi for _, hi in limits)

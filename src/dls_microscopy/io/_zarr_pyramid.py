@@ -46,6 +46,9 @@ def write_multiscale(
     Returns the shape of every level and the number of non-finite values seen.
     """
     workers = workers or _default_workers()
+    # zarr matches a dtype by its numpy class: tifffile's 64-bit integers are longlong ('q'),
+    # which on Linux is not the int64 class ('l') zarr knows; the dtype's string names the latter
+    dtype = np.dtype(source.dtype.str)
     spatial_idx = [i for i, a in enumerate(axes) if a in "zyx"]
     shapes: list[tuple[int, ...]] = []
     nonfinite = 0
@@ -59,7 +62,7 @@ def write_multiscale(
         arr = group.create_array(
             name=str(level),
             shape=tuple(shape),
-            dtype=source.dtype,
+            dtype=dtype,
             chunks=chunks,
             shards=shards,
             compressors=options.compressors(),
@@ -73,10 +76,10 @@ def write_multiscale(
         # the shard being encoded and its compressed bytes): the budget is split 8 ways
         # per writer, which keeps the write pass near half of it, and with fewer writers
         # where the budget holds few whole shards (a region is at least one shard)
-        grid_bytes = math.prod(grid) * source.dtype.itemsize
+        grid_bytes = math.prod(grid) * dtype.itemsize
         level_workers = max(1, min(workers, memory_budget // (8 * grid_bytes)))
         per_block = max(memory_budget // (level_workers * 8), grid_bytes)
-        block = block_shape_for(shape, grid, source.dtype.itemsize, per_block)
+        block = block_shape_for(shape, grid, dtype.itemsize, per_block)
         regions = list(iter_blocks(shape, block))
         if prev is None:
             work = _level0_writer(source, arr)

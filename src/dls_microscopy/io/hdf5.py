@@ -197,7 +197,13 @@ def _spacing(ds: Any, file_axes: str, path: Path) -> tuple[dict[str, float], boo
     raw = None
     for obj in (ds, ds.parent):
         if "element_size_um" in obj.attrs:
-            raw = np.atleast_1d(np.asarray(obj.attrs["element_size_um"], dtype=float))
+            try:  # a string such as 'abc', or a type h5py cannot read: uncalibrated, like zeros
+                raw = np.atleast_1d(np.asarray(obj.attrs["element_size_um"], dtype=float))
+            except (TypeError, ValueError, OSError) as exc:
+                warn_spacing_fallback(
+                    log, "%s: element_size_um is not numbers (%s); using a spacing of 1 µm", path, exc
+                )
+                return {}, False
             break
     if raw is None:
         warn_spacing_fallback(log, "%s: no element_size_um attribute; using a spacing of 1 µm", path)

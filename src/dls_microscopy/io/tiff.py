@@ -37,7 +37,7 @@ from dls_microscopy.errors import (
     MetadataError,
 )
 from dls_microscopy.io._tiff_axes import _map_axes, _to_our_axes
-from dls_microscopy.io._tiff_metadata import _imagej_metadata, _ome_metadata, _uncalibrated
+from dls_microscopy.io._tiff_metadata import _imagej_metadata, _ome_metadata, _resolution_metadata
 from dls_microscopy.io._tiff_open import _check_extent, _check_imagej_images, _check_planes, _open_tifffile
 from dls_microscopy.io.lazy import ChunkSource, SourceLevel
 from dls_microscopy.spacing import warn_spacing_fallback
@@ -253,14 +253,8 @@ def _volume(tif: tifffile.TiffFile, path: Path, stamp: Stamp, index: int) -> Vol
         fmt, meta = "imagej-tiff", _imagej_metadata(tif, ser.keyframe, shapes[0].get("c", 1), path)
     else:
         broken_ome = "<OME" in (tif.pages.first.description or "")[:2000]
-        fmt, meta = (
-            "tiff",
-            _uncalibrated(
-                path,
-                ("malformed OME-XML ignored and " if broken_ome else "")
-                + "no physical calibration in the file",
-            ),
-        )
+        ignored = "malformed OME-XML ignored and " if broken_ome else ""
+        fmt, meta = "tiff", _resolution_metadata(ser.keyframe, path, ignored)
 
     spatial = [a for a in axes if a in SPATIAL_AXES]
     missing = [a for a in spatial if a not in meta["spacing"]]

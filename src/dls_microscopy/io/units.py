@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dls_microscopy.errors import MetadataError
 
-__all__ = ["to_micrometres"]
+__all__ = ["is_length_unit", "to_micrometres"]
 
 # Factors to micrometres for the spatial units of the OME data model and NGFF
 # (UDUNITS names), plus the spellings seen in ImageJ/Bio-Formats files.
@@ -62,6 +62,20 @@ _FACTORS: dict[str, float] = {
 }
 # "pixel" and the missing unit mean "no physical calibration": keep the value.
 _UNCALIBRATED = {"", "pixel", "pixels", "px", "reference frame"}
+
+
+def is_length_unit(unit: str | None) -> bool:
+    """Whether ``unit`` names a length: ``None``, empty, "pixel" and "reference frame" do not.
+
+    Any other unit, known or not, counts as one (:func:`to_micrometres` refuses the
+    unknown ones).
+
+    Examples
+    --------
+    >>> is_length_unit("nanometer"), is_length_unit("pixel"), is_length_unit(None)
+    (True, False, False)
+    """
+    return unit is not None and unit.strip().lower() not in _UNCALIBRATED
 
 
 def to_micrometres(value: float, unit: str | None, *, path: object = None) -> float:

@@ -26,7 +26,8 @@ from dls_microscopy.errors import (
 from dls_microscopy.io._zarr_chunks import MissingChunks, source_level
 from dls_microscopy.io.ngff_metadata import detect_ngff_version, validate_ngff_attrs
 from dls_microscopy.io.plate import PlateLayout, read_plate_layout, resolve_field
-from dls_microscopy.io.units import to_micrometres
+from dls_microscopy.io.units import is_length_unit, to_micrometres
+from dls_microscopy.spacing import warn_spacing_fallback
 from dls_microscopy.volume import AXES_ORDER, Volume, check_spacing
 
 __all__ = ["MissingChunks", "ome_attrs", "open_group", "open_labels", "open_zarr"]
@@ -245,6 +246,16 @@ def _open_multiscale(
     # reordered at the source, so that each level is one dask ``from_array``
     level_sources = tuple(lv.transpose(tuple(order)) for lv in levels)
     spatial = [i for i in order if names[i] in "zyx"]
+    unitless = [
+        f"{names[i]} ({units[i]!r})" if units[i] else names[i]
+        for i in spatial
+        if not is_length_unit(units[i])
+    ]
+    if unitless:  # NGFF: a space axis SHOULD have a unit; the scale is read as µm, but say so
+        warn_spacing_fallback(
+            log, "%s: no length unit for axes %s (NGFF asks for one); their scale is read as µm",
+            path, ", ".join(unitless),
+        )  # fmt: skip
     level_spacings = tuple(
         tuple(to_micrometres(sc[i], units[i], path=path) for i in spatial) for sc in scales
     )
