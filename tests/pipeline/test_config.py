@@ -219,6 +219,6 @@ def test_an_image_given_for_the_configuration_says_what_run_takes(tmp_path):
     """It printed "'utf-8' codec can't decode byte 0xb6 in position 78" (QA)."""
     image = tmp_path / "stack.tif"
     image.write_bytes(b"II*\x00\x08\x00\x00\x00\xb6\xff\x00\x10")
-    with pytest.raises(ConfigError, match=r"stack.tif: not a pipeline configuration: a YAML text file") as err:
+    with pytest.raises(ConfigError, match=r"stack.tif: not a pipeline configuration: a YAML text") as err:
         load_config(image)
     assert "codec" not in str(err.value)
