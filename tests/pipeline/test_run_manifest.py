@@ -146,6 +146,11 @@ def test_a_field_redone_after_the_tables_is_reported(run_copy):
     found = {(m.folder, m.kind, m.item, m.field) for m in verify_manifest(run_copy)}
     assert ("", "field", f"fields/{KEYS[3]}", "exists") in found
     assert ("", "field", "fields/pipeline-test_B01_0", "in the run's tables") in found
+    (foreign,) = [m for m in verify_manifest(run_copy) if m.item == "fields/pipeline-test_B01_0"]
+    # it read "in the run's tables was False, now True" (QA)
+    assert str(foreign).startswith(
+        "field fields/pipeline-test_B01_0: a field folder in none of the run's tables"
+    )
     assert (f"fields/{KEYS[0]}", "manifest", MANIFEST_NAME, "readable") in found
 
 

@@ -286,7 +286,12 @@ def verify_run(
         for d in sorted(fields_dir.iterdir()):
             rel = f"{FIELDS_DIR}/{d.name}"
             if d.is_dir() and not d.name.startswith(".") and rel not in listed:
-                found.append(Mismatch("field", rel, "in the run's tables", False, True))
+                # a run into a folder of an earlier run with another input warns of these
+                foreign = (
+                    "a field folder in none of the run's tables (an earlier run's, with another "
+                    "input?): move it away, or run into another output folder"
+                )
+                found.append(Mismatch("field", rel, "in the run's tables", False, True, reason=foreign))
     if recompute and not malformed:
         found += _rebuild_tables(out, manifest)
     log.info("verified a run folder: %d fields, %d mismatches", len(recorded), len(found))

@@ -59,6 +59,9 @@ class Mismatch:
     folder : str
         The folder whose manifest records ``item``, relative to the folder verified
         (``"fields/KEY"`` for a field of a run folder); ``""`` for that folder itself.
+    reason : str
+        What is wrong, in words, where "``field`` was ``expected``, now ``actual``" does not
+        say it (``""``: that sentence).
     """
 
     kind: str
@@ -67,9 +70,12 @@ class Mismatch:
     expected: Any
     actual: Any
     folder: str = ""
+    reason: str = ""
 
     def __str__(self) -> str:
         where = f"{self.folder}: " if self.folder else ""
+        if self.reason:
+            return f"{where}{self.kind} {self.item}: {self.reason}"
         return f"{where}{self.kind} {self.item}: {self.field} was {self.expected!r}, now {self.actual!r}"
 
 
