@@ -511,6 +511,34 @@ def test_an_output_over_an_input_is_refused_and_the_input_kept(capsys, tmp_path)
     assert code == 2 and "already exists" in err and (tmp_path / "t.parquet").read_bytes() == b"keep"
 
 
+@pytest.mark.parametrize("command", ["features", "mesh", "convert", "segment"])
+def test_overwrite_replaces_only_an_output_of_ours(capsys, tmp_path, command):
+    """--overwrite deleted any folder given as the output: a typo'd path lost a thesis."""
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+
+    s = make_synthetic_nuclei((12, 40, 40), seed=1)
+    tifffile.imwrite(tmp_path / "img.tif", s.image[0])
+    tifffile.imwrite(tmp_path / "lab.tif", s.labels)
+    inputs = {
+        "features": [str(tmp_path / "img.tif"), str(tmp_path / "lab.tif")],
+        "mesh": [str(tmp_path / "lab.tif")],
+        "convert": [str(tmp_path / "img.tif")],
+        "segment": [str(tmp_path / "img.tif")],
+    }[command]
+    extra = ["--diameter", "7"] if command == "segment" else []
+    out = tmp_path / "P"
+    out.mkdir()
+    (out / "thesis.docx").write_text("three years")
+    code, _, err = run(capsys, command, *inputs, str(out), "--overwrite", "--no-progress", *extra)
+    assert code == 2 and str(out) in err and "not an output of dls-microscopy" in err, err
+    assert [p.name for p in out.iterdir()] == ["thesis.docx"]
+    # our own output is replaced: written once, then again over itself
+    (out / "thesis.docx").unlink()
+    for _ in range(2):
+        code, _, err = run(capsys, command, *inputs, str(out), "--overwrite", "--no-progress", *extra)
+        assert code == 0, err
+
+
 @pytest.mark.parametrize(
     ("args", "reason"),
     [

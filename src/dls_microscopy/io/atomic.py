@@ -8,12 +8,16 @@ cluster worker writing to a shared file system) are left alone there: a process
 number says nothing about another machine, and removing a live worker's folder
 would break its write.  :func:`remove_partials` removes them all, for a caller
 that knows nobody else writes (a pipeline run holding its output's lock).
+
+Overwriting replaces only a folder that is one of our outputs (:func:`not_an_output`
+says which): a typo'd ``--overwrite`` path must not delete someone's files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import shutil
@@ -29,7 +33,9 @@ from dls_microscopy.errors import DlsError, InputError, OutputError
 
 __all__ = [
     "atomic_directory",
+    "check_output_dir",
     "check_output_file",
+    "not_an_output",
     "partial_file",
     "refuse_output_over_inputs",
     "release_partial",
@@ -235,6 +241,105 @@ def check_output_file(path: str | os.PathLike[str], *, overwrite: bool = False) 
     return path
 
 
+#: Files at a folder's top level that make it a store of zarr (convert's and segment's outputs)
+ZARR_METADATA = ("zarr.json", ".zgroup", ".zattrs", ".zarray")
+#: The ``format`` of our ``manifest.json`` (features, mesh, pipeline fields and runs); named
+#: here as in :mod:`dls_microscopy.pipeline.provenance`, which io does not import
+MANIFEST = ("manifest.json", "dls-microscopy-manifest")
+#: A mesh folder's index, written with or without a manifest
+MESH_INDEX = "meshes.json"
+#: A pipeline run folder's lock, made before anything else in it
+RUN_LOCK = ".run.lock"
+
+
+def _json_object(path: Path) -> dict:
+    """The JSON object in ``path``, or an empty one (missing, unreadable, not an object)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def not_an_output(path: str | os.PathLike[str]) -> str | None:
+    """Why the existing ``path`` must not be replaced by an output, or None if it may be.
+
+    The one rule of overwriting: only what dls-microscopy writes is replaced, so a wrong
+    output path with ``--overwrite`` cannot delete anything else.  A folder may be replaced
+    when it is empty, or holds at its top level zarr metadata (``zarr.json``, ``.zgroup``,
+    ``.zattrs``, ``.zarray``: an OME-Zarr or zarr store), our ``manifest.json`` (its
+    ``format`` is ``dls-microscopy-manifest``), a mesh index (``meshes.json`` listing
+    ``objects``) or a pipeline run's ``.run.lock``.  Anything else, a file included, is
+    refused.
+
+    Parameters
+    ----------
+    path : path-like
+        An existing path.
+
+    Returns
+    -------
+    str or None
+        The reason, for an :class:`OutputError` naming ``path``.
+    """
+    path = Path(path)
+    advice = "--overwrite replaces only those; remove it yourself or choose another path"
+    if not path.is_dir():
+        return f"is a file, not an output folder of dls-microscopy; {advice}"
+    try:
+        names = set(os.listdir(path))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc}), so it cannot be replaced; {advice}"
+    if not names or names & set(ZARR_METADATA) or RUN_LOCK in names:
+        return None
+    if MANIFEST[0] in names and _json_object(path / MANIFEST[0]).get("format") == MANIFEST[1]:
+        return None
+    if MESH_INDEX in names and isinstance(_json_object(path / MESH_INDEX).get("objects"), list):
+        return None
+    return (
+        "is not an output of dls-microscopy (no manifest.json of ours, zarr metadata, mesh index "
+        f"or run lock, and not empty); {advice}"
+    )
+
+
+def check_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Refuse, before any work, a folder output that cannot or must not be written.
+
+    The checks :func:`atomic_directory` makes when it starts, for a caller that computes
+    for a while before it writes: nothing is written.
+
+    Parameters
+    ----------
+    path : path-like
+        The folder to write.
+    overwrite : bool
+        Allow replacing an existing output (only one of ours: :func:`not_an_output`).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OutputError
+        ``path`` exists (without ``overwrite``) or is not one of our outputs; or its folder
+        (the nearest existing one) is a file or cannot be written.
+    """
+    path = Path(path)
+    if os.path.exists(path):
+        if not overwrite:
+            raise OutputError("output already exists (use overwrite / --overwrite)", path=path)
+        problem = not_an_output(path)
+        if problem:
+            raise OutputError(problem, path=path)
+    problem = _folder_problem(path)
+    if problem:
+        raise OutputError(problem, path=path)
+    return path
+
+
 def _folder_problem(path: Path) -> str | None:
     """Why ``path`` cannot be made in its folder (the nearest existing one), or None.
 
@@ -260,21 +365,16 @@ def atomic_directory(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
     final : Path
         Destination directory.
     overwrite : bool
-        Replace an existing ``final``. The old one is only removed after the
-        new one is complete.
+        Replace an existing ``final``, if it is one of our outputs (:func:`not_an_output`).
+        The old one is only removed after the new one is complete.
 
     Raises
     ------
     OutputError
-        When ``final`` exists (without ``overwrite``), or the parent cannot be
-        written (permissions, disk full).
+        When ``final`` exists (without ``overwrite``) or is not one of our outputs, or the
+        parent cannot be written (permissions, disk full).
     """
-    final = Path(final).absolute()
-    if final.exists() and not overwrite:
-        raise OutputError("output already exists (use overwrite / --overwrite)", path=final)
-    problem = _folder_problem(final)
-    if problem:
-        raise OutputError(problem, path=final)
+    final = check_output_dir(Path(final).absolute(), overwrite=overwrite)
     tmp = final.parent / _partial_name(final)
     trash = final.parent / _partial_name(final, "old-")  # where an old output waits, if any
     try:

@@ -86,9 +86,9 @@ def _destination(volume: Volume, output: Any, label_name: str, overwrite: bool) 
         if volume.source is not None and out.resolve() == Path(volume.source).resolve():
             output = None
         else:
-            if out.exists() and not overwrite:
-                raise OutputError("output already exists (use overwrite / --overwrite)", path=out)
-            return out, True
+            from dls_microscopy.io.atomic import check_output_dir
+
+            return check_output_dir(out, overwrite=overwrite), True
     if volume.format != "ome-zarr" or volume.source is None or volume.metadata.get("label"):
         raise InputError(
             "labels can only be written inside an OME-Zarr image; give an output path",
