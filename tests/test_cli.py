@@ -184,6 +184,14 @@ def test_convert_tiff_with_labels(capsys, tmp_path):
         "--labels", f"a/b={tmp_path / 'lab.tif'}", "--no-progress",
     )  # fmt: skip
     assert code == 2 and "invalid label name 'a/b'" in err and not (tmp_path / "o2.ome.zarr").exists()
+    # one name given twice: the last one silently won
+    for names in (["nuclei=", "nuclei="], ["", ""]):
+        twice = [a for n in names for a in ("--labels", f"{n}{tmp_path / 'lab.tif'}")]
+        code, _, err = run(capsys, "convert", str(tmp_path / "in.ome.tif"), str(tmp_path / "o3.ome.zarr"),
+                           *twice, "--no-progress")  # fmt: skip
+        name = names[0].rstrip("=") or "labels"
+        assert code == 2 and f"label name {name!r} given twice" in err, err
+        assert not (tmp_path / "o3.ome.zarr").exists()
 
 
 def test_convert_ngff04(capsys, tmp_path, store):
