@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,3 +292,58 @@ def test_default_settings_on_typical_data_do_not_warn(shape, spacing, diameter, 
             workers=workers,
         )
     assert not warned and not caplog.records
+
+
+KILLED_RUN = """
+import sys, time
+from dls_microscopy.io import open_volume
+from dls_microscopy.segment import blockwise
+from local_segmenter import ThresholdSegmenter
+
+blockwise._stitch = lambda *args, **kwargs: time.sleep(600)  # killed here, its scratch folder made
+output = sys.argv[2] if len(sys.argv) > 2 else None
+segmenter = ThresholdSegmenter(device="cpu")
+blockwise.segment_blockwise(open_volume(sys.argv[1]), segmenter, block_shape=(16, 32, 32), output=output)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+@pytest.mark.parametrize("standalone", [False, True])
+def test_a_killed_runs_scratch_is_removed_by_the_next_run_and_a_live_ones_kept(
+    tmp_path, threshold_segmenter, standalone
+):
+    """SIGKILL mid-run left a '.nuclei.scratch-XXXX' folder in the store's labels/ (or beside the
+    output) that no later run removed, while partial label images were swept."""
+    img, _ = blob_volume()
+    store = write_ome_zarr(img, tmp_path / "k.ome.zarr", spacing=(1, 1, 1))
+    output = tmp_path / "out.ome.zarr" if standalone else None
+    where = tmp_path if standalone else store / "labels"
+    before = set(os.listdir(tmp_path))
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    args = [sys.executable, "-c", KILLED_RUN, str(store), *([str(output)] if standalone else [])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if where.is_dir() and any(".partial-" in p or "scratch" in p for p in os.listdir(where)):
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        time.sleep(0.5)  # its scratch store is being written into
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        left = [p for p in os.listdir(where) if p.startswith(".")]
+        assert len(left) == 1, left
+        # a concurrent run's scratch folder, its process alive: not a leftover
+        name = f"{'out.ome.zarr' if standalone else 'nuclei'}.partial-{live.pid}-scratch-bbbb2222"
+        (where / f".{name}@{socket.gethostname()}").mkdir()
+        segment_blockwise(open_volume(store), threshold_segmenter, block_shape=(16, 32, 32), output=output)
+    finally:
+        for p in (proc, live):
+            p.kill()
+            p.wait()
+    hidden = sorted(p for p in os.listdir(where) if p.startswith("."))
+    assert hidden == [f".{name}@{socket.gethostname()}"]
+    if standalone:
+        assert set(os.listdir(tmp_path)) - before == {"out.ome.zarr", hidden[0]}

@@ -120,7 +120,7 @@ def release_partial(path: str | os.PathLike[str]) -> None:
             _LIVE.discard(path.name)
 
 
-def partial_file(final: str | os.PathLike[str]) -> Path:
+def partial_file(final: str | os.PathLike[str], *, kind: str = "") -> Path:
     """Where to write a file that is renamed onto ``final`` (``os.replace``) once complete.
 
     The name is this writer's own (``.<name>.partial-<pid>-<token>@<host>``), so two
@@ -134,10 +134,13 @@ def partial_file(final: str | os.PathLike[str]) -> Path:
     ----------
     final : path-like
         The file's final path; its folder must exist.
+    kind : str
+        Said in the name after the process number (``"scratch-"``: a folder of work files
+        for ``final``, which the caller makes), so that a leftover says what it was.
     """
     final = Path(final)
     _remove_stale_partials(final)
-    return _hold(final.parent / _partial_name(final))
+    return _hold(final.parent / _partial_name(final, kind))
 
 
 def remove_partials(directory: str | os.PathLike[str]) -> list[Path]:

@@ -115,11 +115,29 @@ def level_into_store_error(level: int, path: Any) -> InputError:
     )
 
 
-def _scratch_parent(dest: Path, standalone: bool) -> Path:
-    """The directory the scratch store is made in: beside the destination (created)."""
-    parent = dest.parent if standalone else dest / "labels"
-    parent.mkdir(parents=True, exist_ok=True)
-    return parent
+def _scratch(dest: Path, standalone: bool, label_name: str) -> Path:
+    """The run's scratch folder (made), beside the labels it writes: one of their partials.
+
+    Named as the label image's partials (``.NAME.partial-PID-scratch-TOKEN@HOST``), so one
+    left by a killed run is removed by the next write of these labels, as its partial label
+    image is: only once its process is gone, never a live concurrent run's.  The caller
+    removes it with :func:`~dls_microscopy.io.atomic.release_partial`.
+    """
+    from dls_microscopy.io.atomic import partial_file, release_partial
+
+    final = dest if standalone else dest / "labels" / label_name
+    scratch = None
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        scratch = partial_file(final, kind="scratch-")  # stale ones of that name go first
+        scratch.mkdir()
+    except OSError as exc:
+        if scratch is not None:
+            release_partial(scratch)
+        raise OutputError(
+            f"cannot create a scratch folder: {exc.strerror or exc}", path=final.parent
+        ) from exc
+    return scratch
 
 
 def _write(
