@@ -347,3 +347,41 @@ def test_a_killed_runs_scratch_is_removed_by_the_next_run_and_a_live_ones_kept(
     assert hidden == [f".{name}@{socket.gethostname()}"]
     if standalone:
         assert set(os.listdir(tmp_path)) - before == {"out.ome.zarr", hidden[0]}
+
+
+def _mark_read_only(store: Path, which: str) -> list[Path]:
+    """chmod as shared reference data is kept: ``which`` zarr.json (444), or every file and folder."""
+    if which != "all":
+        (store / which).chmod(0o444)
+        return [store / which]
+    paths = sorted(store.rglob("*"), key=lambda p: -len(p.parts))  # folders after their contents
+    for p in [*paths, store]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    return [*paths, store]
+
+
+@pytest.mark.parametrize("which", ["zarr.json", "labels/zarr.json", "all"])
+def test_a_store_marked_read_only_is_not_written_into(tmp_path, threshold_segmenter, which):
+    """Root ignores permissions: segment wrote labels into a store whose files were all mode 444."""
+    from dls_microscopy.io import write_labels
+
+    img, _ = blob_volume()
+    lab = np.zeros(img.shape, np.uint8)
+    store = write_ome_zarr(img, tmp_path / "r.ome.zarr", spacing=(1, 1, 1), labels={"cells": lab})
+    before = sorted(p.relative_to(store).as_posix() for p in store.rglob("*"))
+    marked = _mark_read_only(store, which)
+    try:
+        # as root the mark is what refuses; another user is refused by the permissions themselves
+        reason = "marked read-only" if which != "all" or os.geteuid() == 0 else "not writable"
+        with pytest.raises(OutputError, match=f"{reason}.*give an output path") as info:
+            segment_blockwise(open_volume(store), threshold_segmenter, block_shape=(16, 32, 32))
+        assert str(store) in str(info.value)
+        with pytest.raises(OutputError, match=reason):
+            write_labels(store, "nuclei", lab)
+        assert sorted(p.relative_to(store).as_posix() for p in store.rglob("*")) == before
+        # an output path is the way out
+        res = segment_blockwise(open_volume(store), threshold_segmenter, output=tmp_path / "n.ome.zarr")
+        assert res.n_objects > 0
+    finally:
+        for p in reversed(marked):
+            p.chmod(0o755 if p.is_dir() else 0o644)

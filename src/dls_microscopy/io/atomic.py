@@ -35,6 +35,7 @@ __all__ = [
     "atomic_directory",
     "check_output_dir",
     "check_output_file",
+    "check_store_writable",
     "not_an_output",
     "partial_file",
     "refuse_output_over_inputs",
@@ -341,6 +342,47 @@ def check_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -
     if problem:
         raise OutputError(problem, path=path)
     return path
+
+
+def check_store_writable(store: str | os.PathLike[str]) -> Path:
+    """Refuse to write into a zarr store that this user cannot write or that is marked read-only.
+
+    Marked read-only: its folder, its ``labels`` folder or their zarr metadata (``zarr.json``,
+    ``.zattrs``, ``.zgroup``) has no write permission bit for anyone (mode 444 or 555, as
+    shared reference data is kept).  Root may write them all the same; the mark says not to.
+
+    Parameters
+    ----------
+    store : path-like
+        The store's root folder.
+
+    Returns
+    -------
+    Path
+        ``store``.
+
+    Raises
+    ------
+    OutputError
+        Naming the store, the file that marks it and what to do (give an output path).
+    """
+    store = Path(store)
+    if not os.access(store, os.W_OK):
+        raise OutputError("the OME-Zarr store is not writable; give an output path", path=store)
+    for folder in (store, store / "labels"):
+        for p in (folder, *(folder / n for n in ZARR_METADATA[:3])):
+            try:
+                mode = p.stat().st_mode
+            except OSError:  # not there (a labels group yet to be made, zarr v2 or v3)
+                continue
+            if not mode & 0o222:
+                where = p.relative_to(store).as_posix() if p != store else "its folder"
+                raise OutputError(
+                    f"the OME-Zarr store is marked read-only ({where} has no write permission); "
+                    "give an output path",
+                    path=store,
+                )
+    return store
 
 
 def _folder_problem(path: Path) -> str | None:

@@ -9,7 +9,6 @@ writing them as an NGFF label image with its pyramid, and opening the result.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,9 +95,9 @@ def _destination(volume: Volume, output: Any, label_name: str, overwrite: bool) 
         )
     if volume.level:  # a store's label images are on its full-resolution grid
         raise level_into_store_error(volume.level, volume.source)
-    store = Path(volume.source)
-    if not os.access(store, os.W_OK):
-        raise OutputError("the OME-Zarr store is not writable; give an output path", path=store)
+    from dls_microscopy.io.atomic import check_store_writable
+
+    store = check_store_writable(volume.source)  # before segmenting; write_labels checks again
     if label_name in volume.labels and not overwrite:
         raise OutputError(
             f"label image {label_name!r} already exists (use overwrite / --overwrite)", path=store
