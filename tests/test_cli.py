@@ -184,6 +184,14 @@ def test_convert_tiff_with_labels(capsys, tmp_path):
         "--labels", f"a/b={tmp_path / 'lab.tif'}", "--no-progress",
     )  # fmt: skip
     assert code == 2 and "invalid label name 'a/b'" in err and not (tmp_path / "o2.ome.zarr").exists()
+    # one name given twice: the last one silently won
+    for names in (["nuclei=", "nuclei="], ["", ""]):
+        twice = [a for n in names for a in ("--labels", f"{n}{tmp_path / 'lab.tif'}")]
+        code, _, err = run(capsys, "convert", str(tmp_path / "in.ome.tif"), str(tmp_path / "o3.ome.zarr"),
+                           *twice, "--no-progress")  # fmt: skip
+        name = names[0].rstrip("=") or "labels"
+        assert code == 2 and f"label name {name!r} given twice" in err, err
+        assert not (tmp_path / "o3.ome.zarr").exists()
 
 
 def test_convert_ngff04(capsys, tmp_path, store):
@@ -509,6 +517,34 @@ def test_an_output_over_an_input_is_refused_and_the_input_kept(capsys, tmp_path)
     code, _, err = run(capsys, "mesh", str(d / "lab.tif"), str(tmp_path / "m2"), "--descriptors",
                        str(tmp_path / "t.parquet"), "--no-progress")  # fmt: skip
     assert code == 2 and "already exists" in err and (tmp_path / "t.parquet").read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("command", ["features", "mesh", "convert", "segment"])
+def test_overwrite_replaces_only_an_output_of_ours(capsys, tmp_path, command):
+    """--overwrite deleted any folder given as the output: a typo'd path lost a thesis."""
+    from dls_microscopy.sample_data import make_synthetic_nuclei
+
+    s = make_synthetic_nuclei((12, 40, 40), seed=1)
+    tifffile.imwrite(tmp_path / "img.tif", s.image[0])
+    tifffile.imwrite(tmp_path / "lab.tif", s.labels)
+    inputs = {
+        "features": [str(tmp_path / "img.tif"), str(tmp_path / "lab.tif")],
+        "mesh": [str(tmp_path / "lab.tif")],
+        "convert": [str(tmp_path / "img.tif")],
+        "segment": [str(tmp_path / "img.tif")],
+    }[command]
+    extra = ["--diameter", "7"] if command == "segment" else []
+    out = tmp_path / "P"
+    out.mkdir()
+    (out / "thesis.docx").write_text("three years")
+    code, _, err = run(capsys, command, *inputs, str(out), "--overwrite", "--no-progress", *extra)
+    assert code == 2 and str(out) in err and "not an output of dls-microscopy" in err, err
+    assert [p.name for p in out.iterdir()] == ["thesis.docx"]
+    # our own output is replaced: written once, then again over itself
+    (out / "thesis.docx").unlink()
+    for _ in range(2):
+        code, _, err = run(capsys, command, *inputs, str(out), "--overwrite", "--no-progress", *extra)
+        assert code == 0, err
 
 
 @pytest.mark.parametrize(

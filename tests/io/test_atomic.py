@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from dls_microscopy.errors import OutputError
-from dls_microscopy.io.atomic import atomic_directory, partial_file, release_partial, remove_partials
+from dls_microscopy.io.atomic import (
+    atomic_directory,
+    check_output_dir,
+    partial_file,
+    release_partial,
+    remove_partials,
+)
 
 
 def _dead_pid() -> int:
@@ -54,6 +60,7 @@ def test_a_failed_write_leaves_nothing_and_an_overwrite_keeps_the_old_until_done
     final = tmp_path / "out"
     with atomic_directory(final) as tmp:
         (tmp / "v").write_text("1")
+        (tmp / "zarr.json").write_text("{}")  # a store: overwriting replaces only our outputs
     with pytest.raises(RuntimeError), atomic_directory(final, overwrite=True) as tmp:
         (tmp / "v").write_text("2")
         raise RuntimeError("killed")
@@ -133,6 +140,7 @@ def _failing_overwrite(tmp_path, monkeypatch, error, *, restore_fails=False, on_
     final = tmp_path / "out"
     with atomic_directory(final) as tmp:
         (tmp / "v").write_text("1")
+        (tmp / "zarr.json").write_text("{}")  # a store: overwriting replaces only our outputs
     real = os.replace
 
     def replace(src, dst):
@@ -210,3 +218,60 @@ def test_an_output_under_a_regular_file_is_refused(tmp_path, depth):
     assert str(final) in str(info.value)
     assert (tmp_path / "notes.txt").read_text() == "mine"
     release_partial(tmp_path / "notes.txt" / ".x.partial-1-a@h")  # never made: nothing to remove
+
+
+def _manifest(folder: Path, fmt: str = "dls-microscopy-manifest") -> Path:
+    folder.mkdir()
+    (folder / "manifest.json").write_text(f'{{"format": "{fmt}"}}')
+    return folder
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: p.mkdir(),
+        lambda p: _manifest(p),
+        lambda p: (p.mkdir(), (p / "zarr.json").write_text("{}")),
+        lambda p: (p.mkdir(), (p / ".zgroup").write_text("{}")),
+        lambda p: (p.mkdir(), (p / ".run.lock").write_text("")),
+        lambda p: (p.mkdir(), (p / "meshes.json").write_text('{"objects": []}')),
+    ],
+    ids=["empty", "manifest", "zarr v3", "zarr v2", "run folder", "meshes"],
+)
+def test_an_overwrite_replaces_an_output_of_ours(tmp_path, make):
+    make(tmp_path / "out")
+    with atomic_directory(tmp_path / "out", overwrite=True) as tmp:
+        (tmp / "new").write_text("1")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["new"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: (p.mkdir(), (p / "thesis.docx").write_text("years")),
+        lambda p: (_manifest(p, "someone-elses"), (p / "thesis.docx").write_text("years")),
+        lambda p: (
+            p.mkdir(),
+            (p / "manifest.json").write_text("not json"),
+            (p / "thesis.docx").write_text("y"),
+        ),
+        lambda p: (p.mkdir(), (p / "meshes.json").write_text("[]"), (p / "thesis.docx").write_text("y")),
+        lambda p: p.write_text("a file"),
+    ],
+    ids=["documents", "another manifest", "bad manifest", "another meshes.json", "file"],
+)
+def test_an_overwrite_refuses_what_is_not_an_output_of_ours(tmp_path, make):
+    """--overwrite deleted any folder given as the output, whatever it held."""
+    out = tmp_path / "out"
+    make(out)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(OutputError, match="remove it yourself or choose another path") as info:
+        with atomic_directory(out, overwrite=True) as tmp:
+            (tmp / "new").write_text("1")
+    assert str(out) in str(info.value) and (
+        "not an output" in str(info.value) or "is a file" in str(info.value)
+    )
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    with pytest.raises(OutputError, match="remove it yourself"):
+        check_output_dir(out, overwrite=True)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -323,3 +330,96 @@ def test_nan_pixels_are_segmented_as_background_with_a_warning_once(tmp_path, th
         )
     assert sum(issubclass(w.category, NonFiniteDataWarning) for w in caught) == 1
     assert res.n_objects == n and (res.plan.n_blocks > 1) == (block is not None)
+
+
+KILLED_RUN = """
+import sys, time
+from dls_microscopy.io import open_volume
+from dls_microscopy.segment import blockwise
+from local_segmenter import ThresholdSegmenter
+
+blockwise._stitch = lambda *args, **kwargs: time.sleep(600)  # killed here, its scratch folder made
+output = sys.argv[2] if len(sys.argv) > 2 else None
+segmenter = ThresholdSegmenter(device="cpu")
+blockwise.segment_blockwise(open_volume(sys.argv[1]), segmenter, block_shape=(16, 32, 32), output=output)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+@pytest.mark.parametrize("standalone", [False, True])
+def test_a_killed_runs_scratch_is_removed_by_the_next_run_and_a_live_ones_kept(
+    tmp_path, threshold_segmenter, standalone
+):
+    """SIGKILL mid-run left a '.nuclei.scratch-XXXX' folder in the store's labels/ (or beside the
+    output) that no later run removed, while partial label images were swept."""
+    img, _ = blob_volume()
+    store = write_ome_zarr(img, tmp_path / "k.ome.zarr", spacing=(1, 1, 1))
+    output = tmp_path / "out.ome.zarr" if standalone else None
+    where = tmp_path if standalone else store / "labels"
+    before = set(os.listdir(tmp_path))
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    args = [sys.executable, "-c", KILLED_RUN, str(store), *([str(output)] if standalone else [])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), *sys.path])}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if where.is_dir() and any(".partial-" in p or "scratch" in p for p in os.listdir(where)):
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        time.sleep(0.5)  # its scratch store is being written into
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        left = [p for p in os.listdir(where) if p.startswith(".")]
+        assert len(left) == 1, left
+        # a concurrent run's scratch folder, its process alive: not a leftover
+        name = f"{'out.ome.zarr' if standalone else 'nuclei'}.partial-{live.pid}-scratch-bbbb2222"
+        (where / f".{name}@{socket.gethostname()}").mkdir()
+        segment_blockwise(open_volume(store), threshold_segmenter, block_shape=(16, 32, 32), output=output)
+    finally:
+        for p in (proc, live):
+            p.kill()
+            p.wait()
+    hidden = sorted(p for p in os.listdir(where) if p.startswith("."))
+    assert hidden == [f".{name}@{socket.gethostname()}"]
+    if standalone:
+        assert set(os.listdir(tmp_path)) - before == {"out.ome.zarr", hidden[0]}
+
+
+def _mark_read_only(store: Path, which: str) -> list[Path]:
+    """chmod as shared reference data is kept: ``which`` zarr.json (444), or every file and folder."""
+    if which != "all":
+        (store / which).chmod(0o444)
+        return [store / which]
+    paths = sorted(store.rglob("*"), key=lambda p: -len(p.parts))  # folders after their contents
+    for p in [*paths, store]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    return [*paths, store]
+
+
+@pytest.mark.parametrize("which", ["zarr.json", "labels/zarr.json", "all"])
+def test_a_store_marked_read_only_is_not_written_into(tmp_path, threshold_segmenter, which):
+    """Root ignores permissions: segment wrote labels into a store whose files were all mode 444."""
+    from dls_microscopy.io import write_labels
+
+    img, _ = blob_volume()
+    lab = np.zeros(img.shape, np.uint8)
+    store = write_ome_zarr(img, tmp_path / "r.ome.zarr", spacing=(1, 1, 1), labels={"cells": lab})
+    before = sorted(p.relative_to(store).as_posix() for p in store.rglob("*"))
+    marked = _mark_read_only(store, which)
+    try:
+        # as root the mark is what refuses; another user is refused by the permissions themselves
+        reason = "marked read-only" if which != "all" or os.geteuid() == 0 else "not writable"
+        with pytest.raises(OutputError, match=f"{reason}.*give an output path") as info:
+            segment_blockwise(open_volume(store), threshold_segmenter, block_shape=(16, 32, 32))
+        assert str(store) in str(info.value)
+        with pytest.raises(OutputError, match=reason):
+            write_labels(store, "nuclei", lab)
+        assert sorted(p.relative_to(store).as_posix() for p in store.rglob("*")) == before
+        # an output path is the way out
+        res = segment_blockwise(open_volume(store), threshold_segmenter, output=tmp_path / "n.ome.zarr")
+        assert res.n_objects > 0
+    finally:
+        for p in reversed(marked):
+            p.chmod(0o755 if p.is_dir() else 0o644)

@@ -130,7 +130,7 @@ def convert(
     labels: Annotated[
         list[str] | None,
         typer.Option(
-            help="Label image to include, NAME=PATH or PATH (name 'labels'); repeatable. "
+            help="Label image to include, NAME=PATH or PATH (name 'labels'); repeatable, each name once. "
             "An OME-Zarr input's own label images are carried over (NAME=PATH replaces one)."
         ),
     ] = None,
@@ -169,6 +169,11 @@ def convert(
             raise InputError(f"invalid label name {name!r} in --labels {item}: a name cannot hold '/'")
         if not sep or "/" in name or not name:
             name, p = "labels", item
+        if name in label_paths:  # one would silently replace the other
+            raise InputError(
+                f"label name {name!r} given twice in --labels ({label_paths[name]} and {p}): "
+                "give each label image its own name (--labels NAME=PATH)"
+            )
         label_paths[name] = p
     with RichProgress(enabled=progress and err.is_terminal) as bar:
         written = do_convert(

@@ -152,6 +152,7 @@ def export_meshes_command(
     """
     from dls_microscopy.io.atomic import (
         atomic_directory,
+        check_output_dir,
         check_output_file,
         partial_file,
         refuse_output_over_inputs,
@@ -162,6 +163,7 @@ def export_meshes_command(
     if fmt not in FORMATS:
         raise InputError(f"unknown mesh format {fmt!r}; choose one of {', '.join(FORMATS)}")
     refuse_output_over_inputs(outdir, [labels_path])
+    check_output_dir(outdir, overwrite=overwrite)  # before meshing: atomic_directory checks again
     if descriptors_path is not None:
         refuse_output_over_inputs(descriptors_path, [labels_path])
         if Path(descriptors_path).resolve().is_relative_to(Path(outdir).resolve()):  # '..', links

@@ -8,12 +8,16 @@ cluster worker writing to a shared file system) are left alone there: a process
 number says nothing about another machine, and removing a live worker's folder
 would break its write.  :func:`remove_partials` removes them all, for a caller
 that knows nobody else writes (a pipeline run holding its output's lock).
+
+Overwriting replaces only a folder that is one of our outputs (:func:`not_an_output`
+says which): a typo'd ``--overwrite`` path must not delete someone's files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import shutil
@@ -29,7 +33,10 @@ from dls_microscopy.errors import DlsError, InputError, OutputError
 
 __all__ = [
     "atomic_directory",
+    "check_output_dir",
     "check_output_file",
+    "check_store_writable",
+    "not_an_output",
     "partial_file",
     "refuse_output_over_inputs",
     "release_partial",
@@ -114,7 +121,7 @@ def release_partial(path: str | os.PathLike[str]) -> None:
             _LIVE.discard(path.name)
 
 
-def partial_file(final: str | os.PathLike[str]) -> Path:
+def partial_file(final: str | os.PathLike[str], *, kind: str = "") -> Path:
     """Where to write a file that is renamed onto ``final`` (``os.replace``) once complete.
 
     The name is this writer's own (``.<name>.partial-<pid>-<token>@<host>``), so two
@@ -128,10 +135,13 @@ def partial_file(final: str | os.PathLike[str]) -> Path:
     ----------
     final : path-like
         The file's final path; its folder must exist.
+    kind : str
+        Said in the name after the process number (``"scratch-"``: a folder of work files
+        for ``final``, which the caller makes), so that a leftover says what it was.
     """
     final = Path(final)
     _remove_stale_partials(final)
-    return _hold(final.parent / _partial_name(final))
+    return _hold(final.parent / _partial_name(final, kind))
 
 
 def remove_partials(directory: str | os.PathLike[str]) -> list[Path]:
@@ -235,6 +245,146 @@ def check_output_file(path: str | os.PathLike[str], *, overwrite: bool = False) 
     return path
 
 
+#: Files at a folder's top level that make it a store of zarr (convert's and segment's outputs)
+ZARR_METADATA = ("zarr.json", ".zgroup", ".zattrs", ".zarray")
+#: The ``format`` of our ``manifest.json`` (features, mesh, pipeline fields and runs); named
+#: here as in :mod:`dls_microscopy.pipeline.provenance`, which io does not import
+MANIFEST = ("manifest.json", "dls-microscopy-manifest")
+#: A mesh folder's index, written with or without a manifest
+MESH_INDEX = "meshes.json"
+#: A pipeline run folder's lock, made before anything else in it
+RUN_LOCK = ".run.lock"
+
+
+def _json_object(path: Path) -> dict:
+    """The JSON object in ``path``, or an empty one (missing, unreadable, not an object)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def not_an_output(path: str | os.PathLike[str]) -> str | None:
+    """Why the existing ``path`` must not be replaced by an output, or None if it may be.
+
+    The one rule of overwriting: only what dls-microscopy writes is replaced, so a wrong
+    output path with ``--overwrite`` cannot delete anything else.  A folder may be replaced
+    when it is empty, or holds at its top level zarr metadata (``zarr.json``, ``.zgroup``,
+    ``.zattrs``, ``.zarray``: an OME-Zarr or zarr store), our ``manifest.json`` (its
+    ``format`` is ``dls-microscopy-manifest``), a mesh index (``meshes.json`` listing
+    ``objects``) or a pipeline run's ``.run.lock``.  Anything else, a file included, is
+    refused.
+
+    Parameters
+    ----------
+    path : path-like
+        An existing path.
+
+    Returns
+    -------
+    str or None
+        The reason, for an :class:`OutputError` naming ``path``.
+    """
+    path = Path(path)
+    advice = "--overwrite replaces only those; remove it yourself or choose another path"
+    if not path.is_dir():
+        return f"is a file, not an output folder of dls-microscopy; {advice}"
+    try:
+        names = set(os.listdir(path))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc}), so it cannot be replaced; {advice}"
+    if not names or names & set(ZARR_METADATA) or RUN_LOCK in names:
+        return None
+    if MANIFEST[0] in names and _json_object(path / MANIFEST[0]).get("format") == MANIFEST[1]:
+        return None
+    if MESH_INDEX in names and isinstance(_json_object(path / MESH_INDEX).get("objects"), list):
+        return None
+    return (
+        "is not an output of dls-microscopy (no manifest.json of ours, zarr metadata, mesh index "
+        f"or run lock, and not empty); {advice}"
+    )
+
+
+def check_output_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Refuse, before any work, a folder output that cannot or must not be written.
+
+    The checks :func:`atomic_directory` makes when it starts, for a caller that computes
+    for a while before it writes: nothing is written.
+
+    Parameters
+    ----------
+    path : path-like
+        The folder to write.
+    overwrite : bool
+        Allow replacing an existing output (only one of ours: :func:`not_an_output`).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OutputError
+        ``path`` exists (without ``overwrite``) or is not one of our outputs; or its folder
+        (the nearest existing one) is a file or cannot be written.
+    """
+    path = Path(path)
+    if os.path.exists(path):
+        if not overwrite:
+            raise OutputError("output already exists (use overwrite / --overwrite)", path=path)
+        problem = not_an_output(path)
+        if problem:
+            raise OutputError(problem, path=path)
+    problem = _folder_problem(path)
+    if problem:
+        raise OutputError(problem, path=path)
+    return path
+
+
+def check_store_writable(store: str | os.PathLike[str]) -> Path:
+    """Refuse to write into a zarr store that this user cannot write or that is marked read-only.
+
+    Marked read-only: its folder, its ``labels`` folder or their zarr metadata (``zarr.json``,
+    ``.zattrs``, ``.zgroup``) has no write permission bit for anyone (mode 444 or 555, as
+    shared reference data is kept).  Root may write them all the same; the mark says not to.
+
+    Parameters
+    ----------
+    store : path-like
+        The store's root folder.
+
+    Returns
+    -------
+    Path
+        ``store``.
+
+    Raises
+    ------
+    OutputError
+        Naming the store, the file that marks it and what to do (give an output path).
+    """
+    store = Path(store)
+    if not os.access(store, os.W_OK):
+        raise OutputError("the OME-Zarr store is not writable; give an output path", path=store)
+    for folder in (store, store / "labels"):
+        for p in (folder, *(folder / n for n in ZARR_METADATA[:3])):
+            try:
+                mode = p.stat().st_mode
+            except OSError:  # not there (a labels group yet to be made, zarr v2 or v3)
+                continue
+            if not mode & 0o222:
+                where = p.relative_to(store).as_posix() if p != store else "its folder"
+                raise OutputError(
+                    f"the OME-Zarr store is marked read-only ({where} has no write permission); "
+                    "give an output path",
+                    path=store,
+                )
+    return store
+
+
 def _folder_problem(path: Path) -> str | None:
     """Why ``path`` cannot be made in its folder (the nearest existing one), or None.
 
@@ -260,21 +410,16 @@ def atomic_directory(final: Path, *, overwrite: bool = False) -> Iterator[Path]:
     final : Path
         Destination directory.
     overwrite : bool
-        Replace an existing ``final``. The old one is only removed after the
-        new one is complete.
+        Replace an existing ``final``, if it is one of our outputs (:func:`not_an_output`).
+        The old one is only removed after the new one is complete.
 
     Raises
     ------
     OutputError
-        When ``final`` exists (without ``overwrite``), or the parent cannot be
-        written (permissions, disk full).
+        When ``final`` exists (without ``overwrite``) or is not one of our outputs, or the
+        parent cannot be written (permissions, disk full).
     """
-    final = Path(final).absolute()
-    if final.exists() and not overwrite:
-        raise OutputError("output already exists (use overwrite / --overwrite)", path=final)
-    problem = _folder_problem(final)
-    if problem:
-        raise OutputError(problem, path=final)
+    final = check_output_dir(Path(final).absolute(), overwrite=overwrite)
     tmp = final.parent / _partial_name(final)
     trash = final.parent / _partial_name(final, "old-")  # where an old output waits, if any
     try:

@@ -43,7 +43,7 @@ from dls_microscopy.io._zarr_layout import block_shape_for as block_shape_for
 from dls_microscopy.io._zarr_layout import iter_blocks as iter_blocks
 from dls_microscopy.io._zarr_pyramid import _factors_from_levels, _level_scales
 from dls_microscopy.io._zarr_pyramid import write_multiscale as write_multiscale
-from dls_microscopy.io.atomic import atomic_directory
+from dls_microscopy.io.atomic import atomic_directory, check_store_writable
 from dls_microscopy.io.ngff_build import NgffVersion, image_attrs
 from dls_microscopy.io.pyramid import plan_pyramid
 from dls_microscopy.volume import Volume, volume_from_array, volume_where, warn_nonfinite
@@ -246,6 +246,7 @@ def write_labels(
 
     image_path = Path(image_path)
     image = open_zarr(image_path)
+    check_store_writable(image_path)  # also one marked read-only (mode 444), which root could write
     version: NgffVersion = image.metadata.get("ngff_version", "0.5")
     if version not in ("0.4", "0.5"):
         raise InputError(f"cannot add labels to an NGFF {version} store", path=image_path)

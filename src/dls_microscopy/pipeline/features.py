@@ -158,10 +158,11 @@ def run_features(
     ModelNotFoundError
         An embedding model (or its ``.json`` record) is missing; raised before any work.
     """
-    from dls_microscopy.io.atomic import refuse_output_over_inputs
+    from dls_microscopy.io.atomic import check_output_dir, refuse_output_over_inputs
 
     model_paths = _model_paths(embeddings)
     refuse_output_over_inputs(outdir, [image_path, labels_path_or_name, *model_paths])
+    check_output_dir(outdir, overwrite=overwrite)  # before measuring: atomic_directory checks again
     records = []
     if model_paths:  # read once; a missing model fails before measuring
         from dls_microscopy.features.embeddings import read_record

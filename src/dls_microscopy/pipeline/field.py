@@ -263,12 +263,9 @@ def recompute_field(
     """
     import shutil
 
-    from dls_microscopy.errors import OutputError
-    from dls_microscopy.io.atomic import partial_file, release_partial
+    from dls_microscopy.io.atomic import check_output_dir, partial_file, release_partial
 
-    out = Path(outdir)
-    if out.exists() and not overwrite:
-        raise OutputError("output already exists (use overwrite / --overwrite)", path=out)
+    out = check_output_dir(outdir, overwrite=overwrite)  # replaced only if one of our outputs
     spec = FieldSpec(**field)
     cfg = PipelineConfig.model_validate(config)
     scratch = partial_file(out)  # this recompute's own folder beside ``out``

@@ -9,7 +9,6 @@ writing them as an NGFF label image with its pyramid, and opening the result.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,9 +85,9 @@ def _destination(volume: Volume, output: Any, label_name: str, overwrite: bool) 
         if volume.source is not None and out.resolve() == Path(volume.source).resolve():
             output = None
         else:
-            if out.exists() and not overwrite:
-                raise OutputError("output already exists (use overwrite / --overwrite)", path=out)
-            return out, True
+            from dls_microscopy.io.atomic import check_output_dir
+
+            return check_output_dir(out, overwrite=overwrite), True
     if volume.format != "ome-zarr" or volume.source is None or volume.metadata.get("label"):
         raise InputError(
             "labels can only be written inside an OME-Zarr image; give an output path",
@@ -96,9 +95,9 @@ def _destination(volume: Volume, output: Any, label_name: str, overwrite: bool) 
         )
     if volume.level:  # a store's label images are on its full-resolution grid
         raise level_into_store_error(volume.level, volume.source)
-    store = Path(volume.source)
-    if not os.access(store, os.W_OK):
-        raise OutputError("the OME-Zarr store is not writable; give an output path", path=store)
+    from dls_microscopy.io.atomic import check_store_writable
+
+    store = check_store_writable(volume.source)  # before segmenting; write_labels checks again
     if label_name in volume.labels and not overwrite:
         raise OutputError(
             f"label image {label_name!r} already exists (use overwrite / --overwrite)", path=store
@@ -115,11 +114,29 @@ def level_into_store_error(level: int, path: Any) -> InputError:
     )
 
 
-def _scratch_parent(dest: Path, standalone: bool) -> Path:
-    """The directory the scratch store is made in: beside the destination (created)."""
-    parent = dest.parent if standalone else dest / "labels"
-    parent.mkdir(parents=True, exist_ok=True)
-    return parent
+def _scratch(dest: Path, standalone: bool, label_name: str) -> Path:
+    """The run's scratch folder (made), beside the labels it writes: one of their partials.
+
+    Named as the label image's partials (``.NAME.partial-PID-scratch-TOKEN@HOST``), so one
+    left by a killed run is removed by the next write of these labels, as its partial label
+    image is: only once its process is gone, never a live concurrent run's.  The caller
+    removes it with :func:`~dls_microscopy.io.atomic.release_partial`.
+    """
+    from dls_microscopy.io.atomic import partial_file, release_partial
+
+    final = dest if standalone else dest / "labels" / label_name
+    scratch = None
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        scratch = partial_file(final, kind="scratch-")  # stale ones of that name go first
+        scratch.mkdir()
+    except OSError as exc:
+        if scratch is not None:
+            release_partial(scratch)
+        raise OutputError(
+            f"cannot create a scratch folder: {exc.strerror or exc}", path=final.parent
+        ) from exc
+    return scratch
 
 
 def _write(

@@ -31,8 +31,6 @@ import dataclasses
 import logging
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -74,7 +72,7 @@ from dls_microscopy.segment._blockwise_write import (
     _destination,
     _open_result,
     _relabelled,
-    _scratch_parent,
+    _scratch,
     _write,
     _write_grid,
     label_record,
@@ -336,15 +334,15 @@ def _segment_blocks(
     record: dict[str, Any],
 ) -> BlockwiseResult:
     """Passes 1-3 over several blocks, ``concurrent`` at a time."""
+    from dls_microscopy.io.atomic import release_partial
+
     spacing = image.spacing
     if stats is None:
         stats = segmenter.global_stats(image.data, spacing=spacing)
     release_memory()
     timings["global_stats"] = time.perf_counter() - t0
 
-    scratch = Path(
-        tempfile.mkdtemp(prefix=f".{label_name}.scratch-", dir=_scratch_parent(dest_store, standalone))
-    )
+    scratch = _scratch(dest_store, standalone, label_name)
     try:
         local = zarr.create_array(
             store=str(scratch / "local.zarr"),
@@ -402,7 +400,7 @@ def _segment_blocks(
         )
         timings["write"] = time.perf_counter() - t3
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        release_partial(scratch)
         release_memory()
     labels = _open_result(path, dest_store, standalone, label_name)
     log.info("%d objects; seams: %s", n_objects, qc)
