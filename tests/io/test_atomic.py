@@ -19,6 +19,11 @@ from dls_microscopy.io.atomic import (
     remove_partials,
 )
 
+#: Root metadata of a store we wrote: our writers name us in it (a pyramid's method, a record)
+OURS = (
+    '{"attributes": {"ome": {"multiscales": [{"metadata": {"method": "dls_microscopy.io.pyramid (mean)"}}]}}}'
+)
+
 
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -60,7 +65,7 @@ def test_a_failed_write_leaves_nothing_and_an_overwrite_keeps_the_old_until_done
     final = tmp_path / "out"
     with atomic_directory(final) as tmp:
         (tmp / "v").write_text("1")
-        (tmp / "zarr.json").write_text("{}")  # a store: overwriting replaces only our outputs
+        (tmp / "zarr.json").write_text(OURS)  # a store of ours: overwriting replaces only those
     with pytest.raises(RuntimeError), atomic_directory(final, overwrite=True) as tmp:
         (tmp / "v").write_text("2")
         raise RuntimeError("killed")
@@ -140,7 +145,7 @@ def _failing_overwrite(tmp_path, monkeypatch, error, *, restore_fails=False, on_
     final = tmp_path / "out"
     with atomic_directory(final) as tmp:
         (tmp / "v").write_text("1")
-        (tmp / "zarr.json").write_text("{}")  # a store: overwriting replaces only our outputs
+        (tmp / "zarr.json").write_text(OURS)  # a store of ours: overwriting replaces only those
     real = os.replace
 
     def replace(src, dst):
@@ -231,8 +236,8 @@ def _manifest(folder: Path, fmt: str = "dls-microscopy-manifest") -> Path:
     [
         lambda p: p.mkdir(),
         lambda p: _manifest(p),
-        lambda p: (p.mkdir(), (p / "zarr.json").write_text("{}")),
-        lambda p: (p.mkdir(), (p / ".zgroup").write_text("{}")),
+        lambda p: (p.mkdir(), (p / "zarr.json").write_text(OURS)),
+        lambda p: (p.mkdir(), (p / ".zgroup").write_text("{}"), (p / ".zattrs").write_text(OURS)),
         lambda p: (p.mkdir(), (p / ".run.lock").write_text("")),
         lambda p: (p.mkdir(), (p / "meshes.json").write_text('{"objects": []}')),
     ],
@@ -258,8 +263,18 @@ def test_an_overwrite_replaces_an_output_of_ours(tmp_path, make):
         ),
         lambda p: (p.mkdir(), (p / "meshes.json").write_text("[]"), (p / "thesis.docx").write_text("y")),
         lambda p: p.write_text("a file"),
+        lambda p: (p.mkdir(), (p / "zarr.json").write_text('{"attributes": {"ome": {}}}')),
+        lambda p: (p.mkdir(), (p / ".zgroup").write_text("{}"), (p / ".zattrs").write_text("{}")),
     ],
-    ids=["documents", "another manifest", "bad manifest", "another meshes.json", "file"],
+    ids=[
+        "documents",
+        "another manifest",
+        "bad manifest",
+        "another meshes.json",
+        "file",
+        "zarr v3",
+        "zarr v2",
+    ],
 )
 def test_an_overwrite_refuses_what_is_not_an_output_of_ours(tmp_path, make):
     """--overwrite deleted any folder given as the output, whatever it held."""
@@ -269,8 +284,8 @@ def test_an_overwrite_refuses_what_is_not_an_output_of_ours(tmp_path, make):
     with pytest.raises(OutputError, match="remove it yourself or choose another path") as info:
         with atomic_directory(out, overwrite=True) as tmp:
             (tmp / "new").write_text("1")
-    assert str(out) in str(info.value) and (
-        "not an output" in str(info.value) or "is a file" in str(info.value)
+    assert str(out) in str(info.value) and any(
+        why in str(info.value) for why in ("not an output", "is a file", "did not write")
     )
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     with pytest.raises(OutputError, match="remove it yourself"):

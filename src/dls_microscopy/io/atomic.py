@@ -250,6 +250,9 @@ ZARR_METADATA = ("zarr.json", ".zgroup", ".zattrs", ".zarray")
 #: The ``format`` of our ``manifest.json`` (features, mesh, pipeline fields and runs); named
 #: here as in :mod:`dls_microscopy.pipeline.provenance`, which io does not import
 MANIFEST = ("manifest.json", "dls-microscopy-manifest")
+#: What our zarr stores' root metadata names (see :func:`_ours`)
+MARK = "dls_microscopy"
+_MAX_METADATA_BYTES = 2**20
 #: A mesh folder's index, written with or without a manifest
 MESH_INDEX = "meshes.json"
 #: A pipeline run folder's lock, made before anything else in it
@@ -266,13 +269,28 @@ def _json_object(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def _ours(metadata: Path) -> bool:
+    """Whether the zarr metadata file ``metadata`` carries our mark.
+
+    Every store we write names us in its root attributes: an image's multiscales
+    ``metadata.method`` (``dls_microscopy.io.pyramid``), a label image's ``dls_microscopy``
+    record, a plate's provenance.  The file is a few kB; a large one is not ours.
+    """
+    try:
+        if metadata.stat().st_size > _MAX_METADATA_BYTES:
+            return False
+        return MARK in metadata.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
 def not_an_output(path: str | os.PathLike[str]) -> str | None:
     """Why the existing ``path`` must not be replaced by an output, or None if it may be.
 
     The one rule of overwriting: only what dls-microscopy writes is replaced, so a wrong
     output path with ``--overwrite`` cannot delete anything else.  A folder may be replaced
     when it is empty, or holds at its top level zarr metadata (``zarr.json``, ``.zgroup``,
-    ``.zattrs``, ``.zarray``: an OME-Zarr or zarr store), our ``manifest.json`` (its
+    ``.zattrs``, ``.zarray``: an OME-Zarr or zarr store) that names us, our ``manifest.json`` (its
     ``format`` is ``dls-microscopy-manifest``), a mesh index (``meshes.json`` listing
     ``objects``) or a pipeline run's ``.run.lock``.  Anything else, a file included, is
     refused.
@@ -295,8 +313,12 @@ def not_an_output(path: str | os.PathLike[str]) -> str | None:
         names = set(os.listdir(path))
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc}), so it cannot be replaced; {advice}"
-    if not names or names & set(ZARR_METADATA) or RUN_LOCK in names:
+    if not names or RUN_LOCK in names:
         return None
+    if any(_ours(path / n) for n in names & set(ZARR_METADATA)):
+        return None
+    if names & set(ZARR_METADATA):  # an acquisition, another tool's result: not ours to delete
+        return f"is a zarr store that dls-microscopy did not write (its metadata lacks our mark); {advice}"
     if MANIFEST[0] in names and _json_object(path / MANIFEST[0]).get("format") == MANIFEST[1]:
         return None
     if MESH_INDEX in names and isinstance(_json_object(path / MESH_INDEX).get("objects"), list):

@@ -110,7 +110,9 @@ def write_synthetic_plate(
             "acquisitions": [{"id": 0, "name": "synthetic"}],
             "version": version,  # ome-zarr-models expects it in 0.5 plates too
         }
-        root.attrs.update(ome("plate", plate))
+        # beside NGFF's keys, what made it: `--overwrite` replaces only stores that say so
+        made = {"sample": "synthetic plate", "seed": seed}
+        root.attrs.update({**ome("plate", plate), "dls_microscopy": made})
     log.info("wrote a synthetic plate of %d wells × %d fields to %s", len(wells), fields, out)
     return out
 
