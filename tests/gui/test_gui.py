@@ -649,3 +649,33 @@ def test_a_new_labels_layer_is_what_the_label_choosers_take(make_napari_viewer):
     labels.setCurrentText("labels/truth")
     viewer.layers.remove("other")
     assert labels.currentText() == "labels/truth"
+
+
+def test_a_2d_time_series_is_refused_as_a_2d_image_is(make_napari_viewer, tmp_path):
+    """(T, Y, X) is 3D to napari: Segment segmented time as depth, and the saved pipeline then failed
+    in `dls-microscopy run` ('3D data required'); Meshes and Features refuse it too (QA)."""
+    from dls_microscopy.io import write_ome_zarr
+    from dls_microscopy.napari._features import FeaturesWidget
+    from dls_microscopy.napari._meshes import MeshesWidget
+    from dls_microscopy.napari._segment import SegmentWidget
+
+    image = np.random.default_rng(0).integers(0, 100, (5, 32, 32)).astype(np.uint16)
+    truth = np.zeros((5, 32, 32), np.uint16)
+    truth[:, 4:12, 4:12] = 1
+    path = write_ome_zarr(
+        image, tmp_path / "movie.ome.zarr", axes="tyx", spacing=(0.5, 0.5), channel_names=["DAPI"],
+        labels={"truth": truth}, n_levels=1,
+    )  # fmt: skip
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin="dls-microscopy")
+    assert viewer.layers["movie"].ndim == 3  # as a (Z, Y, X) volume would be
+    seg, mesh, feat = SegmentWidget(viewer), MeshesWidget(viewer), FeaturesWidget(viewer)
+    assert not seg.voxel_size.isEnabled() and seg.level.count() == 0
+    seg.set_param("diameter_um", 3.0)
+    for widget in (seg, mesh, feat):
+        widget.run_button.click()
+        assert not widget.running
+        assert "a 3D layer is needed (Z, Y, X): " in widget.status.text(), widget.status.text()
+        assert "2D time series (axes t, y, x" in widget.status.text()
+    assert [layer.name for layer in viewer.layers] == ["movie", "labels/truth"]
+    assert not seg.state.recorder.steps()

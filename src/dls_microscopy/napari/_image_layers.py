@@ -22,6 +22,7 @@ from typing import Any
 from dls_microscopy.errors import InputError
 from dls_microscopy.napari._channel_choice import layer_grid, layer_origin
 from dls_microscopy.napari._levels import made_at_level
+from dls_microscopy.napari.layers import is_volume_layer, layer_axes
 from dls_microscopy.pipeline.interactive import SpacingAgainstFile, input_spacing, spacing_against_file
 from dls_microscopy.volume import check_spacing
 
@@ -89,7 +90,7 @@ def image_layers(layers: Sequence[Any], chosen: Any) -> list[Any]:
         In the viewer's order.
     """
     origin = layer_origin(chosen)
-    spatial = [lay for lay in layers if _kind(lay) in ("image", "labels") and lay.ndim >= 3]
+    spatial = [lay for lay in layers if _kind(lay) in ("image", "labels") and is_volume_layer(lay)]
     same = [lay for lay in spatial if origin is not None and layer_origin(lay) == origin]
     members = [lay for lay in spatial if lay is chosen or lay in same]
     images = {lay.name for lay in members if _kind(lay) == "image"}
@@ -133,10 +134,13 @@ def set_voxel_size(layers: Sequence[Any], chosen: Any, spacing: Sequence[float])
     Raises
     ------
     InputError
-        ``chosen`` has fewer than three dimensions, or ``spacing`` is no voxel size.
+        ``chosen`` has no z, y, x axes (:func:`~dls_microscopy.napari.layers.is_volume_layer`),
+        or ``spacing`` is no voxel size.
     """
-    if chosen.ndim < 3:
-        raise InputError(f"{chosen.name!r} has {chosen.ndim} dimensions: a voxel size is for 3D images")
+    if not is_volume_layer(chosen):  # a 2D time series too: its t is no z
+        axes = layer_axes(chosen)
+        has = f"axes {', '.join(axes)}" if axes else f"{chosen.ndim} dimensions"
+        raise InputError(f"{chosen.name!r} has {has}: a voxel size is for 3D images")
     new = check_spacing(spacing, "zyx")
     reference = [float(s) for s in chosen.scale[-3:]]
     changed = []

@@ -14,7 +14,7 @@ from dls_microscopy.napari._image_layers import spacing_against_file_of
 from dls_microscopy.napari._levels import labels_placement, layer_level_spacings, level_choices
 from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, shown_volume
 from dls_microscopy.napari._voxel_size import VoxelSizeControl
-from dls_microscopy.napari.layers import labels_layer_data
+from dls_microscopy.napari.layers import is_volume_layer, labels_layer_data
 from dls_microscopy.pipeline.interactive import segment_volume, segmenter_parameters, volume_from_layer
 
 __all__ = ["SegmentWidget"]
@@ -170,7 +170,7 @@ class SegmentWidget(TaskWidget):
             if layer is not None:
                 layer.events.scale.connect(self.list_levels)
             self._levels_of = layer
-        usable = layer is not None and layer.ndim >= 3
+        usable = layer is not None and is_volume_layer(layer)
         choices = level_choices(layer) if usable else []
         current = max(self.level.currentIndex(), 0)
         self.level.blockSignals(True)

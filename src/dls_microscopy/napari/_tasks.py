@@ -372,11 +372,22 @@ def shown_volume(viewer: Any, layer: Any) -> tuple[list[Any], tuple[int, ...]]:
         Full resolution first; nothing is read.
     index : tuple of int
         The indices on the leading axes (empty for a 3D layer).
+
+    Raises
+    ------
+    InputError
+        The layer has no z axis (a 2D time series is 3D to napari), by the axes our
+        reader recorded (:func:`~dls_microscopy.napari.layers.is_volume_layer`).
     """
     import numpy as np
 
+    from dls_microscopy.errors import InputError
     from dls_microscopy.napari._levels import layer_levels
+    from dls_microscopy.napari.layers import not_a_volume
 
+    problem = not_a_volume(layer)  # a 2D time series: time is no depth
+    if problem:
+        raise InputError(problem)
     levels = layer_levels(layer)
     lead = int(layer.ndim) - 3
     if lead <= 0:

@@ -10,6 +10,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLineEdit, QPushButton, QWidget
 from dls_microscopy.errors import InputError
 from dls_microscopy.napari._image_layers import parse_voxel_size, set_voxel_size, voxel_size_text
 from dls_microscopy.napari._tasks import LayerChooser
+from dls_microscopy.napari.layers import is_volume_layer
 
 __all__ = ["VoxelSizeControl"]
 
@@ -69,7 +70,7 @@ class VoxelSizeControl(QWidget):
     def show_scale(self, *_: Any) -> None:
         """Show the chosen layer's voxel size (empty without a 3D image layer)."""
         layer = self._layer
-        usable = layer is not None and layer.ndim >= 3
+        usable = layer is not None and is_volume_layer(layer)
         self.text.setText(voxel_size_text(layer.scale[-3:]) if usable else "")
         self.setEnabled(usable)
 

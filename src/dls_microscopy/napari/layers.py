@@ -9,7 +9,9 @@ images of an OME-Zarr become multiscale labels layers.
 
 The ``metadata`` of each layer records where it came from (``dls_source``,
 ``dls_channel``, ``dls_series``, ``dls_label``, ``dls_plate``) so that the
-widgets can run the file-based pipeline on the same data.
+widgets can run the file-based pipeline on the same data, and its axes
+(``dls_axes``, e.g. ``"tyx"``): a layer's number of dimensions does not say
+which they are (a 2D time series and a volume are both 3D to napari).
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ __all__ = [
     "LayerData",
     "LevelView",
     "handles_path",
+    "is_volume_layer",
     "labels_layer_data",
+    "layer_axes",
     "layer_scale",
+    "not_a_volume",
     "read_path",
     "volume_layer_data",
 ]
@@ -64,6 +69,41 @@ def handles_path(path: str | os.PathLike[str] | Sequence[str]) -> bool:
     if file_path.is_dir():
         return any((file_path / n).exists() for n in ("zarr.json", ".zgroup", ".zattrs"))
     return text.endswith(_SUFFIXES) and file_path.is_file()
+
+
+def layer_axes(layer: Any) -> str | None:
+    """The axes of a layer our reader (or Segment) made, e.g. ``"tzyx"`` or ``"tyx"``; else None."""
+    axes = (getattr(layer, "metadata", None) or {}).get("dls_axes")
+    return str(axes) if axes else None
+
+
+def is_volume_layer(layer: Any) -> bool:
+    """Whether ``layer`` holds volumes: z, y, x as its last axes.
+
+    Judged by its axes where our reader recorded them (a 2D time series, ``tyx``, is
+    3D to napari but no volume), else by its number of dimensions.
+    """
+    axes = layer_axes(layer)
+    return axes.endswith("zyx") if axes is not None else int(layer.ndim) >= 3
+
+
+def not_a_volume(layer: Any) -> str | None:
+    """Why ``layer`` cannot be segmented, meshed or measured (None if it can).
+
+    The wording is that of a 2D layer's refusal (:func:`~dls_microscopy.pipeline.interactive.
+    volume_from_layer`), naming the axes, so that a 2D time series is not read as a volume
+    with time as depth.
+    """
+    if is_volume_layer(layer):
+        return None
+    axes = layer_axes(layer) or ""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    shape = " × ".join(str(int(n)) for n in data.shape)
+    kind = "a 2D time series" if "t" in axes else "a 2D image"
+    return (
+        f"a 3D layer is needed (Z, Y, X): {layer.name!r} is {kind} (axes {', '.join(axes) or '?'}, "
+        f"shape {shape}) with no z axis; open a z-stack"
+    )
 
 
 def layer_scale(volume: Volume, *, with_channel: bool = False) -> tuple[float, ...]:
@@ -233,6 +273,7 @@ def volume_layer_data(
             "units": tuple("micrometer" if a in "zyx" else "pixel" for a in _axis_labels(volume)),
             "metadata": {
                 **base_meta,
+                "dls_axes": "".join(_axis_labels(volume)),  # which axes: see is_volume_layer
                 "dls_channel": channel,
                 "dls_channel_index": i,
                 "dls_level_spacings": _level_spacings(volume),
@@ -256,6 +297,7 @@ def labels_layer_data(
     meta = dict(metadata or {})
     meta.setdefault("dls_source", str(vol.source) if vol.source else None)
     meta["dls_level_spacings"] = _level_spacings(vol)  # its own, not those of an image's metadata
+    meta["dls_axes"] = "".join(vol.axes)  # its own: labels of one time point of a (T, Z, Y, X) image
     kwargs = {
         "name": name,
         "scale": layer_scale(vol),
