@@ -679,3 +679,44 @@ def test_a_2d_time_series_is_refused_as_a_2d_image_is(make_napari_viewer, tmp_pa
         assert "2D time series (axes t, y, x" in widget.status.text()
     assert [layer.name for layer in viewer.layers] == ["movie", "labels/truth"]
     assert not seg.state.recorder.steps()
+
+
+def test_cancel_stops_the_diameter_estimate_and_keeps_the_diameter_typed(
+    make_napari_viewer, qtbot, small_sample, monkeypatch
+):
+    """Cancel during *Estimate diameter* said "cancelling…", yet the estimate ran on and replaced
+    the 8 typed with its own, which the next Segment used silently (QA)."""
+    import threading
+
+    from dls_microscopy import segment
+    from dls_microscopy.napari._segment import SegmentWidget
+    from dls_microscopy.pipeline.interactive import CancelledError
+
+    viewer = make_napari_viewer()
+    viewer.open(str(small_sample), plugin="dls-microscopy")
+    seg = SegmentWidget(viewer)
+    seg.image.setCurrentText("DAPI")
+    seg.set_param("diameter_um", 8)
+    with qtbot.waitSignal(seg.finished, timeout=60_000) as blocker:
+        seg.estimate()
+        assert seg.cancel_button.isEnabled()
+        seg.cancel()  # stopped before its next round
+    assert isinstance(blocker.args[0], CancelledError) and seg.status.text() == "cancelled"
+    assert seg.param_inputs["diameter_um"].text() == "8" and seg.progress_bar.format() == "cancelled"
+    # an estimate that cannot stop (no progress report left) has its result dropped
+    release = threading.Event()
+
+    def deaf(volume, *, params, progress):
+        release.wait(30)
+        return segment.DiameterEstimate(11.86, 20, [20.0, 11.86], [])
+
+    monkeypatch.setattr(segment, "estimate_diameter", deaf)
+    with qtbot.waitSignal(seg.finished, timeout=60_000) as blocker:
+        seg.estimate()
+        seg.cancel()
+        release.set()
+    assert isinstance(blocker.args[0], CancelledError)
+    assert seg.param_inputs["diameter_um"].text() == "8"
+    monkeypatch.undo()
+    _run(qtbot, seg, seg.estimate)  # not cancelled: it fills the diameter in
+    assert seg.param_inputs["diameter_um"].text() != "8"

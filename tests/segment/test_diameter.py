@@ -134,3 +134,25 @@ def test_an_estimate_alternating_between_two_close_diameters_settles_between_the
     told.clear()
     with pytest.raises(InputError, match="did not settle"):
         estimate_diameter(np.zeros((8, 8, 8)), spacing=(0.1, 0.1, 0.1))
+
+
+def test_progress_is_reported_between_rounds_and_may_stop_the_estimate():
+    # the app's Cancel raises from its progress callback: the estimate stops at the next round
+    s = make_synthetic_nuclei((24, 96, 96), spacing=(1.0, 0.5, 0.5), diameter_um=7.0, seed=3)
+    reports: list[tuple[str, int, int]] = []
+    est = estimate_diameter(s.image[0], spacing=s.spacing, progress=lambda *a: reports.append(a))
+    rounds = len(est.steps_um) - 1
+    assert [r[1] for r in reports] == [0, *range(rounds)] and {r[2] for r in reports} == {12}
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_round_1(description: str, done: int, total: int) -> None:
+        if done == 1 and len(calls) > 1:
+            raise Stop
+        calls.append(done)
+
+    calls: list[int] = []
+    with pytest.raises(Stop):
+        estimate_diameter(s.image[0], spacing=s.spacing, progress=stop_at_round_1)
+    assert calls == [0, 0]  # the region read, one round segmented: no second

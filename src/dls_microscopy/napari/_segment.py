@@ -220,7 +220,8 @@ class SegmentWidget(TaskWidget):
         def work(progress: Any) -> Any:
             from dls_microscopy.segment import estimate_diameter
 
-            return estimate_diameter(volume, params=params)
+            # progress raises CancelledError at Cancel: the estimate stops between its rounds
+            return estimate_diameter(volume, params=params, progress=progress)
 
         def done(est: Any) -> None:
             self.set_param("diameter_um", est.diameter_um)
@@ -229,7 +230,8 @@ class SegmentWidget(TaskWidget):
                 "diameter_um is set: Run to segment with it"
             )
 
-        self.start(work, done)
+        # cancelled during its last round, it still returns: the diameter typed is kept
+        self.start(work, done, discard_cancelled=True)
 
     def run(self) -> None:
         """Segment the chosen image layer in a worker thread."""

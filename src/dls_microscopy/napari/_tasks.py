@@ -250,9 +250,18 @@ class TaskWidget(QScrollArea):
         return self.worker is not None
 
     def start(
-        self, work: Callable[[Callable[[str, int, int], None]], Any], done: Callable[[Any], None]
+        self,
+        work: Callable[[Callable[[str, int, int], None]], Any],
+        done: Callable[[Any], None],
+        *,
+        discard_cancelled: bool = False,
     ) -> None:
-        """Run ``work(progress)`` in a worker thread, then ``done(result)`` on the GUI thread."""
+        """Run ``work(progress)`` in a worker thread, then ``done(result)`` on the GUI thread.
+
+        With ``discard_cancelled``, a result that comes back after Cancel (the work had no
+        progress report left to stop at) is dropped and the task ends as cancelled: for
+        tasks whose result replaces what the user typed.
+        """
         from napari.qt.threading import thread_worker
 
         if self.running:
@@ -271,7 +280,14 @@ class TaskWidget(QScrollArea):
                 return _Failed(exc)
 
         worker = task()
-        worker.returned.connect(lambda result: self._returned(done, result))
+        token = self.token
+
+        def returned(result: Any) -> None:
+            if discard_cancelled and token.cancelled and not isinstance(result, _Failed):
+                result = _Failed(CancelledError("cancelled by the user"))
+            self._returned(done, result)
+
+        worker.returned.connect(returned)
         worker.errored.connect(self._errored)
         worker.finished.connect(self._finished)
         self.worker = worker

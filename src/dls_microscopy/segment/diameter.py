@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from dls_microscopy.blocks import ProgressCallback
 from dls_microscopy.errors import InputError
 
 __all__ = ["DiameterEstimate", "estimate_diameter", "median_object_diameter"]
@@ -148,6 +149,7 @@ def estimate_diameter(
     tolerance: float = 0.03,
     max_steps: int = 12,
     device: str | None = "cpu",
+    progress: ProgressCallback | None = None,
 ) -> DiameterEstimate:
     """The nucleus diameter an image supports, for the watershed segmenter.
 
@@ -174,6 +176,10 @@ def estimate_diameter(
         Segmentations at most.
     device : str, optional
         Device of the segmenter.
+    progress : callable, optional
+        ``progress(description, done, total)``, called before reading the region and
+        before each segmentation (``total`` is ``max_steps``); it may raise to stop the
+        estimate there (the app's Cancel does).
 
     Returns
     -------
@@ -188,6 +194,11 @@ def estimate_diameter(
     from dls_microscopy.segment.base import get_segmenter
     from dls_microscopy.volume import Volume
 
+    def report(step: int) -> None:
+        if progress is not None:  # between rounds: where a caller can stop the estimate
+            progress("estimating the diameter", step, int(max_steps))
+
+    report(0)
     if isinstance(image, Volume):
         from dls_microscopy.segment.blockwise import select_image
 
@@ -210,7 +221,8 @@ def estimate_diameter(
     fixed = {k: v for k, v in dict(params or {}).items() if k != "diameter_um"}
     told = float(start_um)
     steps = [told]
-    for _ in range(int(max_steps)):
+    for step in range(int(max_steps)):
+        report(step)
         seg = get_segmenter("watershed", {**fixed, "diameter_um": told}, device=device)
         labels = seg.segment(data, spacing=spacing)
         found, n = median_object_diameter(labels, spacing)
