@@ -720,3 +720,28 @@ def test_cancel_stops_the_diameter_estimate_and_keeps_the_diameter_typed(
     monkeypatch.undo()
     _run(qtbot, seg, seg.estimate)  # not cancelled: it fills the diameter in
     assert seg.param_inputs["diameter_um"].text() != "8"
+
+
+def test_segment_refuses_a_memory_budget_of_zero_and_the_pipeline_tab_names_a_bad_setting(
+    make_napari_viewer, small_sample
+):
+    """ "0" was accepted; the Pipeline tab then showed pydantic's raw report and disabled Save (QA)."""
+    from dls_microscopy.napari._pipeline import PipelineWidget
+    from dls_microscopy.napari._segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    viewer.open(str(small_sample), plugin="dls-microscopy")
+    seg, pipe = SegmentWidget(viewer), PipelineWidget(viewer)
+    seg.image.setCurrentText("DAPI")
+    seg.memory.setText("0")
+    seg.run_button.click()
+    assert not seg.running and "nuclei" not in viewer.layers
+    assert seg.status.text() == "memory budget '0': a memory size must be positive (e.g. 2GB, 512MB)"
+    # a setting a pipeline refuses, however recorded: a sentence naming it, not pydantic's report
+    seg.state.recorder.set_input(str(small_sample))
+    seg.state.recorder.record_segment(method="watershed", params={}, channel="DAPI", memory_budget="0")
+    seg.state.changed("steps")
+    text = pipe.preview.toPlainText()
+    assert text.startswith("# this session cannot be saved as a pipeline: the memory budget"), text
+    assert "pydantic" not in text and "validation error" not in text
+    assert not pipe.save_button.isEnabled()

@@ -19,6 +19,7 @@ from dls_microscopy.pipeline.interactive import (
     feature_projection,
     ids_in_box,
     measure_volumes,
+    memory_budget_bytes,
     mesh_columns,
     mesh_labels,
     plot_values,
@@ -242,6 +243,27 @@ def test_session_recorder_builds_a_config_that_round_trips(tmp_path):
     rec.record_segment(method="watershed", params={"no_such": 1}, channel=None)
     with pytest.raises(Exception, match=r"no_such|unknown parameter"):
         rec.to_config(tmp_path / "out")
+
+
+def test_a_memory_budget_of_zero_is_refused_and_an_invalid_setting_is_named(sample, tmp_path):
+    # "0" segmented in the app, then the Pipeline tab showed pydantic's report ("# 1 validation
+    # error ... errors.pydantic.dev") and could not save (QA)
+    assert memory_budget_bytes("512MiB") == 512 * 2**20
+    for text, said in (("0", "a memory size must be positive"), ("lots", "cannot read memory size")):
+        with pytest.raises(InputError, match=said):
+            memory_budget_bytes(text)
+    with pytest.raises(InputError, match="a memory size must be positive"):
+        segment_volume(sample.as_volume(), method="watershed", memory_budget="0", output=tmp_path / "x.zarr")
+    rec = SessionRecorder(input_path=str(tmp_path / "img.ome.zarr"))
+    params = {"diameter_um": 6.0, "threshold_scale": "abc"}
+    rec.record_segment(method="watershed", params=params, channel="DAPI", memory_budget="0")
+    with pytest.raises(InputError) as info:
+        rec.to_config(tmp_path / "out")
+    said = str(info.value)
+    assert said.startswith("this session cannot be saved as a pipeline: ")
+    assert "the memory budget (compute.memory_budget, Segment tab): memory size must be positive" in said
+    assert "the segmenter parameter threshold_scale (steps.segment.params.threshold_scale, Segment" in said
+    assert "pydantic" not in said and "validation error" not in said and "input_value" not in said
 
 
 def test_session_recorder_gives_the_voxel_size_set_in_the_app_as_input_spacing(tmp_path):

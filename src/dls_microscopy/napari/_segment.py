@@ -10,12 +10,18 @@ from typing import Any
 import yaml
 from qtpy.QtWidgets import QCheckBox, QComboBox, QFormLayout, QLineEdit, QPushButton, QWidget
 
+from dls_microscopy.errors import InputError
 from dls_microscopy.napari._image_layers import spacing_against_file_of
 from dls_microscopy.napari._levels import labels_placement, layer_level_spacings, level_choices
 from dls_microscopy.napari._tasks import LayerChooser, TaskWidget, labelled, shown_volume
 from dls_microscopy.napari._voxel_size import VoxelSizeControl
 from dls_microscopy.napari.layers import is_volume_layer, labels_layer_data
-from dls_microscopy.pipeline.interactive import segment_volume, segmenter_parameters, volume_from_layer
+from dls_microscopy.pipeline.interactive import (
+    memory_budget_bytes,
+    segment_volume,
+    segmenter_parameters,
+    volume_from_layer,
+)
 
 __all__ = ["SegmentWidget"]
 
@@ -243,6 +249,11 @@ class SegmentWidget(TaskWidget):
         params = self.params()
         device = self.device.currentText()
         budget = self.memory.text().strip() or "2GB"
+        try:  # refused here, as the CLI does: "0" segmented, then the pipeline could not be saved
+            memory_budget_bytes(budget)
+        except InputError as exc:
+            self.status.setText(str(exc))
+            return
         name = self.label_name.text().strip() or "nuclei"
         if not _LABEL_NAME.fullmatch(name) or ".." in name:
             # the name is a file in the session folder: a path would write wherever it points

@@ -37,7 +37,11 @@ from dls_microscopy.pipeline.interactive._measure import measure_volumes
 from dls_microscopy.pipeline.interactive._meshes import MeshSet, mesh_labels
 from dls_microscopy.pipeline.interactive._recorder import SessionRecorder
 from dls_microscopy.pipeline.interactive._run import CallbackRunProgress, run_config_on
-from dls_microscopy.pipeline.interactive._segment import segment_volume, segmenter_parameters
+from dls_microscopy.pipeline.interactive._segment import (
+    memory_budget_bytes,
+    segment_volume,
+    segmenter_parameters,
+)
 from dls_microscopy.pipeline.interactive._spacing import (
     SpacingAgainstFile,
     input_spacing,
@@ -66,6 +70,7 @@ __all__ = [
     "ids_in_box",
     "input_spacing",
     "measure_volumes",
+    "memory_budget_bytes",
     "mesh_columns",
     "mesh_labels",
     "numeric_feature_columns",

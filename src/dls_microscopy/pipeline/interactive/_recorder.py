@@ -177,9 +177,12 @@ class SessionRecorder:
         Raises
         ------
         InputError
-            Nothing was recorded, the data was not opened from a file, or the
-            steps used different voxel sizes or resolution levels.
+            Nothing was recorded, the data was not opened from a file, the
+            steps used different voxel sizes or resolution levels, or a setting is
+            invalid in a pipeline (the message names it, and where the app sets it).
         """
+        from pydantic import ValidationError
+
         from dls_microscopy.pipeline.config import PipelineConfig
 
         path = input_path or self.input_path
@@ -205,7 +208,57 @@ class SessionRecorder:
             data["input"]["level"] = level
         if self.compute:
             data["compute"] = dict(self.compute)
-        return PipelineConfig.model_validate(data)
+        try:
+            return PipelineConfig.model_validate(data)
+        except ValidationError as exc:  # a sentence naming the setting, not pydantic's report
+            raise InputError(_invalid_settings(exc, data)) from None
+
+
+#: Where the app sets a setting of the pipeline, by the start of its dotted key: (start,
+#: the setting as the app names it, its tab).
+_SETTINGS = (
+    ("compute.memory_budget", "the memory budget", "Segment"),
+    ("compute.device", "the device", "Segment"),
+    ("steps.segment.params.", "the segmenter parameter {rest}", "Segment"),
+    ("steps.segment", "the segmenter", "Segment"),
+    ("steps.mesh", "the mesh settings", "Meshes"),
+    ("steps.features", "the feature settings", "Features"),
+    ("output.path", "the output folder", "Pipeline"),
+)
+
+
+def _invalid_settings(exc: Any, data: Mapping[str, Any]) -> str:
+    """A pydantic ``ValidationError`` of the recorded pipeline as one sentence per setting.
+
+    Each names the setting as the app shows it, its key in ``pipeline.yaml`` and its tab,
+    and what is wrong, in the words ``config validate`` uses for a file.
+    """
+    import yaml
+
+    from dls_microscopy.pipeline._config_yaml import _issue
+
+    root = yaml.compose(yaml.safe_dump(_plain_data(data), sort_keys=False))
+    said = []
+    for err in exc.errors():
+        key, _, problem = _issue(err, root)
+        where = next(((s, n, t) for s, n, t in _SETTINGS if key.startswith(s)), None)
+        if where is None:
+            said.append(f"{key or 'the pipeline'}: {problem}")
+        else:
+            start, name, tab = where
+            said.append(f"{name.format(rest=key[len(start) :])} ({key}, {tab} tab): {problem}")
+    return "this session cannot be saved as a pipeline: " + "; ".join(said)
+
+
+def _plain_data(value: Any) -> Any:
+    """``value`` with tuples as lists and other objects as text, for ``yaml.safe_dump``."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain_data(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_data(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
 
 
 def _same_spacing(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:

@@ -8,9 +8,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dls_microscopy.blocks import ProgressCallback
+from dls_microscopy.errors import InputError
 from dls_microscopy.volume import Volume
 
-__all__ = ["segment_volume", "segmenter_parameters"]
+__all__ = ["memory_budget_bytes", "segment_volume", "segmenter_parameters"]
 
 
 def segmenter_parameters(method: str) -> dict[str, dict[str, Any]]:
@@ -35,6 +36,26 @@ def segmenter_parameters(method: str) -> dict[str, dict[str, Any]]:
             "unset": str(extra.get("unset", "automatic")),
         }
     return out
+
+
+def memory_budget_bytes(text: int | str) -> int:
+    """The bytes of a memory budget (``"2GB"``, ``"512MiB"``), refused as the CLI refuses it.
+
+    Raises
+    ------
+    InputError
+        Not a memory size, or not positive (``"0"``: the saved pipeline's
+        ``compute.memory_budget`` would then be invalid).
+    """
+    from dls_microscopy.pipeline.config import parse_size
+
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        raise InputError(f"memory budget: {exc}") from None
+    if size <= 0:
+        raise InputError(f"memory budget {text!r}: a memory size must be positive (e.g. 2GB, 512MB)")
+    return size
 
 
 def segment_volume(
@@ -84,7 +105,6 @@ def segment_volume(
         ``.labels`` is the lazy label :class:`Volume` with all pyramid levels.
     """
     from dls_microscopy.pipeline._environment import label_provenance
-    from dls_microscopy.pipeline.config import parse_size
     from dls_microscopy.segment import get_segmenter, segment_blockwise
 
     seg = get_segmenter(method, dict(params or {}), device=device)
@@ -95,7 +115,7 @@ def segment_volume(
         image,
         seg,
         channel=channel,
-        memory_budget=parse_size(memory_budget),
+        memory_budget=memory_budget_bytes(memory_budget),
         output=output,
         label_name=label_name,
         overwrite=True,
