@@ -745,3 +745,44 @@ def test_segment_refuses_a_memory_budget_of_zero_and_the_pipeline_tab_names_a_ba
     assert text.startswith("# this session cannot be saved as a pipeline: the memory budget"), text
     assert "pydantic" not in text and "validation error" not in text
     assert not pipe.save_button.isEnabled()
+
+
+def _endless(progress) -> None:
+    """A task that runs until cancelled (reports progress every 10 ms, at most 60 s)."""
+    import time
+
+    for i in range(6000):
+        progress("working", i, 6000)
+        time.sleep(0.01)
+
+
+def test_closing_the_window_or_quitting_cancels_the_running_task(make_napari_viewer, qtbot):
+    """The window closed (or the app quit) while Segment ran: the task ran on to its end, the process
+    with it (55 s on the QA image, hours on a large one) (QA)."""
+    import time
+
+    from dls_microscopy.napari._tasks import TaskWidget
+    from dls_microscopy.pipeline.interactive import CancelledError
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 8, 8)), name="raw")  # napari asks before closing a window of layers
+    widget = TaskWidget(viewer, "Work")
+    with qtbot.waitSignal(widget.finished, timeout=20_000) as blocker:
+        widget.start(_endless, lambda _: None)
+        qtbot.waitUntil(lambda: widget.progress_bar.format().startswith("working"))
+        # napari lists the task (and asks, when the user closes it), then cancels it as Cancel does
+        assert "DLS Microscopy: Work is running" in viewer.window._task_status_manager.get_status()
+        viewer.close()
+        assert widget.token.cancelled and widget.status.text() == "cancelling…"
+    assert isinstance(blocker.args[0], CancelledError)
+    assert not viewer.window._task_status_manager.is_busy()
+    # quitting: cancelled, and waited for, before the session folder is removed at exit
+    with qtbot.waitSignal(widget.finished, timeout=20_000) as blocker:
+        widget.start(_endless, lambda _: None)
+        qtbot.waitUntil(lambda: widget.progress_bar.format().startswith("working"))
+        start = time.monotonic()
+        widget._cancel_for_exit()
+        assert time.monotonic() - start < 5 and widget.token.cancelled
+    assert isinstance(blocker.args[0], CancelledError)
+    widget._cancel_for_exit()  # nothing running: nothing to do
+    assert widget.status.text() == "cancelled"

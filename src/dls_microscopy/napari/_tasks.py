@@ -9,6 +9,7 @@ its next progress report.  The GUI thread only updates widgets.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import shutil
 import tempfile
@@ -17,9 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QEvent, QObject, QSize, Qt, Signal
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QThreadPool, Signal
 from qtpy.QtWidgets import (
     QAbstractSpinBox,
+    QApplication,
     QComboBox,
     QFrame,
     QHBoxLayout,
@@ -135,6 +137,10 @@ class LayerChooser(QComboBox):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
 
+#: Seconds the app waits at exit for a cancelled task to stop (it stops at its next progress report).
+EXIT_WAIT_S = 60.0
+
+
 class _Failed:
     """What a task returns when it raised."""
 
@@ -199,6 +205,10 @@ class TaskWidget(QScrollArea):
         self.setWidget(self.content)
         self._bridge = _Bridge()
         self._bridge.progress.connect(self._show_progress)
+        self._status_id: Any = None  # the running task in napari's window (see _tell_napari)
+        app = QApplication.instance()
+        if app is not None:  # quitting stops the task: it ran on for hours after the window closed
+            app.aboutToQuit.connect(self._cancel_for_exit)
 
     def showEvent(self, event: Any) -> None:
         """Guard the choices in the form from the wheel when shown (see :meth:`eventFilter`)."""
@@ -269,7 +279,13 @@ class TaskWidget(QScrollArea):
             return
         self.last_error = None
         self.token = CancelToken()
-        report = self.token.wrap(self._bridge.progress.emit)
+        token = self.token
+        forward = token.wrap(self._bridge.progress.emit)
+
+        def report(description: str, done: int, total: int) -> None:
+            if worker.abort_requested:  # napari quits its workers when its window closes
+                token.cancel()
+            forward(description, done, total)
 
         @thread_worker(start_thread=False)
         def task() -> Any:
@@ -280,7 +296,6 @@ class TaskWidget(QScrollArea):
                 return _Failed(exc)
 
         worker = task()
-        token = self.token
 
         def returned(result: Any) -> None:
             if discard_cancelled and token.cancelled and not isinstance(result, _Failed):
@@ -296,6 +311,7 @@ class TaskWidget(QScrollArea):
         self.progress_bar.setRange(0, 0)  # busy until the first report
         self.progress_bar.setFormat("starting…")
         self.status.setText("")
+        self._status_id = self._tell_napari(self.token)
         worker.start()
 
     def cancel(self) -> None:
@@ -303,6 +319,72 @@ class TaskWidget(QScrollArea):
         if self.token is not None:
             self.token.cancel()  # the task raises CancelledError at its next progress report
         self.status.setText("cancelling…")
+
+    def _cancel_task(self, token: CancelToken) -> bool:
+        """Cancel the task of ``token`` if it is still the one running (as the Cancel button)."""
+        if token is not self.token or not self.running:
+            return False  # napari cancels every task it was told of, finished ones too
+        self.cancel()
+        return True
+
+    def _tell_napari(self, token: CancelToken) -> Any:
+        """Register the task with napari's window, which cancels it when the window closes.
+
+        napari asks before closing a window with tasks running (listing them), then
+        cancels them: through :meth:`cancel`, as the Cancel button does.  The registry is
+        napari's private API (``Window._register_task_status``): without it (another napari,
+        a viewer without a window), the task is cancelled when the application quits only.
+        """
+        register = getattr(getattr(self.viewer, "window", None), "_register_task_status", None)
+        if register is None:
+            return None
+        try:
+            from napari.utils.task_status import Status
+
+            return register(
+                "DLS Microscopy",
+                Status.BUSY,
+                f"{self.run_button.text()} is running",
+                cancel_callback=functools.partial(self._cancel_task, token),
+            )
+        except Exception as exc:  # best effort: quitting still cancels
+            log.debug("task not registered with napari: %s", exc)
+            return None
+
+    def _napari_done(self) -> None:
+        """Tell napari's window that the task ended (see :meth:`_tell_napari`)."""
+        status_id, self._status_id = self._status_id, None
+        update = getattr(getattr(self.viewer, "window", None), "_update_task_status", None)
+        if status_id is None or update is None:
+            return
+        try:
+            from napari.utils.task_status import Status
+
+            error = self.last_error
+            status = (
+                Status.COMPLETED
+                if error is None
+                else Status.CANCELLED
+                if isinstance(error, CancelledError)
+                else Status.FAILED
+            )
+            update(status_id, status)
+        except Exception as exc:  # best effort, as the registration
+            log.debug("task status not updated in napari: %s", exc)
+
+    def _cancel_for_exit(self) -> None:
+        """The application quits: cancel the running task and wait (briefly) for it to stop.
+
+        Waiting lets the task remove its partial outputs before the session folder is
+        removed at exit; a task that does not stop within :data:`EXIT_WAIT_S` is left
+        for Qt to wait on.
+        """
+        if not self.running:
+            return
+        log.info("%s: the application quits, cancelling the running task", type(self).__name__)
+        self.cancel()
+        if not QThreadPool.globalInstance().waitForDone(int(EXIT_WAIT_S * 1000)):
+            log.warning("%s: the task did not stop within %g s of quitting", type(self).__name__, EXIT_WAIT_S)
 
     def _show_progress(self, description: str, done: int, total: int) -> None:
         if total > 0:
@@ -332,7 +414,11 @@ class TaskWidget(QScrollArea):
             log.warning("%s failed: %s", type(self).__name__, exc, exc_info=exc)
 
     def _finished(self) -> None:
+        aborted = self.worker is not None and self.worker.abort_requested
+        if aborted and self.last_error is None:  # quit by napari: its result is not returned
+            self._errored(CancelledError("cancelled by the user"))
         self.worker = None
+        self._napari_done()
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.progress_bar.setRange(0, 1)
