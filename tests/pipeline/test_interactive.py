@@ -152,6 +152,23 @@ def test_session_tables_of_meshes_only_are_those_of_a_run_with_a_mesh_step():
     assert session_tables(None, None, metadata=field.metadata()) == {}
 
 
+def test_session_field_names_an_hdf5_dataset_and_a_series_as_a_run_does(tmp_path):
+    """An HDF5 dataset is named by its file, as a run names it (the app's export said ``raw``, the
+    run ``nuclei_1135.h5``: the tables did not join) (QA)."""
+    import h5py
+
+    from dls_microscopy.pipeline.fields import discover_fields
+
+    path = tmp_path / "nuclei 1135.h5"
+    with h5py.File(path, "w") as f:
+        f["raw"] = np.zeros((4, 8, 8), np.uint8)
+    run = discover_fields(f"{path}:/raw")[0]
+    assert run.image_id == "nuclei_1135.h5"
+    assert session_field(source=f"{path}:/raw", name="raw").image_id == run.image_id
+    assert session_field(source=f"{path}:/raw", name="raw", time_point=1).image_id == "nuclei_1135.h5_t1"
+    assert session_field(source="/data/multi.lif", name="x", series=2).image_id == "multi.lif_s2"
+
+
 def test_measure_volumes_equals_features_command(sample, tmp_path):
     """The GUI's table is the table of ``dls-microscopy features`` on the same data."""
     from dls_microscopy.io import write_ome_zarr
