@@ -261,6 +261,28 @@ def test_session_recorder_builds_a_config_that_round_trips(tmp_path):
         rec.to_config(tmp_path / "out")
 
 
+def test_session_recorder_saves_paths_opened_relative_to_the_apps_folder_as_absolute(tmp_path, monkeypatch):
+    """``dls-microscopy gui sample/x.ome.tif``: the pipeline read input.path against its own folder
+    and found no image (QA)."""
+    from dls_microscopy.pipeline.config import dump_config, load_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "net.pt").write_bytes(b"")
+    rec = SessionRecorder()
+    rec.set_input("sample/x.ome.tif")
+    rec.record_segment(method="watershed", params={}, channel=None)
+    (tmp_path / "elsewhere").mkdir()
+    saved = dump_config(rec.to_config("out"), tmp_path / "elsewhere" / "pipeline.yaml")
+    cfg = load_config(saved)
+    assert cfg.input.path == str(tmp_path / "sample" / "x.ome.tif")
+    assert cfg.output.path == str(tmp_path / "elsewhere" / "out")  # beside the pipeline, as the tab says
+    rec.set_input("crops/a.h5:/raw")
+    assert rec.to_config("out").input.path == f"{tmp_path / 'crops' / 'a.h5'}:/raw"
+    rec.record_embeddings(["models/net.pt", "no-such-name"])  # a model file; a name stays one
+    assert rec.embeddings == {"model": [str(tmp_path / "models" / "net.pt"), "no-such-name"]}
+
+
 def test_session_recorder_gives_the_voxel_size_set_in_the_app_as_input_spacing(tmp_path):
     rec = SessionRecorder()
     rec.set_input(tmp_path / "stack.tif")

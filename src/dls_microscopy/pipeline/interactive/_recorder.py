@@ -43,8 +43,12 @@ class SessionRecorder:
     """per step recorded: the resolution level of the image it ran at (0: full resolution)"""
 
     def set_input(self, path: str | os.PathLike[str] | None, *, series: int = 0) -> None:
-        """The file the analysis runs on (a layer opened from a file)."""
-        self.input_path = os.fspath(path) if path is not None else None
+        """The file the analysis runs on (a layer opened from a file), made absolute.
+
+        A pipeline reads relative paths against its own folder, not the folder the app
+        was started in (``dls-microscopy gui sample/x.tif``).
+        """
+        self.input_path = _absolute(path) if path is not None else None
         self.series = int(series)
 
     def record_segment(
@@ -67,7 +71,7 @@ class SessionRecorder:
         model = values.pop("model_path", None)
         self.segment = {"method": method, "channel": channel, "params": values}
         if model:
-            self.segment["model"] = str(model)
+            self.segment["model"] = _absolute(model, only_if_found=True)
         self.compute.update(device=device, memory_budget=memory_budget)
         self._record_spacing("segment", spacing)
         self.level["segment"] = int(level)
@@ -119,7 +123,7 @@ class SessionRecorder:
 
     def record_embeddings(self, models: Sequence[str | os.PathLike[str]]) -> None:
         """Record the embedding models applied with the features (none: no embeddings step)."""
-        self.embeddings = {"model": [os.fspath(m) for m in models]} if models else None
+        self.embeddings = {"model": [_absolute(m, only_if_found=True) for m in models]} if models else None
 
     def record_existing_labels(self, name: str | None) -> None:
         """Labels came from the input file's NGFF labels ``name``: no segment step (an earlier
@@ -182,7 +186,7 @@ class SessionRecorder:
         """
         from dls_microscopy.pipeline.config import PipelineConfig
 
-        path = input_path or self.input_path
+        path = _absolute(input_path) if input_path else self.input_path
         if not path:
             raise InputError(
                 "the image was not opened from a file, so a pipeline cannot name it; "
@@ -217,6 +221,19 @@ def _same_spacing(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
 
 def _spacing_text(spacing: Sequence[float] | None) -> str:
     return " × ".join(f"{v:g}" for v in spacing) + " µm" if spacing else "the file's"
+
+
+def _absolute(path: str | os.PathLike[str], *, only_if_found: bool = False) -> str:
+    """``path`` against the current folder (an HDF5 file's, ``file.h5:/raw``, keeps its dataset).
+
+    ``only_if_found``: a path that does not exist is kept as given (a model may be a name).
+    """
+    from dls_microscopy.io import split_dataset_path
+
+    file_path, dataset = split_dataset_path(os.path.expanduser(os.fspath(path)))
+    if only_if_found and not file_path.exists():
+        return os.fspath(path)
+    return os.path.abspath(file_path) + (f":{dataset}" if dataset is not None else "")
 
 
 def _plain(value: Any) -> Any:
