@@ -611,6 +611,29 @@ def test_meshes_of_empty_labels_say_so(make_napari_viewer, qtbot):
     assert [layer.name for layer in viewer.layers] == ["empty"]
 
 
+def test_the_saved_pipeline_segments_as_the_labels_measured_were(make_napari_viewer, qtbot, small_sample):
+    """Segment as nuclei_a (6 µm), then nuclei_b (12 µm), measure nuclei_a: the pipeline said 12 µm,
+    the Pipeline tab remembered only the last segmentation (QA)."""
+    from dls_microscopy.napari._features import FeaturesWidget
+    from dls_microscopy.napari._pipeline import PipelineWidget
+    from dls_microscopy.napari._segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    viewer.open(str(small_sample), plugin="dls-microscopy")
+    seg, feat, pipe = SegmentWidget(viewer), FeaturesWidget(viewer), PipelineWidget(viewer)
+    seg.image.setCurrentText("DAPI")
+    seg.device.setCurrentText("cpu")
+    for name, diameter in (("nuclei_a", 6.0), ("nuclei_b", 12.0)):
+        seg.set_param("diameter_um", diameter)
+        seg.label_name.setText(name)
+        _run(qtbot, seg, seg.run)
+    assert pipe.config().steps.segment.params["diameter_um"] == 12.0  # segment alone: the latest
+    feat.labels.setCurrentText("nuclei_a")
+    _run(qtbot, feat, feat.run)
+    assert pipe.config().steps.segment.params["diameter_um"] == 6.0
+    assert "diameter_um: 6" in pipe.preview.toPlainText()
+
+
 def test_steps_on_the_files_own_labels_are_saved_as_such(tmp_path):
     """Meshes or features on labels read from the file: the pipeline reads them (input.labels), and an
     earlier segmentation is not what the steps used (GUI review: 'not opened from a file')."""
@@ -620,16 +643,51 @@ def test_steps_on_the_files_own_labels_are_saved_as_such(tmp_path):
     from dls_microscopy.pipeline.interactive import SessionRecorder
 
     rec = SessionRecorder()
-    rec.record_segment(method="watershed", params={"diameter_um": 7.0}, channel="DAPI")
-    segmented = SimpleNamespace(metadata={"dls_source": str(tmp_path / "img.ome.zarr"), "dls_label": None})
+    key = rec.record_segment(method="watershed", params={"diameter_um": 7.0}, channel="DAPI", labels="nuclei")
+    source = str(tmp_path / "img.ome.zarr")
+    segmented = SimpleNamespace(
+        name="nuclei", metadata={"dls_source": source, "dls_label": None, "dls_segmented": key}
+    )
     record_labels_used(rec, segmented)
+    rec.record_features(channels=None, compartment="Nuclei")
     assert rec.segment is not None and rec.labels_name is None  # its own segmentation: kept
-    from_file = SimpleNamespace(metadata={"dls_source": str(tmp_path / "img.ome.zarr"), "dls_label": "0"})
+    from_file = SimpleNamespace(name="labels/0", metadata={"dls_source": source, "dls_label": "0"})
     record_labels_used(rec, from_file)
     rec.record_features(channels=None, compartment="Nuclei")
     cfg = rec.to_config(tmp_path / "out")
     assert cfg.steps.segment is None and cfg.input.labels == "0"
-    assert cfg.input.path == str(tmp_path / "img.ome.zarr") and cfg.compute.cluster.python is None
+    assert cfg.input.path == source and cfg.compute.cluster.python is None
+
+
+def test_steps_on_labels_no_pipeline_makes_say_why_when_saved(tmp_path):
+    """Features on an HDF5 file's label dataset: the saved pipeline used an earlier segmentation
+    silently, or said the image was not opened from a file (QA)."""
+    from types import SimpleNamespace
+
+    from dls_microscopy.errors import InputError
+    from dls_microscopy.napari._tasks import record_labels_used
+    from dls_microscopy.pipeline.interactive import SessionRecorder
+
+    rec = SessionRecorder()
+    rec.set_input(f"{tmp_path / 'nuclei.h5'}:/raw")
+    rec.record_segment(method="watershed", params={"diameter_um": 3.2}, channel=None, labels="labels")
+    h5 = SimpleNamespace(
+        name="label", metadata={"dls_source": f"{tmp_path / 'nuclei.h5'}:/label", "dls_series": 0}
+    )
+    record_labels_used(rec, h5)
+    rec.record_features(channels=None, compartment="Nuclei")
+    with pytest.raises(InputError) as err:
+        rec.to_config(tmp_path / "out")
+    said = str(err.value)
+    assert said.startswith(f"the labels 'label' were read from {tmp_path / 'nuclei.h5'}:/label")
+    assert (
+        "only from an OME-Zarr input" in said and f"--labels label={tmp_path / 'nuclei.h5'}:/label)" in said
+    )
+    drawn = SimpleNamespace(name="Labels", metadata={})
+    record_labels_used(rec, drawn)
+    rec.record_features(channels=None, compartment="Nuclei")
+    with pytest.raises(InputError, match="'Labels' were neither made by Segment nor read from"):
+        rec.to_config(tmp_path / "out")
 
 
 def test_a_new_labels_layer_is_what_the_label_choosers_take(make_napari_viewer):

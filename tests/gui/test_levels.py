@@ -128,6 +128,7 @@ def test_the_recorder_gives_the_level_and_refuses_steps_at_two(tmp_path):
     with pytest.raises(InputError, match=r"different resolution levels \(segment at 1, mesh at 0, features"):
         rec.to_config(tmp_path / "out")
     rec.record_segment(method="watershed", params={}, channel="DAPI")  # all at 0 again
+    rec.record_mesh(smooth=5, decimate=None)
     rec.record_features(channels=None, compartment="Nuclei")
     assert rec.to_config(tmp_path / "out").input.level == 0
 

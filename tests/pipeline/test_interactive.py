@@ -153,6 +153,23 @@ def test_session_tables_of_meshes_only_are_those_of_a_run_with_a_mesh_step():
     assert session_tables(None, None, metadata=field.metadata()) == {}
 
 
+def test_session_field_names_an_hdf5_dataset_and_a_series_as_a_run_does(tmp_path):
+    """An HDF5 dataset is named by its file, as a run names it (the app's export said ``raw``, the
+    run ``nuclei_1135.h5``: the tables did not join) (QA)."""
+    import h5py
+
+    from dls_microscopy.pipeline.fields import discover_fields
+
+    path = tmp_path / "nuclei 1135.h5"
+    with h5py.File(path, "w") as f:
+        f["raw"] = np.zeros((4, 8, 8), np.uint8)
+    run = discover_fields(f"{path}:/raw")[0]
+    assert run.image_id == "nuclei_1135.h5"
+    assert session_field(source=f"{path}:/raw", name="raw").image_id == run.image_id
+    assert session_field(source=f"{path}:/raw", name="raw", time_point=1).image_id == "nuclei_1135.h5_t1"
+    assert session_field(source="/data/multi.lif", name="x", series=2).image_id == "multi.lif_s2"
+
+
 def test_measure_volumes_equals_features_command(sample, tmp_path):
     """The GUI's table is the table of ``dls-microscopy features`` on the same data."""
     from dls_microscopy.io import write_ome_zarr
@@ -241,6 +258,8 @@ def test_session_recorder_builds_a_config_that_round_trips(tmp_path):
     assert again.compute.memory_budget == "512MB" and again.compute.device == "cpu"
     assert again.input.path == str(tmp_path / "img.ome.zarr")
     rec.record_segment(method="watershed", params={"no_such": 1}, channel=None)
+    rec.record_mesh(smooth=5, decimate=None)  # the steps on these labels: the pipeline's
+    rec.record_features(channels=None, compartment="Nuclei")
     with pytest.raises(Exception, match=r"no_such|unknown parameter"):
         rec.to_config(tmp_path / "out")
 
@@ -266,6 +285,85 @@ def test_a_memory_budget_of_zero_is_refused_and_an_invalid_setting_is_named(samp
     assert "pydantic" not in said and "validation error" not in said and "input_value" not in said
 
 
+def test_session_recorder_saves_paths_opened_relative_to_the_apps_folder_as_absolute(tmp_path, monkeypatch):
+    """``dls-microscopy gui sample/x.ome.tif``: the pipeline read input.path against its own folder
+    and found no image (QA)."""
+    from dls_microscopy.pipeline.config import dump_config, load_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "net.pt").write_bytes(b"")
+    rec = SessionRecorder()
+    rec.set_input("sample/x.ome.tif")
+    rec.record_segment(method="watershed", params={}, channel=None)
+    (tmp_path / "elsewhere").mkdir()
+    saved = dump_config(rec.to_config("out"), tmp_path / "elsewhere" / "pipeline.yaml")
+    cfg = load_config(saved)
+    assert cfg.input.path == str(tmp_path / "sample" / "x.ome.tif")
+    assert cfg.output.path == str(tmp_path / "elsewhere" / "out")  # beside the pipeline, as the tab says
+    rec.set_input("crops/a.h5:/raw")
+    rec.record_segment(method="watershed", params={}, channel=None)
+    assert rec.to_config("out").input.path == f"{tmp_path / 'crops' / 'a.h5'}:/raw"
+    rec.record_embeddings(["models/net.pt", "no-such-name"])  # a model file; a name stays one
+    assert rec.embeddings == {"model": [str(tmp_path / "models" / "net.pt"), "no-such-name"]}
+
+
+def test_session_recorder_saves_the_segmentation_of_the_labels_measured_not_the_latest(tmp_path):
+    """Segment as nuclei_a (6 µm), then as nuclei_b (12 µm), measure nuclei_a: the pipeline said
+    12 µm, and its run found 147 objects where the table had 291 (QA)."""
+    rec = SessionRecorder()
+    rec.set_input(tmp_path / "img.ome.tif")
+    a = rec.record_segment(method="watershed", params={"diameter_um": 6.0}, channel="DAPI", labels="nuclei_a")
+    rec.set_input(tmp_path / "other.ome.tif")
+    b = rec.record_segment(
+        method="watershed", params={"diameter_um": 12.0}, channel="DAPI", level=1, labels="nuclei_b"
+    )
+    assert rec.to_config("out").steps.segment.params["diameter_um"] == 12.0  # segment alone: the latest
+    rec.use_segmentation(a, labels="nuclei_a")
+    rec.record_features(channels=None, compartment="Nuclei")
+    cfg = rec.to_config("out")
+    assert cfg.steps.segment.params["diameter_um"] == 6.0 and cfg.input.level == 0
+    assert cfg.input.path == str(tmp_path / "img.ome.tif")  # the image nuclei_a was made of
+    # meshes of the other labels: no one pipeline makes both
+    rec.use_segmentation(b, labels="nuclei_b")
+    rec.record_mesh(smooth=5, decimate=None, level=1)
+    with pytest.raises(
+        InputError, match=r"Meshes were made of the labels 'nuclei_b' and Features measured 'nuclei_a'"
+    ):
+        rec.to_config("out")
+    rec.use_segmentation(a, labels="nuclei_a")
+    rec.record_mesh(smooth=5, decimate=None)
+    assert rec.to_config("out").steps.names() == ["segment", "mesh", "features"]
+    # a layer segmented again under its name: the meshes keep the segmentation they were made of
+    rec.record_segment(method="watershed", params={"diameter_um": 9.0}, channel="DAPI", labels="nuclei_a")
+    rec.record_features(channels=None, compartment="Nuclei")
+    with pytest.raises(InputError, match="made differently"):
+        rec.to_config("out")
+
+
+def test_session_recorder_refuses_labels_no_pipeline_makes_with_the_reason(tmp_path):
+    """Features on an HDF5 file's labels: the pipeline took an earlier segmentation silently, or said
+    the image was not opened from a file (QA)."""
+    rec = SessionRecorder()
+    rec.set_input(f"{tmp_path / 'nuclei.h5'}:/raw")
+    rec.record_segment(method="watershed", params={}, channel=None)
+    rec.record_unusable_labels("label", "the labels 'label' were read from nuclei.h5:/label")
+    rec.record_features(channels=None, compartment="Nuclei")
+    assert rec.steps() == ["features"]  # not the segmentation, which the features did not use
+    with pytest.raises(InputError, match=r"^the labels 'label' were read from nuclei.h5:/label"):
+        rec.to_config("out")
+    empty = SessionRecorder()  # nothing opened from a file either: the labels' reason comes first
+    empty.record_unusable_labels("drawn", "the labels 'drawn' were neither made by Segment")
+    empty.record_features(channels=None, compartment="Nuclei")
+    with pytest.raises(InputError, match="neither made by Segment"):
+        empty.to_config("out")
+    # a key of another session's recorder: no settings to save
+    rec.use_segmentation("nuclei#7", labels="nuclei")
+    rec.record_features(channels=None, compartment="Nuclei")
+    with pytest.raises(InputError, match="segmented in another session"):
+        rec.to_config("out")
+
+
 def test_session_recorder_gives_the_voxel_size_set_in_the_app_as_input_spacing(tmp_path):
     rec = SessionRecorder()
     rec.set_input(tmp_path / "stack.tif")
@@ -281,6 +379,7 @@ def test_session_recorder_gives_the_voxel_size_set_in_the_app_as_input_spacing(t
     with pytest.raises(InputError, match=r"segment: the file's; features: 2 × 0.5 × 0.5 µm"):
         rec.to_config(tmp_path / "out")
     rec.record_existing_labels("truth")  # the file's labels measured: the segmentation is dropped
+    rec.record_features(channels=None, compartment="Nuclei", spacing=[2.0, 0.5, 0.5])
     assert rec.to_config(tmp_path / "out").input.spacing == [2.0, 0.5, 0.5]
 
 

@@ -197,6 +197,7 @@ class FeaturesWidget(TaskWidget):
                 name=images[0].name,
                 plate=meta.get("dls_plate"),
                 time_point=time_point,
+                series=int(meta.get("dls_series") or 0),
             )
             table = measure_volumes(
                 image,

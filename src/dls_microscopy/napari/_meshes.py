@@ -80,6 +80,7 @@ class MeshesWidget(TaskWidget):
                 name=layer.name,
                 plate=meta.get("dls_plate"),
                 time_point=time_point,
+                series=int(meta.get("dls_series") or 0),
             )
             return meshes, field, spacing_of()
 

@@ -297,15 +297,14 @@ class SegmentWidget(TaskWidget):
             kwargs["metadata"]["dls_level"] = level  # Meshes and Features pair them with this level
             kwargs["metadata"]["dls_labels_path"] = str(result.path)
             kwargs["metadata"]["dls_time_index"] = list(index)  # a time series: the point segmented
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-            self.viewer.add_labels(data, **kwargs)
             rec = self.state.recorder
             if meta.get("dls_source"):
                 rec.set_input(
                     meta.get("dls_plate") or meta["dls_source"], series=int(meta.get("dls_series", 0))
                 )
-            rec.record_segment(
+            # the layer names its segmentation: Meshes and Features record the one that made
+            # the labels they use, not the latest (two label names, two diameters)
+            kwargs["metadata"]["dls_segmented"] = rec.record_segment(
                 method=method,
                 params=params,
                 channel=channel,
@@ -313,7 +312,11 @@ class SegmentWidget(TaskWidget):
                 memory_budget=budget,
                 spacing=spacing,
                 level=level,
+                labels=name,
             )
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            self.viewer.add_labels(data, **kwargs)
             self.state.changed("steps")
             note = " (temporary: keep them with File > Save Selected Layers)" if self.state.temporary else ""
             at = f" at resolution level {level}" if level else ""

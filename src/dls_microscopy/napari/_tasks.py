@@ -433,18 +433,47 @@ class TaskWidget(QScrollArea):
 
 
 def record_labels_used(recorder: Any, layer: Any) -> None:
-    """Record where the labels a step worked on came from, for the saved pipeline.
+    """Record where the labels a step works on came from, for the saved pipeline.
 
-    Labels read from the input file (``dls_label``: an NGFF label image) make the pipeline
-    read them too: the input is that file, ``input.labels`` names them, and an earlier
-    segmentation is no longer what the steps used.  Labels of a segmentation keep it.
+    Labels of Segment (``dls_segmented``: the recorder's key) make the pipeline's segment
+    step that segmentation, whichever was run last.  Labels read from the input file
+    (``dls_label``: an NGFF label image of an OME-Zarr store) make the pipeline read them
+    too: the input is that file, ``input.labels`` names them.  Any other labels (an HDF5
+    dataset, a TIFF file, drawn in napari) no pipeline can make: the Pipeline tab says why.
     """
     meta = layer.metadata
-    name, source = meta.get("dls_label"), meta.get("dls_plate") or meta.get("dls_source")
-    if not name or not source:
+    if meta.get("dls_segmented"):
+        recorder.use_segmentation(meta["dls_segmented"], labels=layer.name)
         return
-    recorder.set_input(source, series=int(meta.get("dls_series", 0)))
-    recorder.record_existing_labels(name)
+    name, source = meta.get("dls_label"), meta.get("dls_plate") or meta.get("dls_source")
+    if name and source:
+        recorder.set_input(source, series=int(meta.get("dls_series", 0)))
+        recorder.record_existing_labels(name, labels=layer.name)
+        return
+    recorder.record_unusable_labels(layer.name, _unusable_labels(layer.name, source))
+
+
+def _unusable_labels(name: str, source: str | None) -> str:
+    """Why labels ``name`` (read from ``source``, or made in napari) cannot be part of a pipeline."""
+    how = (
+        "convert the image with its labels to OME-Zarr (dls-microscopy convert IMAGE OUT.ome.zarr "
+        f"--labels {_label_word(name)}={source or 'LABELS'}), open that and use its labels, or "
+        "segment the image in the Segment tab"
+    )
+    if source:
+        return (
+            f"the labels '{name}' were read from {source}, and a pipeline reads labels only from "
+            f"an OME-Zarr input (input.labels names one of its label images): {how}"
+        )
+    return (
+        f"the labels '{name}' were neither made by Segment nor read from the image's OME-Zarr "
+        f"store, so no pipeline can make them: save them as a file, {how}"
+    )
+
+
+def _label_word(name: str) -> str:
+    """A label image name for ``convert --labels`` from a layer's name (``labels/0`` → ``0``)."""
+    return name.rsplit("/", 1)[-1].replace(" ", "_") or "labels"
 
 
 def labelled(text: str, widget: QWidget) -> QWidget:

@@ -24,7 +24,7 @@ from typing import Any
 
 from dls_microscopy.errors import InputError, InputNotFoundError
 
-__all__ = ["FieldSpec", "discover_fields", "plate_field"]
+__all__ = ["FieldSpec", "discover_fields", "image_id_of", "plate_field"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -120,8 +120,22 @@ def _expand(path: str, series: int) -> list[FieldSpec]:
         if layout.n_fields == 0:
             raise InputError("the plate has no fields", path=file_path)
         return _plate_fields(Path(file_path), layout)
-    name = Path(file_path).name + (f"_s{series}" if series else "")
-    return [FieldSpec(key=_safe(name), source=path, series=series, image_id=_safe(name))]
+    name = image_id_of(path, series)
+    return [FieldSpec(key=name, source=path, series=series, image_id=name)]
+
+
+def image_id_of(path: str | os.PathLike[str], series: int = 0) -> str:
+    """``Metadata_ImageID`` (and field key) of one image that is not a plate's field.
+
+    The file's name, with ``_sN`` for a series other than the first; an HDF5 dataset
+    (``file.h5:/raw``) is named by its file, as every dataset of the file is one input.
+    The desktop app names the image it measures with this too, so that its tables join a
+    run's.
+    """
+    from dls_microscopy.io import split_dataset_path
+
+    file_path, _ = split_dataset_path(os.fspath(path))
+    return _safe(Path(file_path).name + (f"_s{series}" if series else ""))
 
 
 def plate_field(plate: str | os.PathLike[str], source: str | os.PathLike[str]) -> FieldSpec | None:

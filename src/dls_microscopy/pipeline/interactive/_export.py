@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dls_microscopy.errors import InputError, OutputError
-from dls_microscopy.pipeline.fields import FieldSpec
+from dls_microscopy.pipeline.fields import FieldSpec, image_id_of
 from dls_microscopy.pipeline.interactive._meshes import MeshSet
 
 __all__ = [
@@ -110,6 +110,7 @@ def session_field(
     name: str,
     plate: str | os.PathLike[str] | None = None,
     time_point: int | None = None,
+    series: int = 0,
 ) -> FieldSpec:
     """The field a GUI session works on, named as a pipeline run names it.
 
@@ -124,6 +125,8 @@ def session_field(
         those of a run on the plate (:func:`~dls_microscopy.pipeline.fields.plate_field`).
     time_point : int, optional
         The time point of a time series shown (image ids end in ``_tN``, as in a run).
+    series : int
+        The series of a multi-series file ``source`` is (``_sN``, as in a run).
     """
     suffix = f"_t{time_point}" if time_point is not None else ""
     if plate and source:
@@ -132,8 +135,11 @@ def session_field(
         spec = plate_field(plate, source)
         if spec is not None:
             return dataclasses.replace(spec, image_id=spec.image_id + suffix, time_point=time_point)
-    image_id = (Path(source).name if source else name) + suffix
-    return FieldSpec(key=image_id, source=str(source or ""), image_id=image_id, time_point=time_point)
+    # an HDF5 dataset (file.h5:/raw) is named by its file, as a run names it: image_id_of
+    image_id = (image_id_of(source, series) if source else name) + suffix
+    return FieldSpec(
+        key=image_id, source=str(source or ""), series=series, image_id=image_id, time_point=time_point
+    )
 
 
 def session_tables(
