@@ -284,3 +284,20 @@ def test_embedding_determinism_after_a_viewer_does_not_crash():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+
+
+def test_writer_writes_the_full_resolution_level_of_naparis_multiscale_data(tmp_path):
+    """napari hands a MultiScaleData (no list): the coarsest level was written at level 0's scale."""
+    from napari.layers._multiscale_data import MultiScaleData
+
+    from dls_microscopy.io import open_volume
+
+    full = np.zeros((8, 32, 32), np.uint16)
+    full[2:6, 4:20, 4:20] = 3
+    data = MultiScaleData([full, full[:, ::2, ::2], full[:, ::4, ::4]])
+    (written,) = write_labels_layer(
+        str(tmp_path / "ms.zarr"), data, {"scale": (1.0, 0.5, 0.5), "metadata": {}}
+    )
+    vol = open_volume(written)
+    assert vol.spacing == (1.0, 0.5, 0.5)
+    np.testing.assert_array_equal(vol.load(), full)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,9 @@ def write_labels_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     from dls_microscopy.io.zarr_write import write_label_image, write_labels
 
     target = Path(path)
-    if isinstance(data, list | tuple):  # multiscale: the full-resolution level
+    # multiscale: the full-resolution level.  napari hands a MultiScaleData, a Sequence but
+    # no list: taken whole, the coarsest level was written with the finest level's scale
+    if isinstance(data, Sequence):
         data = data[0]
     if hasattr(data, "to_dask"):  # our lazy LevelView
         data = data.to_dask()
