@@ -301,3 +301,23 @@ def test_writer_writes_the_full_resolution_level_of_naparis_multiscale_data(tmp_
     vol = open_volume(written)
     assert vol.spacing == (1.0, 0.5, 0.5)
     np.testing.assert_array_equal(vol.load(), full)
+
+
+def test_a_refusal_is_logged_in_one_line_and_a_bug_with_its_traceback(caplog, tmp_path):
+    """In plain napari no logging is set up: a warning's traceback reached the console (plugin QA)."""
+    import logging
+
+    from dls_microscopy.errors import InputError
+    from dls_microscopy.napari._reader import _read
+    from dls_microscopy.napari._tasks import _log_failure
+
+    with caplog.at_level(logging.WARNING):
+        _log_failure("Segment: %s", InputError("a 3D layer is needed"))
+        _log_failure("Segment: %s", RuntimeError("a bug"))
+        (tmp_path / "x.zarr").mkdir()
+        with pytest.raises(InputError):
+            _read(str(tmp_path / "x.zarr"))
+    by_message = {r.getMessage(): r.exc_info for r in caplog.records}
+    assert by_message["Segment: a 3D layer is needed"] is None
+    assert by_message["Segment: a bug"] is not None
+    assert by_message[f"DLS Microscopy cannot open {tmp_path / 'x.zarr'}"] is None

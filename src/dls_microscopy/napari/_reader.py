@@ -37,5 +37,7 @@ def _read(path: str | Sequence[str]) -> list[LayerData]:
     try:
         return read_path(path)
     except DlsError:
-        log.warning("DLS Microscopy cannot open %s", path, exc_info=True)
+        # one line: napari shows the error itself; the traceback only for debugging
+        log.warning("DLS Microscopy cannot open %s", path)
+        log.debug("traceback", exc_info=True)
         raise

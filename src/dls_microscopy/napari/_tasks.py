@@ -249,7 +249,7 @@ class TaskWidget(QScrollArea):
             try:
                 action()
             except Exception as exc:  # shown to the user, never a crash of the event loop
-                log.warning("%s: %s", type(self).__name__, exc, exc_info=True)
+                _log_failure(f"{type(self).__name__}: %s", exc)
                 self.status.setText(f"error: {exc}")
 
         return slot
@@ -411,7 +411,7 @@ class TaskWidget(QScrollArea):
             self.status.setText("cancelled")
         else:
             self.status.setText(f"error: {exc}")
-            log.warning("%s failed: %s", type(self).__name__, exc, exc_info=exc)
+            _log_failure(f"{type(self).__name__} failed: %s", exc)
 
     def _finished(self) -> None:
         aborted = self.worker is not None and self.worker.abort_requested
@@ -527,3 +527,20 @@ def shown_volume(viewer: Any, layer: Any) -> tuple[list[Any], tuple[int, ...]]:
     shape = levels[0].shape
     index = tuple(int(np.clip(round(float(p)), 0, shape[i] - 1)) for i, p in enumerate(position[:lead]))
     return [lv[index] for lv in levels], index
+
+
+def _log_failure(message: str, exc: BaseException) -> None:
+    """Log a task's failure: one line for the user's mistakes, the traceback for our bugs.
+
+    In plain napari no logging is configured, and Python's last-resort handler prints a
+    warning's traceback to the console: a refusal ("a 3D layer is needed") must not read
+    as a crash there.  Our errors (:class:`~dls_microscopy.errors.DlsError`) keep their
+    traceback at DEBUG; anything else is a bug, whose traceback is what a report needs.
+    """
+    from dls_microscopy.errors import DlsError
+
+    if isinstance(exc, DlsError):
+        log.warning(message, exc)
+        log.debug("traceback", exc_info=exc)
+    else:
+        log.warning(message, exc, exc_info=exc)
