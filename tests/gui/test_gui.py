@@ -844,3 +844,19 @@ def test_closing_the_window_or_quitting_cancels_the_running_task(make_napari_vie
     assert isinstance(blocker.args[0], CancelledError)
     widget._cancel_for_exit()  # nothing running: nothing to do
     assert widget.status.text() == "cancelled"
+
+
+def test_the_window_registry_is_reached_through_naparis_proxy_without_a_warning(make_napari_viewer):
+    """Plugin widgets get napari's PublicOnlyProxy: two FutureWarnings printed per task (plugin QA)."""
+    import warnings
+
+    from napari.utils._proxies import PublicOnlyProxy
+
+    from dls_microscopy.napari._tasks import _window_private
+
+    proxied = PublicOnlyProxy(make_napari_viewer())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = [_window_private(proxied, n) for n in ("_register_task_status", "_update_task_status")]
+    assert all(callable(f) for f in found)
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]

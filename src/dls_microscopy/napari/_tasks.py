@@ -335,7 +335,7 @@ class TaskWidget(QScrollArea):
         napari's private API (``Window._register_task_status``): without it (another napari,
         a viewer without a window), the task is cancelled when the application quits only.
         """
-        register = getattr(getattr(self.viewer, "window", None), "_register_task_status", None)
+        register = _window_private(self.viewer, "_register_task_status")
         if register is None:
             return None
         try:
@@ -354,7 +354,7 @@ class TaskWidget(QScrollArea):
     def _napari_done(self) -> None:
         """Tell napari's window that the task ended (see :meth:`_tell_napari`)."""
         status_id, self._status_id = self._status_id, None
-        update = getattr(getattr(self.viewer, "window", None), "_update_task_status", None)
+        update = _window_private(self.viewer, "_update_task_status")
         if status_id is None or update is None:
             return
         try:
@@ -544,3 +544,17 @@ def _log_failure(message: str, exc: BaseException) -> None:
         log.debug("traceback", exc_info=exc)
     else:
         log.warning(message, exc, exc_info=exc)
+
+
+def _window_private(viewer: Any, name: str) -> Any:
+    """The viewer window's private method ``name``, or None; without napari's FutureWarning.
+
+    napari's viewer proxy warns on every private access ("will be unavailable no earlier
+    than 0.10.0"), which printed two warnings per task in plain napari.  Where the
+    method is gone, the caller falls back to cancelling at quit.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return getattr(getattr(viewer, "window", None), name, None)
