@@ -739,6 +739,27 @@ def test_a_2d_time_series_is_refused_as_a_2d_image_is(make_napari_viewer, tmp_pa
     assert not seg.state.recorder.steps()
 
 
+def test_an_rgb_layer_and_a_2d_layer_of_another_reader_are_refused_in_words(make_napari_viewer):
+    """A (Z, Y, X, 3) RGB layer was read as 48 channels ("choose one with channel=/--channel");
+    a 2D layer not from our reader said "(axes ?, shape ...)" (plugin QA)."""
+    from dls_microscopy.napari._segment import SegmentWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((48, 16, 16, 3), np.uint8), rgb=True, name="colour")
+    viewer.add_image(np.zeros((16, 16), np.uint16), name="flat")
+    seg = SegmentWidget(viewer)
+    seg.set_param("diameter_um", 3.0)
+    said = {}
+    for name in ("colour", "flat"):
+        seg.image.setCurrentText(name)
+        seg.run_button.click()
+        assert not seg.running
+        said[name] = seg.status.text()
+    assert "'colour' is an RGB layer" in said["colour"] and "Split RGB" in said["colour"], said
+    assert "channel=/--channel" not in said["colour"]
+    assert "'flat' is a 2D image (shape 16 × 16)" in said["flat"] and "?" not in said["flat"], said
+
+
 def test_cancel_stops_the_diameter_estimate_and_keeps_the_diameter_typed(
     make_napari_viewer, qtbot, small_sample, monkeypatch
 ):

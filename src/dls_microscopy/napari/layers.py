@@ -94,15 +94,21 @@ def not_a_volume(layer: Any) -> str | None:
     volume_from_layer`), naming the axes, so that a 2D time series is not read as a volume
     with time as depth.
     """
+    if getattr(layer, "rgb", False):  # its last axis is colour: read as channels, z went missing
+        return (
+            f"{layer.name!r} is an RGB layer: its colours are not channels of a stain; split it "
+            "(right-click the layer > Split RGB) and choose the channel that shows the nuclei"
+        )
     if is_volume_layer(layer):
         return None
     axes = layer_axes(layer) or ""
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     shape = " × ".join(str(int(n)) for n in data.shape)
     kind = "a 2D time series" if "t" in axes else "a 2D image"
+    known = f"axes {', '.join(axes)}, " if axes else ""  # a layer our reader did not make: unknown
     return (
-        f"a 3D layer is needed (Z, Y, X): {layer.name!r} is {kind} (axes {', '.join(axes) or '?'}, "
-        f"shape {shape}) with no z axis; open a z-stack"
+        f"a 3D layer is needed (Z, Y, X): {layer.name!r} is {kind} ({known}shape {shape}) with no "
+        "z axis; open a z-stack"
     )
 
 
