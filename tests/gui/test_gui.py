@@ -881,3 +881,16 @@ def test_the_window_registry_is_reached_through_naparis_proxy_without_a_warning(
         found = [_window_private(proxied, n) for n in ("_register_task_status", "_update_task_status")]
     assert all(callable(f) for f in found)
     assert not [w for w in caught if issubclass(w.category, FutureWarning)], [str(w.message) for w in caught]
+
+
+def test_saving_labels_that_do_not_fit_the_image_says_why(make_napari_viewer, tmp_path):
+    """layer.save returned [] and napari warned "not a valid writer": the reason was lost (plugin QA)."""
+    from dls_microscopy.errors import OutputError
+    from dls_microscopy.io import write_ome_zarr
+
+    image = write_ome_zarr(np.zeros((4, 16, 16), np.uint16), tmp_path / "img.ome.zarr", spacing=(1, 1, 1))
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(np.ones((4, 8, 8), np.uint16), name="small")
+    with pytest.raises(OutputError, match=r"cannot save the labels layer: .*shape"):
+        layer.save(str(image / "labels" / "small"), plugin="dls-microscopy")
+    assert not (image / "labels").exists()

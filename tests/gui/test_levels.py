@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from dls_microscopy.errors import InputError
+from dls_microscopy.errors import InputError, OutputError
 
 
 def _layer(levels, scale, *, translate=(0.0, 0.0, 0.0), metadata=None):
@@ -179,7 +179,7 @@ def test_labels_of_a_level_are_not_saved_into_the_images_store(pyramid):
     from dls_microscopy.napari._writer import write_labels_layer
 
     meta = {"name": "coarse", "scale": (1.0, 1.0, 1.0), "metadata": {"dls_level": 1}}
-    with pytest.raises(InputError, match="labels of resolution level 1 go to a label image of their own"):
+    with pytest.raises(OutputError, match="labels of resolution level 1 go to a label image of their own"):
         write_labels_layer(str(pyramid / "labels" / "coarse"), np.ones((21, 50, 50), np.uint16), meta)
     assert not (pyramid / "labels").exists()
 

@@ -148,9 +148,10 @@ def test_writer_writes_ngff_labels_that_readers_open(tmp_path):
 
 
 def test_writer_rejects_float_layers(tmp_path):
-    from dls_microscopy.errors import InputError
+    from dls_microscopy.errors import OutputError
 
-    with pytest.raises(InputError, match="integers"):
+    # an OutputError: napari takes a writer's ValueError for "not a valid writer" and drops it
+    with pytest.raises(OutputError, match="cannot save the labels layer: labels must be integers"):
         write_labels_layer(str(tmp_path / "x.zarr"), np.zeros((4, 4, 4), np.float32), {"scale": (1, 1, 1)})
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from dls_microscopy.errors import InputError
+from dls_microscopy.errors import InputError, OutputError
 
 __all__ = ["write_labels_layer"]
 
@@ -17,6 +17,19 @@ log = logging.getLogger(__name__)
 
 
 def write_labels_layer(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write one labels layer as NGFF labels; return the paths written (see :func:`_write`).
+
+    Refusals are raised as :class:`~dls_microscopy.errors.OutputError`: napari takes any
+    ``ValueError`` (our :class:`~dls_microscopy.errors.InputError`) out of a writer for "not a
+    valid writer for this path", and the reason (a wrong shape, float labels) was lost.
+    """
+    try:
+        return _write(path, data, meta)
+    except InputError as exc:
+        raise OutputError(f"cannot save the labels layer: {exc.reason}", path=exc.path or path) from None
+
+
+def _write(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write one labels layer as NGFF labels; return the paths written.
 
     * ``path`` inside an OME-Zarr image (``image.ome.zarr/labels/NAME``, a
