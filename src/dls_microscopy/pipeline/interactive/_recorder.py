@@ -313,7 +313,9 @@ class SessionRecorder:
         if not path:
             raise InputError(
                 "the image was not opened from a file, so a pipeline cannot name it; "
-                "open the image with File > Open (or `dls-microscopy gui PATH`)"
+                "open the image with File > Open (or `dls-microscopy gui PATH`). Sample data "
+                "from File > Open Sample is made in memory: `dls-microscopy sample DIR` writes "
+                "it as files to open"
             )
         if not self.steps():
             raise InputError("nothing to save yet: run Segment, Meshes or Features first")
