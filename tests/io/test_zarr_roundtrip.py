@@ -369,3 +369,28 @@ def test_labels_stopped_midway_leave_the_store_valid(tmp_path, monkeypatch, vers
     validate_written_store(store, version)
     assert open_volume(store).labels == ("truth",)
     assert sorted(p.name for p in (store / "labels").iterdir() if p.is_dir()) == ["truth"]
+
+
+@pytest.mark.parametrize("version", ["0.5", "0.4"])
+def test_a_label_image_of_its_own_points_at_its_image_or_at_none(tmp_path, version):
+    """A standalone label image recorded NGFF's default source "../../", which is no image (plugin QA)."""
+    from dls_microscopy.io.zarr_write import write_label_image
+
+    lab = np.zeros((4, 16, 16), np.uint16)
+    lab[1:3, 2:8, 2:8] = 1
+
+    def source(path):
+        attrs = zarr.open_group(str(path), mode="r").attrs.asdict()
+        return attrs.get("ome", attrs)["image-label"].get("source")
+
+    alone = write_label_image(lab, tmp_path / "alone.ome.zarr", spacing=(1, 1, 1), version=version)
+    assert source(alone) is None
+    made = write_label_image(
+        lab, tmp_path / "of.ome.zarr", spacing=(1, 1, 1), version=version, source_image="/d/img.ome.zarr"
+    )
+    assert source(made) == {"image": "/d/img.ome.zarr"}
+    inside = write_ome_zarr(
+        lab, tmp_path / "img.ome.zarr", spacing=(1, 1, 1), version=version, labels={"n": lab}
+    )
+    assert source(inside / "labels" / "n") == {"image": "../../"}
+    validate_written_store(alone, version)

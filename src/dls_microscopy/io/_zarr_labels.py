@@ -113,7 +113,8 @@ def write_label_pyramid(
     memory_budget, progress, workers, label
         As :func:`~dls_microscopy.io._zarr_pyramid.write_multiscale`.
     source_image : str, optional
-        Recorded as ``image-label.source.image``.
+        Recorded as ``image-label.source.image``; None keeps NGFF's ``../../`` (labels inside
+        an image), ``""`` records no source (a label image of its own).
     attributes : mapping, optional
         Further attributes of the group, beside NGFF's (``"ome"`` in 0.5): e.g.
         ``{"dls_microscopy": {"segmentation": ...}}``, how the labels were made.
@@ -123,8 +124,10 @@ def write_label_pyramid(
         memory_budget=memory_budget, progress=progress, label=label, workers=workers,
     )  # fmt: skip
     attrs = label_image_attrs(options.version, axes, _level_scales(axes, spacing, factors), name=name)
-    if source_image is not None:
+    if source_image:
         attrs.get("ome", attrs)["image-label"]["source"] = {"image": source_image}
+    elif source_image is not None:  # a label image of its own, of no image: "../../" is nothing
+        attrs.get("ome", attrs)["image-label"].pop("source", None)
     clash = set(attributes or {}) & set(attrs)
     if clash:
         raise ValueError(f"attributes {sorted(clash)} would replace NGFF metadata")

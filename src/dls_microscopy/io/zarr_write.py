@@ -334,7 +334,8 @@ def write_label_image(
 
     Used when the labels cannot go inside the image's own store (a TIFF input,
     or a read-only store).  ``source_image`` is recorded in
-    ``image-label.source.image``.
+    ``image-label.source.image``; without it, there is no ``source`` (NGFF's default,
+    ``../../``, would point at no image).
     """
     vol = labels if isinstance(labels, Volume) else volume_from_array(labels, spacing=spacing)
     if spacing is not None and isinstance(labels, Volume):
@@ -351,7 +352,7 @@ def write_label_image(
             zarr.open_group(store=str(tmp), mode="w", zarr_format=options.zarr_format), data,
             axes=vol.axes, spacing=vol.spacing, factors=factors, options=options, name=final.name,
             memory_budget=memory_budget, progress=progress, workers=workers, label="labels",
-            source_image=source_image, attributes=attributes,
+            source_image=source_image or "", attributes=attributes,
         )  # fmt: skip
         _validate_label_root(tmp, version)
     return final
