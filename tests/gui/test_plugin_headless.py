@@ -322,3 +322,18 @@ def test_a_refusal_is_logged_in_one_line_and_a_bug_with_its_traceback(caplog, tm
     assert by_message["Segment: a 3D layer is needed"] is None
     assert by_message["Segment: a bug"] is not None
     assert by_message[f"DLS Microscopy cannot open {tmp_path / 'x.zarr'}"] is None
+
+
+def test_a_zarr_folder_without_metadata_is_claimed_to_say_what_is_missing(tmp_path):
+    """napari said only "Reader 'dls-microscopy' ... refused the file" (plugin QA)."""
+    from dls_microscopy.errors import InputError
+    from dls_microscopy.napari._reader import napari_get_reader
+
+    (tmp_path / "empty.zarr").mkdir()
+    (tmp_path / "plain").mkdir()
+    assert napari_get_reader(str(tmp_path / "plain")) is None  # any folder: not ours to judge
+    read = napari_get_reader(str(tmp_path / "empty.zarr"))
+    assert read is not None
+    with pytest.raises(InputError) as info:
+        read(str(tmp_path / "empty.zarr"))
+    assert "empty.zarr" in str(info.value)

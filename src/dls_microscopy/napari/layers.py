@@ -66,8 +66,10 @@ def handles_path(path: str | os.PathLike[str] | Sequence[str]) -> bool:
 
     file_path, _ = split_dataset_path(path)
     text = str(file_path).rstrip("/").lower()
-    if file_path.is_dir():
-        return any((file_path / n).exists() for n in ("zarr.json", ".zgroup", ".zattrs"))
+    if file_path.is_dir():  # a .zarr without metadata too: our reader says what is missing
+        return text.endswith(".zarr") or any(
+            (file_path / n).exists() for n in ("zarr.json", ".zgroup", ".zattrs")
+        )
     return text.endswith(_SUFFIXES) and file_path.is_file()
 
 
