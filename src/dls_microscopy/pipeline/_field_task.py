@@ -121,17 +121,23 @@ def _label(item: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _outcome(fut: Any) -> tuple[Any, list[dict[str, Any]]]:
+class NotReady(Exception):
+    """:func:`_outcome` waited ``timeout`` seconds and the field has no result (yet, again)."""
+
+
+def _outcome(fut: Any, timeout: float | None = None) -> tuple[Any, list[dict[str, Any]]]:
     """Result of a done Dask future, or the exception it ended with, and the field's log records.
 
-    Waits if the field is running again.  A field whose worker died has no records.
+    Waits if the field is running again (its result was lost with its worker): for good,
+    or up to ``timeout`` seconds, then raises :class:`NotReady`.  A field whose worker
+    died has no records.
     """
     from concurrent.futures import CancelledError
 
     from distributed import KilledWorker
 
     try:
-        return _unwrap(fut.result())
+        result = fut.result(timeout=timeout)
     except KilledWorker as exc:
         return ClusterError(
             f"field task {fut.key} was running on a worker that died {exc.allowed_failures + 1} times "
@@ -140,7 +146,10 @@ def _outcome(fut: Any) -> tuple[Any, list[dict[str, Any]]]:
     except CancelledError:
         return ClusterError(f"field task {fut.key} was cancelled (the cluster shut down?)"), []
     except Exception as exc:
+        if isinstance(exc, TimeoutError) and timeout is not None and not fut.done():
+            raise NotReady(fut.key) from None  # the wait's timeout, not the field's own error
         records = getattr(exc, _RECORDS_ATTRIBUTE, None) or []
         with contextlib.suppress(AttributeError):
             delattr(exc, _RECORDS_ATTRIBUTE)
         return exc, records
+    return _unwrap(result)

@@ -223,7 +223,8 @@ class ComputeContext:
         from distributed import as_completed
 
         from dls_microscopy.pipeline._field_log import relay_field_log
-        from dls_microscopy.pipeline._field_task import FIELD_RESOURCE, _FieldTask, _label, _outcome
+        from dls_microscopy.pipeline._field_task import FIELD_RESOURCE, _FieldTask, _label
+        from dls_microscopy.pipeline._worker_watch import WorkerWatch
 
         assert self.client is not None
         client = self.client
@@ -246,40 +247,39 @@ class ComputeContext:
         }
         remaining = set(futures)
         done = as_completed(futures, loop=client.loop)
-        no_workers_since: float | None = None
+        watch = WorkerWatch(client, self.lost_workers_timeout, self._wait_text())
+
+        def lost() -> Iterator[tuple[T, R | BaseException]]:
+            error = ClusterError(
+                f"all Dask workers are gone and none came back within {self._wait_text()}; "
+                f"{len(remaining)} of {len(futures)} fields did not finish (worker jobs ended, "
+                "hit their walltime, or cannot start? see the job logs; run again to resume)"
+            )
+            client.cancel(list(remaining))
+            for fut in sorted(remaining, key=lambda f: str(f.key)):
+                yield futures[fut], error
+            remaining.clear()
+
         try:
             while remaining:
                 batch = done.next_batch(block=False)
                 if not batch:
                     # a cluster whose workers are all gone (jobs ended, walltime) never finishes
-                    if client.nthreads():
-                        no_workers_since = None
-                    elif no_workers_since is None:
-                        no_workers_since = time.monotonic()
-                        log.warning(
-                            "all Dask workers are gone (worker jobs ended, cancelled or at their wall "
-                            "time?); %d of %d fields not finished; waiting up to %s for workers",
-                            len(remaining),
-                            len(futures),
-                            self._wait_text(),
-                        )
-                    elif time.monotonic() - no_workers_since > self.lost_workers_timeout:
-                        lost = ClusterError(
-                            f"all Dask workers are gone and none came back within "
-                            f"{self._wait_text()}; {len(remaining)} of {len(futures)} "
-                            "fields did not finish (worker jobs ended or hit their walltime? "
-                            "see the job logs; run again to resume)"
-                        )
-                        client.cancel(list(remaining))
-                        for fut in sorted(remaining, key=lambda f: str(f.key)):
-                            yield futures[fut], lost
-                        remaining.clear()
+                    if watch.expired(len(remaining), len(futures)):
+                        yield from lost()
                         return
                     time.sleep(0.05)
                     continue
                 for fut in batch:
+                    # a result whose worker died before it was gathered is computed again, and
+                    # its result() waited for good for workers that might never come: watched too
+                    while (got := _gathered(fut)) is None:
+                        if watch.expired(len(remaining), len(futures)):
+                            yield from lost()
+                            return
+                    outcome, records = got
                     remaining.discard(fut)
-                    outcome, records = _outcome(fut)
+                    watch.progress()
                     # forget the result on the cluster before handing it over: were its worker
                     # lost now, the scheduler would otherwise run the field a second time
                     fut.release()
@@ -288,6 +288,17 @@ class ComputeContext:
         finally:
             if remaining:
                 client.cancel(list(remaining))
+
+
+def _gathered(fut: Any, wait: float = 0.5) -> tuple[Any, list[dict[str, Any]]] | None:
+    """The outcome of the Dask future ``fut`` (:func:`._field_task._outcome`), or None if it has
+    none after ``wait`` seconds (its result was lost with its worker: computed again)."""
+    from dls_microscopy.pipeline._field_task import NotReady, _outcome
+
+    try:
+        return _outcome(fut, timeout=wait)
+    except NotReady:
+        return None
 
 
 # -- making one --------------------------------------------------------------------------
