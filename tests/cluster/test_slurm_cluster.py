@@ -199,3 +199,18 @@ def test_run_pipeline_on_slurm_equals_local_run(slurm: Path, tmp_path: Path) -> 
     config.write_text(refused.replace("jobs: 2", "queue: nope"))
     assert main(["run", str(config), "--cluster", "slurm", "--no-progress"]) == 2
     assert not (tmp_path / "out-refused").exists()
+
+
+def test_worker_jobs_that_die_at_once_end_the_wait_early_and_say_why(slurm: Path, tmp_path: Path) -> None:
+    """A worker python that does not exist: the job ended within a second, the run waited all of
+    start_timeout and then asked whether the jobs were still queued (HPC QA)."""
+    logs = tmp_path / "job-logs"
+    t0 = time.monotonic()
+    with pytest.raises(ClusterError) as info:
+        with compute_context(_compute(python="/nonexistent/python"), timeout=300, log_directory=logs):
+            pass
+    assert time.monotonic() - t0 < 120  # two looks 10 s apart, not 300 s
+    message = str(info.value)
+    assert "(every worker job ended)" in message, message
+    assert re.search(r"the newest ends: \S+\.err: .*/nonexistent/python.*No such file", message), message
+    assert not _job_ids()

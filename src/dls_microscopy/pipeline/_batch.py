@@ -210,20 +210,42 @@ class _DropMessage(logging.Filter):
 def _wait_for_workers(
     client: Client, n: int, timeout: float, *, kind: str, cluster: Any, log_directory: Path | None
 ) -> None:
-    """Wait until ``n`` workers are connected; fail early when job submission failed."""
+    """Wait until ``n`` workers are connected; fail early when the worker jobs died at once.
+
+    Batch jobs whose worker cannot start (a ``python`` without the package or without
+    ``distributed``) end within a second; the run used to wait all of
+    ``compute.cluster.start_timeout`` (600 s by default) for them, then blamed the queue
+    (HPC QA).  When every job has ended, twice :data:`_ENDED_CHECK` s apart, with nothing
+    connected and a job log that says something, the wait ends there.  The error quotes
+    the end of the newest job log.
+    """
     import time
 
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
+    ended_since: float | None = None
+    next_check = start + _ENDED_CHECK
     while True:
         have = len(client.nthreads())
         if have >= n:
             return
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             break
+        if kind != "local" and now >= next_check:
+            next_check = now + _ENDED_CHECK
+            if _all_jobs_ended(kind, cluster) and _job_log_tail(log_directory):
+                if ended_since is not None:
+                    break
+                ended_since = now
+            else:
+                ended_since = None
         time.sleep(0.2)
-    msg = f"only {have} of {n} Dask worker(s) connected within {timeout:g} s"
+    waited = time.monotonic() - start
+    shown = f"{timeout:g}" if waited >= timeout else f"{waited:.0f}"
+    msg = f"only {have} of {n} Dask worker(s) connected within {shown} s"
     if kind != "local":
-        msg += " (compute.cluster.start_timeout)"
+        msg += " (compute.cluster.start_timeout)" if waited >= timeout else " (every worker job ended)"
         ids = _job_ids(cluster)
         states = _job_states(kind, ids)
         if states:
@@ -232,8 +254,42 @@ def _wait_for_workers(
             msg += f"; no job was submitted ({_SUBMIT_COMMAND[kind]} failed? see the log above)"
         if log_directory is not None:
             msg += f"; job logs in {log_directory}"
-        msg += " (jobs still queued? check the queue, cores, memory and walltime in compute.cluster)"
+        tail = _job_log_tail(log_directory)
+        if tail:
+            msg += f"; the newest ends: {tail}"
+        msg += " (jobs still queued? check the queue, cores, memory and walltime in compute.cluster"
+        msg += "; a worker that cannot start: check compute.cluster.python)"
     raise ClusterError(msg)
+
+
+#: Seconds between two looks at the worker jobs' states while waiting for workers.
+_ENDED_CHECK = 10.0
+
+
+def _all_jobs_ended(kind: str, cluster: Any) -> bool:
+    """Whether every worker job submitted so far is no longer known to the queue as live."""
+    ids = _job_ids(cluster)
+    states = _job_states(kind, ids)
+    return bool(ids) and bool(states) and all(s.startswith("finished or unknown") for s in states.values())
+
+
+def _job_log_tail(log_directory: Path | None, lines: int = 3) -> str:
+    """The last ``lines`` lines of the newest non-empty job error log (``*.err``), or ``""``."""
+    if log_directory is None:
+        return ""
+    try:
+        logs = [p for p in Path(log_directory).glob("*.err") if p.stat().st_size]
+    except OSError:
+        return ""
+    if not logs:
+        return ""
+    newest = max(logs, key=lambda p: p.stat().st_mtime)
+    try:
+        text = newest.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    kept = [ln.strip()[:200] for ln in text.splitlines() if ln.strip()][-lines:]
+    return f"{newest.name}: " + " | ".join(kept) if kept else ""
 
 
 def _job_ids(cluster: Any) -> list[str]:
