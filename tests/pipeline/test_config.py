@@ -85,6 +85,19 @@ def test_yaml_round_trip(tmp_path):
         (GOOD + "compute:\n  workers: many\n", "compute.workers", 13, "integer"),
         (GOOD + "compute:\n  memory_budget: lots\n", "compute.memory_budget", 13, "memory size"),
         (GOOD + "compute:\n  cluster:\n    walltime: '1h'\n", "compute.cluster.walltime", 14, "HH:MM:SS"),
+        # accepted, then Slurm's to judge (99:99:99) or read as no limit (00:00:00) (HPC QA)
+        (
+            GOOD + "compute:\n  cluster:\n    walltime: '99:99:99'\n",
+            "compute.cluster.walltime",
+            14,
+            "59 minutes",
+        ),
+        (
+            GOOD + "compute:\n  cluster:\n    walltime: '00:00:00'\n",
+            "compute.cluster.walltime",
+            14,
+            "longer than",
+        ),
         (GOOD + "compute:\n  cluster:\n    kind: lsf\n", "compute.cluster.kind", 14, "slurm"),
         (
             GOOD + "compute:\n  cluster:\n    start_timeout: 0\n",

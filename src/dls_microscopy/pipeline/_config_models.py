@@ -268,6 +268,12 @@ class ClusterConfig(_Section):
     def _walltime(cls, value: str) -> str:
         if not _WALLTIME.match(value):
             raise ValueError(f"wall time must be HH:MM:SS or D-HH:MM:SS, got {value!r}")
+        *_, minutes, seconds = (int(part) for part in value.replace("-", ":").split(":"))
+        if minutes > 59 or seconds > 59:
+            raise ValueError(f"wall time {value!r} has more than 59 minutes or seconds (HH:MM:SS)")
+        if not any(int(part) for part in value.replace("-", ":").split(":")):
+            # Slurm reads 0 as no limit at all: not what a zero was meant to say
+            raise ValueError("wall time must be longer than 00:00:00")
         return value
 
     @model_validator(mode="after")
