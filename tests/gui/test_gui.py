@@ -873,7 +873,7 @@ def test_the_window_registry_is_reached_through_naparis_proxy_without_a_warning(
 
     from napari.utils._proxies import PublicOnlyProxy
 
-    from dls_microscopy.napari._tasks import _window_private
+    from dls_microscopy.napari._task_helpers import window_private as _window_private
 
     proxied = PublicOnlyProxy(make_napari_viewer())
     with warnings.catch_warnings(record=True) as caught:

@@ -310,7 +310,7 @@ def test_a_refusal_is_logged_in_one_line_and_a_bug_with_its_traceback(caplog, tm
 
     from dls_microscopy.errors import InputError
     from dls_microscopy.napari._reader import _read
-    from dls_microscopy.napari._tasks import _log_failure
+    from dls_microscopy.napari._task_helpers import log_failure as _log_failure
 
     with caplog.at_level(logging.WARNING):
         _log_failure("Segment: %s", InputError("a 3D layer is needed"))

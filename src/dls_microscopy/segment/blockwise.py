@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -42,13 +41,12 @@ import zarr
 
 from dls_microscopy._allocator import bound_allocator, release_memory
 from dls_microscopy.blocks import BlockPlan, ProgressCallback, run_parallel
-from dls_microscopy.channels import channel_index
-from dls_microscopy.errors import InputError
 
 # Planning and the passes live in their own modules.  The orchestrator calls them through
 # this module's names, so patching ``blockwise._stitch`` or ``blockwise._relabelled`` (as
 # ``benchmarks/run_segment.py`` does to time the passes) hits the code that runs; the
 # names also stay importable from here.
+from dls_microscopy.segment._blockwise_inputs import check_diameter_against_the_image, select_image
 from dls_microscopy.segment._blockwise_plan import (  # noqa: F401 - re-exported
     ENGINE_BYTES_PER_VOXEL,
     INTRA_BLOCK_EFFICIENCY,
@@ -96,10 +94,6 @@ BEYOND_HALO_WARNING = 0.01
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
 
-#: A diameter of fewer lateral voxels than this is warned about (the watershed's smoothing,
-#: seeds and surface level need a few voxels per nucleus).
-_FEW_VOXELS = 3
-
 
 @dataclasses.dataclass
 class BlockwiseResult:
@@ -132,74 +126,6 @@ class BlockwiseResult:
     plan: BlockPlan
     seam_qc: dict[str, Any]
     timings: dict[str, float]
-
-
-def select_image(
-    volume: Volume, *, channel: int | str | None = None, time_point: int | None = None
-) -> Volume:
-    """The single 3D (z, y, x) image to segment from a possibly multi-channel, timed volume."""
-    vol = volume.at_time_point(time_point)
-    if "c" in vol.axes:
-        if channel is None and vol.n_channels > 1:
-            raise InputError(
-                f"the image has {vol.n_channels} channels ({', '.join(vol.channel_names)}); "
-                "choose one with channel=/--channel",
-                path=vol.source,
-            )
-        vol = vol.select(c=channel if channel is not None else 0)
-    elif channel is not None:
-        # the one channel answers to what it would in a channel axis: 0, -1, "0", its
-        # name in any case, its column spelling (channel0 for channel_0)
-        names = vol.channel_names[:1] or ("channel_0",)
-        try:
-            channel_index(channel, names, vol.source)
-        except InputError:
-            raise InputError(
-                f"the image has a single channel ({names[0]}); channel {channel!r} does not exist",
-                path=vol.source,
-            ) from None
-    return vol.require_spatial_ndim(3)
-
-
-def _check_diameter_against_the_image(segmenter: Any, image: Any) -> None:
-    """Refuse a diameter that cannot be one nucleus of this image; warn at a few voxels.
-
-    Everything the watershed sizes derives from it.  More than twice the image's
-    diagonal is a mistake (units, a typo): 5,000 µm on a 13 µm crop took minutes, 1e9 µm
-    exhausted the memory.  Twice the diagonal leaves room for objects cut by the image's
-    faces and for :func:`~dls_microscopy.segment.estimate_diameter`'s large start.  Less
-    than one voxel across (y, x: the finer axes) is a mistake too, or a wrong voxel size
-    (a file in other units): 0.01 µm on 0.2 µm voxels made 837 objects of noise.
-    """
-    diameter = getattr(getattr(segmenter, "params", None), "diameter_um", None)
-    if not isinstance(diameter, (int, float)):
-        return
-    extent = [n * s for n, s in zip(image.spatial_shape, image.spacing, strict=True)]
-    diagonal = math.sqrt(sum(e * e for e in extent))
-    if diameter > 2 * diagonal:
-        shown = " × ".join(f"{e:.4g}" for e in extent)
-        raise InputError(
-            f"diameter_um {diameter:g} µm is more than twice the image's diagonal ({shown} µm): "
-            "give the diameter of one nucleus, in µm",
-            path=image.source,
-        )
-    voxel = min(image.spacing[-2:])
-    if diameter < voxel:
-        raise InputError(
-            f"diameter_um {diameter:g} µm is less than one voxel ({voxel:.4g} µm in y and x): give "
-            "the diameter of one nucleus, in µm, and check the voxel size (`dls-microscopy info`; "
-            "--spacing replaces it)",
-            path=image.source,
-        )
-    if diameter < _FEW_VOXELS * voxel:
-        log.warning(
-            "%s: diameter %g µm is %.1f voxels across (%.4g µm each): nuclei this small are not "
-            "segmented reliably; use a finer level, or check the voxel size",
-            image.source,
-            diameter,
-            diameter / voxel,
-            voxel,
-        )
 
 
 def segment_blockwise(
@@ -270,7 +196,7 @@ def segment_blockwise(
     bound_allocator(budget)
     image = select_image(volume, channel=channel, time_point=time_point)
     spacing = image.spacing
-    _check_diameter_against_the_image(segmenter, image)
+    check_diameter_against_the_image(segmenter, image)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if output is not None:
