@@ -23,6 +23,7 @@ from dls_microscopy.io.atomic import (
 OURS = (
     '{"attributes": {"ome": {"multiscales": [{"metadata": {"method": "dls_microscopy.io.pyramid (mean)"}}]}}}'
 )
+OURS_V2 = '{"multiscales": [{"metadata": {"method": "dls_microscopy.io.pyramid (mean)"}}]}'
 
 
 def _dead_pid() -> int:
@@ -237,7 +238,7 @@ def _manifest(folder: Path, fmt: str = "dls-microscopy-manifest") -> Path:
         lambda p: p.mkdir(),
         lambda p: _manifest(p),
         lambda p: (p.mkdir(), (p / "zarr.json").write_text(OURS)),
-        lambda p: (p.mkdir(), (p / ".zgroup").write_text("{}"), (p / ".zattrs").write_text(OURS)),
+        lambda p: (p.mkdir(), (p / ".zgroup").write_text("{}"), (p / ".zattrs").write_text(OURS_V2)),
         lambda p: (p.mkdir(), (p / ".run.lock").write_text("")),
         lambda p: (p.mkdir(), (p / "meshes.json").write_text('{"objects": []}')),
     ],
@@ -290,3 +291,14 @@ def test_an_overwrite_refuses_what_is_not_an_output_of_ours(tmp_path, make):
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
     with pytest.raises(OutputError, match="remove it yourself"):
         check_output_dir(out, overwrite=True)
+
+
+def test_a_store_that_only_mentions_us_in_a_path_is_not_ours(tmp_path):
+    """The mark was a substring: another tool's store naming /data/dls_microscopy_runs passed (review)."""
+    out = tmp_path / "theirs.zarr"
+    out.mkdir()
+    (out / "zarr.json").write_text('{"attributes": {"origin": "/data/dls_microscopy_runs/a.tif"}}')
+    with pytest.raises(OutputError, match="did not write"):
+        check_output_dir(out, overwrite=True)
+    (out / "zarr.json").write_text('{"attributes": {"dls_microscopy": {"sample": "x"}}}')
+    assert check_output_dir(out, overwrite=True) == out

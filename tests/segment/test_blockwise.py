@@ -423,3 +423,23 @@ def test_a_store_marked_read_only_is_not_written_into(tmp_path, threshold_segmen
     finally:
         for p in reversed(marked):
             p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def test_another_tools_label_image_in_the_store_is_refused_before_segmenting(tmp_path, threshold_segmenter):
+    """--overwrite of labels/<name> another tool wrote was refused only after segmenting (review)."""
+    import json
+
+    img, _ = blob_volume()
+    store = write_ome_zarr(
+        img, tmp_path / "s.ome.zarr", spacing=(1, 1, 1), labels={"nuclei": (img > 0).astype(np.uint8)}
+    )
+    meta = store / "labels" / "nuclei" / "zarr.json"
+    doc = json.loads(meta.read_text())
+    for ms in doc["attributes"]["ome"]["multiscales"]:
+        ms.pop("metadata", None)  # as another tool writes it: no mark of ours
+    meta.write_text(json.dumps(doc))
+    calls = []
+    threshold_segmenter.segment = lambda *a, **k: calls.append(1)  # must not be reached
+    with pytest.raises(OutputError, match="did not write"):
+        segment_blockwise(open_volume(store), threshold_segmenter, overwrite=True)
+    assert not calls

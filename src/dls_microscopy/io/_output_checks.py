@@ -128,18 +128,33 @@ def _json_object(path: Path) -> dict:
 
 
 def _ours(metadata: Path) -> bool:
-    """Whether the zarr metadata file ``metadata`` carries our mark.
+    """Whether the zarr metadata file ``metadata`` carries our mark in its attributes.
 
-    Every store we write names us in its root attributes: an image's multiscales
-    ``metadata.method`` (``dls_microscopy.io.pyramid``), a label image's ``dls_microscopy``
-    record, a plate's provenance.  The file is a few kB; a large one is not ours.
+    Every store we write names us in its root attributes: a ``dls_microscopy`` record (a
+    label image's provenance, the sample plate's), or an image's multiscales
+    ``metadata.method`` (``dls_microscopy.io.pyramid (mean)``).  The text alone would not
+    do: another tool's attributes may hold a path such as ``/data/dls_microscopy_runs``.
+    The file is a few kB; a large one is not ours.
     """
     try:
         if metadata.stat().st_size > _MAX_METADATA_BYTES:
             return False
-        return MARK in metadata.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
+    document = _json_object(metadata)
+    attrs = document.get("attributes", document) if metadata.name == "zarr.json" else document
+    if not isinstance(attrs, dict):
+        return False
+    if MARK in attrs:
+        return True
+    ome = attrs.get("ome", attrs)
+    multiscales = ome.get("multiscales") if isinstance(ome, dict) else None
+    return any(
+        isinstance(m, dict)
+        and isinstance(m.get("metadata"), dict)
+        and str(m["metadata"].get("method", "")).startswith(f"{MARK}.")
+        for m in (multiscales if isinstance(multiscales, list) else [])
+    )
 
 
 def not_an_output(path: str | os.PathLike[str]) -> str | None:

@@ -234,7 +234,7 @@ def _wait_for_workers(
             break
         if kind != "local" and now >= next_check:
             next_check = now + _ENDED_CHECK
-            if _all_jobs_ended(kind, cluster) and _job_log_tail(log_directory):
+            if _all_jobs_ended(kind, cluster) and _job_log_tail(log_directory, _job_ids(cluster)):
                 if ended_since is not None:
                     break
                 ended_since = now
@@ -254,7 +254,7 @@ def _wait_for_workers(
             msg += f"; no job was submitted ({_SUBMIT_COMMAND[kind]} failed? see the log above)"
         if log_directory is not None:
             msg += f"; job logs in {log_directory}"
-        tail = _job_log_tail(log_directory)
+        tail = _job_log_tail(log_directory, ids)
         if tail:
             msg += f"; the newest ends: {tail}"
         msg += " (jobs still queued? check the queue, cores, memory and walltime in compute.cluster"
@@ -266,26 +266,55 @@ def _wait_for_workers(
 _ENDED_CHECK = 10.0
 
 
+#: Job states of the batch system that no longer run nor wait (Slurm lists ended jobs for a while)
+_ENDED_STATES = frozenset(
+    (
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "F",
+    )
+)
+
+
 def _all_jobs_ended(kind: str, cluster: Any) -> bool:
-    """Whether every worker job submitted so far is no longer known to the queue as live."""
+    """Whether every worker job submitted so far has ended (gone from the queue, or in an end state)."""
     ids = _job_ids(cluster)
     states = _job_states(kind, ids)
-    return bool(ids) and bool(states) and all(s.startswith("finished or unknown") for s in states.values())
+    return (
+        bool(ids)
+        and bool(states)
+        and all(
+            s.startswith("finished or unknown") or s.split(" ")[0] in _ENDED_STATES for s in states.values()
+        )
+    )
 
 
-def _job_log_tail(log_directory: Path | None, lines: int = 3) -> str:
-    """The last ``lines`` lines of the newest non-empty job error log (``*.err``), or ``""``."""
-    if log_directory is None:
+def _job_log_tail(log_directory: Path | None, job_ids: list[str], lines: int = 3) -> str:
+    """The last ``lines`` lines of the newest non-empty error log (``*.err``) of the jobs ``job_ids``.
+
+    Only this run's jobs: the log folder keeps those of earlier runs into the same output.
+    Only the file's end is read.  ``""`` when there is none.
+    """
+    if log_directory is None or not job_ids:
         return ""
     try:
-        logs = [p for p in Path(log_directory).glob("*.err") if p.stat().st_size]
-    except OSError:
-        return ""
-    if not logs:
-        return ""
-    newest = max(logs, key=lambda p: p.stat().st_mtime)
-    try:
-        text = newest.read_text(encoding="utf-8", errors="replace")
+        logs = [
+            p
+            for p in Path(log_directory).glob("*.err")
+            if any(job in p.stem.replace(".", "-").split("-") for job in job_ids) and p.stat().st_size
+        ]
+        if not logs:
+            return ""
+        newest = max(logs, key=lambda p: p.stat().st_mtime)
+        with open(newest, "rb") as fh:
+            fh.seek(max(0, newest.stat().st_size - 4096))
+            text = fh.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
     kept = [ln.strip()[:200] for ln in text.splitlines() if ln.strip()][-lines:]

@@ -132,10 +132,17 @@ def _outcome(fut: Any, timeout: float | None = None) -> tuple[Any, list[dict[str
     or up to ``timeout`` seconds, then raises :class:`NotReady`.  A field whose worker
     died has no records.
     """
+    import time
     from concurrent.futures import CancelledError
 
     from distributed import KilledWorker
 
+    if timeout is not None:  # the wait's own: a field's TimeoutError must not be taken for it
+        deadline = time.monotonic() + timeout
+        while not fut.done():
+            if time.monotonic() >= deadline:
+                raise NotReady(fut.key)
+            time.sleep(0.05)
     try:
         result = fut.result(timeout=timeout)
     except KilledWorker as exc:
@@ -147,7 +154,7 @@ def _outcome(fut: Any, timeout: float | None = None) -> tuple[Any, list[dict[str
         return ClusterError(f"field task {fut.key} was cancelled (the cluster shut down?)"), []
     except Exception as exc:
         if isinstance(exc, TimeoutError) and timeout is not None and not fut.done():
-            raise NotReady(fut.key) from None  # the wait's timeout, not the field's own error
+            raise NotReady(fut.key) from None  # lost again since it was done: computed again
         records = getattr(exc, _RECORDS_ATTRIBUTE, None) or []
         with contextlib.suppress(AttributeError):
             delattr(exc, _RECORDS_ATTRIBUTE)

@@ -271,12 +271,13 @@ class ComputeContext:
                     time.sleep(0.05)
                     continue
                 for fut in batch:
-                    # a result whose worker died before it was gathered is computed again, and
-                    # its result() waited for good for workers that might never come: watched too
-                    while (got := _gathered(fut)) is None:
-                        if watch.expired(len(remaining), len(futures)):
-                            yield from lost()
-                            return
+                    # a result whose worker died before it was gathered is computed again: back
+                    # to the queue, not waited for (its result() waited for good for workers that
+                    # might never come; the watch above sees them gone)
+                    got = _gathered(fut)
+                    if got is None:
+                        done.add(fut)
+                        continue
                     outcome, records = got
                     remaining.discard(fut)
                     watch.progress()

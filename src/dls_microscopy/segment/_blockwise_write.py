@@ -98,10 +98,15 @@ def _destination(volume: Volume, output: Any, label_name: str, overwrite: bool) 
     from dls_microscopy.io.atomic import check_store_writable
 
     store = check_store_writable(volume.source)  # before segmenting; write_labels checks again
-    if label_name in volume.labels and not overwrite:
-        raise OutputError(
-            f"label image {label_name!r} already exists (use overwrite / --overwrite)", path=store
-        )
+    if label_name in volume.labels:
+        if not overwrite:
+            raise OutputError(
+                f"label image {label_name!r} already exists (use overwrite / --overwrite)", path=store
+            )
+        from dls_microscopy.io.atomic import check_output_dir
+
+        # before segmenting: another tool's label image is not replaced (write_labels checks again)
+        check_output_dir(store / "labels" / label_name, overwrite=True)
     return store, False
 
 
