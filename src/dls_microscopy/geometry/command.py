@@ -25,6 +25,7 @@ from dls_microscopy.geometry.export import (
 from dls_microscopy.geometry.index import build_object_index
 from dls_microscopy.geometry.mesh import mesh_objects
 from dls_microscopy.geometry.table import DescriptorTableWriter
+from dls_microscopy.io._output_checks import MESH_INDEX
 from dls_microscopy.volume import Volume
 
 __all__ = ["export_meshes_command", "open_label_volume"]
@@ -35,7 +36,7 @@ GLB_NAME = "meshes.glb"
 #: The index of the meshes (source, units, options, one entry per object with its file and
 #: measures).  ``manifest.json`` is the folder's provenance, written by
 #: :func:`dls_microscopy.pipeline.meshes.run_meshes` through ``finish``.
-INDEX_NAME = "meshes.json"
+INDEX_NAME = MESH_INDEX  # named once, in io, whose --overwrite rule knows a mesh folder by it
 
 
 def open_label_volume(

@@ -105,15 +105,15 @@ def check_output_file(path: str | os.PathLike[str], *, overwrite: bool = False) 
 
 #: Files at a folder's top level that make it a store of zarr (convert's and segment's outputs)
 ZARR_METADATA = ("zarr.json", ".zgroup", ".zattrs", ".zarray")
-#: The ``format`` of our ``manifest.json`` (features, mesh, pipeline fields and runs); named
-#: here as in :mod:`dls_microscopy.pipeline.provenance`, which io does not import
+#: The name and ``format`` of our ``manifest.json`` (features, mesh, pipeline fields and runs),
+#: which :mod:`dls_microscopy.pipeline.provenance` writes (named here: io imports no pipeline)
 MANIFEST = ("manifest.json", "dls-microscopy-manifest")
 #: What our zarr stores' root metadata names (see :func:`_ours`)
 MARK = "dls_microscopy"
 _MAX_METADATA_BYTES = 2**20
-#: A mesh folder's index, written with or without a manifest
+#: A mesh folder's index, written with or without a manifest (geometry.command's INDEX_NAME)
 MESH_INDEX = "meshes.json"
-#: A pipeline run folder's lock, made before anything else in it
+#: A pipeline run folder's lock, made before anything else in it (pipeline._run_folder's LOCK_FILE)
 RUN_LOCK = ".run.lock"
 
 

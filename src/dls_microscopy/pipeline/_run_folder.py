@@ -15,12 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dls_microscopy.errors import ClusterConfigError, DlsError, OutputError
+from dls_microscopy.io._output_checks import RUN_LOCK
 
 log = logging.getLogger("dls_microscopy.pipeline.run")
 
 FIELDS_DIR = "fields"
 #: Held (flock) while a run writes into the folder; see :func:`_run_lock`.
-LOCK_FILE = ".run.lock"
+LOCK_FILE = RUN_LOCK  # named once, in io, whose --overwrite rule knows a run folder by it
 #: The output folder's write test, named as the run's temporaries (``.NAME.PID.tmp``): one
 #: left by a kill is removed by the next run and is no output to verify.
 WRITE_TEST = ".write-test.{pid}.tmp"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dls_microscopy.errors import InputError, InputNotFoundError, OutputError
+from dls_microscopy.io._output_checks import MANIFEST
 from dls_microscopy.io.atomic import partial_file, release_partial
 from dls_microscopy.pipeline._digests import (
     _digest_external,
@@ -59,8 +60,8 @@ __all__ = [
     "write_manifest",
 ]
 
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "dls-microscopy-manifest"
+# named once, in io, whose --overwrite rule recognises our outputs by them
+MANIFEST_NAME, MANIFEST_FORMAT = MANIFEST
 #: The ``command`` of a pipeline run folder's manifest (its run-level tables).
 RUN_COMMAND = "run-tables"
 MANIFEST_VERSION = 1
