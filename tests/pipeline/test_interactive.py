@@ -276,6 +276,13 @@ def test_a_memory_budget_of_zero_is_refused_and_an_invalid_setting_is_named(samp
             memory_budget_bytes(text)
     with pytest.raises(InputError, match="a memory size must be positive"):
         segment_volume(sample.as_volume(), method="watershed", memory_budget="0", output=tmp_path / "x.zarr")
+    # Meshes and Features took "0" too (review)
+    image = volume_from_layer(sample.image, scale=sample.spacing, channel_names=sample.channel_names)
+    labels = volume_from_layer(sample.labels, scale=sample.spacing)
+    with pytest.raises(InputError, match="a memory size must be positive"):
+        mesh_labels(labels, smooth=0, memory_budget="0")
+    with pytest.raises(InputError, match="a memory size must be positive"):
+        measure_volumes(image, labels, memory_budget="0")
     rec = SessionRecorder(input_path=str(tmp_path / "img.ome.zarr"))
     params = {"diameter_um": 6.0, "threshold_scale": "abc"}
     rec.record_segment(method="watershed", params=params, channel="DAPI", memory_budget="0")

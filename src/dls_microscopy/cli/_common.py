@@ -43,15 +43,9 @@ log = logging.getLogger("dls_microscopy")
 
 def parse_size(text: str) -> int:
     """Parse ``"2GB"``, ``"512MiB"``, ``"1e9"`` into bytes (the pipeline config's rules)."""
-    from dls_microscopy.pipeline.config import parse_size as parse_config_size
+    from dls_microscopy.pipeline._config_size import positive_size
 
-    try:
-        size = parse_config_size(text)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    if size <= 0:
-        raise InputError(f"a memory size must be positive, got {text!r}")
-    return size
+    return positive_size(text)
 
 
 def channel_arg(text: str) -> int | str:

@@ -29,6 +29,28 @@ def parse_size(text: str | int) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
+def positive_size(text: str | int) -> int:
+    """Bytes of a memory size that must be positive: what a budget option or field takes.
+
+    One rule for the command line (``--memory-budget``), the desktop app and the
+    configuration (``compute.memory_budget``).
+
+    Raises
+    ------
+    InputError
+        Not a size, or not positive (``"0"``).
+    """
+    from dls_microscopy.errors import InputError
+
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if size <= 0:
+        raise InputError(f"a memory size must be positive, got {text!r}")
+    return size
+
+
 def _check_size(value: str | int) -> str | int:
     if parse_size(value) <= 0:
         raise ValueError(f"memory size must be positive, got {value!r}")

@@ -52,7 +52,7 @@ def measure_volumes(
     pyarrow.Table
     """
     from dls_microscopy.features import measure_objects, objects_table
-    from dls_microscopy.pipeline.config import parse_size
+    from dls_microscopy.pipeline.interactive._segment import memory_budget_bytes
 
     lab = labels.select(c=0) if "c" in labels.axes else labels
     if image.spatial_shape != lab.spatial_shape:
@@ -66,7 +66,7 @@ def measure_volumes(
         lab.data,
         spacing=image.spacing,
         channel_names=names,
-        memory_budget=parse_size(memory_budget),
+        memory_budget=memory_budget_bytes(memory_budget),
         workers=workers,
         progress=progress,
     )

@@ -76,9 +76,9 @@ def mesh_labels(
     a viewer shows), so the memory used grows with the number of faces.
     """
     from dls_microscopy.geometry import descriptor_units, mesh_objects, shape_descriptors
-    from dls_microscopy.pipeline.config import parse_size
+    from dls_microscopy.pipeline.interactive._segment import memory_budget_bytes
 
-    budget = parse_size(memory_budget) if memory_budget is not None else None
+    budget = memory_budget_bytes(memory_budget) if memory_budget is not None else None
     meshes = []
     rows: list[dict[str, Any]] = []
     for mesh in mesh_objects(

@@ -53,7 +53,7 @@ def memory_budget_bytes(text: int | str) -> int:
         size = parse_size(text)
     except ValueError as exc:
         raise InputError(f"memory budget: {exc}") from None
-    if size <= 0:
+    if size <= 0:  # the rule of positive_size, worded for the app's field
         raise InputError(f"memory budget {text!r}: a memory size must be positive (e.g. 2GB, 512MB)")
     return size
 
