@@ -894,3 +894,34 @@ def test_saving_labels_that_do_not_fit_the_image_says_why(make_napari_viewer, tm
     with pytest.raises(OutputError, match=r"cannot save the labels layer: .*shape"):
         layer.save(str(image / "labels" / "small"), plugin="dls-microscopy")
     assert not (image / "labels").exists()
+
+
+def test_quitting_waits_for_its_own_task_not_for_other_plugins_workers(make_napari_viewer, qtbot):
+    """At quit the app waited for napari's whole thread pool: another plugin's long worker held
+    every widget's quit for 60 s (review)."""
+    import threading
+    import time
+
+    from qtpy.QtCore import QRunnable, QThreadPool
+
+    from dls_microscopy.napari._tasks import TaskWidget
+    from dls_microscopy.pipeline.interactive import CancelledError
+
+    release = threading.Event()
+
+    class _Theirs(QRunnable):
+        def run(self) -> None:
+            release.wait(30)
+
+    QThreadPool.globalInstance().start(_Theirs())
+    try:
+        widget = TaskWidget(make_napari_viewer(), "Work")
+        with qtbot.waitSignal(widget.finished, timeout=20_000) as blocker:
+            widget.start(_endless, lambda _: None)
+            qtbot.waitUntil(lambda: widget.progress_bar.format().startswith("working"))
+            start = time.monotonic()
+            widget._cancel_for_exit()
+            assert time.monotonic() - start < 10 and not widget.running
+        assert isinstance(blocker.args[0], CancelledError)
+    finally:
+        release.set()

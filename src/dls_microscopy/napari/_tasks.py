@@ -13,12 +13,13 @@ import functools
 import logging
 import shutil
 import tempfile
+import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QEvent, QObject, QSize, Qt, QThreadPool, Signal
+from qtpy.QtCore import QEvent, QEventLoop, QObject, QSize, Qt, Signal
 from qtpy.QtWidgets import (
     QAbstractSpinBox,
     QApplication,
@@ -390,7 +391,12 @@ class TaskWidget(QScrollArea):
             return
         log.info("%s: the application quits, cancelling the running task", type(self).__name__)
         self.cancel()
-        if not QThreadPool.globalInstance().waitForDone(int(EXIT_WAIT_S * 1000)):
+        # this task only: napari's pool may hold other plugins' workers, which are theirs to stop
+        deadline = time.monotonic() + EXIT_WAIT_S
+        while self.running and time.monotonic() < deadline:
+            QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)  # its finished signal
+            time.sleep(0.02)
+        if self.running:
             log.warning("%s: the task did not stop within %g s of quitting", type(self).__name__, EXIT_WAIT_S)
 
     def _show_progress(self, description: str, done: int, total: int) -> None:
