@@ -128,7 +128,7 @@ def _imagej_metadata(tif: tifffile.TiffFile, keyframe: Any, n_channels: int, pat
     unit = ij.get("unit")
     if isinstance(unit, str):  # ImageJ escapes non-ASCII units: "\\u00B5m" is "µm"
         unit = re.sub(r"\\u([0-9a-fA-F]{4})", lambda m: chr(int(m.group(1), 16)), unit).strip()
-    if not isinstance(unit, str) or unit.lower() in {"", "pixel", "pixels"}:
+    if not isinstance(unit, str) or not is_length_unit(unit):  # "pixel", "px": no calibration
         return {**out, **_uncalibrated(path, "the ImageJ metadata has no length unit")}
     for axis, tag in (("x", "XResolution"), ("y", "YResolution")):
         value = keyframe.tags.valueof(tag)  # (pixels, per unit length)
