@@ -102,8 +102,7 @@ def segment(
     from dls_microscopy.segment import get_segmenter, segment_blockwise
 
     params = _parse_params(param)
-    for option, key in (("--diameter", "diameter_um"), ("--model", "model_path")):
-        given = diameter if option == "--diameter" else model
+    for option, key, given in (("--diameter", "diameter_um", diameter), ("--model", "model_path", model)):
         if given is not None and key in params:  # which one wins would be a guess
             raise InputError(f"{option} and --param {key}=... both give {key}: give it once")
     if level and output is None:  # before any work (--diameter auto): it cannot go there

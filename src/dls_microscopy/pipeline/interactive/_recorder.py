@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,8 @@ class SessionRecorder:
     """the labels the next mesh or features step works on (the latest segmentation, or
     those named by :meth:`use_segmentation` and the like)"""
     spacing: dict[str, list[float] | None] = dataclasses.field(default_factory=dict)
+    _session: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:6], repr=False)
+    """in every key: one of another recorder (viewer) is never taken for one of this"""
     """per step recorded: its voxel size in µm at full resolution, or None for the file's"""
     level: dict[str, int] = dataclasses.field(default_factory=dict)
     """per step recorded: the resolution level of the image it ran at (0: full resolution)"""
@@ -92,7 +95,7 @@ class SessionRecorder:
         if model:
             step["model"] = _absolute(model, only_if_found=True)
         self.compute.update(device=device, memory_budget=memory_budget)
-        key = f"{labels}#{len(self.segmentations) + 1}"
+        key = f"{labels}#{self._session}-{len(self.segmentations) + 1}"
         self.segmentations[key] = self.current = _Labels(
             name=labels,
             input_path=self.input_path,
