@@ -302,3 +302,24 @@ def test_a_store_that_only_mentions_us_in_a_path_is_not_ours(tmp_path):
         check_output_dir(out, overwrite=True)
     (out / "zarr.json").write_text('{"attributes": {"dls_microscopy": {"sample": "x"}}}')
     assert check_output_dir(out, overwrite=True) == out
+
+
+def test_a_plate_whose_images_we_wrote_is_ours_though_its_root_is_unmarked(tmp_path):
+    """The sample plate of earlier versions had no mark at its root: `sample --overwrite` refused it."""
+    import json
+
+    from dls_microscopy.sample_data.plate import write_synthetic_plate
+
+    plate = write_synthetic_plate(tmp_path / "p.ome.zarr", seed=0)
+    root = json.loads((plate / "zarr.json").read_text())
+    root["attributes"].pop("dls_microscopy")  # as written before 2026-11-29
+    (plate / "zarr.json").write_text(json.dumps(root))
+    assert check_output_dir(plate, overwrite=True) == plate
+    # a plate of another tool: its images carry no mark of ours
+    for image in plate.glob("*/*/*/zarr.json"):
+        doc = json.loads(image.read_text())
+        for ms in doc["attributes"]["ome"]["multiscales"]:
+            ms.pop("metadata", None)
+        image.write_text(json.dumps(doc))
+    with pytest.raises(OutputError, match="did not write"):
+        check_output_dir(plate, overwrite=True)

@@ -157,6 +157,37 @@ def _ours(metadata: Path) -> bool:
     )
 
 
+def _plate_of_ours(store: Path) -> bool:
+    """Whether ``store`` is an NGFF plate whose first field image we wrote.
+
+    Plates written before their root was marked (the sample plate before 2026-11-29) are
+    still ours: their fields' images carry our pyramid's mark.
+    """
+    plate = _attributes(store).get("plate")
+    wells = plate.get("wells") if isinstance(plate, dict) else None
+    if not isinstance(wells, list) or not wells or not isinstance(wells[0], dict):
+        return False
+    well = store / str(wells[0].get("path", ""))
+    about = _attributes(well).get("well")
+    images = about.get("images") if isinstance(about, dict) else None
+    if not isinstance(images, list) or not images or not isinstance(images[0], dict):
+        return False
+    image = well / str(images[0].get("path", ""))
+    return image.resolve().is_relative_to(store.resolve()) and any(
+        _ours(image / n) for n in ("zarr.json", ".zattrs") if (image / n).is_file()
+    )
+
+
+def _attributes(group: Path) -> dict:
+    """The NGFF attributes of the zarr group ``group`` (``ome`` of v3 ``zarr.json``, or ``.zattrs``)."""
+    if (group / "zarr.json").is_file():
+        found = _json_object(group / "zarr.json").get("attributes", {})
+    else:
+        found = _json_object(group / ".zattrs")
+    found = found.get("ome", found) if isinstance(found, dict) else {}
+    return found if isinstance(found, dict) else {}
+
+
 def not_an_output(path: str | os.PathLike[str]) -> str | None:
     """Why the existing ``path`` must not be replaced by an output, or None if it may be.
 
@@ -188,7 +219,7 @@ def not_an_output(path: str | os.PathLike[str]) -> str | None:
         return f"cannot be read ({exc.strerror or exc}), so it cannot be replaced; {advice}"
     if not names or RUN_LOCK in names:
         return None
-    if any(_ours(path / n) for n in names & set(ZARR_METADATA)):
+    if any(_ours(path / n) for n in names & set(ZARR_METADATA)) or _plate_of_ours(path):
         return None
     if names & set(ZARR_METADATA):  # an acquisition, another tool's result: not ours to delete
         return f"is a zarr store that dls-microscopy did not write (its metadata lacks our mark); {advice}"
